@@ -1,0 +1,1 @@
+"""rmsmp.generator"""

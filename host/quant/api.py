@@ -1,0 +1,169 @@
+"""``quantize()``: PyTorch model + calibration data → :class:`QuantizedModel`."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn as nn
+
+from ..errors import RmsmpError
+from .calibrate import ActivationRecorder, as_batches, fit_frac
+from .fake import GraphModule, min_scale
+from .graph import capture
+from .qmodel import Layer, QuantizedModel, TensorQ
+from .rmsmp import ASSIGN_MODES, assign_rows, fit_scales, hessian_row_traces, parse_ratio, row_counts
+from .schemes import parse_scheme
+
+__all__ = ["quantize", "DEFAULT_RATIO", "METHODS"]
+
+#: The RMSMP paper's 10:5:1 split of a 16-row array.
+DEFAULT_RATIO = {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
+METHODS = ("rmsmp",)
+
+
+def _check_bits(name, v, lo, hi):
+    if not isinstance(v, int) or not lo <= v <= hi:
+        raise RmsmpError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
+
+
+def _tensor_bits(layers: list[Layer], first: str, last: str, *, act_bits, edge_act_bits, res_bits, out_bits):
+    """Bits and signedness of every tensor (docs/quantization.md §activations).
+
+    A tensor read by a conv/linear gets that layer's input width (edge layers:
+    ``edge_act_bits``); pass-through ops (max-pool, flatten) hand their consumers'
+    needs to their producer.  Other tensors: ``act_bits`` after ReLU, ``res_bits``
+    signed otherwise (pre-residual-add), ``out_bits`` signed for the network output.
+    """
+    req: dict[str, int] = {}
+    for l in reversed(layers):
+        if l.is_compute:
+            need = edge_act_bits if (l.name in (first, last) and edge_act_bits) else act_bits
+        elif l.op in ("maxpool", "flatten"):
+            need = req.get(l.name)
+        else:
+            need = None
+        if need:
+            for i in l.inputs:
+                req[i] = max(req.get(i, 0), need)
+    fmt: dict[str, tuple[int, bool]] = {}
+    for l in layers:
+        if l.op == "input":
+            fmt[l.name] = (req.get(l.name, edge_act_bits or act_bits), True)
+        elif l.op in ("maxpool", "flatten"):
+            fmt[l.name] = fmt[l.inputs[0]]
+        elif l.op == "relu":
+            b, s = fmt[l.inputs[0]]
+            fmt[l.name] = (b - 1 if s else b, False)
+        else:
+            signed = not l.attrs.get("relu") and (l.op != "avgpool" or fmt[l.inputs[0]][1])
+            default = out_bits if l is layers[-1] else (act_bits if not signed else res_bits)
+            fmt[l.name] = (req.get(l.name, default), signed)
+    return fmt
+
+
+def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
+             ratio: Mapping | None = None, act_bits: int = 4, edge_scheme: str | None = "fix8",
+             edge_act_bits: int | None = 8, res_bits: int = 8, out_bits: int = 16,
+             assign: str = "hessian", hessian_samples: int = 2, hessian_images: int = 16,
+             seed: int = 0, progress: bool = False) -> QuantizedModel:
+    """Quantize ``model`` post-training with row-wise mixed schemes and precisions.
+
+    Args:
+        model: a float ``nn.Module`` (conv/linear/BN/ReLU/add/pool/flatten graph).
+        calib_batches: a tensor, or an iterable of tensors or ``(images, labels)``.
+        method: ``"rmsmp"``.
+        ratio: ``{scheme: fraction}``, the same in every layer; default 10:5:1 of
+            pot4:fix4:fix8.  ``{"fix4": 1}`` gives uniform 4-bit fixed-point.
+        act_bits: activation bits between layers (unsigned after ReLU).
+        edge_scheme / edge_act_bits: scheme of every row, and input activation bits, of
+            the first and last conv/linear (default fix8 / 8); ``None`` applies the
+            ratio / ``act_bits`` to them too.
+        res_bits: bits of signed tensors that feed a residual add.
+        out_bits: bits of the network output (signed).
+        assign: ``"hessian"`` (default), ``"variance"`` or ``"random"`` row assignment.
+        hessian_samples / hessian_images: Hutchinson probes and images used.
+        progress: show a progress bar.
+
+    Example::
+
+        qm = quantize(model, images[:32], ratio={"pot4": 10/16, "fix4": 5/16, "fix8": 1/16})
+        logits = rmsmp.sim.golden(qm, images)
+    """
+    if method not in METHODS:
+        raise RmsmpError(f"unknown quantization method {method!r}; available: {', '.join(METHODS)}")
+    if assign not in ASSIGN_MODES:
+        raise RmsmpError(f"unknown row assignment {assign!r}; available: {', '.join(ASSIGN_MODES)}")
+    _check_bits("act_bits", act_bits, 2, 8)
+    _check_bits("res_bits", res_bits, 2, 16)
+    _check_bits("out_bits", out_bits, 2, 32)
+    if edge_act_bits is not None:
+        _check_bits("edge_act_bits", edge_act_bits, 2, 8)
+    ratio_s = parse_ratio(DEFAULT_RATIO if ratio is None else ratio)
+    edge = parse_scheme(edge_scheme) if edge_scheme is not None else None
+    batches = as_batches(calib_batches)
+    gen = torch.Generator().manual_seed(seed)
+
+    layers = capture(model)
+    compute = [l for l in layers if l.is_compute]
+    first, last = compute[0].name, compute[-1].name
+    gm = GraphModule(layers, mode="float")
+
+    # -- activation formats: calibrate on the float (BN-folded) network ---------------
+    rec = ActivationRecorder(seed=seed)
+    gm.observer = rec
+    with torch.no_grad():
+        for x, _ in batches:
+            gm(x)
+    gm.observer = None
+    fmt = _tensor_bits(layers, first, last, act_bits=act_bits, edge_act_bits=edge_act_bits,
+                       res_bits=res_bits, out_bits=out_bits)
+    outq: dict[str, TensorQ] = {}
+    for l in layers:
+        bits, signed = fmt[l.name]
+        if l.op in ("maxpool", "flatten"):
+            outq[l.name] = outq[l.inputs[0]]
+        elif l.op == "relu":
+            p = outq[l.inputs[0]]
+            outq[l.name] = TensorQ(bits, False, p.frac)
+        else:
+            outq[l.name] = fit_frac(rec.values(l.name), bits, signed, rec.absmax[l.name])
+
+    # -- row counts per layer, then sensitivity where precisions differ ------------------
+    plan = {}
+    for l in compute:
+        if edge is not None and l.name in (first, last):
+            plan[l.name] = {edge: l.rows}
+        else:
+            plan[l.name] = row_counts(l.rows, ratio_s)
+    needs_h = [l.name for l in compute
+               if assign == "hessian" and len({s.bits for s, c in plan[l.name].items() if c}) > 1]
+    traces = hessian_row_traces(gm, needs_h, batches, hessian_samples, hessian_images, seed) if needs_h else {}
+
+    # -- assign, fit scales, quantize ---------------------------------------------------
+    it = compute
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(compute, desc="rmsmp: quantizing layers", unit="layer")
+    done: dict[str, Layer] = {}
+    for l in it:
+        schemes = assign_rows(l.weight, plan[l.name], mode=assign, trace=traces.get(l.name), generator=gen)
+        scale = torch.empty(l.rows, dtype=torch.float64)
+        q = torch.empty(l.weight.shape, dtype=torch.int64)
+        in_frac = outq[l.inputs[0]].frac
+        floor = min_scale(l.bias, in_frac) * (1 + 1e-9)
+        for s in set(schemes):
+            rows = torch.tensor([r for r, x in enumerate(schemes) if x == s])
+            sc, _ = fit_scales(l.weight[rows], s)
+            # float32-representable, so the fake-quant module (float32) round-trips exactly
+            sc = torch.maximum(sc, floor[rows]).float().double()
+            sc = torch.where(sc < floor[rows], torch.nextafter(sc.float(), torch.tensor(float('inf'))).double(), sc)
+            scale[rows] = sc
+            q[rows] = s.quantize(l.weight[rows].double(), sc)
+        done[l.name] = Layer(l.name, l.op, l.inputs, dict(l.attrs), weight=l.weight, bias=l.bias,
+                             out=outq[l.name], schemes=tuple(str(s) for s in schemes), qweight=q, scale=scale)
+    out_layers = [done.get(l.name) or Layer(l.name, l.op, l.inputs, dict(l.attrs), out=outq[l.name])
+                  for l in layers]
+    meta = {"method": method, "assign": assign, "act_bits": act_bits, "res_bits": res_bits,
+            "out_bits": out_bits, "edge_scheme": str(edge) if edge else None, "edge_act_bits": edge_act_bits,
+            "model": type(model).__name__}
+    return QuantizedModel(out_layers, ratio={str(s): v for s, v in ratio_s.items()}, meta=meta)

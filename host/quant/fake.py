@@ -1,0 +1,150 @@
+"""An ``nn.Module`` that executes a captured layer graph in float or fake-quant mode.
+
+* ``mode="float"``: the BN-folded float network (calibration, Hessian estimates).
+* ``mode="fake"``: weights quantized per row with their scheme and a learnable scale
+  (straight-through estimator), every tensor rounded half-up to its ``TensorQ`` and
+  clamped, as in ``docs/arithmetic.md``.  ``to_quantized()`` exports the trained state
+  back to a :class:`QuantizedModel`.
+
+The fake-quant forward keeps real-valued scales and biases where the hardware uses the
+integer ``M/2^n`` and ``B``; the agreement this allows is stated in docs §7 and tested.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .qmodel import BIAS_LIMIT, Layer, QuantizedModel, TensorQ
+from .schemes import parse_scheme
+
+__all__ = ["GraphModule", "fake_quant_tensor", "ste_weight"]
+
+
+def fake_quant_tensor(y: torch.Tensor, q: TensorQ) -> torch.Tensor:
+    """Round ``y`` half-up to ``q`` and clamp; gradient passes inside the range (STE)."""
+    s = 2.0 ** q.frac
+    yc = torch.clamp(y * s, q.lo, q.hi)
+    return (yc + (torch.floor(yc + 0.5) - yc).detach()) / s
+
+
+def ste_weight(w: torch.Tensor, scale: torch.Tensor, groups) -> torch.Tensor:
+    """Integer-valued weights (float) per row group ``[(scheme, rows), …]``, STE gradient.
+
+    The gradient reaches both ``w`` and ``scale`` (LSQ-style) through ``w / scale``.
+    """
+    x = w / scale.reshape(-1, *([1] * (w.dim() - 1)))
+    out = torch.empty_like(x)
+    for scheme, rows in groups:
+        xr = x[rows]
+        out[rows] = xr + (scheme.round(xr) - xr).detach()
+    return out
+
+
+def _key(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+def min_scale(bias: torch.Tensor, in_frac: int) -> torch.Tensor:
+    """Smallest row scale for which the integer bias fits ``±2^30`` (docs §4)."""
+    return bias.detach().double().abs() * 2.0 ** in_frac / BIAS_LIMIT
+
+
+class GraphModule(nn.Module):
+    """Execute layers (a :class:`QuantizedModel`, or captured float layers with ``mode="float"``)."""
+
+    def __init__(self, src, mode: str = "fake"):
+        super().__init__()
+        if mode not in ("float", "fake"):
+            raise ValueError(f"mode must be 'float' or 'fake', got {mode!r}")
+        if mode == "fake" and not isinstance(src, QuantizedModel):
+            raise ValueError("fake-quant mode needs a QuantizedModel")
+        self._qm = src if isinstance(src, QuantizedModel) else None
+        self.layers: list[Layer] = list(src.layers if self._qm else src)
+        self.mode = mode
+        self.weight = nn.ParameterDict()
+        self.bias = nn.ParameterDict()
+        self.scale = nn.ParameterDict()
+        self._groups: dict[str, list] = {}
+        self.observer: Callable[[str, torch.Tensor], None] | None = None
+        for l in self.layers:
+            if l.op in ("conv", "linear"):
+                k = _key(l.name)
+                self.weight[k] = nn.Parameter(l.weight.detach().float().clone())
+                self.bias[k] = nn.Parameter(l.bias.detach().float().clone())
+                if mode == "fake":
+                    self.scale[k] = nn.Parameter(l.scale.detach().float().clone())
+                    self._groups[l.name] = [
+                        (parse_scheme(s), torch.tensor([r for r, x in enumerate(l.schemes) if x == s]))
+                        for s in sorted(set(l.schemes))]
+
+    def layer_weight(self, name: str) -> nn.Parameter:
+        return self.weight[_key(name)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fake = self.mode == "fake"
+        vals: dict[str, torch.Tensor] = {}
+        for l in self.layers:
+            if l.op == "input":
+                y = x.float()
+            else:
+                a = vals[l.inputs[0]]
+                if l.op in ("conv", "linear"):
+                    k = _key(l.name)
+                    w, b = self.weight[k], self.bias[k]
+                    if fake:
+                        s = self.scale[k]
+                        wq = ste_weight(w, s, self._groups[l.name])
+                        z = F.conv2d(a, wq, None, l.attrs["stride"], l.attrs["padding"]) if l.op == "conv" \
+                            else F.linear(a, wq)
+                        shape = (1, -1, 1, 1) if l.op == "conv" else (1, -1)
+                        y = z * s.reshape(shape) + b.reshape(shape)
+                    else:
+                        y = F.conv2d(a, w, b, l.attrs["stride"], l.attrs["padding"]) if l.op == "conv" \
+                            else F.linear(a, w, b)
+                elif l.op == "add":
+                    y = a + vals[l.inputs[1]]
+                elif l.op == "relu":
+                    y = F.relu(a)
+                elif l.op == "maxpool":
+                    y = F.max_pool2d(a, l.attrs["kernel"], l.attrs["stride"], l.attrs["padding"])
+                elif l.op == "avgpool":
+                    y = a.mean(dim=(2, 3), keepdim=True)
+                elif l.op == "flatten":
+                    y = a.flatten(1)
+                else:  # pragma: no cover
+                    raise ValueError(f"unknown op {l.op}")
+                if l.attrs.get("relu"):
+                    y = F.relu(y)
+            if fake and l.out is not None and l.op not in ("maxpool", "flatten", "relu"):
+                y = fake_quant_tensor(y, l.out)
+            if self.observer is not None:
+                self.observer(l.name, y)
+            vals[l.name] = y
+        return vals[self.layers[-1].name]
+
+    @torch.no_grad()
+    def to_quantized(self) -> QuantizedModel:
+        """Export the current (e.g. fine-tuned) state as a new :class:`QuantizedModel`."""
+        if self.mode != "fake":
+            raise ValueError("only a fake-quant GraphModule exports a QuantizedModel")
+        qm = self._qm
+        new = []
+        for l in self.layers:
+            if l.op in ("conv", "linear"):
+                k = _key(l.name)
+                w = self.weight[k].detach().float().clone()
+                b = self.bias[k].detach().float().clone()
+                floor = min_scale(b, qm.in_q(l).frac) * (1 + 1e-9)
+                s = torch.maximum(self.scale[k].detach().float().double(), floor.float().double())
+                s = torch.where(s < floor, torch.nextafter(s.float(), torch.tensor(float('inf'))).double(), s)
+                q = torch.empty_like(w, dtype=torch.int64)
+                for scheme, rows in self._groups[l.name]:
+                    q[rows] = scheme.quantize(w[rows].double(), s[rows])
+                l = Layer(l.name, l.op, l.inputs, dict(l.attrs), weight=w, bias=b, out=l.out,
+                          schemes=l.schemes, qweight=q, scale=s)
+            new.append(l)
+        return qm.with_layers(new)

@@ -1,0 +1,314 @@
+"""``QuantizedModel``: the single source of truth for what the hardware computes.
+
+A model is a list of :class:`Layer` in topological order.  Ops: ``input``, ``conv``,
+``linear``, ``add``, ``relu``, ``maxpool``, ``avgpool`` (global), ``flatten``.
+Every layer's output tensor carries a :class:`TensorQ` (integer bits, signedness and a
+power-of-two scale ``2^-frac``).  Conv/linear layers carry integer weights, a scheme
+and a real scale per output row (``w ≈ scale[r] * qweight[r]``) and a real bias; the
+integer bias, requantization multiplier and shift the hardware uses are *derived* from
+those by the exact rules of ``docs/arithmetic.md`` (:func:`requant_multiplier`,
+:func:`bias_to_int`).
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelFormatError, RmsmpError
+from .schemes import parse_scheme
+
+__all__ = ["TensorQ", "Layer", "QuantizedModel", "requant_multiplier", "bias_to_int",
+           "BIAS_LIMIT", "MULT_BITS", "accumulator_bits"]
+
+#: Requantization multipliers are unsigned integers below ``2^MULT_BITS``.
+MULT_BITS = 16
+#: Largest shift of the requantizer.
+MAX_SHIFT = 62
+#: Integer biases are clamped by the quantizer's choice of scale to ``|B| <= 2^30``.
+BIAS_LIMIT = 2 ** 30
+
+COMPUTE_OPS = ("conv", "linear")
+OPS = ("input", "conv", "linear", "add", "relu", "maxpool", "avgpool", "flatten")
+
+
+@dataclass(frozen=True)
+class TensorQ:
+    """Integer format of a tensor: value = q * 2^-frac, q in [lo, hi]."""
+
+    bits: int
+    signed: bool
+    frac: int
+
+    def __post_init__(self):
+        if not (1 <= self.bits <= 32):
+            raise RmsmpError(f"tensor bit-width {self.bits} out of range 1..32")
+
+    @property
+    def lo(self) -> int:
+        return -(2 ** (self.bits - 1)) if self.signed else 0
+
+    @property
+    def hi(self) -> int:
+        return 2 ** (self.bits - 1) - 1 if self.signed else 2 ** self.bits - 1
+
+    @property
+    def step(self) -> float:
+        return 2.0 ** -self.frac
+
+    def to_dict(self):
+        return {"bits": self.bits, "signed": self.signed, "frac": self.frac}
+
+
+def requant_multiplier(t: float) -> tuple[int, int]:
+    """Integers ``(M, n)`` with ``M / 2^n ≈ t``, ``0 <= M < 2^16``, ``0 <= n <= 62``.
+
+    ``M`` is rounded to nearest from the exact float64 mantissa of ``t`` and then
+    reduced (trailing zero bits moved out of ``M`` into ``n``), so a power of two
+    gives ``M == 1``: the pure-shift mode.
+    """
+    if not (t > 0 and math.isfinite(t)):
+        raise RmsmpError(f"requantization factor must be positive and finite, got {t!r}")
+    m, e = math.frexp(t)                 # t = m * 2^e, m in [0.5, 1)
+    M, n = round(m * 2 ** MULT_BITS), MULT_BITS - e
+    if M == 2 ** MULT_BITS:
+        M, n = M >> 1, n - 1
+    if n < 0:
+        raise RmsmpError(f"requantization factor {t:g} >= 2^{MULT_BITS}: not representable")
+    if n > MAX_SHIFT:
+        M, n = round(t * 2.0 ** MAX_SHIFT), MAX_SHIFT
+    while n > 0 and M > 0 and M % 2 == 0:
+        M, n = M >> 1, n - 1
+    return int(M), int(n)
+
+
+def bias_to_int(bias: torch.Tensor, scale: torch.Tensor, in_frac: int) -> torch.Tensor:
+    """Integer bias in accumulator units: ``round(bias / (scale * 2^-in_frac))`` (float64, ties to even)."""
+    b = torch.round(bias.double() / (scale.double() * 2.0 ** -in_frac)).to(torch.int64)
+    if bool((b.abs() > BIAS_LIMIT).any()):
+        raise RmsmpError(f"integer bias exceeds ±2^30 (scale too small for its bias); "
+                         f"largest |B| = {int(b.abs().max())}")
+    return b
+
+
+def accumulator_bits(qmax_w: int, x: TensorQ, fan_in: int) -> int:
+    """Signed accumulator width that holds any sum of ``fan_in`` products (docs §3)."""
+    xmax = max(abs(x.lo), abs(x.hi))
+    worst = qmax_w * xmax * fan_in
+    return worst.bit_length() + 1
+
+
+@dataclass
+class Layer:
+    """One node of the graph.  Float fields come from capture; quant fields from quantize."""
+
+    name: str
+    op: str
+    inputs: tuple = ()
+    attrs: dict = field(default_factory=dict)
+    weight: torch.Tensor | None = None       # float, BN folded: [O, C, k, k] or [O, C]
+    bias: torch.Tensor | None = None         # float [O]
+    out: TensorQ | None = None
+    schemes: tuple | None = None             # per output row, e.g. ("pot4", "fix8", …)
+    qweight: torch.Tensor | None = None      # int64, same shape as weight
+    scale: torch.Tensor | None = None        # float64 [O], alpha per row
+
+    @property
+    def is_compute(self) -> bool:
+        return self.op in COMPUTE_OPS
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.weight is None else self.weight.shape[0]
+
+    @property
+    def fan_in(self) -> int:
+        return 0 if self.weight is None else self.weight[0].numel()
+
+
+class QuantizedModel:
+    """A quantized network: layers, per-row schemes/scales, integer weights, tensor formats.
+
+    Build one with :func:`rmsmp.host.quantize`; run it with :func:`rmsmp.sim.golden`;
+    ``save``/``load`` it; ``fake_quant()`` gives a trainable float module for QAT.
+    """
+
+    FORMAT = "rmsmp.QuantizedModel"
+    VERSION = 1
+
+    def __init__(self, layers, *, ratio=None, meta=None):
+        self.layers: list[Layer] = list(layers)
+        self.ratio: dict = dict(ratio or {})
+        self.meta: dict = dict(meta or {})
+        self._by_name = {l.name: l for l in self.layers}
+        if len(self._by_name) != len(self.layers):
+            raise RmsmpError("duplicate layer names")
+        self.validate()
+        self._derive()
+
+    # -- structure ------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Layer:
+        return self._by_name[name]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    @property
+    def input(self) -> Layer:
+        return self.layers[0]
+
+    @property
+    def output(self) -> Layer:
+        return self.layers[-1]
+
+    def compute_layers(self) -> list[Layer]:
+        return [l for l in self.layers if l.is_compute]
+
+    def in_q(self, layer: Layer) -> TensorQ:
+        """Format of the (first) input tensor of ``layer``."""
+        return self._by_name[layer.inputs[0]].out
+
+    def scheme_rows(self) -> Counter:
+        """Number of rows per scheme over all compute layers."""
+        c = Counter()
+        for l in self.compute_layers():
+            c.update(l.schemes)
+        return c
+
+    # -- derived integer parameters --------------------------------------------------
+    def _derive(self):
+        """Integer bias ``B``, multiplier ``M`` and shift ``n`` per row (docs §4)."""
+        self.requant: dict[str, dict] = {}
+        for l in self.compute_layers():
+            iq = self.in_q(l)
+            t = l.scale.double() * 2.0 ** (l.out.frac - iq.frac)
+            mn = [requant_multiplier(float(v)) for v in t]
+            self.requant[l.name] = {
+                "bias": bias_to_int(l.bias, l.scale, iq.frac),
+                "mult": torch.tensor([m for m, _ in mn], dtype=torch.int64),
+                "shift": torch.tensor([n for _, n in mn], dtype=torch.int64),
+            }
+
+    def validate(self):
+        """Check the graph and every integer against its format; raise on the first fault."""
+        seen = set()
+        if not self.layers or self.layers[0].op != "input":
+            raise RmsmpError("a QuantizedModel starts with its 'input' layer")
+        for l in self.layers:
+            if l.op not in OPS:
+                raise RmsmpError(f"layer {l.name!r}: unknown op {l.op!r}")
+            for i in l.inputs:
+                if i not in seen:
+                    raise RmsmpError(f"layer {l.name!r}: input {i!r} is not defined before it")
+            if l.out is None:
+                raise RmsmpError(f"layer {l.name!r} has no output format (not quantized)")
+            if l.is_compute:
+                if l.qweight is None or l.scale is None or l.schemes is None or l.bias is None:
+                    raise RmsmpError(f"layer {l.name!r}: missing integer weights, scales, schemes or bias")
+                if len(l.schemes) != l.rows or l.scale.shape != (l.rows,) or l.bias.shape != (l.rows,):
+                    raise RmsmpError(f"layer {l.name!r}: per-row arrays disagree with {l.rows} rows")
+                if l.qweight.shape != l.weight.shape:
+                    raise RmsmpError(f"layer {l.name!r}: integer weight shape {tuple(l.qweight.shape)} "
+                                     f"!= {tuple(l.weight.shape)}")
+                if not bool((l.scale > 0).all()):
+                    raise RmsmpError(f"layer {l.name!r}: row scales must be positive")
+                for s in set(l.schemes):
+                    rows = [r for r, x in enumerate(l.schemes) if x == s]
+                    try:
+                        parse_scheme(s).check(l.qweight[rows])
+                    except RmsmpError as e:
+                        raise RmsmpError(f"layer {l.name!r}: {e}") from None
+            seen.add(l.name)
+
+    # -- reporting ----------------------------------------------------------------------
+    @property
+    def realized_ratio(self) -> dict:
+        c = self.scheme_rows()
+        total = sum(c.values())
+        return {k: v / total for k, v in sorted(c.items())}
+
+    def weight_bits(self) -> int:
+        """Total bits of the packed weights (each row at its scheme's width)."""
+        return sum(parse_scheme(s).bits * l.fan_in for l in self.compute_layers() for s in l.schemes)
+
+    def summary(self) -> str:
+        lines = [f"{'layer':28s} {'op':8s} {'rows/schemes':34s} out"]
+        for l in self.layers:
+            sch = ""
+            if l.is_compute:
+                c = Counter(l.schemes)
+                sch = " ".join(f"{k}:{v}" for k, v in sorted(c.items()))
+            relu = "+relu" if l.attrs.get("relu") else ""
+            o = f"{'s' if l.out.signed else 'u'}{l.out.bits} 2^-{l.out.frac}"
+            lines.append(f"{l.name:28s} {l.op + relu:8s} {sch:34s} {o}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        c = self.scheme_rows()
+        return (f"QuantizedModel({len(self.layers)} layers, {len(self.compute_layers())} conv/linear, "
+                f"rows {dict(sorted(c.items()))})")
+
+    # -- conversions ------------------------------------------------------------------
+    def fake_quant(self):
+        """A trainable float ``nn.Module`` computing this model with fake quantization."""
+        from .fake import GraphModule
+        return GraphModule(self, mode="fake")
+
+    def with_layers(self, layers) -> "QuantizedModel":
+        return QuantizedModel(layers, ratio=self.ratio, meta=self.meta)
+
+    # -- file format ------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        def enc(l: Layer):
+            return {"name": l.name, "op": l.op, "inputs": list(l.inputs), "attrs": dict(l.attrs),
+                    "weight": l.weight, "bias": l.bias,
+                    "out": l.out.to_dict() if l.out else None,
+                    "schemes": list(l.schemes) if l.schemes is not None else None,
+                    "qweight": l.qweight, "scale": l.scale}
+        return {"format": self.FORMAT, "version": self.VERSION, "ratio": self.ratio,
+                "meta": self.meta, "layers": [enc(l) for l in self.layers]}
+
+    def save(self, path) -> Path:
+        """Write the model to one file (torch serialization, tensors and plain types only)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.to_dict(), tmp)
+        tmp.replace(path)          # never leave a half-written model behind
+        return path
+
+    @classmethod
+    def load(cls, path) -> "QuantizedModel":
+        """Read a file written by :meth:`save`; a corrupt or foreign file raises ModelFormatError."""
+        path = Path(path)
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # torch raises many types for a damaged file
+            raise ModelFormatError(f"{path}: not a readable rmsmp model file ({type(e).__name__}: {e})") from None
+        if not isinstance(d, dict) or d.get("format") != cls.FORMAT:
+            raise ModelFormatError(f"{path}: not an rmsmp QuantizedModel file")
+        if d.get("version") != cls.VERSION:
+            raise ModelFormatError(f"{path}: format version {d.get('version')!r} is not supported "
+                                   f"(this rmsmp reads version {cls.VERSION})")
+        try:
+            layers = []
+            for e in d["layers"]:
+                layers.append(Layer(
+                    name=e["name"], op=e["op"], inputs=tuple(e["inputs"]), attrs=dict(e["attrs"]),
+                    weight=e["weight"], bias=e["bias"],
+                    out=TensorQ(**e["out"]) if e["out"] else None,
+                    schemes=tuple(e["schemes"]) if e["schemes"] is not None else None,
+                    qweight=e["qweight"], scale=e["scale"]))
+            return cls(layers, ratio=d["ratio"], meta=d["meta"])
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ModelFormatError(f"{path}: damaged rmsmp model file ({type(e).__name__}: {e})") from None
+        except RmsmpError as e:
+            raise ModelFormatError(f"{path}: inconsistent rmsmp model file: {e}") from None
+
+
+def replace_layer(layer: Layer, **kw) -> Layer:
+    return replace(layer, **kw)
