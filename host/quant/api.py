@@ -8,9 +8,9 @@ import torch.nn as nn
 
 from ..errors import RmsmpError
 from .calibrate import ActivationRecorder, as_batches, fit_frac
-from .fake import GraphModule, min_scale
+from .fake import GraphModule
 from .graph import capture
-from .qmodel import Layer, QuantizedModel, TensorQ
+from .qmodel import Layer, QuantizedModel, TensorQ, legal_scale
 from .rmsmp import ASSIGN_MODES, assign_rows, fit_scales, hessian_row_traces, parse_ratio, row_counts
 from .schemes import parse_scheme
 
@@ -150,13 +150,10 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
         scale = torch.empty(l.rows, dtype=torch.float64)
         q = torch.empty(l.weight.shape, dtype=torch.int64)
         in_frac = outq[l.inputs[0]].frac
-        floor = min_scale(l.bias, in_frac) * (1 + 1e-9)
         for s in set(schemes):
             rows = torch.tensor([r for r, x in enumerate(schemes) if x == s])
             sc, _ = fit_scales(l.weight[rows], s)
-            # float32-representable, so the fake-quant module (float32) round-trips exactly
-            sc = torch.maximum(sc, floor[rows]).float().double()
-            sc = torch.where(sc < floor[rows], torch.nextafter(sc.float(), torch.tensor(float('inf'))).double(), sc)
+            sc = legal_scale(sc, l.bias[rows], in_frac)
             scale[rows] = sc
             q[rows] = s.quantize(l.weight[rows].double(), sc)
         done[l.name] = Layer(l.name, l.op, l.inputs, dict(l.attrs), weight=l.weight, bias=l.bias,

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .qmodel import BIAS_LIMIT, Layer, QuantizedModel, TensorQ
+from .qmodel import Layer, QuantizedModel, TensorQ, legal_scale
 from .schemes import parse_scheme
 
 __all__ = ["GraphModule", "fake_quant_tensor", "ste_weight"]
@@ -46,11 +46,6 @@ def ste_weight(w: torch.Tensor, scale: torch.Tensor, groups) -> torch.Tensor:
 
 def _key(name: str) -> str:
     return re.sub(r"\W", "_", name)
-
-
-def min_scale(bias: torch.Tensor, in_frac: int) -> torch.Tensor:
-    """Smallest row scale for which the integer bias fits ``±2^30`` (docs §4)."""
-    return bias.detach().double().abs() * 2.0 ** in_frac / BIAS_LIMIT
 
 
 class GraphModule(nn.Module):
@@ -84,43 +79,48 @@ class GraphModule(nn.Module):
     def layer_weight(self, name: str) -> nn.Parameter:
         return self.weight[_key(name)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def run_layer(self, l: Layer, args: list[torch.Tensor]) -> torch.Tensor:
+        """Output of layer ``l`` for its input tensors ``args`` (real values)."""
         fake = self.mode == "fake"
+        if l.op == "input":
+            y = args[0].float()
+        else:
+            a = args[0]
+            if l.op in ("conv", "linear"):
+                k = _key(l.name)
+                w, b = self.weight[k], self.bias[k]
+                if fake:
+                    s = self.scale[k]
+                    wq = ste_weight(w, s, self._groups[l.name])
+                    z = F.conv2d(a, wq, None, l.attrs["stride"], l.attrs["padding"]) if l.op == "conv" \
+                        else F.linear(a, wq)
+                    shape = (1, -1, 1, 1) if l.op == "conv" else (1, -1)
+                    y = z * s.reshape(shape) + b.reshape(shape)
+                else:
+                    y = F.conv2d(a, w, b, l.attrs["stride"], l.attrs["padding"]) if l.op == "conv" \
+                        else F.linear(a, w, b)
+            elif l.op == "add":
+                y = a + args[1]
+            elif l.op == "relu":
+                y = F.relu(a)
+            elif l.op == "maxpool":
+                y = F.max_pool2d(a, l.attrs["kernel"], l.attrs["stride"], l.attrs["padding"])
+            elif l.op == "avgpool":
+                y = a.mean(dim=(2, 3), keepdim=True)
+            elif l.op == "flatten":
+                y = a.flatten(1)
+            else:  # pragma: no cover
+                raise ValueError(f"unknown op {l.op}")
+            if l.attrs.get("relu"):
+                y = F.relu(y)
+        if fake and l.op not in ("maxpool", "flatten", "relu"):
+            y = fake_quant_tensor(y, l.out)
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         vals: dict[str, torch.Tensor] = {}
         for l in self.layers:
-            if l.op == "input":
-                y = x.float()
-            else:
-                a = vals[l.inputs[0]]
-                if l.op in ("conv", "linear"):
-                    k = _key(l.name)
-                    w, b = self.weight[k], self.bias[k]
-                    if fake:
-                        s = self.scale[k]
-                        wq = ste_weight(w, s, self._groups[l.name])
-                        z = F.conv2d(a, wq, None, l.attrs["stride"], l.attrs["padding"]) if l.op == "conv" \
-                            else F.linear(a, wq)
-                        shape = (1, -1, 1, 1) if l.op == "conv" else (1, -1)
-                        y = z * s.reshape(shape) + b.reshape(shape)
-                    else:
-                        y = F.conv2d(a, w, b, l.attrs["stride"], l.attrs["padding"]) if l.op == "conv" \
-                            else F.linear(a, w, b)
-                elif l.op == "add":
-                    y = a + vals[l.inputs[1]]
-                elif l.op == "relu":
-                    y = F.relu(a)
-                elif l.op == "maxpool":
-                    y = F.max_pool2d(a, l.attrs["kernel"], l.attrs["stride"], l.attrs["padding"])
-                elif l.op == "avgpool":
-                    y = a.mean(dim=(2, 3), keepdim=True)
-                elif l.op == "flatten":
-                    y = a.flatten(1)
-                else:  # pragma: no cover
-                    raise ValueError(f"unknown op {l.op}")
-                if l.attrs.get("relu"):
-                    y = F.relu(y)
-            if fake and l.out is not None and l.op not in ("maxpool", "flatten", "relu"):
-                y = fake_quant_tensor(y, l.out)
+            y = self.run_layer(l, [x] if l.op == "input" else [vals[i] for i in l.inputs])
             if self.observer is not None:
                 self.observer(l.name, y)
             vals[l.name] = y
@@ -138,9 +138,7 @@ class GraphModule(nn.Module):
                 k = _key(l.name)
                 w = self.weight[k].detach().float().clone()
                 b = self.bias[k].detach().float().clone()
-                floor = min_scale(b, qm.in_q(l).frac) * (1 + 1e-9)
-                s = torch.maximum(self.scale[k].detach().float().double(), floor.float().double())
-                s = torch.where(s < floor, torch.nextafter(s.float(), torch.tensor(float('inf'))).double(), s)
+                s = legal_scale(self.scale[k], b, qm.in_q(l).frac)
                 q = torch.empty_like(w, dtype=torch.int64)
                 for scheme, rows in self._groups[l.name]:
                     q[rows] = scheme.quantize(w[rows].double(), s[rows])

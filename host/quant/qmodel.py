@@ -22,7 +22,7 @@ from ..errors import ModelFormatError, RmsmpError
 from .schemes import parse_scheme
 
 __all__ = ["TensorQ", "Layer", "QuantizedModel", "requant_multiplier", "bias_to_int",
-           "BIAS_LIMIT", "MULT_BITS", "accumulator_bits"]
+           "BIAS_LIMIT", "MULT_BITS", "accumulator_bits", "legal_scale"]
 
 #: Requantization multipliers are unsigned integers below ``2^MULT_BITS``.
 MULT_BITS = 16
@@ -80,6 +80,8 @@ def requant_multiplier(t: float) -> tuple[int, int]:
         raise RmsmpError(f"requantization factor {t:g} >= 2^{MULT_BITS}: not representable")
     if n > MAX_SHIFT:
         M, n = round(t * 2.0 ** MAX_SHIFT), MAX_SHIFT
+        if M == 0:                        # below 2^-63: the output is always 0
+            return 0, 0
     while n > 0 and M > 0 and M % 2 == 0:
         M, n = M >> 1, n - 1
     return int(M), int(n)
@@ -92,6 +94,16 @@ def bias_to_int(bias: torch.Tensor, scale: torch.Tensor, in_frac: int) -> torch.
         raise RmsmpError(f"integer bias exceeds ±2^30 (scale too small for its bias); "
                          f"largest |B| = {int(b.abs().max())}")
     return b
+
+
+def legal_scale(scale: torch.Tensor, bias: torch.Tensor, in_frac: int) -> torch.Tensor:
+    """Row scales as stored: float32-representable (so the float32 fake-quant module
+    round-trips exactly) and large enough that the integer bias fits ``±2^30``."""
+    floor = bias.detach().double().abs() * 2.0 ** in_frac / BIAS_LIMIT
+    s = torch.maximum(scale.detach().double(), floor).float()
+    up = torch.nextafter(s, torch.tensor(float("inf")))
+    s = torch.where(s.double() < floor, up, s)
+    return s.clamp(min=torch.finfo(torch.float32).tiny).double()
 
 
 def accumulator_bits(qmax_w: int, x: TensorQ, fan_in: int) -> int:
