@@ -31,3 +31,18 @@ def digits_q(digits_fp, calib):
 
 def accuracy(logits, y):
     return float((logits.argmax(1) == y).double().mean())
+
+
+def layerwise_agreement(qm, x):
+    """Per layer: (max |fake - golden| in LSB, share of elements that differ), same integer inputs."""
+    from rmsmp.sim import golden_trace
+    fq = qm.fake_quant().eval()
+    vals = golden_trace(qm, x)
+    out = {}
+    with torch.no_grad():
+        for l in qm.layers[1:]:
+            args = [(vals[i].double() * qm[i].out.step).float() for i in l.inputs]
+            got = fq.run_layer(l, args).double() / l.out.step
+            d = (got - vals[l.name].double()).abs()
+            out[l.name] = (float(d.max()), float((d > 0.5).double().mean()))
+    return out

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import accuracy
+from conftest import accuracy, layerwise_agreement
 from rmsmp.host.quant.qmodel import TensorQ
 from rmsmp.sim import golden, golden_trace
 from rmsmp.sim.golden import conv_int, requantize, rshift_round
@@ -87,19 +87,10 @@ def test_golden_layers_follow_the_contract(digits_q, digits):
 
 def test_fake_quant_agrees_with_golden_per_layer(digits_q, digits):
     """docs §7: given the same integer inputs, a layer's outputs differ by at most 1 LSB."""
-    qm = digits_q
-    fq = qm.fake_quant().eval()
-    vals = golden_trace(qm, digits[2][:128])
-    mism = total = 0
-    with torch.no_grad():
-        for l in qm.layers[1:]:
-            args = [vals[i].double() * qm[i].out.step for i in l.inputs]
-            got = fq.run_layer(l, [a.float() for a in args]).double() / l.out.step
-            ref = vals[l.name].double()
-            assert torch.all((got - ref).abs() <= 1 + 1e-6), l.name
-            mism += int(((got - ref).abs() > 0.5).sum())
-            total += ref.numel()
-    assert mism / total < 0.01
+    agree = layerwise_agreement(digits_q, digits[2][:128])
+    for name, (mx, share) in agree.items():
+        assert mx <= 1 + 1e-6, name
+        assert share < (0.05 if name == digits_q.output.name else 0.001), name
 
 
 def test_fake_quant_agrees_with_golden_end_to_end(digits_q, digits):

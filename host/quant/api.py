@@ -146,13 +146,20 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
         it = tqdm(compute, desc="rmsmp: quantizing layers", unit="layer")
     done: dict[str, Layer] = {}
     for l in it:
-        schemes = assign_rows(l.weight, plan[l.name], mode=assign, trace=traces.get(l.name), generator=gen)
+        counts = plan[l.name]
+        top = max(s.bits for s, c in counts.items() if c)
+        # fits of the lower-precision schemes over all rows: the Hessian score needs their
+        # errors, and the rows that end up on them reuse the scales
+        fits = {s: fit_scales(l.weight, s) for s, c in counts.items()
+                if c and s.bits < top and l.name in traces}
+        schemes = assign_rows(l.weight, counts, mode=assign, trace=traces.get(l.name), fits=fits,
+                              generator=gen)
         scale = torch.empty(l.rows, dtype=torch.float64)
         q = torch.empty(l.weight.shape, dtype=torch.int64)
         in_frac = outq[l.inputs[0]].frac
         for s in set(schemes):
             rows = torch.tensor([r for r, x in enumerate(schemes) if x == s])
-            sc, _ = fit_scales(l.weight[rows], s)
+            sc = fits[s][0][rows] if s in fits else fit_scales(l.weight[rows], s)[0]
             sc = legal_scale(sc, l.bias[rows], in_frac)
             scale[rows] = sc
             q[rows] = s.quantize(l.weight[rows].double(), sc)

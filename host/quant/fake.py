@@ -6,8 +6,9 @@
   clamped, as in ``docs/arithmetic.md``.  ``to_quantized()`` exports the trained state
   back to a :class:`QuantizedModel`.
 
-The fake-quant forward keeps real-valued scales and biases where the hardware uses the
-integer ``M/2^n`` and ``B``; the agreement this allows is stated in docs §7 and tested.
+The fake-quant forward rounds the bias to accumulator units like the hardware, but keeps
+the real requantization factor where the hardware uses ``M/2^n``; the agreement this
+allows is stated in docs §7 and tested.
 """
 from __future__ import annotations
 
@@ -95,7 +96,11 @@ class GraphModule(nn.Module):
                     z = F.conv2d(a, wq, None, l.attrs["stride"], l.attrs["padding"]) if l.op == "conv" \
                         else F.linear(a, wq)
                     shape = (1, -1, 1, 1) if l.op == "conv" else (1, -1)
-                    y = z * s.reshape(shape) + b.reshape(shape)
+                    # the hardware adds an integer bias in accumulator units (docs §4)
+                    unit = s * 2.0 ** -self._qm.in_q(l).frac
+                    bq = b / unit
+                    bq = bq + (torch.round(bq) - bq).detach()
+                    y = z * s.reshape(shape) + (bq * unit).reshape(shape)
                 else:
                     y = F.conv2d(a, w, b, l.attrs["stride"], l.attrs["padding"]) if l.op == "conv" \
                         else F.linear(a, w, b)

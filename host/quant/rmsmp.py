@@ -77,28 +77,40 @@ def row_counts(rows: int, ratio: Mapping[Scheme, float]) -> dict[Scheme, int]:
 
 
 @torch.no_grad()
-def fit_scales(w: torch.Tensor, scheme: Scheme, grid: int = 64, chunk: int = 1 << 24):
-    """Per-row MSQE scales for rows ``w`` [R, n]: ``argmin_a ||w - a*Q(w/a)||^2`` over a grid.
+def fit_scales(w: torch.Tensor, scheme: Scheme, grid: int = 48, fine: int = 32, chunk: int = 1 << 24):
+    """Per-row MSQE scales for rows ``w`` [R, n]: ``argmin_a ||w - a*Q(w/a)||^2``.
 
-    The grid is ``max|w| / qmax * 2^u`` for ``u`` evenly spaced in [-3, 0.5] (clipping
-    up to 3 octaves).  Returns ``(scale [R] float64, err [R] float64)``.
+    Coarse pass: ``a = max|w| / qmax * 2^u`` for ``grid`` values of ``u`` evenly spaced in
+    [-3, 0.5] (clipping up to 3 octaves) plus ``u = 0``; fine pass: ``fine`` values spanning one coarse
+    step either side of each row's best.  The search runs in float32; the returned
+    error is recomputed in float64.  Returns ``(scale [R] float64, err [R] float64)``.
     """
-    w = w.reshape(w.shape[0], -1).double()
-    amax = w.abs().amax(dim=1).clamp(min=1e-12)
-    us = torch.linspace(-3.0, 0.5, grid, dtype=torch.float64)
-    best_err = torch.full((w.shape[0],), float("inf"), dtype=torch.float64)
-    best_s = amax / scheme.qmax
+    w64 = w.reshape(w.shape[0], -1).double()
+    w = w64.float()
+    R = w.shape[0]
+    base = (w64.abs().amax(dim=1) / scheme.qmax).clamp(min=1e-30)
+    coarse = torch.linspace(-3.0, 0.5, grid, dtype=torch.float64)
+    du = float(coarse[1] - coarse[0])
+    coarse = torch.cat([coarse, torch.zeros(1, dtype=torch.float64)])   # never worse than max|w|
+    best_u = torch.zeros(R, dtype=torch.float64)
+    best_err = torch.full((R,), float("inf"))
     step = max(1, chunk // max(1, w.numel()))
-    for i in range(0, grid, step):
-        u = us[i:i + step]
-        s = (amax[None, :] / scheme.qmax) * torch.exp2(u)[:, None]            # [g, R]
-        q = scheme.round(w[None] / s[..., None]) * s[..., None]               # [g, R, n]
-        err = ((q - w[None]) ** 2).sum(dim=2)                                  # [g, R]
-        e, j = err.min(dim=0)
-        better = e < best_err
-        best_err = torch.where(better, e, best_err)
-        best_s = torch.where(better, s[j, torch.arange(w.shape[0])], best_s)
-    return best_s, best_err
+    for us in (coarse[:, None].expand(len(coarse), R),
+               None):
+        if us is None:
+            us = best_u[None, :] + torch.linspace(-du, du, fine, dtype=torch.float64)[:, None]
+        for i in range(0, us.shape[0], step):
+            u = us[i:i + step]                                                    # [g, R]
+            s = (base[None, :] * torch.exp2(u)).float()
+            q = scheme.round(w[None] / s[..., None]) * s[..., None]               # [g, R, n]
+            err = ((q - w[None]) ** 2).sum(dim=2)                                  # [g, R]
+            e, j = err.min(dim=0)
+            better = e < best_err
+            best_err = torch.where(better, e, best_err)
+            best_u = torch.where(better, u[j, torch.arange(R)], best_u)
+    scale = (base * torch.exp2(best_u)).float().double()
+    err = ((scheme.round(w64 / scale[:, None]) * scale[:, None] - w64) ** 2).sum(dim=1)
+    return scale, err
 
 
 def hessian_row_traces(gm, layer_names, batches, samples: int = 2, max_images: int = 16, seed: int = 0):
@@ -141,8 +153,13 @@ def _kurtosis(w: torch.Tensor) -> torch.Tensor:
 
 
 def assign_rows(w: torch.Tensor, counts: dict[Scheme, int], *, mode: str = "hessian",
-                trace: torch.Tensor | None = None, generator: torch.Generator | None = None) -> list[Scheme]:
-    """Scheme per row of ``w`` [R, …] with exactly ``counts`` rows per scheme."""
+                trace: torch.Tensor | None = None, fits: dict | None = None,
+                generator: torch.Generator | None = None) -> list[Scheme]:
+    """Scheme per row of ``w`` [R, …] with exactly ``counts`` rows per scheme.
+
+    ``fits`` may hold ``{scheme: fit_scales(w, scheme)}`` already computed for the
+    schemes below the top bit-width (the Hessian score reuses their errors).
+    """
     R = w.shape[0]
     levels = sorted({s.bits for s in counts if counts[s]}, reverse=True)
     flat = w.reshape(R, -1).double()
@@ -161,8 +178,9 @@ def assign_rows(w: torch.Tensor, counts: dict[Scheme, int], *, mode: str = "hess
         if mode == "hessian":
             if trace is None:
                 raise ValueError("hessian assignment needs per-row traces")
+            fits = fits if fits is not None else {}
             low = [s for s in counts if counts[s] and s.bits < levels[0]]
-            err = torch.stack([fit_scales(w, s)[1] for s in low]).min(dim=0).values
+            err = torch.stack([(fits[s] if s in fits else fit_scales(w, s))[1] for s in low]).min(dim=0).values
             score = trace.double() / flat.shape[1] * err
         else:  # variance: most spread rows need the most levels
             score = var

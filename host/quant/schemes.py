@@ -84,13 +84,18 @@ class Scheme:
         """
         if self.kind == "fix":
             return torch.clamp(torch.round(x), -self.qmax, self.qmax)
-        m = torch.clamp(x.abs(), max=float(self.qmax))
-        # For m >= 1 the neighbours are lo = 2^floor(log2 m) and 2*lo; the midpoint
-        # is 1.5*lo.  Below 1 the neighbours are 0 and 1 (midpoint 0.5).
-        lo = torch.exp2(torch.floor(torch.log2(torch.clamp(m, min=1.0))))
-        up = torch.where(m >= 1.5 * lo, torch.clamp(2 * lo, max=float(self.qmax)), lo)
-        mag = torch.where(m < 0.5, torch.zeros_like(m), torch.where(m < 1.0, torch.ones_like(m), up))
-        return torch.sign(x) * mag
+        # |x| = mant * 2^e with mant in [0.5, 1): the neighbours are 2^(e-1) and 2^e with
+        # midpoint 0.75 * 2^e.  Below 1 the neighbours are 0 and 1 (midpoint 0.5).
+        m = x.abs()
+        mant, e = torch.frexp(m)
+        r = (e - 1 + (mant >= 0.75).to(e.dtype)).clamp(0, self.bits_pot_max)
+        mag = torch.where(m >= 0.5, torch.exp2(r.to(x.dtype)), torch.zeros((), dtype=x.dtype))
+        return torch.where(x < 0, -mag, mag)
+
+    @property
+    def bits_pot_max(self) -> int:
+        """Exponent of the largest pot magnitude (``qmax = 2^bits_pot_max``)."""
+        return 2 ** (self.bits - 1) - 2
 
     def quantize(self, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Integer weights (int64) of rows ``w`` [R, ...] with per-row ``scale`` [R]."""
