@@ -3,8 +3,7 @@
 Every rule here is written down in ``docs/arithmetic.md``; every RTL test compares
 against this, bit for bit.  All tensors are int64.  Convolutions are evaluated with
 float64 kernels over integer-valued operands, which is exact because every partial
-sum stays below 2^53 (checked per layer against :func:`accumulator_bits`, which is at
-most 40 bits for any supported scheme/activation/fan-in); :func:`conv_int` is the
+sum stays below 2^53 (checked per layer with :func:`accumulator_bits`; docs §6); :func:`conv_int` is the
 int64-only reference used to test that claim.
 """
 from __future__ import annotations

@@ -53,3 +53,12 @@ def test_qat_export_roundtrips_through_fake_quant(results, digits):
     q3 = q2.fake_quant().to_quantized()
     for a, b in zip(q2.compute_layers(), q3.compute_layers()):
         assert torch.equal(a.qweight, b.qweight) and torch.equal(a.scale, b.scale)
+
+
+def test_qat_model_still_agrees_with_golden(results, digits):
+    """Scales trained in QAT stay legal: the exported model's fake-quant and golden agree."""
+    _, _, xte, yte = digits
+    q2 = results["qat_model"]
+    with torch.no_grad():
+        f = q2.fake_quant().eval()(xte)
+    assert abs(accuracy(f, yte) - accuracy(golden(q2, xte), yte)) <= 0.01

@@ -63,7 +63,7 @@ class GraphModule(nn.Module):
         self.mode = mode
         self.weight = nn.ParameterDict()
         self.bias = nn.ParameterDict()
-        self.scale = nn.ParameterDict()
+        self.log2_scale = nn.ParameterDict()   # scales train in the log domain (relative steps)
         self._groups: dict[str, list] = {}
         self.observer: Callable[[str, torch.Tensor], None] | None = None
         for l in self.layers:
@@ -72,13 +72,17 @@ class GraphModule(nn.Module):
                 self.weight[k] = nn.Parameter(l.weight.detach().float().clone())
                 self.bias[k] = nn.Parameter(l.bias.detach().float().clone())
                 if mode == "fake":
-                    self.scale[k] = nn.Parameter(l.scale.detach().float().clone())
+                    self.log2_scale[k] = nn.Parameter(torch.log2(l.scale.detach().double()).float())
                     self._groups[l.name] = [
                         (parse_scheme(s), torch.tensor([r for r, x in enumerate(l.schemes) if x == s]))
                         for s in sorted(set(l.schemes))]
 
     def layer_weight(self, name: str) -> nn.Parameter:
         return self.weight[_key(name)]
+
+    def row_scale(self, name: str) -> torch.Tensor:
+        """Per-row scales of a conv/linear layer (``2^log2_scale``; fake mode)."""
+        return torch.exp2(self.log2_scale[_key(name)])
 
     def run_layer(self, l: Layer, args: list[torch.Tensor]) -> torch.Tensor:
         """Output of layer ``l`` for its input tensors ``args`` (real values)."""
@@ -91,7 +95,7 @@ class GraphModule(nn.Module):
                 k = _key(l.name)
                 w, b = self.weight[k], self.bias[k]
                 if fake:
-                    s = self.scale[k]
+                    s = self.row_scale(l.name)
                     wq = ste_weight(w, s, self._groups[l.name])
                     z = F.conv2d(a, wq, None, l.attrs["stride"], l.attrs["padding"]) if l.op == "conv" \
                         else F.linear(a, wq)
@@ -143,7 +147,7 @@ class GraphModule(nn.Module):
                 k = _key(l.name)
                 w = self.weight[k].detach().float().clone()
                 b = self.bias[k].detach().float().clone()
-                s = legal_scale(self.scale[k], b, qm.in_q(l).frac)
+                s = legal_scale(self.row_scale(l.name), b, qm.in_q(l).frac)
                 q = torch.empty_like(w, dtype=torch.int64)
                 for scheme, rows in self._groups[l.name]:
                     q[rows] = scheme.quantize(w[rows].double(), s[rows])

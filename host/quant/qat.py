@@ -10,12 +10,14 @@ from .qmodel import QuantizedModel
 __all__ = ["qat"]
 
 
-def qat(qm: QuantizedModel, batches, steps: int = 200, lr: float = 1e-4, scale_lr: float | None = None,
+def qat(qm: QuantizedModel, batches, steps: int = 200, lr: float = 1e-4, scale_lr: float = 1e-3,
         seed: int = 0, progress: bool = False) -> QuantizedModel:
     """Fine-tune ``qm`` for ``steps`` optimizer steps on labelled ``(x, y)`` batches (cycled).
 
-    Weights, biases and row scales train (straight-through estimator); schemes,
-    row assignment and activation formats stay fixed.  Returns a new QuantizedModel.
+    Weights and biases (Adam, ``lr``) and the log2 row scales (Adam, ``scale_lr``: a
+    relative step, since scales span orders of magnitude) train through the
+    straight-through estimator; schemes, row assignment and activation formats stay
+    fixed.  Returns a new QuantizedModel.
     """
     data = as_batches(batches)
     if any(y is None for _, y in data):
@@ -23,7 +25,7 @@ def qat(qm: QuantizedModel, batches, steps: int = 200, lr: float = 1e-4, scale_l
     torch.manual_seed(seed)
     fq = qm.fake_quant().train()
     groups = [{"params": list(fq.weight.values()) + list(fq.bias.values()), "lr": lr},
-              {"params": list(fq.scale.values()), "lr": scale_lr if scale_lr is not None else lr * 0.1}]
+              {"params": list(fq.log2_scale.values()), "lr": scale_lr}]
     opt = torch.optim.Adam(groups)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     it = range(steps)
@@ -37,7 +39,4 @@ def qat(qm: QuantizedModel, batches, steps: int = 200, lr: float = 1e-4, scale_l
         loss.backward()
         opt.step()
         sched.step()
-        with torch.no_grad():
-            for s in fq.scale.values():
-                s.clamp_(min=1e-8)
     return fq.eval().to_quantized()

@@ -1,0 +1,137 @@
+"""``rmsmp`` command line: quantize a model, report on a quantized model file.
+
+    rmsmp quantize --model resnet18 --calib random:32 -o resnet18.rmsmp
+    rmsmp quantize --model mypkg.nets:build --weights w.pth --calib calib.pt -o m.rmsmp
+    rmsmp report resnet18.rmsmp
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from .errors import RmsmpError
+
+BUILTIN_MODELS = {
+    "resnet18": ("rmsmp.host.models", "resnet18", (3, 224, 224)),
+    "digits": ("rmsmp.host.models", "DigitsNet", (1, 8, 8)),
+}
+
+
+def parse_ratio_arg(text: str) -> dict:
+    """``"pot4=10/16,fix4=5/16,fix8=1/16"`` → ``{"pot4": 0.625, …}``."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise RmsmpError(f"--ratio entry {part!r}: expected scheme=fraction, e.g. pot4=10/16")
+        k, v = part.split("=", 1)
+        try:
+            out[k.strip()] = float(Fraction(v.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise RmsmpError(f"--ratio entry {part!r}: {v!r} is not a fraction") from None
+    return out
+
+
+def _load_model(spec: str, weights: str | None, num_classes: int | None):
+    if spec in BUILTIN_MODELS:
+        mod, fn, shape = BUILTIN_MODELS[spec]
+    else:
+        if ":" not in spec:
+            raise RmsmpError(f"--model {spec!r}: use a built-in name ({', '.join(BUILTIN_MODELS)}) "
+                             "or module.path:callable")
+        mod, fn = spec.split(":", 1)
+        shape = None
+    try:
+        factory = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise RmsmpError(f"--model {spec!r}: cannot import ({e})") from None
+    model = factory(num_classes=num_classes) if num_classes else factory()
+    if weights:
+        sd = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(sd.get("state_dict", sd) if isinstance(sd, dict) else sd)
+    return model.eval(), shape
+
+
+def _calibration(spec: str, shape, seed: int):
+    if spec.startswith("random:"):
+        body = spec[len("random:"):]
+        n, _, size = body.partition("x")
+        if shape is None and not size:
+            raise RmsmpError("--calib random:N needs the input shape for a custom model: random:NxCxHxW")
+        if size:
+            shape = tuple(int(s) for s in size.split("x"))
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(int(n), *shape, generator=g)
+    p = Path(spec)
+    if not p.exists():
+        raise RmsmpError(f"--calib {spec!r}: no such file (give a tensor saved with torch.save, or random:N)")
+    data = torch.load(p, map_location="cpu", weights_only=True)
+    return data
+
+
+def cmd_quantize(a) -> int:
+    from .quant import quantize
+    model, shape = _load_model(a.model, a.weights, a.num_classes)
+    calib = _calibration(a.calib, shape, a.seed)
+    ratio = parse_ratio_arg(a.ratio) if a.ratio else None
+    t = time.perf_counter()
+    qm = quantize(model, calib, ratio=ratio, act_bits=a.act_bits, assign=a.assign,
+                  edge_scheme=None if a.edge_scheme == "none" else a.edge_scheme,
+                  seed=a.seed, progress=not a.quiet)
+    dt = time.perf_counter() - t
+    qm.save(a.output)
+    print(f"quantized {a.model} in {dt:.1f} s -> {a.output}")
+    print(f"rows per scheme: {dict(sorted(qm.scheme_rows().items()))}; "
+          f"weights {qm.weight_bits() / 8 / 1024:.1f} KiB packed")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from .quant import QuantizedModel
+    qm = QuantizedModel.load(a.model)
+    print(qm.summary())
+    print()
+    print(f"{qm!r}; meta {qm.meta}")
+    print("realized ratio: " + ", ".join(f"{k} {v:.4f}" for k, v in qm.realized_ratio.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rmsmp", description="RMSMP quantization and FPGA accelerator generator")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("quantize", help="quantize a PyTorch model post-training (RMSMP)")
+    q.add_argument("--model", default="resnet18", help="resnet18 | digits | module.path:callable")
+    q.add_argument("--weights", help="state_dict file (e.g. torchvision resnet18 weights)")
+    q.add_argument("--num-classes", type=int)
+    q.add_argument("--calib", default="random:32",
+                   help="calibration tensor file (torch.save of images or [(images, labels)]) or random:N[xCxHxW]")
+    q.add_argument("--ratio", help="scheme ratio, e.g. pot4=10/16,fix4=5/16,fix8=1/16 (default)")
+    q.add_argument("--act-bits", type=int, default=4)
+    q.add_argument("--assign", default="hessian", choices=["hessian", "variance", "random"])
+    q.add_argument("--edge-scheme", default="fix8", help="scheme of the first/last layer, or 'none'")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--quiet", action="store_true")
+    q.add_argument("-o", "--output", required=True)
+    q.set_defaults(func=cmd_quantize)
+    r = sub.add_parser("report", help="show a quantized model's layers, schemes and formats")
+    r.add_argument("model")
+    r.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return a.func(a)
+    except (RmsmpError, FileNotFoundError) as e:
+        print(f"rmsmp {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
