@@ -33,6 +33,7 @@ bitstream: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/quantize_resnet18.py
+	$(PY) bench/digits_accuracy.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
