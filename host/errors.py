@@ -1,11 +1,13 @@
 """Errors raised by rmsmp's host side.  All derive from :class:`RmsmpError` (a ``ValueError``)."""
 
+from rmsmp.rtl.formats import FormatError
+
 
 class RmsmpError(ValueError):
     """Base class: bad input to rmsmp, with a message naming what was wrong."""
 
 
-class SchemeError(RmsmpError):
+class SchemeError(RmsmpError, FormatError):
     """An unknown weight scheme, a bit-width out of range, or a value off the level set."""
 
 

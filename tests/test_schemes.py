@@ -64,3 +64,22 @@ def test_bad_scheme_names_are_refused(bad):
 def test_check_names_offending_values():
     with pytest.raises(SchemeError, match=r"\[3\].*pot4"):
         Scheme("pot", 4).check(torch.tensor([1, 3, 4]))
+
+
+@pytest.mark.parametrize("s", ALL, ids=str)
+def test_tensor_codes_match_the_rtl_format_definition(s):
+    """host's vectorised encode/decode == rtl.formats' integer definition, code by code."""
+    from rmsmp.rtl.formats import WeightFormat
+    f = WeightFormat(s.kind, s.bits)
+    assert f.level_list() == s.levels.tolist()
+    assert s.encode(s.levels).tolist() == [f.encode_int(q) for q in f.level_list()]
+    codes = torch.arange(2 ** s.bits)
+    assert s.decode(codes).tolist() == [f.decode_int(c) for c in range(2 ** s.bits)]
+
+
+def test_scheme_errors_are_both_host_and_rtl_errors():
+    from rmsmp.rtl.formats import FormatError
+    with pytest.raises(FormatError):
+        Scheme("pot", 7)
+    with pytest.raises(SchemeError):
+        Scheme("pot", 7)

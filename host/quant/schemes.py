@@ -3,9 +3,8 @@
 A scheme maps a real row ``w`` with scale ``alpha`` to integers ``q`` such that
 ``w ≈ alpha * q``:
 
-* ``fix-b``: ``q`` in ``[-(2^(b-1)-1), 2^(b-1)-1]`` (symmetric, narrow range), round
-  half away from zero is *not* used: rounding is to nearest with ties to even
-  (``torch.round``); only the integer result matters to the hardware.
+* ``fix-b``: ``q`` in ``[-(2^(b-1)-1), 2^(b-1)-1]`` (symmetric, narrow range), rounded
+  to nearest with ties to even (``torch.round``); only the integer matters to hardware.
 * ``pot-b``: sign + (b-1)-bit code; code 0 is zero, code ``c > 0`` is magnitude
   ``2^(c-1)``.  ``pot4`` levels are ``0, ±1, ±2, …, ±64``.
 
@@ -15,66 +14,28 @@ b-bit code the hardware stores for a row.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 
+from rmsmp.rtl.formats import FIX_BITS, POT_BITS, FormatError, WeightFormat, parse_weight_format
+
 from ..errors import SchemeError
 
 __all__ = ["Scheme", "parse_scheme", "FIX_BITS", "POT_BITS"]
 
-#: Bit-widths each kind supports.  ``pot`` stops at 5 bits: pot5 already spans
-#: ``2^14``; wider codes buy no accuracy and need accumulators no hardware wants.
-FIX_BITS = range(2, 9)
-POT_BITS = range(2, 6)
-
-_NAME = re.compile(r"^(fix|pot)(\d+)$")
-
 
 @dataclass(frozen=True, order=True)
-class Scheme:
-    """A weight scheme: ``kind`` is ``"fix"`` or ``"pot"``, ``bits`` includes the sign."""
+class Scheme(WeightFormat):
+    """A weight scheme (:class:`rmsmp.rtl.formats.WeightFormat`) with tensor rounding."""
 
-    kind: str
-    bits: int
-
-    def __post_init__(self):
-        if self.kind not in ("fix", "pot"):
-            raise SchemeError(f"unknown scheme kind {self.kind!r}; expected 'fix' or 'pot'")
-        allowed = FIX_BITS if self.kind == "fix" else POT_BITS
-        if not isinstance(self.bits, int) or self.bits not in allowed:
-            raise SchemeError(
-                f"{self.kind}{self.bits}: {self.kind} weights support "
-                f"{allowed.start}..{allowed.stop - 1} bits, got {self.bits!r}")
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind}{self.bits}"
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def is_pot(self) -> bool:
-        return self.kind == "pot"
-
-    @property
-    def qmax(self) -> int:
-        """Largest integer magnitude of the scheme."""
-        if self.kind == "fix":
-            return 2 ** (self.bits - 1) - 1
-        return 2 ** (2 ** (self.bits - 1) - 2)
+    _error = SchemeError
 
     @cached_property
     def levels(self) -> torch.Tensor:
         """All representable integers, ascending (int64)."""
-        if self.kind == "fix":
-            return torch.arange(-self.qmax, self.qmax + 1, dtype=torch.int64)
-        mags = [0] + [2 ** (c - 1) for c in range(1, 2 ** (self.bits - 1))]
-        pos = torch.tensor(mags, dtype=torch.int64)
-        return torch.unique(torch.cat([-pos, pos]))
+        return torch.tensor(self.level_list(), dtype=torch.int64)
 
     # -- real -> integer ----------------------------------------------------------
     def round(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,14 +49,9 @@ class Scheme:
         # midpoint 0.75 * 2^e.  Below 1 the neighbours are 0 and 1 (midpoint 0.5).
         m = x.abs()
         mant, e = torch.frexp(m)
-        r = (e - 1 + (mant >= 0.75).to(e.dtype)).clamp(0, self.bits_pot_max)
+        r = (e - 1 + (mant >= 0.75).to(e.dtype)).clamp(0, self.pot_max_exp)
         mag = torch.where(m >= 0.5, torch.exp2(r.to(x.dtype)), torch.zeros((), dtype=x.dtype))
         return torch.where(x < 0, -mag, mag)
-
-    @property
-    def bits_pot_max(self) -> int:
-        """Exponent of the largest pot magnitude (``qmax = 2^bits_pot_max``)."""
-        return 2 ** (self.bits - 1) - 2
 
     def quantize(self, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Integer weights (int64) of rows ``w`` [R, ...] with per-row ``scale`` [R]."""
@@ -137,7 +93,8 @@ def parse_scheme(name: "str | Scheme") -> Scheme:
     """``"pot4"`` → ``Scheme("pot", 4)``; names an unknown scheme in the error."""
     if isinstance(name, Scheme):
         return name
-    m = _NAME.match(str(name).strip().lower())
-    if not m:
-        raise SchemeError(f"unknown scheme {name!r}; expected fix<b> (b in 2..8) or pot<b> (b in 2..5), e.g. 'fix8', 'pot4'")
-    return Scheme(m.group(1), int(m.group(2)))
+    try:
+        f = parse_weight_format(name)
+    except FormatError as e:
+        raise SchemeError(str(e)) from None
+    return Scheme(f.kind, f.bits)

@@ -1,0 +1,108 @@
+"""Weight formats the hardware lanes implement (docs/arithmetic.md §1), in plain integers.
+
+This is the one definition of ``fix-b`` / ``pot-b``: the lanes in :mod:`rmsmp.rtl.lanes`
+decode exactly these codes, the generator validates configurations against them, and
+the host's quantizer (``rmsmp.host.quant.schemes.Scheme``) extends them with tensor
+rounding.
+
+* ``fix-b``: integers ``-(2^(b-1)-1) … 2^(b-1)-1``, stored in two's complement.
+* ``pot-b``: sign + (b-1)-bit code ``c``; ``c = 0`` is zero, else magnitude ``2^(c-1)``;
+  stored as ``sign << (b-1) | c``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["FormatError", "WeightFormat", "parse_weight_format", "FIX_BITS", "POT_BITS"]
+
+#: Bit-widths each kind supports.  ``pot`` stops at 5 bits (``±2^14``): wider codes need
+#: accumulators no hardware wants.
+FIX_BITS = range(2, 9)
+POT_BITS = range(2, 6)
+
+_NAME = re.compile(r"^(fix|pot)(\d+)$")
+
+
+class FormatError(ValueError):
+    """An unknown weight format, a bit-width out of range, or a value off the level set."""
+
+
+@dataclass(frozen=True, order=True)
+class WeightFormat:
+    """A weight format: ``kind`` is ``"fix"`` or ``"pot"``, ``bits`` includes the sign."""
+
+    kind: str
+    bits: int
+
+    _error = FormatError
+
+    def __post_init__(self):
+        if self.kind not in ("fix", "pot"):
+            raise self._error(f"unknown scheme kind {self.kind!r}; expected 'fix' or 'pot'")
+        allowed = FIX_BITS if self.kind == "fix" else POT_BITS
+        if not isinstance(self.bits, int) or self.bits not in allowed:
+            raise self._error(
+                f"{self.kind}{self.bits}: {self.kind} weights support "
+                f"{allowed.start}..{allowed.stop - 1} bits, got {self.bits!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}{self.bits}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_pot(self) -> bool:
+        return self.kind == "pot"
+
+    @property
+    def pot_max_exp(self) -> int:
+        """Exponent of the largest pot magnitude (``qmax = 2^pot_max_exp``)."""
+        return 2 ** (self.bits - 1) - 2
+
+    @property
+    def qmax(self) -> int:
+        """Largest integer magnitude."""
+        return 2 ** (self.bits - 1) - 1 if self.kind == "fix" else 2 ** self.pot_max_exp
+
+    def level_list(self) -> list[int]:
+        """All representable integers, ascending."""
+        if self.kind == "fix":
+            return list(range(-self.qmax, self.qmax + 1))
+        mags = [2 ** e for e in range(self.pot_max_exp + 1)]
+        return sorted([-m for m in mags] + [0] + mags)
+
+    def encode_int(self, q: int) -> int:
+        """The b-bit code of integer ``q`` (must be a level)."""
+        if self.kind == "fix":
+            if abs(q) > self.qmax:
+                raise self._error(f"{q} is not a {self.name} level")
+            return q & (2 ** self.bits - 1)
+        m = abs(q)
+        if m and (m & (m - 1) or m > self.qmax):
+            raise self._error(f"{q} is not a {self.name} level")
+        code = m.bit_length() if m else 0
+        return ((q < 0) << (self.bits - 1)) | code
+
+    def decode_int(self, code: int) -> int:
+        """Integer value of a b-bit code."""
+        if not 0 <= code < 2 ** self.bits:
+            raise self._error(f"code {code} does not fit {self.bits} bits")
+        if self.kind == "fix":
+            return code - 2 ** self.bits if code >= 2 ** (self.bits - 1) else code
+        c = code & (2 ** (self.bits - 1) - 1)
+        mag = 0 if c == 0 else 1 << (c - 1)
+        return -mag if code >> (self.bits - 1) else mag
+
+
+def parse_weight_format(name) -> WeightFormat:
+    """``"pot4"`` → ``WeightFormat("pot", 4)``; names an unknown format in the error."""
+    if isinstance(name, WeightFormat):
+        return name
+    m = _NAME.match(str(name).strip().lower())
+    if not m:
+        raise FormatError(f"unknown scheme {name!r}; expected fix<b> (b in 2..8) or pot<b> (b in 2..5), "
+                          "e.g. 'fix8', 'pot4'")
+    return WeightFormat(m.group(1), int(m.group(2)))
