@@ -1,0 +1,151 @@
+"""``AcceleratorConfig``: the one frozen description every generated artefact derives from.
+
+The RTL generators, the compiler and the host runtime all read the same config; its
+:attr:`~AcceleratorConfig.config_hash` is also readable from the hardware (ID register),
+so a host refuses a program compiled for another config.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from rmsmp.rtl.formats import FormatError, WeightFormat, parse_weight_format
+
+__all__ = ["LaneGroup", "AcceleratorConfig", "ConfigError", "DEFAULT_LANE_GROUPS"]
+
+
+class ConfigError(ValueError):
+    """An accelerator configuration that cannot be built."""
+
+
+@dataclass(frozen=True)
+class LaneGroup:
+    """``rows`` MAC rows whose lanes implement weight format ``scheme`` (e.g. ``"pot4"``)."""
+
+    scheme: str
+    rows: int
+
+    def __post_init__(self):
+        try:
+            fmt = parse_weight_format(self.scheme)
+        except FormatError as e:
+            raise ConfigError(f"lane group: {e}") from None
+        object.__setattr__(self, "scheme", fmt.name)
+        if not isinstance(self.rows, int) or self.rows < 1:
+            raise ConfigError(f"lane group {self.scheme}: rows must be a positive integer, got {self.rows!r}")
+
+    @property
+    def format(self) -> WeightFormat:
+        return parse_weight_format(self.scheme)
+
+
+#: The RMSMP paper's 16-row array: 10 power-of-two, 5 fixed 4-bit, 1 fixed 8-bit rows.
+DEFAULT_LANE_GROUPS = (LaneGroup("pot4", 10), LaneGroup("fix4", 5), LaneGroup("fix8", 1))
+
+
+def _check_int(name, v, lo, hi):
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ConfigError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Parameters of one generated accelerator.
+
+    Attributes:
+        lane_groups: rows per weight format, in array order (row 0 first).
+        columns: ``C``, lanes per row = activations consumed per row per cycle.
+        act_bits: activation magnitude bits; lanes take signed ``act_bits + 1``-bit
+            inputs, which hold unsigned ``act_bits`` and signed ``act_bits`` values.
+        acc_bits: signed accumulator width (docs/arithmetic.md §3: 32 holds every
+            ResNet-18 layer with its bias).
+        mult_bits / shift_bits: requantizer multiplier and shift widths.
+        out_bits: widest output tensor (signed) the post-processing unit produces.
+        weight_depth / act_depth / acc_depth: on-chip buffer depths (entries).
+        bus_width: memory port data width in bits.
+        clock_hz: target clock.
+    """
+
+    lane_groups: tuple = DEFAULT_LANE_GROUPS
+    columns: int = 8
+    act_bits: int = 8
+    acc_bits: int = 32
+    mult_bits: int = 16
+    shift_bits: int = 6
+    out_bits: int = 16
+    weight_depth: int = 1024
+    act_depth: int = 4096
+    acc_depth: int = 1024
+    bus_width: int = 32
+    clock_hz: int = 50_000_000
+
+    def __post_init__(self):
+        groups = tuple(g if isinstance(g, LaneGroup) else LaneGroup(*g) for g in self.lane_groups)
+        if not groups:
+            raise ConfigError("an accelerator needs at least one lane group")
+        names = [g.scheme for g in groups]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"lane groups name a scheme twice: {names}")
+        object.__setattr__(self, "lane_groups", groups)
+        _check_int("columns", self.columns, 1, 256)
+        _check_int("act_bits", self.act_bits, 2, 16)
+        _check_int("acc_bits", self.acc_bits, 8, 48)
+        _check_int("mult_bits", self.mult_bits, 1, 24)
+        _check_int("shift_bits", self.shift_bits, 1, 7)
+        _check_int("out_bits", self.out_bits, 2, 32)
+        for n in ("weight_depth", "act_depth", "acc_depth"):
+            _check_int(n, getattr(self, n), 2, 1 << 24)
+        _check_int("bus_width", self.bus_width, 8, 512)
+        if self.bus_width & (self.bus_width - 1):
+            raise ConfigError(f"bus_width must be a power of two, got {self.bus_width}")
+        _check_int("clock_hz", self.clock_hz, 1, 10 ** 10)
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def rows(self) -> int:
+        """``R``: MAC rows in the array."""
+        return sum(g.rows for g in self.lane_groups)
+
+    @property
+    def peak_macs_per_cycle(self) -> int:
+        return self.rows * self.columns
+
+    @property
+    def act_width(self) -> int:
+        """Signed width of a lane's activation input."""
+        return self.act_bits + 1
+
+    @property
+    def ratio(self) -> dict[str, float]:
+        return {g.scheme: g.rows / self.rows for g in self.lane_groups}
+
+    def row_formats(self) -> list[WeightFormat]:
+        """Weight format of each array row, row 0 first."""
+        return [g.format for g in self.lane_groups for _ in range(g.rows)]
+
+    def group_of(self, scheme: str) -> LaneGroup | None:
+        name = parse_weight_format(scheme).name
+        return next((g for g in self.lane_groups if g.scheme == name), None)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lane_groups"] = [[g.scheme, g.rows] for g in self.lane_groups]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AcceleratorConfig":
+        d = dict(d)
+        d["lane_groups"] = tuple(LaneGroup(s, r) for s, r in d["lane_groups"])
+        return cls(**d)
+
+    @property
+    def config_hash(self) -> int:
+        """32-bit identifier of this config (SHA-256 of its canonical JSON)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+    def describe(self) -> str:
+        groups = " + ".join(f"{g.rows}×{g.scheme}" for g in self.lane_groups)
+        return (f"{groups} rows × {self.columns} columns = {self.peak_macs_per_cycle} MACs/cycle, "
+                f"acc {self.acc_bits} b, {self.clock_hz / 1e6:g} MHz, id {self.config_hash:08x}")

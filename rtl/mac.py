@@ -1,0 +1,159 @@
+"""The mixed-scheme row-wise MAC array.
+
+A :class:`MacRow` is ``C`` lanes of one weight format, a pipelined adder tree and an
+accumulator.  :class:`MacArray` broadcasts one activation vector of ``C`` values per
+cycle to all ``R`` rows (grouped by format as in the :class:`AcceleratorConfig`), so it
+performs ``R·C`` MACs per cycle.
+
+Streams are ``always_ready``: the array never stalls its producer; a cycle without
+``valid`` is a bubble.  ``first`` marks the first vector of a dot product (the
+accumulator restarts from zero), ``last`` the final one (the sum leaves on ``o``).
+Latency from an input beat to its output beat: :attr:`MacRow.latency` cycles.
+"""
+from __future__ import annotations
+
+from amaranth import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .formats import parse_weight_format
+from .lanes import make_lane, product_width
+
+__all__ = ["MacRow", "MacArray", "row_input_layout"]
+
+
+def row_input_layout(fmt, columns: int, act_width: int) -> data.StructLayout:
+    return data.StructLayout({
+        "a": data.ArrayLayout(signed(act_width), columns),
+        "w": data.ArrayLayout(unsigned(parse_weight_format(fmt).bits), columns),
+        "first": 1,
+        "last": 1,
+    })
+
+
+def _tree_levels(columns: int) -> int:
+    return max(0, (columns - 1).bit_length())
+
+
+class MacRow(wiring.Component):
+    """One row: ``C`` lanes of format ``fmt``, adder tree, ``acc_bits`` accumulator."""
+
+    def __init__(self, fmt, *, columns: int, act_width: int, acc_bits: int):
+        self._fmt = parse_weight_format(fmt)
+        if columns < 1:
+            raise ValueError(f"columns must be >= 1, got {columns}")
+        self._columns, self._act_width, self._acc_bits = columns, act_width, acc_bits
+        super().__init__({
+            "i": In(stream.Signature(row_input_layout(self._fmt, columns, act_width), always_ready=True)),
+            "o": Out(stream.Signature(signed(acc_bits), always_ready=True)),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an input beat with ``last`` to its sum on ``o``."""
+        return 2 + _tree_levels(self._columns)
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = [make_lane(self._fmt, self._act_width) for _ in range(self._columns)]
+        total = _sum_tree(m, lanes, self.i.payload.a, self.i.payload.w, "row")
+        valid, first, last = _delay_flags(m, self.i.valid, self.i.payload.first, self.i.payload.last,
+                                          1 + _tree_levels(self._columns))
+        acc = Signal(signed(self._acc_bits))
+        _accumulate(m, acc, total, valid, first)
+        m.d.sync += self.o.valid.eq(valid & last)
+        m.d.comb += self.o.payload.eq(acc)
+        return m
+
+
+def _sum_tree(m: Module, lanes, a, w, name: str):
+    """Register each lane's product, then add pairwise with a register per level."""
+    sums = []
+    for k, lane in enumerate(lanes):
+        m.submodules[f"{name}_lane{k}"] = lane
+        m.d.comb += [lane.a.eq(a[k]), lane.w.eq(w[k])]
+        r = Signal.like(lane.p, name=f"{name}_p{k}")
+        m.d.sync += r.eq(lane.p)
+        sums.append(r)
+    level = 0
+    while len(sums) > 1:
+        nxt = []
+        for k in range(0, len(sums), 2):
+            if k + 1 < len(sums):
+                s = Signal(signed(max(len(sums[k]), len(sums[k + 1])) + 1), name=f"{name}_t{level}_{k // 2}")
+                m.d.sync += s.eq(sums[k] + sums[k + 1])
+            else:
+                s = Signal.like(sums[k], name=f"{name}_t{level}_{k // 2}")
+                m.d.sync += s.eq(sums[k])
+            nxt.append(s)
+        sums, level = nxt, level + 1
+    return sums[0]
+
+
+def _delay_flags(m: Module, valid, first, last, stages: int):
+    """Delay the control flags by ``stages`` registers to line up with the tree output."""
+    for k in range(stages):
+        v, f, l = Signal(name=f"valid_d{k}"), Signal(name=f"first_d{k}"), Signal(name=f"last_d{k}")
+        m.d.sync += [v.eq(valid), f.eq(first), l.eq(last)]
+        valid, first, last = v, f, l
+    return valid, first, last
+
+
+def _accumulate(m: Module, acc: Signal, total, valid, first):
+    """``acc = (first ? 0 : acc) + total`` on valid beats, wrapping at ``len(acc)`` bits
+    (docs/arithmetic.md §3 proves the width never wraps for a valid program)."""
+    with m.If(valid):
+        with m.If(first):
+            m.d.sync += acc.eq(total)
+        with m.Else():
+            m.d.sync += acc.eq(acc + total)
+
+
+class MacArray(wiring.Component):
+    """All rows of an :class:`~rmsmp.generator.config.AcceleratorConfig`-shaped array.
+
+    ``i.payload.w.<scheme>[r][c]`` is the weight code of row ``r`` of that lane group at
+    column ``c``; ``o.payload[k]`` is the sum of array row ``k`` (groups in order).
+    """
+
+    def __init__(self, *, lane_groups, columns: int, act_width: int, acc_bits: int):
+        self._groups = [(parse_weight_format(s), int(r)) for s, r in lane_groups]
+        self._columns, self._act_width, self._acc_bits = columns, act_width, acc_bits
+        rows = sum(r for _, r in self._groups)
+        wl = data.StructLayout({f.name: data.ArrayLayout(data.ArrayLayout(unsigned(f.bits), columns), r)
+                                for f, r in self._groups})
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "a": data.ArrayLayout(signed(act_width), columns), "w": wl, "first": 1, "last": 1}),
+                always_ready=True)),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(acc_bits), rows), always_ready=True)),
+        })
+
+    @classmethod
+    def for_config(cls, cfg) -> "MacArray":
+        return cls(lane_groups=[(g.scheme, g.rows) for g in cfg.lane_groups], columns=cfg.columns,
+                   act_width=cfg.act_width, acc_bits=cfg.acc_bits)
+
+    @property
+    def rows(self) -> int:
+        return sum(r for _, r in self._groups)
+
+    @property
+    def latency(self) -> int:
+        return 2 + _tree_levels(self._columns)
+
+    def elaborate(self, platform):
+        m = Module()
+        valid, first, last = _delay_flags(m, self.i.valid, self.i.payload.first, self.i.payload.last,
+                                          1 + _tree_levels(self._columns))
+        k = 0
+        for fmt, nrows in self._groups:
+            for r in range(nrows):
+                lanes = [make_lane(fmt, self._act_width) for _ in range(self._columns)]
+                total = _sum_tree(m, lanes, self.i.payload.a, self.i.payload.w[fmt.name][r], f"r{k}_{fmt.name}")
+                acc = Signal(signed(self._acc_bits), name=f"r{k}_acc")
+                _accumulate(m, acc, total, valid, first)
+                m.d.comb += self.o.payload[k].eq(acc)
+                k += 1
+        m.d.sync += self.o.valid.eq(valid & last)
+        return m

@@ -1,0 +1,233 @@
+"""RTL units in Amaranth's simulator against the golden arithmetic (fast unit tests)."""
+import random
+
+import pytest
+import torch
+from amaranth.sim import Simulator
+
+from rmsmp.host.quant.qmodel import TensorQ
+from rmsmp.rtl.formats import FIX_BITS, POT_BITS, WeightFormat
+from rmsmp.rtl.lanes import make_lane, product_width
+from rmsmp.rtl.mac import MacArray, MacRow
+from rmsmp.rtl.ppu import Requantizer, ResidualAdder
+from rmsmp.sim.golden import requantize, rshift_round
+
+FORMATS = [WeightFormat("fix", b) for b in FIX_BITS] + [WeightFormat("pot", b) for b in POT_BITS]
+AW = 9
+
+
+def run(dut, bench, clock=True):
+    sim = Simulator(dut)
+    if clock:
+        sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+def test_lane_every_code(fmt):
+    lane = make_lane(fmt, AW)
+    rnd = random.Random(str(fmt))
+    acts = [-256, -255, -129, -128, -1, 0, 1, 127, 128, 255] + [rnd.randrange(-256, 256) for _ in range(6)]
+
+    # every code the packer can emit (fix excludes -2^(b-1); pot includes "-0")
+    codes = sorted({fmt.encode_int(q) for q in fmt.level_list()} | ({1 << (fmt.bits - 1)} if fmt.is_pot else set()))
+
+    async def bench(ctx):
+        for code in codes:
+            q = fmt.decode_int(code)
+            ctx.set(lane.w, code)
+            for a in acts:
+                ctx.set(lane.a, a)
+                assert ctx.get(lane.p) == a * q, (fmt, code, a)
+
+    run(lane, bench, clock=False)
+    assert lane.p.shape().width == product_width(fmt, AW)
+
+
+def test_pot_lane_has_no_multiplier():
+    from amaranth.back import rtlil
+    text = rtlil.convert(make_lane("pot4", AW))
+    assert "$mul" not in text
+    assert "$mul" in rtlil.convert(make_lane("fix4", AW))
+
+
+def _beats(rnd, rows_fmt, C, K, amin, amax, extreme=False):
+    """K activation vectors and per-row weight codes; returns (beats, expected sums)."""
+    beats, exp = [], [0] * len(rows_fmt)
+    for k in range(K):
+        a = [amax if extreme else rnd.randint(amin, amax) for _ in range(C)]
+        w = []
+        for r, f in enumerate(rows_fmt):
+            lv = f.level_list()
+            q = [f.qmax if extreme else rnd.choice(lv) for _ in range(C)]
+            w.append([f.encode_int(x) for x in q])
+            exp[r] += sum(x * y for x, y in zip(a, q))
+        beats.append((a, w, k == 0, k == K - 1))
+    return beats, exp
+
+
+async def _drive_array(ctx, dut, groups, seqs, rnd, bubbles):
+    """Feed sequences of beats (with random bubbles) and collect every output beat."""
+    outs = []
+    pending = [b for beats in seqs for b in beats]
+    idle_after = dut.latency + 3
+    while pending or idle_after:
+        if pending and not (bubbles and rnd.random() < 0.3):
+            a, w, first, last = pending.pop(0)
+            ctx.set(dut.i.valid, 1)
+            ctx.set(dut.i.payload.a, a)
+            ctx.set(dut.i.payload.first, first)
+            ctx.set(dut.i.payload.last, last)
+            r0 = 0
+            for f, n in groups:
+                ctx.set(dut.i.payload.w[f], w[r0:r0 + n])
+                r0 += n
+        else:
+            ctx.set(dut.i.valid, 0)
+            if not pending:
+                idle_after -= 1
+        await ctx.tick()
+        if ctx.get(dut.o.valid):
+            outs.append(list(ctx.get(dut.o.payload)))
+    return outs
+
+
+@pytest.mark.parametrize("C", [1, 3, 4, 8])
+def test_mac_array_random_dot_products(C):
+    groups = [("pot4", 2), ("fix4", 1), ("fix8", 1), ("pot2", 1)]
+    dut = MacArray(lane_groups=groups, columns=C, act_width=AW, acc_bits=32)
+    fmts = [WeightFormat(f[:3], int(f[3:])) for f, n in groups for _ in range(n)]
+    rnd = random.Random(C)
+    seqs, exps = [], []
+    for K in (1, 5, 2, 9):
+        b, e = _beats(rnd, fmts, C, K, -256, 255)
+        seqs.append(b)
+        exps.append(e)
+
+    async def bench(ctx):
+        outs = await _drive_array(ctx, dut, groups, seqs, rnd, bubbles=True)
+        assert outs == exps
+
+    run(dut, bench)
+
+
+def test_mac_array_accumulator_extremes():
+    """Largest products for many beats: the sum reaches 2^28 and must be exact."""
+    groups = [("fix8", 1), ("pot4", 1)]
+    dut = MacArray(lane_groups=groups, columns=8, act_width=AW, acc_bits=32)
+    fmts = [WeightFormat("fix", 8), WeightFormat("pot", 4)]
+    rnd = random.Random(0)
+    b1, e1 = _beats(rnd, fmts, 8, 600, -256, 255, extreme=True)   # 600*8*255*127 ~ 1.55e8
+    b2 = [([-256] * 8, w, f, l) for (a, w, f, l) in b1]
+    e2 = [-x * 256 // 255 for x in e1]
+
+    async def bench(ctx):
+        outs = await _drive_array(ctx, dut, groups, [b1, b2], rnd, bubbles=False)
+        assert outs == [e1, e2]
+        assert e1[0] > 2 ** 27
+
+    run(dut, bench)
+
+
+def test_mac_row_matches_array_row():
+    dut = MacRow("fix4", columns=5, act_width=AW, acc_bits=24)
+    rnd = random.Random(5)
+    f = WeightFormat("fix", 4)
+    beats, exp = _beats(rnd, [f], 5, 7, -256, 255)
+
+    async def bench(ctx):
+        got = []
+        for beat in beats + [None] * (dut.latency + 1):
+            ctx.set(dut.i.valid, beat is not None)
+            if beat is not None:
+                a, w, first, last = beat
+                ctx.set(dut.i.payload.a, a)
+                ctx.set(dut.i.payload.w, w[0])
+                ctx.set(dut.i.payload.first, first)
+                ctx.set(dut.i.payload.last, last)
+            await ctx.tick()
+            if ctx.get(dut.o.valid):
+                got.append(ctx.get(dut.o.payload))
+        assert got == exp
+
+    run(dut, bench)
+
+
+def _requant_cases(rnd, n):
+    cases = []
+    for _ in range(n):
+        out = rnd.choice([TensorQ(4, False, 0), TensorQ(8, True, 0), TensorQ(8, False, 0), TensorQ(16, True, 0)])
+        relu = rnd.random() < 0.5
+        cases.append((rnd.randrange(-2 ** 29, 2 ** 29), rnd.randrange(-2 ** 30, 2 ** 30),
+                      rnd.choice([1, rnd.randrange(1, 2 ** 16)]), rnd.randrange(0, 63), out, relu))
+    # corners: ties in both signs, zero shift, saturation at both ends
+    cases += [(3, 0, 1, 1, TensorQ(8, True, 0), False), (-3, 0, 1, 1, TensorQ(8, True, 0), False),
+              (5, -10, 1, 0, TensorQ(8, True, 0), False), (2 ** 31 - 2 ** 30 - 1, 2 ** 30, 65535, 0, TensorQ(16, True, 0), False),
+              (-2 ** 31 + 2 ** 30, -2 ** 30, 65535, 0, TensorQ(16, True, 0), False),
+              (-1000, 0, 1, 0, TensorQ(4, False, 0), True), (1000, 0, 1, 0, TensorQ(4, False, 0), True)]
+    return cases
+
+
+def test_requantizer_matches_golden():
+    dut = Requantizer()
+    rnd = random.Random(7)
+    cases = _requant_cases(rnd, 300)
+    exp = [int(requantize(torch.tensor(acc + b), m, n, q, relu)) for acc, b, m, n, q, relu in cases]
+
+    async def bench(ctx):
+        got = []
+        for c in cases + [None] * (dut.latency + 1):
+            ctx.set(dut.i.valid, c is not None)
+            if c is not None:
+                acc, b, mm, n, q, relu = c
+                ctx.set(dut.i.payload, {"acc": acc, "bias": b, "mult": mm, "shift": n,
+                                        "lo": max(q.lo, 0) if relu else q.lo, "hi": q.hi})
+            await ctx.tick()
+            if ctx.get(dut.o.valid):
+                got.append(ctx.get(dut.o.payload))
+        assert got == exp
+
+    run(dut, bench)
+
+
+def add_params(fa, fb, fo):
+    f = max(fa, fb)
+    up = max(0, fo - f)
+    return f - fa + up, f - fb + up, max(0, f - fo)
+
+
+def test_residual_adder_matches_golden():
+    dut = ResidualAdder()
+    rnd = random.Random(8)
+    cases = []
+    for _ in range(300):
+        qa = TensorQ(rnd.choice([4, 8]), rnd.random() < 0.5, rnd.randrange(0, 8))
+        qb = TensorQ(rnd.choice([4, 8]), rnd.random() < 0.5, rnd.randrange(0, 8))
+        qo = TensorQ(rnd.choice([4, 8]), rnd.random() < 0.5, rnd.randrange(0, 8))
+        relu = rnd.random() < 0.5
+        cases.append((rnd.randint(qa.lo, qa.hi), rnd.randint(qb.lo, qb.hi), qa, qb, qo, relu))
+
+    def golden_add(a, b, qa, qb, qo, relu):        # the golden model's add rule, verbatim
+        f = max(qa.frac, qb.frac)
+        s = torch.tensor((a << (f - qa.frac)) + (b << (f - qb.frac)))
+        s = s << (qo.frac - f) if qo.frac > f else rshift_round(s, f - qo.frac)
+        return int(s.clamp(max(qo.lo, 0) if relu else qo.lo, qo.hi))
+
+    exp = [golden_add(*c) for c in cases]
+
+    async def bench(ctx):
+        got = []
+        for c in cases + [None] * (dut.latency + 1):
+            ctx.set(dut.i.valid, c is not None)
+            if c is not None:
+                a, b, qa, qb, qo, relu = c
+                sa, sb, rs = add_params(qa.frac, qb.frac, qo.frac)
+                ctx.set(dut.i.payload, {"a": a, "b": b, "sa": sa, "sb": sb, "rs": rs,
+                                        "lo": max(qo.lo, 0) if relu else qo.lo, "hi": qo.hi})
+            await ctx.tick()
+            if ctx.get(dut.o.valid):
+                got.append(ctx.get(dut.o.payload))
+        assert got == exp
+
+    run(dut, bench)
