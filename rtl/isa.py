@@ -1,0 +1,47 @@
+"""Encodings shared by the RTL and the compiler, defined once with ``amaranth.lib.data``.
+
+(No ``from __future__ import annotations`` here: ``data.Struct`` reads its annotations.)
+
+:class:`ConvDesc` describes one conv/linear layer for the :class:`~rmsmp.rtl.engine.ConvEngine`;
+the compiler packs it with ``ConvDesc.const({...}).as_bits()`` and the engine decodes the
+same bits.  :func:`param_layout` is one array row's requantization parameters.
+
+Activation buffer layout (channel-blocked, ``C`` channels of 8 bits per word): channel
+``ch`` of pixel ``(y, x)`` of a tensor at ``base`` with ``H×W`` pixels lives in word
+``base + ((ch // C)·H + y)·W + x``, byte ``ch % C``.
+"""
+
+from amaranth import signed, unsigned
+from amaranth.lib import data
+
+__all__ = ["ConvDesc", "param_layout", "ADDR_BITS", "DIM_BITS"]
+
+ADDR_BITS = 20
+DIM_BITS = 10
+
+
+class ConvDesc(data.Struct):
+    """One conv layer (linear = 1×1 conv on a 1×1 image)."""
+
+    in_base: unsigned(ADDR_BITS)      # activation word address of the input tensor
+    out_base: unsigned(ADDR_BITS)     # activation word address of the output tensor
+    w_base: unsigned(ADDR_BITS)       # weight word address of output group 0
+    p_base: unsigned(ADDR_BITS)       # parameter word address of output group 0
+    in_h: unsigned(DIM_BITS)
+    in_w: unsigned(DIM_BITS)
+    in_cb: unsigned(DIM_BITS)         # input channel blocks (ceil(C_in / C))
+    out_h: unsigned(DIM_BITS)
+    out_w: unsigned(DIM_BITS)
+    out_groups: unsigned(DIM_BITS)    # output groups of R rows
+    kernel: unsigned(4)
+    stride: unsigned(2)
+    pad: unsigned(3)
+    in_signed: unsigned(1)            # input bytes are two's complement (network input)
+    out_lo: signed(17)                # output clamp bounds (ReLU: lo = 0)
+    out_hi: signed(17)
+
+
+def param_layout(acc_bits: int, mult_bits: int, shift_bits: int) -> data.StructLayout:
+    """Requantization parameters of one array row; ``en = 0`` rows are not written."""
+    return data.StructLayout({"bias": signed(acc_bits), "mult": unsigned(mult_bits),
+                              "shift": unsigned(shift_bits), "en": 1})
