@@ -20,15 +20,29 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .formats import parse_weight_format
-from .isa import ADDR_BITS, DIM_BITS, ConvDesc, param_layout
+from .isa import ADDR_BITS, DIM_BITS, Buffer, ConvDesc, param_layout
 from .mac import MacArray
 from .ppu import Requantizer
 
-__all__ = ["ConvEngine"]
+__all__ = ["ConvEngine", "buffer_ports"]
 
 
 def _wr_sig(addr_bits, width, en_bits=1):
     return wiring.Signature({"addr": Out(addr_bits), "data": Out(width), "en": Out(en_bits)})
+
+
+def buffer_ports(cfg) -> dict:
+    """The engine's buffer access ports: name -> (DMA buffer code, signature as a writer sees it)."""
+    R, C = cfg.rows, cfg.columns
+    plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
+    ports = {
+        "act_w": (Buffer.ACT, _wr_sig(ADDR_BITS, 8 * C, C)),
+        "act_r": (Buffer.ACT, wiring.Signature({"addr": Out(ADDR_BITS), "data": In(8 * C)})),
+        "par_w": (Buffer.PARAM, _wr_sig(ADDR_BITS, data.ArrayLayout(plo, R).size)),
+    }
+    for k, g in enumerate(cfg.lane_groups):
+        ports[f"wgt_w_{g.scheme}"] = (Buffer.WEIGHT0.value + k, _wr_sig(ADDR_BITS, g.rows * C * g.format.bits))
+    return ports
 
 
 class ConvEngine(wiring.Component):
@@ -45,15 +59,10 @@ class ConvEngine(wiring.Component):
         self._groups = [(g.format, g.rows) for g in cfg.lane_groups]
         R, C = cfg.rows, cfg.columns
         self._plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
-        members = {
-            "start": In(1), "desc": In(ConvDesc), "busy": Out(1), "done": Out(1),
-            "cycles": Out(32), "mac_beats": Out(32),
-            "act_w": In(_wr_sig(ADDR_BITS, 8 * C, C)),
-            "act_r": In(wiring.Signature({"addr": Out(ADDR_BITS), "data": In(8 * C)})),
-            "par_w": In(_wr_sig(ADDR_BITS, data.ArrayLayout(self._plo, R).size)),
-        }
-        for f, n in self._groups:
-            members[f"wgt_w_{f.name}"] = In(_wr_sig(ADDR_BITS, n * C * f.bits))
+        members = {"start": In(1), "desc": In(ConvDesc), "busy": Out(1), "done": Out(1),
+                   "cycles": Out(32), "mac_beats": Out(32)}
+        for name, (_, sig) in buffer_ports(cfg).items():
+            members[name] = In(sig)
         super().__init__(members)
 
     @property

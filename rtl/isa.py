@@ -12,9 +12,12 @@ Activation buffer layout (channel-blocked, ``C`` channels of 8 bits per word): c
 """
 
 from amaranth import signed, unsigned
-from amaranth.lib import data
+import enum as _pyenum
 
-__all__ = ["ConvDesc", "param_layout", "ADDR_BITS", "DIM_BITS"]
+from amaranth.lib import data, enum
+
+__all__ = ["ConvDesc", "DmaDesc", "Instruction", "Opcode", "Buffer", "param_layout", "ADDR_BITS", "DIM_BITS",
+           "INSTR_BITS"]
 
 ADDR_BITS = 20
 DIM_BITS = 10
@@ -45,3 +48,35 @@ def param_layout(acc_bits: int, mult_bits: int, shift_bits: int) -> data.StructL
     """Requantization parameters of one array row; ``en = 0`` rows are not written."""
     return data.StructLayout({"bias": signed(acc_bits), "mult": unsigned(mult_bits),
                               "shift": unsigned(shift_bits), "en": 1})
+
+
+class Opcode(enum.Enum, shape=4):
+    END = 0          # stop; the core raises done
+    LOAD = 1         # DMA external memory -> a buffer
+    STORE = 2        # DMA activation buffer -> external memory
+    CONV = 3         # run one ConvDesc on the engine
+
+
+class Buffer(_pyenum.IntEnum):
+    """DMA target codes: the activation buffer, the parameter buffer, then weight buffer
+    ``WEIGHT0 + k`` of lane group ``k``."""
+    ACT = 0
+    PARAM = 1
+    WEIGHT0 = 2      # weight buffer of lane group k is WEIGHT0 + k
+
+
+class DmaDesc(data.Struct):
+    buf: unsigned(4)                  # a Buffer code
+    ext_addr: unsigned(32)            # bus-word address in external memory
+    buf_addr: unsigned(ADDR_BITS)     # entry address in the buffer
+    count: unsigned(ADDR_BITS)        # entries
+
+
+#: Instructions are INSTR_BITS wide: an opcode and one of the descriptors.
+INSTR_BITS = 256
+
+
+class Instruction(data.Struct):
+    op: Opcode
+    arg: data.UnionLayout({"conv": ConvDesc, "dma": DmaDesc})
+    pad: unsigned(INSTR_BITS - 4 - max(ConvDesc.as_shape().size, DmaDesc.as_shape().size))

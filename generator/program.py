@@ -1,0 +1,136 @@
+"""Programs for the core: instructions + a memory image, built from lowered layers.
+
+Memory map (bus words): the program at 0, then each blob (input, weights, parameters) in
+order, then the output region.  Entries wider than the bus take consecutive words,
+least significant first (as the DMA reads them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rmsmp.rtl.dma import words_per_entry
+from rmsmp.rtl.isa import INSTR_BITS, Buffer, Instruction, Opcode
+
+from .lower import LoweredLayer, lower_conv, pack_activations
+
+__all__ = ["Program", "ProgramBuilder", "split_words", "layer_program"]
+
+
+def split_words(value: int, width: int, bus: int) -> list[int]:
+    n = words_per_entry(width, bus)
+    mask = (1 << bus) - 1
+    return [(value >> (bus * i)) & mask for i in range(n)]
+
+
+@dataclass
+class Program:
+    config_hash: int
+    bus_width: int
+    image: list                     # bus words, from address 0
+    prog_addr: int = 0
+    outputs: dict = field(default_factory=dict)   # name -> (word address, entries, entry width)
+    layers: list = field(default_factory=list)    # LoweredLayer, in order
+
+    def read_entries(self, image, name) -> list[int]:
+        """Entries of output ``name`` from a memory image after the run."""
+        addr, n, width = self.outputs[name]
+        wpe = words_per_entry(width, self.bus_width)
+        out = []
+        for e in range(n):
+            v = 0
+            for i in range(wpe):
+                v |= image[addr + e * wpe + i] << (self.bus_width * i)
+            out.append(v)
+        return out
+
+
+class ProgramBuilder:
+    """Collects instructions and blobs, then lays them out in one image."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.bus = cfg.bus_width
+        self._instrs = []        # (op, arg dict with blob references resolved later)
+        self._blobs = []         # (name, list of entries, entry width)
+        self._outputs = []       # (name, entries, width)
+        self.layers = []
+
+    def blob(self, name, entries, width):
+        self._blobs.append((name, list(entries), width))
+        return name
+
+    def load(self, buf, blob: str, buf_addr: int = 0):
+        self._instrs.append(("LOAD", buf, blob, buf_addr))
+
+    def store(self, out_name: str, buf_addr: int, entries: int):
+        self._outputs.append((out_name, entries, 8 * self.cfg.columns))
+        self._instrs.append(("STORE", Buffer.ACT, out_name, buf_addr))
+
+    def conv(self, low: LoweredLayer):
+        self.layers.append(low)
+        self._instrs.append(("CONV", low.desc))
+
+    def build(self) -> Program:
+        n_instr = len(self._instrs) + 1
+        ipw = INSTR_BITS // self.bus
+        addr = n_instr * ipw
+        where = {}
+        data = []
+        for name, entries, width in self._blobs:
+            where[name] = (addr, len(entries), width)
+            for e in entries:
+                w = split_words(e, width, self.bus)
+                data += w
+                addr += len(w)
+        outputs = {}
+        for name, n, width in self._outputs:
+            outputs[name] = (addr, n, width)
+            addr += n * words_per_entry(width, self.bus)
+        image = []
+        for ins in self._instrs + [("END",)]:
+            if ins[0] == "CONV":
+                c = Instruction.const({"op": Opcode.CONV, "arg": {"conv": ins[1]}})
+            elif ins[0] in ("LOAD", "STORE"):
+                _, buf, ref, buf_addr = ins
+                ext, count, _ = where[ref] if ins[0] == "LOAD" else outputs[ref]
+                c = Instruction.const({"op": Opcode[ins[0]], "arg": {"dma": {
+                    "buf": buf, "ext_addr": ext, "buf_addr": buf_addr, "count": count}}})
+            else:
+                c = Instruction.const({"op": Opcode.END})
+            image += split_words(c.as_bits(), INSTR_BITS, self.bus)
+        image += data
+        image += [0] * (addr - len(image))
+        return Program(self.cfg.config_hash, self.bus, image, 0, outputs, self.layers)
+
+
+def _width(sig) -> int:
+    from amaranth import Shape
+    return Shape.cast(sig.members["data"].shape).width
+
+
+def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
+    """A complete program running one conv/linear ``layer`` on integer input ``x_int``
+    ([C, H, W], or [C] for linear): load input, weights and parameters, convolve, store.
+    The output is ``Program.outputs["y"]``; ``Program.layers[0]`` holds its permutation."""
+    from rmsmp.rtl.engine import buffer_ports
+    C = cfg.columns
+    xin = x_int if x_int.dim() == 3 else x_int.reshape(-1, 1, 1)
+    xw = pack_activations(xin, C)
+    out_base = len(xw)
+    low = lower_conv(qm, layer, cfg, in_hw=in_hw, in_base=0, out_base=out_base)
+    if out_base + low.out_channels_padded // C * low.desc["out_h"] * low.desc["out_w"] > cfg.act_depth:
+        raise ValueError(f"layer {layer.name!r}: input + output need more than the {cfg.act_depth}-entry "
+                         "activation buffer (tiling lands with the network compiler)")
+    ports = buffer_ports(cfg)
+    pb = ProgramBuilder(cfg)
+    pb.load(Buffer.ACT, pb.blob("x", xw, 8 * C))
+    for k, g in enumerate(cfg.lane_groups):
+        if len(low.weights[g.scheme]) > cfg.weight_depth:
+            raise ValueError(f"layer {layer.name!r}: {len(low.weights[g.scheme])} weight words exceed the "
+                             f"{cfg.weight_depth}-entry {g.scheme} buffer")
+        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", low.weights[g.scheme],
+                                            _width(ports[f"wgt_w_{g.scheme}"][1])))
+    pb.load(Buffer.PARAM, pb.blob("p", low.params, _width(ports["par_w"][1])))
+    pb.conv(low)
+    pb.store("y", out_base, low.out_channels_padded // C * low.desc["out_h"] * low.desc["out_w"])
+    return pb.build()

@@ -1,0 +1,104 @@
+"""The accelerator core: instruction fetch and sequencing over the DMA and the conv engine.
+
+The host writes a program and its data into memory, sets ``prog_addr`` and pulses
+``start``; the core fetches :class:`~rmsmp.rtl.isa.Instruction` words (``INSTR_BITS``
+each, least significant bus word first), runs them one after another, and raises
+``done`` at ``END``.  ``id`` is the configuration hash, so a host can refuse a program
+built for another config; ``cycles`` and ``mac_beats`` count the whole program.
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .dma import Dma, mem_port_signature
+from .engine import ConvEngine, buffer_ports
+from .isa import INSTR_BITS, Instruction, Opcode
+
+__all__ = ["Core"]
+
+
+class Core(wiring.Component):
+    def __init__(self, cfg):
+        self._cfg = cfg
+        super().__init__({
+            "mem": Out(mem_port_signature(cfg.bus_width)),
+            "start": In(1), "prog_addr": In(32),
+            "busy": Out(1), "done": Out(1), "id": Out(32, init=cfg.config_hash),
+            "cycles": Out(32), "mac_beats": Out(32), "pc": Out(32),
+        })
+
+    @property
+    def config(self):
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        bus = cfg.bus_width
+        m.submodules.engine = engine = ConvEngine(cfg)
+        m.submodules.dma = dma = Dma(bus_width=bus, buffer_ports=buffer_ports(cfg), act_width=8 * cfg.columns)
+        for name in buffer_ports(cfg):
+            wiring.connect(m, getattr(dma, name), getattr(engine, name))
+
+        words = INSTR_BITS // bus
+        ibuf = Signal(INSTR_BITS)
+        instr = Instruction(ibuf)
+        k = Signal(range(words + 1))
+        fetching = Signal()
+        # the read channel belongs to the fetcher while it fetches, else to the DMA
+        rd, rdd = self.mem.rd_cmd, self.mem.rd_data
+        with m.If(~fetching):
+            m.d.comb += [rd.valid.eq(dma.mem.rd_cmd.valid), rd.payload.eq(dma.mem.rd_cmd.payload),
+                         dma.mem.rd_cmd.ready.eq(rd.ready), dma.mem.rd_data.valid.eq(rdd.valid),
+                         dma.mem.rd_data.payload.eq(rdd.payload), rdd.ready.eq(dma.mem.rd_data.ready)]
+        m.d.comb += [self.mem.wr_cmd.valid.eq(dma.mem.wr_cmd.valid), self.mem.wr_cmd.payload.eq(dma.mem.wr_cmd.payload),
+                     dma.mem.wr_cmd.ready.eq(self.mem.wr_cmd.ready),
+                     self.mem.wr_data.valid.eq(dma.mem.wr_data.valid),
+                     self.mem.wr_data.payload.eq(dma.mem.wr_data.payload),
+                     dma.mem.wr_data.ready.eq(self.mem.wr_data.ready)]
+
+        with m.If(self.busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        with m.If(engine.done):
+            m.d.sync += self.mac_beats.eq(self.mac_beats + engine.mac_beats)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [self.pc.eq(self.prog_addr), self.busy.eq(1), self.done.eq(0),
+                                 self.cycles.eq(0), self.mac_beats.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += [fetching.eq(1), rd.valid.eq(1), rd.payload.addr.eq(self.pc),
+                             rd.payload.len.eq(words)]
+                with m.If(rd.ready):
+                    m.d.sync += k.eq(0)
+                    m.next = "RECV"
+            with m.State("RECV"):
+                m.d.comb += [fetching.eq(1), rdd.ready.eq(1)]
+                with m.If(rdd.valid):
+                    m.d.sync += [ibuf.eq(Cat(ibuf[bus:], rdd.payload)), k.eq(k + 1)]
+                    with m.If(k == words - 1):
+                        m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.sync += self.pc.eq(self.pc + words)
+                with m.Switch(instr.op):
+                    with m.Case(Opcode.LOAD, Opcode.STORE):
+                        m.d.comb += [dma.start.eq(1), dma.store.eq(instr.op == Opcode.STORE),
+                                     dma.desc.eq(instr.arg.dma)]
+                        m.next = "WAIT_DMA"
+                    with m.Case(Opcode.CONV):
+                        m.d.comb += [engine.start.eq(1), engine.desc.eq(instr.arg.conv)]
+                        m.next = "WAIT_ENGINE"
+                    with m.Default():                     # END (and unknown opcodes) stop
+                        m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                        m.next = "IDLE"
+            with m.State("WAIT_DMA"):
+                with m.If(~dma.busy):
+                    m.next = "FETCH"
+            with m.State("WAIT_ENGINE"):
+                with m.If(engine.done):
+                    m.next = "FETCH"
+        return m

@@ -1,0 +1,134 @@
+"""DMA between a generic burst memory port and the engine's buffers.
+
+The memory port (:func:`mem_port_signature`, master side) has a read-command stream
+``(addr, len)`` answered by ``len`` words on ``rd_data``, and a write-command stream
+``(addr, len)`` followed by ``len`` words on ``wr_data``; addresses count bus words.
+Any memory (on-chip RAM, SPRAM, an SDRAM controller, the simulation model) serves it.
+
+A buffer entry wider than the bus takes ``ceil(width / bus_width)`` consecutive bus words,
+least significant word first.
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .isa import ADDR_BITS, Buffer, DmaDesc
+
+__all__ = ["mem_port_signature", "Dma", "words_per_entry"]
+
+LEN_BITS = 24
+
+
+def mem_port_signature(bus_width: int) -> wiring.Signature:
+    cmd = data.StructLayout({"addr": unsigned(32), "len": unsigned(LEN_BITS)})
+    return wiring.Signature({
+        "rd_cmd": Out(stream.Signature(cmd)),
+        "rd_data": In(stream.Signature(bus_width)),
+        "wr_cmd": Out(stream.Signature(cmd)),
+        "wr_data": Out(stream.Signature(bus_width)),
+    })
+
+
+def words_per_entry(width: int, bus_width: int) -> int:
+    return -(-width // bus_width)
+
+
+class Dma(wiring.Component):
+    """Runs one :class:`DmaDesc` per ``start`` (``store=0``: load into ``buf``; ``store=1``:
+    activation buffer → memory).  ``buffers`` maps port names to ``(Buffer code, width)``."""
+
+    def __init__(self, *, bus_width: int, buffer_ports: dict, act_width: int):
+        self._bus = bus_width
+        self._ports = buffer_ports            # name -> (code, signature as the engine sees it)
+        self._act_width = act_width
+        members = {"start": In(1), "store": In(1), "desc": In(DmaDesc), "busy": Out(1),
+                   "mem": Out(mem_port_signature(bus_width))}
+        for name, (_, sig) in buffer_ports.items():
+            members[name] = Out(sig)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        bus = self._bus
+        d = Signal(DmaDesc)
+        writers = {n: (code, getattr(self, n)) for n, (code, _) in self._ports.items() if n != "act_r"}
+        wpe = {n: words_per_entry(len(p.data), bus) for n, (_, p) in writers.items()}
+        max_wpe = max(wpe.values())
+        sr = Signal(max_wpe * bus)
+        k = Signal(range(max(max_wpe, words_per_entry(self._act_width, bus)) + 1))
+        i = Signal(ADDR_BITS + 1)
+        n_wpe = Signal(range(max_wpe + 1))
+        m.d.comb += n_wpe.eq(1)
+        with m.Switch(d.buf):
+            for n, (code, _) in writers.items():
+                with m.Case(code):
+                    m.d.comb += n_wpe.eq(wpe[n])
+        act_wpe = words_per_entry(self._act_width, bus)
+        rd, wr = self.mem.rd_cmd, self.mem.wr_cmd
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [d.eq(self.desc), i.eq(0), k.eq(0), self.busy.eq(1)]
+                    with m.If(self.store):
+                        m.next = "WCMD"
+                    with m.Else():
+                        m.next = "RCMD"
+            # -- load: one burst, entries assembled from bus words ------------------------
+            with m.State("RCMD"):
+                m.d.comb += [rd.valid.eq(1), rd.payload.addr.eq(d.ext_addr),
+                             rd.payload.len.eq(d.count * n_wpe)]
+                with m.If(d.count == 0):
+                    m.d.sync += self.busy.eq(0)
+                    m.next = "IDLE"
+                with m.Elif(rd.ready):
+                    m.next = "RECV"
+            with m.State("RECV"):
+                m.d.comb += self.mem.rd_data.ready.eq(1)
+                with m.If(self.mem.rd_data.valid):
+                    m.d.sync += sr.eq(Cat(sr[bus:], self.mem.rd_data.payload))
+                    with m.If(k == n_wpe - 1):
+                        m.d.sync += k.eq(0)
+                        m.next = "WRITE"
+                    with m.Else():
+                        m.d.sync += k.eq(k + 1)
+            with m.State("WRITE"):
+                for n, (code, port) in writers.items():
+                    m.d.comb += [port.addr.eq(d.buf_addr + i),
+                                 port.data.eq(sr[(max_wpe - wpe[n]) * bus:]),
+                                 port.en.eq(((d.buf == code).replicate(len(port.en))))]
+                m.d.sync += i.eq(i + 1)
+                with m.If(i == d.count - 1):
+                    m.d.sync += self.busy.eq(0)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "RECV"
+            # -- store: activation entries split into bus words ----------------------------
+            with m.State("WCMD"):
+                m.d.comb += [wr.valid.eq(1), wr.payload.addr.eq(d.ext_addr),
+                             wr.payload.len.eq(d.count * act_wpe)]
+                with m.If(d.count == 0):
+                    m.d.sync += self.busy.eq(0)
+                    m.next = "IDLE"
+                with m.Elif(wr.ready):
+                    m.next = "READ"
+            with m.State("READ"):
+                m.d.comb += self.act_r.addr.eq(d.buf_addr + i)
+                m.next = "LATCH"
+            with m.State("LATCH"):
+                m.d.sync += [sr.eq(self.act_r.data), k.eq(0)]
+                m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += [self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(sr[:bus])]
+                with m.If(self.mem.wr_data.ready):
+                    m.d.sync += [sr.eq(sr >> bus), k.eq(k + 1)]
+                    with m.If(k == act_wpe - 1):
+                        m.d.sync += i.eq(i + 1)
+                        with m.If(i == d.count - 1):
+                            m.d.sync += self.busy.eq(0)
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "READ"
+        return m

@@ -1,0 +1,63 @@
+"""The whole core in Amaranth's simulator: program in memory, DMA, compute, store."""
+import pytest
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from engine_harness import one_layer_model
+from rmsmp.generator.config import AcceleratorConfig
+from rmsmp.generator.lower import unpack_activations
+from rmsmp.generator.program import layer_program
+from rmsmp.rtl.core import Core
+from rmsmp.sim.memory import BurstMemory
+
+CFG = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix4", 1), ("fix8", 1)), columns=4,
+                        act_depth=2048, weight_depth=512, acc_depth=64)
+RATIO = {"pot4": 0.5, "fix4": 0.25, "fix8": 0.25}
+
+
+def run_core(cfg, prog, spare=64):
+    core = Core(cfg)
+    mem = BurstMemory(depth=len(prog.image) + spare, bus_width=cfg.bus_width, init=prog.image)
+    top = Module()
+    top.submodules.core, top.submodules.mem = core, mem
+    wiring.connect(top, core.mem, mem.port)
+    out = {}
+
+    async def bench(ctx):
+        assert ctx.get(core.id) == cfg.config_hash
+        ctx.set(core.prog_addr, prog.prog_addr)
+        ctx.set(core.start, 1)
+        await ctx.tick()
+        ctx.set(core.start, 0)
+        n = 0
+        while not ctx.get(core.done):
+            await ctx.tick()
+            n += 1
+            assert n < 300000, "core never finished"
+        out["cycles"], out["beats"] = ctx.get(core.cycles), ctx.get(core.mac_beats)
+        out["image"] = [ctx.get(mem.mem.data[i]) for i in range(len(prog.image))]
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+@pytest.mark.parametrize("case", [
+    dict(op="conv", cin=6, cout=8, k=3, s=2, p=1, hw=7),
+    dict(op="linear", cin=9, cout=6, relu=False),
+], ids=["3x3s2", "linear"])
+def test_core_runs_a_layer_program_bit_exact(case):
+    qm, layer, x, y = one_layer_model(**case, ratio=RATIO)
+    hw = case.get("hw", 1)
+    prog = layer_program(qm, layer, CFG, x, in_hw=(hw, hw))
+    res = run_core(CFG, prog)
+    low = prog.layers[0]
+    OH, OW = low.desc["out_h"], low.desc["out_w"]
+    got = unpack_activations(prog.read_entries(res["image"], "y"), layer.rows, OH, OW, CFG.columns, low.perm,
+                             layer.out.signed)
+    assert got == y.reshape(layer.rows, OH, OW).tolist()
+    assert res["beats"] == low.beats
+    print(f"\n{case}: {res['cycles']} cycles for the program ({low.beats} MAC beats)")
