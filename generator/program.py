@@ -30,6 +30,7 @@ class Program:
     prog_addr: int = 0
     outputs: dict = field(default_factory=dict)   # name -> (word address, entries, entry width)
     layers: list = field(default_factory=list)    # LoweredLayer, in order
+    io: dict = field(default_factory=dict)        # "input"/"output" tensor specs (see layer_program)
 
     def read_entries(self, image, name) -> list[int]:
         """Entries of output ``name`` from a memory image after the run."""
@@ -75,9 +76,11 @@ class ProgramBuilder:
         ipw = INSTR_BITS // self.bus
         addr = n_instr * ipw
         where = {}
+        self.blob_addr = {}
         data = []
         for name, entries, width in self._blobs:
             where[name] = (addr, len(entries), width)
+            self.blob_addr[name] = addr
             for e in entries:
                 w = split_words(e, width, self.bus)
                 data += w
@@ -133,4 +136,12 @@ def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
     pb.load(Buffer.PARAM, pb.blob("p", low.params, _width(ports["par_w"][1])))
     pb.conv(low)
     pb.store("y", out_base, low.out_channels_padded // C * low.desc["out_h"] * low.desc["out_w"])
-    return pb.build()
+    prog = pb.build()
+    prog.io = {"input": {"blob": "x", "addr": prog_blob_addr(prog, pb, "x"), "shape": tuple(xin.shape), "C": C},
+               "output": {"name": "y", "channels": layer.rows, "H": low.desc["out_h"], "W": low.desc["out_w"],
+                          "perm": list(low.perm), "signed": bool(layer.out.signed)}}
+    return prog
+
+
+def prog_blob_addr(prog, pb, name) -> int:
+    return pb.blob_addr[name]

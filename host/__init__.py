@@ -2,8 +2,29 @@
 
     from rmsmp.host import quantize, QuantizedModel
 """
+from rmsmp.generator.config import AcceleratorConfig
+
 from .errors import ModelFormatError, RatioError, RmsmpError, SchemeError, UnsupportedLayerError
 from .quant import DEFAULT_RATIO, QuantizedModel, qat, quantize
 
-__all__ = ["quantize", "qat", "QuantizedModel", "DEFAULT_RATIO", "RmsmpError", "RatioError",
+def open_device(target: str, cfg=None, **kw):
+    """A device to run programs on: ``"sim"`` (the Verilator model of ``cfg``).
+
+    Example::
+
+        dev = open_device("sim", AcceleratorConfig())
+        dev.load(program)
+        y = dev.run(x_int)
+        print(dev.stats)          # cycles, mac_utilization, ...
+    """
+    if target == "sim":
+        if cfg is None:
+            raise RmsmpError("open_device('sim', cfg): the simulator needs an AcceleratorConfig")
+        from rmsmp.sim.device import SimDevice
+        return SimDevice(cfg, **kw)
+    if target.startswith("serial:"):
+        raise RmsmpError(f"{target}: serial board devices are not available yet (issue 5); use 'sim'")
+    raise RmsmpError(f"unknown device {target!r}; available: 'sim'")
+
+__all__ = ["open_device", "AcceleratorConfig", "quantize", "qat", "QuantizedModel", "DEFAULT_RATIO", "RmsmpError", "RatioError",
            "SchemeError", "UnsupportedLayerError", "ModelFormatError"]

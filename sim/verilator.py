@@ -77,7 +77,8 @@ class VerilatorBuild:
         stamp.touch()
         return self
 
-    def run(self, test_module: str, params: dict | None = None, *, testcase=None, seed: int = 1) -> dict:
+    def run(self, test_module: str, params: dict | None = None, *, testcase=None, seed: int = 1,
+            plusargs=(), test_dir=None) -> dict:
         """Run cocotb ``test_module`` on this model; ``params`` reach it as ``RMSMP_BENCH`` (JSON).
 
         Returns ``{"tests": n, "failed": k}``; raises :class:`BenchFailed` when k > 0.
@@ -87,7 +88,8 @@ class VerilatorBuild:
         from cocotb_tools.runner import get_results
         env = {"RMSMP_BENCH": json.dumps(params or {})}
         results = self._runner.test(test_module=test_module, hdl_toplevel=self.name, build_dir=str(self.build_dir),
-                                    test_dir=str(self.build_dir), extra_env=env, testcase=testcase, seed=seed,
+                                    test_dir=str(test_dir or self.build_dir), extra_env=env, testcase=testcase,
+                                    seed=seed, plusargs=list(plusargs),
                                     results_xml=str(self.build_dir / f"results-{test_module.rsplit('.', 1)[-1]}.xml"))
         n, failed = get_results(Path(results))
         if failed or n == 0:

@@ -1,0 +1,96 @@
+"""``SimDevice``: the cycle-accurate Verilator model of the core behind the host device API.
+
+The model is built once per configuration (cached by the hash of its Verilog) and runs a
+program as one free-running simulation: the memory image goes in as a hex file, comes
+back as one, and Python never steps the clock.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rmsmp.generator.lower import pack_activations, unpack_activations
+from rmsmp.host.errors import RmsmpError
+
+from .top import MEM_MODEL, MEM_WORDS, SimTop
+from .verilator import VerilatorBuild
+
+__all__ = ["SimDevice", "ProgramMismatchError"]
+
+
+class ProgramMismatchError(RmsmpError):
+    """A program compiled for another accelerator configuration."""
+
+
+class SimDevice:
+    """``load(program)``, ``run(x)``, ``stats`` on the Verilator model of ``cfg``."""
+
+    def __init__(self, cfg, *, build_root=None):
+        self.cfg = cfg
+        self._model = VerilatorBuild(SimTop(cfg), "rmsmp_sim", build_root=build_root, extra_sources=[MEM_MODEL])
+        self.program = None
+        self.stats: dict = {}
+
+    def build(self) -> float:
+        """Build (or reuse) the Verilator model; returns seconds spent."""
+        t = time.perf_counter()
+        self._model.build()
+        return time.perf_counter() - t
+
+    def load(self, program) -> None:
+        if program.config_hash != self.cfg.config_hash:
+            raise ProgramMismatchError(
+                f"program was compiled for accelerator {program.config_hash:08x}, this device is "
+                f"{self.cfg.config_hash:08x} ({self.cfg.describe()}); recompile for this config")
+        if len(program.image) > MEM_WORDS:
+            raise RmsmpError(f"program image of {len(program.image)} words exceeds the {MEM_WORDS}-word memory")
+        self.program = program
+
+    def run_image(self, image: list[int]) -> list[int]:
+        """Run the loaded program on memory ``image``; returns memory after ``done``."""
+        if self.program is None:
+            raise RmsmpError("no program loaded: call load(program) first")
+        with tempfile.TemporaryDirectory(prefix="rmsmp-sim-") as d:
+            d = Path(d)
+            (d / "in.hex").write_text("\n".join(f"{w:08x}" for w in image) + "\n")
+            t = time.perf_counter()
+            self._model.run("rmsmp.sim.benches.program",
+                            {"config_hash": self.program.config_hash, "prog_addr": self.program.prog_addr,
+                             "stats": str(d / "stats.json")},
+                            plusargs=[f"+MEMFILE={d / 'in.hex'}", f"+DUMPFILE={d / 'out.hex'}",
+                                      f"+DUMPWORDS={len(image)}"], test_dir=d)
+            wall = time.perf_counter() - t
+            stats = json.loads((d / "stats.json").read_text())
+            out = [int(line, 16) for line in (d / "out.hex").read_text().split() if not line.startswith("//")]
+        peak = self.cfg.peak_macs_per_cycle
+        macs = sum(l.macs for l in self.program.layers)
+        stats.update({"process_s": wall, "macs": macs,
+                      "mac_utilization": macs / (stats["cycles"] * peak) if stats["cycles"] else 0.0,
+                      "beat_utilization": stats["mac_beats"] / stats["cycles"] if stats["cycles"] else 0.0,
+                      "time_at_clock_s": stats["cycles"] / self.cfg.clock_hz,
+                      "sim_cycles_per_s": stats["cycles"] / stats["wall_s"] if stats["wall_s"] else 0.0})
+        self.stats = stats
+        return out
+
+    def run(self, x_int: torch.Tensor) -> torch.Tensor:
+        """Run a single-tensor program on integer input ``x_int``; returns the output integers."""
+        io = self.program.io if self.program is not None else {}
+        if "input" not in io:
+            raise RmsmpError("the loaded program does not declare its input and output tensors")
+        spec, ospec = io["input"], io["output"]
+        xin = x_int if x_int.dim() == 3 else x_int.reshape(-1, 1, 1)
+        if tuple(xin.shape) != tuple(spec["shape"]):
+            raise RmsmpError(f"input shape {tuple(xin.shape)} != program's {tuple(spec['shape'])}")
+        image = list(self.program.image)
+        words = pack_activations(xin, spec["C"])
+        from rmsmp.generator.program import split_words
+        flat = [w for e in words for w in split_words(e, 8 * spec["C"], self.program.bus_width)]
+        image[spec["addr"]:spec["addr"] + len(flat)] = flat
+        out = self.run_image(image)
+        y = unpack_activations(self.program.read_entries(out, ospec["name"]), ospec["channels"], ospec["H"],
+                               ospec["W"], self.cfg.columns, ospec["perm"], ospec["signed"])
+        return torch.tensor(y, dtype=torch.int64)

@@ -1,0 +1,67 @@
+// Burst memory model for Verilator runs of the rmsmp core (the Verilog twin of
+// rmsmp.sim.memory.BurstMemory): one word per cycle each way on the core's generic
+// memory port.  The image is loaded in bulk at time 0 from +MEMFILE=<hex file> and
+// written back with +DUMPFILE=<hex file> (+DUMPWORDS=<n>) when `dump` is high, so a
+// run never steps memory from Python.
+module rmsmp_burst_mem #(
+    parameter integer DEPTH = 1 << 22,
+    parameter integer BUS = 32
+) (
+    input  wire           clk,
+    input  wire           rst,
+    input  wire           rd_cmd_valid,
+    output wire           rd_cmd_ready,
+    input  wire [31:0]    rd_cmd_addr,
+    input  wire [23:0]    rd_cmd_len,
+    output reg            rd_data_valid,
+    input  wire           rd_data_ready,
+    output reg  [BUS-1:0] rd_data,
+    input  wire           wr_cmd_valid,
+    output wire           wr_cmd_ready,
+    input  wire [31:0]    wr_cmd_addr,
+    input  wire [23:0]    wr_cmd_len,
+    input  wire           wr_data_valid,
+    output wire           wr_data_ready,
+    input  wire [BUS-1:0] wr_data,
+    input  wire           dump
+);
+    reg [BUS-1:0] mem [0:DEPTH-1];
+    reg [31:0] raddr, waddr;
+    reg [23:0] rleft, wleft;
+    reg [1023:0] memfile, dumpfile;
+    integer dumpwords;
+
+    initial begin
+        rleft = 0; wleft = 0; rd_data_valid = 0;
+        if ($value$plusargs("MEMFILE=%s", memfile)) $readmemh(memfile, mem);
+        if (!$value$plusargs("DUMPWORDS=%d", dumpwords)) dumpwords = 0;
+    end
+
+    assign rd_cmd_ready = (rleft == 0);
+    assign wr_cmd_ready = (wleft == 0);
+    assign wr_data_ready = (wleft != 0);
+    wire advance = (rleft != 0) && (!rd_data_valid || rd_data_ready);
+
+    always @(posedge clk) begin
+        if (rst) begin
+            rleft <= 0; wleft <= 0; rd_data_valid <= 0;
+        end else begin
+            if (rd_cmd_valid && rd_cmd_ready) begin
+                raddr <= rd_cmd_addr; rleft <= rd_cmd_len;
+            end
+            if (advance) begin
+                rd_data <= mem[raddr[21:0]]; raddr <= raddr + 1; rleft <= rleft - 1; rd_data_valid <= 1;
+            end else if (rd_data_ready) begin
+                rd_data_valid <= 0;
+            end
+            if (wr_cmd_valid && wr_cmd_ready) begin
+                waddr <= wr_cmd_addr; wleft <= wr_cmd_len;
+            end
+            if (wr_data_valid && wleft != 0) begin
+                mem[waddr[21:0]] <= wr_data; waddr <= waddr + 1; wleft <= wleft - 1;
+            end
+        end
+        if (dump && dumpwords > 0 && $value$plusargs("DUMPFILE=%s", dumpfile))
+            $writememh(dumpfile, mem, 0, dumpwords - 1);
+    end
+endmodule
