@@ -1,4 +1,4 @@
-"""yosys synth_ecp5 cost of one MAC row per scheme and of the default array.
+"""yosys synth_ecp5 cost of one MAC row per scheme, of the default array and of the whole core.
 
     python bench/synth_ecp5.py [--columns 8]
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from amaranth.back import rtlil
 
 from rmsmp.generator.config import AcceleratorConfig
+from rmsmp.rtl.core import Core
 from rmsmp.rtl.mac import MacArray, MacRow
 from rmsmp.rtl.toplevel import flat_toplevel
 
@@ -54,6 +55,10 @@ def main():
     t = time.perf_counter()
     r = synth(MacArray.for_config(cfg), "array")
     print(f"| MAC array {cfg.describe().split(',')[0]} | " + " | ".join(str(r[c]) for c in CELLS)
+          + f" | {time.perf_counter() - t:.0f} |")
+    t = time.perf_counter()
+    r = synth(Core(cfg), "core")
+    print(f"| whole core (array, buffers, engine, DMA, control) | " + " | ".join(str(r[c]) for c in CELLS)
           + f" | {time.perf_counter() - t:.0f} |")
 
 

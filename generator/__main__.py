@@ -12,7 +12,7 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("emit", help="write Verilog + RTLIL for a config")
     e.add_argument("--config", help="JSON file with AcceleratorConfig fields (default: the 10/5/1 × 8 array)")
-    e.add_argument("--name", default="rmsmp_array")
+    e.add_argument("--name", default="rmsmp_core")
     e.add_argument("-o", "--output", default="build/rtl")
     a = p.parse_args(argv)
     try:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil, verilog
 
-from rmsmp.rtl.mac import MacArray
+from rmsmp.rtl.core import Core
 from rmsmp.rtl.toplevel import flat_toplevel
 
 from .config import AcceleratorConfig
@@ -14,11 +14,11 @@ __all__ = ["elaborate", "emit"]
 
 
 def elaborate(cfg: AcceleratorConfig):
-    """The top-level component for ``cfg`` (currently the MAC array)."""
-    return MacArray.for_config(cfg)
+    """The top-level component for ``cfg``: the core (memory port, control, counters)."""
+    return Core(cfg)
 
 
-def emit(cfg: AcceleratorConfig, out_dir, name: str = "rmsmp_array") -> dict[str, Path]:
+def emit(cfg: AcceleratorConfig, out_dir, name: str = "rmsmp_core") -> dict[str, Path]:
     """Write ``<name>.v``, ``<name>.il`` and ``<name>.json`` (the config) into ``out_dir``."""
     import json
     out = Path(out_dir)

@@ -2,10 +2,11 @@
 
 Output-channel permutation: the rows of each scheme are dealt, in channel order, onto the
 array rows of that scheme's lane group: the ``j``-th channel of scheme ``s`` goes to output
-group ``j // n_s`` and array row ``offset_s + j % n_s``, i.e. permuted channel
-``og·R + row``.  With RMSMP's fixed ratio every group is full; otherwise the unused rows
-are disabled (``en = 0``).  The next layer reads channels in this permuted order, so the
-permutation is folded into its input channels (``in_perm``).
+group ``j // n_s`` and array row ``offset_s + j % n_s``.  With RMSMP's fixed ratio every
+group is full; otherwise the unused rows are disabled (``en = 0``).  Each row's parameter
+word names its output channel, so results land in natural channel order and tensors are
+always stored unpermuted (a residual add needs both operands in one order; folding a
+per-layer permutation into the next layer could not give that).
 
 The ``QuantizedModel`` is read by attribute (``layer.qweight``, ``layer.schemes``,
 ``qm.requant``, …): ``rmsmp.generator`` does not import ``rmsmp.host``.
@@ -33,8 +34,8 @@ class LoweredLayer:
     desc: dict                       # ConvDesc fields
     weights: dict = field(default_factory=dict)   # scheme -> list of word ints (from w_base)
     params: list = field(default_factory=list)    # param words (from p_base)
-    perm: list = field(default_factory=list)      # original out channel -> permuted index
-    out_channels_padded: int = 0     # channels of the output tensor in permuted order
+    perm: list = field(default_factory=list)      # out channel -> og·R + array row computing it
+    out_channels_padded: int = 0     # channels of the stored output tensor (a multiple of C)
     macs: int = 0                    # useful MACs of the layer
     beats: int = 0                   # array beats the engine issues
 
@@ -43,13 +44,10 @@ class LoweredLayer:
         return ConvDesc.const(self.desc).as_bits()
 
 
-def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, in_perm=None,
-               in_channels_padded=None) -> LoweredLayer:
+def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) -> LoweredLayer:
     """Lower ``layer`` (op ``conv`` or ``linear``) for ``cfg``.
 
-    ``in_hw``: input (H, W); ``in_perm``: permuted index of each input channel (from the
-    producer), ``None`` for natural order; ``in_channels_padded``: channels of the input
-    tensor as stored (default: the layer's input channels).
+    ``in_hw``: input (H, W); ``in_base``/``out_base``: activation-buffer word addresses.
     """
     R, C = cfg.rows, cfg.columns
     if layer.op == "linear":
@@ -62,8 +60,7 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
         raise CompileError(f"layer {layer.name!r}: op {layer.op!r} does not run on the conv engine")
     q = layer.qweight
     O, Cin = q.shape[0], q.shape[1]
-    Cst = in_channels_padded or Cin
-    cb = math.ceil(Cst / C)
+    cb = math.ceil(Cin / C)
     OH, OW = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
 
     # -- output-channel permutation ---------------------------------------------------------
@@ -91,8 +88,6 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
     # -- weights: per lane group, word ((og·cb + b)·k + ky)·k + kx ---------------------------
     rq = qm.requant[layer.name]
     qw = q.reshape(O, Cin, k, k) if layer.op == "conv" else q.reshape(O, Cin, 1, 1)
-    # stored (permuted) input channel -> original input channel, None for padding
-    orig_of = {(c if in_perm is None else in_perm[c]): c for c in range(Cin)}
     weights = {}
     for g in cfg.lane_groups:
         f = g.format
@@ -106,8 +101,8 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
                         for i in range(n):
                             ch = row_of.get((og, off + i))
                             for c in range(C):
-                                orig = orig_of.get(b * C + c)
-                                v = int(qw[ch, orig, ky, kx]) if ch is not None and orig is not None else 0
+                                ci = b * C + c
+                                v = int(qw[ch, ci, ky, kx]) if ch is not None and ci < Cin else 0
                                 word |= f.encode_int(v) << ((i * C + c) * f.bits)
                         words.append(word)
         weights[g.scheme] = words
@@ -121,13 +116,13 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
         for row in range(R):
             ch = row_of.get((og, row))
             if ch is None:
-                rows.append({"bias": 0, "mult": 0, "shift": 0, "en": 0})
+                rows.append({"bias": 0, "mult": 0, "shift": 0, "ch": 0, "en": 0})
             else:
                 m, n = int(rq["mult"][ch]), int(rq["shift"][ch])
                 if m >= 1 << cfg.mult_bits or n >= 1 << cfg.shift_bits:
                     raise CompileError(f"layer {layer.name!r}: requantizer M={m}, n={n} exceeds "
                                        f"{cfg.mult_bits}/{cfg.shift_bits} bits")
-                rows.append({"bias": int(rq["bias"][ch]), "mult": m, "shift": n, "en": 1})
+                rows.append({"bias": int(rq["bias"][ch]), "mult": m, "shift": n, "ch": ch, "en": 1})
         params.append(arr.const(rows).as_bits())
 
     inq = qm.in_q(layer)
@@ -140,37 +135,29 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
     if out.bits > 8 or inq.bits > 8:
         raise CompileError(f"layer {layer.name!r}: tensors wider than 8 bits do not fit the activation buffer "
                            f"(input {inq.bits}, output {out.bits} bits)")
-    return LoweredLayer(layer.name, desc, weights, params, perm, og_n * R,
+    return LoweredLayer(layer.name, desc, weights, params, perm, math.ceil(O / C) * C,
                         macs=O * Cin * k * k * OH * OW, beats=og_n * OH * OW * cb * k * k)
 
 
-def pack_activations(x, C: int, perm=None, channels=None) -> list[int]:
-    """Integer tensor [Ch, H, W] → activation words (channel-blocked, bytes two's complement)."""
+def pack_activations(x, C: int) -> list[int]:
+    """Integer tensor [Ch, H, W] → activation words (``C`` channels a word, bytes two's complement)."""
     Ch, H, W = x.shape
-    n = channels or (Ch if perm is None else max(perm) + 1)
-    cb = math.ceil(n / C)
-    stored = {}
-    for c in range(Ch):
-        stored[c if perm is None else perm[c]] = c
     words = []
-    for b in range(cb):
+    for b in range(math.ceil(Ch / C)):
         for y in range(H):
             for xx in range(W):
                 word = 0
-                for lane in range(C):
-                    c = stored.get(b * C + lane)
-                    if c is not None:
-                        word |= (int(x[c, y, xx]) & 0xFF) << (8 * lane)
+                for lane in range(min(C, Ch - b * C)):
+                    word |= (int(x[b * C + lane, y, xx]) & 0xFF) << (8 * lane)
                 words.append(word)
     return words
 
 
-def unpack_activations(words, channels: int, H: int, W: int, C: int, perm, signed: bool):
-    """Activation words → nested list [channels][H][W] of ints, undoing ``perm``."""
+def unpack_activations(words, channels: int, H: int, W: int, C: int, signed: bool):
+    """Activation words → nested list [channels][H][W] of ints."""
     out = [[[0] * W for _ in range(H)] for _ in range(channels)]
     for c in range(channels):
-        pc = perm[c]
-        b, lane = divmod(pc, C)
+        b, lane = divmod(c, C)
         for y in range(H):
             for xx in range(W):
                 v = (words[(b * H + y) * W + xx] >> (8 * lane)) & 0xFF

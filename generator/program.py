@@ -114,7 +114,7 @@ def _width(sig) -> int:
 def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
     """A complete program running one conv/linear ``layer`` on integer input ``x_int``
     ([C, H, W], or [C] for linear): load input, weights and parameters, convolve, store.
-    The output is ``Program.outputs["y"]``; ``Program.layers[0]`` holds its permutation."""
+    The output is ``Program.outputs["y"]``."""
     from rmsmp.rtl.engine import buffer_ports
     C = cfg.columns
     xin = x_int if x_int.dim() == 3 else x_int.reshape(-1, 1, 1)
@@ -139,7 +139,7 @@ def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
     prog = pb.build()
     prog.io = {"input": {"blob": "x", "addr": prog_blob_addr(prog, pb, "x"), "shape": tuple(xin.shape), "C": C},
                "output": {"name": "y", "channels": layer.rows, "H": low.desc["out_h"], "W": low.desc["out_w"],
-                          "perm": list(low.perm), "signed": bool(layer.out.signed)}}
+                          "signed": bool(layer.out.signed)}}
     return prog
 
 

@@ -92,6 +92,9 @@ class Core(wiring.Component):
                     with m.Case(Opcode.CONV):
                         m.d.comb += [engine.start.eq(1), engine.desc.eq(instr.arg.conv)]
                         m.next = "WAIT_ENGINE"
+                    with m.Case(Opcode.VEC):
+                        m.d.comb += [engine.vec_start.eq(1), engine.vec_desc.eq(instr.arg.vec)]
+                        m.next = "WAIT_ENGINE"
                     with m.Default():                     # END (and unknown opcodes) stop
                         m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                         m.next = "IDLE"

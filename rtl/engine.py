@@ -20,7 +20,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .formats import parse_weight_format
-from .isa import ADDR_BITS, DIM_BITS, Buffer, ConvDesc, param_layout
+from .isa import ADDR_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
+from .vector import VectorUnit
 from .mac import MacArray
 from .ppu import Requantizer
 
@@ -59,8 +60,8 @@ class ConvEngine(wiring.Component):
         self._groups = [(g.format, g.rows) for g in cfg.lane_groups]
         R, C = cfg.rows, cfg.columns
         self._plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
-        members = {"start": In(1), "desc": In(ConvDesc), "busy": Out(1), "done": Out(1),
-                   "cycles": Out(32), "mac_beats": Out(32)}
+        members = {"start": In(1), "desc": In(ConvDesc), "vec_start": In(1), "vec_desc": In(VecDesc),
+                   "busy": Out(1), "done": Out(1), "cycles": Out(32), "mac_beats": Out(32)}
         for name, (_, sig) in buffer_ports(cfg).items():
             members[name] = In(sig)
         super().__init__(members)
@@ -73,6 +74,10 @@ class ConvEngine(wiring.Component):
         m = Module()
         cfg, R, C = self._cfg, self._cfg.rows, self._cfg.columns
         d = Signal(ConvDesc)                         # the running layer, latched at start
+        cbusy, cdone = Signal(), Signal()            # the conv datapath's own busy/done
+        m.submodules.vec = vec = VectorUnit(columns=C)
+        m.d.comb += [vec.start.eq(self.vec_start & ~self.busy), vec.desc.eq(self.vec_desc),
+                     self.busy.eq(cbusy | vec.busy), self.done.eq(cdone | vec.done)]
 
         # -- buffers ------------------------------------------------------------------------
         m.submodules.act = act = Memory(shape=unsigned(8 * C), depth=cfg.act_depth, init=[])
@@ -109,8 +114,10 @@ class ConvEngine(wiring.Component):
         stall = first & (inflight == self.QUEUE_DEPTH)
         issue = running & ~stall
 
+        with m.If((self.start | self.vec_start) & ~self.busy):
+            m.d.sync += [self.cycles.eq(0), self.mac_beats.eq(0)]
         with m.If(self.start & ~self.busy):
-            m.d.sync += [d.eq(self.desc), running.eq(1), self.busy.eq(1), self.cycles.eq(0),
+            m.d.sync += [d.eq(self.desc), running.eq(1), cbusy.eq(1), self.cycles.eq(0),
                          self.mac_beats.eq(0), og.eq(0), oy.eq(0), ox.eq(0), cb.eq(0), ky.eq(0), kx.eq(0)]
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -207,10 +214,9 @@ class ConvEngine(wiring.Component):
         m.d.comb += [rq.i.valid.eq(emit), rq.i.payload.acc.eq(cur.acc[r]), rq.i.payload.bias.eq(rp.bias),
                      rq.i.payload.mult.eq(rp.mult), rq.i.payload.shift.eq(rp.shift),
                      rq.i.payload.lo.eq(d.out_lo), rq.i.payload.hi.eq(d.out_hi)]
-        # output channel og*R + r (permuted order) -> word block ch // C, byte ch % C
+        # the row's output channel (from its parameters) -> word block ch // C, byte ch % C
         lb = (C - 1).bit_length()
-        ch = Signal(DIM_BITS + R.bit_length() + 1)
-        m.d.comb += ch.eq(cur.og * R + r)
+        ch = rp.ch
         waddr = Signal(ADDR_BITS)
         m.d.comb += waddr.eq(d.out_base + ((ch >> lb) * d.out_h + cur.oy) * d.out_w + cur.ox)
         wmeta = Cat(waddr, ch[:lb], rp.en)
@@ -225,9 +231,12 @@ class ConvEngine(wiring.Component):
         with m.Elif(rq.o.valid & ~rq.i.valid):
             m.d.sync += pending.eq(pending - 1)
 
-        # -- buffer ports: the engine owns them while busy, the host otherwise -----------------
+        # -- buffer ports: the conv datapath or the vector unit while busy, else the host ------
         byte = rq.o.payload[:8]
-        with m.If(self.busy):
+        with m.If(vec.busy):
+            m.d.comb += [act_rd.addr.eq(vec.rd_addr), act_wr.addr.eq(vec.wr_addr), act_wr.data.eq(vec.wr_data),
+                         act_wr.en.eq(vec.wr_en.replicate(C)), vec.rd_data.eq(act_rd.data)]
+        with m.Elif(cbusy):
             m.d.comb += [act_rd.addr.eq(act_addr[:ADDR_BITS]),
                          act_wr.addr.eq(o_addr),
                          act_wr.data.eq(byte.replicate(C)),
@@ -240,8 +249,8 @@ class ConvEngine(wiring.Component):
         # -- completion -------------------------------------------------------------------------
         idle_tail = (~running & (inflight == 0) & ~queue.r_rdy & ser.ongoing("IDLE")
                      & (pending == 0) & ~rq.o.valid)
-        with m.If(self.busy & idle_tail):
-            m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+        with m.If(cbusy & idle_tail):
+            m.d.sync += [cbusy.eq(0), cdone.eq(1)]
         with m.Else():
-            m.d.sync += self.done.eq(0)
+            m.d.sync += cdone.eq(0)
         return m

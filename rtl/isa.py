@@ -16,7 +16,7 @@ import enum as _pyenum
 
 from amaranth.lib import data, enum
 
-__all__ = ["ConvDesc", "DmaDesc", "Instruction", "Opcode", "Buffer", "param_layout", "ADDR_BITS", "DIM_BITS",
+__all__ = ["ConvDesc", "DmaDesc", "VecDesc", "VecKind", "Instruction", "Opcode", "Buffer", "param_layout", "ADDR_BITS", "DIM_BITS",
            "INSTR_BITS"]
 
 ADDR_BITS = 20
@@ -44,10 +44,15 @@ class ConvDesc(data.Struct):
     out_hi: signed(17)
 
 
+CH_BITS = 12
+
+
 def param_layout(acc_bits: int, mult_bits: int, shift_bits: int) -> data.StructLayout:
-    """Requantization parameters of one array row; ``en = 0`` rows are not written."""
+    """Parameters of one array row for one output group: requantization, the output
+    channel the row computes (results are written in natural channel order, so the
+    scheme permutation never reaches memory), and ``en`` (0: an unused row)."""
     return data.StructLayout({"bias": signed(acc_bits), "mult": unsigned(mult_bits),
-                              "shift": unsigned(shift_bits), "en": 1})
+                              "shift": unsigned(shift_bits), "ch": unsigned(CH_BITS), "en": 1})
 
 
 class Opcode(enum.Enum, shape=4):
@@ -55,6 +60,7 @@ class Opcode(enum.Enum, shape=4):
     LOAD = 1         # DMA external memory -> a buffer
     STORE = 2        # DMA activation buffer -> external memory
     CONV = 3         # run one ConvDesc on the engine
+    VEC = 4          # run one VecDesc (residual add, max-pool, global average pool)
 
 
 class Buffer(_pyenum.IntEnum):
@@ -72,11 +78,49 @@ class DmaDesc(data.Struct):
     count: unsigned(ADDR_BITS)        # entries
 
 
+class VecKind(enum.Enum, shape=2):
+    ADD = 0
+    MAXPOOL = 1
+    AVGPOOL = 2
+
+
+class VecDesc(data.Struct):
+    """Element-wise and pooling work on the activation buffer, ``C`` channels per word.
+
+    Output word ``(cb, oy, ox)`` at ``out_base + (cb·out_h + oy)·out_w + ox`` is reduced
+    from taps ``(ty, tx)``: ADD reads ``a_base + ox`` then ``b_base + ox`` (``out_h = 1``,
+    ``out_w`` = words); MAXPOOL the ``kernel²`` window (taps in the padding are skipped);
+    AVGPOOL all ``in_h × in_w`` pixels of block ``cb`` (``out_h = out_w = 1``)."""
+
+    kind: VecKind
+    a_base: unsigned(ADDR_BITS)
+    b_base: unsigned(ADDR_BITS)
+    out_base: unsigned(ADDR_BITS)
+    cb: unsigned(DIM_BITS)
+    in_h: unsigned(DIM_BITS)
+    in_w: unsigned(DIM_BITS)
+    out_h: unsigned(DIM_BITS)
+    out_w: unsigned(DIM_BITS)
+    kernel: unsigned(4)
+    stride: unsigned(2)
+    pad: unsigned(3)
+    a_signed: unsigned(1)
+    b_signed: unsigned(1)
+    sa: unsigned(4)                   # ADD: left shifts of a and b, right shift of the sum
+    sb: unsigned(4)
+    rs: unsigned(4)
+    mult: unsigned(16)                # AVGPOOL: requantizer M and n
+    shift: unsigned(6)
+    lo: signed(17)
+    hi: signed(17)
+
+
 #: Instructions are INSTR_BITS wide: an opcode and one of the descriptors.
 INSTR_BITS = 256
 
 
 class Instruction(data.Struct):
     op: Opcode
-    arg: data.UnionLayout({"conv": ConvDesc, "dma": DmaDesc})
-    pad: unsigned(INSTR_BITS - 4 - max(ConvDesc.as_shape().size, DmaDesc.as_shape().size))
+    arg: data.UnionLayout({"conv": ConvDesc, "dma": DmaDesc, "vec": VecDesc})
+    pad: unsigned(INSTR_BITS - 4 - max(ConvDesc.as_shape().size, DmaDesc.as_shape().size,
+                                       VecDesc.as_shape().size))

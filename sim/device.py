@@ -92,5 +92,5 @@ class SimDevice:
         image[spec["addr"]:spec["addr"] + len(flat)] = flat
         out = self.run_image(image)
         y = unpack_activations(self.program.read_entries(out, ospec["name"]), ospec["channels"], ospec["H"],
-                               ospec["W"], self.cfg.columns, ospec["perm"], ospec["signed"])
+                               ospec["W"], self.cfg.columns, ospec["signed"])
         return torch.tensor(y, dtype=torch.int64)

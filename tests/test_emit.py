@@ -7,10 +7,10 @@ from rmsmp.generator.config import AcceleratorConfig
 
 def test_emit_default(tmp_path, capsys):
     assert main(["emit", "-o", str(tmp_path)]) == 0
-    v = (tmp_path / "rmsmp_array.v").read_text()
-    assert "module rmsmp_array" in v and "i__payload" in v and "o__payload" in v
-    assert (tmp_path / "rmsmp_array.il").read_text().startswith("attribute")
-    meta = json.loads((tmp_path / "rmsmp_array.json").read_text())
+    v = (tmp_path / "rmsmp_core.v").read_text()
+    assert "module rmsmp_core" in v and "mem__rd_cmd__payload" in v and "cycles" in v
+    assert (tmp_path / "rmsmp_core.il").read_text().startswith("attribute")
+    meta = json.loads((tmp_path / "rmsmp_core.json").read_text())
     assert meta["config_hash"] == f"{AcceleratorConfig().config_hash:08x}"
     assert "128 MACs/cycle" in capsys.readouterr().out
 

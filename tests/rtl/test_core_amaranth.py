@@ -56,7 +56,7 @@ def test_core_runs_a_layer_program_bit_exact(case):
     res = run_core(CFG, prog)
     low = prog.layers[0]
     OH, OW = low.desc["out_h"], low.desc["out_w"]
-    got = unpack_activations(prog.read_entries(res["image"], "y"), layer.rows, OH, OW, CFG.columns, low.perm,
+    got = unpack_activations(prog.read_entries(res["image"], "y"), layer.rows, OH, OW, CFG.columns,
                              layer.out.signed)
     assert got == y.reshape(layer.rows, OH, OW).tolist()
     assert res["beats"] == low.beats

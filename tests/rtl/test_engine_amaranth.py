@@ -69,7 +69,7 @@ def check_layer(qm, layer, x, y, hw_in):
     OH, OW = low.desc["out_h"], low.desc["out_w"]
     n_out = (low.out_channels_padded // C) * OH * OW
     res = run_engine(CFG, low, xw, 0, 1024, n_out)
-    got = unpack_activations(res["words"], layer.rows, OH, OW, C, low.perm, layer.out.signed)
+    got = unpack_activations(res["words"], layer.rows, OH, OW, C, layer.out.signed)
     exp = y.reshape(layer.rows, OH, OW).tolist()
     assert got == exp
     assert res["beats"] == low.beats
