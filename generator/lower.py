@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 from amaranth.lib import data
 
-from rmsmp.rtl.formats import parse_weight_format
-from rmsmp.rtl.isa import ConvDesc, param_layout
+from rmsmp.rtl.formats import parse_weight_format, requant_multiplier
+from rmsmp.rtl.isa import ConvDesc, VecKind, param_layout
 
-__all__ = ["LoweredLayer", "lower_conv", "CompileError", "pack_activations", "unpack_activations"]
+__all__ = ["LoweredLayer", "lower_conv", "lower_vec", "CompileError", "pack_activations", "unpack_activations"]
 
 
 class CompileError(ValueError):
@@ -37,7 +37,8 @@ class LoweredLayer:
     perm: list = field(default_factory=list)      # out channel -> og·R + array row computing it
     out_channels_padded: int = 0     # channels of the stored output tensor (a multiple of C)
     macs: int = 0                    # useful MACs of the layer
-    beats: int = 0                   # array beats the engine issues
+    beats: int = 0                   # array beats (conv) or buffer taps (vector) issued
+    kind: str = "conv"               # "conv" or "vec"
 
     @property
     def desc_bits(self) -> int:
@@ -163,3 +164,48 @@ def unpack_activations(words, channels: int, H: int, W: int, C: int, signed: boo
                 v = (words[(b * H + y) * W + xx] >> (8 * lane)) & 0xFF
                 out[c][y][xx] = v - 256 if signed and v >= 128 else v
     return out
+
+
+def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: int, b_base: int = 0) -> LoweredLayer:
+    """Lower a residual ``add``, ``maxpool`` or global ``avgpool`` layer to a VecDesc."""
+    C = cfg.columns
+    H, W = in_hw
+    cb = math.ceil(channels / C)
+    iq, out = qm[layer.inputs[0]].out, layer.out
+    relu = bool(layer.attrs.get("relu"))
+    lo, hi = (max(out.lo, 0) if relu else out.lo), out.hi
+    if out.bits > 8 or iq.bits > 8:
+        raise CompileError(f"layer {layer.name!r}: tensors wider than 8 bits do not fit the activation buffer")
+    base = {"a_base": a_base, "b_base": b_base, "out_base": out_base, "kernel": 0, "stride": 0, "pad": 0,
+            "a_signed": int(iq.signed), "b_signed": 0, "sa": 0, "sb": 0, "rs": 0, "mult": 0, "shift": 0,
+            "lo": lo, "hi": hi}
+    if layer.op == "add":
+        qb = qm[layer.inputs[1]].out
+        f = max(iq.frac, qb.frac)
+        up = max(0, out.frac - f)
+        sa, sb, rs = f - iq.frac + up, f - qb.frac + up, max(0, f - out.frac)
+        if max(sa, sb, rs) > 15:
+            raise CompileError(f"layer {layer.name!r}: residual add shifts {sa}/{sb}/{rs} exceed 15")
+        words = cb * H * W
+        desc = {**base, "kind": VecKind.ADD, "b_signed": int(qb.signed), "sa": sa, "sb": sb, "rs": rs,
+                "cb": 1, "in_h": 1, "in_w": words, "out_h": 1, "out_w": words}
+        oh, ow, taps = H, W, 2 * words
+    elif layer.op == "maxpool":
+        k, s, p = layer.attrs["kernel"], layer.attrs["stride"], layer.attrs["padding"]
+        oh, ow = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+        desc = {**base, "kind": VecKind.MAXPOOL, "kernel": k, "stride": s, "pad": p, "cb": cb,
+                "in_h": H, "in_w": W, "out_h": oh, "out_w": ow, "lo": iq.lo, "hi": iq.hi}
+        taps = cb * oh * ow * k * k
+    elif layer.op == "avgpool":
+        M, n = requant_multiplier(2.0 ** (out.frac - iq.frac) / (H * W))
+        if M >= 1 << 16 or n >= 1 << 6:
+            raise CompileError(f"layer {layer.name!r}: average-pool requantizer M={M}, n={n} out of range")
+        desc = {**base, "kind": VecKind.AVGPOOL, "mult": M, "shift": n, "cb": cb, "in_h": H, "in_w": W,
+                "out_h": 1, "out_w": 1}
+        oh = ow = 1
+        taps = cb * H * W
+    else:
+        raise CompileError(f"layer {layer.name!r}: op {layer.op!r} does not run on the vector unit")
+    low = LoweredLayer(layer.name, desc, out_channels_padded=cb * C, beats=taps, kind="vec")
+    low.out_hw = (oh, ow)
+    return low

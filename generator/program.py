@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from rmsmp.rtl.dma import words_per_entry
 from rmsmp.rtl.isa import INSTR_BITS, Buffer, Instruction, Opcode
 
-from .lower import LoweredLayer, lower_conv, pack_activations
+from .lower import LoweredLayer, lower_conv, lower_vec, pack_activations
 
-__all__ = ["Program", "ProgramBuilder", "split_words", "layer_program"]
+__all__ = ["Program", "ProgramBuilder", "split_words", "layer_program", "vec_program"]
 
 
 def split_words(value: int, width: int, bus: int) -> list[int]:
@@ -71,6 +71,10 @@ class ProgramBuilder:
         self.layers.append(low)
         self._instrs.append(("CONV", low.desc))
 
+    def vec(self, low: LoweredLayer):
+        self.layers.append(low)
+        self._instrs.append(("VEC", low.desc))
+
     def build(self) -> Program:
         n_instr = len(self._instrs) + 1
         ipw = INSTR_BITS // self.bus
@@ -91,8 +95,8 @@ class ProgramBuilder:
             addr += n * words_per_entry(width, self.bus)
         image = []
         for ins in self._instrs + [("END",)]:
-            if ins[0] == "CONV":
-                c = Instruction.const({"op": Opcode.CONV, "arg": {"conv": ins[1]}})
+            if ins[0] in ("CONV", "VEC"):
+                c = Instruction.const({"op": Opcode[ins[0]], "arg": {ins[0].lower(): ins[1]}})
             elif ins[0] in ("LOAD", "STORE"):
                 _, buf, ref, buf_addr = ins
                 ext, count, _ = where[ref] if ins[0] == "LOAD" else outputs[ref]
@@ -137,11 +141,32 @@ def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
     pb.conv(low)
     pb.store("y", out_base, low.out_channels_padded // C * low.desc["out_h"] * low.desc["out_w"])
     prog = pb.build()
-    prog.io = {"input": {"blob": "x", "addr": prog_blob_addr(prog, pb, "x"), "shape": tuple(xin.shape), "C": C},
+    prog.io = {"inputs": [{"addr": pb.blob_addr["x"], "shape": tuple(xin.shape)}],
                "output": {"name": "y", "channels": layer.rows, "H": low.desc["out_h"], "W": low.desc["out_w"],
                           "signed": bool(layer.out.signed)}}
     return prog
 
 
-def prog_blob_addr(prog, pb, name) -> int:
-    return pb.blob_addr[name]
+
+def vec_program(qm, layer, cfg, inputs) -> Program:
+    """A program running one ``add``/``maxpool``/``avgpool`` layer on integer ``inputs``
+    (one [C, H, W] tensor, two for ``add``)."""
+    C = cfg.columns
+    ch, H, W = inputs[0].shape
+    pb = ProgramBuilder(cfg)
+    words = [pack_activations(t, C) for t in inputs]
+    bases = [0]
+    for w in words[:-1]:
+        bases.append(bases[-1] + len(w))
+    out_base = bases[-1] + len(words[-1])
+    low = lower_vec(qm, layer, cfg, channels=ch, in_hw=(H, W), a_base=bases[0],
+                    b_base=bases[1] if len(bases) > 1 else 0, out_base=out_base)
+    for k, (w, b) in enumerate(zip(words, bases)):
+        pb.load(Buffer.ACT, pb.blob(f"x{k}", w, 8 * C), b)
+    pb.vec(low)
+    oh, ow = low.out_hw
+    pb.store("y", out_base, (low.out_channels_padded // C) * oh * ow)
+    prog = pb.build()
+    prog.io = {"inputs": [{"addr": pb.blob_addr[f"x{k}"], "shape": tuple(t.shape)} for k, t in enumerate(inputs)],
+               "output": {"name": "y", "channels": ch, "H": oh, "W": ow, "signed": bool(layer.out.signed)}}
+    return prog

@@ -11,10 +11,12 @@ rounding.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
-__all__ = ["FormatError", "WeightFormat", "parse_weight_format", "FIX_BITS", "POT_BITS"]
+__all__ = ["FormatError", "WeightFormat", "parse_weight_format", "FIX_BITS", "POT_BITS",
+           "requant_multiplier", "MULT_BITS", "MAX_SHIFT"]
 
 #: Bit-widths each kind supports.  ``pot`` stops at 5 bits (``±2^14``): wider codes need
 #: accumulators no hardware wants.
@@ -106,3 +108,33 @@ def parse_weight_format(name) -> WeightFormat:
         raise FormatError(f"unknown scheme {name!r}; expected fix<b> (b in 2..8) or pot<b> (b in 2..5), "
                           "e.g. 'fix8', 'pot4'")
     return WeightFormat(m.group(1), int(m.group(2)))
+
+
+#: Requantization multipliers are unsigned integers below ``2^MULT_BITS``.
+MULT_BITS = 16
+#: Largest shift of the requantizer.
+MAX_SHIFT = 62
+
+
+def requant_multiplier(t: float) -> tuple[int, int]:
+    """Integers ``(M, n)`` with ``M / 2^n ≈ t``, ``0 <= M < 2^16``, ``0 <= n <= 62``.
+
+    ``M`` is rounded to nearest from the exact float64 mantissa of ``t`` and then
+    reduced (trailing zero bits moved out of ``M`` into ``n``), so a power of two
+    gives ``M == 1``: the pure-shift mode.
+    """
+    if not (t > 0 and math.isfinite(t)):
+        raise FormatError(f"requantization factor must be positive and finite, got {t!r}")
+    m, e = math.frexp(t)                 # t = m * 2^e, m in [0.5, 1)
+    M, n = round(m * 2 ** MULT_BITS), MULT_BITS - e
+    if M == 2 ** MULT_BITS:
+        M, n = M >> 1, n - 1
+    if n < 0:
+        raise FormatError(f"requantization factor {t:g} >= 2^{MULT_BITS}: not representable")
+    if n > MAX_SHIFT:
+        M, n = round(t * 2.0 ** MAX_SHIFT), MAX_SHIFT
+        if M == 0:                        # below 2^-63: the output is always 0
+            return 0, 0
+    while n > 0 and M > 0 and M % 2 == 0:
+        M, n = M >> 1, n - 1
+    return int(M), int(n)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from rmsmp.generator.lower import pack_activations, unpack_activations
+from rmsmp.generator.program import split_words
 from rmsmp.host.errors import RmsmpError
 
 from .top import MEM_MODEL, MEM_WORDS, SimTop
@@ -76,21 +77,24 @@ class SimDevice:
         self.stats = stats
         return out
 
-    def run(self, x_int: torch.Tensor) -> torch.Tensor:
-        """Run a single-tensor program on integer input ``x_int``; returns the output integers."""
+    def run(self, *xs: torch.Tensor) -> torch.Tensor:
+        """Run a program built by ``layer_program``/``vec_program`` on its integer input
+        tensor(s); returns the output integers [channels, H, W]."""
         io = self.program.io if self.program is not None else {}
-        if "input" not in io:
+        if "inputs" not in io:
             raise RmsmpError("the loaded program does not declare its input and output tensors")
-        spec, ospec = io["input"], io["output"]
-        xin = x_int if x_int.dim() == 3 else x_int.reshape(-1, 1, 1)
-        if tuple(xin.shape) != tuple(spec["shape"]):
-            raise RmsmpError(f"input shape {tuple(xin.shape)} != program's {tuple(spec['shape'])}")
+        if len(xs) != len(io["inputs"]):
+            raise RmsmpError(f"program takes {len(io['inputs'])} input tensor(s), got {len(xs)}")
         image = list(self.program.image)
-        words = pack_activations(xin, spec["C"])
-        from rmsmp.generator.program import split_words
-        flat = [w for e in words for w in split_words(e, 8 * spec["C"], self.program.bus_width)]
-        image[spec["addr"]:spec["addr"] + len(flat)] = flat
+        C, bus = self.cfg.columns, self.program.bus_width
+        for x, spec in zip(xs, io["inputs"]):
+            xin = x if x.dim() == 3 else x.reshape(-1, 1, 1)
+            if tuple(xin.shape) != tuple(spec["shape"]):
+                raise RmsmpError(f"input shape {tuple(xin.shape)} != program's {tuple(spec['shape'])}")
+            flat = [w for e in pack_activations(xin, C) for w in split_words(e, 8 * C, bus)]
+            image[spec["addr"]:spec["addr"] + len(flat)] = flat
         out = self.run_image(image)
-        y = unpack_activations(self.program.read_entries(out, ospec["name"]), ospec["channels"], ospec["H"],
-                               ospec["W"], self.cfg.columns, ospec["signed"])
+        o = io["output"]
+        y = unpack_activations(self.program.read_entries(out, o["name"]), o["channels"], o["H"], o["W"], C,
+                               o["signed"])
         return torch.tensor(y, dtype=torch.int64)

@@ -11,7 +11,6 @@ those by the exact rules of ``docs/arithmetic.md`` (:func:`requant_multiplier`,
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,15 +18,13 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelFormatError, RmsmpError
+from rmsmp.rtl.formats import MAX_SHIFT, MULT_BITS, requant_multiplier
+
 from .schemes import parse_scheme
 
 __all__ = ["TensorQ", "Layer", "QuantizedModel", "requant_multiplier", "bias_to_int",
            "BIAS_LIMIT", "MULT_BITS", "accumulator_bits", "legal_scale"]
 
-#: Requantization multipliers are unsigned integers below ``2^MULT_BITS``.
-MULT_BITS = 16
-#: Largest shift of the requantizer.
-MAX_SHIFT = 62
 #: Integer biases are clamped by the quantizer's choice of scale to ``|B| <= 2^30``.
 BIAS_LIMIT = 2 ** 30
 
@@ -61,30 +58,6 @@ class TensorQ:
 
     def to_dict(self):
         return {"bits": self.bits, "signed": self.signed, "frac": self.frac}
-
-
-def requant_multiplier(t: float) -> tuple[int, int]:
-    """Integers ``(M, n)`` with ``M / 2^n ≈ t``, ``0 <= M < 2^16``, ``0 <= n <= 62``.
-
-    ``M`` is rounded to nearest from the exact float64 mantissa of ``t`` and then
-    reduced (trailing zero bits moved out of ``M`` into ``n``), so a power of two
-    gives ``M == 1``: the pure-shift mode.
-    """
-    if not (t > 0 and math.isfinite(t)):
-        raise RmsmpError(f"requantization factor must be positive and finite, got {t!r}")
-    m, e = math.frexp(t)                 # t = m * 2^e, m in [0.5, 1)
-    M, n = round(m * 2 ** MULT_BITS), MULT_BITS - e
-    if M == 2 ** MULT_BITS:
-        M, n = M >> 1, n - 1
-    if n < 0:
-        raise RmsmpError(f"requantization factor {t:g} >= 2^{MULT_BITS}: not representable")
-    if n > MAX_SHIFT:
-        M, n = round(t * 2.0 ** MAX_SHIFT), MAX_SHIFT
-        if M == 0:                        # below 2^-63: the output is always 0
-            return 0, 0
-    while n > 0 and M > 0 and M % 2 == 0:
-        M, n = M >> 1, n - 1
-    return int(M), int(n)
 
 
 def bias_to_int(bias: torch.Tensor, scale: torch.Tensor, in_frac: int) -> torch.Tensor:

@@ -28,3 +28,42 @@ def one_layer_model(op, cin, cout, k=3, s=1, p=1, hw=6, relu=True, seed=0, ratio
     tr = golden_trace(qm, x[:1])
     layer = qm.compute_layers()[0]
     return qm, layer, tr["input"][0], tr[layer.name][0]
+
+
+class MiniBlock(nn.Module):
+    """conv-bn-relu, max-pool 3x3/2, a residual basic-block half, global average pool, fc."""
+
+    def __init__(self, cin=3, width=20):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, 10)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        y = self.relu(self.bn2(self.conv2(x)) + x)
+        return self.fc(torch.flatten(self.avgpool(y), 1))
+
+
+def mini_block(hw=9, seed=0):
+    """(qm, golden trace of one image) of a quantized MiniBlock."""
+    torch.manual_seed(seed)
+    model = MiniBlock().eval()
+    for mm in model.modules():
+        if isinstance(mm, nn.BatchNorm2d):
+            mm.running_mean.uniform_(-0.3, 0.3)
+            mm.running_var.uniform_(0.5, 2.0)
+            mm.bias.data.uniform_(-0.3, 0.3)
+    x = torch.randn(8, 3, hw, hw)
+    qm = quantize(model, x, assign="variance")
+    return qm, {k: v[0] for k, v in golden_trace(qm, x[:1]).items()}
+
+
+def vec_case(qm, tr, name):
+    layer = qm[name]
+    return layer, [tr[i] for i in layer.inputs], tr[name]

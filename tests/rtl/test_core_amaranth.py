@@ -4,10 +4,10 @@ from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from engine_harness import one_layer_model
+from engine_harness import mini_block, one_layer_model, vec_case
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.lower import unpack_activations
-from rmsmp.generator.program import layer_program
+from rmsmp.generator.program import layer_program, vec_program
 from rmsmp.rtl.core import Core
 from rmsmp.sim.memory import BurstMemory
 
@@ -61,3 +61,16 @@ def test_core_runs_a_layer_program_bit_exact(case):
     assert got == y.reshape(layer.rows, OH, OW).tolist()
     assert res["beats"] == low.beats
     print(f"\n{case}: {res['cycles']} cycles for the program ({low.beats} MAC beats)")
+
+
+@pytest.mark.parametrize("name", ["maxpool", "add", "avgpool"])
+def test_core_runs_vector_ops_bit_exact(name):
+    """max-pool 3x3/2 p1, residual add + ReLU, global average pool, vs golden."""
+    qm, tr = mini_block()
+    layer, inputs, y = vec_case(qm, tr, name)
+    prog = vec_program(qm, layer, CFG, inputs)
+    res = run_core(CFG, prog)
+    o = prog.io["output"]
+    got = unpack_activations(prog.read_entries(res["image"], "y"), o["channels"], o["H"], o["W"], CFG.columns,
+                             o["signed"])
+    assert got == y.reshape(o["channels"], o["H"], o["W"]).tolist()

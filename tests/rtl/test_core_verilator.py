@@ -2,9 +2,9 @@
 store), bit-exact vs golden, on the default 10×pot4 + 5×fix4 + 1×fix8, C = 8 array."""
 import pytest
 
-from engine_harness import one_layer_model
+from engine_harness import mini_block, one_layer_model, vec_case
 from rmsmp.generator.config import AcceleratorConfig
-from rmsmp.generator.program import layer_program
+from rmsmp.generator.program import layer_program, vec_program
 from rmsmp.host import open_device
 from rmsmp.sim.device import ProgramMismatchError
 
@@ -39,6 +39,17 @@ def test_layer_bit_exact_in_verilator(dev, name):
     s = dev.stats
     print(f"\n{name}: {s['cycles']} cycles, MAC utilization {s['mac_utilization']:.1%} "
           f"(array busy {s['beat_utilization']:.1%} of cycles), {s['sim_cycles_per_s'] / 1e3:.0f} kcycles/s")
+
+
+@pytest.mark.parametrize("name", ["maxpool", "add", "avgpool"])
+def test_vector_op_bit_exact_in_verilator(dev, name):
+    """max-pool 3x3/2 p1, residual add + ReLU, global average pool of a quantized block."""
+    qm, tr = mini_block(hw=16)
+    layer, inputs, y = vec_case(qm, tr, name)
+    dev.load(vec_program(qm, layer, CFG, inputs))
+    got = dev.run(*inputs)
+    assert got.tolist() == y.reshape(got.shape).tolist()
+    print(f"\n{name}: {dev.stats['cycles']} cycles for {got.shape[0]}x{got.shape[1]}x{got.shape[2]} outputs")
 
 
 def test_program_for_another_config_is_refused(dev):
