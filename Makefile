@@ -33,6 +33,8 @@ bitstream: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/quantize_resnet18.py
 	$(PY) bench/digits_accuracy.py
+	$(PY) bench/layer_benches.py
+	$(PY) bench/synth_ecp5.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

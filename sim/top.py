@@ -1,4 +1,6 @@
-"""The simulation top: the core plus the Verilog burst memory (``sim/hdl/rmsmp_burst_mem.v``)."""
+"""The simulation top: the core, its CSR bank, and the Verilog burst memory
+(``sim/hdl/rmsmp_burst_mem.v``).  Ports: the CSR bus, ``done`` (an interrupt line) and
+``dump`` (write the memory image out)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +10,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from rmsmp.rtl.core import Core
+from rmsmp.rtl.csr import CsrBank, csr_signature
 
 __all__ = ["SimTop", "MEM_MODEL", "MEM_WORDS"]
 
@@ -20,8 +23,7 @@ class SimTop(wiring.Component):
         if cfg.bus_width != 32:
             raise ValueError("the simulation memory model is 32 bits wide")
         self._cfg = cfg
-        super().__init__({"start": In(1), "prog_addr": In(32), "dump": In(1), "busy": Out(1), "done": Out(1),
-                          "id": Out(32), "cycles": Out(32), "mac_beats": Out(32)})
+        super().__init__({"csr": In(csr_signature()), "dump": In(1), "done": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -37,7 +39,9 @@ class SimTop(wiring.Component):
             i_wr_cmd_addr=p.wr_cmd.payload.addr, i_wr_cmd_len=p.wr_cmd.payload.len,
             i_wr_data_valid=p.wr_data.valid, o_wr_data_ready=p.wr_data.ready, i_wr_data=p.wr_data.payload,
             i_dump=self.dump)
-        m.d.comb += [core.start.eq(self.start), core.prog_addr.eq(self.prog_addr), self.busy.eq(core.busy),
-                     self.done.eq(core.done), self.id.eq(core.id), self.cycles.eq(core.cycles),
-                     self.mac_beats.eq(core.mac_beats)]
+        m.submodules.csr = csr = CsrBank()
+        wiring.connect(m, wiring.flipped(self.csr), csr.bus)
+        m.d.comb += [core.start.eq(csr.start), core.prog_addr.eq(csr.prog_addr), csr.busy.eq(core.busy),
+                     csr.done.eq(core.done), csr.id.eq(core.id), csr.cycles.eq(core.cycles),
+                     csr.mac_beats.eq(core.mac_beats), csr.pc.eq(core.pc), self.done.eq(core.done)]
         return m

@@ -10,30 +10,53 @@ import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, with_timeout
 
+from rmsmp.rtl.csr import CsrAddr, Ctrl, Status
 from rmsmp.sim.benches import bench_params
+
+
+class CsrDriver:
+    """Host side of the CSR bus, using the RTL's own register map and layouts."""
+
+    def __init__(self, dut):
+        self.dut = dut
+
+    async def write(self, addr: CsrAddr, value: int):
+        self.dut.csr__addr.value = addr.value
+        self.dut.csr__wdata.value = value
+        self.dut.csr__we.value = 1
+        await RisingEdge(self.dut.clk)
+        self.dut.csr__we.value = 0
+
+    async def read(self, addr: CsrAddr) -> int:
+        self.dut.csr__addr.value = addr.value
+        await ReadOnly()
+        v = self.dut.csr__rdata.value.to_unsigned()
+        await RisingEdge(self.dut.clk)
+        return v
 
 
 @cocotb.test()
 async def run_program(dut):
     p = bench_params()
     Clock(dut.clk, 10, unit="ns").start()
+    csr = CsrDriver(dut)
     dut.rst.value = 1
-    dut.start.value = 0
+    dut.csr__we.value = 0
     dut.dump.value = 0
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
-    hw_id = dut.id.value.to_unsigned()
+    hw_id = await csr.read(CsrAddr.ID)
     assert hw_id == p["config_hash"], f"hardware id {hw_id:08x} != program's config {p['config_hash']:08x}"
-    dut.prog_addr.value = p.get("prog_addr", 0)
-    dut.start.value = 1
-    await RisingEdge(dut.clk)
-    dut.start.value = 0
+    await csr.write(CsrAddr.PROG_ADDR, p.get("prog_addr", 0))
+    await csr.write(CsrAddr.CTRL, Ctrl.const({"start": 1}).as_bits())
     t0 = time.perf_counter()
     await with_timeout(RisingEdge(dut.done), p.get("max_cycles", 10 ** 9) * 10, "ns")
     wall = time.perf_counter() - t0
-    stats = {"cycles": dut.cycles.value.to_unsigned(), "mac_beats": dut.mac_beats.value.to_unsigned(),
+    st = Status.as_shape().from_bits(await csr.read(CsrAddr.STATUS))
+    assert st.done and not st.busy, st
+    stats = {"cycles": await csr.read(CsrAddr.CYCLES), "mac_beats": await csr.read(CsrAddr.MAC_BEATS),
              "wall_s": wall}
     dut.dump.value = 1
     await RisingEdge(dut.clk)

@@ -4,7 +4,7 @@ from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from engine_harness import mini_block, one_layer_model, vec_case
+from rmsmp.sim.layer_cases import mini_block, one_layer_model, vec_case
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.lower import unpack_activations
 from rmsmp.generator.program import layer_program, vec_program

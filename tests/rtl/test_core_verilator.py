@@ -2,7 +2,7 @@
 store), bit-exact vs golden, on the default 10×pot4 + 5×fix4 + 1×fix8, C = 8 array."""
 import pytest
 
-from engine_harness import mini_block, one_layer_model, vec_case
+from rmsmp.sim.layer_cases import LAYER_CASES, VEC_CASES, mini_block, one_layer_model, vec_case
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.program import layer_program, vec_program
 from rmsmp.host import open_device
@@ -18,18 +18,9 @@ def dev():
     return d
 
 
-CASES = {
-    "3x3s1p1": dict(op="conv", cin=20, cout=24, k=3, s=1, p=1, hw=8),
-    "3x3s2p1": dict(op="conv", cin=12, cout=40, k=3, s=2, p=1, hw=9),
-    "1x1s2": dict(op="conv", cin=24, cout=36, k=1, s=2, p=0, hw=8, relu=False),
-    "7x7s2p3": dict(op="conv", cin=3, cout=16, k=7, s=2, p=3, hw=16, edge=True),
-    "linear": dict(op="linear", cin=40, cout=20, relu=False),
-}
-
-
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", list(LAYER_CASES))
 def test_layer_bit_exact_in_verilator(dev, name):
-    case = CASES[name]
+    case = LAYER_CASES[name]
     qm, layer, x, y = one_layer_model(**case)
     hw = case.get("hw", 1)
     prog = layer_program(qm, layer, CFG, x, in_hw=(hw, hw))
@@ -41,7 +32,7 @@ def test_layer_bit_exact_in_verilator(dev, name):
           f"(array busy {s['beat_utilization']:.1%} of cycles), {s['sim_cycles_per_s'] / 1e3:.0f} kcycles/s")
 
 
-@pytest.mark.parametrize("name", ["maxpool", "add", "avgpool"])
+@pytest.mark.parametrize("name", VEC_CASES)
 def test_vector_op_bit_exact_in_verilator(dev, name):
     """max-pool 3x3/2 p1, residual add + ReLU, global average pool of a quantized block."""
     qm, tr = mini_block(hw=16)

@@ -2,7 +2,7 @@
 import pytest
 from amaranth.sim import Simulator
 
-from engine_harness import one_layer_model
+from rmsmp.sim.layer_cases import one_layer_model
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.lower import CompileError, lower_conv, pack_activations, unpack_activations
 from rmsmp.rtl.engine import ConvEngine

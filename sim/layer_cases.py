@@ -1,4 +1,5 @@
-"""Shared by the engine tests: a one-layer quantized model and its expected integers."""
+"""Quantized one-layer models and a mini ResNet block with their golden integers, for the
+RTL layer benches (tests/rtl) and bench/layer_benches.py."""
 import torch
 import torch.nn as nn
 
@@ -67,3 +68,14 @@ def mini_block(hw=9, seed=0):
 def vec_case(qm, tr, name):
     layer = qm[name]
     return layer, [tr[i] for i in layer.inputs], tr[name]
+
+
+#: The layer benches of issue 3, on the default array (channel counts off the array size).
+LAYER_CASES = {
+    "3x3s1p1": dict(op="conv", cin=20, cout=24, k=3, s=1, p=1, hw=8),
+    "3x3s2p1": dict(op="conv", cin=12, cout=40, k=3, s=2, p=1, hw=9),
+    "1x1s2": dict(op="conv", cin=24, cout=36, k=1, s=2, p=0, hw=8, relu=False),
+    "7x7s2p3": dict(op="conv", cin=3, cout=16, k=7, s=2, p=3, hw=16, edge=True),
+    "linear": dict(op="linear", cin=40, cout=20, relu=False),
+}
+VEC_CASES = ("maxpool", "add", "avgpool")
