@@ -23,6 +23,7 @@ from .formats import parse_weight_format
 from .isa import ADDR_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
 from .vector import VectorUnit
 from .mac import MacArray
+from .arith import nested_count
 from .ppu import Requantizer
 
 __all__ = ["ConvEngine", "buffer_ports"]
@@ -125,30 +126,9 @@ class ConvEngine(wiring.Component):
         # -- sequencer: nested counters kx < ky < cb < ox < oy < og -------------------------------
         with m.If(issue):
             m.d.sync += self.mac_beats.eq(self.mac_beats + 1)
-            with m.If(kx != d.kernel - 1):
-                m.d.sync += kx.eq(kx + 1)
-            with m.Else():
-                m.d.sync += kx.eq(0)
-                with m.If(ky != d.kernel - 1):
-                    m.d.sync += ky.eq(ky + 1)
-                with m.Else():
-                    m.d.sync += ky.eq(0)
-                    with m.If(cb != d.in_cb - 1):
-                        m.d.sync += cb.eq(cb + 1)
-                    with m.Else():
-                        m.d.sync += cb.eq(0)
-                        with m.If(ox != d.out_w - 1):
-                            m.d.sync += ox.eq(ox + 1)
-                        with m.Else():
-                            m.d.sync += ox.eq(0)
-                            with m.If(oy != d.out_h - 1):
-                                m.d.sync += oy.eq(oy + 1)
-                            with m.Else():
-                                m.d.sync += oy.eq(0)
-                                with m.If(og != d.out_groups - 1):
-                                    m.d.sync += og.eq(og + 1)
-                                with m.Else():
-                                    m.d.sync += running.eq(0)
+        with m.If(nested_count(m, issue, [(kx, d.kernel), (ky, d.kernel), (cb, d.in_cb),
+                                          (ox, d.out_w), (oy, d.out_h), (og, d.out_groups)])):
+            m.d.sync += running.eq(0)
 
         # address generation (im2col by addressing)
         iy = Signal(signed(DIM_BITS + 6))

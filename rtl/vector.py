@@ -13,7 +13,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import clamp, rshift_round
+from .arith import clamp, nested_count, rshift_round
 from .isa import ADDR_BITS, DIM_BITS, VecDesc, VecKind
 
 __all__ = ["VectorUnit"]
@@ -44,27 +44,8 @@ class VectorUnit(wiring.Component):
         with m.If(self.start & ~self.busy):
             m.d.sync += [d.eq(self.desc), running.eq(1), self.busy.eq(1),
                          cb.eq(0), oy.eq(0), ox.eq(0), ty.eq(0), tx.eq(0)]
-        with m.If(running):
-            with m.If(tx != tw - 1):
-                m.d.sync += tx.eq(tx + 1)
-            with m.Else():
-                m.d.sync += tx.eq(0)
-                with m.If(ty != th - 1):
-                    m.d.sync += ty.eq(ty + 1)
-                with m.Else():
-                    m.d.sync += ty.eq(0)
-                    with m.If(ox != d.out_w - 1):
-                        m.d.sync += ox.eq(ox + 1)
-                    with m.Else():
-                        m.d.sync += ox.eq(0)
-                        with m.If(oy != d.out_h - 1):
-                            m.d.sync += oy.eq(oy + 1)
-                        with m.Else():
-                            m.d.sync += oy.eq(0)
-                            with m.If(cb != d.cb - 1):
-                                m.d.sync += cb.eq(cb + 1)
-                            with m.Else():
-                                m.d.sync += running.eq(0)
+        with m.If(nested_count(m, running, [(tx, tw), (ty, th), (ox, d.out_w), (oy, d.out_h), (cb, d.cb)])):
+            m.d.sync += running.eq(0)
 
         # tap address
         iy = Signal(signed(DIM_BITS + 6))
