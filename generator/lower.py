@@ -131,12 +131,13 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) 
     relu = bool(layer.attrs.get("relu"))
     desc = {"in_base": in_base, "out_base": out_base, "w_base": w_base, "p_base": p_base,
             "in_h": H, "in_w": W, "in_cb": cb, "out_h": OH, "out_w": OW, "out_groups": og_n,
-            "kernel": k, "stride": s, "pad": p, "in_signed": int(inq.signed),
+            "kernel": k, "stride": s, "pad": p, "in_signed": int(inq.signed), "wide": int(out.bits > 8),
             "out_lo": max(out.lo, 0) if relu else out.lo, "out_hi": out.hi}
-    if out.bits > 8 or inq.bits > 8:
-        raise CompileError(f"layer {layer.name!r}: tensors wider than 8 bits do not fit the activation buffer "
-                           f"(input {inq.bits}, output {out.bits} bits)")
-    return LoweredLayer(layer.name, desc, weights, params, perm, math.ceil(O / C) * C,
+    if out.bits > 16 or inq.bits > 8 or (out.bits > 8 and C < 2):
+        raise CompileError(f"layer {layer.name!r}: input {inq.bits} / output {out.bits} bits do not fit the "
+                           "activation buffer (inputs up to 8 bits, outputs up to 16)")
+    slots = 2 * O if out.bits > 8 else O
+    return LoweredLayer(layer.name, desc, weights, params, perm, math.ceil(slots / C) * C,
                         macs=O * Cin * k * k * OH * OW, beats=og_n * OH * OW * cb * k * k)
 
 
@@ -154,15 +155,17 @@ def pack_activations(x, C: int) -> list[int]:
     return words
 
 
-def unpack_activations(words, channels: int, H: int, W: int, C: int, signed: bool):
-    """Activation words → nested list [channels][H][W] of ints."""
+def unpack_activations(words, channels: int, H: int, W: int, C: int, signed: bool, wide: bool = False):
+    """Activation words → nested list [channels][H][W] of ints (``wide``: 16-bit values
+    in byte pairs 2ch, 2ch+1)."""
+    nb, top = (2, 1 << 16) if wide else (1, 1 << 8)
     out = [[[0] * W for _ in range(H)] for _ in range(channels)]
     for c in range(channels):
-        b, lane = divmod(c, C)
+        b, lane = divmod(nb * c, C)
         for y in range(H):
             for xx in range(W):
-                v = (words[(b * H + y) * W + xx] >> (8 * lane)) & 0xFF
-                out[c][y][xx] = v - 256 if signed and v >= 128 else v
+                v = (words[(b * H + y) * W + xx] >> (8 * lane)) & (top - 1)
+                out[c][y][xx] = v - top if signed and v >= top // 2 else v
     return out
 
 

@@ -7,6 +7,18 @@ from rmsmp.generator.config import AcceleratorConfig
 from .errors import ModelFormatError, RatioError, RmsmpError, SchemeError, UnsupportedLayerError
 from .quant import DEFAULT_RATIO, QuantizedModel, qat, quantize
 
+def compile_model(qm, cfg, input_shape=None, *, batch: int = 1):
+    """Compile a :class:`QuantizedModel` for an accelerator config into a ``Program``.
+
+    ``input_shape`` ([C, H, W]) defaults to the calibration images' shape.
+    """
+    from rmsmp.generator.compiler import compile_model as _compile
+    shape = input_shape or qm.meta.get("input_shape")
+    if not shape:
+        raise RmsmpError("compile_model: give input_shape (the model does not record one)")
+    return _compile(qm, cfg, shape, batch=batch)
+
+
 def open_device(target: str, cfg=None, **kw):
     """A device to run programs on: ``"sim"`` (the Verilator model of ``cfg``).
 
@@ -26,5 +38,5 @@ def open_device(target: str, cfg=None, **kw):
         raise RmsmpError(f"{target}: serial board devices are not available yet (issue 5); use 'sim'")
     raise RmsmpError(f"unknown device {target!r}; available: 'sim'")
 
-__all__ = ["open_device", "AcceleratorConfig", "quantize", "qat", "QuantizedModel", "DEFAULT_RATIO", "RmsmpError", "RatioError",
+__all__ = ["compile_model", "open_device", "AcceleratorConfig", "quantize", "qat", "QuantizedModel", "DEFAULT_RATIO", "RmsmpError", "RatioError",
            "SchemeError", "UnsupportedLayerError", "ModelFormatError"]

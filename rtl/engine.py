@@ -20,7 +20,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .formats import parse_weight_format
-from .isa import ADDR_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
+from .isa import ADDR_BITS, CH_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
 from .vector import VectorUnit
 from .mac import MacArray
 from .arith import nested_count
@@ -194,17 +194,20 @@ class ConvEngine(wiring.Component):
         m.d.comb += [rq.i.valid.eq(emit), rq.i.payload.acc.eq(cur.acc[r]), rq.i.payload.bias.eq(rp.bias),
                      rq.i.payload.mult.eq(rp.mult), rq.i.payload.shift.eq(rp.shift),
                      rq.i.payload.lo.eq(d.out_lo), rq.i.payload.hi.eq(d.out_hi)]
-        # the row's output channel (from its parameters) -> word block ch // C, byte ch % C
+        # the row's output channel (from its parameters) -> word block, byte lane; a wide
+        # (16-bit) output puts channel ch at bytes 2ch and 2ch+1.  C is a power of two.
         lb = (C - 1).bit_length()
-        ch = rp.ch
+        bpos = Signal(CH_BITS + 1)
+        m.d.comb += bpos.eq(Mux(d.wide, rp.ch << 1, rp.ch))
         waddr = Signal(ADDR_BITS)
-        m.d.comb += waddr.eq(d.out_base + ((ch >> lb) * d.out_h + cur.oy) * d.out_w + cur.ox)
-        wmeta = Cat(waddr, ch[:lb], rp.en)
+        m.d.comb += waddr.eq(d.out_base + ((bpos >> lb) * d.out_h + cur.oy) * d.out_w + cur.ox)
+        wmeta = Cat(waddr, bpos[:lb], rp.en, d.wide)
         for k in range(rq.latency):                  # line up with the requantizer's output
             nxt = Signal(len(wmeta), name=f"wmeta_d{k}")
             m.d.sync += nxt.eq(wmeta)
             wmeta = nxt
-        o_addr, o_lane, o_en = wmeta[:ADDR_BITS], wmeta[ADDR_BITS:ADDR_BITS + lb], wmeta[-1]
+        o_addr, o_lane, o_en, o_wide = (wmeta[:ADDR_BITS], wmeta[ADDR_BITS:ADDR_BITS + lb],
+                                        wmeta[ADDR_BITS + lb], wmeta[ADDR_BITS + lb + 1])
         pending = Signal(range(rq.latency + 2))       # values inside the requantizer
         with m.If(rq.i.valid & ~rq.o.valid):
             m.d.sync += pending.eq(pending + 1)
@@ -212,15 +215,16 @@ class ConvEngine(wiring.Component):
             m.d.sync += pending.eq(pending - 1)
 
         # -- buffer ports: the conv datapath or the vector unit while busy, else the host ------
-        byte = rq.o.payload[:8]
+        half = rq.o.payload[:16]
         with m.If(vec.busy):
             m.d.comb += [act_rd.addr.eq(vec.rd_addr), act_wr.addr.eq(vec.wr_addr), act_wr.data.eq(vec.wr_data),
                          act_wr.en.eq(vec.wr_en.replicate(C)), vec.rd_data.eq(act_rd.data)]
         with m.Elif(cbusy):
             m.d.comb += [act_rd.addr.eq(act_addr[:ADDR_BITS]),
                          act_wr.addr.eq(o_addr),
-                         act_wr.data.eq(byte.replicate(C)),
-                         act_wr.en.eq(Mux(rq.o.valid & o_en, Const(1, C) << o_lane if lb else 1, 0))]
+                         act_wr.data.eq(Mux(o_wide, half.replicate(C // 2 if C > 1 else 1),
+                                            half[:8].replicate(C))),
+                         act_wr.en.eq(Mux(rq.o.valid & o_en, Mux(o_wide, Const(3, C + 1), Const(1, C)) << o_lane, 0))]
         with m.Else():
             m.d.comb += [act_rd.addr.eq(self.act_r.addr), act_wr.addr.eq(self.act_w.addr),
                          act_wr.data.eq(self.act_w.data), act_wr.en.eq(self.act_w.en)]

@@ -40,6 +40,7 @@ class ConvDesc(data.Struct):
     stride: unsigned(2)
     pad: unsigned(3)
     in_signed: unsigned(1)            # input bytes are two's complement (network input)
+    wide: unsigned(1)                 # 16-bit outputs: channel ch is bytes 2ch, 2ch+1 (logits)
     out_lo: signed(17)                # output clamp bounds (ReLU: lo = 0)
     out_hi: signed(17)
 

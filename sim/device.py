@@ -81,6 +81,10 @@ class SimDevice:
         """Run a program built by ``layer_program``/``vec_program`` on its integer input
         tensor(s); returns the output integers [channels, H, W]."""
         io = self.program.io if self.program is not None else {}
+        if "network" in io:
+            if len(xs) != 1:
+                raise RmsmpError("a network program takes one batch of images")
+            return self._run_network(xs[0], io["network"])
         if "inputs" not in io:
             raise RmsmpError("the loaded program does not declare its input and output tensors")
         if len(xs) != len(io["inputs"]):
@@ -98,3 +102,41 @@ class SimDevice:
         y = unpack_activations(self.program.read_entries(out, o["name"]), o["channels"], o["H"], o["W"], C,
                                o["signed"])
         return torch.tensor(y, dtype=torch.int64)
+
+    def _run_network(self, images: torch.Tensor, net: dict) -> torch.Tensor:
+        """Real images [N, C, H, W] → real outputs [N, O] (== ``golden(qm, images)``).
+
+        Images run in chunks of the program's batch; per-layer stats accumulate in
+        ``stats`` over all chunks."""
+        from rmsmp.host.quant.qmodel import TensorQ
+        from rmsmp.sim.golden import quantize_input
+        if tuple(images.shape[1:]) != tuple(net["input_shape"]):
+            raise RmsmpError(f"images of shape {tuple(images.shape[1:])}; the program was compiled for "
+                             f"{tuple(net['input_shape'])}")
+        iq, oq = TensorQ(**net["input_q"]), TensorQ(**net["output_q"])
+        C, bus, B = self.cfg.columns, self.program.bus_width, net["batch"]
+        O, oh, ow = net["output_shape"]
+        xi = quantize_input(images, iq)
+        outs, total = [], {}
+        for start in range(0, len(xi), B):
+            chunk = xi[start:start + B]
+            image = list(self.program.image)
+            for k, x in enumerate(chunk):
+                flat = [w for e in pack_activations(x, C) for w in split_words(e, 8 * C, bus)]
+                a = net["inputs"][k]
+                image[a:a + len(flat)] = flat
+            mem = self.run_image(image)
+            for k in range(len(chunk)):
+                y = unpack_activations(self.program.read_entries(mem, net["outputs"][k]), O, oh, ow, C,
+                                       oq.signed, wide=oq.bits > 8)
+                outs.append(torch.tensor(y, dtype=torch.int64).reshape(-1))
+            for key in ("cycles", "mac_beats", "wall_s", "process_s"):
+                total[key] = total.get(key, 0) + self.stats[key]
+        n = len(xi)
+        macs = sum(l.macs for l in self.program.layers) // B
+        total.update({"images": n, "cycles_per_image": total["cycles"] / n,
+                      "mac_utilization": macs * n / (total["cycles"] * self.cfg.peak_macs_per_cycle),
+                      "time_per_image_at_clock_s": total["cycles"] / n / self.cfg.clock_hz,
+                      "sim_cycles_per_s": total["cycles"] / total["wall_s"]})
+        self.stats = total
+        return torch.stack(outs).double() * oq.step

@@ -169,5 +169,5 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
                   for l in layers]
     meta = {"method": method, "assign": assign, "act_bits": act_bits, "res_bits": res_bits,
             "out_bits": out_bits, "edge_scheme": str(edge) if edge else None, "edge_act_bits": edge_act_bits,
-            "model": type(model).__name__}
+            "model": type(model).__name__, "input_shape": list(batches[0][0].shape[1:])}
     return QuantizedModel(out_layers, ratio={str(s): v for s, v in ratio_s.items()}, meta=meta)

@@ -1,0 +1,40 @@
+"""A whole network on the cycle-accurate model: the digits CNN, bit-exact vs golden."""
+import pytest
+import torch
+
+from rmsmp.generator.lower import CompileError
+from rmsmp.host import AcceleratorConfig, compile_model, open_device, quantize
+from rmsmp.host.models import DigitsNet, load_digits, train_digits
+from rmsmp.sim import golden
+
+CFG = AcceleratorConfig()
+
+
+@pytest.fixture(scope="module")
+def digits_q():
+    xtr, ytr, xte, yte = load_digits()
+    torch.manual_seed(0)
+    m = train_digits(DigitsNet(), xtr, ytr, epochs=20)
+    return quantize(m, [(xtr[i:i + 64], ytr[i:i + 64]) for i in range(0, 256, 64)]), xte, yte
+
+
+def test_digits_network_bit_exact_on_the_simulator(digits_q):
+    qm, xte, yte = digits_q
+    dev = open_device("sim", CFG)
+    dev.load(compile_model(qm, CFG, batch=16))
+    x = xte[:32]
+    y = dev.run(x)
+    g = golden(qm, x)
+    assert torch.equal(y, g)                            # logits, bit for bit
+    acc_sim = float((y.argmax(1) == yte[:32]).double().mean())
+    acc_golden = float((g.argmax(1) == yte[:32]).double().mean())
+    assert acc_sim == acc_golden
+    s = dev.stats
+    print(f"\ndigits on the simulator: {s['cycles_per_image']:.0f} cycles/image, MAC utilization "
+          f"{s['mac_utilization']:.1%}, {s['sim_cycles_per_s'] / 1e3:.0f} kcycles/s, accuracy {acc_sim:.1%}")
+
+
+def test_networks_that_do_not_fit_are_refused_with_the_reason(digits_q):
+    qm, _, _ = digits_q
+    with pytest.raises(CompileError, match="activation words"):
+        compile_model(qm, CFG, input_shape=(1, 96, 96))      # 32 ch × 96² no longer fits on chip
