@@ -5,9 +5,11 @@ network; ResNet-18 at 224×224 needs tiling — see the error it raises):
 
 * shapes are inferred from ``input_shape``; every tensor gets an activation-buffer region
   (first fit, freed after its last reader), ``flatten`` of a 1×1 tensor is an alias;
-* all layers' weights and parameters are loaded once, each layer at its own base address,
-  and stay resident while a batch of images runs (one input load, the layers, one output
-  store per image);
+* when all layers' weights and parameters fit the buffers they are loaded once, each
+  layer at its own base, and stay resident while a batch of images runs; otherwise each
+  layer streams them in chunks of output groups (each chunk: load its weights and
+  parameters, then convolve those groups — every row's parameters name its output
+  channel, so a chunk writes its channels wherever they belong);
 * the network output (16-bit logits) is written as byte pairs (``ConvDesc.wide``).
 
 The ``QuantizedModel`` is read by attribute; ``rmsmp.generator`` does not import ``rmsmp.host``.
@@ -15,6 +17,7 @@ The ``QuantizedModel`` is read by attribute; ``rmsmp.generator`` does not import
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from rmsmp.rtl.engine import buffer_ports
 from rmsmp.rtl.isa import Buffer
@@ -111,46 +114,76 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
                 alloc.release(region[src], words[src])
     base = lambda n: region[alias.get(n, n)]          # noqa: E731
 
-    # -- lower every layer; each layer's weights/params get the next base address ------------
-    # (a layer has og·cb·k² weight words in every lane group's buffer, so one base serves all)
-    lowered, w_next, p_next = [], 0, 0
+    # -- lower every layer ------------------------------------------------------------------
+    lowered = []
     for l in qm.layers[1:]:
+        c, h, w = shapes[l.inputs[0]]
         if l.op in ("conv", "linear"):
-            c, h, w = shapes[l.inputs[0]]
-            low = lower_conv(qm, l, cfg, in_hw=(h, w), in_base=base(l.inputs[0]), out_base=base(l.name),
-                             w_base=w_next, p_base=p_next)
-            w_next += len(low.weights[cfg.lane_groups[0].scheme])
-            p_next += len(low.params)
-            lowered.append(low)
+            lowered.append(lower_conv(qm, l, cfg, in_hw=(h, w), in_base=base(l.inputs[0]), out_base=base(l.name)))
         elif l.op in ("add", "maxpool", "avgpool"):
-            c, h, w = shapes[l.inputs[0]]
             lowered.append(lower_vec(qm, l, cfg, channels=c, in_hw=(h, w), a_base=base(l.inputs[0]),
                                      b_base=base(l.inputs[1]) if l.op == "add" else 0, out_base=base(l.name)))
-    if w_next > cfg.weight_depth:
-        raise CompileError(f"the weights of all layers need {w_next} words per lane group; the buffers hold "
-                           f"{cfg.weight_depth} (streaming weights per layer is not implemented yet)")
-    if p_next > cfg.acc_depth:
-        raise CompileError(f"the parameters of all layers need {p_next} words; the buffer holds {cfg.acc_depth}")
-
-    # -- the program: weights and parameters once, then per image: input, layers, output ------
-    ports = buffer_ports(cfg)
     convs = [low for low in lowered if low.kind == "conv"]
+    per_group = lambda low: len(low.weights[cfg.lane_groups[0].scheme])      # noqa: E731
+    resident = (sum(per_group(low) for low in convs) <= cfg.weight_depth
+                and sum(len(low.params) for low in convs) <= cfg.acc_depth)
+
+    ports = buffer_ports(cfg)
+    wwidth = {g.scheme: _width(ports[f"wgt_w_{g.scheme}"][1]) for g in cfg.lane_groups}
+    pwidth = _width(ports["par_w"][1])
     pb = ProgramBuilder(cfg)
-    for k, g in enumerate(cfg.lane_groups):
-        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", [w for low in convs for w in low.weights[g.scheme]],
-                                            _width(ports[f"wgt_w_{g.scheme}"][1])))
-    pb.load(Buffer.PARAM, pb.blob("params", [p for low in convs for p in low.params], _width(ports["par_w"][1])))
+    steps = []                       # per image: ("vec", low) | ("conv", low, [blob names] or None)
+    if resident:
+        # every layer at its own base, loaded once for the whole batch
+        w_next = p_next = 0
+        for low in lowered:
+            if low.kind == "conv":
+                low.desc["w_base"], low.desc["p_base"] = w_next, p_next
+                w_next += per_group(low)
+                p_next += len(low.params)
+            steps.append((low.kind, low, None))
+        for k, g in enumerate(cfg.lane_groups):
+            pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", [w for low in convs for w in low.weights[g.scheme]],
+                                                wwidth[g.scheme]))
+        pb.load(Buffer.PARAM, pb.blob("params", [p for low in convs for p in low.params], pwidth))
+    else:
+        # stream: before each chunk of output groups, load its weights and parameters
+        for low in lowered:
+            if low.kind != "conv":
+                steps.append(("vec", low, None))
+                continue
+            og_n = low.desc["out_groups"]
+            per_og = per_group(low) // og_n
+            if per_og > cfg.weight_depth:
+                raise CompileError(f"layer {low.name!r}: one output group needs {per_og} weight words, the "
+                                   f"buffers hold {cfg.weight_depth} (input-channel tiling is not implemented yet)")
+            step = max(1, min(og_n, cfg.weight_depth // per_og, cfg.acc_depth))
+            for og0 in range(0, og_n, step):
+                og1 = min(og_n, og0 + step)
+                chunk = replace(low, desc={**low.desc, "out_groups": og1 - og0, "w_base": 0, "p_base": 0},
+                                macs=low.macs if og0 == 0 else 0, beats=low.beats * (og1 - og0) // og_n)
+                blobs = [pb.blob(f"{low.name}.{og0}.w_{g.scheme}",
+                                 low.weights[g.scheme][og0 * per_og:og1 * per_og], wwidth[g.scheme])
+                         for g in cfg.lane_groups]
+                blobs.append(pb.blob(f"{low.name}.{og0}.p", low.params[og0:og1], pwidth))
+                steps.append(("conv", chunk, blobs))
+
+    # -- per image: input, the layers, output -------------------------------------------------
     inp, out = qm.input.name, qm.output.name
     for i in range(batch):
         pb.load(Buffer.ACT, pb.blob(f"x{i}", [0] * words[inp], 8 * C), base(inp))
-        for low in lowered:
-            (pb.conv if low.kind == "conv" else pb.vec)(low)
+        for kind, low, blobs in steps:
+            if blobs is not None:
+                for k, name in enumerate(blobs[:-1]):
+                    pb.load(Buffer.WEIGHT0 + k, name)
+                pb.load(Buffer.PARAM, blobs[-1])
+            (pb.conv if kind == "conv" else pb.vec)(low)
         pb.store(f"y{i}", base(out), words[out])
     prog = pb.build()
     iq, oq = qm.input.out, qm.output.out
     prog.io = {"network": {
         "input_q": {"bits": iq.bits, "signed": iq.signed, "frac": iq.frac},
         "output_q": {"bits": oq.bits, "signed": oq.signed, "frac": oq.frac},
-        "input_shape": tuple(input_shape), "output_shape": shapes[out], "batch": batch,
+        "input_shape": tuple(input_shape), "output_shape": shapes[out], "batch": batch, "resident": resident,
         "inputs": [pb.blob_addr[f"x{i}"] for i in range(batch)], "outputs": [f"y{i}" for i in range(batch)]}}
     return prog

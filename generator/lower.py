@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+import torch
 from amaranth.lib import data
 
 from rmsmp.rtl.formats import parse_weight_format, requant_multiplier
@@ -89,24 +91,16 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) 
     # -- weights: per lane group, word ((og·cb + b)·k + ky)·k + kx ---------------------------
     rq = qm.requant[layer.name]
     qw = q.reshape(O, Cin, k, k) if layer.op == "conv" else q.reshape(O, Cin, 1, 1)
+    # zero-padded [O + 1, cb·C, k, k]: row O is the all-zero row of an unused array row
+    qpad = torch.zeros(O + 1, cb * C, k, k, dtype=torch.int64)
+    qpad[:O, :Cin] = qw
     weights = {}
     for g in cfg.lane_groups:
         f = g.format
         off, n = offsets[g.scheme]
-        words = []
-        for og in range(og_n):
-            for b in range(cb):
-                for ky in range(k):
-                    for kx in range(k):
-                        word = 0
-                        for i in range(n):
-                            ch = row_of.get((og, off + i))
-                            for c in range(C):
-                                ci = b * C + c
-                                v = int(qw[ch, ci, ky, kx]) if ch is not None and ci < Cin else 0
-                                word |= f.encode_int(v) << ((i * C + c) * f.bits)
-                        words.append(word)
-        weights[g.scheme] = words
+        rows = torch.tensor([[row_of.get((og, off + i), O) for i in range(n)] for og in range(og_n)])
+        block = qpad[rows].reshape(og_n, n, cb, C, k, k).permute(0, 2, 4, 5, 1, 3)   # og cb ky kx row col
+        weights[g.scheme] = pack_words(encode_codes(f, block.reshape(-1, n * C)), f.bits)
 
     # -- requantization parameters: one word of R rows per output group ---------------------
     plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
@@ -139,6 +133,26 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) 
     slots = 2 * O if out.bits > 8 else O
     return LoweredLayer(layer.name, desc, weights, params, perm, math.ceil(slots / C) * C,
                         macs=O * Cin * k * k * OH * OW, beats=og_n * OH * OW * cb * k * k)
+
+
+def encode_codes(fmt, q: torch.Tensor) -> torch.Tensor:
+    """Vectorised :meth:`WeightFormat.encode_int` (fix: two's complement; pot: sign | code)."""
+    if fmt.kind == "fix":
+        if bool((q.abs() > fmt.qmax).any()):
+            raise CompileError(f"weights outside the {fmt.name} range")
+        return q & ((1 << fmt.bits) - 1)
+    mag = q.abs()
+    code = torch.where(mag == 0, torch.zeros_like(mag), torch.log2(mag.clamp(min=1).double()).round().long() + 1)
+    if bool(((mag != 0) & ((1 << (code - 1).clamp(min=0)) != mag)).any()) or bool((mag > fmt.qmax).any()):
+        raise CompileError(f"weights that are not {fmt.name} levels")
+    return ((q < 0).long() << (fmt.bits - 1)) | code
+
+
+def pack_words(codes: torch.Tensor, bits: int) -> list[int]:
+    """Rows of codes [words, n] → one int per row, code j at bits [j·bits, (j+1)·bits)."""
+    bitarr = ((codes.unsqueeze(-1) >> torch.arange(bits)) & 1).reshape(codes.shape[0], -1).to(torch.uint8)
+    packed = np.packbits(bitarr.numpy(), axis=1, bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in packed]
 
 
 def pack_activations(x, C: int) -> list[int]:
