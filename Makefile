@@ -20,8 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	@echo "make demo: the end-to-end ResNet-18 demo lands with issue 4 (network compiler + simulated device); not yet." >&2
-	@exit 2
+	$(PY) -m rmsmp.host.demo $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(IMAGE),--image $(IMAGE)) $(if $(SIZE),--size $(SIZE))
 
 sim: $(STAMP)
 	$(PY) -m pytest -q tests/rtl

@@ -37,9 +37,15 @@ class SimDevice:
         self.stats: dict = {}
 
     def build(self) -> float:
-        """Build (or reuse) the Verilator model; returns seconds spent."""
+        """Build (or reuse) the Verilator model; returns seconds spent.  The build log is
+        ``build.log`` in the model's build directory."""
         t = time.perf_counter()
-        self._model.build()
+        self._model.build_dir.mkdir(parents=True, exist_ok=True)
+        log = self._model.build_dir / "build.log"
+        try:
+            self._model.build(log_file=log)
+        except (RuntimeError, SystemExit) as e:
+            raise RmsmpError(f"building the Verilator model failed ({e}); log: {log}") from None
         return time.perf_counter() - t
 
     def load(self, program) -> None:
@@ -58,12 +64,19 @@ class SimDevice:
         with tempfile.TemporaryDirectory(prefix="rmsmp-sim-") as d:
             d = Path(d)
             (d / "in.hex").write_text("\n".join(f"{w:08x}" for w in image) + "\n")
+            if self._model._runner is None:
+                self.build()
             t = time.perf_counter()
-            self._model.run("rmsmp.sim.benches.program",
-                            {"config_hash": self.program.config_hash, "prog_addr": self.program.prog_addr,
-                             "stats": str(d / "stats.json")},
-                            plusargs=[f"+MEMFILE={d / 'in.hex'}", f"+DUMPFILE={d / 'out.hex'}",
-                                      f"+DUMPWORDS={len(image)}"], test_dir=d)
+            log = d / "sim.log"
+            try:
+                self._model.run("rmsmp.sim.benches.program",
+                                {"config_hash": self.program.config_hash, "prog_addr": self.program.prog_addr,
+                                 "stats": str(d / "stats.json")},
+                                plusargs=[f"+MEMFILE={d / 'in.hex'}", f"+DUMPFILE={d / 'out.hex'}",
+                                          f"+DUMPWORDS={len(image)}"], test_dir=d, log_file=log)
+            except (RuntimeError, SystemExit, AssertionError) as e:
+                tail = log.read_text()[-3000:] if log.exists() else ""
+                raise RmsmpError(f"simulation failed ({e}):\n{tail}") from None
             wall = time.perf_counter() - t
             stats = json.loads((d / "stats.json").read_text())
             out = [int(line, 16) for line in (d / "out.hex").read_text().split() if not line.startswith("//")]

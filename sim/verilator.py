@@ -64,7 +64,7 @@ class VerilatorBuild:
         from cocotb_tools.runner import get_runner
         return get_runner("verilator")
 
-    def build(self) -> "VerilatorBuild":
+    def build(self, log_file=None) -> "VerilatorBuild":
         self.build_dir.mkdir(parents=True, exist_ok=True)
         src = self.sources[0]
         if not src.exists() or src.read_text() != self.verilog:
@@ -73,12 +73,13 @@ class VerilatorBuild:
         stamp = self.build_dir / ".built"
         self._runner.build(sources=[str(s) for s in self.sources], hdl_toplevel=self.name,
                            build_dir=str(self.build_dir), always=not stamp.exists(),
-                           build_args=["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2"])
+                           build_args=["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2"],
+                           log_file=log_file)
         stamp.touch()
         return self
 
     def run(self, test_module: str, params: dict | None = None, *, testcase=None, seed: int = 1,
-            plusargs=(), test_dir=None) -> dict:
+            plusargs=(), test_dir=None, log_file=None) -> dict:
         """Run cocotb ``test_module`` on this model; ``params`` reach it as ``RMSMP_BENCH`` (JSON).
 
         Returns ``{"tests": n, "failed": k}``; raises :class:`BenchFailed` when k > 0.
@@ -89,7 +90,7 @@ class VerilatorBuild:
         env = {"RMSMP_BENCH": json.dumps(params or {})}
         results = self._runner.test(test_module=test_module, hdl_toplevel=self.name, build_dir=str(self.build_dir),
                                     test_dir=str(test_dir or self.build_dir), extra_env=env, testcase=testcase,
-                                    seed=seed, plusargs=list(plusargs),
+                                    seed=seed, plusargs=list(plusargs), log_file=log_file,
                                     results_xml=str(self.build_dir / f"results-{test_module.rsplit('.', 1)[-1]}.xml"))
         n, failed = get_results(Path(results))
         if failed or n == 0:
