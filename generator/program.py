@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from rmsmp.rtl.dma import words_per_entry
 from rmsmp.rtl.isa import INSTR_BITS, Buffer, Instruction, Opcode
 
-from .lower import LoweredLayer, lower_conv, lower_vec, pack_activations
+from .lower import CompileError, LoweredLayer, lower_conv, lower_vec, pack_activations
 
 __all__ = ["Program", "ProgramBuilder", "split_words", "layer_program", "vec_program"]
 
@@ -31,6 +31,42 @@ class Program:
     outputs: dict = field(default_factory=dict)   # name -> (word address, entries, entry width)
     layers: list = field(default_factory=list)    # LoweredLayer, in order
     io: dict = field(default_factory=dict)        # "input"/"output" tensor specs (see layer_program)
+    config: dict = field(default_factory=dict)    # AcceleratorConfig.to_dict() it was compiled for
+
+    FORMAT, VERSION = "rmsmp.Program", 1
+
+    def save(self, path) -> None:
+        """One ``.npz`` file: the memory image and a JSON header (config, I/O map, layer stats)."""
+        import json
+        import numpy as np
+        head = {"format": self.FORMAT, "version": self.VERSION, "config_hash": self.config_hash,
+                "bus_width": self.bus_width, "prog_addr": self.prog_addr, "outputs": self.outputs,
+                "io": self.io, "config": self.config,
+                "layers": [{"name": l.name, "kind": l.kind, "macs": l.macs, "beats": l.beats} for l in self.layers]}
+        with open(path, "wb") as f:
+            np.savez_compressed(f, image=np.asarray(self.image, dtype=np.uint64), header=json.dumps(head))
+
+    @classmethod
+    def load(cls, path) -> "Program":
+        import json
+        import numpy as np
+        try:
+            z = np.load(path, allow_pickle=False)
+            head = json.loads(str(z["header"]))
+            image = z["image"].tolist()
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise CompileError(f"{path}: not a readable rmsmp program file ({type(e).__name__}: {e})") from None
+        if head.get("format") != cls.FORMAT or head.get("version") != cls.VERSION:
+            raise CompileError(f"{path}: not an rmsmp program file of version {cls.VERSION}")
+        io = head["io"]
+        if "network" in io:
+            for k in ("input_shape", "output_shape"):
+                io["network"][k] = tuple(io["network"][k])
+        layers = [LoweredLayer(d["name"], {}, macs=d["macs"], beats=d["beats"], kind=d["kind"]) for d in head["layers"]]
+        return cls(head["config_hash"], head["bus_width"], image, head["prog_addr"],
+                   {k: tuple(v) for k, v in head["outputs"].items()}, layers, io, head["config"])
 
     def read_entries(self, image, name) -> list[int]:
         """Entries of output ``name`` from a memory image after the run."""
@@ -107,7 +143,7 @@ class ProgramBuilder:
             image += split_words(c.as_bits(), INSTR_BITS, self.bus)
         image += data
         image += [0] * (addr - len(image))
-        return Program(self.cfg.config_hash, self.bus, image, 0, outputs, self.layers)
+        return Program(self.cfg.config_hash, self.bus, image, 0, outputs, self.layers, config=self.cfg.to_dict())
 
 
 def _width(sig) -> int:

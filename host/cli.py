@@ -1,8 +1,10 @@
-"""``rmsmp`` command line: quantize a model, report on a quantized model file.
+"""``rmsmp`` command line: quantize, compile, simulate, report.
 
-    rmsmp quantize --model resnet18 --calib random:32 -o resnet18.rmsmp
+    rmsmp quantize --model resnet18 --calib random:8x3x32x32 -o r18.rmsmp
     rmsmp quantize --model mypkg.nets:build --weights w.pth --calib calib.pt -o m.rmsmp
-    rmsmp report resnet18.rmsmp
+    rmsmp compile r18.rmsmp -o r18.prog
+    rmsmp sim r18.prog --model r18.rmsmp          # runs on Verilator, checks vs golden
+    rmsmp report r18.rmsmp
 """
 from __future__ import annotations
 
@@ -101,6 +103,65 @@ def cmd_report(a) -> int:
     return 0
 
 
+def _config(path):
+    from rmsmp.generator.config import AcceleratorConfig
+    import json
+    return AcceleratorConfig.from_dict(json.load(open(path))) if path else AcceleratorConfig()
+
+
+def cmd_compile(a) -> int:
+    from . import compile_model
+    from .quant import QuantizedModel
+    qm = QuantizedModel.load(a.model)
+    cfg = _config(a.config)
+    shape = [int(v) for v in a.input_shape.split("x")] if a.input_shape else None
+    t = time.perf_counter()
+    prog = compile_model(qm, cfg, shape, batch=a.batch)
+    prog.save(a.output)
+    net = prog.io["network"]
+    print(f"compiled {a.model} for {cfg.describe()} in {time.perf_counter() - t:.1f} s -> {a.output}")
+    print(f"input {net['input_shape']}, output {net['output_shape']}, batch {net['batch']}, "
+          f"{len(prog.image) * prog.bus_width // 8 / 2**20:.1f} MiB image, weights "
+          f"{'resident' if net['resident'] else 'streamed per layer'}; {len(prog.layers)} layer steps")
+    return 0
+
+
+def cmd_sim(a) -> int:
+    from rmsmp.generator.config import AcceleratorConfig
+    from rmsmp.generator.program import Program
+    from . import open_device
+    prog = Program.load(a.program)
+    cfg = AcceleratorConfig.from_dict(prog.config)
+    net = prog.io.get("network")
+    if net is None:
+        raise RmsmpError(f"{a.program}: not a whole-network program")
+    if a.input:
+        x = torch.load(a.input, weights_only=True).float()
+        x = x.unsqueeze(0) if x.dim() == 3 else x
+    else:
+        x = torch.randn(a.images, *net["input_shape"], generator=torch.Generator().manual_seed(a.seed))
+    dev = open_device("sim", cfg)
+    print(f"building/loading the Verilator model of {cfg.describe()} …")
+    dev.build()
+    dev.load(prog)
+    logits = dev.run(x)
+    for i, row in enumerate(logits):
+        top = torch.topk(row, min(5, row.numel()))
+        print(f"image {i}: top-5 " + ", ".join(f"{int(j)}:{float(v):.3f}" for v, j in zip(top.values, top.indices)))
+    if a.model:
+        from rmsmp.sim import golden
+        from .quant import QuantizedModel
+        ok = torch.equal(logits, golden(QuantizedModel.load(a.model), x))
+        print(f"simulator vs golden: {'bit-exact' if ok else 'MISMATCH'}")
+        if not ok:
+            return 1
+    s = dev.stats
+    print(f"{s['cycles_per_image']:,.0f} cycles/image, MAC utilization {s['mac_utilization']:.1%}, "
+          f"{s['time_per_image_at_clock_s'] * 1e3:.3f} ms/image at {cfg.clock_hz / 1e6:g} MHz, "
+          f"{s['sim_cycles_per_s'] / 1e3:.0f} kcycles/s simulated")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rmsmp", description="RMSMP quantization and FPGA accelerator generator")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -118,6 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true")
     q.add_argument("-o", "--output", required=True)
     q.set_defaults(func=cmd_quantize)
+    c = sub.add_parser("compile", help="compile a quantized model into a program for an accelerator config")
+    c.add_argument("model")
+    c.add_argument("--config", help="AcceleratorConfig JSON (default: the 10/5/1 x 8 array)")
+    c.add_argument("--input-shape", help="CxHxW (default: the calibration images' shape)")
+    c.add_argument("--batch", type=int, default=1)
+    c.add_argument("-o", "--output", required=True)
+    c.set_defaults(func=cmd_compile)
+    s = sub.add_parser("sim", help="run a compiled program on the cycle-accurate simulator")
+    s.add_argument("program")
+    s.add_argument("--model", help="the QuantizedModel file, to check the result against golden")
+    s.add_argument("--input", help="images as a saved tensor [N, C, H, W] (default: random)")
+    s.add_argument("--images", type=int, default=1)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_sim)
     r = sub.add_parser("report", help="show a quantized model's layers, schemes and formats")
     r.add_argument("model")
     r.set_defaults(func=cmd_report)
@@ -128,7 +203,7 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     try:
         return a.func(a)
-    except (RmsmpError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:       # RmsmpError, CompileError, ConfigError
         print(f"rmsmp {a.cmd}: error: {e}", file=sys.stderr)
         return 2
 

@@ -59,3 +59,20 @@ def test_resnet18_end_to_end_bit_exact_at_32x32():
     s = dev.stats
     print(f"\nResNet-18 32x32 on the simulator: {s['cycles']} cycles, MAC utilization {s['mac_utilization']:.1%}, "
           f"{s['sim_cycles_per_s'] / 1e3:.0f} kcycles/s, {s['wall_s']:.0f} s simulated")
+
+
+def test_cli_compile_and_sim(tmp_path, capsys):
+    from rmsmp.generator.program import Program
+    from rmsmp.host.cli import main
+    m, p = tmp_path / "d.rmsmp", tmp_path / "d.prog"
+    assert main(["quantize", "--model", "digits", "--calib", "random:16", "--quiet", "-o", str(m)]) == 0
+    assert main(["compile", str(m), "-o", str(p), "--batch", "2"]) == 0
+    prog = Program.load(p)
+    assert prog.io["network"]["batch"] == 2 and prog.config_hash == CFG.config_hash
+    assert main(["sim", str(p), "--model", str(m), "--images", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "bit-exact" in out and "cycles/image" in out
+    bad = tmp_path / "bad.prog"
+    bad.write_bytes(b"not a program")
+    assert main(["sim", str(bad)]) == 2
+    assert "not a readable rmsmp program" in capsys.readouterr().err
