@@ -154,6 +154,23 @@ def test_mac_row_matches_array_row():
     run(dut, bench)
 
 
+def run_stream(dut, payloads) -> list:
+    """Feed payloads back to back into an always-ready stream unit; collect its outputs."""
+    got = []
+
+    async def bench(ctx):
+        for p in list(payloads) + [None] * (dut.latency + 1):
+            ctx.set(dut.i.valid, p is not None)
+            if p is not None:
+                ctx.set(dut.i.payload, p)
+            await ctx.tick()
+            if ctx.get(dut.o.valid):
+                got.append(ctx.get(dut.o.payload))
+
+    run(dut, bench)
+    return got
+
+
 def _requant_cases(rnd, n):
     cases = []
     for _ in range(n):
@@ -174,21 +191,9 @@ def test_requantizer_matches_golden():
     rnd = random.Random(7)
     cases = _requant_cases(rnd, 300)
     exp = [int(requantize(torch.tensor(acc + b), m, n, q, relu)) for acc, b, m, n, q, relu in cases]
-
-    async def bench(ctx):
-        got = []
-        for c in cases + [None] * (dut.latency + 1):
-            ctx.set(dut.i.valid, c is not None)
-            if c is not None:
-                acc, b, mm, n, q, relu = c
-                ctx.set(dut.i.payload, {"acc": acc, "bias": b, "mult": mm, "shift": n,
-                                        "lo": max(q.lo, 0) if relu else q.lo, "hi": q.hi})
-            await ctx.tick()
-            if ctx.get(dut.o.valid):
-                got.append(ctx.get(dut.o.payload))
-        assert got == exp
-
-    run(dut, bench)
+    payloads = [{"acc": acc, "bias": b, "mult": mm, "shift": n, "lo": max(q.lo, 0) if relu else q.lo, "hi": q.hi}
+                for acc, b, mm, n, q, relu in cases]
+    assert run_stream(dut, payloads) == exp
 
 
 def add_params(fa, fb, fo):
@@ -215,19 +220,9 @@ def test_residual_adder_matches_golden():
         return int(s.clamp(max(qo.lo, 0) if relu else qo.lo, qo.hi))
 
     exp = [golden_add(*c) for c in cases]
-
-    async def bench(ctx):
-        got = []
-        for c in cases + [None] * (dut.latency + 1):
-            ctx.set(dut.i.valid, c is not None)
-            if c is not None:
-                a, b, qa, qb, qo, relu = c
-                sa, sb, rs = add_params(qa.frac, qb.frac, qo.frac)
-                ctx.set(dut.i.payload, {"a": a, "b": b, "sa": sa, "sb": sb, "rs": rs,
-                                        "lo": max(qo.lo, 0) if relu else qo.lo, "hi": qo.hi})
-            await ctx.tick()
-            if ctx.get(dut.o.valid):
-                got.append(ctx.get(dut.o.payload))
-        assert got == exp
-
-    run(dut, bench)
+    payloads = []
+    for a, b, qa, qb, qo, relu in cases:
+        sa, sb, rs = add_params(qa.frac, qb.frac, qo.frac)
+        payloads.append({"a": a, "b": b, "sa": sa, "sb": sb, "rs": rs,
+                         "lo": max(qo.lo, 0) if relu else qo.lo, "hi": qo.hi})
+    assert run_stream(dut, payloads) == exp
