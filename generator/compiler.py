@@ -168,16 +168,26 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
                 blobs.append(pb.blob(f"{low.name}.{og0}.p", low.params[og0:og1], pwidth))
                 steps.append(("conv", chunk, blobs))
 
-    # -- per image: input, the layers, output -------------------------------------------------
+    # -- per image: input, the layers, output; the first image stamps the cycle counter after
+    # every layer so the device can report per-layer cycles -----------------------------------
     inp, out = qm.input.name, qm.output.name
+    names = list(dict.fromkeys(low.name for _, low, _ in steps))
+    pb.trace("trace", len(names) + 1)
+    loaded = {n: 0 for n in names}                  # bus words the DMA brings in per layer
     for i in range(batch):
         pb.load(Buffer.ACT, pb.blob(f"x{i}", [0] * words[inp], 8 * C), base(inp))
-        for kind, low, blobs in steps:
+        if i == 0:
+            pb.stamp("trace", 0)
+        for j, (kind, low, blobs) in enumerate(steps):
             if blobs is not None:
                 for k, name in enumerate(blobs[:-1]):
                     pb.load(Buffer.WEIGHT0 + k, name)
                 pb.load(Buffer.PARAM, blobs[-1])
+                if i == 0:
+                    loaded[low.name] += sum(_blob_words(pb, b) for b in blobs)
             (pb.conv if kind == "conv" else pb.vec)(low)
+            if i == 0 and (j + 1 == len(steps) or steps[j + 1][1].name != low.name):
+                pb.stamp("trace", names.index(low.name) + 1)
         pb.store(f"y{i}", base(out), words[out])
     prog = pb.build()
     iq, oq = qm.input.out, qm.output.out
@@ -185,5 +195,13 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
         "input_q": {"bits": iq.bits, "signed": iq.signed, "frac": iq.frac},
         "output_q": {"bits": oq.bits, "signed": oq.signed, "frac": oq.frac},
         "input_shape": tuple(input_shape), "output_shape": shapes[out], "batch": batch, "resident": resident,
+        "trace": names, "loaded_words": [loaded[n] for n in names],
         "inputs": [pb.blob_addr[f"x{i}"] for i in range(batch)], "outputs": [f"y{i}" for i in range(batch)]}}
     return prog
+
+
+def _blob_words(pb, name) -> int:
+    for n, entries, width in pb._blobs:
+        if n == name:
+            return len(entries) * -(-width // pb.bus)
+    raise KeyError(name)

@@ -111,6 +111,14 @@ class ProgramBuilder:
         self.layers.append(low)
         self._instrs.append(("VEC", low.desc))
 
+    def stamp(self, trace: str, index: int):
+        """Write the cycle counter into word ``index`` of output region ``trace``."""
+        self._instrs.append(("STAMP", trace, index))
+
+    def trace(self, name: str, words: int):
+        """Reserve an output region of ``words`` bus words for stamps."""
+        self._outputs.append((name, words, self.bus))
+
     def build(self) -> Program:
         n_instr = len(self._instrs) + 1
         ipw = INSTR_BITS // self.bus
@@ -133,6 +141,9 @@ class ProgramBuilder:
         for ins in self._instrs + [("END",)]:
             if ins[0] in ("CONV", "VEC"):
                 c = Instruction.const({"op": Opcode[ins[0]], "arg": {ins[0].lower(): ins[1]}})
+            elif ins[0] == "STAMP":
+                c = Instruction.const({"op": Opcode.STAMP, "arg": {"dma": {
+                    "buf": 0, "ext_addr": outputs[ins[1]][0] + ins[2], "buf_addr": 0, "count": 1}}})
             elif ins[0] in ("LOAD", "STORE"):
                 _, buf, ref, buf_addr = ins
                 ext, count, _ = where[ref] if ins[0] == "LOAD" else outputs[ref]

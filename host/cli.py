@@ -156,6 +156,7 @@ def cmd_sim(a) -> int:
         if not ok:
             return 1
     s = dev.stats
+    print(dev.layer_table())
     print(f"{s['cycles_per_image']:,.0f} cycles/image, MAC utilization {s['mac_utilization']:.1%}, "
           f"{s['time_per_image_at_clock_s'] * 1e3:.3f} ms/image at {cfg.clock_hz / 1e6:g} MHz, "
           f"{s['sim_cycles_per_s'] / 1e3:.0f} kcycles/s simulated")

@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     top = torch.topk(logits[0], 5)
     print("top-5 (class: logit): " + ", ".join(f"{int(i)}: {float(v):.3f}" for v, i in zip(top.values, top.indices)))
     print(f"simulator vs golden: {'bit-exact' if exact else 'MISMATCH'}")
+    print(dev.layer_table())
     print(f"{s['cycles']:,} cycles, MAC utilization {s['mac_utilization']:.1%}, "
           f"latency {s['time_per_image_at_clock_s'] * 1e3:.2f} ms at {cfg.clock_hz / 1e6:g} MHz; "
           f"simulated {s['sim_cycles_per_s'] / 1e3:.0f} kcycles/s ({s['wall_s']:.0f} s)")

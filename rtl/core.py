@@ -53,11 +53,14 @@ class Core(wiring.Component):
             m.d.comb += [rd.valid.eq(dma.mem.rd_cmd.valid), rd.payload.eq(dma.mem.rd_cmd.payload),
                          dma.mem.rd_cmd.ready.eq(rd.ready), dma.mem.rd_data.valid.eq(rdd.valid),
                          dma.mem.rd_data.payload.eq(rdd.payload), rdd.ready.eq(dma.mem.rd_data.ready)]
-        m.d.comb += [self.mem.wr_cmd.valid.eq(dma.mem.wr_cmd.valid), self.mem.wr_cmd.payload.eq(dma.mem.wr_cmd.payload),
-                     dma.mem.wr_cmd.ready.eq(self.mem.wr_cmd.ready),
-                     self.mem.wr_data.valid.eq(dma.mem.wr_data.valid),
-                     self.mem.wr_data.payload.eq(dma.mem.wr_data.payload),
-                     dma.mem.wr_data.ready.eq(self.mem.wr_data.ready)]
+        # the write channel belongs to the DMA, except while a STAMP writes the cycle counter
+        stamping = Signal()
+        stamp_addr = Signal(32)
+        wc, wd = self.mem.wr_cmd, self.mem.wr_data
+        with m.If(~stamping):
+            m.d.comb += [wc.valid.eq(dma.mem.wr_cmd.valid), wc.payload.eq(dma.mem.wr_cmd.payload),
+                         dma.mem.wr_cmd.ready.eq(wc.ready), wd.valid.eq(dma.mem.wr_data.valid),
+                         wd.payload.eq(dma.mem.wr_data.payload), dma.mem.wr_data.ready.eq(wd.ready)]
 
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -95,6 +98,9 @@ class Core(wiring.Component):
                     with m.Case(Opcode.VEC):
                         m.d.comb += [engine.vec_start.eq(1), engine.vec_desc.eq(instr.arg.vec)]
                         m.next = "WAIT_ENGINE"
+                    with m.Case(Opcode.STAMP):
+                        m.d.sync += stamp_addr.eq(instr.arg.dma.ext_addr)
+                        m.next = "STAMP_CMD"
                     with m.Default():                     # END (and unknown opcodes) stop
                         m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                         m.next = "IDLE"
@@ -103,5 +109,13 @@ class Core(wiring.Component):
                     m.next = "FETCH"
             with m.State("WAIT_ENGINE"):
                 with m.If(engine.done):
+                    m.next = "FETCH"
+            with m.State("STAMP_CMD"):
+                m.d.comb += [stamping.eq(1), wc.valid.eq(1), wc.payload.addr.eq(stamp_addr), wc.payload.len.eq(1)]
+                with m.If(wc.ready):
+                    m.next = "STAMP_DATA"
+            with m.State("STAMP_DATA"):
+                m.d.comb += [stamping.eq(1), wd.valid.eq(1), wd.payload.eq(self.cycles)]
+                with m.If(wd.ready):
                     m.next = "FETCH"
         return m

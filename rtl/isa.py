@@ -62,6 +62,7 @@ class Opcode(enum.Enum, shape=4):
     STORE = 2        # DMA activation buffer -> external memory
     CONV = 3         # run one ConvDesc on the engine
     VEC = 4          # run one VecDesc (residual add, max-pool, global average pool)
+    STAMP = 5        # write the cycle counter to memory word dma.ext_addr (per-layer timing)
 
 
 class Buffer(_pyenum.IntEnum):

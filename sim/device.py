@@ -145,6 +145,8 @@ class SimDevice:
                 outs.append(torch.tensor(y, dtype=torch.int64).reshape(-1))
             for key in ("cycles", "mac_beats", "wall_s", "process_s"):
                 total[key] = total.get(key, 0) + self.stats[key]
+            if start == 0 and net.get("trace"):
+                total["layers"] = self._layer_report(mem, net)
         n = len(xi)
         macs = sum(l.macs for l in self.program.layers) // B
         total.update({"images": n, "cycles_per_image": total["cycles"] / n,
@@ -153,3 +155,30 @@ class SimDevice:
                       "sim_cycles_per_s": total["cycles"] / total["wall_s"]})
         self.stats = total
         return torch.stack(outs).double() * oq.step
+
+    def _layer_report(self, mem, net) -> list[dict]:
+        """Per-layer cycles from the first image's STAMPs, with MACs, utilization, bytes moved."""
+        stamps = self.program.read_entries(mem, "trace")
+        macs = {}
+        for l in self.program.layers:
+            macs[l.name] = macs.get(l.name, 0) + l.macs
+        B = net["batch"]
+        rows = []
+        for k, name in enumerate(net["trace"]):
+            cyc = stamps[k + 1] - stamps[k]
+            m = macs.get(name, 0) // B
+            rows.append({"layer": name, "cycles": cyc, "macs": m,
+                         "mac_utilization": m / (cyc * self.cfg.peak_macs_per_cycle) if cyc else 0.0,
+                         "bytes_loaded": net["loaded_words"][k] * self.program.bus_width // 8})
+        return rows
+
+    def layer_table(self) -> str:
+        """The per-layer report of the last network run, as a Markdown table."""
+        rows = self.stats.get("layers")
+        if not rows:
+            return "(no per-layer report: run a compiled network first)"
+        out = ["| layer | MACs | cycles | MAC utilization | bytes loaded |", "|---|---|---|---|---|"]
+        for r in rows:
+            out.append(f"| {r['layer']} | {r['macs']:,} | {r['cycles']:,} | {r['mac_utilization']:.1%} | "
+                       f"{r['bytes_loaded']:,} |")
+        return "\n".join(out)
