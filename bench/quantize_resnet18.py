@@ -31,10 +31,10 @@ def main():
         t = time.perf_counter()
         qm = quantize(model, x)
         times.append(time.perf_counter() - t)
-    print(f"quantize (rmsmp, hessian assignment, default 10:5:1): "
+    print("quantize (rmsmp, hessian assignment, default 10:5:1): "
           + ", ".join(f"{t:.1f} s" for t in times) + f"  (best {min(times):.1f} s)")
     t = time.perf_counter()
-    qv = quantize(model, x, assign="variance")
+    quantize(model, x, assign="variance")
     print(f"quantize (variance assignment, no Hessian): {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     golden(qm, x[:1])

