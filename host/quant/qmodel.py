@@ -12,7 +12,7 @@ those by the exact rules of ``docs/arithmetic.md`` (:func:`requant_multiplier`,
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -293,7 +293,3 @@ class QuantizedModel:
             raise ModelFormatError(f"{path}: damaged rmsmp model file ({type(e).__name__}: {e})") from None
         except RmsmpError as e:
             raise ModelFormatError(f"{path}: inconsistent rmsmp model file: {e}") from None
-
-
-def replace_layer(layer: Layer, **kw) -> Layer:
-    return replace(layer, **kw)
