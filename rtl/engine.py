@@ -168,6 +168,17 @@ class ConvEngine(wiring.Component):
         pop = Signal()
         emit = Signal()
         head = qlayout(queue.r_data)
+        # enabled rows: the first of the word being read, and the next after r of the latched one
+        new_en = Cat(par_rd.data[i].en for i in range(R))
+        cur_en = Cat(prm[i].en for i in range(R))
+        later = cur_en & ~((Const(2, R + 1) << r) - 1)[:R]
+        first_en, next_en = Signal(range(R)), Signal(range(R))
+        any_en, more_en = new_en.any(), later.any()
+        for i in reversed(range(R)):             # lowest set bit wins
+            with m.If(new_en[i]):
+                m.d.comb += first_en.eq(i)
+            with m.If(later[i]):
+                m.d.comb += next_en.eq(i)
         m.d.comb += [queue.r_en.eq(pop), par_rd.addr.eq(d.p_base + head.og)]
         with m.FSM() as ser:
             with m.State("IDLE"):
@@ -176,12 +187,15 @@ class ConvEngine(wiring.Component):
                     m.d.sync += cur.eq(head)
                     m.next = "PARAM"
             with m.State("PARAM"):              # the parameter word read at pop is here now
-                m.d.sync += [prm.eq(par_rd.data), r.eq(0)]
-                m.next = "EMIT"
-            with m.State("EMIT"):
+                m.d.sync += [prm.eq(par_rd.data), r.eq(first_en)]
+                with m.If(any_en):
+                    m.next = "EMIT"
+                with m.Else():
+                    m.next = "IDLE"
+            with m.State("EMIT"):               # only enabled rows: all-fix8 layers use one row
                 m.d.comb += emit.eq(1)
-                m.d.sync += r.eq(r + 1)
-                with m.If(r == R - 1):
+                m.d.sync += r.eq(next_en)
+                with m.If(~more_en):
                     m.next = "IDLE"
         with m.If(issue & last & ~pop):
             m.d.sync += inflight.eq(inflight + 1)
