@@ -184,7 +184,7 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
                     pb.load(Buffer.WEIGHT0 + k, name)
                 pb.load(Buffer.PARAM, blobs[-1])
                 if i == 0:
-                    loaded[low.name] += sum(_blob_words(pb, b) for b in blobs)
+                    loaded[low.name] += sum(pb.blob_words(b) for b in blobs)
             (pb.conv if kind == "conv" else pb.vec)(low)
             if i == 0 and (j + 1 == len(steps) or steps[j + 1][1].name != low.name):
                 pb.stamp("trace", names.index(low.name) + 1)
@@ -199,9 +199,3 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
         "inputs": [pb.blob_addr[f"x{i}"] for i in range(batch)], "outputs": [f"y{i}" for i in range(batch)]}}
     return prog
 
-
-def _blob_words(pb, name) -> int:
-    for n, entries, width in pb._blobs:
-        if n == name:
-            return len(entries) * -(-width // pb.bus)
-    raise KeyError(name)

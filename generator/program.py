@@ -89,12 +89,18 @@ class ProgramBuilder:
         self.bus = cfg.bus_width
         self._instrs = []        # (op, arg dict with blob references resolved later)
         self._blobs = []         # (name, list of entries, entry width)
+        self._blob_words = {}
         self._outputs = []       # (name, entries, width)
         self.layers = []
 
     def blob(self, name, entries, width):
         self._blobs.append((name, list(entries), width))
+        self._blob_words[name] = len(entries) * words_per_entry(width, self.bus)
         return name
+
+    def blob_words(self, name: str) -> int:
+        """Bus words that blob ``name`` occupies (what a LOAD of it moves)."""
+        return self._blob_words[name]
 
     def load(self, buf, blob: str, buf_addr: int = 0):
         self._instrs.append(("LOAD", buf, blob, buf_addr))
