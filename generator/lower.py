@@ -1,9 +1,10 @@
 """Lower one conv/linear layer of a ``QuantizedModel`` to engine buffer images + a descriptor.
 
 Output-channel permutation: the rows of each scheme are dealt, in channel order, onto the
-array rows of that scheme's lane group: the ``j``-th channel of scheme ``s`` goes to output
-group ``j // n_s`` and array row ``offset_s + j % n_s``.  With RMSMP's fixed ratio every
-group is full; otherwise the unused rows are disabled (``en = 0``).  Each row's parameter
+array rows of a lane group that can run them — the scheme's own group first, then a wider
+one (a fix8 lane multiplies fix4 and pot4 weights exactly, see :func:`can_run`) — using as
+few output groups of ``R`` rows as possible.  With RMSMP's fixed ratio every group is full;
+otherwise the unused rows are disabled (``en = 0``).  Each row's parameter
 word names its output channel, so results land in natural channel order and tensors are
 always stored unpermuted (a residual add needs both operands in one order; folding a
 per-layer permutation into the next layer could not give that).
@@ -23,7 +24,8 @@ from amaranth.lib import data
 from rmsmp.rtl.formats import parse_weight_format, requant_multiplier
 from rmsmp.rtl.isa import ConvDesc, VecKind, param_layout
 
-__all__ = ["LoweredLayer", "lower_conv", "lower_vec", "CompileError", "pack_activations", "unpack_activations"]
+__all__ = ["LoweredLayer", "lower_conv", "lower_vec", "CompileError", "pack_activations", "pack_activation_words",
+           "unpack_activations", "im2col_input", "can_run", "lanes_for"]
 
 
 class CompileError(ValueError):
@@ -74,19 +76,17 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) 
     by_scheme: dict[str, list[int]] = {}
     for ch, sname in enumerate(layer.schemes):
         by_scheme.setdefault(parse_weight_format(sname).name, []).append(ch)
-    for sname in by_scheme:
-        if sname not in offsets:
-            raise CompileError(f"layer {layer.name!r}: scheme {sname} has no lane group in this accelerator "
-                               f"({', '.join(g.scheme for g in cfg.lane_groups)})")
-    og_n = max(math.ceil(len(chs) / offsets[sn][1]) for sn, chs in by_scheme.items())
+    places = {sn: lanes_for(sn, cfg) for sn in by_scheme}
+    for sname, gs in places.items():
+        if not gs:
+            raise CompileError(f"layer {layer.name!r}: scheme {sname} has no lane group that can run it in this "
+                               f"accelerator ({', '.join(g.scheme for g in cfg.lane_groups)})")
+    og_n, slots = _deal_rows(by_scheme, places, offsets)
     perm = [0] * O
     row_of = {}                                   # (og, array row) -> original channel
-    for sname, chs in by_scheme.items():
-        off, n = offsets[sname]
-        for j, ch in enumerate(chs):
-            og, row = divmod(j, n)
-            perm[ch] = og * R + off + row
-            row_of[(og, off + row)] = ch
+    for ch, (og, row) in slots.items():
+        perm[ch] = og * R + row
+        row_of[(og, row)] = ch
 
     # -- weights: per lane group, word ((og·cb + b)·k + ky)·k + kx ---------------------------
     rq = qm.requant[layer.name]
@@ -125,7 +125,7 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) 
     relu = bool(layer.attrs.get("relu"))
     desc = {"in_base": in_base, "out_base": out_base, "w_base": w_base, "p_base": p_base,
             "in_h": H, "in_w": W, "in_cb": cb, "out_h": OH, "out_w": OW, "out_groups": og_n,
-            "kernel": k, "stride": s, "pad": p, "in_signed": int(inq.signed), "wide": int(out.bits > 8),
+            "kernel": k, "stride": s, "pad": p, "pad_top": p, "in_signed": int(inq.signed), "wide": int(out.bits > 8),
             "out_lo": max(out.lo, 0) if relu else out.lo, "out_hi": out.hi}
     if out.bits > 16 or inq.bits > 8 or (out.bits > 8 and C < 2):
         raise CompileError(f"layer {layer.name!r}: input {inq.bits} / output {out.bits} bits do not fit the "
@@ -133,6 +133,52 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) 
     slots = 2 * O if out.bits > 8 else O
     return LoweredLayer(layer.name, desc, weights, params, perm, math.ceil(slots / C) * C,
                         macs=O * Cin * k * k * OH * OW, beats=og_n * OH * OW * cb * k * k)
+
+
+def can_run(lane, scheme) -> bool:
+    """Whether a lane of format ``lane`` computes every weight of ``scheme`` exactly: a fix
+    lane multiplies any integer up to its ``qmax`` (so it also runs narrower fix and pot
+    rows); a pot lane shifts, so it runs pot rows of no more bits."""
+    lane, scheme = parse_weight_format(lane), parse_weight_format(scheme)
+    if lane.kind == "fix":
+        return scheme.qmax <= lane.qmax
+    return scheme.kind == "pot" and scheme.bits <= lane.bits
+
+
+def lanes_for(scheme, cfg) -> list[str]:
+    """Lane groups of ``cfg`` that can run ``scheme``, the best fit first (its own format,
+    then the narrowest wider one)."""
+    fmt = parse_weight_format(scheme)
+    gs = [g for g in cfg.lane_groups if can_run(g.scheme, fmt.name)]
+    return [g.scheme for g in sorted(gs, key=lambda g: (g.scheme != fmt.name, g.format.bits, g.format.kind != fmt.kind))]
+
+
+def _deal_rows(by_scheme: dict, places: dict, offsets: dict):
+    """Place every channel on an (output group, array row) with as few output groups as
+    possible: schemes with the fewest lane choices first, each filling its preferred lane
+    group before the next.  Returns (groups, {channel: (og, row)})."""
+    order = sorted(by_scheme, key=lambda sn: (len(places[sn]), -parse_weight_format(sn).bits))
+    og_n = max(1, max(math.ceil(len(chs) / sum(offsets[g][1] for g in places[sn])) for sn, chs in by_scheme.items()))
+    while True:
+        free = {g: og_n * n for g, (_, n) in offsets.items()}
+        used = {g: 0 for g in offsets}
+        slots, ok = {}, True
+        for sn in order:
+            for ch in by_scheme[sn]:
+                g = next((g for g in places[sn] if free[g] > 0), None)
+                if g is None:
+                    ok = False
+                    break
+                off, n = offsets[g]
+                og, row = divmod(used[g], n)
+                slots[ch] = (og, off + row)
+                used[g] += 1
+                free[g] -= 1
+            if not ok:
+                break
+        if ok:
+            return og_n, slots
+        og_n += 1
 
 
 def encode_codes(fmt, q: torch.Tensor) -> torch.Tensor:
@@ -155,18 +201,44 @@ def pack_words(codes: torch.Tensor, bits: int) -> list[int]:
     return [int.from_bytes(row.tobytes(), "little") for row in packed]
 
 
-def pack_activations(x, C: int) -> list[int]:
-    """Integer tensor [Ch, H, W] → activation words (``C`` channels a word, bytes two's complement)."""
+def _activation_bytes(x, C: int) -> np.ndarray:
+    """Integer tensor [Ch, H, W] → uint8 [entries, C] in buffer order (two's complement bytes)."""
+    x = torch.as_tensor(x)
     Ch, H, W = x.shape
-    words = []
-    for b in range(math.ceil(Ch / C)):
-        for y in range(H):
-            for xx in range(W):
-                word = 0
-                for lane in range(min(C, Ch - b * C)):
-                    word |= (int(x[b * C + lane, y, xx]) & 0xFF) << (8 * lane)
-                words.append(word)
-    return words
+    cb = math.ceil(Ch / C)
+    xp = torch.zeros(cb * C, H, W, dtype=torch.int64)
+    xp[:Ch] = x.to(torch.int64)
+    return (xp.reshape(cb, C, H, W).permute(0, 2, 3, 1).reshape(-1, C) & 0xFF).to(torch.uint8).numpy()
+
+
+def pack_activations(x, C: int) -> list[int]:
+    """Integer tensor [Ch, H, W] → activation entries (``C`` channels an entry, bytes two's complement)."""
+    b = _activation_bytes(x, C)
+    if C in (1, 2, 4, 8):
+        return b.copy().view(f"<u{C}").reshape(-1).tolist()
+    return [int.from_bytes(row.tobytes(), "little") for row in b]
+
+
+def pack_activation_words(x, C: int, bus: int) -> list[int]:
+    """Integer tensor [Ch, H, W] → bus words of its entries (each entry least significant word first)."""
+    b = _activation_bytes(x, C)
+    if (8 * C) % bus == 0 and bus in (8, 16, 32, 64):
+        return b.reshape(-1).copy().view(f"<u{bus // 8}").tolist()
+    from rmsmp.rtl.dma import words_per_entry
+    n, mask = words_per_entry(8 * C, bus), (1 << bus) - 1
+    return [(e >> (bus * i)) & mask for e in pack_activations(x, C) for i in range(n)]
+
+
+def im2col_input(x, kernel: int, stride: int, padding: int) -> torch.Tensor:
+    """Integer image [Ch, H, W] → [Ch·k·k, OH, OW]: channel ``(c·k + ky)·k + kx`` of output
+    pixel (oy, ox) is input pixel ``(oy·s + ky − p, ox·s + kx − p)`` of channel ``c`` (0 in
+    the padding) — the first layer's im2col, done by the host so a 3-channel 7×7 conv fills
+    the array's columns as a 1×1 conv over 147 channels."""
+    x = torch.as_tensor(x)
+    Ch, H, W = x.shape
+    cols = torch.nn.functional.unfold(x.to(torch.float64)[None], kernel, padding=padding, stride=stride)[0]
+    OH, OW = (H + 2 * padding - kernel) // stride + 1, (W + 2 * padding - kernel) // stride + 1
+    return cols.reshape(Ch * kernel * kernel, OH, OW).round().to(torch.int64)
 
 
 def unpack_activations(words, channels: int, H: int, W: int, C: int, signed: bool, wide: bool = False):
@@ -193,7 +265,7 @@ def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: in
     lo, hi = (max(out.lo, 0) if relu else out.lo), out.hi
     if out.bits > 8 or iq.bits > 8:
         raise CompileError(f"layer {layer.name!r}: tensors wider than 8 bits do not fit the activation buffer")
-    base = {"a_base": a_base, "b_base": b_base, "out_base": out_base, "kernel": 0, "stride": 0, "pad": 0,
+    base = {"a_base": a_base, "b_base": b_base, "out_base": out_base, "kernel": 0, "stride": 0, "pad": 0, "pad_top": 0,
             "a_signed": int(iq.signed), "b_signed": 0, "sa": 0, "sb": 0, "rs": 0, "mult": 0, "shift": 0,
             "lo": lo, "hi": hi}
     if layer.op == "add":
@@ -210,7 +282,7 @@ def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: in
     elif layer.op == "maxpool":
         k, s, p = layer.attrs["kernel"], layer.attrs["stride"], layer.attrs["padding"]
         oh, ow = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
-        desc = {**base, "kind": VecKind.MAXPOOL, "kernel": k, "stride": s, "pad": p, "cb": cb,
+        desc = {**base, "kind": VecKind.MAXPOOL, "kernel": k, "stride": s, "pad": p, "pad_top": p, "cb": cb,
                 "in_h": H, "in_w": W, "out_h": oh, "out_w": ow, "lo": iq.lo, "hi": iq.hi}
         taps = cb * oh * ow * k * k
     elif layer.op == "avgpool":

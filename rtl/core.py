@@ -5,16 +5,28 @@ The host writes a program and its data into memory, sets ``prog_addr`` and pulse
 each, least significant bus word first), runs them one after another, and raises
 ``done`` at ``END``.  ``id`` is the configuration hash, so a host can refuse a program
 built for another config; ``cycles`` and ``mac_beats`` count the whole program.
+
+The DMA and the engine run concurrently.  An instruction issues once its hazards are
+clear, then the core fetches the next one:
+
+* ``LOAD`` into a weight or parameter buffer waits only for the DMA, so the next chunk's
+  weights stream in while the engine works on the current one (the compiler places them
+  in another region of the buffers);
+* ``LOAD``/``STORE`` of the activation buffer wait for the DMA and the engine;
+* ``CONV``/``VEC`` wait for the engine and the DMA (what they read may still be arriving);
+* ``STAMP``, ``SYNC`` and ``END`` wait for both to finish.
+
+Instruction fetch shares the read channel with the DMA, so it waits for the DMA too.
 """
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .dma import Dma, mem_port_signature
 from .engine import ConvEngine, buffer_ports
-from .isa import INSTR_BITS, Instruction, Opcode
+from .isa import INSTR_BITS, Buffer, Instruction, Opcode
 
 __all__ = ["Core"]
 
@@ -64,6 +76,7 @@ class Core(wiring.Component):
 
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
+
         with m.If(engine.done):
             m.d.sync += self.mac_beats.eq(self.mac_beats + engine.mac_beats)
 
@@ -74,11 +87,12 @@ class Core(wiring.Component):
                                  self.cycles.eq(0), self.mac_beats.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += [fetching.eq(1), rd.valid.eq(1), rd.payload.addr.eq(self.pc),
-                             rd.payload.len.eq(words)]
-                with m.If(rd.ready):
-                    m.d.sync += k.eq(0)
-                    m.next = "RECV"
+                m.d.comb += fetching.eq(~dma.busy)
+                with m.If(~dma.busy):
+                    m.d.comb += [rd.valid.eq(1), rd.payload.addr.eq(self.pc), rd.payload.len.eq(words)]
+                    with m.If(rd.ready):
+                        m.d.sync += k.eq(0)
+                        m.next = "RECV"
             with m.State("RECV"):
                 m.d.comb += [fetching.eq(1), rdd.ready.eq(1)]
                 with m.If(rdd.valid):
@@ -86,30 +100,37 @@ class Core(wiring.Component):
                     with m.If(k == words - 1):
                         m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.sync += self.pc.eq(self.pc + words)
+                idle = ~dma.busy & ~engine.busy      # both raise busy the cycle after start
+                param_load = (instr.op == Opcode.LOAD) & (instr.arg.dma.buf != Buffer.ACT)
                 with m.Switch(instr.op):
                     with m.Case(Opcode.LOAD, Opcode.STORE):
-                        m.d.comb += [dma.start.eq(1), dma.store.eq(instr.op == Opcode.STORE),
-                                     dma.desc.eq(instr.arg.dma)]
-                        m.next = "WAIT_DMA"
+                        with m.If(Mux(param_load, ~dma.busy, idle)):
+                            m.d.comb += [dma.start.eq(1), dma.store.eq(instr.op == Opcode.STORE),
+                                         dma.desc.eq(instr.arg.dma)]
+                            m.d.sync += self.pc.eq(self.pc + words)
+                            m.next = "FETCH"
                     with m.Case(Opcode.CONV):
-                        m.d.comb += [engine.start.eq(1), engine.desc.eq(instr.arg.conv)]
-                        m.next = "WAIT_ENGINE"
+                        with m.If(idle):
+                            m.d.comb += [engine.start.eq(1), engine.desc.eq(instr.arg.conv)]
+                            m.d.sync += self.pc.eq(self.pc + words)
+                            m.next = "FETCH"
                     with m.Case(Opcode.VEC):
-                        m.d.comb += [engine.vec_start.eq(1), engine.vec_desc.eq(instr.arg.vec)]
-                        m.next = "WAIT_ENGINE"
+                        with m.If(idle):
+                            m.d.comb += [engine.vec_start.eq(1), engine.vec_desc.eq(instr.arg.vec)]
+                            m.d.sync += self.pc.eq(self.pc + words)
+                            m.next = "FETCH"
                     with m.Case(Opcode.STAMP):
-                        m.d.sync += stamp_addr.eq(instr.arg.dma.ext_addr)
-                        m.next = "STAMP_CMD"
+                        with m.If(idle):
+                            m.d.sync += [self.pc.eq(self.pc + words), stamp_addr.eq(instr.arg.dma.ext_addr)]
+                            m.next = "STAMP_CMD"
+                    with m.Case(Opcode.SYNC):
+                        with m.If(idle):
+                            m.d.sync += self.pc.eq(self.pc + words)
+                            m.next = "FETCH"
                     with m.Default():                     # END (and unknown opcodes) stop
-                        m.d.sync += [self.busy.eq(0), self.done.eq(1)]
-                        m.next = "IDLE"
-            with m.State("WAIT_DMA"):
-                with m.If(~dma.busy):
-                    m.next = "FETCH"
-            with m.State("WAIT_ENGINE"):
-                with m.If(engine.done):
-                    m.next = "FETCH"
+                        with m.If(idle):
+                            m.d.sync += [self.pc.eq(self.pc + words), self.busy.eq(0), self.done.eq(1)]
+                            m.next = "IDLE"
             with m.State("STAMP_CMD"):
                 m.d.comb += [stamping.eq(1), wc.valid.eq(1), wc.payload.addr.eq(stamp_addr), wc.payload.len.eq(1)]
                 with m.If(wc.ready):

@@ -86,25 +86,23 @@ class Dma(wiring.Component):
                 with m.Elif(rd.ready):
                     m.next = "RECV"
             with m.State("RECV"):
+                # an entry is written the cycle its last bus word arrives: one word per cycle
                 m.d.comb += self.mem.rd_data.ready.eq(1)
+                nxt = Signal(max_wpe * bus)
+                m.d.comb += nxt.eq(Cat(sr[bus:], self.mem.rd_data.payload))
                 with m.If(self.mem.rd_data.valid):
-                    m.d.sync += sr.eq(Cat(sr[bus:], self.mem.rd_data.payload))
+                    m.d.sync += sr.eq(nxt)
                     with m.If(k == n_wpe - 1):
-                        m.d.sync += k.eq(0)
-                        m.next = "WRITE"
+                        for n, (code, port) in writers.items():
+                            m.d.comb += [port.addr.eq(d.buf_addr + i),
+                                         port.data.eq(nxt[(max_wpe - wpe[n]) * bus:]),
+                                         port.en.eq(((d.buf == code).replicate(len(port.en))))]
+                        m.d.sync += [k.eq(0), i.eq(i + 1)]
+                        with m.If(i == d.count - 1):
+                            m.d.sync += self.busy.eq(0)
+                            m.next = "IDLE"
                     with m.Else():
                         m.d.sync += k.eq(k + 1)
-            with m.State("WRITE"):
-                for n, (code, port) in writers.items():
-                    m.d.comb += [port.addr.eq(d.buf_addr + i),
-                                 port.data.eq(sr[(max_wpe - wpe[n]) * bus:]),
-                                 port.en.eq(((d.buf == code).replicate(len(port.en))))]
-                m.d.sync += i.eq(i + 1)
-                with m.If(i == d.count - 1):
-                    m.d.sync += self.busy.eq(0)
-                    m.next = "IDLE"
-                with m.Else():
-                    m.next = "RECV"
             # -- store: activation entries split into bus words ----------------------------
             with m.State("WCMD"):
                 m.d.comb += [wr.valid.eq(1), wr.payload.addr.eq(d.ext_addr),
@@ -121,14 +119,20 @@ class Dma(wiring.Component):
                 m.d.sync += [sr.eq(self.act_r.data), k.eq(0)]
                 m.next = "SEND"
             with m.State("SEND"):
-                m.d.comb += [self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(sr[:bus])]
+                # the next entry's address is presented while this one is sent, so with two
+                # or more bus words per entry the store streams one word per cycle
+                m.d.comb += [self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(sr[:bus]),
+                             self.act_r.addr.eq(d.buf_addr + i + 1)]
                 with m.If(self.mem.wr_data.ready):
                     m.d.sync += [sr.eq(sr >> bus), k.eq(k + 1)]
                     with m.If(k == act_wpe - 1):
-                        m.d.sync += i.eq(i + 1)
+                        m.d.sync += [i.eq(i + 1), k.eq(0)]
                         with m.If(i == d.count - 1):
                             m.d.sync += self.busy.eq(0)
                             m.next = "IDLE"
                         with m.Else():
-                            m.next = "READ"
+                            if act_wpe >= 2:
+                                m.d.sync += sr.eq(self.act_r.data)
+                            else:
+                                m.next = "READ"
         return m

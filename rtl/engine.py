@@ -10,7 +10,10 @@ output byte per cycle into the activation buffer.  The sequencer stalls only whe
 queue is full.
 
 Host ports (``act_w``/``act_r``/``wgt_w_<scheme>``/``par_w``) load and read the buffers
-while the engine is idle (the DMA engine drives them in the full core).
+(the DMA engine drives them in the full core).  The activation ports reach the buffer only
+while the engine is idle; weight and parameter writes go through at any time, so the next
+chunk's weights can stream into another region while a layer runs (the compiler keeps the
+regions apart).
 """
 from __future__ import annotations
 
@@ -88,13 +91,13 @@ class ConvEngine(wiring.Component):
             m.submodules[f"wgt_{f.name}"] = mem
             wr = mem.write_port()
             hw = getattr(self, f"wgt_w_{f.name}")
-            m.d.comb += [wr.addr.eq(hw.addr), wr.data.eq(hw.data), wr.en.eq(hw.en & ~self.busy)]
+            m.d.comb += [wr.addr.eq(hw.addr), wr.data.eq(hw.data), wr.en.eq(hw.en)]
             wmems[f.name] = mem.read_port()
         m.submodules.par = par = Memory(shape=data.ArrayLayout(self._plo, R), depth=cfg.acc_depth, init=[])
         par_wr = par.write_port()
         par_rd = par.read_port()
         m.d.comb += [par_wr.addr.eq(self.par_w.addr), par_wr.data.eq(self.par_w.data),
-                     par_wr.en.eq(self.par_w.en & ~self.busy)]
+                     par_wr.en.eq(self.par_w.en)]
 
         m.submodules.array = array = MacArray.for_config(cfg)
         m.submodules.rq = rq = Requantizer(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits,
@@ -131,7 +134,7 @@ class ConvEngine(wiring.Component):
         # address generation (im2col by addressing)
         iy = Signal(signed(DIM_BITS + 6))
         ix = Signal(signed(DIM_BITS + 6))
-        m.d.comb += [iy.eq(oy * d.stride + ky - d.pad), ix.eq(ox * d.stride + kx - d.pad)]
+        m.d.comb += [iy.eq(oy * d.stride + ky - d.pad_top), ix.eq(ox * d.stride + kx - d.pad)]
         inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
         act_addr = d.in_base + (cb * d.in_h + iy.as_unsigned()[:DIM_BITS]) * d.in_w + ix.as_unsigned()[:DIM_BITS]
         w_addr = d.w_base + ((og * d.in_cb + cb) * d.kernel + ky) * d.kernel + kx

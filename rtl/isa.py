@@ -38,7 +38,8 @@ class ConvDesc(data.Struct):
     out_groups: unsigned(DIM_BITS)    # output groups of R rows
     kernel: unsigned(4)
     stride: unsigned(2)
-    pad: unsigned(3)
+    pad: unsigned(3)                  # zero padding left/right (and top/bottom unless tiled)
+    pad_top: unsigned(3)              # rows of zero padding above this (band of the) input
     in_signed: unsigned(1)            # input bytes are two's complement (network input)
     wide: unsigned(1)                 # 16-bit outputs: channel ch is bytes 2ch, 2ch+1 (logits)
     out_lo: signed(17)                # output clamp bounds (ReLU: lo = 0)
@@ -63,6 +64,7 @@ class Opcode(enum.Enum, shape=4):
     CONV = 3         # run one ConvDesc on the engine
     VEC = 4          # run one VecDesc (residual add, max-pool, global average pool)
     STAMP = 5        # write the cycle counter to memory word dma.ext_addr (per-layer timing)
+    SYNC = 6         # wait until the DMA and the engine are idle
 
 
 class Buffer(_pyenum.IntEnum):
@@ -106,6 +108,7 @@ class VecDesc(data.Struct):
     kernel: unsigned(4)
     stride: unsigned(2)
     pad: unsigned(3)
+    pad_top: unsigned(3)              # MAXPOOL: padding rows above this band of the input
     a_signed: unsigned(1)
     b_signed: unsigned(1)
     sa: unsigned(4)                   # ADD: left shifts of a and b, right shift of the sum

@@ -50,7 +50,7 @@ class VectorUnit(wiring.Component):
         # tap address
         iy = Signal(signed(DIM_BITS + 6))
         ix = Signal(signed(DIM_BITS + 6))
-        m.d.comb += [iy.eq(Mux(is_max, oy * d.stride + ty - d.pad, ty)),
+        m.d.comb += [iy.eq(Mux(is_max, oy * d.stride + ty - d.pad_top, ty)),
                      ix.eq(Mux(is_max, ox * d.stride + tx - d.pad, tx))]
         inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
         pix = d.a_base + (cb * d.in_h + iy.as_unsigned()[:DIM_BITS]) * d.in_w + ix.as_unsigned()[:DIM_BITS]

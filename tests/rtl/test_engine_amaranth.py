@@ -98,6 +98,19 @@ def test_engine_first_layer_7x7_signed_input():
 
 
 def test_scheme_without_lanes_is_named():
-    qm, layer, x, y = one_layer_model("conv", 4, 8, ratio={"pot3": 0.5, "fix4": 0.5})
-    with pytest.raises(CompileError, match=r"'0'.*pot3 has no lane group"):
-        lower_conv(qm, layer, CFG, in_hw=(6, 6), in_base=0, out_base=512)
+    cfg = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix4", 2)), columns=4)
+    qm, layer, x, y = one_layer_model("conv", 4, 8, ratio={"fix8": 0.5, "fix4": 0.5})
+    with pytest.raises(CompileError, match=r"'0'.*fix8 has no lane group that can run it"):
+        lower_conv(qm, layer, cfg, in_hw=(6, 6), in_base=0, out_base=512)
+
+
+@pytest.mark.parametrize("ratio,groups", [({"fix4": 1.0}, 4), ({"pot3": 0.5, "fix4": 0.5}, 2)],
+                         ids=["fix4-only", "pot3+fix4"])
+def test_rows_spill_onto_wider_lanes(ratio, groups):
+    """fix4 rows run on the fix8 lane too, pot3 rows on pot4 and fix lanes: fewer output
+    groups, still bit-exact."""
+    qm, layer, x, y = one_layer_model("conv", 6, 8, k=3, s=1, p=1, hw=5, ratio=ratio)
+    res, low = check_layer(qm, layer, x, y, (5, 5))
+    # fix4-only: 8 channels on the fix4 and fix8 rows (not 8 groups on the one fix4 row);
+    # pot3+fix4: the pot3 rows fill the pot4 lanes, the fix4 rows the fix lanes
+    assert low.desc["out_groups"] == groups
