@@ -1,26 +1,37 @@
 """Whole-network compiler: a ``QuantizedModel`` → one :class:`Program` for the core.
 
-This first version schedules networks whose tensors fit the on-chip buffers (the digits
-network; ResNet-18 at 224×224 needs tiling — see the error it raises):
+Memory: every activation tensor lives in external memory (the ``work`` region, first-fit
+by liveness, so a skip tensor stays as long as its add needs it); the network input and
+output have regions of their own per image of the batch.  Each layer moves its operands
+through the on-chip activation buffer:
 
-* shapes are inferred from ``input_shape``; every tensor gets an activation-buffer region
-  (first fit, freed after its last reader), ``flatten`` of a 1×1 tensor is an alias;
-* when all layers' weights and parameters fit the buffers they are loaded once, each
-  layer at its own base, and stay resident while a batch of images runs; otherwise each
-  layer streams them in chunks of output groups (each chunk: load its weights and
-  parameters, then convolve those groups — every row's parameters name its output
-  channel, so a chunk writes its channels wherever they belong);
-* the network output (16-bit logits) is written as byte pairs (``ConvDesc.wide``).
+* **Row bands.** A conv or max-pool whose input and output do not fit the buffer runs in
+  bands of output rows: the band's input rows (with the kernel's halo) are loaded, the
+  engine runs the band (``pad_top`` says how many of the padding rows lie above it; the
+  bottom padding follows from the band height), the output rows are stored.  A residual
+  add streams in chunks of entries; a global average pool needs its input on chip.
+* **Weights.** When every layer's weights and parameters fit the buffers they are loaded
+  once for the whole batch.  Otherwise each layer streams them in sets of output groups;
+  a set that fits half a buffer goes to the half the running layer does not use, and is
+  loaded *while the previous set computes* (the core overlaps weight loads with the
+  engine).  With several bands and several sets, bands are outer: every set is applied
+  to the band on chip, so no partial output is ever stored.
+* **First layer.** A conv on the network input with few channels (ResNet's 3-channel 7×7)
+  would fill only ``C_in`` of ``C`` columns; the host lays its input out as im2col
+  columns instead (:func:`~rmsmp.generator.lower.im2col_input`) and the layer runs as a
+  1×1 conv over ``C_in·k²`` channels.  The program records the transform.
 
-The ``QuantizedModel`` is read by attribute; ``rmsmp.generator`` does not import ``rmsmp.host``.
+A graph the hardware cannot map fails with the layer named.  The ``QuantizedModel`` is
+read by attribute; ``rmsmp.generator`` does not import ``rmsmp.host``.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+from rmsmp.rtl.dma import words_per_entry
 from rmsmp.rtl.engine import buffer_ports
-from rmsmp.rtl.isa import Buffer
+from rmsmp.rtl.isa import DIM_BITS, Buffer
 
 from .lower import CompileError, lower_conv, lower_vec
 from .program import Program, ProgramBuilder, _width
@@ -60,18 +71,19 @@ def infer_shapes(qm, input_shape) -> dict:
 
 
 class _Allocator:
-    """First-fit allocation of activation-buffer words."""
+    """First-fit allocation of words in a region."""
 
-    def __init__(self, size: int):
-        self.size, self.free = size, [(0, size)]
+    def __init__(self, size: int | None, what: str):
+        self.size, self.what, self.top = size, what, 0
+        self.free = [(0, size if size is not None else 1 << 62)]
 
     def alloc(self, n: int, what: str) -> int:
         for i, (a, m) in enumerate(self.free):
             if m >= n:
                 self.free[i] = (a + n, m - n)
+                self.top = max(self.top, a + n)
                 return a
-        raise CompileError(f"{what}: needs {n} activation words, the {self.size}-word buffer has no room "
-                           "(tiling of large tensors is not implemented yet)")
+        raise CompileError(f"{what}: needs {n} words, the {self.size}-word {self.what} has no room")
 
     def release(self, a: int, n: int):
         self.free.append((a, n))
@@ -85,117 +97,322 @@ class _Allocator:
         self.free = merged
 
 
+class _Im2colLayer:
+    """The first conv seen as a 1×1 conv over its im2col columns (same name, rows, output)."""
+
+    def __init__(self, layer):
+        self._l = layer
+        q = layer.qweight
+        self.qweight = q.reshape(q.shape[0], -1, 1, 1)
+        self.attrs = {**layer.attrs, "kernel": 1, "stride": 1, "padding": 0}
+
+    def __getattr__(self, name):
+        return getattr(self._l, name)
+
+
+def _im2col_plan(qm, cfg, shapes):
+    """The first layer's im2col transform, when it fills the columns better; else None."""
+    inp = qm.input.name
+    users = [l for l in qm.layers[1:] if inp in l.inputs]
+    if len(users) != 1 or users[0].op != "conv":
+        return None
+    l, C = users[0], cfg.columns
+    k, s, p = l.attrs["kernel"], l.attrs["stride"], l.attrs["padding"]
+    cin = shapes[inp][0]
+    if k == 1 or math.ceil(cin * k * k / C) >= math.ceil(cin / C) * k * k:
+        return None
+    _, oh, ow = shapes[l.name]
+    return {"layer": l.name, "kernel": k, "stride": s, "padding": p, "shape": (cin * k * k, oh, ow)}
+
+
+@dataclass
+class _Set:
+    """One load of a chunk of a layer's weights and parameters."""
+    layer: str
+    blobs: list            # (buffer code, blob name)
+    words: int             # bus words moved
+    half: int | None       # 0/1: the half of the buffers it occupies; None: all of them
+
+
+def _bands(total: int, fits) -> list[tuple[int, int]]:
+    """Split ``total`` output rows into bands of the most rows ``fits(rows)`` allows."""
+    t = total
+    while t > 1 and not fits(t):
+        t -= 1
+    if not fits(t):
+        return []
+    return [(r, min(total, r + t)) for r in range(0, total, t)]
+
+
+def _band_rows(oy0, oy1, k, s, p, H):
+    """Input rows [b0, b1) a band of output rows [oy0, oy1) reads, and its pad_top."""
+    b0 = max(0, oy0 * s - p)
+    b1 = min(H, (oy1 - 1) * s - p + k)
+    return b0, b1, p + b0 - oy0 * s
+
+
 def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
     """Compile ``qm`` for ``cfg`` and an input of ``input_shape`` ([C, H, W]); the program
-    runs ``batch`` images one after another with the weights resident."""
-    C = cfg.columns
+    runs ``batch`` images one after another."""
+    C, bus, A = cfg.columns, cfg.bus_width, cfg.act_depth
+    wpe = words_per_entry(8 * C, bus)                     # bus words per activation entry
     shapes = infer_shapes(qm, input_shape)
-    words = {n: math.ceil(s[0] * (2 if qm[n].out.bits > 8 else 1) / C) * s[1] * s[2] for n, s in shapes.items()}
-    last_use = {}
+    inp, out = qm.input.name, qm.output.name
+    im2col = _im2col_plan(qm, cfg, shapes)
+    if im2col:
+        shapes[inp] = im2col["shape"]
+    blocks = {n: math.ceil(s[0] * (2 if qm[n].out.bits > 8 else 1) / C) for n, s in shapes.items()}
+    entries = {n: blocks[n] * s[1] * s[2] for n, s in shapes.items()}
+
+    alias, last_use = {}, {}
     for i, l in enumerate(qm.layers):
-        for x in l.inputs:
-            last_use[x] = i
-    alias = {}
-    for l in qm.layers:
         if l.op == "flatten":
             alias[l.name] = alias.get(l.inputs[0], l.inputs[0])
+        for x in l.inputs:
+            last_use[alias.get(x, x)] = i
 
-    # -- static allocation of activation regions (same for every image) ----------------------
-    alloc = _Allocator(cfg.act_depth)
-    region, out_name = {}, qm.output.name
+    # -- external workspace: tensors other than the network input/output, by liveness ----------
+    work = _Allocator(None, "workspace")
+    offset = {}
     for i, l in enumerate(qm.layers):
-        if l.name in alias:
+        if l.name in alias or l.name in (inp, out):
             continue
-        region[l.name] = alloc.alloc(words[l.name], f"tensor {l.name!r} {shapes[l.name]}")
+        offset[l.name] = work.alloc(entries[l.name] * wpe, f"tensor {l.name!r}")
         for x in set(l.inputs):
             src = alias.get(x, x)
-            if last_use.get(x, -1) == i and src != out_name and all(
-                    last_use.get(y, -1) <= i for y, a in alias.items() if a == src):
-                alloc.release(region[src], words[src])
-    base = lambda n: region[alias.get(n, n)]          # noqa: E731
+            if last_use.get(src) == i and src in offset:
+                work.release(offset[src], entries[src] * wpe)
+        if last_use.get(l.name, -1) < i:          # never read (cannot happen in a checked graph)
+            work.release(offset[l.name], entries[l.name] * wpe)
 
-    # -- lower every layer ------------------------------------------------------------------
-    lowered = []
+    def loc(name, img):
+        name = alias.get(name, name)
+        if name == inp:
+            return f"x{img}", 0
+        if name == out:
+            return f"y{img}", 0
+        return "work", offset[name]
+
+    # -- lower every layer (buffer addresses are set per band below) ----------------------------
+    lowered = {}
     for l in qm.layers[1:]:
         c, h, w = shapes[l.inputs[0]]
         if l.op in ("conv", "linear"):
-            lowered.append(lower_conv(qm, l, cfg, in_hw=(h, w), in_base=base(l.inputs[0]), out_base=base(l.name)))
+            src = _Im2colLayer(l) if im2col and l.name == im2col["layer"] else l
+            lowered[l.name] = lower_conv(qm, src, cfg, in_hw=(h, w), in_base=0, out_base=0)
         elif l.op in ("add", "maxpool", "avgpool"):
-            lowered.append(lower_vec(qm, l, cfg, channels=c, in_hw=(h, w), a_base=base(l.inputs[0]),
-                                     b_base=base(l.inputs[1]) if l.op == "add" else 0, out_base=base(l.name)))
-    convs = [low for low in lowered if low.kind == "conv"]
-    per_group = lambda low: len(low.weights[cfg.lane_groups[0].scheme])      # noqa: E731
-    resident = (sum(per_group(low) for low in convs) <= cfg.weight_depth
+            lowered[l.name] = lower_vec(qm, l, cfg, channels=c, in_hw=(h, w), a_base=0, b_base=0, out_base=0)
+    convs = [low for low in lowered.values() if low.kind == "conv"]
+    g0 = cfg.lane_groups[0].scheme
+    resident = (sum(len(low.weights[g0]) for low in convs) <= cfg.weight_depth
                 and sum(len(low.params) for low in convs) <= cfg.acc_depth)
 
     ports = buffer_ports(cfg)
     wwidth = {g.scheme: _width(ports[f"wgt_w_{g.scheme}"][1]) for g in cfg.lane_groups}
     pwidth = _width(ports["par_w"][1])
     pb = ProgramBuilder(cfg)
-    steps = []                       # per image: ("vec", low) | ("conv", low, [blob names] or None)
+    for i in range(batch):
+        pb.blob(f"x{i}", [0] * entries[inp], 8 * C)
+        pb.region(f"y{i}", entries[out], 8 * C)
+    pb.region("work", max(work.top, 1), bus)
+
+    # weight sets of a streamed layer: chunks of output groups, each fitting half the buffers
+    # (loaded while the previous chunk computes) or, failing that, all of them
+    chunks = {}
     if resident:
-        # every layer at its own base, loaded once for the whole batch
         w_next = p_next = 0
-        for low in lowered:
-            if low.kind == "conv":
-                low.desc["w_base"], low.desc["p_base"] = w_next, p_next
-                w_next += per_group(low)
-                p_next += len(low.params)
-            steps.append((low.kind, low, None))
+        for low in convs:
+            low.desc["w_base"], low.desc["p_base"] = w_next, p_next
+            w_next += len(low.weights[g0])
+            p_next += len(low.params)
         for k, g in enumerate(cfg.lane_groups):
             pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", [w for low in convs for w in low.weights[g.scheme]],
                                                 wwidth[g.scheme]))
         pb.load(Buffer.PARAM, pb.blob("params", [p for low in convs for p in low.params], pwidth))
     else:
-        # stream: before each chunk of output groups, load its weights and parameters
-        for low in lowered:
-            if low.kind != "conv":
-                steps.append(("vec", low, None))
-                continue
+        for low in convs:
             og_n = low.desc["out_groups"]
-            per_og = per_group(low) // og_n
+            per_og = len(low.weights[g0]) // og_n
             if per_og > cfg.weight_depth:
-                raise CompileError(f"layer {low.name!r}: one output group needs {per_og} weight words, the "
-                                   f"buffers hold {cfg.weight_depth} (input-channel tiling is not implemented yet)")
-            step = max(1, min(og_n, cfg.weight_depth // per_og, cfg.acc_depth))
+                raise CompileError(f"layer {low.name!r}: one output group needs {per_og} weight entries, the "
+                                   f"buffers hold {cfg.weight_depth} (input-channel tiling is not implemented)")
+            half = per_og <= cfg.weight_depth // 2 and cfg.acc_depth >= 2
+            cap_w = cfg.weight_depth // 2 if half else cfg.weight_depth
+            cap_p = cfg.acc_depth // 2 if half else cfg.acc_depth
+            step = max(1, min(og_n, cap_w // per_og, cap_p))
+            lst = []
             for og0 in range(0, og_n, step):
                 og1 = min(og_n, og0 + step)
-                chunk = replace(low, desc={**low.desc, "out_groups": og1 - og0, "w_base": 0, "p_base": 0},
-                                macs=low.macs if og0 == 0 else 0, beats=low.beats * (og1 - og0) // og_n)
-                blobs = [pb.blob(f"{low.name}.{og0}.w_{g.scheme}",
-                                 low.weights[g.scheme][og0 * per_og:og1 * per_og], wwidth[g.scheme])
-                         for g in cfg.lane_groups]
-                blobs.append(pb.blob(f"{low.name}.{og0}.p", low.params[og0:og1], pwidth))
-                steps.append(("conv", chunk, blobs))
+                blobs = [(Buffer.WEIGHT0 + k, pb.blob(f"{low.name}.{og0}.w_{g.scheme}",
+                                                      low.weights[g.scheme][og0 * per_og:og1 * per_og],
+                                                      wwidth[g.scheme]))
+                         for k, g in enumerate(cfg.lane_groups)]
+                blobs.append((Buffer.PARAM, pb.blob(f"{low.name}.{og0}.p", low.params[og0:og1], pwidth)))
+                lst.append((og0, og1, blobs, half))
+            chunks[low.name] = lst
 
-    # -- per image: input, the layers, output; the first image stamps the cycle counter after
-    # every layer so the device can report per-layer cycles -----------------------------------
-    inp, out = qm.input.name, qm.output.name
-    names = list(dict.fromkeys(low.name for _, low, _ in steps))
+    # -- the operation list, all images ------------------------------------------------------
+    ops = []                # ("ld", ref, off, n, buf) | ("st", ...) | ("conv", low, set) | ("vec", low) | ("stamp", k)
+    sets: list[_Set] = []
+    names = [l.name for l in qm.layers[1:] if l.name in lowered]
+    moved = {n: 0 for n in names}                  # bus words per layer (first image)
+
+    def ld(img, name, ent_off, n, buf):
+        ref, off = loc(name, img)
+        ops.append(("ld", ref, off + ent_off * wpe, n, buf))
+        if img == 0:
+            moved[cur] += n * wpe
+
+    def st(img, name, ent_off, n, buf):
+        ref, off = loc(name, img)
+        ops.append(("st", ref, off + ent_off * wpe, n, buf))
+        if img == 0:
+            moved[cur] += n * wpe
+
+    def rows_io(name, b0, b1, img, buf, H, W, load=True):
+        """Load (or store) rows [b0, b1) of every channel block of tensor ``name``."""
+        nb, n = blocks[alias.get(name, name)], (b1 - b0) * W
+        if b0 == 0 and b1 == H:
+            (ld if load else st)(img, name, 0, nb * n, buf)
+        else:
+            for cb in range(nb):
+                (ld if load else st)(img, name, (cb * H + b0) * W, n, buf + cb * n)
+
+    for img in range(batch):
+        for li, l in enumerate(qm.layers[1:]):
+            if l.name not in lowered:
+                continue
+            cur = l.name
+            low = lowered[l.name]
+            first_emit = True
+
+            def emit(kind, desc, set_=None):
+                nonlocal first_emit
+                v = replace(low, desc=desc, macs=low.macs if first_emit else 0,
+                            beats=low.beats if first_emit else 0)
+                first_emit = False
+                ops.append((kind, v, set_))
+
+            x = l.inputs[0]
+            ci, H, W = shapes[alias.get(x, x)]
+            co, OH, OW = shapes[l.name]
+            icb, ocb = blocks[alias.get(x, x)], blocks[l.name]
+            if low.kind == "conv":
+                d = low.desc
+                k, s, p = d["kernel"], d["stride"], d["pad"]
+                need = lambda t: icb * W * min(H, (t - 1) * s + k) + ocb * OW * t      # noqa: E731
+                bands = _bands(OH, lambda t: need(t) <= A)
+                if not bands:
+                    raise CompileError(f"layer {l.name!r}: one output row needs {need(1)} activation entries, the "
+                                       f"buffer holds {A} (column tiling is not implemented)")
+                def new_set(blobs, half):
+                    sets.append(_Set(l.name, blobs, sum(pb.blob_words(b) for _, b in blobs), half))
+                    return len(sets) - 1
+                # a layer whose weights are one set loads them once for all its bands
+                only = (new_set(*chunks[l.name][0][2:]) if not resident and len(chunks[l.name]) == 1 else None)
+                for oy0, oy1 in bands:
+                    b0, b1, pad_top = _band_rows(oy0, oy1, k, s, p, H)
+                    a_out = icb * W * (b1 - b0)
+                    rows_io(x, b0, b1, img, 0, H, W)
+                    band = {**d, "in_base": 0, "in_h": b1 - b0, "pad_top": pad_top, "out_base": a_out,
+                            "out_h": oy1 - oy0}
+                    if resident:
+                        emit("conv", band)
+                    elif only is not None:
+                        emit("conv", band, only)
+                    else:
+                        for og0, og1, blobs, half in chunks[l.name]:
+                            emit("conv", {**band, "out_groups": og1 - og0}, new_set(blobs, half))
+                    rows_io(l.name, oy0, oy1, img, a_out, OH, OW, load=False)
+            elif l.op == "add":
+                n_all = entries[l.name]
+                T = min(A // 3, (1 << DIM_BITS) - 1)
+                for o in range(0, n_all, T):
+                    n = min(T, n_all - o)
+                    ld(img, l.inputs[0], o, n, 0)
+                    ld(img, l.inputs[1], o, n, T)
+                    emit("vec", {**low.desc, "a_base": 0, "b_base": T, "out_base": 2 * T, "in_w": n, "out_w": n})
+                    st(img, l.name, o, n, 2 * T)
+            elif l.op == "maxpool":
+                d = low.desc
+                k, s, p = d["kernel"], d["stride"], d["pad"]
+                need = lambda t: icb * W * min(H, (t - 1) * s + k) + ocb * OW * t      # noqa: E731
+                bands = _bands(OH, lambda t: need(t) <= A)
+                if not bands:
+                    raise CompileError(f"layer {l.name!r}: one output row needs {need(1)} activation entries, the "
+                                       f"buffer holds {A}")
+                for oy0, oy1 in bands:
+                    b0, b1, pad_top = _band_rows(oy0, oy1, k, s, p, H)
+                    a_out = icb * W * (b1 - b0)
+                    rows_io(x, b0, b1, img, 0, H, W)
+                    emit("vec", {**d, "a_base": 0, "out_base": a_out, "in_h": b1 - b0, "pad_top": pad_top,
+                                 "out_h": oy1 - oy0})
+                    rows_io(l.name, oy0, oy1, img, a_out, OH, OW, load=False)
+            else:                                                   # global average pool
+                if entries[alias.get(x, x)] + ocb > A:
+                    raise CompileError(f"layer {l.name!r}: global pooling of {entries[x]} entries needs its whole "
+                                       f"input on chip; the buffer holds {A}")
+                ld(img, x, 0, entries[alias.get(x, x)], 0)
+                emit("vec", {**low.desc, "a_base": 0, "out_base": entries[alias.get(x, x)]})
+                st(img, l.name, 0, ocb, entries[alias.get(x, x)])
+            if img == 0:
+                ops.append(("stamp", names.index(l.name) + 1))
+
+    # -- emit: weight sets are loaded right after the first conv of the set before them when
+    # both fit half the buffers (opposite halves), else behind a SYNC just before their use ---
+    per_image = len(sets) // batch
+    for j, st_ in enumerate(sets):
+        prev = sets[j - 1] if j else None
+        st_.half = (1 - prev.half if prev is not None and prev.half is not None else 0) if st_.half else None
+        if j < per_image:
+            moved[st_.layer] += st_.words
+
+    def load_set(j):
+        st_ = sets[j]
+        for buf, blob in st_.blobs:
+            base = 0
+            if st_.half is not None:
+                base = (cfg.acc_depth if buf == Buffer.PARAM else cfg.weight_depth) // 2 * st_.half
+            pb.load(buf, blob, base)
+
     pb.trace("trace", len(names) + 1)
-    loaded = {n: 0 for n in names}                  # bus words the DMA brings in per layer
-    for i in range(batch):
-        pb.load(Buffer.ACT, pb.blob(f"x{i}", [0] * words[inp], 8 * C), base(inp))
-        if i == 0:
-            pb.stamp("trace", 0)
-        for j, (kind, low, blobs) in enumerate(steps):
-            if blobs is not None:
-                for k, name in enumerate(blobs[:-1]):
-                    pb.load(Buffer.WEIGHT0 + k, name)
-                pb.load(Buffer.PARAM, blobs[-1])
-                if i == 0:
-                    loaded[low.name] += sum(pb.blob_words(b) for b in blobs)
-            (pb.conv if kind == "conv" else pb.vec)(low)
-            if i == 0 and (j + 1 == len(steps) or steps[j + 1][1].name != low.name):
-                pb.stamp("trace", names.index(low.name) + 1)
-        pb.store(f"y{i}", base(out), words[out])
+    pb.stamp("trace", 0)
+    loaded, first_conv_done = set(), set()
+    for op in ops:
+        if op[0] == "ld":
+            pb.load(Buffer.ACT, op[1], op[4], offset=op[2], count=op[3])
+        elif op[0] == "st":
+            pb.store_to(op[1], op[4], op[3], offset=op[2])
+        elif op[0] == "stamp":
+            pb.stamp("trace", op[1])
+        elif op[0] == "vec":
+            pb.vec(op[1])
+        else:
+            _, low, j = op
+            if j is not None:
+                st_ = sets[j]
+                if j not in loaded:
+                    pb.sync()
+                    load_set(j)
+                    loaded.add(j)
+                base_w = cfg.weight_depth // 2 * st_.half if st_.half is not None else 0
+                base_p = cfg.acc_depth // 2 * st_.half if st_.half is not None else 0
+                low = replace(low, desc={**low.desc, "w_base": base_w, "p_base": base_p})
+            pb.conv(low)
+            if j is not None and j not in first_conv_done:
+                first_conv_done.add(j)
+                nxt = j + 1
+                if nxt < len(sets) and sets[j].half is not None and sets[nxt].half is not None:
+                    load_set(nxt)
+                    loaded.add(nxt)
     prog = pb.build()
     iq, oq = qm.input.out, qm.output.out
     prog.io = {"network": {
         "input_q": {"bits": iq.bits, "signed": iq.signed, "frac": iq.frac},
         "output_q": {"bits": oq.bits, "signed": oq.signed, "frac": oq.frac},
         "input_shape": tuple(input_shape), "output_shape": shapes[out], "batch": batch, "resident": resident,
-        "trace": names, "loaded_words": [loaded[n] for n in names],
+        "input_transform": ({"im2col": [im2col["kernel"], im2col["stride"], im2col["padding"]]}
+                            if im2col else None),
+        "trace": names, "moved_words": [moved[n] for n in names],
         "inputs": [pb.blob_addr[f"x{i}"] for i in range(batch)], "outputs": [f"y{i}" for i in range(batch)]}}
     return prog
-

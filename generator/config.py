@@ -40,8 +40,12 @@ class LaneGroup:
         return parse_weight_format(self.scheme)
 
 
-#: The RMSMP paper's 16-row array: 10 power-of-two, 5 fixed 4-bit, 1 fixed 8-bit rows.
-DEFAULT_LANE_GROUPS = (LaneGroup("pot4", 10), LaneGroup("fix4", 5), LaneGroup("fix8", 1))
+#: A 16-row array for the RMSMP paper's 10:5:1 (pot4:fix4:fix8) models: 10 shift-only
+#: power-of-two rows and 6 fixed-point rows.  The fixed rows are 8-bit: on ECP5 a 4×9 and an
+#: 8×9 product each take one MULT18X18D (bench/synth_ecp5.py: a fix4 and a fix8 row both use
+#: 8 DSPs), and an 8-bit lane runs fix4 rows as well, so every fix row of a 10:5:1 layer and
+#: all-fix8 edge layers (6 rows instead of 1) keep the array busy.
+DEFAULT_LANE_GROUPS = (LaneGroup("pot4", 10), LaneGroup("fix8", 6))
 
 
 def _check_int(name, v, lo, hi):
@@ -74,9 +78,9 @@ class AcceleratorConfig:
     mult_bits: int = 16
     shift_bits: int = 6
     out_bits: int = 16
-    weight_depth: int = 1024
+    weight_depth: int = 2048
     act_depth: int = 4096
-    acc_depth: int = 1024
+    acc_depth: int = 512
     bus_width: int = 32
     clock_hz: int = 50_000_000
 

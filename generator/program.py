@@ -102,12 +102,29 @@ class ProgramBuilder:
         """Bus words that blob ``name`` occupies (what a LOAD of it moves)."""
         return self._blob_words[name]
 
-    def load(self, buf, blob: str, buf_addr: int = 0):
-        self._instrs.append(("LOAD", buf, blob, buf_addr))
+    def load(self, buf, ref: str, buf_addr: int = 0, *, offset: int = 0, count: int | None = None):
+        """DMA ``count`` entries (default: all of blob ``ref``) from blob or region ``ref``,
+        starting ``offset`` bus words in, to entry ``buf_addr`` of buffer ``buf``."""
+        self._instrs.append(("LOAD", buf, ref, buf_addr, offset, count))
+
+    def region(self, name: str, entries: int, width: int):
+        """Reserve a zero-initialised memory region of ``entries`` entries of ``width`` bits
+        (outputs, the activation workspace); readable after a run as ``Program.outputs[name]``."""
+        self._outputs.append((name, entries, width))
+        return name
 
     def store(self, out_name: str, buf_addr: int, entries: int):
-        self._outputs.append((out_name, entries, 8 * self.cfg.columns))
-        self._instrs.append(("STORE", Buffer.ACT, out_name, buf_addr))
+        """Declare output region ``out_name`` and store ``entries`` activation entries into it."""
+        self.region(out_name, entries, 8 * self.cfg.columns)
+        self.store_to(out_name, buf_addr, entries)
+
+    def store_to(self, ref: str, buf_addr: int, count: int, *, offset: int = 0):
+        """DMA ``count`` activation entries from ``buf_addr`` into region ``ref`` at ``offset`` bus words."""
+        self._instrs.append(("STORE", Buffer.ACT, ref, buf_addr, offset, count))
+
+    def sync(self):
+        """Wait until the DMA and the engine are idle (before reusing a buffer region)."""
+        self._instrs.append(("SYNC",))
 
     def conv(self, low: LoweredLayer):
         self.layers.append(low)
@@ -151,10 +168,13 @@ class ProgramBuilder:
                 c = Instruction.const({"op": Opcode.STAMP, "arg": {"dma": {
                     "buf": 0, "ext_addr": outputs[ins[1]][0] + ins[2], "buf_addr": 0, "count": 1}}})
             elif ins[0] in ("LOAD", "STORE"):
-                _, buf, ref, buf_addr = ins
-                ext, count, _ = where[ref] if ins[0] == "LOAD" else outputs[ref]
+                _, buf, ref, buf_addr, offset, count = ins
+                ext, n, _ = where[ref] if ref in where else outputs[ref]
                 c = Instruction.const({"op": Opcode[ins[0]], "arg": {"dma": {
-                    "buf": buf, "ext_addr": ext, "buf_addr": buf_addr, "count": count}}})
+                    "buf": buf, "ext_addr": ext + offset, "buf_addr": buf_addr,
+                    "count": n if count is None else count}}})
+            elif ins[0] == "SYNC":
+                c = Instruction.const({"op": Opcode.SYNC})
             else:
                 c = Instruction.const({"op": Opcode.END})
             image += split_words(c.as_bits(), INSTR_BITS, self.bus)

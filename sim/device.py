@@ -13,14 +13,23 @@ from pathlib import Path
 
 import torch
 
-from rmsmp.generator.lower import pack_activations, unpack_activations
+from rmsmp.generator.lower import im2col_input, pack_activation_words, pack_activations, unpack_activations
 from rmsmp.generator.program import split_words
 from rmsmp.host.errors import RmsmpError
 
 from .top import MEM_MODEL, MEM_WORDS, SimTop
 from .verilator import VerilatorBuild
 
-__all__ = ["SimDevice", "ProgramMismatchError"]
+__all__ = ["SimDevice", "ProgramMismatchError", "network_input"]
+
+
+def network_input(x: torch.Tensor, net: dict) -> torch.Tensor:
+    """One quantized image [C, H, W] laid out as the program's input tensor (the first
+    layer's im2col columns when the compiler chose that transform)."""
+    t = net.get("input_transform")
+    if t and "im2col" in t:
+        return im2col_input(x, *t["im2col"])
+    return x
 
 
 class ProgramMismatchError(RmsmpError):
@@ -135,7 +144,7 @@ class SimDevice:
             chunk = xi[start:start + B]
             image = list(self.program.image)
             for k, x in enumerate(chunk):
-                flat = [w for e in pack_activations(x, C) for w in split_words(e, 8 * C, bus)]
+                flat = pack_activation_words(network_input(x, net), C, bus)
                 a = net["inputs"][k]
                 image[a:a + len(flat)] = flat
             mem = self.run_image(image)
@@ -169,7 +178,7 @@ class SimDevice:
             m = macs.get(name, 0) // B
             rows.append({"layer": name, "cycles": cyc, "macs": m,
                          "mac_utilization": m / (cyc * self.cfg.peak_macs_per_cycle) if cyc else 0.0,
-                         "bytes_loaded": net["loaded_words"][k] * self.program.bus_width // 8})
+                         "bytes_moved": net["moved_words"][k] * self.program.bus_width // 8})
         return rows
 
     def layer_table(self) -> str:
@@ -177,8 +186,8 @@ class SimDevice:
         rows = self.stats.get("layers")
         if not rows:
             return "(no per-layer report: run a compiled network first)"
-        out = ["| layer | MACs | cycles | MAC utilization | bytes loaded |", "|---|---|---|---|---|"]
+        out = ["| layer | MACs | cycles | MAC utilization | bytes moved |", "|---|---|---|---|---|"]
         for r in rows:
             out.append(f"| {r['layer']} | {r['macs']:,} | {r['cycles']:,} | {r['mac_utilization']:.1%} | "
-                       f"{r['bytes_loaded']:,} |")
+                       f"{r['bytes_moved']:,} |")
         return "\n".join(out)

@@ -17,6 +17,13 @@ __all__ = ["verilator_env", "emit_verilog", "VerilatorBuild", "BenchFailed", "BU
 BUILD_ROOT = Path(os.environ.get("RMSMP_BUILD", Path.cwd() / "build"))
 
 
+#: Verilator options: Amaranth's Verilog trips width warnings (harmless); X values are
+#: assigned/initialised the fast way (the designs reset every register they read).
+DEFAULT_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2")
+#: Variables for the model's make (command-line overrides through MAKEFLAGS).
+DEFAULT_MAKE_FLAGS = {}
+
+
 class BenchFailed(AssertionError):
     """A cocotb bench reported failures."""
 
@@ -48,11 +55,15 @@ def emit_verilog(component, name: str) -> str:
 class VerilatorBuild:
     """One Verilator model of ``component`` (top module ``name``), built on first use."""
 
-    def __init__(self, component, name: str, *, build_root: Path | None = None, extra_sources=()):
+    def __init__(self, component, name: str, *, build_root: Path | None = None, extra_sources=(),
+                 build_args=None, make_flags=None):
         self.name = name
         self.verilog = emit_verilog(component, name)
+        self.build_args = list(DEFAULT_BUILD_ARGS if build_args is None else build_args)
+        self.make_flags = dict(DEFAULT_MAKE_FLAGS if make_flags is None else make_flags)
         extra = [Path(p) for p in extra_sources]
         h = hashlib.sha256(self.verilog.encode())
+        h.update(json.dumps([self.build_args, self.make_flags]).encode())
         for p in extra:
             h.update(p.read_bytes())
         self.build_dir = Path(build_root or BUILD_ROOT) / "verilator" / f"{name}-{h.hexdigest()[:12]}"
@@ -71,10 +82,18 @@ class VerilatorBuild:
             src.write_text(self.verilog)
         self._runner = self._get_runner()
         stamp = self.build_dir / ".built"
-        self._runner.build(sources=[str(s) for s in self.sources], hdl_toplevel=self.name,
-                           build_dir=str(self.build_dir), always=not stamp.exists(),
-                           build_args=["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2"],
-                           log_file=log_file)
+        saved = os.environ.get("MAKEFLAGS")
+        flags = " ".join(f"{k}={v}" for k, v in self.make_flags.items())
+        os.environ["MAKEFLAGS"] = f"{saved or ''} {flags}".strip()
+        try:
+            self._runner.build(sources=[str(s) for s in self.sources], hdl_toplevel=self.name,
+                               build_dir=str(self.build_dir), always=not stamp.exists(),
+                               build_args=self.build_args, log_file=log_file)
+        finally:
+            if saved is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = saved
         stamp.touch()
         return self
 

@@ -4,16 +4,16 @@ import pytest
 from rmsmp.generator.config import AcceleratorConfig, ConfigError, LaneGroup
 
 
-def test_default_is_the_papers_16_row_array():
+def test_default_is_a_16_row_array_for_10_5_1_models():
     c = AcceleratorConfig()
-    assert [(g.scheme, g.rows) for g in c.lane_groups] == [("pot4", 10), ("fix4", 5), ("fix8", 1)]
+    assert [(g.scheme, g.rows) for g in c.lane_groups] == [("pot4", 10), ("fix8", 6)]
     assert c.rows == 16 and c.peak_macs_per_cycle == 16 * c.columns
-    assert c.ratio == {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
-    assert [f.name for f in c.row_formats()][:11] == ["pot4"] * 10 + ["fix4"]
+    assert c.ratio == {"pot4": 10 / 16, "fix8": 6 / 16}
+    assert [f.name for f in c.row_formats()][:11] == ["pot4"] * 10 + ["fix8"]
 
 
 def test_hash_is_stable_and_distinguishes_configs():
-    a, b = AcceleratorConfig(), AcceleratorConfig(lane_groups=(("pot4", 10), ("fix4", 5), ("fix8", 1)))
+    a, b = AcceleratorConfig(), AcceleratorConfig(lane_groups=(("pot4", 10), ("fix8", 6)))
     assert a == b and hash(a) == hash(b) and a.config_hash == b.config_hash
     assert a.config_hash != AcceleratorConfig(columns=16).config_hash
     assert a.config_hash != AcceleratorConfig(lane_groups=(("pot4", 5), ("fix4", 10), ("fix8", 1))).config_hash
@@ -38,5 +38,5 @@ def test_bad_configs_are_named(kw, msg):
 
 def test_group_lookup():
     c = AcceleratorConfig()
-    assert c.group_of("FIX8") == LaneGroup("fix8", 1)
+    assert c.group_of("FIX8") == LaneGroup("fix8", 6)
     assert c.group_of("pot3") is None

@@ -34,7 +34,8 @@ def test_digits_network_bit_exact_on_the_simulator(digits_q):
     assert [r["layer"] for r in rows] == [l.name for l in qm.layers if l.op not in ("input", "flatten")]
     assert 0 < sum(r["cycles"] for r in rows) <= s["cycles"] / 2      # first image of a 16-image chunk
     assert all(0 <= r["mac_utilization"] <= 1 for r in rows)
-    assert max(r["mac_utilization"] for r in rows) > 0.9                # resident 3x3 mixed-scheme convs
+    # resident 3x3 mixed-scheme convs; a layer's cycles include moving its tensors in and out
+    assert max(r["mac_utilization"] for r in rows) > 0.8
     print("\n" + dev.layer_table())
     print(f"\ndigits on the simulator: {s['cycles_per_image']:.0f} cycles/image, MAC utilization "
           f"{s['mac_utilization']:.1%}, {s['sim_cycles_per_s'] / 1e3:.0f} kcycles/s, accuracy {acc_sim:.1%}")
