@@ -5,11 +5,14 @@ by liveness, so a skip tensor stays as long as its add needs it); the network in
 output have regions of their own per image of the batch.  Each layer moves its operands
 through the on-chip activation buffer:
 
-* **Row bands.** A conv or max-pool whose input and output do not fit the buffer runs in
-  bands of output rows: the band's input rows (with the kernel's halo) are loaded, the
-  engine runs the band (``pad_top`` says how many of the padding rows lie above it; the
-  bottom padding follows from the band height), the output rows are stored.  A residual
-  add streams in chunks of entries; a global average pool needs its input on chip.
+* **Row bands.** A conv or max-pool runs in bands of output rows: the band's input rows
+  (with the kernel's halo) are loaded, the engine runs the band (``pad_top`` says how many
+  of the padding rows lie above it; the bottom padding follows from the band height), the
+  output rows are stored.  Bands that fit one bank of the activation buffer alternate
+  banks and are software-pipelined: band i+1 loads and band i−1 stores while band i
+  computes.  A layer whose weights stream in several sets may instead take the whole
+  buffer for fewer bands (each band reloads the sets); a small cost model picks.  A
+  residual add streams in pipelined chunks; a global average pool needs its input on chip.
 * **Weights.** When every layer's weights and parameters fit the buffers they are loaded
   once for the whole batch.  Otherwise each layer streams them in sets of output groups;
   a set that fits half a buffer goes to the half the running layer does not use, and is
@@ -31,7 +34,7 @@ from dataclasses import dataclass, replace
 
 from rmsmp.rtl.dma import words_per_entry
 from rmsmp.rtl.engine import buffer_ports
-from rmsmp.rtl.isa import DIM_BITS, Buffer
+from rmsmp.rtl.isa import ACT_BANKS, DIM_BITS, Buffer
 
 from .lower import CompileError, lower_conv, lower_vec
 from .program import Program, ProgramBuilder, _width
@@ -240,6 +243,7 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
             cap_w = cfg.weight_depth // 2 if half else cfg.weight_depth
             cap_p = cfg.acc_depth // 2 if half else cfg.acc_depth
             step = max(1, min(og_n, cap_w // per_og, cap_p))
+            step = math.ceil(og_n / math.ceil(og_n / step))        # equal sets overlap best
             lst = []
             for og0 in range(0, og_n, step):
                 og1 = min(og_n, og0 + step)
@@ -278,6 +282,64 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
             for cb in range(nb):
                 (ld if load else st)(img, name, (cb * H + b0) * W, n, buf + cb * n)
 
+    half_a = A // ACT_BANKS
+    set_words = {n: sum(pb.blob_words(b) for _, _, blobs, _ in lst for _, b in blobs) for n, lst in chunks.items()}
+
+    def run_bands(bands, pipelined):
+        """Emit bands (each: load, compute, store closures).  Pipelined bands alternate
+        banks: band i+1 loads and band i-1 stores while band i computes."""
+        if not pipelined or len(bands) == 1:
+            for load, compute, store in bands:
+                load()
+                compute()
+                store()
+            return
+        bands[0][0]()
+        for i, (_, compute, _) in enumerate(bands):
+            compute()
+            if i:
+                bands[i - 1][2]()
+            if i + 1 < len(bands):
+                bands[i + 1][0]()
+        bands[-1][2]()
+
+    def choose_bands(name, OH, in_rows, out_rows, compute, weight_words, n_sets, n_dma):
+        """Row bands for a layer and whether they pipeline (one bank each) or take the whole
+        buffer.  Cost model in cycles: pipelined bands pay the first load and last store, then
+        per band the longer of its compute and the other bank's transfers (plus the weight
+        sets it reloads); whole-buffer bands pay every transfer; each band costs its DMA
+        instructions (``n_dma`` a band).  ``in_rows(t)``/``out_rows(t)``: entries a band of
+        ``t`` rows moves."""
+        options = []
+        for pipelined, cap in ((True, half_a), (False, A)):
+            fits = [t for t in range(1, OH + 1) if in_rows(t) + out_rows(t) <= cap]
+            for t in (fits if pipelined else fits[-1:]):
+                bands = [(r, min(OH, r + t)) for r in range(0, OH, t)]
+                rows = [b1 - b0 for b0, b1 in bands]
+                ld_ = [wpe * in_rows(n) for n in rows]
+                st_ = [wpe * out_rows(n) for n in rows]
+                cp = [compute * n / OH for n in rows]
+                ns = n_sets
+                w = weight_words / ns if ns > 1 else 0          # per set; each band reloads them
+                over = 16 * n_dma + 32
+
+                def band(i, extra):
+                    # the next set loads while this one computes; the band's transfers go with the last
+                    c = cp[i] / ns
+                    return (ns - 1) * max(c, w) + max(c, w + extra)
+                if pipelined and len(bands) > 1:
+                    cost = ld_[0] + st_[-1] + sum(
+                        band(i, (st_[i - 1] if i else 0) + (ld_[i + 1] if i + 1 < len(bands) else 0))
+                        for i in range(len(bands)))
+                else:
+                    cost = sum(ld_[i] + band(i, 0) + st_[i] for i in range(len(bands)))
+                options.append((cost + over * len(bands), not pipelined, -t, bands, pipelined))
+        if not options:
+            raise CompileError(f"layer {name!r}: one output row needs {in_rows(1) + out_rows(1)} activation "
+                               f"entries, the buffer holds {A} (column tiling is not implemented)")
+        *_, bands, pipelined = min(options)
+        return bands, pipelined
+
     for img in range(batch):
         for li, l in enumerate(qm.layers[1:]):
             if l.name not in lowered:
@@ -297,64 +359,80 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
             ci, H, W = shapes[alias.get(x, x)]
             co, OH, OW = shapes[l.name]
             icb, ocb = blocks[alias.get(x, x)], blocks[l.name]
-            if low.kind == "conv":
+            if l.op in ("conv", "linear", "maxpool"):
                 d = low.desc
                 k, s, p = d["kernel"], d["stride"], d["pad"]
-                need = lambda t: icb * W * min(H, (t - 1) * s + k) + ocb * OW * t      # noqa: E731
-                bands = _bands(OH, lambda t: need(t) <= A)
-                if not bands:
-                    raise CompileError(f"layer {l.name!r}: one output row needs {need(1)} activation entries, the "
-                                       f"buffer holds {A} (column tiling is not implemented)")
-                def new_set(blobs, half):
-                    sets.append(_Set(l.name, blobs, sum(pb.blob_words(b) for _, b in blobs), half))
-                    return len(sets) - 1
-                # a layer whose weights are one set loads them once for all its bands
-                only = (new_set(*chunks[l.name][0][2:]) if not resident and len(chunks[l.name]) == 1 else None)
-                for oy0, oy1 in bands:
+                n_sets = len(chunks[l.name]) if low.kind == "conv" and not resident else 1
+                multi = n_sets > 1
+                bands, pipelined = choose_bands(l.name, OH, lambda t: icb * W * min(H, (t - 1) * s + k),
+                                                lambda t: ocb * OW * t, low.beats, set_words.get(l.name, 0),
+                                                n_sets, icb + ocb)
+                only = None
+                if low.kind == "conv" and not resident and not multi:
+                    # a layer whose weights are one set loads them once for all its bands
+                    blobs, hf = chunks[l.name][0][2:]
+                    sets.append(_Set(l.name, blobs, sum(pb.blob_words(b) for _, b in blobs), hf))
+                    only = len(sets) - 1
+                closures = []
+                for i, (oy0, oy1) in enumerate(bands):
                     b0, b1, pad_top = _band_rows(oy0, oy1, k, s, p, H)
-                    a_out = icb * W * (b1 - b0)
-                    rows_io(x, b0, b1, img, 0, H, W)
-                    band = {**d, "in_base": 0, "in_h": b1 - b0, "pad_top": pad_top, "out_base": a_out,
-                            "out_h": oy1 - oy0}
-                    if resident:
-                        emit("conv", band)
-                    elif only is not None:
-                        emit("conv", band, only)
+                    base = (i % ACT_BANKS) * half_a if pipelined else 0
+                    a_out = base + icb * W * (b1 - b0)
+                    banks = 1 << (i % ACT_BANKS) if pipelined else (1 << ACT_BANKS) - 1
+
+                    def load(b0=b0, b1=b1, base=base):
+                        rows_io(x, b0, b1, img, base, H, W)
+
+                    def store(oy0=oy0, oy1=oy1, a_out=a_out):
+                        rows_io(l.name, oy0, oy1, img, a_out, OH, OW, load=False)
+
+                    if low.kind == "vec":
+                        def compute(b0=b0, b1=b1, pad_top=pad_top, oy0=oy0, oy1=oy1, base=base, a_out=a_out,
+                                    banks=banks):
+                            emit("vec", {**d, "a_base": base, "out_base": a_out, "in_h": b1 - b0, "pad_top": pad_top,
+                                         "out_h": oy1 - oy0, "banks": banks})
                     else:
-                        for og0, og1, blobs, half in chunks[l.name]:
-                            emit("conv", {**band, "out_groups": og1 - og0}, new_set(blobs, half))
-                    rows_io(l.name, oy0, oy1, img, a_out, OH, OW, load=False)
+                        def compute(b0=b0, b1=b1, pad_top=pad_top, oy0=oy0, oy1=oy1, base=base, a_out=a_out,
+                                    banks=banks):
+                            band = {**d, "in_base": base, "in_h": b1 - b0, "pad_top": pad_top, "out_base": a_out,
+                                    "out_h": oy1 - oy0, "banks": banks}
+                            if resident:
+                                emit("conv", band)
+                            elif only is not None:
+                                emit("conv", band, only)
+                            else:
+                                for og0, og1, blobs, hf in chunks[l.name]:
+                                    sets.append(_Set(l.name, blobs, sum(pb.blob_words(b) for _, b in blobs), hf))
+                                    emit("conv", {**band, "out_groups": og1 - og0}, len(sets) - 1)
+                    closures.append((load, compute, store))
+                run_bands(closures, pipelined)
             elif l.op == "add":
                 n_all = entries[l.name]
-                T = min(A // 3, (1 << DIM_BITS) - 1)
-                for o in range(0, n_all, T):
-                    n = min(T, n_all - o)
-                    ld(img, l.inputs[0], o, n, 0)
-                    ld(img, l.inputs[1], o, n, T)
-                    emit("vec", {**low.desc, "a_base": 0, "b_base": T, "out_base": 2 * T, "in_w": n, "out_w": n})
-                    st(img, l.name, o, n, 2 * T)
-            elif l.op == "maxpool":
-                d = low.desc
-                k, s, p = d["kernel"], d["stride"], d["pad"]
-                need = lambda t: icb * W * min(H, (t - 1) * s + k) + ocb * OW * t      # noqa: E731
-                bands = _bands(OH, lambda t: need(t) <= A)
-                if not bands:
-                    raise CompileError(f"layer {l.name!r}: one output row needs {need(1)} activation entries, the "
-                                       f"buffer holds {A}")
-                for oy0, oy1 in bands:
-                    b0, b1, pad_top = _band_rows(oy0, oy1, k, s, p, H)
-                    a_out = icb * W * (b1 - b0)
-                    rows_io(x, b0, b1, img, 0, H, W)
-                    emit("vec", {**d, "a_base": 0, "out_base": a_out, "in_h": b1 - b0, "pad_top": pad_top,
-                                 "out_h": oy1 - oy0})
-                    rows_io(l.name, oy0, oy1, img, a_out, OH, OW, load=False)
+                T = min(half_a // 3, (1 << DIM_BITS) - 1)
+                closures = []
+                for i, o in enumerate(range(0, n_all, T)):
+                    n, base = min(T, n_all - o), (i % ACT_BANKS) * half_a
+
+                    def load(o=o, n=n, base=base):
+                        ld(img, l.inputs[0], o, n, base)
+                        ld(img, l.inputs[1], o, n, base + T)
+
+                    def compute(n=n, base=base, i=i):
+                        emit("vec", {**low.desc, "a_base": base, "b_base": base + T, "out_base": base + 2 * T,
+                                     "in_w": n, "out_w": n, "banks": 1 << (i % ACT_BANKS)})
+
+                    def store(o=o, n=n, base=base):
+                        st(img, l.name, o, n, base + 2 * T)
+                    closures.append((load, compute, store))
+                run_bands(closures, True)
             else:                                                   # global average pool
-                if entries[alias.get(x, x)] + ocb > A:
-                    raise CompileError(f"layer {l.name!r}: global pooling of {entries[x]} entries needs its whole "
+                n_in = entries[alias.get(x, x)]
+                if n_in + ocb > A:
+                    raise CompileError(f"layer {l.name!r}: global pooling of {n_in} entries needs its whole "
                                        f"input on chip; the buffer holds {A}")
-                ld(img, x, 0, entries[alias.get(x, x)], 0)
-                emit("vec", {**low.desc, "a_base": 0, "out_base": entries[alias.get(x, x)]})
-                st(img, l.name, 0, ocb, entries[alias.get(x, x)])
+                ld(img, x, 0, n_in, 0)
+                emit("vec", {**low.desc, "a_base": 0, "out_base": n_in, "banks": (1 << ACT_BANKS) - 1})
+                st(img, l.name, 0, ocb, n_in)
             if img == 0:
                 ops.append(("stamp", names.index(l.name) + 1))
 

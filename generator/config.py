@@ -79,7 +79,7 @@ class AcceleratorConfig:
     shift_bits: int = 6
     out_bits: int = 16
     weight_depth: int = 2048
-    act_depth: int = 4096
+    act_depth: int = 8192
     acc_depth: int = 512
     bus_width: int = 32
     clock_hz: int = 50_000_000

@@ -22,7 +22,7 @@ import torch
 from amaranth.lib import data
 
 from rmsmp.rtl.formats import parse_weight_format, requant_multiplier
-from rmsmp.rtl.isa import ConvDesc, VecKind, param_layout
+from rmsmp.rtl.isa import ACT_BANKS, ConvDesc, VecKind, param_layout
 
 __all__ = ["LoweredLayer", "lower_conv", "lower_vec", "CompileError", "pack_activations", "pack_activation_words",
            "unpack_activations", "im2col_input", "can_run", "lanes_for"]
@@ -126,7 +126,7 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) 
     desc = {"in_base": in_base, "out_base": out_base, "w_base": w_base, "p_base": p_base,
             "in_h": H, "in_w": W, "in_cb": cb, "out_h": OH, "out_w": OW, "out_groups": og_n,
             "kernel": k, "stride": s, "pad": p, "pad_top": p, "in_signed": int(inq.signed), "wide": int(out.bits > 8),
-            "out_lo": max(out.lo, 0) if relu else out.lo, "out_hi": out.hi}
+            "out_lo": max(out.lo, 0) if relu else out.lo, "out_hi": out.hi, "banks": (1 << ACT_BANKS) - 1}
     if out.bits > 16 or inq.bits > 8 or (out.bits > 8 and C < 2):
         raise CompileError(f"layer {layer.name!r}: input {inq.bits} / output {out.bits} bits do not fit the "
                            "activation buffer (inputs up to 8 bits, outputs up to 16)")
@@ -267,7 +267,7 @@ def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: in
         raise CompileError(f"layer {layer.name!r}: tensors wider than 8 bits do not fit the activation buffer")
     base = {"a_base": a_base, "b_base": b_base, "out_base": out_base, "kernel": 0, "stride": 0, "pad": 0, "pad_top": 0,
             "a_signed": int(iq.signed), "b_signed": 0, "sa": 0, "sb": 0, "rs": 0, "mult": 0, "shift": 0,
-            "lo": lo, "hi": hi}
+            "lo": lo, "hi": hi, "banks": (1 << ACT_BANKS) - 1}
     if layer.op == "add":
         qb = qm[layer.inputs[1]].out
         f = max(iq.frac, qb.frac)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rmsmp.rtl.dma import words_per_entry
-from rmsmp.rtl.isa import INSTR_BITS, Buffer, Instruction, Opcode
+from rmsmp.rtl.isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode
 
 from .lower import CompileError, LoweredLayer, lower_conv, lower_vec, pack_activations
 
@@ -107,6 +107,13 @@ class ProgramBuilder:
         starting ``offset`` bus words in, to entry ``buf_addr`` of buffer ``buf``."""
         self._instrs.append(("LOAD", buf, ref, buf_addr, offset, count))
 
+    def _banks(self, buf, buf_addr: int, count: int) -> int:
+        """Mask of the activation-buffer banks entries [buf_addr, buf_addr + count) touch."""
+        if buf != Buffer.ACT or count == 0:
+            return 0
+        size = self.cfg.act_depth // ACT_BANKS
+        return sum(1 << b for b in range(buf_addr // size, min(ACT_BANKS - 1, (buf_addr + count - 1) // size) + 1))
+
     def region(self, name: str, entries: int, width: int):
         """Reserve a zero-initialised memory region of ``entries`` entries of ``width`` bits
         (outputs, the activation workspace); readable after a run as ``Program.outputs[name]``."""
@@ -170,9 +177,10 @@ class ProgramBuilder:
             elif ins[0] in ("LOAD", "STORE"):
                 _, buf, ref, buf_addr, offset, count = ins
                 ext, n, _ = where[ref] if ref in where else outputs[ref]
+                n = n if count is None else count
                 c = Instruction.const({"op": Opcode[ins[0]], "arg": {"dma": {
-                    "buf": buf, "ext_addr": ext + offset, "buf_addr": buf_addr,
-                    "count": n if count is None else count}}})
+                    "buf": buf, "ext_addr": ext + offset, "buf_addr": buf_addr, "count": n,
+                    "banks": self._banks(buf, buf_addr, n)}}})
             elif ins[0] == "SYNC":
                 c = Instruction.const({"op": Opcode.SYNC})
             else:

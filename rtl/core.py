@@ -12,8 +12,10 @@ clear, then the core fetches the next one:
 * ``LOAD`` into a weight or parameter buffer waits only for the DMA, so the next chunk's
   weights stream in while the engine works on the current one (the compiler places them
   in another region of the buffers);
-* ``LOAD``/``STORE`` of the activation buffer wait for the DMA and the engine;
-* ``CONV``/``VEC`` wait for the engine and the DMA (what they read may still be arriving);
+* ``LOAD``/``STORE`` of the activation buffer wait for the DMA, and for the engine if its
+  op owns one of the transfer's banks (descriptors name their banks);
+* ``CONV``/``VEC`` wait for the engine, and for the DMA unless it is moving activations in
+  banks the op does not touch (what the op reads may still be arriving);
 * ``STAMP``, ``SYNC`` and ``END`` wait for both to finish.
 
 Instruction fetch shares the read channel with the DMA, so it waits for the DMA too.
@@ -26,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from .dma import Dma, mem_port_signature
 from .engine import ConvEngine, buffer_ports
-from .isa import INSTR_BITS, Buffer, Instruction, Opcode
+from .isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode
 
 __all__ = ["Core"]
 
@@ -76,6 +78,8 @@ class Core(wiring.Component):
 
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
+        dma_banks = Signal(ACT_BANKS)     # activation banks of the running transfer (0: weights)
+        eng_banks = Signal(ACT_BANKS)     # activation banks of the running op
 
         with m.If(engine.done):
             m.d.sync += self.mac_beats.eq(self.mac_beats + engine.mac_beats)
@@ -101,21 +105,29 @@ class Core(wiring.Component):
                         m.next = "DECODE"
             with m.State("DECODE"):
                 idle = ~dma.busy & ~engine.busy      # both raise busy the cycle after start
-                param_load = (instr.op == Opcode.LOAD) & (instr.arg.dma.buf != Buffer.ACT)
+                act_dma = (instr.op == Opcode.STORE) | (instr.arg.dma.buf == Buffer.ACT)
+                # an activation transfer may run beside an op that owns other banks ...
+                dma_ok = ~dma.busy & (~engine.busy | ((eng_banks & instr.arg.dma.banks) == 0))
+                # ... and an op may start beside an activation transfer in other banks (the DMA
+                # runs in order, so every weight load before that transfer has finished)
+                op_banks = Mux(instr.op == Opcode.CONV, instr.arg.conv.banks, instr.arg.vec.banks)
+                op_ok = ~engine.busy & (~dma.busy | ((dma_banks != 0) & ((dma_banks & op_banks) == 0)))
                 with m.Switch(instr.op):
                     with m.Case(Opcode.LOAD, Opcode.STORE):
-                        with m.If(Mux(param_load, ~dma.busy, idle)):
+                        with m.If(Mux(act_dma, dma_ok, ~dma.busy)):
                             m.d.comb += [dma.start.eq(1), dma.store.eq(instr.op == Opcode.STORE),
                                          dma.desc.eq(instr.arg.dma)]
-                            m.d.sync += self.pc.eq(self.pc + words)
+                            m.d.sync += [self.pc.eq(self.pc + words),
+                                         dma_banks.eq(Mux(act_dma, instr.arg.dma.banks, 0))]
                             m.next = "FETCH"
                     with m.Case(Opcode.CONV):
-                        with m.If(idle):
+                        with m.If(op_ok):
                             m.d.comb += [engine.start.eq(1), engine.desc.eq(instr.arg.conv)]
-                            m.d.sync += self.pc.eq(self.pc + words)
+                            m.d.sync += [self.pc.eq(self.pc + words), eng_banks.eq(op_banks)]
                             m.next = "FETCH"
                     with m.Case(Opcode.VEC):
-                        with m.If(idle):
+                        with m.If(op_ok):
+                            m.d.sync += eng_banks.eq(op_banks)
                             m.d.comb += [engine.vec_start.eq(1), engine.vec_desc.eq(instr.arg.vec)]
                             m.d.sync += self.pc.eq(self.pc + words)
                             m.next = "FETCH"

@@ -10,10 +10,12 @@ output byte per cycle into the activation buffer.  The sequencer stalls only whe
 queue is full.
 
 Host ports (``act_w``/``act_r``/``wgt_w_<scheme>``/``par_w``) load and read the buffers
-(the DMA engine drives them in the full core).  The activation ports reach the buffer only
-while the engine is idle; weight and parameter writes go through at any time, so the next
-chunk's weights can stream into another region while a layer runs (the compiler keeps the
-regions apart).
+(the DMA engine drives them in the full core).  The activation buffer has ``ACT_BANKS``
+banks; a running op owns the banks its descriptor names (``banks``) and the host ports
+reach the others, so the next band streams in while the engine works.  Weight and
+parameter writes go through at any time, so the next chunk's weights can stream into
+another region while a layer runs.  The compiler keeps the regions apart; the core
+checks the bank masks before it issues.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .isa import ADDR_BITS, CH_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
+from .isa import ACT_BANKS, ADDR_BITS, CH_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
 from .vector import VectorUnit
 from .mac import MacArray
 from .arith import nested_count
@@ -59,6 +61,8 @@ class ConvEngine(wiring.Component):
             raise ValueError(f"ConvEngine stores 8-bit activations; config has act_bits={cfg.act_bits}")
         if cfg.columns & (cfg.columns - 1):
             raise ValueError(f"ConvEngine needs a power-of-two column count, got {cfg.columns}")
+        if cfg.act_depth & (cfg.act_depth - 1) or cfg.act_depth < 2 * ACT_BANKS:
+            raise ValueError(f"ConvEngine needs a power-of-two activation depth, got {cfg.act_depth}")
         self._cfg = cfg
         self._groups = [(g.format, g.rows) for g in cfg.lane_groups]
         self._plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
@@ -82,9 +86,9 @@ class ConvEngine(wiring.Component):
                      self.busy.eq(cbusy | vec.busy), self.done.eq(cdone | vec.done)]
 
         # -- buffers ------------------------------------------------------------------------
-        m.submodules.act = act = Memory(shape=unsigned(8 * C), depth=cfg.act_depth, init=[])
-        act_rd = act.read_port()
-        act_wr = act.write_port(granularity=8)
+        # the engine's side of the activation buffer; the banks are wired at the end
+        act_rd = Signal(data.StructLayout({"addr": ADDR_BITS, "data": 8 * C}))
+        act_wr = Signal(data.StructLayout({"addr": ADDR_BITS, "data": 8 * C, "en": C}))
         wmems = {}
         for f, n in self._groups:
             mem = Memory(shape=unsigned(n * C * f.bits), depth=cfg.weight_depth, init=[])
@@ -229,21 +233,42 @@ class ConvEngine(wiring.Component):
         with m.Elif(rq.o.valid & ~rq.i.valid):
             m.d.sync += pending.eq(pending - 1)
 
-        # -- buffer ports: the conv datapath or the vector unit while busy, else the host ------
+        # -- activation buffer: two banks; the engine drives a bank its running op owns, the
+        # host port (the DMA) every other bank, so tensors stream in and out of one bank
+        # while the engine works in the other -------------------------------------------------
         half = rq.o.payload[:16]
         with m.If(vec.busy):
             m.d.comb += [act_rd.addr.eq(vec.rd_addr), act_wr.addr.eq(vec.wr_addr), act_wr.data.eq(vec.wr_data),
                          act_wr.en.eq(vec.wr_en.replicate(C)), vec.rd_data.eq(act_rd.data)]
-        with m.Elif(cbusy):
+        with m.Else():
             m.d.comb += [act_rd.addr.eq(act_addr[:ADDR_BITS]),
                          act_wr.addr.eq(o_addr),
                          act_wr.data.eq(Mux(o_wide, half.replicate(C // 2 if C > 1 else 1),
                                             half[:8].replicate(C))),
                          act_wr.en.eq(Mux(rq.o.valid & o_en, Mux(o_wide, Const(3, C + 1), Const(1, C)) << o_lane, 0))]
-        with m.Else():
-            m.d.comb += [act_rd.addr.eq(self.act_r.addr), act_wr.addr.eq(self.act_w.addr),
-                         act_wr.data.eq(self.act_w.data), act_wr.en.eq(self.act_w.en)]
-        m.d.comb += self.act_r.data.eq(act_rd.data)
+        own = Signal(ACT_BANKS)
+        with m.If(self.start & ~self.busy):
+            m.d.sync += own.eq(self.desc.banks)
+        with m.Elif(self.vec_start & ~self.busy):
+            m.d.sync += own.eq(self.vec_desc.banks)
+        lb = (cfg.act_depth // ACT_BANKS - 1).bit_length()
+        e_rbank, h_rbank = Signal(range(ACT_BANKS)), Signal(range(ACT_BANKS))
+        m.d.sync += [e_rbank.eq(act_rd.addr[lb:]), h_rbank.eq(self.act_r.addr[lb:])]
+        for b in range(ACT_BANKS):
+            mem = Memory(shape=unsigned(8 * C), depth=cfg.act_depth // ACT_BANKS, init=[])
+            m.submodules[f"act{b}"] = mem
+            rp, wp = mem.read_port(), mem.write_port(granularity=8)
+            mine = self.busy & own[b]
+            with m.If(mine):
+                m.d.comb += [rp.addr.eq(act_rd.addr[:lb]), wp.addr.eq(act_wr.addr[:lb]), wp.data.eq(act_wr.data),
+                             wp.en.eq(Mux(act_wr.addr[lb:] == b, act_wr.en, 0))]
+            with m.Else():
+                m.d.comb += [rp.addr.eq(self.act_r.addr[:lb]), wp.addr.eq(self.act_w.addr[:lb]),
+                             wp.data.eq(self.act_w.data), wp.en.eq(Mux(self.act_w.addr[lb:] == b, self.act_w.en, 0))]
+            with m.If(e_rbank == b):
+                m.d.comb += act_rd.data.eq(rp.data)
+            with m.If(h_rbank == b):
+                m.d.comb += self.act_r.data.eq(rp.data)
 
         # -- completion -------------------------------------------------------------------------
         idle_tail = (~running & (inflight == 0) & ~queue.r_rdy & ser.ongoing("IDLE")

@@ -16,11 +16,12 @@ import enum as _pyenum
 
 from amaranth.lib import data, enum
 
-__all__ = ["ConvDesc", "DmaDesc", "VecDesc", "VecKind", "Instruction", "Opcode", "Buffer", "param_layout", "ADDR_BITS", "DIM_BITS",
+__all__ = ["ACT_BANKS", "ConvDesc", "DmaDesc", "VecDesc", "VecKind", "Instruction", "Opcode", "Buffer", "param_layout", "ADDR_BITS", "DIM_BITS",
            "INSTR_BITS"]
 
 ADDR_BITS = 20
 DIM_BITS = 10
+ACT_BANKS = 2          # activation-buffer banks: the engine owns some while the DMA uses the others
 
 
 class ConvDesc(data.Struct):
@@ -44,6 +45,7 @@ class ConvDesc(data.Struct):
     wide: unsigned(1)                 # 16-bit outputs: channel ch is bytes 2ch, 2ch+1 (logits)
     out_lo: signed(17)                # output clamp bounds (ReLU: lo = 0)
     out_hi: signed(17)
+    banks: unsigned(ACT_BANKS)        # activation-buffer banks the layer reads or writes
 
 
 CH_BITS = 12
@@ -80,6 +82,7 @@ class DmaDesc(data.Struct):
     ext_addr: unsigned(32)            # bus-word address in external memory
     buf_addr: unsigned(ADDR_BITS)     # entry address in the buffer
     count: unsigned(ADDR_BITS)        # entries
+    banks: unsigned(ACT_BANKS)        # activation-buffer banks the transfer touches (ACT only)
 
 
 class VecKind(enum.Enum, shape=2):
@@ -118,6 +121,7 @@ class VecDesc(data.Struct):
     shift: unsigned(6)
     lo: signed(17)
     hi: signed(17)
+    banks: unsigned(ACT_BANKS)        # activation-buffer banks the op reads or writes
 
 
 #: Instructions are INSTR_BITS wide: an opcode and one of the descriptors.
