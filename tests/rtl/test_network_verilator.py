@@ -46,7 +46,7 @@ def test_digits_network_bit_exact_on_the_simulator(digits_q):
 
 def test_networks_that_do_not_fit_are_refused_with_the_reason(digits_q):
     qm, _, _ = digits_q
-    with pytest.raises(CompileError, match=r"'conv1'.*one output row needs \d+ activation entries"):
+    with pytest.raises(CompileError, match=r"layer 'layer1.conv1': one output row needs \d+ activation entries"):
         compile_model(qm, AcceleratorConfig(act_depth=64))
 
 
