@@ -1,11 +1,10 @@
 """The main job: ResNet-18 → RMSMP quantization → compile → the cycle-accurate simulator.
 
-    python -m rmsmp.host.demo [--size 32] [--weights resnet18.pth] [--image img.pt]
+    python -m rmsmp.host.demo [--size 224] [--weights resnet18.pth] [--image img.pt]
 
 Prints the top-5 classes, checks the simulator's logits against the golden model bit for
-bit, and reports cycles, MAC utilization and the latency at the config's clock.
-Activation tiling for 224×224 is not implemented yet; ``--size`` larger than what fits
-the on-chip activation buffer is refused by the compiler with the reason.
+bit, and reports the per-layer table, cycles, MAC utilization and the latency at the
+config's clock.
 """
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from .models import resnet18
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rmsmp.host.demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=32, help="input height/width (default 32)")
+    ap.add_argument("--size", type=int, default=224, help="input height/width (default 224)")
     ap.add_argument("--weights", help="torchvision resnet18 state_dict file (default: random init)")
     ap.add_argument("--image", help="input image as a saved tensor [3, H, W], normalised (default: random)")
     ap.add_argument("--calib", type=int, default=8, help="calibration images (random unless --image)")
