@@ -1,0 +1,109 @@
+"""The network compiler's pieces that need no simulator: layouts, bands, the im2col input,
+the programs it emits (the simulator checks the results in tests/rtl)."""
+import math
+
+import pytest
+import torch
+
+from rmsmp.generator.compiler import _band_rows, compile_model
+from rmsmp.generator.config import AcceleratorConfig
+from rmsmp.generator.lower import (CompileError, im2col_input, pack_activation_words, pack_activations,
+                                   unpack_activations)
+from rmsmp.generator.program import split_words
+from rmsmp.rtl.isa import ACT_BANKS, Instruction, Opcode
+
+
+def test_im2col_input_is_the_convolution():
+    """A 1×1 conv over im2col columns with the reshaped kernel == the k×k conv."""
+    torch.manual_seed(0)
+    x = torch.randint(-128, 128, (3, 11, 13))
+    w = torch.randint(-7, 8, (5, 3, 7, 7))
+    cols = im2col_input(x, 7, 2, 3)
+    assert cols.shape == (147, 6, 7)
+    ref = torch.nn.functional.conv2d(x[None].double(), w.double(), stride=2, padding=3)[0]
+    got = torch.einsum("oc,chw->ohw", w.reshape(5, -1).double(), cols.double())
+    assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("C,bus", [(8, 32), (4, 32), (8, 16), (2, 8)])
+def test_vectorised_packing_matches_the_entry_layout(C, bus):
+    torch.manual_seed(1)
+    x = torch.randint(-128, 128, (11, 3, 5))
+    ref = [w for e in pack_activations(x, C) for w in split_words(e, 8 * C, bus)]
+    assert pack_activation_words(x, C, bus) == ref
+    back = unpack_activations(pack_activations(x, C), 11, 3, 5, C, signed=True)
+    assert back == x.tolist()
+
+
+@pytest.mark.parametrize("k,s,p,H", [(3, 1, 1, 10), (3, 2, 1, 11), (1, 2, 0, 8), (7, 2, 3, 20)])
+def test_bands_cover_the_input_rows_each_output_row_reads(k, s, p, H):
+    OH = (H + 2 * p - k) // s + 1
+    for t in range(1, OH + 1):
+        for oy0 in range(0, OH, t):
+            oy1 = min(OH, oy0 + t)
+            b0, b1, pad_top = _band_rows(oy0, oy1, k, s, p, H)
+            assert 0 <= pad_top <= p and 0 <= b0 < b1 <= H
+            for oy in range(oy0, oy1):
+                for ky in range(k):
+                    iy = oy * s + ky - p                     # the global row this tap reads
+                    local = (oy - oy0) * s + ky - pad_top    # what the engine computes in the band
+                    if 0 <= iy < H:
+                        assert local == iy - b0 and 0 <= local < b1 - b0
+                    else:
+                        assert local < 0 or local >= b1 - b0  # a padding tap stays padding
+
+
+def _decode(prog):
+    words = 256 // prog.bus_width
+    out = []
+    for i in range(0, len(prog.image), words):
+        bits = sum(w << (prog.bus_width * j) for j, w in enumerate(prog.image[i:i + words]))
+        ins = Instruction.as_shape().from_bits(bits)
+        out.append(ins)
+        if ins.op == Opcode.END:
+            return out
+    raise AssertionError("no END")
+
+
+def test_resnet18_program_respects_the_buffers():
+    """224×224 ResNet-18: every activation transfer and op stays inside the buffer, names the
+    banks it touches, and weight sets never exceed their half of the buffers."""
+    from rmsmp.host import quantize
+    from rmsmp.host.models import resnet18
+    torch.manual_seed(0)
+    qm = quantize(resnet18().eval(), torch.randn(1, 3, 224, 224), assign="variance")
+    cfg = AcceleratorConfig()
+    prog = compile_model(qm, cfg, (3, 224, 224))
+    half = cfg.act_depth // ACT_BANKS
+    kinds = {}
+    for ins in _decode(prog):
+        op = ins.op
+        kinds[op] = kinds.get(op, 0) + 1
+        if op in (Opcode.LOAD, Opcode.STORE):
+            d = ins.arg.dma
+            if op == Opcode.STORE or d.buf == 0:
+                lo, hi = d.buf_addr, d.buf_addr + d.count - 1
+                assert hi < cfg.act_depth
+                assert d.banks == sum(1 << b for b in range(lo // half, hi // half + 1))
+            else:
+                assert d.banks == 0
+        elif op == Opcode.CONV:
+            c = ins.arg.conv
+            assert c.banks != 0 and c.in_h <= 224 and c.pad_top <= c.pad
+            n_in = math.ceil(c.in_cb) * c.in_h * c.in_w
+            if c.banks != (1 << ACT_BANKS) - 1:                 # a pipelined band: one bank
+                b = c.banks.bit_length() - 1
+                assert b * half <= c.in_base and c.in_base + n_in <= (b + 1) * half
+                assert b * half <= c.out_base < (b + 1) * half
+            assert c.w_base + c.out_groups <= cfg.weight_depth
+    assert kinds[Opcode.CONV] > 21 and kinds[Opcode.VEC] > 9 and kinds[Opcode.STAMP] == 32
+    assert prog.io["network"]["input_transform"] == {"im2col": [7, 2, 3]}
+
+
+def test_programs_for_too_small_buffers_are_refused():
+    from rmsmp.host import quantize
+    from rmsmp.host.models import resnet18
+    torch.manual_seed(0)
+    qm = quantize(resnet18().eval(), torch.randn(1, 3, 32, 32), assign="variance")
+    with pytest.raises(CompileError, match=r"layer 'layer4.0.conv2': one output group needs 576 weight entries"):
+        compile_model(qm, AcceleratorConfig(weight_depth=512), (3, 32, 32))
