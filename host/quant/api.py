@@ -1,6 +1,7 @@
 """``quantize()``: PyTorch model + calibration data → :class:`QuantizedModel`."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -12,13 +13,14 @@ from .fake import GraphModule
 from .graph import capture
 from .qmodel import Layer, QuantizedModel, TensorQ, legal_scale
 from .rmsmp import ASSIGN_MODES, assign_rows, fit_scales, hessian_row_traces, parse_ratio, row_counts
+from .pow2 import gradient_second_moments, msqe_pow2_exponent
 from .schemes import parse_scheme
 
 __all__ = ["quantize", "DEFAULT_RATIO", "METHODS"]
 
 #: The RMSMP paper's 10:5:1 split of a 16-row array.
 DEFAULT_RATIO = {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
-METHODS = ("rmsmp",)
+METHODS = ("rmsmp", "msqe")
 
 
 def _check_bits(name, v, lo, hi):
@@ -65,15 +67,21 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
              ratio: Mapping | None = None, act_bits: int = 4, edge_scheme: str | None = "fix8",
              edge_act_bits: int | None = 8, res_bits: int = 8, out_bits: int = 16,
              assign: str = "hessian", hessian_samples: int = 2, hessian_images: int = 16,
+             outlier_sigma: float | None = 3.0, error_weight: str | None = "grad2",
              seed: int = 0, progress: bool = False) -> QuantizedModel:
-    """Quantize ``model`` post-training with row-wise mixed schemes and precisions.
+    """Quantize ``model`` post-training.
+
+    ``method="rmsmp"``: row-wise mixed schemes and precisions.  ``method="msqe"``: uniform
+    symmetric fixed-point weights with one power-of-two scale per layer, chosen by MSQE
+    (least squares, then the exponent with the lower error; :mod:`rmsmp.host.quant.pow2`).
 
     Args:
         model: a float ``nn.Module`` (conv/linear/BN/ReLU/add/pool/flatten graph).
         calib_batches: a tensor, or an iterable of tensors or ``(images, labels)``.
-        method: ``"rmsmp"``.
+        method: ``"rmsmp"`` or ``"msqe"``.
         ratio: ``{scheme: fraction}``, the same in every layer; default 10:5:1 of
-            pot4:fix4:fix8.  ``{"fix4": 1}`` gives uniform 4-bit fixed-point.
+            pot4:fix4:fix8 (rmsmp) or ``{"fix4": 1}`` (msqe, which takes one fix scheme).
+            ``{"fix4": 1}`` gives uniform 4-bit fixed-point.
         act_bits: activation bits between layers (unsigned after ReLU).
         edge_scheme / edge_act_bits: scheme of every row, and input activation bits, of
             the first and last conv/linear (default fix8 / 8); ``None`` applies the
@@ -82,6 +90,10 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
         out_bits: bits of the network output (signed).
         assign: ``"hessian"`` (default), ``"variance"`` or ``"random"`` row assignment.
         hessian_samples / hessian_images: Hutchinson probes and images used.
+        outlier_sigma (msqe): weights beyond this many standard deviations are left out of
+            the error the scale minimises (``None``: keep them).
+        error_weight (msqe): ``"grad2"`` weights each weight's error by its gradient second
+            moment on the calibration data; ``None`` weights all alike.
         progress: show a progress bar.
 
     Example::
@@ -98,8 +110,15 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
     _check_bits("out_bits", out_bits, 2, 32)
     if edge_act_bits is not None:
         _check_bits("edge_act_bits", edge_act_bits, 2, 8)
-    ratio_s = parse_ratio(DEFAULT_RATIO if ratio is None else ratio)
+    if error_weight not in ("grad2", None):
+        raise RmsmpError(f"unknown error_weight {error_weight!r}; available: 'grad2', None")
+    ratio_s = parse_ratio((DEFAULT_RATIO if method == "rmsmp" else {"fix4": 1}) if ratio is None else ratio)
+    if method == "msqe" and (len(ratio_s) != 1 or next(iter(ratio_s)).kind != "fix"):
+        raise RmsmpError(f"method 'msqe' quantizes every row of a layer to one fixed-point grid; "
+                         f"got ratio {dict((str(k), v) for k, v in ratio_s.items())}")
     edge = parse_scheme(edge_scheme) if edge_scheme is not None else None
+    if method == "msqe" and edge is not None and edge.kind != "fix":
+        raise RmsmpError(f"method 'msqe' needs a fixed-point edge_scheme, got {edge}")
     batches = as_batches(calib_batches)
     gen = torch.Generator().manual_seed(seed)
 
@@ -135,6 +154,14 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
             plan[l.name] = {edge: l.rows}
         else:
             plan[l.name] = row_counts(l.rows, ratio_s)
+    if method == "msqe":
+        imp = (gradient_second_moments(gm, [l.name for l in compute], batches, hessian_images * 4)
+               if error_weight == "grad2" else {})
+        done = {l.name: _pow2_layer(l, next(iter(plan[l.name])), outq, imp.get(l.name), outlier_sigma)
+                for l in compute}
+        return _assemble(model, layers, done, outq, ratio_s, batches, method=method, assign=None,
+                         act_bits=act_bits, res_bits=res_bits, out_bits=out_bits, edge=edge,
+                         edge_act_bits=edge_act_bits, outlier_sigma=outlier_sigma, error_weight=error_weight)
     needs_h = [l.name for l in compute
                if assign == "hessian" and len({s.bits for s, c in plan[l.name].items() if c}) > 1]
     traces = hessian_row_traces(gm, needs_h, batches, hessian_samples, hessian_images, seed) if needs_h else {}
@@ -165,9 +192,26 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
             q[rows] = s.quantize(l.weight[rows].double(), sc)
         done[l.name] = Layer(l.name, l.op, l.inputs, dict(l.attrs), weight=l.weight, bias=l.bias,
                              out=outq[l.name], schemes=tuple(str(s) for s in schemes), qweight=q, scale=scale)
+    return _assemble(model, layers, done, outq, ratio_s, batches, method=method, assign=assign, act_bits=act_bits,
+                     res_bits=res_bits, out_bits=out_bits, edge=edge, edge_act_bits=edge_act_bits)
+
+
+def _assemble(model, layers, done, outq, ratio_s, batches, *, edge, **meta) -> QuantizedModel:
     out_layers = [done.get(l.name) or Layer(l.name, l.op, l.inputs, dict(l.attrs), out=outq[l.name])
                   for l in layers]
-    meta = {"method": method, "assign": assign, "act_bits": act_bits, "res_bits": res_bits,
-            "out_bits": out_bits, "edge_scheme": str(edge) if edge else None, "edge_act_bits": edge_act_bits,
+    meta = {**meta, "edge_scheme": str(edge) if edge else None,
             "model": type(model).__name__, "input_shape": list(batches[0][0].shape[1:])}
     return QuantizedModel(out_layers, ratio={str(s): v for s, v in ratio_s.items()}, meta=meta)
+
+
+def _pow2_layer(l, scheme, outq, importance, outlier_sigma) -> Layer:
+    """Every row of ``l`` on ``scheme`` with one power-of-two scale (MSQE exponent), raised
+    if needed until the integer bias fits the accumulator (``legal_scale``)."""
+    in_frac = outq[l.inputs[0]].frac
+    e, _ = msqe_pow2_exponent(l.weight, scheme, weight=importance, outlier_sigma=outlier_sigma)
+    floor = float(legal_scale(torch.full((l.rows,), 2.0 ** -149), l.bias, in_frac).max())
+    e = max(e, math.ceil(math.log2(floor)))
+    scale = torch.full((l.rows,), 2.0 ** e, dtype=torch.float64)
+    q = scheme.quantize(l.weight.double(), scale)
+    return Layer(l.name, l.op, l.inputs, dict(l.attrs), weight=l.weight, bias=l.bias, out=outq[l.name],
+                 schemes=(str(scheme),) * l.rows, qweight=q, scale=scale)

@@ -1,0 +1,102 @@
+"""MSQE power-of-two scale quantizer (arXiv 2210.03671): exponents against brute force,
+the outlier and error-weighting fixes, and ``quantize(method="msqe")`` end to end."""
+import math
+
+import pytest
+import torch
+
+from rmsmp.host import quantize
+from rmsmp.host.errors import RmsmpError
+from rmsmp.host.quant.pow2 import msqe_pow2_exponent, pow2_error
+from rmsmp.host.quant.schemes import parse_scheme
+
+FIX4, FIX8 = parse_scheme("fix4"), parse_scheme("fix8")
+
+
+def brute(w, scheme, weight=None, mask=None):
+    return min(range(-30, 8), key=lambda e: (pow2_error(w, scheme, e, weight, mask), -e))
+
+
+@pytest.mark.parametrize("dist", ["normal", "laplace", "uniform"])
+@pytest.mark.parametrize("scheme", [FIX4, FIX8], ids=["fix4", "fix8"])
+def test_exponent_is_the_global_minimum(dist, scheme):
+    """Least squares then the neighbour with the lower error finds the exponent a dense
+    search over all exponents finds (rounding log2 of the LS scale does not, always)."""
+    g = torch.Generator().manual_seed(0)
+    misses = 0
+    for k in range(12):
+        n = torch.randn(2000, generator=g, dtype=torch.float64)
+        w = {"normal": n, "laplace": torch.sign(n) * torch.empty_like(n).exponential_(generator=g),
+             "uniform": torch.rand(2000, generator=g, dtype=torch.float64) - 0.5}[dist] * 10.0 ** (-k / 4)
+        e, err = msqe_pow2_exponent(w, scheme, outlier_sigma=None)
+        assert e == brute(w, scheme)
+        assert err == pytest.approx(pow2_error(w, scheme, e))
+        # the naive choice, round(log2(max|w|/qmax)), is sometimes worse
+        naive = round(math.log2(float(w.abs().max()) / scheme.qmax))
+        misses += pow2_error(w, scheme, naive) > err
+    assert misses > 0
+
+
+def test_outliers_do_not_drag_the_scale():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(4000, generator=g, dtype=torch.float64) * 0.05
+    w[7] = 3.0                                                          # one 60-sigma outlier
+    e_keep, _ = msqe_pow2_exponent(w, FIX4, outlier_sigma=None)
+    e_mask, _ = msqe_pow2_exponent(w, FIX4, outlier_sigma=3.0)
+    inliers = (w - w.mean()).abs() <= 3.0 * w.std()
+    assert e_mask == brute(w, FIX4, mask=inliers)
+    assert e_mask < e_keep                                             # finer grid for the 3999 others
+    assert pow2_error(w, FIX4, e_mask, mask=inliers) < pow2_error(w, FIX4, e_keep, mask=inliers)
+
+
+def test_error_weighting_follows_the_important_weights():
+    g = torch.Generator().manual_seed(2)
+    small = torch.randn(1000, generator=g, dtype=torch.float64) * 0.01
+    large = torch.randn(1000, generator=g, dtype=torch.float64) * 1.0
+    w = torch.cat([small, large])
+    om = torch.cat([torch.ones(1000), torch.full((1000,), 1e-6)]).double()   # only the small ones matter
+    e_w, _ = msqe_pow2_exponent(w, FIX4, weight=om, outlier_sigma=None)
+    e_u, _ = msqe_pow2_exponent(w, FIX4, outlier_sigma=None)
+    assert e_w == brute(w, FIX4, weight=om) and e_w < e_u
+
+
+def test_pot_grids_are_refused():
+    with pytest.raises(ValueError, match="fixed-point grid"):
+        msqe_pow2_exponent(torch.randn(10), parse_scheme("pot4"))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from rmsmp.host.models import DigitsNet, load_digits, train_digits
+    xtr, ytr, xte, yte = load_digits()
+    torch.manual_seed(0)
+    m = train_digits(DigitsNet(), xtr, ytr, epochs=20)
+    return m, [(xtr[i:i + 64], ytr[i:i + 64]) for i in range(0, 256, 64)], xte, yte
+
+
+def test_msqe_model_has_power_of_two_scales_and_keeps_accuracy(digits):
+    from rmsmp.sim import golden
+    m, cal, xte, yte = digits
+    qm = quantize(m, cal, method="msqe")
+    assert qm.meta["method"] == "msqe" and qm.meta["error_weight"] == "grad2"
+    for l in qm.compute_layers():
+        assert len(set(l.scale.tolist())) == 1                          # one scale per layer
+        e = math.log2(float(l.scale[0]))
+        assert e == round(e)                                            # a power of two
+        assert set(l.schemes) == ({"fix8"} if l.name in ("conv1", "fc") else {"fix4"})
+    fp = float((m(xte).argmax(1) == yte).double().mean())
+    acc = float((golden(qm, xte).argmax(1) == yte).double().mean())
+    assert acc >= fp - 0.01
+    # the accelerator runs it: fix4 rows go to the fix8 lanes
+    from rmsmp.host import AcceleratorConfig, compile_model
+    assert compile_model(qm, AcceleratorConfig()).io["network"]["resident"]
+
+
+def test_msqe_refuses_mixed_or_pot_grids(digits):
+    m, cal, _, _ = digits
+    with pytest.raises(RmsmpError, match="one fixed-point grid"):
+        quantize(m, cal, method="msqe", ratio={"pot4": 0.5, "fix4": 0.5})
+    with pytest.raises(RmsmpError, match="fixed-point edge_scheme"):
+        quantize(m, cal, method="msqe", edge_scheme="pot4")
+    with pytest.raises(RmsmpError, match="error_weight"):
+        quantize(m, cal, method="msqe", error_weight="hessian")
