@@ -100,3 +100,39 @@ def test_msqe_refuses_mixed_or_pot_grids(digits):
         quantize(m, cal, method="msqe", edge_scheme="pot4")
     with pytest.raises(RmsmpError, match="error_weight"):
         quantize(m, cal, method="msqe", error_weight="hessian")
+
+
+def test_grad_rounds_the_exponent_to_the_neighbour_with_lower_error(digits):
+    from rmsmp.host.quant.fake import GraphModule
+    m, cal, _, _ = digits
+    qm = quantize(m, cal, method="msqe")
+    fq = GraphModule(qm, mode="fake", pow2=True)
+    for l in qm.compute_layers():
+        e0 = math.log2(float(l.scale[0]))
+        for frac in (0.3, 0.5, 0.7):
+            with torch.no_grad():
+                fq.log2_scale[l.name.replace(".", "_")].fill_(e0 + frac)
+            sch = parse_scheme(l.schemes[0])
+            want = min((pow2_error(l.weight, sch, e), e) for e in (int(e0), int(e0) + 1))[1]
+            assert fq.pow2_exponent(l.name) == want
+            s = fq.row_scale(l.name)
+            assert s.requires_grad and torch.equal(s.detach(), torch.full((l.rows,), 2.0 ** want))
+
+
+def test_grad_method_learns_power_of_two_scales(digits):
+    from rmsmp.host.quant.qat import qat
+    from rmsmp.sim import golden
+    m, cal, xte, yte = digits
+    qm = quantize(m, cal, method="grad", grad_steps=60)
+    assert qm.meta["method"] == "grad" and qm.meta["init"] == "msqe"
+    for l in qm.compute_layers():
+        e = math.log2(float(l.scale[0]))
+        assert len(set(l.scale.tolist())) == 1 and e == round(e)
+    fp = float((m(xte).argmax(1) == yte).double().mean())
+    assert float((golden(qm, xte).argmax(1) == yte).double().mean()) >= fp - 0.01
+    # frozen from the first step: the exponents stay where MSQE put them
+    init = quantize(m, cal, method="msqe")
+    frozen = qat(init, cal, steps=5, pow2=True, freeze_at=0.0)
+    assert [float(l.scale[0]) for l in frozen.compute_layers()] == [float(l.scale[0]) for l in init.compute_layers()]
+    with pytest.raises(RmsmpError, match="labelled"):
+        quantize(m, [x for x, _ in cal], method="grad")

@@ -20,7 +20,7 @@ __all__ = ["quantize", "DEFAULT_RATIO", "METHODS"]
 
 #: The RMSMP paper's 10:5:1 split of a 16-row array.
 DEFAULT_RATIO = {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
-METHODS = ("rmsmp", "msqe")
+METHODS = ("rmsmp", "msqe", "grad")
 
 
 def _check_bits(name, v, lo, hi):
@@ -67,18 +67,21 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
              ratio: Mapping | None = None, act_bits: int = 4, edge_scheme: str | None = "fix8",
              edge_act_bits: int | None = 8, res_bits: int = 8, out_bits: int = 16,
              assign: str = "hessian", hessian_samples: int = 2, hessian_images: int = 16,
-             outlier_sigma: float | None = 3.0, error_weight: str | None = "grad2",
+             outlier_sigma: float | None = 3.0, error_weight: str | None = "grad2", grad_steps: int = 200,
              seed: int = 0, progress: bool = False) -> QuantizedModel:
     """Quantize ``model`` post-training.
 
     ``method="rmsmp"``: row-wise mixed schemes and precisions.  ``method="msqe"``: uniform
     symmetric fixed-point weights with one power-of-two scale per layer, chosen by MSQE
     (least squares, then the exponent with the lower error; :mod:`rmsmp.host.quant.pow2`).
+    ``method="grad"``: the same grid with the scale learned by gradient (arXiv 2210.03671).
 
     Args:
         model: a float ``nn.Module`` (conv/linear/BN/ReLU/add/pool/flatten graph).
         calib_batches: a tensor, or an iterable of tensors or ``(images, labels)``.
-        method: ``"rmsmp"`` or ``"msqe"``.
+        method: ``"rmsmp"``, ``"msqe"`` or ``"grad"`` (msqe, then ``grad_steps`` steps of
+            training a learned log2 scale per layer whose exponent is rounded in the forward
+            pass, frozen to its moving average for the last 20 %; needs labelled batches).
         ratio: ``{scheme: fraction}``, the same in every layer; default 10:5:1 of
             pot4:fix4:fix8 (rmsmp) or ``{"fix4": 1}`` (msqe, which takes one fix scheme).
             ``{"fix4": 1}`` gives uniform 4-bit fixed-point.
@@ -113,11 +116,11 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
     if error_weight not in ("grad2", None):
         raise RmsmpError(f"unknown error_weight {error_weight!r}; available: 'grad2', None")
     ratio_s = parse_ratio((DEFAULT_RATIO if method == "rmsmp" else {"fix4": 1}) if ratio is None else ratio)
-    if method == "msqe" and (len(ratio_s) != 1 or next(iter(ratio_s)).kind != "fix"):
+    if method in ("msqe", "grad") and (len(ratio_s) != 1 or next(iter(ratio_s)).kind != "fix"):
         raise RmsmpError(f"method 'msqe' quantizes every row of a layer to one fixed-point grid; "
                          f"got ratio {dict((str(k), v) for k, v in ratio_s.items())}")
     edge = parse_scheme(edge_scheme) if edge_scheme is not None else None
-    if method == "msqe" and edge is not None and edge.kind != "fix":
+    if method in ("msqe", "grad") and edge is not None and edge.kind != "fix":
         raise RmsmpError(f"method 'msqe' needs a fixed-point edge_scheme, got {edge}")
     batches = as_batches(calib_batches)
     gen = torch.Generator().manual_seed(seed)
@@ -154,7 +157,18 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
             plan[l.name] = {edge: l.rows}
         else:
             plan[l.name] = row_counts(l.rows, ratio_s)
-    if method == "msqe":
+    if method == "grad":
+        if any(y is None for _, y in batches):
+            raise RmsmpError("method 'grad' learns the scales from the task loss: give labelled (images, labels) batches")
+        from .qat import qat
+        init = quantize(model, calib_batches, "msqe", ratio=ratio, act_bits=act_bits, edge_scheme=edge_scheme,
+                        edge_act_bits=edge_act_bits, res_bits=res_bits, out_bits=out_bits,
+                        hessian_images=hessian_images, outlier_sigma=outlier_sigma, error_weight=error_weight,
+                        seed=seed)
+        out = qat(init, batches, steps=grad_steps, seed=seed, progress=progress, pow2=True, freeze_at=0.8)
+        return out.with_meta({**out.meta, "method": "grad", "init": "msqe", "grad_steps": grad_steps,
+                              "freeze_at": 0.8})
+    if method in ("msqe", "grad"):
         imp = (gradient_second_moments(gm, [l.name for l in compute], batches, hessian_images * 4)
                if error_weight == "grad2" else {})
         done = {l.name: _pow2_layer(l, next(iter(plan[l.name])), outq, imp.get(l.name), outlier_sigma)

@@ -12,6 +12,7 @@ allows is stated in docs §7 and tested.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -52,8 +53,10 @@ def _key(name: str) -> str:
 class GraphModule(nn.Module):
     """Execute layers (a :class:`QuantizedModel`, or captured float layers with ``mode="float"``)."""
 
-    def __init__(self, src, mode: str = "fake"):
+    def __init__(self, src, mode: str = "fake", *, pow2: bool = False):
         super().__init__()
+        self.pow2 = pow2          # one power-of-two scale per layer (the "grad" method)
+        self.frozen: dict[str, int] = {}        # pow2: exponents fixed late in training
         if mode not in ("float", "fake"):
             raise ValueError(f"mode must be 'float' or 'fake', got {mode!r}")
         if mode == "fake" and not isinstance(src, QuantizedModel):
@@ -65,24 +68,56 @@ class GraphModule(nn.Module):
         self.bias = nn.ParameterDict()
         self.log2_scale = nn.ParameterDict()   # scales train in the log domain (relative steps)
         self._groups: dict[str, list] = {}
+        self._rows: dict[str, int] = {}
         self.observer: Callable[[str, torch.Tensor], None] | None = None
         for l in self.layers:
             if l.op in ("conv", "linear"):
                 k = _key(l.name)
                 self.weight[k] = nn.Parameter(l.weight.detach().float().clone())
                 self.bias[k] = nn.Parameter(l.bias.detach().float().clone())
-                if mode == "fake":
+                if mode == "fake" and pow2:
+                    e = torch.log2(l.scale.detach().double())
+                    if not bool((e == e.round()).all()) or len(set(e.tolist())) != 1:
+                        raise ValueError(f"layer {l.name!r}: pow2 training needs one power-of-two scale per layer")
+                    self.log2_scale[k] = nn.Parameter(e[:1].float())
+                elif mode == "fake":
                     self.log2_scale[k] = nn.Parameter(torch.log2(l.scale.detach().double()).float())
+                if mode == "fake":
                     self._groups[l.name] = [
                         (parse_scheme(s), torch.tensor([r for r, x in enumerate(l.schemes) if x == s]))
                         for s in sorted(set(l.schemes))]
+                    self._rows[l.name] = l.rows
 
     def layer_weight(self, name: str) -> nn.Parameter:
         return self.weight[_key(name)]
 
     def row_scale(self, name: str) -> torch.Tensor:
-        """Per-row scales of a conv/linear layer (``2^log2_scale``; fake mode)."""
-        return torch.exp2(self.log2_scale[_key(name)])
+        """Per-row scales of a conv/linear layer (``2^log2_scale``; fake mode).
+
+        ``pow2``: the layer's one learned ``log2`` scale is rounded to an integer exponent
+        — to whichever neighbour (floor or ceil) quantizes the current weights with the
+        lower squared error, the fix for the exponent flipping between neighbours — with a
+        straight-through gradient to the continuous value; a frozen exponent is used as is."""
+        p = self.log2_scale[_key(name)]
+        if not self.pow2:
+            return torch.exp2(p)
+        rows = self._rows[name]
+        if name in self.frozen:
+            return torch.full((rows,), 2.0 ** self.frozen[name])
+        with torch.no_grad():
+            w = self.weight[_key(name)].detach().double()
+            best = None
+            for e in (math.floor(float(p)), math.ceil(float(p))):
+                err = sum(float(((sch.round(w[r] / 2.0 ** e) * 2.0 ** e - w[r]) ** 2).sum())
+                          for sch, r in self._groups[name])
+                if best is None or err < best[0]:
+                    best = (err, e)
+        e = p + (best[1] - p).detach()
+        return torch.exp2(e).expand(rows)
+
+    def pow2_exponent(self, name: str) -> int:
+        """The integer exponent ``row_scale`` uses now (pow2 mode)."""
+        return int(round(math.log2(float(self.row_scale(name)[0].detach()))))
 
     def run_layer(self, l: Layer, args: list[torch.Tensor]) -> torch.Tensor:
         """Output of layer ``l`` for its input tensors ``args`` (real values)."""
@@ -147,7 +182,9 @@ class GraphModule(nn.Module):
                 k = _key(l.name)
                 w = self.weight[k].detach().float().clone()
                 b = self.bias[k].detach().float().clone()
-                s = legal_scale(self.row_scale(l.name), b, qm.in_q(l).frac)
+                s = legal_scale(self.row_scale(l.name).detach(), b, qm.in_q(l).frac)
+                if self.pow2:                       # a bias floor may only raise the exponent
+                    s = torch.exp2(torch.ceil(torch.log2(s.max()))).expand(s.shape).clone()
                 q = torch.empty_like(w, dtype=torch.int64)
                 for scheme, rows in self._groups[l.name]:
                     q[rows] = scheme.quantize(w[rows].double(), s[rows])

@@ -5,25 +5,37 @@ import torch
 import torch.nn.functional as F
 
 from .calibrate import as_batches
+from .fake import GraphModule
 from .qmodel import QuantizedModel
 
 __all__ = ["qat"]
 
 
 def qat(qm: QuantizedModel, batches, steps: int = 200, lr: float = 1e-4, scale_lr: float = 1e-3,
-        seed: int = 0, progress: bool = False) -> QuantizedModel:
+        seed: int = 0, progress: bool = False, *, pow2: bool = False, freeze_at: float | None = None,
+        ema: float = 0.9) -> QuantizedModel:
     """Fine-tune ``qm`` for ``steps`` optimizer steps on labelled ``(x, y)`` batches (cycled).
 
     Weights and biases (Adam, ``lr``) and the log2 row scales (Adam, ``scale_lr``: a
     relative step, since scales span orders of magnitude) train through the
     straight-through estimator; schemes, row assignment and activation formats stay
     fixed.  Returns a new QuantizedModel.
+
+    ``pow2``: ``qm`` has one power-of-two scale per layer, and it stays one: the layer
+    learns a continuous log2 scale whose exponent is rounded (to the neighbour with the
+    lower weight error) in the forward pass, TQT-style.  ``freeze_at`` (a fraction of
+    ``steps``): from then on every exponent is frozen to the rounded exponential moving
+    average (decay ``ema``) of its exponents so far, so the last steps train the weights
+    against fixed scales.
     """
     data = as_batches(batches)
     if any(y is None for _, y in data):
         raise ValueError("qat needs labelled (images, labels) batches")
     torch.manual_seed(seed)
-    fq = qm.fake_quant().train()
+    fq = GraphModule(qm, mode="fake", pow2=pow2).train()
+    names = [l.name for l in qm.compute_layers()]
+    avg = {n: float(fq.pow2_exponent(n)) for n in names} if pow2 else {}
+    freeze_step = None if freeze_at is None else int(freeze_at * steps)
     groups = [{"params": list(fq.weight.values()) + list(fq.bias.values()), "lr": lr},
               {"params": list(fq.log2_scale.values()), "lr": scale_lr}]
     opt = torch.optim.Adam(groups)
@@ -33,10 +45,15 @@ def qat(qm: QuantizedModel, batches, steps: int = 200, lr: float = 1e-4, scale_l
         from tqdm import tqdm
         it = tqdm(it, desc="rmsmp: QAT", unit="step")
     for k in it:
+        if pow2 and k == freeze_step:
+            fq.frozen.update({n: round(v) for n, v in avg.items()})
         x, y = data[k % len(data)]
         loss = F.cross_entropy(fq(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
+        if pow2 and not fq.frozen:
+            for n in names:
+                avg[n] = ema * avg[n] + (1 - ema) * fq.pow2_exponent(n)
     return fq.eval().to_quantized()

@@ -245,6 +245,9 @@ class QuantizedModel:
     def with_layers(self, layers) -> "QuantizedModel":
         return QuantizedModel(layers, ratio=self.ratio, meta=self.meta)
 
+    def with_meta(self, meta: dict) -> "QuantizedModel":
+        return QuantizedModel(self.layers, ratio=self.ratio, meta=dict(meta))
+
     # -- file format ------------------------------------------------------------------
     def to_dict(self) -> dict:
         def enc(l: Layer):
