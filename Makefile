@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(PY) bench/digits_accuracy.py
 	$(PY) bench/layer_benches.py
 	$(PY) bench/synth_ecp5.py
+	$(PY) bench/resnet18_sim.py
+	$(PY) bench/methods_compare.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
