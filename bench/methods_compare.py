@@ -22,6 +22,7 @@ from rmsmp.sim import golden
 METHODS = [("rmsmp 10:5:1 (PTQ)", dict(method="rmsmp")),
            ("msqe fix4, pow2 scale per layer", dict(method="msqe")),
            ("grad fix4, learned pow2 scale", dict(method="grad")),
+           ("hmq, 8× compression (≤ 4 bits/weight)", dict(method="hmq", target_compression=8.0)),
            ("uniform fix4, MSQE row scales", dict(method="rmsmp", ratio={"fix4": 1}))]
 
 
@@ -70,7 +71,7 @@ def main(argv=None):
     x = torch.randn(4, 3, a.resnet_size, a.resnet_size)
     r_sqnr, r_bits, r_time = {}, {}, {}
     for name, kw in METHODS:
-        if kw["method"] == "grad":
+        if kw["method"] in ("grad", "hmq"):
             continue                                    # needs labelled data
         t = time.perf_counter()
         qm = quantize(model, x, hessian_images=2, hessian_samples=1, **kw)

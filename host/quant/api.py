@@ -20,7 +20,7 @@ __all__ = ["quantize", "DEFAULT_RATIO", "METHODS"]
 
 #: The RMSMP paper's 10:5:1 split of a 16-row array.
 DEFAULT_RATIO = {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
-METHODS = ("rmsmp", "msqe", "grad")
+METHODS = ("rmsmp", "msqe", "grad", "hmq")
 
 
 def _check_bits(name, v, lo, hi):
@@ -68,6 +68,7 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
              edge_act_bits: int | None = 8, res_bits: int = 8, out_bits: int = 16,
              assign: str = "hessian", hessian_samples: int = 2, hessian_images: int = 16,
              outlier_sigma: float | None = 3.0, error_weight: str | None = "grad2", grad_steps: int = 200,
+             target_compression: float = 8.0, hmq_steps: int = 200,
              seed: int = 0, progress: bool = False) -> QuantizedModel:
     """Quantize ``model`` post-training.
 
@@ -79,9 +80,12 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
     Args:
         model: a float ``nn.Module`` (conv/linear/BN/ReLU/add/pool/flatten graph).
         calib_batches: a tensor, or an iterable of tensors or ``(images, labels)``.
-        method: ``"rmsmp"``, ``"msqe"`` or ``"grad"`` (msqe, then ``grad_steps`` steps of
+        method: ``"rmsmp"``, ``"msqe"``, ``"grad"`` (msqe, then ``grad_steps`` steps of
             training a learned log2 scale per layer whose exponent is rounded in the forward
-            pass, frozen to its moving average for the last 20 %; needs labelled batches).
+            pass, frozen to its moving average for the last 20 %; needs labelled batches) or
+            ``"hmq"`` (Gumbel-Softmax search of bit-width × power-of-two threshold per layer
+            for ``hmq_steps`` toward ``target_compression`` (vs fp32; 8 = 4 bits per weight),
+            argmax, then ``grad_steps`` of fine-tuning; needs labelled batches).
         ratio: ``{scheme: fraction}``, the same in every layer; default 10:5:1 of
             pot4:fix4:fix8 (rmsmp) or ``{"fix4": 1}`` (msqe, which takes one fix scheme).
             ``{"fix4": 1}`` gives uniform 4-bit fixed-point.
@@ -157,9 +161,23 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
             plan[l.name] = {edge: l.rows}
         else:
             plan[l.name] = row_counts(l.rows, ratio_s)
+    if method in ("grad", "hmq") and any(y is None for _, y in batches):
+        raise RmsmpError(f"method {method!r} learns from the task loss: give labelled (images, labels) batches")
+    if method == "hmq":
+        from .hmq import hmq_quantize, target_bits_of
+        try:
+            target_bits_of(target_compression)
+        except ValueError as e:
+            raise RmsmpError(str(e)) from None
+        init = quantize(model, calib_batches, "msqe", ratio={"fix8": 1}, act_bits=act_bits, edge_scheme=edge_scheme,
+                        edge_act_bits=edge_act_bits, res_bits=res_bits, out_bits=out_bits,
+                        hessian_images=hessian_images, outlier_sigma=outlier_sigma, error_weight=None, seed=seed)
+        out, pick = hmq_quantize(init, batches, target_compression=target_compression, steps=hmq_steps,
+                                 finetune=grad_steps, seed=seed, progress=progress)
+        return out.with_meta({**out.meta, "method": "hmq", "target_compression": target_compression,
+                              "hmq_steps": hmq_steps, "finetune_steps": grad_steps,
+                              "layer_bits": {k: v[0] for k, v in pick.items()}})
     if method == "grad":
-        if any(y is None for _, y in batches):
-            raise RmsmpError("method 'grad' learns the scales from the task loss: give labelled (images, labels) batches")
         from .qat import qat
         init = quantize(model, calib_batches, "msqe", ratio=ratio, act_bits=act_bits, edge_scheme=edge_scheme,
                         edge_act_bits=edge_act_bits, res_bits=res_bits, out_bits=out_bits,
