@@ -137,16 +137,6 @@ class _Set:
     half: int | None       # 0/1: the half of the buffers it occupies; None: all of them
 
 
-def _bands(total: int, fits) -> list[tuple[int, int]]:
-    """Split ``total`` output rows into bands of the most rows ``fits(rows)`` allows."""
-    t = total
-    while t > 1 and not fits(t):
-        t -= 1
-    if not fits(t):
-        return []
-    return [(r, min(total, r + t)) for r in range(0, total, t)]
-
-
 def _band_rows(oy0, oy1, k, s, p, H):
     """Input rows [b0, b1) a band of output rows [oy0, oy1) reads, and its pad_top."""
     b0 = max(0, oy0 * s - p)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from rmsmp.generator.lower import im2col_input, pack_activation_words, pack_activations, unpack_activations
-from rmsmp.generator.program import split_words
+from rmsmp.generator.lower import im2col_input, pack_activation_words, unpack_activations
 from rmsmp.host.errors import RmsmpError
 
 from .top import MEM_MODEL, MEM_WORDS, SimTop
@@ -117,7 +116,7 @@ class SimDevice:
             xin = x if x.dim() == 3 else x.reshape(-1, 1, 1)
             if tuple(xin.shape) != tuple(spec["shape"]):
                 raise RmsmpError(f"input shape {tuple(xin.shape)} != program's {tuple(spec['shape'])}")
-            flat = [w for e in pack_activations(xin, C) for w in split_words(e, 8 * C, bus)]
+            flat = pack_activation_words(xin, C, bus)
             image[spec["addr"]:spec["addr"] + len(flat)] = flat
         out = self.run_image(image)
         o = io["output"]

@@ -22,8 +22,6 @@ BUILD_ROOT = Path(os.environ.get("RMSMP_BUILD", Path.cwd() / "build"))
 #: them); ``--no-public-flat-rw`` undoes it and a control file makes only the top module's
 #: signals public — what the benches touch.  The core simulates ~6× faster that way.
 DEFAULT_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2", "--no-public-flat-rw")
-#: Variables for the model's make (command-line overrides through MAKEFLAGS).
-DEFAULT_MAKE_FLAGS = {}
 
 
 class BenchFailed(AssertionError):
@@ -58,14 +56,13 @@ class VerilatorBuild:
     """One Verilator model of ``component`` (top module ``name``), built on first use."""
 
     def __init__(self, component, name: str, *, build_root: Path | None = None, extra_sources=(),
-                 build_args=None, make_flags=None):
+                 build_args=None):
         self.name = name
         self.verilog = emit_verilog(component, name)
         self.build_args = list(DEFAULT_BUILD_ARGS if build_args is None else build_args)
-        self.make_flags = dict(DEFAULT_MAKE_FLAGS if make_flags is None else make_flags)
         extra = [Path(p) for p in extra_sources]
         h = hashlib.sha256(self.verilog.encode())
-        h.update(json.dumps([self.build_args, self.make_flags]).encode())
+        h.update(json.dumps(self.build_args).encode())
         for p in extra:
             h.update(p.read_bytes())
         self.build_dir = Path(build_root or BUILD_ROOT) / "verilator" / f"{name}-{h.hexdigest()[:12]}"
@@ -86,18 +83,9 @@ class VerilatorBuild:
         vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{self.name}" -var "*"\n')
         self._runner = self._get_runner()
         stamp = self.build_dir / ".built"
-        saved = os.environ.get("MAKEFLAGS")
-        flags = " ".join(f"{k}={v}" for k, v in self.make_flags.items())
-        os.environ["MAKEFLAGS"] = f"{saved or ''} {flags}".strip()
-        try:
-            self._runner.build(sources=[str(s) for s in self.sources], hdl_toplevel=self.name,
-                               build_dir=str(self.build_dir), always=not stamp.exists(),
-                               build_args=[*self.build_args, str(vlt)], log_file=log_file)
-        finally:
-            if saved is None:
-                os.environ.pop("MAKEFLAGS", None)
-            else:
-                os.environ["MAKEFLAGS"] = saved
+        self._runner.build(sources=[str(s) for s in self.sources], hdl_toplevel=self.name,
+                           build_dir=str(self.build_dir), always=not stamp.exists(),
+                           build_args=[*self.build_args, str(vlt)], log_file=log_file)
         stamp.touch()
         return self
 
