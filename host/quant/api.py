@@ -1,7 +1,6 @@
 """``quantize()``: PyTorch model + calibration data → :class:`QuantizedModel`."""
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
@@ -11,7 +10,7 @@ from ..errors import RmsmpError
 from .calibrate import ActivationRecorder, as_batches, fit_frac
 from .fake import GraphModule
 from .graph import capture
-from .qmodel import Layer, QuantizedModel, TensorQ, legal_scale
+from .qmodel import Layer, QuantizedModel, TensorQ, legal_pow2_exponent, legal_scale
 from .rmsmp import ASSIGN_MODES, assign_rows, fit_scales, hessian_row_traces, parse_ratio, row_counts
 from .pow2 import gradient_second_moments, msqe_pow2_exponent
 from .schemes import parse_scheme
@@ -241,8 +240,7 @@ def _pow2_layer(l, scheme, outq, importance, outlier_sigma) -> Layer:
     if needed until the integer bias fits the accumulator (``legal_scale``)."""
     in_frac = outq[l.inputs[0]].frac
     e, _ = msqe_pow2_exponent(l.weight, scheme, weight=importance, outlier_sigma=outlier_sigma)
-    floor = float(legal_scale(torch.full((l.rows,), 2.0 ** -149), l.bias, in_frac).max())
-    e = max(e, math.ceil(math.log2(floor)))
+    e = legal_pow2_exponent(e, l.bias, in_frac)
     scale = torch.full((l.rows,), 2.0 ** e, dtype=torch.float64)
     q = scheme.quantize(l.weight.double(), scale)
     return Layer(l.name, l.op, l.inputs, dict(l.attrs), weight=l.weight, bias=l.bias, out=outq[l.name],

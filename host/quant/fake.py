@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .qmodel import Layer, QuantizedModel, TensorQ, legal_scale
+from .qmodel import Layer, QuantizedModel, TensorQ, legal_pow2_exponent, legal_scale
 from .schemes import parse_scheme
 
 __all__ = ["GraphModule", "fake_quant_tensor", "ste_weight"]
@@ -182,9 +182,11 @@ class GraphModule(nn.Module):
                 k = _key(l.name)
                 w = self.weight[k].detach().float().clone()
                 b = self.bias[k].detach().float().clone()
-                s = legal_scale(self.row_scale(l.name).detach(), b, qm.in_q(l).frac)
                 if self.pow2:                       # a bias floor may only raise the exponent
-                    s = torch.exp2(torch.ceil(torch.log2(s.max()))).expand(s.shape).clone()
+                    e = legal_pow2_exponent(self.pow2_exponent(l.name), b, qm.in_q(l).frac)
+                    s = torch.full((l.rows,), 2.0 ** e, dtype=torch.float64)
+                else:
+                    s = legal_scale(self.row_scale(l.name).detach(), b, qm.in_q(l).frac)
                 q = torch.empty_like(w, dtype=torch.int64)
                 for scheme, rows in self._groups[l.name]:
                     q[rows] = scheme.quantize(w[rows].double(), s[rows])

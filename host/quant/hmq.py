@@ -18,8 +18,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import math
-
 from .fake import GraphModule, _key, fake_quant_tensor
 from .pow2 import msqe_pow2_exponent, pow2_error
 from .schemes import parse_scheme
@@ -132,7 +130,7 @@ def hmq_quantize(init, batches, *, target_compression: float, steps: int = 200, 
     ``init``: the msqe model with every row fix8 (edge layers stay as they are).  Returns
     ``(QuantizedModel, {layer: (bits, exponent)})``."""
     from .qat import qat
-    from .qmodel import Layer, legal_scale
+    from .qmodel import Layer, legal_pow2_exponent
     target = target_bits_of(target_compression)
     torch.manual_seed(seed)
     compute = init.compute_layers()
@@ -159,8 +157,7 @@ def hmq_quantize(init, batches, *, target_compression: float, steps: int = 200, 
             bits, e = pick[l.name]
             w = net.weight[_key(l.name)].detach().float().clone()
             b = net.bias[_key(l.name)].detach().float().clone()
-            floor = float(legal_scale(torch.full((l.rows,), 2.0 ** -149), b, init.in_q(l).frac).max())
-            e = max(e, math.ceil(math.log2(floor)))
+            e = legal_pow2_exponent(e, b, init.in_q(l).frac)
             scheme = parse_scheme(f"fix{bits}")
             scale = torch.full((l.rows,), 2.0 ** e, dtype=torch.float64)
             l = Layer(l.name, l.op, l.inputs, dict(l.attrs), weight=w, bias=b, out=l.out,

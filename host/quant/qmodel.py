@@ -11,6 +11,8 @@ those by the exact rules of ``docs/arithmetic.md`` (:func:`requant_multiplier`,
 """
 from __future__ import annotations
 
+import math
+
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +79,13 @@ def legal_scale(scale: torch.Tensor, bias: torch.Tensor, in_frac: int) -> torch.
     up = torch.nextafter(s, torch.tensor(float("inf")))
     s = torch.where(s.double() < floor, up, s)
     return s.clamp(min=torch.finfo(torch.float32).tiny).double()
+
+
+def legal_pow2_exponent(e: int, bias: torch.Tensor, in_frac: int) -> int:
+    """The smallest exponent ``≥ e`` whose scale ``2^e`` :func:`legal_scale` keeps as is
+    (power-of-two scale methods may only raise the exponent)."""
+    floor = float(legal_scale(torch.full((bias.numel(),), 2.0 ** -149), bias, in_frac).max())
+    return max(int(e), math.ceil(math.log2(floor)))
 
 
 def accumulator_bits(qmax_w: int, x: TensorQ, fan_in: int) -> int:
