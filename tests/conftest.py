@@ -25,6 +25,16 @@ def calib(digits):
 
 
 @pytest.fixture(scope="session")
+def digits_net(digits):
+    """The default-width digits CNN (seed 0), labelled calibration batches and the held-out
+    set: what the power-of-two and HMQ method tests train and compare against."""
+    xtr, ytr, xte, yte = digits
+    torch.manual_seed(0)
+    m = train_digits(DigitsNet(), xtr, ytr, epochs=20)
+    return m, [(xtr[i:i + 64], ytr[i:i + 64]) for i in range(0, 256, 64)], xte, yte
+
+
+@pytest.fixture(scope="session")
 def digits_q(digits_fp, calib):
     return quantize(digits_fp, calib)
 

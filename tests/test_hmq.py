@@ -2,20 +2,10 @@
 import math
 
 import pytest
-import torch
 
 from rmsmp.host import AcceleratorConfig, compile_model, quantize
 from rmsmp.host.errors import RmsmpError
 from rmsmp.host.quant.schemes import parse_scheme
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from rmsmp.host.models import DigitsNet, load_digits, train_digits
-    xtr, ytr, xte, yte = load_digits()
-    torch.manual_seed(0)
-    m = train_digits(DigitsNet(), xtr, ytr, epochs=20)
-    return m, [(xtr[i:i + 64], ytr[i:i + 64]) for i in range(0, 256, 64)], xte, yte
 
 
 def bits_per_weight(qm):
@@ -24,9 +14,9 @@ def bits_per_weight(qm):
 
 
 @pytest.mark.parametrize("target", [8.0, 10.0])
-def test_hmq_meets_the_compression_target_with_pow2_scales(digits, target):
+def test_hmq_meets_the_compression_target_with_pow2_scales(digits_net, target):
     from rmsmp.sim import golden
-    m, cal, xte, yte = digits
+    m, cal, xte, yte = digits_net
     qm = quantize(m, cal, method="hmq", target_compression=target, hmq_steps=120, grad_steps=60)
     assert 32 / bits_per_weight(qm) >= target - 1e-9              # edge layers (fix8) included
     for l in qm.compute_layers():
@@ -41,8 +31,8 @@ def test_hmq_meets_the_compression_target_with_pow2_scales(digits, target):
     compile_model(qm, AcceleratorConfig())
 
 
-def test_hmq_refuses_unreachable_targets_and_unlabelled_data(digits):
-    m, cal, _, _ = digits
+def test_hmq_refuses_unreachable_targets_and_unlabelled_data(digits_net):
+    m, cal, _, _ = digits_net
     with pytest.raises(RmsmpError, match="target_compression"):
         quantize(m, cal, method="hmq", target_compression=20)
     with pytest.raises(RmsmpError, match="labelled"):

@@ -65,18 +65,9 @@ def test_pot_grids_are_refused():
         msqe_pow2_exponent(torch.randn(10), parse_scheme("pot4"))
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from rmsmp.host.models import DigitsNet, load_digits, train_digits
-    xtr, ytr, xte, yte = load_digits()
-    torch.manual_seed(0)
-    m = train_digits(DigitsNet(), xtr, ytr, epochs=20)
-    return m, [(xtr[i:i + 64], ytr[i:i + 64]) for i in range(0, 256, 64)], xte, yte
-
-
-def test_msqe_model_has_power_of_two_scales_and_keeps_accuracy(digits):
+def test_msqe_model_has_power_of_two_scales_and_keeps_accuracy(digits_net):
     from rmsmp.sim import golden
-    m, cal, xte, yte = digits
+    m, cal, xte, yte = digits_net
     qm = quantize(m, cal, method="msqe")
     assert qm.meta["method"] == "msqe" and qm.meta["error_weight"] == "grad2"
     for l in qm.compute_layers():
@@ -92,8 +83,8 @@ def test_msqe_model_has_power_of_two_scales_and_keeps_accuracy(digits):
     assert compile_model(qm, AcceleratorConfig()).io["network"]["resident"]
 
 
-def test_msqe_refuses_mixed_or_pot_grids(digits):
-    m, cal, _, _ = digits
+def test_msqe_refuses_mixed_or_pot_grids(digits_net):
+    m, cal, _, _ = digits_net
     with pytest.raises(RmsmpError, match="one fixed-point grid"):
         quantize(m, cal, method="msqe", ratio={"pot4": 0.5, "fix4": 0.5})
     with pytest.raises(RmsmpError, match="fixed-point edge_scheme"):
@@ -102,9 +93,9 @@ def test_msqe_refuses_mixed_or_pot_grids(digits):
         quantize(m, cal, method="msqe", error_weight="hessian")
 
 
-def test_grad_rounds_the_exponent_to_the_neighbour_with_lower_error(digits):
+def test_grad_rounds_the_exponent_to_the_neighbour_with_lower_error(digits_net):
     from rmsmp.host.quant.fake import GraphModule
-    m, cal, _, _ = digits
+    m, cal, _, _ = digits_net
     qm = quantize(m, cal, method="msqe")
     fq = GraphModule(qm, mode="fake", pow2=True)
     for l in qm.compute_layers():
@@ -119,10 +110,10 @@ def test_grad_rounds_the_exponent_to_the_neighbour_with_lower_error(digits):
             assert s.requires_grad and torch.equal(s.detach(), torch.full((l.rows,), 2.0 ** want))
 
 
-def test_grad_method_learns_power_of_two_scales(digits):
+def test_grad_method_learns_power_of_two_scales(digits_net):
     from rmsmp.host.quant.qat import qat
     from rmsmp.sim import golden
-    m, cal, xte, yte = digits
+    m, cal, xte, yte = digits_net
     qm = quantize(m, cal, method="grad", grad_steps=60)
     assert qm.meta["method"] == "grad" and qm.meta["init"] == "msqe"
     for l in qm.compute_layers():
