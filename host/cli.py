@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_quantize)
     c = sub.add_parser("compile", help="compile a quantized model into a program for an accelerator config")
     c.add_argument("model")
-    c.add_argument("--config", help="AcceleratorConfig JSON (default: the 10/5/1 x 8 array)")
+    c.add_argument("--config", help="AcceleratorConfig JSON (default: 10 pot4 + 6 fix8 rows x 8 columns)")
     c.add_argument("--input-shape", help="CxHxW (default: the calibration images' shape)")
     c.add_argument("--batch", type=int, default=1)
     c.add_argument("-o", "--output", required=True)
