@@ -147,6 +147,13 @@ def _band_rows(oy0, oy1, k, s, p, H):
 def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
     """Compile ``qm`` for ``cfg`` and an input of ``input_shape`` ([C, H, W]); the program
     runs ``batch`` images one after another."""
+    for l in qm.layers:
+        if l.out.is_log:
+            users = [u.name for u in qm.layers if l.name in u.inputs]
+            raise CompileError(f"layer {l.name!r} produces logarithmic (base √2, MXQN) activations "
+                               f"read by {', '.join(repr(u) for u in users) or 'the host'}; this accelerator's "
+                               "lanes and post-processing take fixed-point activations only; quantize with "
+                               "method='mxqn', log_activations=False to run it here (golden runs it as is)")
     C, bus, A = cfg.columns, cfg.bus_width, cfg.act_depth
     wpe = words_per_entry(8 * C, bus)                     # bus words per activation entry
     shapes = infer_shapes(qm, input_shape)

@@ -26,8 +26,11 @@ def rshift_round(x: torch.Tensor, n) -> torch.Tensor:
 
 
 def requantize(v: torch.Tensor, mult, shift, out: TensorQ, relu: bool) -> torch.Tensor:
-    """``clamp(rshift_round(v * M, n))``, lower bound 0 with ReLU (docs §4)."""
+    """``clamp(rshift_round(v * M, n))``, lower bound 0 with ReLU (docs §4); a logarithmic
+    ``out`` encodes the rounded value (in units of ``2^-out.value_frac``) to its code."""
     y = rshift_round(v * mult, shift)
+    if out.is_log:
+        return out.encode(y)
     lo = max(out.lo, 0) if relu else out.lo
     return y.clamp(lo, out.hi)
 
@@ -70,6 +73,8 @@ def golden_trace(qm: QuantizedModel, x: torch.Tensor, *, integer_input: bool = F
     vals = {qm.input.name: xi}
     for l in qm.layers[1:]:
         a = vals[l.inputs[0]]
+        if l.op not in ("maxpool", "flatten", "relu"):     # codes are monotone: those pass them
+            a = qm[l.inputs[0]].out.decode(a)
         relu = bool(l.attrs.get("relu"))
         if l.op in ("conv", "linear"):
             _check_width(qm, l)
@@ -84,14 +89,15 @@ def golden_trace(qm: QuantizedModel, x: torch.Tensor, *, integer_input: bool = F
             y = requantize(v, rq["mult"].reshape(shape), rq["shift"].reshape(shape), l.out, relu)
         elif l.op == "add":
             qa, qb = qm[l.inputs[0]].out, qm[l.inputs[1]].out
-            b = vals[l.inputs[1]]
-            f = max(qa.frac, qb.frac)
-            s = (a << (f - qa.frac)) + (b << (f - qb.frac))
-            if l.out.frac > f:
-                s = s << (l.out.frac - f)
+            b = qb.decode(vals[l.inputs[1]])
+            fa, fb, fo = qa.value_frac, qb.value_frac, l.out.value_frac
+            f = max(fa, fb)
+            s = (a << (f - fa)) + (b << (f - fb))
+            if fo > f:
+                s = s << (fo - f)
             else:
-                s = rshift_round(s, f - l.out.frac)
-            y = s.clamp(max(l.out.lo, 0) if relu else l.out.lo, l.out.hi)
+                s = rshift_round(s, f - fo)
+            y = l.out.encode(s) if l.out.is_log else s.clamp(max(l.out.lo, 0) if relu else l.out.lo, l.out.hi)
         elif l.op == "relu":
             y = a.clamp(min=0)
         elif l.op == "maxpool":
@@ -101,7 +107,7 @@ def golden_trace(qm: QuantizedModel, x: torch.Tensor, *, integer_input: bool = F
         elif l.op == "avgpool":
             iq = qm.in_q(l)
             count = a.shape[2] * a.shape[3]
-            m, n = requant_multiplier(2.0 ** (l.out.frac - iq.frac) / count)
+            m, n = requant_multiplier(2.0 ** (l.out.value_frac - iq.value_frac) / count)
             y = requantize(a.sum(dim=(2, 3), keepdim=True), m, n, l.out, False)
         elif l.op == "flatten":
             y = a.flatten(1)
@@ -119,4 +125,4 @@ def golden(qm: QuantizedModel, x: torch.Tensor, *, integer_input: bool = False,
     ``dequantize=False``, the output integers.
     """
     y = golden_trace(qm, x, integer_input=integer_input)[qm.output.name]
-    return y.double() * qm.output.out.step if dequantize else y
+    return qm.output.out.dequantize(y) if dequantize else y

@@ -51,8 +51,12 @@ def layerwise_agreement(qm, x):
     out = {}
     with torch.no_grad():
         for l in qm.layers[1:]:
-            args = [(vals[i].double() * qm[i].out.step).float() for i in l.inputs]
-            got = fq.run_layer(l, args).double() / l.out.step
+            args = [qm[i].out.dequantize(vals[i]).float() for i in l.inputs]
+            got = fq.run_layer(l, args).double()
+            if l.out.is_log:             # compare codes (one code = one √2 step)
+                got = l.out.encode(torch.floor(got * 2.0 ** l.out.value_frac + 0.5).to(torch.int64)).double()
+            else:
+                got = got / l.out.step
             d = (got - vals[l.name].double()).abs()
             out[l.name] = (float(d.max()), float((d > 0.5).double().mean()))
     return out

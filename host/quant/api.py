@@ -19,7 +19,7 @@ __all__ = ["quantize", "DEFAULT_RATIO", "METHODS"]
 
 #: The RMSMP paper's 10:5:1 split of a 16-row array.
 DEFAULT_RATIO = {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
-METHODS = ("rmsmp", "msqe", "grad", "hmq")
+METHODS = ("rmsmp", "msqe", "grad", "hmq", "mxqn")
 
 
 def _check_bits(name, v, lo, hi):
@@ -67,7 +67,7 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
              edge_act_bits: int | None = 8, res_bits: int = 8, out_bits: int = 16,
              assign: str = "hessian", hessian_samples: int = 2, hessian_images: int = 16,
              outlier_sigma: float | None = 3.0, error_weight: str | None = "grad2", grad_steps: int = 200,
-             target_compression: float = 8.0, hmq_steps: int = 200,
+             target_compression: float = 8.0, hmq_steps: int = 200, log_activations: bool = True,
              seed: int = 0, progress: bool = False) -> QuantizedModel:
     """Quantize ``model`` post-training.
 
@@ -75,6 +75,9 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
     symmetric fixed-point weights with one power-of-two scale per layer, chosen by MSQE
     (least squares, then the exponent with the lower error; :mod:`rmsmp.host.quant.pow2`).
     ``method="grad"``: the same grid with the scale learned by gradient (arXiv 2210.03671).
+    ``method="mxqn"``: fixed-point weights with the fraction length of highest SQNR, and per
+    activation tensor fixed-point or base-√2 logarithmic codes, whichever has the higher SQNR
+    on the calibration data (:mod:`rmsmp.host.quant.mxqn`; no retraining).
 
     Args:
         model: a float ``nn.Module`` (conv/linear/BN/ReLU/add/pool/flatten graph).
@@ -98,6 +101,8 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
         hessian_samples / hessian_images: Hutchinson probes and images used.
         outlier_sigma (msqe): weights beyond this many standard deviations are left out of
             the error the scale minimises (``None``: keep them).
+        log_activations (mxqn): ``False`` keeps every activation fixed-point (what this
+            accelerator's RTL runs); the weights are still chosen by SQNR.
         error_weight (msqe): ``"grad2"`` weights each weight's error by its gradient second
             moment on the calibration data; ``None`` weights all alike.
         progress: show a progress bar.
@@ -119,12 +124,12 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
     if error_weight not in ("grad2", None):
         raise RmsmpError(f"unknown error_weight {error_weight!r}; available: 'grad2', None")
     ratio_s = parse_ratio((DEFAULT_RATIO if method == "rmsmp" else {"fix4": 1}) if ratio is None else ratio)
-    if method in ("msqe", "grad") and (len(ratio_s) != 1 or next(iter(ratio_s)).kind != "fix"):
-        raise RmsmpError(f"method 'msqe' quantizes every row of a layer to one fixed-point grid; "
+    if method in ("msqe", "grad", "mxqn") and (len(ratio_s) != 1 or next(iter(ratio_s)).kind != "fix"):
+        raise RmsmpError(f"method {method!r} quantizes every row of a layer to one fixed-point grid; "
                          f"got ratio {dict((str(k), v) for k, v in ratio_s.items())}")
     edge = parse_scheme(edge_scheme) if edge_scheme is not None else None
-    if method in ("msqe", "grad") and edge is not None and edge.kind != "fix":
-        raise RmsmpError(f"method 'msqe' needs a fixed-point edge_scheme, got {edge}")
+    if method in ("msqe", "grad", "mxqn") and edge is not None and edge.kind != "fix":
+        raise RmsmpError(f"method {method!r} needs a fixed-point edge_scheme, got {edge}")
     batches = as_batches(calib_batches)
     gen = torch.Generator().manual_seed(seed)
 
@@ -143,13 +148,17 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
     fmt = _tensor_bits(layers, first, last, act_bits=act_bits, edge_act_bits=edge_act_bits,
                        res_bits=res_bits, out_bits=out_bits)
     outq: dict[str, TensorQ] = {}
+    act_choice: dict[str, dict] = {}
     for l in layers:
         bits, signed = fmt[l.name]
         if l.op in ("maxpool", "flatten"):
             outq[l.name] = outq[l.inputs[0]]
         elif l.op == "relu":
             p = outq[l.inputs[0]]
-            outq[l.name] = TensorQ(bits, False, p.frac)
+            outq[l.name] = p if p.is_log else TensorQ(bits, False, p.frac)
+        elif method == "mxqn" and log_activations and not signed and l.op != "input" and l is not layers[-1]:
+            from .mxqn import choose_activation
+            outq[l.name], act_choice[l.name] = choose_activation(rec.values(l.name), bits, rec.absmax[l.name])
         else:
             outq[l.name] = fit_frac(rec.values(l.name), bits, signed, rec.absmax[l.name])
 
@@ -185,6 +194,17 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
         out = qat(init, batches, steps=grad_steps, seed=seed, progress=progress, pow2=True, freeze_at=0.8)
         return out.with_meta({**out.meta, "method": "grad", "init": "msqe", "grad_steps": grad_steps,
                               "freeze_at": 0.8})
+    if method == "mxqn":
+        from .mxqn import sqnr_pow2_exponent
+        done, w_db = {}, {}
+        for l in compute:
+            scheme = next(iter(plan[l.name]))
+            e, w_db[l.name] = sqnr_pow2_exponent(l.weight, scheme)
+            done[l.name] = _fixed_layer(l, scheme, outq, e)
+        return _assemble(model, layers, done, outq, ratio_s, batches, method="mxqn", assign=None,
+                         act_bits=act_bits, res_bits=res_bits, out_bits=out_bits, edge=edge,
+                         edge_act_bits=edge_act_bits, weight_sqnr_db=w_db, activation_sqnr_db=act_choice,
+                         log_activations=[l.name for l in layers if outq[l.name].is_log])
     if method in ("msqe", "grad"):
         imp = (gradient_second_moments(gm, [l.name for l in compute], batches, hessian_images * 4)
                if error_weight == "grad2" else {})
@@ -214,7 +234,7 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
                               generator=gen)
         scale = torch.empty(l.rows, dtype=torch.float64)
         q = torch.empty(l.weight.shape, dtype=torch.int64)
-        in_frac = outq[l.inputs[0]].frac
+        in_frac = outq[l.inputs[0]].value_frac
         for s in set(schemes):
             rows = torch.tensor([r for r, x in enumerate(schemes) if x == s])
             sc = fits[s][0][rows] if s in fits else fit_scales(l.weight[rows], s)[0]
@@ -238,9 +258,14 @@ def _assemble(model, layers, done, outq, ratio_s, batches, *, edge, **meta) -> Q
 def _pow2_layer(l, scheme, outq, importance, outlier_sigma) -> Layer:
     """Every row of ``l`` on ``scheme`` with one power-of-two scale (MSQE exponent), raised
     if needed until the integer bias fits the accumulator (``legal_scale``)."""
-    in_frac = outq[l.inputs[0]].frac
     e, _ = msqe_pow2_exponent(l.weight, scheme, weight=importance, outlier_sigma=outlier_sigma)
-    e = legal_pow2_exponent(e, l.bias, in_frac)
+    return _fixed_layer(l, scheme, outq, e)
+
+
+def _fixed_layer(l, scheme, outq, e: int) -> Layer:
+    """Every row of ``l`` on ``scheme`` with the scale ``2^e``, ``e`` raised if needed until
+    the integer bias fits the accumulator (``legal_pow2_exponent``)."""
+    e = legal_pow2_exponent(e, l.bias, outq[l.inputs[0]].value_frac)
     scale = torch.full((l.rows,), 2.0 ** e, dtype=torch.float64)
     q = scheme.quantize(l.weight.double(), scale)
     return Layer(l.name, l.op, l.inputs, dict(l.attrs), weight=l.weight, bias=l.bias, out=outq[l.name],

@@ -27,7 +27,17 @@ __all__ = ["GraphModule", "fake_quant_tensor", "ste_weight"]
 
 
 def fake_quant_tensor(y: torch.Tensor, q: TensorQ) -> torch.Tensor:
-    """Round ``y`` half-up to ``q`` and clamp; gradient passes inside the range (STE)."""
+    """Round ``y`` half-up to ``q`` and clamp; gradient passes inside the range (STE).
+
+    A logarithmic ``q`` rounds half-up to its fine grid (``2^-value_frac``) and takes the
+    level of the code the golden model's thresholds give."""
+    if q.is_log:
+        s = 2.0 ** q.value_frac
+        lv = torch.tensor(q.levels(), dtype=y.dtype)
+        u = torch.clamp(y * s, 0, float(lv[-1]))
+        code = torch.bucketize(torch.floor(u.detach() + 0.5), torch.tensor(q.thresholds(), dtype=y.dtype),
+                               right=True)
+        return (u + (lv[code] - u).detach()) / s
     s = 2.0 ** q.frac
     yc = torch.clamp(y * s, q.lo, q.hi)
     return (yc + (torch.floor(yc + 0.5) - yc).detach()) / s
@@ -136,7 +146,7 @@ class GraphModule(nn.Module):
                         else F.linear(a, wq)
                     shape = (1, -1, 1, 1) if l.op == "conv" else (1, -1)
                     # the hardware adds an integer bias in accumulator units (docs §4)
-                    unit = s * 2.0 ** -self._qm.in_q(l).frac
+                    unit = s * 2.0 ** -self._qm.in_q(l).value_frac
                     bq = b / unit
                     bq = bq + (torch.round(bq) - bq).detach()
                     y = z * s.reshape(shape) + (bq * unit).reshape(shape)
@@ -183,10 +193,10 @@ class GraphModule(nn.Module):
                 w = self.weight[k].detach().float().clone()
                 b = self.bias[k].detach().float().clone()
                 if self.pow2:                       # a bias floor may only raise the exponent
-                    e = legal_pow2_exponent(self.pow2_exponent(l.name), b, qm.in_q(l).frac)
+                    e = legal_pow2_exponent(self.pow2_exponent(l.name), b, qm.in_q(l).value_frac)
                     s = torch.full((l.rows,), 2.0 ** e, dtype=torch.float64)
                 else:
-                    s = legal_scale(self.row_scale(l.name).detach(), b, qm.in_q(l).frac)
+                    s = legal_scale(self.row_scale(l.name).detach(), b, qm.in_q(l).value_frac)
                 q = torch.empty_like(w, dtype=torch.int64)
                 for scheme, rows in self._groups[l.name]:
                     q[rows] = scheme.quantize(w[rows].double(), s[rows])

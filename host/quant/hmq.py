@@ -157,7 +157,7 @@ def hmq_quantize(init, batches, *, target_compression: float, steps: int = 200, 
             bits, e = pick[l.name]
             w = net.weight[_key(l.name)].detach().float().clone()
             b = net.bias[_key(l.name)].detach().float().clone()
-            e = legal_pow2_exponent(e, b, init.in_q(l).frac)
+            e = legal_pow2_exponent(e, b, init.in_q(l).value_frac)
             scheme = parse_scheme(f"fix{bits}")
             scale = torch.full((l.rows,), 2.0 ** e, dtype=torch.float64)
             l = Layer(l.name, l.op, l.inputs, dict(l.attrs), weight=w, bias=b, out=l.out,

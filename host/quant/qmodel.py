@@ -24,7 +24,7 @@ from rmsmp.rtl.formats import MULT_BITS, requant_multiplier
 
 from .schemes import parse_scheme
 
-__all__ = ["TensorQ", "Layer", "QuantizedModel", "requant_multiplier", "bias_to_int",
+__all__ = ["TensorQ", "LOG_FRAC", "LOG_SQRT2", "LOG_MAX_BITS", "Layer", "QuantizedModel", "requant_multiplier", "bias_to_int",
            "BIAS_LIMIT", "MULT_BITS", "accumulator_bits", "legal_scale"]
 
 #: Integer biases are clamped by the quantizer's choice of scale to ``|B| <= 2^30``.
@@ -34,17 +34,42 @@ COMPUTE_OPS = ("conv", "linear")
 OPS = ("input", "conv", "linear", "add", "relu", "maxpool", "avgpool", "flatten")
 
 
+#: Logarithmic activations (MXQN, docs/quantization.md §mxqn): levels ``2^(k/2)`` steps with
+#: ``√2`` held as ``LOG_SQRT2 / 2^LOG_FRAC``; decoded values are integers in units of
+#: ``2^-(frac + LOG_FRAC)``.  Codes wider than ``LOG_MAX_BITS`` would leave int64.
+LOG_FRAC = 7
+LOG_SQRT2 = 181                       # round(√2 · 2^7) = 181 (1.4140625)
+LOG_MAX_BITS = 5
+CODES = ("fix", "log")
+
+
 @dataclass(frozen=True)
 class TensorQ:
-    """Integer format of a tensor: value = q * 2^-frac, q in [lo, hi]."""
+    """Integer format of a tensor.
+
+    ``code="fix"``: value = q * 2^-frac, q in [lo, hi].
+    ``code="log"`` (unsigned only): q is a code in [0, 2^bits - 1]; code 0 is zero, code
+    c > 0 is ``2^((c-1)/2)`` steps of ``2^-frac`` (base √2), decoded exactly as the integer
+    :meth:`decode` gives in units of ``2^-value_frac``.
+    """
 
     bits: int
     signed: bool
     frac: int
+    code: str = "fix"
 
     def __post_init__(self):
         if not (1 <= self.bits <= 32):
             raise RmsmpError(f"tensor bit-width {self.bits} out of range 1..32")
+        if self.code not in CODES:
+            raise RmsmpError(f"tensor code {self.code!r}: expected one of {', '.join(CODES)}")
+        if self.is_log and (self.signed or not 2 <= self.bits <= LOG_MAX_BITS):
+            raise RmsmpError(f"logarithmic tensors are unsigned with 2..{LOG_MAX_BITS} bits, "
+                             f"got {'signed ' if self.signed else ''}{self.bits} bits")
+
+    @property
+    def is_log(self) -> bool:
+        return self.code == "log"
 
     @property
     def lo(self) -> int:
@@ -56,10 +81,65 @@ class TensorQ:
 
     @property
     def step(self) -> float:
+        """Real value of one unit of ``q`` (fix) / of the smallest non-zero level (log)."""
         return 2.0 ** -self.frac
 
+    # -- decoded integer values (what arithmetic consumes) ------------------------------
+    @property
+    def value_frac(self) -> int:
+        """Fraction bits of the decoded integers: ``frac`` (fix), ``frac + LOG_FRAC`` (log)."""
+        return self.frac + LOG_FRAC if self.is_log else self.frac
+
+    def levels(self) -> list[int]:
+        """Decoded integer of every code (log): ``0, 2^7, 181, 2^8, 181·2, …``."""
+        return [0] + [(LOG_SQRT2 if (c - 1) & 1 else 1 << LOG_FRAC) << ((c - 1) >> 1)
+                      for c in range(1, self.hi + 1)]
+
+    def thresholds(self) -> list[int]:
+        """Smallest decoded value that encodes to code c, for c = 1 … hi (log): half the
+        smallest level for c = 1, else the geometric midpoint of the ideal levels
+        ``2^(LOG_FRAC + (c-2)/2)`` and ``2^(LOG_FRAC + (c-1)/2)``, rounded up — the
+        least integer v with ``v^4 ≥ 2^(4·LOG_FRAC + 2c − 3)`` (exact integer arithmetic)."""
+        out = [1 << (LOG_FRAC - 1)]
+        for c in range(2, self.hi + 1):
+            target = 1 << (4 * LOG_FRAC + 2 * c - 3)
+            v = math.isqrt(math.isqrt(target))
+            while v ** 4 < target:
+                v += 1
+            out.append(v)
+        return out
+
+    @property
+    def value_lo(self) -> int:
+        return 0 if self.is_log else self.lo
+
+    @property
+    def value_hi(self) -> int:
+        return self.levels()[-1] if self.is_log else self.hi
+
+    def decode(self, q: torch.Tensor) -> torch.Tensor:
+        """Codes → integers in units of ``2^-value_frac`` (identity for fix)."""
+        if not self.is_log:
+            return q
+        return torch.tensor(self.levels(), dtype=torch.int64)[q.to(torch.int64)]
+
+    def encode(self, v: torch.Tensor) -> torch.Tensor:
+        """Integers in units of ``2^-value_frac`` → codes (log: the code whose threshold
+        range holds ``v``, negatives to 0); fix: clamp to [lo, hi]."""
+        if not self.is_log:
+            return v.clamp(self.lo, self.hi)
+        t = torch.tensor(self.thresholds(), dtype=torch.int64)
+        return torch.bucketize(v.to(torch.int64), t, right=True)
+
+    def dequantize(self, q: torch.Tensor) -> torch.Tensor:
+        """Codes/integers → real values (float64)."""
+        return self.decode(q).double() * 2.0 ** -self.value_frac
+
     def to_dict(self):
-        return {"bits": self.bits, "signed": self.signed, "frac": self.frac}
+        d = {"bits": self.bits, "signed": self.signed, "frac": self.frac}
+        if self.is_log:
+            d["code"] = self.code
+        return d
 
 
 def bias_to_int(bias: torch.Tensor, scale: torch.Tensor, in_frac: int) -> torch.Tensor:
@@ -90,7 +170,7 @@ def legal_pow2_exponent(e: int, bias: torch.Tensor, in_frac: int) -> int:
 
 def accumulator_bits(qmax_w: int, x: TensorQ, fan_in: int) -> int:
     """Signed accumulator width that holds any sum of ``fan_in`` products (docs §3)."""
-    xmax = max(abs(x.lo), abs(x.hi))
+    xmax = max(abs(x.value_lo), abs(x.value_hi))
     worst = qmax_w * xmax * fan_in
     return worst.bit_length() + 1
 
@@ -178,10 +258,10 @@ class QuantizedModel:
         self.requant: dict[str, dict] = {}
         for l in self.compute_layers():
             iq = self.in_q(l)
-            t = l.scale.double() * 2.0 ** (l.out.frac - iq.frac)
+            t = l.scale.double() * 2.0 ** (l.out.value_frac - iq.value_frac)
             mn = [requant_multiplier(float(v)) for v in t]
             self.requant[l.name] = {
-                "bias": bias_to_int(l.bias, l.scale, iq.frac),
+                "bias": bias_to_int(l.bias, l.scale, iq.value_frac),
                 "mult": torch.tensor([m for m, _ in mn], dtype=torch.int64),
                 "shift": torch.tensor([n for _, n in mn], dtype=torch.int64),
             }
@@ -199,6 +279,13 @@ class QuantizedModel:
                     raise RmsmpError(f"layer {l.name!r}: input {i!r} is not defined before it")
             if l.out is None:
                 raise RmsmpError(f"layer {l.name!r} has no output format (not quantized)")
+            if l.op in ("maxpool", "flatten", "relu") and l.inputs:
+                src = self._by_name[l.inputs[0]].out
+                if src is not None and src.is_log and l.out != src:
+                    raise RmsmpError(f"layer {l.name!r}: passes logarithmic codes through, so its "
+                                     f"format must be its input's ({src}), got {l.out}")
+            if l.out.is_log and l.op not in ("conv", "linear", "add", "avgpool", "maxpool", "flatten", "relu"):
+                raise RmsmpError(f"layer {l.name!r}: op {l.op!r} cannot produce logarithmic codes")
             if l.is_compute:
                 if l.qweight is None or l.scale is None or l.schemes is None or l.bias is None:
                     raise RmsmpError(f"layer {l.name!r}: missing integer weights, scales, schemes or bias")
@@ -236,7 +323,7 @@ class QuantizedModel:
                 c = Counter(l.schemes)
                 sch = " ".join(f"{k}:{v}" for k, v in sorted(c.items()))
             relu = "+relu" if l.attrs.get("relu") else ""
-            o = f"{'s' if l.out.signed else 'u'}{l.out.bits} 2^-{l.out.frac}"
+            o = f"{'s' if l.out.signed else 'u'}{l.out.bits} 2^{-l.out.frac}" + (" log√2" if l.out.is_log else "")
             lines.append(f"{l.name:28s} {l.op + relu:8s} {sch:34s} {o}")
         return "\n".join(lines)
 
