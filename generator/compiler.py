@@ -132,7 +132,7 @@ def _im2col_plan(qm, cfg, shapes):
 class _Set:
     """One load of a chunk of a layer's weights and parameters."""
     layer: str
-    blobs: list            # (buffer code, blob name)
+    blobs: list            # (buffer code, blob name, DmaDesc.wbits)
     words: int             # bus words moved
     half: int | None       # 0/1: the half of the buffers it occupies; None: all of them
 
@@ -208,7 +208,6 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
                 and sum(len(low.params) for low in convs) <= cfg.acc_depth)
 
     ports = buffer_ports(cfg)
-    wwidth = {g.scheme: _width(ports[f"wgt_w_{g.scheme}"][1]) for g in cfg.lane_groups}
     pwidth = _width(ports["par_w"][1])
     pb = ProgramBuilder(cfg)
     for i in range(batch):
@@ -225,9 +224,11 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
             low.desc["w_base"], low.desc["p_base"] = w_next, p_next
             w_next += len(low.weights[g0])
             p_next += len(low.params)
-        for k, g in enumerate(cfg.lane_groups):
-            pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", [w for low in convs for w in low.weights[g.scheme]],
-                                                wwidth[g.scheme]))
+        for k, g in enumerate(cfg.lane_groups):      # one load per layer: each packs at its own width
+            for low in convs:
+                wbits, width, words = low.packed[g.scheme]
+                pb.load(Buffer.WEIGHT0 + k, pb.blob(f"{low.name}.w_{g.scheme}", words, width), low.desc["w_base"],
+                        wbits=wbits)
         pb.load(Buffer.PARAM, pb.blob("params", [p for low in convs for p in low.params], pwidth))
     else:
         for low in convs:
@@ -244,11 +245,12 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
             lst = []
             for og0 in range(0, og_n, step):
                 og1 = min(og_n, og0 + step)
-                blobs = [(Buffer.WEIGHT0 + k, pb.blob(f"{low.name}.{og0}.w_{g.scheme}",
-                                                      low.weights[g.scheme][og0 * per_og:og1 * per_og],
-                                                      wwidth[g.scheme]))
-                         for k, g in enumerate(cfg.lane_groups)]
-                blobs.append((Buffer.PARAM, pb.blob(f"{low.name}.{og0}.p", low.params[og0:og1], pwidth)))
+                blobs = []
+                for k, g in enumerate(cfg.lane_groups):
+                    wbits, width, words = low.packed[g.scheme]
+                    blobs.append((Buffer.WEIGHT0 + k, pb.blob(f"{low.name}.{og0}.w_{g.scheme}",
+                                                              words[og0 * per_og:og1 * per_og], width), wbits))
+                blobs.append((Buffer.PARAM, pb.blob(f"{low.name}.{og0}.p", low.params[og0:og1], pwidth), 0))
                 lst.append((og0, og1, blobs, half))
             chunks[low.name] = lst
 
@@ -280,7 +282,7 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
                 (ld if load else st)(img, name, (cb * H + b0) * W, n, buf + cb * n)
 
     half_a = A // ACT_BANKS
-    set_words = {n: sum(pb.blob_words(b) for _, _, blobs, _ in lst for _, b in blobs) for n, lst in chunks.items()}
+    set_words = {n: sum(pb.blob_words(b) for _, _, blobs, _ in lst for _, b, _ in blobs) for n, lst in chunks.items()}
 
     def run_bands(bands, pipelined):
         """Emit bands (each: load, compute, store closures).  Pipelined bands alternate
@@ -368,7 +370,7 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
                 if low.kind == "conv" and not resident and not multi:
                     # a layer whose weights are one set loads them once for all its bands
                     blobs, hf = chunks[l.name][0][2:]
-                    sets.append(_Set(l.name, blobs, sum(pb.blob_words(b) for _, b in blobs), hf))
+                    sets.append(_Set(l.name, blobs, sum(pb.blob_words(b) for _, b, _ in blobs), hf))
                     only = len(sets) - 1
                 closures = []
                 for i, (oy0, oy1) in enumerate(bands):
@@ -399,7 +401,7 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
                                 emit("conv", band, only)
                             else:
                                 for og0, og1, blobs, hf in chunks[l.name]:
-                                    sets.append(_Set(l.name, blobs, sum(pb.blob_words(b) for _, b in blobs), hf))
+                                    sets.append(_Set(l.name, blobs, sum(pb.blob_words(b) for _, b, _ in blobs), hf))
                                     emit("conv", {**band, "out_groups": og1 - og0}, len(sets) - 1)
                     closures.append((load, compute, store))
                 run_bands(closures, pipelined)
@@ -444,11 +446,11 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
 
     def load_set(j):
         st_ = sets[j]
-        for buf, blob in st_.blobs:
+        for buf, blob, wbits in st_.blobs:
             base = 0
             if st_.half is not None:
                 base = (cfg.acc_depth if buf == Buffer.PARAM else cfg.weight_depth) // 2 * st_.half
-            pb.load(buf, blob, base)
+            pb.load(buf, blob, base, wbits=wbits)
 
     pb.trace("trace", len(names) + 1)
     pb.stamp("trace", 0)

@@ -69,6 +69,9 @@ class AcceleratorConfig:
         weight_depth / act_depth / acc_depth: on-chip buffer depths (entries).
         bus_width: memory port data width in bits.
         clock_hz: target clock.
+        packed_weights: the DMA unpacks fixed-point weights stored at their own width
+            (a fix4 row on a fix8 lane group moves 4 bits per weight); ``False`` stores
+            every code at its lane's width and saves the unpacking multiplexers.
     """
 
     lane_groups: tuple = DEFAULT_LANE_GROUPS
@@ -83,6 +86,7 @@ class AcceleratorConfig:
     acc_depth: int = 512
     bus_width: int = 32
     clock_hz: int = 50_000_000
+    packed_weights: bool = True
 
     def __post_init__(self):
         groups = tuple(g if isinstance(g, LaneGroup) else LaneGroup(*g) for g in self.lane_groups)
@@ -104,6 +108,8 @@ class AcceleratorConfig:
         if self.bus_width & (self.bus_width - 1):
             raise ConfigError(f"bus_width must be a power of two, got {self.bus_width}")
         _check_int("clock_hz", self.clock_hz, 1, 10 ** 10)
+        if not isinstance(self.packed_weights, bool):
+            raise ConfigError(f"packed_weights must be True or False, got {self.packed_weights!r}")
 
     # -- derived ---------------------------------------------------------------------------
     @property

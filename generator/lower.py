@@ -37,6 +37,7 @@ class LoweredLayer:
     name: str
     desc: dict                       # ConvDesc fields
     weights: dict = field(default_factory=dict)   # scheme -> list of word ints (from w_base)
+    packed: dict = field(default_factory=dict)    # scheme -> (DmaDesc.wbits, entry bits, words) in memory
     params: list = field(default_factory=list)    # param words (from p_base)
     perm: list = field(default_factory=list)      # out channel -> og·R + array row computing it
     out_channels_padded: int = 0     # channels of the stored output tensor (a multiple of C)
@@ -94,13 +95,23 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) 
     # zero-padded [O + 1, cb·C, k, k]: row O is the all-zero row of an unused array row
     qpad = torch.zeros(O + 1, cb * C, k, k, dtype=torch.int64)
     qpad[:O, :Cin] = qw
-    weights = {}
+    weights, packed = {}, {}
     for g in cfg.lane_groups:
         f = g.format
         off, n = offsets[g.scheme]
         rows = torch.tensor([[row_of.get((og, off + i), O) for i in range(n)] for og in range(og_n)])
         block = qpad[rows].reshape(og_n, n, cb, C, k, k).permute(0, 2, 4, 5, 1, 3)   # og cb ky kx row col
-        weights[g.scheme] = pack_words(encode_codes(f, block.reshape(-1, n * C)), f.bits)
+        flat = block.reshape(-1, n * C)
+        weights[g.scheme] = pack_words(encode_codes(f, flat), f.bits)
+        # in memory a fix lane group's codes take the width its widest placed row needs
+        pw = f.bits
+        if cfg.packed_weights and f.kind == "fix":
+            placed = {layer.schemes[ch] for (_, row), ch in row_of.items() if off <= row < off + n}
+            pw = max([2] + [fix_bits_for(sn) for sn in placed])
+        if pw < f.bits:
+            packed[g.scheme] = (pw, n * C * pw, pack_words(encode_codes(parse_weight_format(f"fix{pw}"), flat), pw))
+        else:
+            packed[g.scheme] = (0, n * C * f.bits, weights[g.scheme])
 
     # -- requantization parameters: one word of R rows per output group ---------------------
     plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
@@ -131,8 +142,14 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) 
         raise CompileError(f"layer {layer.name!r}: input {inq.bits} / output {out.bits} bits do not fit the "
                            "activation buffer (inputs up to 8 bits, outputs up to 16)")
     slots = 2 * O if out.bits > 8 else O
-    return LoweredLayer(layer.name, desc, weights, params, perm, math.ceil(slots / C) * C,
+    return LoweredLayer(layer.name, desc, weights, packed, params, perm, math.ceil(slots / C) * C,
                         macs=O * Cin * k * k * OH * OW, beats=og_n * OH * OW * cb * k * k)
+
+
+def fix_bits_for(scheme) -> int:
+    """Two's complement width that holds every weight of ``scheme`` (pot4: ±64 → 8)."""
+    f = parse_weight_format(scheme)
+    return f.bits if f.kind == "fix" else f.qmax.bit_length() + 1
 
 
 def can_run(lane, scheme) -> bool:

@@ -102,10 +102,12 @@ class ProgramBuilder:
         """Bus words that blob ``name`` occupies (what a LOAD of it moves)."""
         return self._blob_words[name]
 
-    def load(self, buf, ref: str, buf_addr: int = 0, *, offset: int = 0, count: int | None = None):
+    def load(self, buf, ref: str, buf_addr: int = 0, *, offset: int = 0, count: int | None = None,
+             wbits: int = 0):
         """DMA ``count`` entries (default: all of blob ``ref``) from blob or region ``ref``,
-        starting ``offset`` bus words in, to entry ``buf_addr`` of buffer ``buf``."""
-        self._instrs.append(("LOAD", buf, ref, buf_addr, offset, count))
+        starting ``offset`` bus words in, to entry ``buf_addr`` of buffer ``buf``; ``wbits``:
+        the packed code width of a weight blob (0: the lane's width)."""
+        self._instrs.append(("LOAD", buf, ref, buf_addr, offset, count, wbits))
 
     def _banks(self, buf, buf_addr: int, count: int) -> int:
         """Mask of the activation-buffer banks entries [buf_addr, buf_addr + count) touch."""
@@ -127,7 +129,7 @@ class ProgramBuilder:
 
     def store_to(self, ref: str, buf_addr: int, count: int, *, offset: int = 0):
         """DMA ``count`` activation entries from ``buf_addr`` into region ``ref`` at ``offset`` bus words."""
-        self._instrs.append(("STORE", Buffer.ACT, ref, buf_addr, offset, count))
+        self._instrs.append(("STORE", Buffer.ACT, ref, buf_addr, offset, count, 0))
 
     def sync(self):
         """Wait until the DMA and the engine are idle (before reusing a buffer region)."""
@@ -175,12 +177,12 @@ class ProgramBuilder:
                 c = Instruction.const({"op": Opcode.STAMP, "arg": {"dma": {
                     "buf": 0, "ext_addr": outputs[ins[1]][0] + ins[2], "buf_addr": 0, "count": 1}}})
             elif ins[0] in ("LOAD", "STORE"):
-                _, buf, ref, buf_addr, offset, count = ins
+                _, buf, ref, buf_addr, offset, count, wbits = ins
                 ext, n, _ = where[ref] if ref in where else outputs[ref]
                 n = n if count is None else count
                 c = Instruction.const({"op": Opcode[ins[0]], "arg": {"dma": {
                     "buf": buf, "ext_addr": ext + offset, "buf_addr": buf_addr, "count": n,
-                    "banks": self._banks(buf, buf_addr, n)}}})
+                    "banks": self._banks(buf, buf_addr, n), "wbits": wbits}}})
             elif ins[0] == "SYNC":
                 c = Instruction.const({"op": Opcode.SYNC})
             else:
@@ -216,8 +218,8 @@ def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
         if len(low.weights[g.scheme]) > cfg.weight_depth:
             raise ValueError(f"layer {layer.name!r}: {len(low.weights[g.scheme])} weight words exceed the "
                              f"{cfg.weight_depth}-entry {g.scheme} buffer")
-        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", low.weights[g.scheme],
-                                            _width(ports[f"wgt_w_{g.scheme}"][1])))
+        wbits, width, words = low.packed[g.scheme]
+        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", words, width), wbits=wbits)
     pb.load(Buffer.PARAM, pb.blob("p", low.params, _width(ports["par_w"][1])))
     pb.conv(low)
     pb.store("y", out_base, low.out_channels_padded // C * low.desc["out_h"] * low.desc["out_w"])

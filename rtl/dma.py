@@ -7,6 +7,11 @@ Any memory (on-chip RAM, SPRAM, an SDRAM controller, the simulation model) serve
 
 A buffer entry wider than the bus takes ``ceil(width / bus_width)`` consecutive bus words,
 least significant word first.
+
+Weights pack at their own width: a load into a fixed-point lane group with
+``DmaDesc.wbits = b`` reads entries of ``fields · b`` bits (``ceil(fields·b / bus)`` words,
+code ``j`` at bits ``[j·b, (j+1)·b)``) and sign-extends every code to the lane's width, so a
+fix4 row on a fix8 lane moves 4 bits per weight, not 8.
 """
 from __future__ import annotations
 
@@ -39,10 +44,11 @@ class Dma(wiring.Component):
     """Runs one :class:`DmaDesc` per ``start`` (``store=0``: load into ``buf``; ``store=1``:
     activation buffer → memory).  ``buffers`` maps port names to ``(Buffer code, width)``."""
 
-    def __init__(self, *, bus_width: int, buffer_ports: dict, act_width: int):
+    def __init__(self, *, bus_width: int, buffer_ports: dict, act_width: int, unpack: dict | None = None):
         self._bus = bus_width
         self._ports = buffer_ports            # name -> (code, signature as the engine sees it)
         self._act_width = act_width
+        self._unpack = dict(unpack or {})     # weight port name -> field width (fix lanes)
         members = {"start": In(1), "store": In(1), "desc": In(DmaDesc), "busy": Out(1),
                    "mem": Out(mem_port_signature(bus_width))}
         for name, (_, sig) in buffer_ports.items():
@@ -60,11 +66,21 @@ class Dma(wiring.Component):
         k = Signal(range(max(max_wpe, words_per_entry(self._act_width, bus)) + 1))
         i = Signal(ADDR_BITS + 1)
         n_wpe = Signal(range(max_wpe + 1))
+        # narrow widths per unpacking port: b -> (bus words per entry, fields)
+        narrow = {}
+        for n, lane in self._unpack.items():
+            fields = len(writers[n][1].data) // lane
+            narrow[n] = {b: (words_per_entry(fields * b, bus), fields) for b in range(2, lane)}
         m.d.comb += n_wpe.eq(1)
         with m.Switch(d.buf):
             for n, (code, _) in writers.items():
                 with m.Case(code):
                     m.d.comb += n_wpe.eq(wpe[n])
+                    if n in narrow:
+                        with m.Switch(d.wbits):
+                            for b, (w, _) in narrow[n].items():
+                                with m.Case(b):
+                                    m.d.comb += n_wpe.eq(w)
         act_wpe = words_per_entry(self._act_width, bus)
         rd, wr = self.mem.rd_cmd, self.mem.wr_cmd
 
@@ -97,6 +113,15 @@ class Dma(wiring.Component):
                             m.d.comb += [port.addr.eq(d.buf_addr + i),
                                          port.data.eq(nxt[(max_wpe - wpe[n]) * bus:]),
                                          port.en.eq(((d.buf == code).replicate(len(port.en))))]
+                            if n in narrow:
+                                lane = self._unpack[n]
+                                with m.Switch(d.wbits):
+                                    for b, (w, fields) in narrow[n].items():
+                                        src = nxt[(max_wpe - w) * bus:]
+                                        codes = [src[j * b:(j + 1) * b] for j in range(fields)]
+                                        with m.Case(b):
+                                            m.d.comb += port.data.eq(Cat(
+                                                Cat(c, c[-1].replicate(lane - b)) for c in codes))
                         m.d.sync += [k.eq(0), i.eq(i + 1)]
                         with m.If(i == d.count - 1):
                             m.d.sync += self.busy.eq(0)

@@ -83,6 +83,8 @@ class DmaDesc(data.Struct):
     buf_addr: unsigned(ADDR_BITS)     # entry address in the buffer
     count: unsigned(ADDR_BITS)        # entries
     banks: unsigned(ACT_BANKS)        # activation-buffer banks the transfer touches (ACT only)
+    wbits: unsigned(4)                # weight loads into a fix lane group: the codes' packed
+                                      # width in memory (2 .. lane bits - 1; 0: the lane's width)
 
 
 class VecKind(enum.Enum, shape=2):

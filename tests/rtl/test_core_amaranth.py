@@ -74,3 +74,27 @@ def test_core_runs_vector_ops_bit_exact(name):
     got = unpack_activations(prog.read_entries(res["image"], "y"), o["channels"], o["H"], o["W"], CFG.columns,
                              o["signed"])
     assert got == y.reshape(o["channels"], o["H"], o["W"]).tolist()
+
+
+PACK_CFG = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix8", 2)), columns=4,
+                             act_depth=2048, weight_depth=512, acc_depth=64)
+
+
+@pytest.mark.parametrize("ratio,wbits", [({"pot4": 0.5, "fix4": 0.5}, 4), ({"pot4": 0.5, "fix3": 0.5}, 3),
+                                         ({"fix2": 1}, 2), ({"pot4": 0.75, "fix4": 0.25}, 0)],
+                         ids=["fix4-on-fix8", "fix3-on-fix8", "fix2-on-fix8", "pot4-spills-to-fix8"])
+def test_weights_pack_at_their_own_width(ratio, wbits):
+    """Fixed-point rows on wider fix lanes are stored and moved at their own width; the DMA
+    sign-extends them (pot4 rows spilling onto a fix8 lane need all 8 bits)."""
+    qm, layer, x, y = one_layer_model("conv", cin=6, cout=8, k=3, s=1, p=1, hw=5, ratio=ratio)
+    prog = layer_program(qm, layer, PACK_CFG, x, in_hw=(5, 5))
+    low = prog.layers[0]
+    got_wbits, width, words = low.packed["fix8"]
+    assert got_wbits == wbits
+    assert width == 2 * 4 * (wbits or 8)                  # 2 rows × 4 columns × code width
+    assert len(words) == len(low.weights["fix8"])
+    res = run_core(PACK_CFG, prog)
+    OH, OW = low.desc["out_h"], low.desc["out_w"]
+    got = unpack_activations(prog.read_entries(res["image"], "y"), layer.rows, OH, OW, PACK_CFG.columns,
+                             layer.out.signed)
+    assert got == y.reshape(layer.rows, OH, OW).tolist()
