@@ -13,7 +13,7 @@ env: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	touch $@
 
 test: $(STAMP)
@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/layer_benches.py
 	$(PY) bench/synth_ecp5.py
 	$(PY) bench/resnet18_sim.py
-	$(PY) bench/methods_compare.py
+	$(PY) bench/methods_compare.py --plot docs/methods.png
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

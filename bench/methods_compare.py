@@ -1,11 +1,14 @@
 """Quantization methods side by side: digits accuracy, weight SQNR and bits per weight.
 
-    python bench/methods_compare.py [--seeds 3] [--resnet-size 64]
+    python bench/methods_compare.py [--seeds 3] [--resnet-size 64] [--plot docs/methods.png]
 
 Digits (scikit-learn, held-out 25 %): top-1 from the integer golden model for every method,
-mean ± std over seeds.  ResNet-18 (random init, the methods that need no labels): weight
-SQNR over all conv/linear weights, ``10·log10(Σw² / Σ(w − ŵ)²)``.  Bits per weight: the mean
-of the rows' scheme widths (edge layers included).
+mean ± std over seeds.  ResNet-18 (random init): weight SQNR over all conv/linear weights,
+``10·log10(Σw² / Σ(w − ŵ)²)``; the methods that learn from a task loss (grad, hmq) train
+on the float model's own predictions as labels (no data set ships), with fewer steps.
+Bits per weight: the mean of the rows' scheme widths (edge layers included).  MXQN rows
+also say how many activation tensors took base-√2 log codes.  ``--plot`` draws digits
+top-1 against bits per weight (matplotlib, the ``bench`` extra).
 """
 from __future__ import annotations
 
@@ -23,7 +26,11 @@ METHODS = [("rmsmp 10:5:1 (PTQ)", dict(method="rmsmp")),
            ("msqe fix4, pow2 scale per layer", dict(method="msqe")),
            ("grad fix4, learned pow2 scale", dict(method="grad")),
            ("hmq, 8× compression (≤ 4 bits/weight)", dict(method="hmq", target_compression=8.0)),
+           ("mxqn fix4, SQNR fraction length, 4-bit act", dict(method="mxqn")),
+           ("mxqn fix4, SQNR fraction length, 3-bit act", dict(method="mxqn", act_bits=3)),
            ("uniform fix4, MSQE row scales", dict(method="rmsmp", ratio={"fix4": 1}))]
+#: ResNet-18 on self-labels: fewer steps than on digits (CPU time)
+RESNET_STEPS = dict(grad_steps=30, hmq_steps=30)
 
 
 def weight_sqnr(qm) -> float:
@@ -51,11 +58,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--resnet-size", type=int, default=64)
+    ap.add_argument("--plot", help="write a PNG of digits top-1 vs bits per weight")
     a = ap.parse_args(argv)
     xtr, ytr, xte, yte = load_digits()
     acc = {name: [] for name, _ in METHODS}
     fp = []
-    digits_sqnr, digits_bits = {}, {}
+    digits_sqnr, digits_bits, logs = {}, {}, {}
     for seed in range(a.seeds):
         torch.manual_seed(seed)
         m = train_digits(DigitsNet(), xtr, ytr, epochs=20)
@@ -66,15 +74,20 @@ def main(argv=None):
             acc[name].append(float((golden(qm, xte).argmax(1) == yte).double().mean()) * 100)
             digits_sqnr.setdefault(name, []).append(weight_sqnr(qm))
             digits_bits[name] = bits_per_weight(qm)
+            if kw["method"] == "mxqn":
+                logs.setdefault(name, []).append(len(qm.meta["log_activations"]))
     torch.manual_seed(0)
     model = resnet18().eval()
     x = torch.randn(4, 3, a.resnet_size, a.resnet_size)
+    with torch.no_grad():
+        labelled = [(x, model(x).argmax(1))]            # self-labels for grad / hmq
     r_sqnr, r_bits, r_time = {}, {}, {}
     for name, kw in METHODS:
-        if kw["method"] in ("grad", "hmq"):
-            continue                                    # needs labelled data
         t = time.perf_counter()
-        qm = quantize(model, x, hessian_images=2, hessian_samples=1, **kw)
+        if kw["method"] in ("grad", "hmq"):
+            qm = quantize(model, labelled, hessian_images=2, **RESNET_STEPS, **kw)
+        else:
+            qm = quantize(model, x, hessian_images=2, hessian_samples=1, **kw)
         r_time[name] = time.perf_counter() - t
         r_sqnr[name], r_bits[name] = weight_sqnr(qm), bits_per_weight(qm)
 
@@ -86,11 +99,35 @@ def main(argv=None):
           "ResNet-18 bits/weight | ResNet-18 quantize s |")
     print("|---|---|---|---|---|---|---|")
     for name, _ in METHODS:
-        if name in r_sqnr:
-            rs = f"{r_sqnr[name]:.2f} | {r_bits[name]:.2f} | {r_time[name]:.1f}"
-        else:
-            rs = "– (needs labels) | – | –"
-        print(f"| {name} | {ms(acc[name])} | {ms(digits_sqnr[name])} | {digits_bits[name]:.2f} | {rs} |")
+        rs = f"{r_sqnr[name]:.2f} | {r_bits[name]:.2f} | {r_time[name]:.1f}"
+        label = name + (f" (log tensors: {'/'.join(map(str, logs[name]))})" if name in logs else "")
+        print(f"| {label} | {ms(acc[name])} | {ms(digits_sqnr[name])} | {digits_bits[name]:.2f} | {rs} |")
+    print(f"\ngrad / hmq on ResNet-18: {RESNET_STEPS} on the float model's predictions")
+    if a.plot:
+        plot(a.plot, acc, digits_bits, statistics.mean(fp))
+
+
+def plot(path, acc, bits, fp):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=120)
+    seen: dict[float, int] = {}
+    for name in acc:
+        m, s = statistics.mean(acc[name]), (statistics.stdev(acc[name]) if len(acc[name]) > 1 else 0.0)
+        k = seen.get(round(bits[name], 2), 0)          # methods at the same width side by side
+        seen[round(bits[name], 2)] = k + 1
+        ax.errorbar(bits[name] + 0.012 * k, m, yerr=s, fmt="o", capsize=3, label=name)
+    ax.axhline(fp, color="grey", linestyle="--", linewidth=1, label="float32")
+    ax.set_xlabel("bits per weight (edge layers fix8 included)")
+    ax.set_ylabel("digits top-1 % (golden model, mean ± std)")
+    ax.set_title("Quantization methods on the digits CNN")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"wrote {path}")
+
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import RmsmpError
+from .quant.api import METHODS
 
 BUILTIN_MODELS = {
     "resnet18": ("rmsmp.host.models", "resnet18", (3, 224, 224)),
@@ -82,7 +83,8 @@ def cmd_quantize(a) -> int:
     calib = _calibration(a.calib, shape, a.seed)
     ratio = parse_ratio_arg(a.ratio) if a.ratio else None
     t = time.perf_counter()
-    qm = quantize(model, calib, ratio=ratio, act_bits=a.act_bits, assign=a.assign,
+    extra = {"target_compression": a.target_compression} if a.method == "hmq" else {}
+    qm = quantize(model, calib, a.method, ratio=ratio, act_bits=a.act_bits, assign=a.assign, **extra,
                   edge_scheme=None if a.edge_scheme == "none" else a.edge_scheme,
                   seed=a.seed, progress=not a.quiet)
     dt = time.perf_counter() - t
@@ -172,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--num-classes", type=int)
     q.add_argument("--calib", default="random:32",
                    help="calibration tensor file (torch.save of images or [(images, labels)]) or random:N[xCxHxW]")
+    q.add_argument("--method", default="rmsmp", choices=list(METHODS),
+                   help="rmsmp (default) | msqe | mxqn | grad, hmq (need a calibration file of (images, labels))")
+    q.add_argument("--target-compression", type=float, default=8.0, help="hmq: weight compression vs fp32")
     q.add_argument("--ratio", help="scheme ratio, e.g. pot4=10/16,fix4=5/16,fix8=1/16 (default)")
     q.add_argument("--act-bits", type=int, default=4)
     q.add_argument("--assign", default="hessian", choices=["hessian", "variance", "random"])

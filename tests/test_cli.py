@@ -40,3 +40,14 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
 
 def test_parse_ratio_arg():
     assert parse_ratio_arg("pot4=10/16, fix4=5/16,fix8=0.0625") == {"pot4": 0.625, "fix4": 0.3125, "fix8": 0.0625}
+
+
+def test_quantize_with_another_method(tmp_path, capsys):
+    out = tmp_path / "m.rmsmp"
+    assert main(["quantize", "--model", "digits", "--calib", "random:16", "--method", "mxqn", "--act-bits", "3",
+                 "--quiet", "-o", str(out)]) == 0
+    qm = QuantizedModel.load(out)
+    assert qm.meta["method"] == "mxqn" and set(qm.realized_ratio) == {"fix4", "fix8"}
+    assert main(["quantize", "--model", "digits", "--calib", "random:16", "--method", "hmq",
+                 "--quiet", "-o", str(tmp_path / "h")]) == 2
+    assert "labelled" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.lower import unpack_activations
 from rmsmp.generator.program import layer_program, vec_program
 from rmsmp.rtl.core import Core
-from rmsmp.sim.memory import BurstMemory
+from rmsmp.rtl.burst_ram import BurstRam
 
 CFG = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix4", 1), ("fix8", 1)), columns=4,
                         act_depth=2048, weight_depth=512, acc_depth=64)
@@ -18,7 +18,7 @@ RATIO = {"pot4": 0.5, "fix4": 0.25, "fix8": 0.25}
 
 def run_core(cfg, prog, spare=64):
     core = Core(cfg)
-    mem = BurstMemory(depth=len(prog.image) + spare, bus_width=cfg.bus_width, init=prog.image)
+    mem = BurstRam(depth=len(prog.image) + spare, bus_width=cfg.bus_width, init=prog.image)
     top = Module()
     top.submodules.core, top.submodules.mem = core, mem
     wiring.connect(top, core.mem, mem.port)

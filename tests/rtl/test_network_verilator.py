@@ -44,6 +44,27 @@ def test_digits_network_bit_exact_on_the_simulator(digits_q):
           f"accuracy {acc_sim:.2%} (golden {acc_golden:.2%})")
 
 
+def test_hmq_widths_run_packed_at_their_own_width(digits_q):
+    """An HMQ model (2..8-bit fix rows on the fix8 lanes) runs bit-exact with its weights
+    moved at their own width: fewer bytes than the same program at lane width."""
+    _, xte, _ = digits_q
+    xtr, ytr, _, _ = load_digits()
+    torch.manual_seed(0)
+    m = train_digits(DigitsNet(), xtr, ytr, epochs=20)
+    cal = [(xtr[i:i + 64], ytr[i:i + 64]) for i in range(0, 256, 64)]
+    qm = quantize(m, cal, method="hmq", target_compression=10.0, hmq_steps=60, grad_steps=20)
+    widths = set(qm.meta["layer_bits"].values())
+    assert widths and max(widths) < 8
+    prog = compile_model(qm, CFG, batch=32)
+    wide = compile_model(qm, AcceleratorConfig(packed_weights=False), batch=32)
+    assert len(prog.image) < len(wide.image)
+    dev = open_device("sim", CFG)
+    dev.load(prog)
+    assert torch.equal(dev.run(xte[:32]), golden(qm, xte[:32]))
+    print(f"\nHMQ widths {sorted(widths)}: memory image {len(prog.image)} words packed vs "
+          f"{len(wide.image)} at lane width")
+
+
 def test_networks_that_do_not_fit_are_refused_with_the_reason(digits_q):
     qm, _, _ = digits_q
     with pytest.raises(CompileError, match=r"layer 'layer1.conv1': one output row needs \d+ activation entries"):

@@ -1,7 +1,9 @@
-"""A burst memory model serving :func:`rmsmp.rtl.dma.mem_port_signature` (Amaranth simulation).
+"""On-chip RAM serving :func:`rmsmp.rtl.dma.mem_port_signature`: the board memory backend
+for networks that fit block RAM, and the memory of the Amaranth-simulator core tests.
 
-One word per cycle in each direction; contents from ``init``.  The Verilator flow uses
-the Verilog twin ``sim/hdl/burst_mem.v``, which loads and dumps images in bulk.
+One word per cycle in each direction; contents from ``init`` (a baked-in program).  The
+Verilator flow uses the Verilog twin ``sim/hdl/rmsmp_burst_mem.v``, which loads and dumps
+images in bulk.
 """
 from __future__ import annotations
 
@@ -10,12 +12,12 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
-from rmsmp.rtl.dma import LEN_BITS, mem_port_signature
+from .dma import LEN_BITS, mem_port_signature
 
-__all__ = ["BurstMemory"]
+__all__ = ["BurstRam"]
 
 
-class BurstMemory(wiring.Component):
+class BurstRam(wiring.Component):
     def __init__(self, *, depth: int, bus_width: int = 32, init=()):
         self._bus = bus_width
         self.mem = Memory(shape=unsigned(bus_width), depth=depth, init=list(init))
