@@ -1,0 +1,276 @@
+"""Host link bridge: a framed, checksummed byte protocol → memory bursts and CSR accesses.
+
+The protocol is defined once here (constants) and spoken by :mod:`rmsmp.host.link`.
+Every multi-byte field is little-endian; ``crc`` is CRC-16/CCITT-FALSE (poly 0x1021,
+init 0xFFFF) over every byte after the sync byte, sent most significant byte first.
+
+Request  (host → board): ``0xA5, cmd, seq, addr[4], len[2], payload[4·len], crc[2]``
+Response (board → host): ``0x5A, status, seq, len[2], payload[4·len], crc[2]``
+
+========== ============================================= ===============================
+cmd        request                                       response payload
+========== ============================================= ===============================
+MEM_WRITE  ``len`` words (≤ ``max_burst``) to word ``addr``  none
+MEM_READ   ``len`` words from word ``addr``                 the words
+CSR_WRITE  one word to CSR ``addr`` (:class:`CsrAddr`)      none
+CSR_READ   CSR ``addr``                                     one word
+========== ============================================= ===============================
+
+Nothing is written unless the whole frame arrived with a good CRC.  A bad CRC, an unknown
+command, a burst longer than the buffer, a memory access while the core runs, or a UART
+framing error is answered with its status (a framing error abandons the frame; its
+response carries seq 0), and a frame that stops arriving mid-way is dropped after
+``timeout`` cycles of silence — the host retries all of these.
+"""
+from __future__ import annotations
+
+import enum as _pyenum
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .csr import csr_signature
+from .dma import mem_port_signature
+
+__all__ = ["Cmd", "Status", "SYNC_REQ", "SYNC_RESP", "HostBridge", "crc16_step"]
+
+SYNC_REQ = 0xA5
+SYNC_RESP = 0x5A
+
+
+class Cmd(_pyenum.IntEnum):
+    MEM_WRITE = 1
+    MEM_READ = 2
+    CSR_WRITE = 3
+    CSR_READ = 4
+
+
+class Status(_pyenum.IntEnum):
+    OK = 0
+    BAD_CRC = 1
+    BAD_CMD = 2
+    BAD_LEN = 3
+    BUSY = 4          # memory access while the core runs a program
+    FRAMING = 5       # UART stop bit missing: the frame was abandoned
+
+
+def crc16_step(crc, byte):
+    """One byte of CRC-16/CCITT-FALSE as an Amaranth expression (or int, for checking)."""
+    c = crc ^ (byte << 8) if isinstance(crc, int) else (crc ^ Cat(Const(0, 8), byte))
+    for _ in range(8):
+        if isinstance(c, int):
+            c = ((c << 1) ^ 0x1021 if c & 0x8000 else c << 1) & 0xFFFF
+        else:
+            c = Mux(c[15], (c[:15] << 1) ^ 0x1021, c[:15] << 1)[:16]
+    return c
+
+
+class HostBridge(wiring.Component):
+    """``rx``/``tx`` byte streams (from/to the UART) → ``mem`` (burst master) and ``csr``."""
+
+    def __init__(self, *, bus_width: int = 32, max_burst: int = 256, timeout: int = 1 << 20):
+        if bus_width != 32:
+            raise ValueError("the host link moves 32-bit words")
+        self._max = max_burst
+        self._timeout = timeout
+        super().__init__({
+            "rx": In(stream.Signature(8, always_ready=True)), "rx_error": In(1),
+            "tx": Out(stream.Signature(8)),
+            "mem": Out(mem_port_signature(bus_width)), "csr": Out(csr_signature()),
+            "core_busy": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        mx = self._max
+        m.submodules.buf = buf = Memory(shape=32, depth=mx, init=[])
+        bw = buf.write_port()
+        br = buf.read_port(domain="comb")
+
+        cmd, seq = Signal(8), Signal(8)
+        addr, length = Signal(32), Signal(16)
+        crc, got_crc = Signal(16, init=0xFFFF), Signal(16)
+        idx = Signal(range(10))                       # byte index within a field group
+        word = Signal(32)
+        nbytes = Signal(18)                           # payload bytes left
+        widx = Signal(range(mx + 1))                  # payload words stored / sent
+        status = Signal(8)
+        idle = Signal(range(self._timeout + 1))
+        rdata = Signal(32)                            # CSR read value / word being sent
+        rcrc = Signal(16)                             # response CRC
+        rlen = Signal(16)
+
+        rx = self.rx
+        byte = rx.payload
+        m.d.comb += self.csr.addr.eq(addr[:4])
+
+        # -- response byte source ------------------------------------------------------
+        tx = self.tx
+        send_byte = Signal(8)
+        m.d.comb += tx.payload.eq(send_byte)
+
+        def guard(receiving: bool):
+            """Last in a receive state: a framing error abandons the frame (reported);
+            ``timeout`` cycles of silence mid-frame drop it."""
+            if receiving:
+                with m.If(~rx.valid):
+                    m.d.sync += idle.eq(idle + 1)
+                    with m.If(idle == self._timeout):
+                        m.next = "SYNC"
+            with m.If(self.rx_error):
+                m.d.sync += [status.eq(Status.FRAMING), seq.eq(0), rlen.eq(0), idx.eq(0)]
+                m.next = "RESP"
+
+        with m.FSM():
+            # ------------------------------------------------------------ receive
+            with m.State("SYNC"):
+                m.d.sync += [crc.eq(0xFFFF), idx.eq(0), idle.eq(0)]
+                with m.If(rx.valid & (byte == SYNC_REQ)):
+                    m.next = "HDR"
+                guard(False)
+            with m.State("HDR"):
+                with m.If(rx.valid):
+                    m.d.sync += [crc.eq(crc16_step(crc, byte)), idx.eq(idx + 1), idle.eq(0)]
+                    with m.Switch(idx):
+                        with m.Case(0):
+                            m.d.sync += cmd.eq(byte)
+                        with m.Case(1):
+                            m.d.sync += seq.eq(byte)
+                        for i in range(4):
+                            with m.Case(2 + i):
+                                m.d.sync += addr.word_select(i, 8).eq(byte)
+                        with m.Case(6):
+                            m.d.sync += length[:8].eq(byte)
+                        with m.Case(7):
+                            m.d.sync += [length[8:].eq(byte), idx.eq(0), widx.eq(0)]
+                            is_wr = (cmd == Cmd.MEM_WRITE) | (cmd == Cmd.CSR_WRITE)
+                            n = Cat(length[:8], byte)
+                            m.d.sync += nbytes.eq(Mux(is_wr, n << 2, 0))
+                            with m.If(is_wr & (n != 0)):
+                                m.next = "PAYLOAD"
+                            with m.Else():
+                                m.next = "CRC"
+                guard(True)
+            with m.State("PAYLOAD"):
+                with m.If(rx.valid):
+                    m.d.sync += [crc.eq(crc16_step(crc, byte)), idle.eq(0), nbytes.eq(nbytes - 1),
+                                 word.eq(Cat(word[8:], byte)), idx.eq(Mux(idx == 3, 0, idx + 1))]
+                    with m.If(idx == 3):
+                        m.d.comb += [bw.addr.eq(widx), bw.data.eq(Cat(word[8:], byte)), bw.en.eq(widx < mx)]
+                        m.d.sync += widx.eq(widx + 1)
+                    with m.If(nbytes == 1):
+                        m.d.sync += idx.eq(0)
+                        m.next = "CRC"
+                guard(True)
+            with m.State("CRC"):
+                with m.If(rx.valid):
+                    m.d.sync += [got_crc.eq(Cat(byte, got_crc[:8])), idx.eq(idx + 1), idle.eq(0)]
+                    with m.If(idx == 1):
+                        m.next = "CHECK"
+                guard(True)
+            with m.State("CHECK"):
+                ok_len = Signal()
+                m.d.comb += ok_len.eq(Mux((cmd == Cmd.CSR_WRITE) | (cmd == Cmd.CSR_READ), length == 1,
+                                          (length != 0) & ((cmd != Cmd.MEM_WRITE) | (length <= mx))))
+                m.d.sync += [widx.eq(0), rlen.eq(0), idx.eq(0)]
+                with m.If(got_crc != crc):
+                    m.d.sync += status.eq(Status.BAD_CRC)
+                    m.next = "RESP"
+                with m.Elif((cmd < Cmd.MEM_WRITE) | (cmd > Cmd.CSR_READ)):
+                    m.d.sync += status.eq(Status.BAD_CMD)
+                    m.next = "RESP"
+                with m.Elif(~ok_len):
+                    m.d.sync += status.eq(Status.BAD_LEN)
+                    m.next = "RESP"
+                with m.Elif(((cmd == Cmd.MEM_WRITE) | (cmd == Cmd.MEM_READ)) & self.core_busy):
+                    m.d.sync += status.eq(Status.BUSY)
+                    m.next = "RESP"
+                with m.Else():
+                    m.d.sync += status.eq(Status.OK)
+                    with m.Switch(cmd):
+                        with m.Case(Cmd.MEM_WRITE):
+                            m.next = "WCMD"
+                        with m.Case(Cmd.MEM_READ):
+                            m.d.sync += rlen.eq(length)
+                            m.next = "RCMD"
+                        with m.Case(Cmd.CSR_WRITE):
+                            m.d.comb += [br.addr.eq(0), self.csr.wdata.eq(br.data), self.csr.we.eq(1)]
+                            m.next = "RESP"
+                        with m.Case(Cmd.CSR_READ):
+                            m.d.sync += [rdata.eq(self.csr.rdata), rlen.eq(1)]
+                            m.next = "RESP"
+            # ------------------------------------------------------------ memory
+            with m.State("WCMD"):
+                wc = self.mem.wr_cmd
+                m.d.comb += [wc.valid.eq(1), wc.payload.addr.eq(addr), wc.payload.len.eq(length)]
+                with m.If(wc.ready):
+                    m.next = "WDATA"
+            with m.State("WDATA"):
+                wd = self.mem.wr_data
+                m.d.comb += [br.addr.eq(widx), wd.payload.eq(br.data), wd.valid.eq(1)]
+                with m.If(wd.ready):
+                    m.d.sync += widx.eq(widx + 1)
+                    with m.If(widx == length - 1):
+                        m.next = "RESP"
+            with m.State("RCMD"):
+                rc = self.mem.rd_cmd
+                m.d.comb += [rc.valid.eq(1), rc.payload.addr.eq(addr), rc.payload.len.eq(length)]
+                with m.If(rc.ready):
+                    m.next = "RESP"
+            # ------------------------------------------------------------ respond
+            with m.State("RESP"):
+                # header bytes: sync, status, seq, len lo, len hi (CRC from status on)
+                hdr = Signal(8)
+                with m.Switch(idx):
+                    with m.Case(0):
+                        m.d.comb += hdr.eq(SYNC_RESP)
+                    with m.Case(1):
+                        m.d.comb += hdr.eq(status)
+                    with m.Case(2):
+                        m.d.comb += hdr.eq(seq)
+                    with m.Case(3):
+                        m.d.comb += hdr.eq(rlen[:8])
+                    with m.Default():
+                        m.d.comb += hdr.eq(rlen[8:])
+                m.d.comb += [send_byte.eq(hdr), tx.valid.eq(1)]
+                with m.If(idx == 0):
+                    m.d.sync += rcrc.eq(0xFFFF)
+                with m.If(tx.ready):
+                    with m.If(idx != 0):
+                        m.d.sync += rcrc.eq(crc16_step(rcrc, hdr))
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == 4):
+                        m.d.sync += [idx.eq(0), widx.eq(0)]
+                        with m.If(rlen == 0):
+                            m.next = "RCRC"
+                        with m.Elif(cmd == Cmd.MEM_READ):
+                            m.next = "RWORD"
+                        with m.Else():
+                            m.next = "RBYTES"
+            with m.State("RWORD"):                       # take one word from memory
+                rd = self.mem.rd_data
+                m.d.comb += rd.ready.eq(1)
+                with m.If(rd.valid):
+                    m.d.sync += rdata.eq(rd.payload)
+                    m.next = "RBYTES"
+            with m.State("RBYTES"):
+                m.d.comb += [send_byte.eq(rdata.word_select(idx[:2], 8)), tx.valid.eq(1)]
+                with m.If(tx.ready):
+                    m.d.sync += [rcrc.eq(crc16_step(rcrc, send_byte)), idx.eq(idx + 1)]
+                    with m.If(idx == 3):
+                        m.d.sync += [idx.eq(0), widx.eq(widx + 1)]
+                        with m.If(widx == rlen - 1):
+                            m.next = "RCRC"
+                        with m.Elif(cmd == Cmd.MEM_READ):
+                            m.next = "RWORD"
+            with m.State("RCRC"):
+                m.d.comb += [send_byte.eq(Mux(idx == 0, rcrc[8:], rcrc[:8])), tx.valid.eq(1)]
+                with m.If(tx.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == 1):
+                        m.d.sync += idx.eq(0)
+                        m.next = "SYNC"
+
+        return m
