@@ -15,6 +15,7 @@ import math
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -41,6 +42,24 @@ LOG_FRAC = 7
 LOG_SQRT2 = 181                       # round(√2 · 2^7) = 181 (1.4140625)
 LOG_MAX_BITS = 5
 CODES = ("fix", "log")
+
+
+@lru_cache(maxsize=None)
+def _log_levels(bits: int) -> tuple:
+    return (0,) + tuple((LOG_SQRT2 if (c - 1) & 1 else 1 << LOG_FRAC) << ((c - 1) >> 1)
+                        for c in range(1, 2 ** bits))
+
+
+@lru_cache(maxsize=None)
+def _log_thresholds(bits: int) -> tuple:
+    out = [1 << (LOG_FRAC - 1)]
+    for c in range(2, 2 ** bits):
+        target = 1 << (4 * LOG_FRAC + 2 * c - 3)
+        v = math.isqrt(math.isqrt(target))
+        while v ** 4 < target:
+            v += 1
+        out.append(v)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -92,22 +111,14 @@ class TensorQ:
 
     def levels(self) -> list[int]:
         """Decoded integer of every code (log): ``0, 2^7, 181, 2^8, 181·2, …``."""
-        return [0] + [(LOG_SQRT2 if (c - 1) & 1 else 1 << LOG_FRAC) << ((c - 1) >> 1)
-                      for c in range(1, self.hi + 1)]
+        return list(_log_levels(self.bits))
 
     def thresholds(self) -> list[int]:
         """Smallest decoded value that encodes to code c, for c = 1 … hi (log): half the
         smallest level for c = 1, else the geometric midpoint of the ideal levels
         ``2^(LOG_FRAC + (c-2)/2)`` and ``2^(LOG_FRAC + (c-1)/2)``, rounded up — the
         least integer v with ``v^4 ≥ 2^(4·LOG_FRAC + 2c − 3)`` (exact integer arithmetic)."""
-        out = [1 << (LOG_FRAC - 1)]
-        for c in range(2, self.hi + 1):
-            target = 1 << (4 * LOG_FRAC + 2 * c - 3)
-            v = math.isqrt(math.isqrt(target))
-            while v ** 4 < target:
-                v += 1
-            out.append(v)
-        return out
+        return list(_log_thresholds(self.bits))
 
     @property
     def value_lo(self) -> int:
