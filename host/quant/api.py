@@ -12,6 +12,7 @@ from .fake import GraphModule
 from .graph import capture
 from .qmodel import Layer, QuantizedModel, TensorQ, legal_pow2_exponent, legal_scale
 from .rmsmp import ASSIGN_MODES, assign_rows, fit_scales, hessian_row_traces, parse_ratio, row_counts
+from .mxqn import choose_activation, sqnr_pow2_exponent
 from .pow2 import gradient_second_moments, msqe_pow2_exponent
 from .schemes import parse_scheme
 
@@ -157,7 +158,6 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
             p = outq[l.inputs[0]]
             outq[l.name] = p if p.is_log else TensorQ(bits, False, p.frac)
         elif method == "mxqn" and log_activations and not signed and l.op != "input" and l is not layers[-1]:
-            from .mxqn import choose_activation
             outq[l.name], act_choice[l.name] = choose_activation(rec.values(l.name), bits, rec.absmax[l.name])
         else:
             outq[l.name] = fit_frac(rec.values(l.name), bits, signed, rec.absmax[l.name])
@@ -195,7 +195,6 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
         return out.with_meta({**out.meta, "method": "grad", "init": "msqe", "grad_steps": grad_steps,
                               "freeze_at": 0.8})
     if method == "mxqn":
-        from .mxqn import sqnr_pow2_exponent
         done, w_db = {}, {}
         for l in compute:
             scheme = next(iter(plan[l.name]))

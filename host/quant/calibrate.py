@@ -8,7 +8,7 @@ import torch
 from ..errors import RmsmpError
 from .qmodel import TensorQ
 
-__all__ = ["as_batches", "ActivationRecorder", "fit_frac"]
+__all__ = ["as_batches", "ActivationRecorder", "fit_frac", "frac_candidates"]
 
 
 def as_batches(calib) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -58,6 +58,14 @@ class ActivationRecorder:
         return v
 
 
+def frac_candidates(top_value: float, absmax: float, fallback: int) -> range:
+    """Fracs to try for a format whose largest value is ``top_value`` steps: from one octave
+    coarser than the frac that just covers ``absmax`` to six octaves finer (around
+    ``fallback`` for an all-zero tensor)."""
+    top = math.floor(math.log2(top_value / absmax)) if absmax > 0 else fallback
+    return range(top - 1, top + 7)
+
+
 def fit_frac(values: torch.Tensor, bits: int, signed: bool, absmax: float) -> TensorQ:
     """Power-of-two scale ``2^-frac`` minimising the mean squared quantization error.
 
@@ -65,10 +73,9 @@ def fit_frac(values: torch.Tensor, bits: int, signed: bool, absmax: float) -> Te
     (clipping outliers when it pays) and one octave coarser.
     """
     lim = 2 ** (bits - 1) if signed else 2 ** bits
-    top = math.floor(math.log2(lim / absmax)) if absmax > 0 else bits
     best = None
     v = values.double()
-    for frac in range(top - 1, top + 7):
+    for frac in frac_candidates(lim, absmax, bits):
         q = TensorQ(bits, signed, frac)
         s = 2.0 ** frac
         err = float(((torch.floor(v * s + 0.5).clamp(q.lo, q.hi) / s - v) ** 2).mean())

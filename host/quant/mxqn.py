@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from .calibrate import fit_frac, frac_candidates
 from .qmodel import LOG_MAX_BITS, TensorQ
 from .schemes import Scheme
 
@@ -71,29 +72,18 @@ def log_values(x: torch.Tensor, q: TensorQ) -> torch.Tensor:
     return q.dequantize(q.encode(v))
 
 
-def _frac_range(absmax: float, top_value: float) -> range:
-    """Fractions from the one whose largest level just covers ``absmax`` (minus one) to 6
-    octaves finer, as :func:`~rmsmp.host.quant.calibrate.fit_frac` searches."""
-    top = math.floor(math.log2(top_value / absmax)) if absmax > 0 else 0
-    return range(top - 1, top + 7)
-
-
 def best_fixed(x: torch.Tensor, bits: int, absmax: float) -> tuple[TensorQ, float]:
-    """Unsigned fixed-point format of ``bits`` with the highest SQNR on ``x``."""
-    best = None
-    for f in _frac_range(absmax, 2.0 ** bits):
-        q = TensorQ(bits, False, f)
-        v = sqnr_db(x, fixed_values(x, q))
-        if best is None or v > best[1] + 1e-12:
-            best = (q, v)
-    return best
+    """Unsigned fixed-point format of ``bits`` with the highest SQNR on ``x`` (the least
+    squared error is the highest SQNR: :func:`~rmsmp.host.quant.calibrate.fit_frac`)."""
+    q = fit_frac(x, bits, False, absmax)
+    return q, sqnr_db(x, fixed_values(x, q))
 
 
 def best_log(x: torch.Tensor, bits: int, absmax: float) -> tuple[TensorQ, float]:
     """Unsigned logarithmic (base √2) format of ``bits`` with the highest SQNR on ``x``."""
     top_level = 2.0 ** ((2 ** bits - 2) / 2)
     best = None
-    for f in _frac_range(absmax, top_level):
+    for f in frac_candidates(top_level, absmax, 0):
         q = TensorQ(bits, False, f, "log")
         v = sqnr_db(x, log_values(x, q))
         if best is None or v > best[1] + 1e-12:
