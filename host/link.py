@@ -50,7 +50,7 @@ class LinkClient:
         self.retried = 0                    # transactions that needed another try
 
     # -- one transaction -------------------------------------------------------------
-    def _read_response(self, seq: int, want: int):
+    def _read_response(self, seq: int):
         """(status, payload words) of the response to ``seq``; None on timeout/bad frame."""
         while True:
             b = self.t.read(1, self.timeout)
@@ -78,7 +78,7 @@ class LinkClient:
         for attempt in range(self.retries + 1):
             self._seq = (self._seq + 1) & 0xFF
             self.t.write(encode_request(cmd, self._seq, addr, length, words))
-            r = self._read_response(self._seq, length)
+            r = self._read_response(self._seq)
             if r is None:
                 last = f"no answer within {self.timeout} s"
             elif r[0] == "corrupt":

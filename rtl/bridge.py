@@ -57,13 +57,10 @@ class Status(_pyenum.IntEnum):
 
 
 def crc16_step(crc, byte):
-    """One byte of CRC-16/CCITT-FALSE as an Amaranth expression (or int, for checking)."""
-    c = crc ^ (byte << 8) if isinstance(crc, int) else (crc ^ Cat(Const(0, 8), byte))
+    """One byte of CRC-16/CCITT-FALSE (the host's ``binascii.crc_hqx``) as an expression."""
+    c = crc ^ Cat(Const(0, 8), byte)
     for _ in range(8):
-        if isinstance(c, int):
-            c = ((c << 1) ^ 0x1021 if c & 0x8000 else c << 1) & 0xFFFF
-        else:
-            c = Mux(c[15], (c[:15] << 1) ^ 0x1021, c[:15] << 1)[:16]
+        c = Mux(c[15], (c[:15] << 1) ^ 0x1021, c[:15] << 1)[:16]
     return c
 
 

@@ -27,7 +27,6 @@ class CocotbUart:
     def __init__(self, src: UartSource, sink: UartSink, corrupt_first: int = 0):
         self.src, self.sink = src, sink
         self.corrupt = corrupt_first          # flip a bit in the next N request frames
-        self.sent = []
 
     def write(self, data: bytes) -> None:
         if self.corrupt:

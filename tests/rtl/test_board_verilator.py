@@ -23,7 +23,7 @@ def test_board_top_runs_a_layer_over_the_uart_link(tmp_path):
     addr, entries, width = prog.outputs["y"]
     words = entries * (width // 32)
     model = VerilatorBuild(BoardTop(CFG, mem_words=len(prog.image) + 16, divisor=DIV, link_timeout=4096),
-                           "rmsmp_board", build_root=None)
+                           "rmsmp_board")
     model.build(log_file=tmp_path / "build.log")
     result = tmp_path / "result.json"
     model.run("rmsmp.sim.benches.board",
