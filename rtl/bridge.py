@@ -84,7 +84,7 @@ class HostBridge(wiring.Component):
         mx = self._max
         m.submodules.buf = buf = Memory(shape=32, depth=mx, init=[])
         bw = buf.write_port()
-        br = buf.read_port(domain="comb")
+        br = buf.read_port()                          # synchronous: maps to block RAM
 
         cmd, seq = Signal(8), Signal(8)
         addr, length = Signal(32), Signal(16)
@@ -101,6 +101,9 @@ class HostBridge(wiring.Component):
 
         rx = self.rx
         byte = rx.payload
+        # the buffer's read address leads by one cycle: word 0 waits from CHECK on, WDATA
+        # presents the next word as soon as the current one is taken
+        m.d.comb += br.addr.eq(0)
         m.d.comb += self.csr.addr.eq(addr[:4])
 
         # -- response byte source ------------------------------------------------------
@@ -193,7 +196,7 @@ class HostBridge(wiring.Component):
                             m.d.sync += rlen.eq(length)
                             m.next = "RCMD"
                         with m.Case(Cmd.CSR_WRITE):
-                            m.d.comb += [br.addr.eq(0), self.csr.wdata.eq(br.data), self.csr.we.eq(1)]
+                            m.d.comb += [self.csr.wdata.eq(br.data), self.csr.we.eq(1)]
                             m.next = "RESP"
                         with m.Case(Cmd.CSR_READ):
                             m.d.sync += [rdata.eq(self.csr.rdata), rlen.eq(1)]
@@ -206,7 +209,7 @@ class HostBridge(wiring.Component):
                     m.next = "WDATA"
             with m.State("WDATA"):
                 wd = self.mem.wr_data
-                m.d.comb += [br.addr.eq(widx), wd.payload.eq(br.data), wd.valid.eq(1)]
+                m.d.comb += [br.addr.eq(Mux(wd.ready, widx + 1, widx)), wd.payload.eq(br.data), wd.valid.eq(1)]
                 with m.If(wd.ready):
                     m.d.sync += widx.eq(widx + 1)
                     with m.If(widx == length - 1):
