@@ -1,0 +1,164 @@
+"""The device API every backend shares: ``load(program)``, ``run(x)``, ``stats``.
+
+A backend (:class:`rmsmp.sim.device.SimDevice`: the Verilator model;
+:class:`rmsmp.host.serial_device.SerialDevice`: a board over its UART link) implements
+``run_image(image, read)``: run the loaded program on a memory image and return the memory
+afterwards — at least the regions named in ``read`` — setting ``stats`` (``cycles``,
+``mac_beats``, ``wall_s``, ``process_s``).  Packing inputs, unpacking outputs, batching and
+the per-layer report are the same for all of them and live here.
+"""
+from __future__ import annotations
+
+import torch
+
+from rmsmp.generator.lower import im2col_input, pack_activation_words, unpack_activations
+
+from .errors import RmsmpError
+
+__all__ = ["Device", "ProgramMismatchError", "network_input"]
+
+
+def network_input(x: torch.Tensor, net: dict) -> torch.Tensor:
+    """One quantized image [C, H, W] laid out as the program's input tensor (the first
+    layer's im2col columns when the compiler chose that transform)."""
+    t = net.get("input_transform")
+    if t and "im2col" in t:
+        return im2col_input(x, *t["im2col"])
+    return x
+
+
+class ProgramMismatchError(RmsmpError):
+    """A program compiled for another accelerator configuration."""
+
+
+class Device:
+    """Base of the devices: ``cfg`` is the accelerator the device runs, ``mem_words`` its memory."""
+
+    mem_words: int = 0
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.program = None
+        self.stats: dict = {}
+
+    def _check_program(self, program) -> None:
+        if program.config_hash != self.cfg.config_hash:
+            raise ProgramMismatchError(
+                f"program was compiled for accelerator {program.config_hash:08x}, this device is "
+                f"{self.cfg.config_hash:08x} ({self.cfg.describe()}); recompile for this config")
+        if self.mem_words and len(program.image) > self.mem_words:
+            raise RmsmpError(f"program image of {len(program.image):,} words exceeds the device's "
+                             f"{self.mem_words:,}-word memory")
+
+    def load(self, program) -> None:
+        self._check_program(program)
+        self.program = program
+
+    def run_image(self, image: list[int], read=None) -> list[int]:      # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _finish_stats(self, stats: dict) -> dict:
+        peak = self.cfg.peak_macs_per_cycle
+        macs = sum(l.macs for l in self.program.layers)
+        cyc = stats["cycles"]
+        stats.update({"macs": macs, "mac_utilization": macs / (cyc * peak) if cyc else 0.0,
+                      "beat_utilization": stats["mac_beats"] / cyc if cyc else 0.0,
+                      "time_at_clock_s": cyc / self.cfg.clock_hz})
+        return stats
+
+    def run(self, *xs: torch.Tensor) -> torch.Tensor:
+        """Run the loaded program: a compiled network takes one batch of real images
+        [N, C, H, W] and returns the real outputs [N, O]; a layer program (``layer_program``/
+        ``vec_program``) takes its integer input tensor(s) and returns the output integers
+        [channels, H, W]."""
+        if self.program is None:
+            raise RmsmpError("no program loaded: call load(program) first")
+        io = self.program.io
+        if "network" in io:
+            if len(xs) != 1:
+                raise RmsmpError("a network program takes one batch of images")
+            return self._run_network(xs[0], io["network"])
+        if "inputs" not in io:
+            raise RmsmpError("the loaded program does not declare its input and output tensors")
+        if len(xs) != len(io["inputs"]):
+            raise RmsmpError(f"program takes {len(io['inputs'])} input tensor(s), got {len(xs)}")
+        image = list(self.program.image)
+        C, bus = self.cfg.columns, self.program.bus_width
+        for x, spec in zip(xs, io["inputs"]):
+            xin = x if x.dim() == 3 else x.reshape(-1, 1, 1)
+            if tuple(xin.shape) != tuple(spec["shape"]):
+                raise RmsmpError(f"input shape {tuple(xin.shape)} != program's {tuple(spec['shape'])}")
+            flat = pack_activation_words(xin, C, bus)
+            image[spec["addr"]:spec["addr"] + len(flat)] = flat
+        o = io["output"]
+        out = self.run_image(image, read=[o["name"]])
+        y = unpack_activations(self.program.read_entries(out, o["name"]), o["channels"], o["H"], o["W"], C,
+                               o["signed"])
+        return torch.tensor(y, dtype=torch.int64)
+
+    def _run_network(self, images: torch.Tensor, net: dict) -> torch.Tensor:
+        """Real images [N, C, H, W] → real outputs [N, O] (== ``golden(qm, images)``).
+
+        Images run in chunks of the program's batch; per-layer stats accumulate in
+        ``stats`` over all chunks."""
+        from rmsmp.host.quant.qmodel import TensorQ
+        from rmsmp.sim.golden import quantize_input
+        if tuple(images.shape[1:]) != tuple(net["input_shape"]):
+            raise RmsmpError(f"images of shape {tuple(images.shape[1:])}; the program was compiled for "
+                             f"{tuple(net['input_shape'])}")
+        iq, oq = TensorQ(**net["input_q"]), TensorQ(**net["output_q"])
+        C, bus, B = self.cfg.columns, self.program.bus_width, net["batch"]
+        O, oh, ow = net["output_shape"]
+        xi = quantize_input(images, iq)
+        outs, total = [], {}
+        for start in range(0, len(xi), B):
+            chunk = xi[start:start + B]
+            image = list(self.program.image)
+            for k, x in enumerate(chunk):
+                flat = pack_activation_words(network_input(x, net), C, bus)
+                a = net["inputs"][k]
+                image[a:a + len(flat)] = flat
+            mem = self.run_image(image, read=list(net["outputs"][:len(chunk)]) + (["trace"] if net.get("trace") else []))
+            for k in range(len(chunk)):
+                y = unpack_activations(self.program.read_entries(mem, net["outputs"][k]), O, oh, ow, C,
+                                       oq.signed, wide=oq.bits > 8)
+                outs.append(torch.tensor(y, dtype=torch.int64).reshape(-1))
+            for key in ("cycles", "mac_beats", "wall_s", "process_s"):
+                total[key] = total.get(key, 0) + self.stats[key]
+            if start == 0 and net.get("trace"):
+                total["layers"] = self._layer_report(mem, net)
+        n = len(xi)
+        macs = sum(l.macs for l in self.program.layers) // B
+        total.update({"images": n, "cycles_per_image": total["cycles"] / n,
+                      "mac_utilization": macs * n / (total["cycles"] * self.cfg.peak_macs_per_cycle),
+                      "time_per_image_at_clock_s": total["cycles"] / n / self.cfg.clock_hz,
+                      "sim_cycles_per_s": total["cycles"] / total["wall_s"]})
+        self.stats = total
+        return torch.stack(outs).double() * oq.step
+
+    def _layer_report(self, mem, net) -> list[dict]:
+        """Per-layer cycles from the first image's STAMPs, with MACs, utilization, bytes moved."""
+        stamps = self.program.read_entries(mem, "trace")
+        macs = {}
+        for l in self.program.layers:
+            macs[l.name] = macs.get(l.name, 0) + l.macs
+        B = net["batch"]
+        rows = []
+        for k, name in enumerate(net["trace"]):
+            cyc = stamps[k + 1] - stamps[k]
+            m = macs.get(name, 0) // B
+            rows.append({"layer": name, "cycles": cyc, "macs": m,
+                         "mac_utilization": m / (cyc * self.cfg.peak_macs_per_cycle) if cyc else 0.0,
+                         "bytes_moved": net["moved_words"][k] * self.program.bus_width // 8})
+        return rows
+
+    def layer_table(self) -> str:
+        """The per-layer report of the last network run, as a Markdown table."""
+        rows = self.stats.get("layers")
+        if not rows:
+            return "(no per-layer report: run a compiled network first)"
+        out = ["| layer | MACs | cycles | MAC utilization | bytes moved |", "|---|---|---|---|---|"]
+        for r in rows:
+            out.append(f"| {r['layer']} | {r['macs']:,} | {r['cycles']:,} | {r['mac_utilization']:.1%} | "
+                       f"{r['bytes_moved']:,} |")
+        return "\n".join(out)

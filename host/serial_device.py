@@ -1,0 +1,143 @@
+"""``SerialDevice``: a board running the accelerator, reached over its UART host link.
+
+    dev = open_device("serial:/dev/ttyUSB0", board="ulx3s-85f")   # cfg read from the board's ID
+    dev.load(program)          # checks the config hash, uploads the memory image (progress bar)
+    y = dev.run(images)        # same API and results as the simulator device
+    print(dev.stats)           # cycles and MAC beats from the board's counters
+
+``load`` uploads the whole image once; ``run`` sends only the words that differ from what
+the board holds (the inputs), starts the program, polls ``done`` and reads back only the
+output regions.  Everything goes through :class:`rmsmp.host.link.LinkClient`, the code the
+board-top simulation test drives through the UART pins.
+"""
+from __future__ import annotations
+
+import time
+
+from rmsmp.generator.program import words_per_entry
+from rmsmp.rtl.csr import CsrAddr, Ctrl, Status
+
+from .device import Device, ProgramMismatchError
+from .errors import RmsmpError
+from .link import LinkClient, LinkError
+
+__all__ = ["SerialDevice", "changed_runs"]
+
+
+def changed_runs(old: list[int], new: list[int], gap: int = 8) -> list[tuple[int, int]]:
+    """(start, end) ranges where ``new`` differs from ``old`` (runs closer than ``gap``
+    words merged, since a frame header costs about that much)."""
+    runs = []
+    n = len(new)
+    i = 0
+    while i < n:
+        if i < len(old) and old[i] == new[i]:
+            i += 1
+            continue
+        j = i + 1
+        last = i
+        while j < n and j - last <= gap:
+            if j >= len(old) or old[j] != new[j]:
+                last = j
+            j += 1
+        runs.append((i, last + 1))
+        i = last + 1
+    return runs
+
+
+class SerialDevice(Device):
+    """The accelerator of a board behind ``link``; ``cfg`` is checked against the board's ID
+    register (a board built for another configuration is refused)."""
+
+    def __init__(self, link: LinkClient, cfg, *, mem_words: int, progress: bool = True,
+                 run_timeout: float = 600.0, poll_s: float = 0.01, name: str = "board"):
+        super().__init__(cfg)
+        self.link = link
+        self.mem_words = mem_words
+        self.progress = progress
+        self.run_timeout = run_timeout
+        self.poll_s = poll_s
+        self.name = name
+        self._held: list[int] | None = None          # what the board's memory holds (as uploaded)
+        board_id = self.board_id()
+        if board_id != cfg.config_hash:
+            raise ProgramMismatchError(
+                f"{name} runs accelerator {board_id:08x}, not {cfg.config_hash:08x} ({cfg.describe()}): "
+                f"build and program the bitstream for this config, or open the device with the board's config")
+
+    def board_id(self) -> int:
+        return self.link.read_csr(CsrAddr.ID)
+
+    def _status(self):
+        return Status.as_shape().from_bits(self.link.read_csr(CsrAddr.STATUS))
+
+    def _upload(self, addr: int, words: list[int], what: str) -> None:
+        bar = None
+        if self.progress and len(words) > self.link.max_burst:
+            from tqdm import tqdm
+            bar = tqdm(total=len(words), unit="word", desc=f"{what} → {self.name}", leave=False)
+        try:
+            self.link.write_mem(addr, words, progress=bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
+
+    def load(self, program, *, upload: bool = True) -> None:
+        """Check ``program`` against the board and upload its memory image (``upload=False``
+        when the image is baked into the bitstream)."""
+        self._check_program(program)
+        board_id = self.board_id()
+        if board_id != program.config_hash:
+            raise ProgramMismatchError(f"program compiled for accelerator {program.config_hash:08x}; {self.name} "
+                                       f"runs {board_id:08x}")
+        if self._status().busy:
+            raise LinkError(f"{self.name} is busy running a program; wait for it or reset the board")
+        if upload:
+            self._upload(0, list(program.image), "program")
+        self._held = list(program.image)
+        self.program = program
+
+    def _regions(self, names) -> list[tuple[int, int]]:
+        out = []
+        for name in names or []:
+            addr, n, width = self.program.outputs[name]
+            out.append((addr, n * words_per_entry(width, self.program.bus_width)))
+        return out
+
+    def run_image(self, image: list[int], read=None) -> list[int]:
+        """Send the words of ``image`` that differ from the board's memory, run, and return
+        ``image`` with the regions named in ``read`` (default: all outputs) read back."""
+        if self.program is None:
+            raise RmsmpError("no program loaded: call load(program) first")
+        if len(image) > self.mem_words:
+            raise RmsmpError(f"memory image of {len(image):,} words exceeds {self.name}'s {self.mem_words:,} words")
+        t0 = time.perf_counter()
+        sent = 0
+        for a, b in changed_runs(self._held, image):
+            self._upload(a, image[a:b], "inputs")
+            sent += b - a
+        self._held = list(image)
+        self.link.write_csr(CsrAddr.PROG_ADDR, self.program.prog_addr)
+        self.link.write_csr(CsrAddr.CTRL, Ctrl.const({"start": 1}).as_bits())
+        t1 = time.perf_counter()
+        while True:
+            st = self._status()
+            if st.done and not st.busy:
+                break
+            if time.perf_counter() - t1 > self.run_timeout:
+                raise LinkError(f"{self.name}: the program did not finish within {self.run_timeout} s "
+                                f"(pc {self.link.read_csr(CsrAddr.PC):#x})")
+            time.sleep(self.poll_s)
+        t2 = time.perf_counter()
+        stats = {"cycles": self.link.read_csr(CsrAddr.CYCLES), "mac_beats": self.link.read_csr(CsrAddr.MAC_BEATS)}
+        out = list(image)
+        # the program wrote its output regions (workspace included): unknown until read
+        for addr, n in self._regions(self.program.outputs):
+            self._held[addr:addr + n] = [None] * n
+        names = read if read is not None else list(self.program.outputs)
+        for addr, n in self._regions(names):
+            out[addr:addr + n] = self._held[addr:addr + n] = self.link.read_mem(addr, n)
+        stats.update({"wall_s": t2 - t1, "process_s": time.perf_counter() - t0, "uploaded_words": sent,
+                      "link_retries": self.link.retried})
+        self.stats = self._finish_stats(stats)
+        return out
