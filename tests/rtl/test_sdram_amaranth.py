@@ -1,0 +1,200 @@
+"""The SDR SDRAM controller against a behavioural SDRAM model that checks every command:
+init sequence, mode register, open/closed banks, tRCD/tRP/tRC/tRAS/tWR, read-burst
+truncation, refresh interval; data read back equals what was written (random bursts
+across row and bank boundaries, with back-pressure on the read stream)."""
+import random
+
+import pytest
+from amaranth.sim import Simulator
+
+from rmsmp.rtl.sdram import Cmd, SdramController, SdramGeometry, SdramTiming
+
+GEOM = SdramGeometry(row_bits=4, col_bits=4, bank_bits=2)     # 8 words per row: many crossings
+TIMING = SdramTiming(rp=2, rcd=2, rc=5, ras=4, wr=2, cl=2, refresh_cycles=80, init_cycles=30)
+NAMES = {v: k for k, v in vars(Cmd).items() if isinstance(v, tuple)}
+
+
+class SdramModel:
+    """Cycle model of one x16 SDR SDRAM: commands are taken at the clock edge."""
+
+    def __init__(self, g, t):
+        self.g, self.t = g, t
+        self.mem = {}
+        self.open = {}                    # bank -> (row, cycle of ACTIVE)
+        self.last = {"PRECHARGE": -99, "REFRESH": -99, "ACTIVE": {}, "write_end": -99, "read": -99}
+        self.refreshes = []
+        self.mode = None
+        self.drive = {}                   # cycle -> halfword on dq for the edge ending that cycle
+        self.pending_write = None
+        self.errors = []
+
+    def err(self, cyc, msg):
+        self.errors.append(f"cycle {cyc}: {msg}")
+
+    def edge(self, cyc, cmd, a, ba, dq, dq_oe, dqm):
+        t = self.t
+        if self.pending_write is not None:        # second half of a write burst
+            key = self.pending_write
+            if not dq_oe:
+                self.err(cyc, "second write half not driven")
+            self.mem[key] = dq
+            self.pending_write = None
+            self.last["write_end"] = cyc
+        name = NAMES[cmd]
+        if name == "NOP":
+            return
+        if cyc < t.init_cycles:
+            self.err(cyc, f"{name} before the power-up wait")
+        if cyc - self.last["REFRESH"] < t.rc:
+            self.err(cyc, f"{name} {cyc - self.last['REFRESH']} cycles after REFRESH (tRC {t.rc})")
+        if name in ("ACTIVE", "REFRESH", "MODE") and cyc - self.last["PRECHARGE"] < t.rp:
+            self.err(cyc, f"{name} within tRP of PRECHARGE")
+        if name == "MODE":
+            if self.open or len(self.refreshes) < 2:
+                self.err(cyc, "MODE before precharge-all and two refreshes")
+            self.mode = a
+            if a & 0b111 != 0b001 or (a >> 4) & 0b111 != t.cl:
+                self.err(cyc, f"mode register {a:#x}: want burst length 2, CL {t.cl}")
+        elif name == "REFRESH":
+            if self.open:
+                self.err(cyc, f"REFRESH with banks open {self.open}")
+            self.refreshes.append(cyc)
+            self.last["REFRESH"] = cyc
+        elif name == "PRECHARGE":
+            banks = list(self.open) if a & (1 << 10) else [ba]
+            for b in banks:
+                if b in self.open and cyc - self.open[b][1] < t.ras:
+                    self.err(cyc, f"PRECHARGE bank {b} within tRAS")
+            if cyc - self.last["write_end"] <= t.wr - 1:
+                self.err(cyc, f"PRECHARGE {cyc - self.last['write_end']} cycles after write data (tWR {t.wr})")
+            if cyc - self.last["read"] < 2:
+                self.err(cyc, "PRECHARGE truncates a read burst")
+            for b in banks:
+                self.open.pop(b, None)
+            self.last["PRECHARGE"] = cyc
+        elif name == "ACTIVE":
+            if self.mode is None:
+                self.err(cyc, "ACTIVE before the mode register is set")
+            if ba in self.open:
+                self.err(cyc, f"ACTIVE on open bank {ba}")
+            if cyc - self.last["ACTIVE"].get(ba, -99) < t.rc:
+                self.err(cyc, "ACTIVE to ACTIVE within tRC")
+            self.open[ba] = (a, cyc)
+            self.last["ACTIVE"][ba] = cyc
+        elif name in ("READ", "WRITE"):
+            if ba not in self.open:
+                self.err(cyc, f"{name} to closed bank {ba}")
+                return
+            row, t_act = self.open[ba]
+            if cyc - t_act < t.rcd:
+                self.err(cyc, f"{name} within tRCD of ACTIVE")
+            col = a & ((1 << self.g.col_bits) - 1)
+            if col & 1:
+                self.err(cyc, f"{name} at odd column {col}")
+            if dqm:
+                self.err(cyc, f"DQM {dqm:#b} set during {name}")
+            if name == "WRITE":
+                if not dq_oe:
+                    self.err(cyc, "WRITE without driving dq")
+                self.mem[(ba, row, col)] = dq
+                self.pending_write = (ba, row, col + 1)
+            else:
+                self.last["read"] = cyc
+                self.drive[cyc + t.cl] = self.mem.get((ba, row, col), 0xDEAD)
+                self.drive[cyc + t.cl + 1] = self.mem.get((ba, row, col + 1), 0xBEEF)
+
+
+def split(g, w):
+    col = (w & ((1 << (g.col_bits - 1)) - 1)) << 1
+    bank = (w >> (g.col_bits - 1)) & ((1 << g.bank_bits) - 1)
+    row = w >> (g.col_bits - 1 + g.bank_bits)
+    return bank, row, col
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sdram_controller_against_the_chip_model(seed):
+    dut = SdramController(GEOM, TIMING)
+    model = SdramModel(GEOM, TIMING)
+    rng = random.Random(seed)
+    words = GEOM.words
+    ref = {}
+    ops = []
+    for _ in range(14):
+        a = rng.randrange(words - 40)
+        n = rng.randrange(1, 40)
+        ops.append(("w", a, [rng.getrandbits(32) for _ in range(n)]))
+        if rng.random() < 0.6:
+            b = rng.randrange(words - 40)
+            ops.append(("r", b, rng.randrange(1, 40)))
+    ops.append(("r", 0, words))                        # everything, crossing every row and bank
+    done = {"reads": []}
+
+    async def chip(ctx):
+        cyc = 0
+        async for clk_edge, rst, cs_n, ras_n, cas_n, we_n, a, ba, dq, oe, dqm in ctx.tick().sample(
+                dut.cs_n, dut.ras_n, dut.cas_n, dut.we_n, dut.a, dut.ba, dut.dq_o, dut.dq_oe, dut.dqm):
+            if not cs_n:
+                model.edge(cyc, (ras_n, cas_n, we_n), a, ba, dq, oe, dqm)
+            cyc += 1
+            ctx.set(dut.dq_i, model.drive.pop(cyc, 0x5A5A))
+
+    async def host(ctx):
+        p = dut.port
+        for op in ops:
+            if op[0] == "w":
+                _, a, data = op
+                ctx.set(p.wr_cmd.payload, {"addr": a, "len": len(data)})
+                ctx.set(p.wr_cmd.valid, 1)
+                await ctx.tick().until(p.wr_cmd.ready)
+                ctx.set(p.wr_cmd.valid, 0)
+                for w in data:
+                    ctx.set(p.wr_data.payload, w)
+                    ctx.set(p.wr_data.valid, 1)
+                    await ctx.tick().until(p.wr_data.ready)
+                    if rng.random() < 0.2:              # gaps in the write stream
+                        ctx.set(p.wr_data.valid, 0)
+                        await ctx.tick().repeat(rng.randrange(1, 4))
+                ctx.set(p.wr_data.valid, 0)
+                for i, w in enumerate(data):
+                    ref[a + i] = w
+            else:
+                _, a, n = op
+                ctx.set(p.rd_cmd.payload, {"addr": a, "len": n})
+                ctx.set(p.rd_cmd.valid, 1)
+                await ctx.tick().until(p.rd_cmd.ready)
+                ctx.set(p.rd_cmd.valid, 0)
+                got = []
+                while len(got) < n:
+                    ready = rng.random() < 0.7           # back-pressure
+                    ctx.set(p.rd_data.ready, ready)
+                    _, _, valid, payload = await ctx.tick().sample(p.rd_data.valid, p.rd_data.payload)
+                    if ready and valid:
+                        got.append(payload)
+                ctx.set(p.rd_data.ready, 0)
+                done["reads"].append((a, n, got))
+                for i, w in enumerate(got):
+                    if a + i in ref:
+                        assert w == ref[a + i], f"word {a + i:#x}: read {w:#010x}, wrote {ref[a + i]:#010x}"
+        done["cycles"] = None
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_process(chip)
+    sim.add_testbench(host)
+    sim.run_until(2e-3)
+    assert not model.errors, "\n".join(model.errors[:10])
+    assert "cycles" in done, "the host did not finish"
+    assert len(done["reads"]) == sum(op[0] == "r" for op in ops)
+    # every refresh interval within the period (plus the longest wait to close a row)
+    gaps = [b - a for a, b in zip(model.refreshes, model.refreshes[1:])]
+    assert gaps and max(gaps) <= TIMING.refresh_cycles + 30, max(gaps)
+    # the model holds the written words at the mapped (bank, row, column)
+    for w, v in list(ref.items())[:50]:
+        bank, row, col = split(GEOM, w)
+        assert model.mem[(bank, row, col)] | model.mem[(bank, row, col + 1)] << 16 == v
+
+
+def test_sdram_timing_from_nanoseconds():
+    t = SdramTiming.at(50e6)
+    assert (t.rp, t.rcd, t.rc, t.ras, t.cl) == (1, 1, 3, 3, 2)        # 18, 18, 60, 42 ns at 20 ns
+    assert t.refresh_cycles == 374 and t.init_cycles == 10_000
