@@ -198,3 +198,66 @@ def test_sdram_timing_from_nanoseconds():
     t = SdramTiming.at(50e6)
     assert (t.rp, t.rcd, t.rc, t.ras, t.cl) == (1, 1, 3, 3, 2)        # 18, 18, 60, 42 ns at 20 ns
     assert t.refresh_cycles == 374 and t.init_cycles == 10_000
+
+
+def test_core_runs_a_layer_from_sdram():
+    """The core with the SDRAM controller as its memory: a conv layer's program, weights
+    and input preloaded into the chip model, run, output read from the chip == golden; the
+    model checks every command on the way."""
+    from amaranth import Module
+    from amaranth.lib import wiring
+
+    from rmsmp.generator.lower import unpack_activations
+    from rmsmp.generator.program import layer_program
+    from rmsmp.rtl.core import Core
+    from rmsmp.sim.layer_cases import one_layer_model
+    from test_core_amaranth import CFG, RATIO
+
+    geom = SdramGeometry(row_bits=6, col_bits=5, bank_bits=2)          # 16 words per row
+    qm, layer, x, y = one_layer_model(op="conv", cin=6, cout=8, k=3, s=2, p=1, hw=7, ratio=RATIO)
+    prog = layer_program(qm, layer, CFG, x, in_hw=(7, 7))
+    assert len(prog.image) < geom.words
+    core, ctl = Core(CFG), SdramController(geom, TIMING)
+    top = Module()
+    top.submodules.core, top.submodules.ctl = core, ctl
+    wiring.connect(top, core.mem, ctl.port)
+    model = SdramModel(geom, TIMING)
+    for w, v in enumerate(prog.image):
+        bank, row, col = split(geom, w)
+        model.mem[(bank, row, col)], model.mem[(bank, row, col + 1)] = v & 0xFFFF, v >> 16
+    out = {}
+
+    async def chip(ctx):
+        cyc = 0
+        async for _, _, cs_n, ras_n, cas_n, we_n, a, ba, dq, oe, dqm in ctx.tick().sample(
+                ctl.cs_n, ctl.ras_n, ctl.cas_n, ctl.we_n, ctl.a, ctl.ba, ctl.dq_o, ctl.dq_oe, ctl.dqm):
+            if not cs_n:
+                model.edge(cyc, (ras_n, cas_n, we_n), a, ba, dq, oe, dqm)
+            cyc += 1
+            ctx.set(ctl.dq_i, model.drive.pop(cyc, 0x5A5A))
+
+    async def bench(ctx):
+        await ctx.tick().repeat(TIMING.init_cycles + 40)            # controller initialisation
+        ctx.set(core.prog_addr, prog.prog_addr)
+        ctx.set(core.start, 1)
+        await ctx.tick()
+        ctx.set(core.start, 0)
+        await ctx.tick().until(core.done)
+        out["cycles"] = ctx.get(core.cycles)
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_process(chip)
+    sim.add_testbench(bench)
+    sim.run_until(5e-3)
+    assert not model.errors, "\n".join(model.errors[:10])
+    assert "cycles" in out, "the core did not finish"
+    image = []
+    for w in range(len(prog.image)):
+        bank, row, col = split(geom, w)
+        image.append(model.mem.get((bank, row, col), 0) | model.mem.get((bank, row, col + 1), 0) << 16)
+    low = prog.layers[0]
+    got = unpack_activations(prog.read_entries(image, "y"), layer.rows, low.desc["out_h"], low.desc["out_w"],
+                             CFG.columns, layer.out.signed)
+    assert got == y.reshape(layer.rows, low.desc["out_h"], low.desc["out_w"]).tolist()
+    assert len(model.refreshes) >= out["cycles"] // (TIMING.refresh_cycles + 30)
