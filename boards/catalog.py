@@ -1,0 +1,95 @@
+"""The supported boards: platform, clocks, resource budget and memory backend of each.
+
+``board(name)`` looks one up; an unknown name raises :class:`BoardError` listing the
+supported ones.  The budgets are the devices' datasheet totals in the cells yosys and
+nextpnr report (LUT4, flip-flops, DSP blocks, block RAMs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rmsmp.host.errors import RmsmpError
+
+__all__ = ["BoardError", "Budget", "BoardSpec", "BOARDS", "board"]
+
+
+class BoardError(RmsmpError):
+    """Unknown board, or a design/board combination that cannot be built."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Device resources, named as in the utilization report."""
+    luts: int
+    ffs: int
+    dsps: int
+    brams: int
+    #: cell names of the report: nextpnr's bel type per resource
+    cells: dict = field(default_factory=dict, compare=False)
+
+    def as_dict(self) -> dict:
+        return {"LUT": self.luts, "FF": self.ffs, "DSP": self.dsps, "BRAM": self.brams}
+
+
+@dataclass(frozen=True)
+class BoardSpec:
+    name: str
+    title: str
+    family: str              # "ecp5" | "ice40"
+    device: str
+    budget: Budget
+    clk_in_hz: float         # board oscillator
+    clock_hz: int            # target clock of the design (PLL output)
+    baud: int                # host link
+    mem_words: int           # on-chip memory of the board top (32-bit words)
+    programmer: str          # tool named by the platform's env variable
+    programmer_env: str
+    #: share of the device's LUTs a design may take and still place and route at the
+    #: target clock, and the LUTs of the board top around the core (link, memory control)
+    lut_share: float = 0.6
+    top_luts: int = 4_000
+
+    def core_budget(self) -> dict:
+        """{"LUT", "DSP", "BRAM"} left for the core beside the board top: the on-chip
+        memory and the bridge's burst buffer take block RAMs."""
+        from rmsmp.generator.cost import memory_blocks
+        mem = memory_blocks(32, self.mem_words, self.family) + memory_blocks(32, 256, self.family)
+        return {"LUT": int(self.budget.luts * self.lut_share) - self.top_luts, "DSP": self.budget.dsps,
+                "BRAM": self.budget.brams - mem}
+
+    def platform(self):
+        """A fresh amaranth-boards platform instance for this board."""
+        if self.name == "ulx3s-85f":
+            from amaranth_boards.ulx3s import ULX3S_85F_Platform
+            return ULX3S_85F_Platform()
+        if self.name == "icebreaker":
+            from amaranth_boards.icebreaker import ICEBreakerPlatform
+            return ICEBreakerPlatform()
+        raise BoardError(f"no platform for board {self.name!r}")   # pragma: no cover
+
+    @property
+    def divisor(self) -> int:
+        """UART clock divisor of the host link at the target clock."""
+        return round(self.clock_hz / self.baud)
+
+
+ECP5_CELLS = {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DSP": "MULT18X18D", "BRAM": "DP16KD"}
+ICE40_CELLS = {"LUT": "ICESTORM_LC", "FF": "ICESTORM_LC", "DSP": "ICESTORM_DSP", "BRAM": "ICESTORM_RAM"}
+
+BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
+    BoardSpec("ulx3s-85f", "Radiona ULX3S (LFE5U-85F, 32 MB SDRAM, FTDI USB-UART)", "ecp5", "LFE5U-85F-6BG381C",
+              Budget(luts=83_640, ffs=83_640, dsps=156, brams=208, cells=ECP5_CELLS),
+              clk_in_hz=25e6, clock_hz=12_500_000, baud=500_000, mem_words=16_384,
+              programmer="openFPGALoader", programmer_env="OPENFPGALOADER"),
+    BoardSpec("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K)", "ice40", "iCE40UP5K-SG48",
+              Budget(luts=5_280, ffs=5_280, dsps=8, brams=30, cells=ICE40_CELLS),
+              clk_in_hz=12e6, clock_hz=24_000_000, baud=1_000_000, mem_words=2_048,
+              programmer="iceprog", programmer_env="ICEPROG", lut_share=0.9, top_luts=600),
+)}
+
+
+def board(name: str) -> BoardSpec:
+    try:
+        return BOARDS[name.lower()]
+    except KeyError:
+        raise BoardError(f"unknown board {name!r}; supported boards: {', '.join(sorted(BOARDS))}") from None

@@ -1,0 +1,167 @@
+"""PLLs of the supported FPGA families: divider search and the Amaranth clock domain.
+
+``ecp5_pll(fin, fout)`` and ``ice40_pll(fin, fout)`` choose the dividers the way Project
+Trellis' ``ecppll`` and IceStorm's ``icepll`` do (smallest frequency error within the
+device's PFD/VCO limits; tests compare both against the YoWASP tools).  ``PllDomain`` puts
+the instance in a design and drives the ``sync`` domain from it, held in reset until the
+PLL reports lock.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth import ClockDomain, ClockSignal, Instance, Module, ResetSignal, Signal, Elaboratable
+
+__all__ = ["PllError", "Ecp5Pll", "Ice40Pll", "ecp5_pll", "ice40_pll", "PllDomain"]
+
+
+class PllError(ValueError):
+    """No divider setting reaches the requested clock."""
+
+
+@dataclass(frozen=True)
+class Ecp5Pll:
+    """EHXPLLL dividers: fout = fin / clki_div * clkfb_div, VCO = fout * clkop_div."""
+    fin_hz: float
+    clki_div: int
+    clkfb_div: int
+    clkop_div: int
+
+    @property
+    def fout_hz(self) -> float:
+        return self.fin_hz / self.clki_div * self.clkfb_div
+
+    @property
+    def fvco_hz(self) -> float:
+        return self.fout_hz * self.clkop_div
+
+    @property
+    def cphase(self) -> int:
+        return self.clkop_div // 2 - 1
+
+
+def ecp5_pll(fin_hz: float, fout_hz: float) -> Ecp5Pll:
+    """ECP5 PLL for ``fout_hz`` from ``fin_hz`` (PFD 3.125–400 MHz, VCO 400–800 MHz)."""
+    if not 8e6 <= fin_hz <= 400e6 or not 10e6 <= fout_hz <= 400e6:
+        raise PllError(f"ECP5 PLL: input {fin_hz / 1e6:g} MHz must be in 8..400, output "
+                       f"{fout_hz / 1e6:g} MHz in 10..400")
+    best, best_key = None, None
+    for ci in range(1, 129):
+        fpfd = fin_hz / ci
+        if fpfd < 3.125e6 or fpfd > 400e6:
+            continue
+        for fb in range(1, 81):
+            fout = fpfd * fb
+            for op in range(1, 129):
+                fvco = fout * op
+                if not 400e6 <= fvco <= 800e6:
+                    continue
+                key = (abs(fout - fout_hz), abs(fvco - 600e6))
+                if best_key is None or key < best_key:
+                    best, best_key = Ecp5Pll(fin_hz, ci, fb, op), key
+    if best is None:
+        raise PllError(f"ECP5 PLL: no divider setting gives {fout_hz / 1e6:g} MHz from {fin_hz / 1e6:g} MHz")
+    return best
+
+
+@dataclass(frozen=True)
+class Ice40Pll:
+    """SB_PLL40 (SIMPLE feedback): fout = fin * (divf + 1) / (divr + 1) / 2**divq."""
+    fin_hz: float
+    divr: int
+    divf: int
+    divq: int
+
+    @property
+    def fpfd_hz(self) -> float:
+        return self.fin_hz / (self.divr + 1)
+
+    @property
+    def fvco_hz(self) -> float:
+        return self.fpfd_hz * (self.divf + 1)
+
+    @property
+    def fout_hz(self) -> float:
+        return self.fvco_hz / 2 ** self.divq
+
+    @property
+    def filter_range(self) -> int:
+        f = self.fpfd_hz / 1e6
+        for k, lim in enumerate((17, 26, 44, 66, 101), start=1):
+            if f < lim:
+                return k
+        return 6
+
+
+def ice40_pll(fin_hz: float, fout_hz: float) -> Ice40Pll:
+    """iCE40 PLL for ``fout_hz`` from ``fin_hz`` (PFD 10–133 MHz, VCO 533–1066 MHz)."""
+    if not 10e6 <= fin_hz <= 133e6 or not 16e6 <= fout_hz <= 275e6:
+        raise PllError(f"iCE40 PLL: input {fin_hz / 1e6:g} MHz must be in 10..133, output "
+                       f"{fout_hz / 1e6:g} MHz in 16..275")
+    best, best_err = None, None
+    for r in range(16):
+        fpfd = fin_hz / (r + 1)
+        if not 10e6 <= fpfd <= 133e6:
+            continue
+        for f in range(128):
+            fvco = fpfd * (f + 1)
+            if not 533e6 <= fvco <= 1066e6:
+                continue
+            for q in range(1, 7):
+                err = abs(fvco / 2 ** q - fout_hz)
+                if best_err is None or err < best_err:
+                    best, best_err = Ice40Pll(fin_hz, r, f, q), err
+    if best is None:
+        raise PllError(f"iCE40 PLL: no divider setting gives {fout_hz / 1e6:g} MHz from {fin_hz / 1e6:g} MHz")
+    return best
+
+
+class PllDomain(Elaboratable):
+    """Drives the ``sync`` domain (defined by the design's top) at ``pll.fout_hz`` from the
+    board clock ``clk_in`` (a signal on ECP5; the clock pin's I/O port on iCE40, whose PLL
+    takes the pad directly); reset is held until the PLL locks (and while ``rst_in`` is high)."""
+
+    def __init__(self, pll, clk_in, rst_in=None):
+        self.pll = pll
+        self.clk_in = clk_in
+        self.rst_in = rst_in
+        self.clk = Signal()          # the PLL output (for the clock constraint)
+        self.locked = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        clk, locked = self.clk, self.locked
+        p = self.pll
+        if isinstance(p, Ecp5Pll):
+            m.submodules.pll = Instance(
+                "EHXPLLL",
+                a_FREQUENCY_PIN_CLKI=f"{p.fin_hz / 1e6:g}", a_FREQUENCY_PIN_CLKOP=f"{p.fout_hz / 1e6:g}",
+                a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+                p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
+                p_CLKI_DIV=p.clki_div, p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p.clkop_div,
+                p_CLKOP_CPHASE=p.cphase, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=p.clkfb_div,
+                i_RST=0, i_STDBY=0, i_CLKI=self.clk_in, o_CLKOP=clk, i_CLKFB=clk,
+                i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+                i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
+        elif isinstance(p, Ice40Pll):
+            # the UP5K's PLL sits on the clock pin's I/O site: it takes the pad itself
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD",
+                p_FEEDBACK_PATH="SIMPLE", p_DIVR=p.divr, p_DIVF=p.divf, p_DIVQ=p.divq,
+                p_FILTER_RANGE=p.filter_range,
+                i_PACKAGEPIN=self.clk_in, o_PLLOUTGLOBAL=clk, i_RESETB=1, i_BYPASS=0, o_LOCK=locked)
+        else:
+            raise TypeError(f"not a PLL setting: {p!r}")
+        # reset released two cycles after lock, synchronously
+        hold = Signal(2, init=0b11)
+        m.domains.pll_raw = raw = ClockDomain("pll_raw", reset_less=True)
+        m.d.comb += raw.clk.eq(clk)
+        busy = ~locked if self.rst_in is None else (~locked | self.rst_in)
+        with m.If(busy):
+            m.d.pll_raw += hold.eq(0b11)
+        with m.Else():
+            m.d.pll_raw += hold.eq(hold >> 1)
+        m.d.comb += [ClockSignal("sync").eq(clk), ResetSignal("sync").eq(hold[0])]
+        return m

@@ -1,0 +1,147 @@
+"""Resource cost model of the core, calibrated from real synthesis (``generator/cost_data``).
+
+``estimate(cfg, family)`` gives LUT, DSP and block-RAM counts of ``cfg``'s core:
+
+- **LUT** (LUT4 + 2 per carry cell + 2 per distributed-RAM cell) and **DSP**: linear in the
+  array shape — a fixed part, per row, per column, and per lane of each scheme — fitted by
+  least squares to ``bench/calibrate_cost.py``'s yosys results; ``fit_error`` reports the
+  worst relative error of the fit on its own points.
+- **Block RAM**: counted from the memory shapes (weight buffer per lane group, the
+  activation banks, the per-row parameter buffer, the DMA/engine FIFO) in the device's
+  block geometries; the calibration points check it.
+
+``AcceleratorConfig.for_board`` sizes arrays with it; ``make bitstream`` verifies a choice.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from math import ceil
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["estimate", "bram_blocks", "memory_blocks", "fit", "DATA", "lut_equivalent", "size_for_budget",
+           "BUFFER_DEPTHS"]
+
+#: buffer depths the calibration uses per family (and ``for_board`` keeps)
+BUFFER_DEPTHS = {"ecp5": {"weight_depth": 2048, "act_depth": 8192, "acc_depth": 512},
+                 "ice40": {"weight_depth": 256, "act_depth": 1024, "acc_depth": 64}}
+
+DATA = Path(__file__).parent / "cost_data"
+
+#: block RAM geometries (depth, width) per family
+GEOMETRY = {"ecp5": [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)],
+            "ice40": [(2048, 2), (1024, 4), (512, 8), (256, 16)]}
+BRAM_CELL = {"ecp5": "DP16KD", "ice40": "SB_RAM40_4K"}
+DSP_CELL = {"ecp5": "MULT18X18D", "ice40": "SB_MAC16"}
+
+
+def lut_equivalent(cells: dict, family: str) -> int:
+    """LUT4s of a yosys cell count (a carry cell spans two LUTs; so does a 16×4 LUT RAM)."""
+    if family == "ecp5":
+        return cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0) + 2 * cells.get("TRELLIS_DPR16X4", 0)
+    return cells.get("SB_LUT4", 0)
+
+
+def memory_blocks(width: int, depth: int, family: str) -> int:
+    """Blocks of one ``depth`` × ``width`` memory (the cheapest geometry)."""
+    if width <= 0 or depth <= 0:
+        return 0
+    return min(ceil(width / w) * ceil(depth / d) for d, w in GEOMETRY[family])
+
+
+def bram_blocks(cfg, family: str) -> int:
+    """Block RAMs of the core's memories (``rtl/engine.py``)."""
+    from rmsmp.rtl.isa import ACT_BANKS, param_layout
+    C, R = cfg.columns, cfg.rows
+    n = 0
+    for g in cfg.lane_groups:
+        n += memory_blocks(g.rows * C * g.format.bits, cfg.weight_depth, family)
+    n += memory_blocks(param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits).size * R, cfg.acc_depth, family)
+    n += ACT_BANKS * memory_blocks(8 * C, cfg.act_depth // ACT_BANKS, family)
+    return n
+
+
+def _features(cfg) -> list[float]:
+    """fixed, per column, per row, and per lane of pot / narrow fix (≤ 4 b) / wide fix rows."""
+    C = cfg.columns
+    pot = fix_n = fix_w = 0
+    for g in cfg.lane_groups:
+        f = g.format
+        if f.kind == "pot":
+            pot += g.rows * C
+        elif f.bits <= 4:
+            fix_n += g.rows * C
+        else:
+            fix_w += g.rows * C
+    return [1.0, C, cfg.rows, pot, fix_n, fix_w]
+
+
+@lru_cache(maxsize=None)
+def fit(family: str):
+    """(LUT coefficients, DSP coefficients, worst relative LUT error, points) from the data."""
+    from .config import AcceleratorConfig
+    path = DATA / f"{family}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no synthesis data for {family}: run python bench/calibrate_cost.py --family {family}")
+    pts = json.loads(path.read_text())["points"]
+    cfgs = [AcceleratorConfig.from_dict(p["config"]) for p in pts]
+    X = np.array([_features(c) for c in cfgs])
+    lut = np.array([lut_equivalent(p["cells"], family) for p in pts], dtype=float)
+    dsp = np.array([p["cells"].get(DSP_CELL[family], 0) for p in pts], dtype=float)
+    kl, *_ = np.linalg.lstsq(X, lut, rcond=None)
+    kd, *_ = np.linalg.lstsq(X, dsp, rcond=None)
+    err = float(np.max(np.abs(X @ kl - lut) / lut)) if len(pts) else 0.0
+    return kl, kd, err, pts
+
+
+def estimate(cfg, family: str = "ecp5") -> dict:
+    """{"LUT", "DSP", "BRAM"} of ``cfg``'s core on ``family``."""
+    kl, kd, _, _ = fit(family)
+    x = np.array(_features(cfg))
+    return {"LUT": int(round(float(x @ kl))), "DSP": int(round(max(0.0, float(x @ kd)))),
+            "BRAM": bram_blocks(cfg, family)}
+
+
+def _groups_for(ratio: dict, rows: int):
+    """Lane groups for ``rows`` rows in ``ratio``'s proportions: power-of-two rows on pot
+    lanes of the widest pot scheme asked for, fixed-point rows on lanes of the widest fix
+    scheme (a wide fix lane runs narrower rows; on both families a product of up to 9×9
+    bits takes one DSP either way)."""
+    from rmsmp.rtl.formats import parse_weight_format
+    pot = {k: v for k, v in ratio.items() if v > 0 and parse_weight_format(k).kind == "pot"}
+    fix = {k: v for k, v in ratio.items() if v > 0 and parse_weight_format(k).kind == "fix"}
+    share = sum(pot.values()) / max(1e-12, sum(pot.values()) + sum(fix.values()))
+    groups = []
+    p_rows = round(rows * share) if fix else rows
+    if pot and fix:
+        p_rows = min(rows - 1, max(1, p_rows))
+    if pot:
+        groups.append((max(pot, key=lambda k: parse_weight_format(k).bits), p_rows))
+    if fix:
+        groups.append((max(fix, key=lambda k: parse_weight_format(k).bits), rows - (p_rows if pot else 0)))
+    return tuple(groups)
+
+
+def size_for_budget(ratio: dict, family: str, budget: dict, *, clock_hz: int, columns=(4, 8, 16),
+                    max_rows: int = 96):
+    """The configuration with the most MACs/cycle in ``ratio``'s proportions whose core fits
+    ``budget`` ({"LUT", "DSP", "BRAM"} left for the core); ties go to fewer LUTs.  Returns
+    (config, estimate), or (None, the smallest candidate's estimate) when nothing fits."""
+    from .config import AcceleratorConfig
+    best = smallest = None
+    for C in columns:
+        for rows in range(2, max_rows + 1):
+            cfg = AcceleratorConfig(lane_groups=_groups_for(ratio, rows), columns=C, clock_hz=clock_hz,
+                                    **BUFFER_DEPTHS[family])
+            est = estimate(cfg, family)
+            if smallest is None or est["LUT"] < smallest[1]["LUT"]:
+                smallest = (cfg, est)
+            if all(est[k] <= budget[k] for k in ("LUT", "DSP", "BRAM")):
+                key = (cfg.peak_macs_per_cycle, -est["LUT"])
+                if best is None or key > best[0]:
+                    best = (key, cfg, est)
+    if best is None:
+        return None, smallest
+    return best[1], best[2]
