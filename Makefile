@@ -25,9 +25,9 @@ demo: $(STAMP)
 sim: $(STAMP)
 	$(PY) -m pytest -q tests/rtl
 
+# make bitstream BOARD=ulx3s-85f [CONFIG=cfg.json] [MODEL=program.npz]  (writes build/<board>/)
 bitstream: $(STAMP)
-	@echo "make bitstream BOARD=$(BOARD): board top-levels land with issue 5; not yet." >&2
-	@exit 2
+	$(PY) -m rmsmp.boards.build $(if $(BOARD),--board $(BOARD)) $(if $(CONFIG),--config $(CONFIG)) $(if $(MODEL),--model $(MODEL))
 
 bench: $(STAMP)
 	$(PY) bench/quantize_resnet18.py

@@ -19,8 +19,11 @@ def compile_model(qm, cfg, input_shape=None, *, batch: int = 1):
     return _compile(qm, cfg, shape, batch=batch)
 
 
-def open_device(target: str, cfg=None, **kw):
-    """A device to run programs on: ``"sim"`` (the Verilator model of ``cfg``).
+def open_device(target: str, cfg=None, *, board: str | None = None, **kw):
+    """A device to run programs on: ``"sim"`` (the Verilator model of ``cfg``) or
+    ``"serial:PORT"`` (a board programmed with ``make bitstream BOARD=…``, reached over its
+    USB-UART; ``board`` names it, ``cfg`` defaults to ``AcceleratorConfig.for_board(board)``
+    and is checked against the board's ID register).
 
     Example::
 
@@ -35,8 +38,20 @@ def open_device(target: str, cfg=None, **kw):
         from rmsmp.sim.device import SimDevice
         return SimDevice(cfg, **kw)
     if target.startswith("serial:"):
-        raise RmsmpError(f"{target}: serial board devices are not available yet (issue 5); use 'sim'")
-    raise RmsmpError(f"unknown device {target!r}; available: 'sim'")
+        from rmsmp.boards.catalog import BOARDS
+        from rmsmp.boards.catalog import board as board_spec
+
+        from .link import LinkClient, SerialTransport
+        from .serial_device import SerialDevice
+        if not board:
+            raise RmsmpError(f"open_device({target!r}): name the board, e.g. board='ulx3s-85f' "
+                             f"(supported: {', '.join(sorted(BOARDS))})")
+        spec = board_spec(board)
+        port = target[len("serial:"):]
+        cfg = cfg or AcceleratorConfig.for_board(spec.name)
+        link = LinkClient(SerialTransport(port, kw.pop("baud", spec.baud)))
+        return SerialDevice(link, cfg, mem_words=spec.mem_words, name=f"{spec.name} on {port}", **kw)
+    raise RmsmpError(f"unknown device {target!r}; available: 'sim', 'serial:PORT'")
 
 __all__ = ["compile_model", "open_device", "AcceleratorConfig", "quantize", "qat", "QuantizedModel", "DEFAULT_RATIO", "RmsmpError", "RatioError",
            "SchemeError", "UnsupportedLayerError", "ModelFormatError"]

@@ -165,6 +165,31 @@ def cmd_sim(a) -> int:
     return 0
 
 
+def cmd_build(a) -> int:
+    from rmsmp.boards.build import main as build_main
+    argv = ["--board", a.board] + (["--config", a.config] if a.config else []) + \
+        (["--model", a.program] if a.program else []) + (["-o", a.output] if a.output else [])
+    return build_main(argv)
+
+
+def cmd_config(a) -> int:
+    import json
+
+    from rmsmp.boards.catalog import board
+    from rmsmp.generator.config import AcceleratorConfig
+    from rmsmp.generator.cost import estimate
+    ratio = {k: float(v) for k, v in parse_ratio_arg(a.ratio).items()} if a.ratio else None
+    cfg = AcceleratorConfig.for_board(a.board, ratio)
+    spec = board(a.board)
+    est, avail = estimate(cfg, spec.family), spec.core_budget()
+    print(cfg.describe())
+    print("estimated core: " + ", ".join(f"{k} {est[k]:,}/{avail[k]:,}" for k in ("LUT", "DSP", "BRAM")))
+    if a.output:
+        Path(a.output).write_text(json.dumps(cfg.to_dict(), indent=1))
+        print(f"wrote {a.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rmsmp", description="RMSMP quantization and FPGA accelerator generator")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -202,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="show a quantized model's layers, schemes and formats")
     r.add_argument("model")
     r.set_defaults(func=cmd_report)
+    b = sub.add_parser("build", help="build a board's bitstream with the open toolchain (yosys, nextpnr)")
+    b.add_argument("--board", required=True)
+    b.add_argument("--config", help="AcceleratorConfig JSON (default: AcceleratorConfig.for_board)")
+    b.add_argument("--program", help="a compiled program to bake into the on-chip memory")
+    b.add_argument("-o", "--output", help="build directory (default build/<board>)")
+    b.set_defaults(func=cmd_build)
+    k = sub.add_parser("config", help="size an accelerator for a board (AcceleratorConfig.for_board)")
+    k.add_argument("--board", required=True)
+    k.add_argument("--ratio", help="scheme ratio, e.g. pot4=10/16,fix4=5/16,fix8=1/16 (default)")
+    k.add_argument("-o", "--output", help="write the config JSON here")
+    k.set_defaults(func=cmd_config)
     return p
 
 

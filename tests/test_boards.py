@@ -1,0 +1,178 @@
+"""Boards: PLL dividers vs the Trellis/IceStorm tools, the board catalog, the platform
+wrappers (pins, PLL, clock constraint), the calibrated cost model and for_board, and a
+real iCEBreaker build that does not fit reporting its utilization."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rmsmp.boards.build import BoardDesign, build_bitstream, parse_utilization, toolchain_env
+from rmsmp.boards.catalog import BOARDS, BoardError, board
+from rmsmp.boards.pll import PllError, ecp5_pll, ice40_pll
+from rmsmp.generator.config import AcceleratorConfig
+from rmsmp.generator.cost import bram_blocks, estimate, fit, lut_equivalent
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("fout", [50, 37.5, 48, 75, 100])
+def test_ecp5_pll_dividers_match_ecppll(tmp_path, fout):
+    p = ecp5_pll(25e6, fout * 1e6)
+    subprocess.run([str(BIN / "yowasp-ecppll"), "-i", "25", "-o", str(fout), "-f", "pll.v"], cwd=tmp_path,
+                   check=True, capture_output=True)
+    v = (tmp_path / "pll.v").read_text()
+    ref = {k: int(re.search(rf"\.{k}\((\d+)\)", v).group(1)) for k in ("CLKI_DIV", "CLKFB_DIV", "CLKOP_DIV")}
+    assert (p.clki_div, p.clkfb_div, p.clkop_div) == (ref["CLKI_DIV"], ref["CLKFB_DIV"], ref["CLKOP_DIV"])
+    assert abs(p.fout_hz - fout * 1e6) <= 0.03 * fout * 1e6 and 400e6 <= p.fvco_hz <= 800e6
+
+
+@pytest.mark.parametrize("fout", [24, 30, 36, 48])
+def test_ice40_pll_dividers_match_icepll(fout):
+    p = ice40_pll(12e6, fout * 1e6)
+    out = subprocess.run([str(BIN / "yowasp-icepll"), "-i", "12", "-o", str(fout)], capture_output=True,
+                         text=True, check=True).stdout
+    ref = {k: int(re.search(rf"{k}:\s+(\d+)", out).group(1)) for k in ("DIVR", "DIVF", "DIVQ", "FILTER_RANGE")}
+    assert (p.divr, p.divf, p.divq, p.filter_range) == (ref["DIVR"], ref["DIVF"], ref["DIVQ"], ref["FILTER_RANGE"])
+
+
+def test_pll_out_of_range_is_refused():
+    with pytest.raises(PllError, match="output 900 MHz"):
+        ecp5_pll(25e6, 900e6)
+    with pytest.raises(PllError, match="iCE40 PLL"):
+        ice40_pll(12e6, 5e6)
+
+
+def test_unknown_board_lists_the_supported_ones():
+    with pytest.raises(BoardError, match="unknown board 'arty'.*icebreaker, ulx3s-85f"):
+        board("arty")
+    from rmsmp.boards.build import main
+    assert main(["--board", "nope"]) == 2
+
+
+def test_toolchain_env_names_existing_programs():
+    for spec in BOARDS.values():
+        env = toolchain_env(spec)
+        tools = ["YOSYS", f"NEXTPNR_{spec.family.upper()}", "ECPPACK" if spec.family == "ecp5" else "ICEPACK",
+                 spec.programmer_env]
+        for var in tools:
+            assert os.path.isfile(env[var]) and os.access(env[var], os.X_OK), (var, env[var])
+
+
+SMALL = dict(lane_groups=(("pot4", 2), ("fix8", 2)), columns=4, act_depth=256, weight_depth=128, acc_depth=16)
+
+
+def test_board_design_has_pins_pll_and_clock_constraint(tmp_path):
+    spec = board("ulx3s-85f")
+    cfg = AcceleratorConfig(**SMALL, clock_hz=spec.clock_hz)
+    plan = spec.platform().prepare(BoardDesign(spec, cfg, mem_words=512), name="t")
+    files = plan.files
+    lpf, il = files["t.lpf"], files["t.il"]
+    for pin in ("M1", "L4", "G2", "B2", "C2"):          # uart rx/tx, clk25, two LEDs
+        assert f'SITE "{pin}"' in lpf
+    assert 'FREQUENCY PORT "clk25_0__io" 25000000' in lpf
+    assert "EHXPLLL" in il and "FREQUENCY_PIN_CLKOP" in il and "CLKFB_DIV" in il
+    with pytest.raises(BoardError, match="holds 512"):
+        BoardDesign(spec, cfg, init=[0] * 600, mem_words=512)
+
+
+def test_build_refuses_a_config_for_another_clock():
+    with pytest.raises(BoardError, match="builds run at 24 MHz"):
+        build_bitstream("icebreaker", AcceleratorConfig(**SMALL))
+
+
+def test_cost_model_matches_its_synthesis_data():
+    """The LUT/DSP fit is within 10 % of every synthesized point; block RAMs counted from
+    the memory shapes match yosys' DP16KD count within 3 % (4 blocks) (yosys' block-geometry choice
+    differs from the cheapest one for some widths)."""
+    kl, kd, err, pts = fit("ecp5")
+    assert len(pts) >= 6 and err < 0.10
+    for p in pts:
+        cfg = AcceleratorConfig.from_dict(p["config"])
+        est = estimate(cfg, "ecp5")
+        assert bram_blocks(cfg, "ecp5") == est["BRAM"]
+        assert abs(est["BRAM"] - p["cells"]["DP16KD"]) <= max(4, 0.03 * p["cells"]["DP16KD"]), cfg.describe()
+        assert abs(est["DSP"] - p["cells"]["MULT18X18D"]) <= 4
+        assert abs(est["LUT"] - lut_equivalent(p["cells"], "ecp5")) <= 0.1 * lut_equivalent(p["cells"], "ecp5")
+
+
+def test_for_board_fills_the_ulx3s_within_budget():
+    spec = board("ulx3s-85f")
+    cfg = AcceleratorConfig.for_board("ulx3s-85f")
+    est, avail = estimate(cfg, "ecp5"), spec.core_budget()
+    assert all(est[k] <= avail[k] for k in avail)
+    assert cfg.clock_hz == spec.clock_hz
+    assert {g.scheme for g in cfg.lane_groups} == {"pot4", "fix8"}
+    pot = cfg.group_of("pot4").rows / cfg.rows
+    assert abs(pot - 10 / 16) < 0.1
+    # one more row of either kind, or the next column count, would not fit
+    bigger = AcceleratorConfig(lane_groups=[(g.scheme, g.rows + 1) for g in cfg.lane_groups],
+                               columns=cfg.columns, clock_hz=cfg.clock_hz)
+    assert any(estimate(bigger, "ecp5")[k] > avail[k] for k in avail)
+    # a fix4-only ratio gets only fixed-point lanes, fewer MACs (DSP bound)
+    fx = AcceleratorConfig.for_board("ulx3s-85f", {"fix4": 1.0})
+    assert [g.scheme for g in fx.lane_groups] == ["fix4"]
+    assert fx.peak_macs_per_cycle < cfg.peak_macs_per_cycle
+    assert estimate(fx, "ecp5")["DSP"] <= spec.budget.dsps
+
+
+def test_for_board_icebreaker_says_why_nothing_fits():
+    with pytest.raises(BoardError, match=r"no accelerator fits icebreaker.*LUT [\d,]+ > 4,152"):
+        AcceleratorConfig.for_board("icebreaker")
+
+
+def test_parse_utilization_of_a_nextpnr_log():
+    log = ("Info: Device utilisation:\nInfo: \t           ICESTORM_LC:  9000/  5280   170%\n"
+           "Info: \t          ICESTORM_RAM:     4/    30    13%\n")
+    assert parse_utilization(log) == {"ICESTORM_LC": (9000, 5280), "ICESTORM_RAM": (4, 30)}
+
+
+def test_a_design_that_does_not_fit_reports_its_utilization(tmp_path):
+    """A real iCEBreaker build (yosys + nextpnr-ice40) of the smallest core: nextpnr refuses
+    it, the error names the overused cells with used/available."""
+    spec = board("icebreaker")
+    cfg = AcceleratorConfig(lane_groups=(("pot4", 1), ("fix8", 1)), columns=2, act_depth=256,
+                            weight_depth=64, acc_depth=16, clock_hz=spec.clock_hz)
+    with pytest.raises(BoardError) as e:
+        build_bitstream("icebreaker", cfg, out_dir=tmp_path, quiet=True)
+    msg = str(e.value)
+    assert "SB_PLL40_PAD" in (tmp_path / "rmsmp_top.il").read_text()
+    assert "does not fit icebreaker" in msg and re.search(r"ICESTORM_LC [\d,]+/5,280", msg), msg
+
+
+def test_changed_runs_cover_exactly_the_differences():
+    import random
+    from rmsmp.host.serial_device import changed_runs
+    rng = random.Random(0)
+    for _ in range(200):
+        old = [rng.randrange(4) for _ in range(rng.randrange(0, 60))]
+        new = [rng.randrange(4) for _ in range(rng.randrange(0, 60))]
+        runs = changed_runs(old, new, gap=3)
+        patched = list(old[:len(new)]) + [None] * max(0, len(new) - len(old))
+        for a, b in runs:
+            patched[a:b] = new[a:b]
+        assert patched == new
+        assert all(b > a for a, b in runs) and all(r[1] <= s[0] for r, s in zip(runs, runs[1:]))
+
+
+def test_open_device_serial_errors_name_the_problem():
+    from rmsmp.host import RmsmpError, open_device
+    with pytest.raises(RmsmpError, match="name the board.*icebreaker, ulx3s-85f"):
+        open_device("serial:/dev/ttyUSB0")
+    with pytest.raises(RmsmpError, match="board not found: cannot open /dev/rmsmp-no-such-port"):
+        open_device("serial:/dev/rmsmp-no-such-port", AcceleratorConfig(), board="ulx3s-85f")
+    with pytest.raises(BoardError, match="unknown board"):
+        open_device("serial:/dev/ttyUSB0", board="de10")
+
+
+def test_cli_config_writes_the_for_board_choice(tmp_path, capsys):
+    from rmsmp.host.cli import main
+    assert main(["config", "--board", "ulx3s-85f", "--ratio", "pot4=1/2,fix8=1/2", "-o", str(tmp_path / "c.json")]) == 0
+    cfg = AcceleratorConfig.from_dict(json.loads((tmp_path / "c.json").read_text()))
+    assert cfg == AcceleratorConfig.for_board("ulx3s-85f", {"pot4": 0.5, "fix8": 0.5})
+    assert "estimated core: LUT" in capsys.readouterr().out
+    assert main(["config", "--board", "icebreaker"]) == 2
+    assert "no accelerator fits icebreaker" in capsys.readouterr().err
