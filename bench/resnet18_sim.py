@@ -1,12 +1,14 @@
 """ResNet-18 end to end on the cycle-accurate simulator: cycles, MAC utilization, wall time.
 
-    python bench/resnet18_sim.py [--size 224] [--images 1]
+    python bench/resnet18_sim.py [--size 224] [--images 1] [--board ulx3s-85f [--fmax MHz]]
 
 Builds the torchvision-layout ResNet-18 (random init, seed 0), quantizes it with RMSMP
 (default 10:5:1, edge layers fix8), compiles it for the default accelerator, runs it in
 Verilator, checks the logits against the golden model bit for bit, and prints the
 per-layer table (cycles measured by the hardware's STAMPs), the totals and the peak memory
-of this process and of the simulator.
+of this process and of the simulator.  ``--board`` compiles for
+``AcceleratorConfig.for_board(board)`` and reports images/s at the board clock and at
+``--fmax`` (nextpnr's, from the build report).
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--images", type=int, default=1)
+    ap.add_argument("--board", help="size the accelerator for this board (AcceleratorConfig.for_board)")
+    ap.add_argument("--fmax", type=float, help="the board build's Fmax in MHz, for images/s")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     model = resnet18().eval()
@@ -32,7 +36,7 @@ def main(argv=None):
     t = time.perf_counter()
     qm = quantize(model, x[:2], hessian_images=1, hessian_samples=1)
     t_q = time.perf_counter() - t
-    cfg = AcceleratorConfig()
+    cfg = AcceleratorConfig.for_board(a.board) if a.board else AcceleratorConfig()
     t = time.perf_counter()
     prog = compile_model(qm, cfg, (3, a.size, a.size))
     t_c = time.perf_counter() - t
@@ -56,6 +60,9 @@ def main(argv=None):
     print(f"simulation: {s['wall_s']:.1f} s in Verilator ({s['sim_cycles_per_s'] / 1e3:.0f} kcycles/s), "
           f"{t_run:.1f} s for run() including the memory image in and out")
     print(f"peak memory: {me:.2f} GiB this process, {kids:.2f} GiB largest child (the simulator)")
+    per_image = s["cycles_per_image"]
+    print(f"images/s: {cfg.clock_hz / per_image:.2f} at the {cfg.clock_hz / 1e6:g} MHz target clock"
+          + (f", {a.fmax * 1e6 / per_image:.2f} at Fmax {a.fmax:g} MHz" if a.fmax else ""))
     print(f"bit-exact vs golden: {exact}")
     return 0 if exact else 1
 
