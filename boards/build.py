@@ -135,10 +135,11 @@ def _overuse_error(spec, cfg, log: str) -> BoardError:
 
 
 def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, out_dir=None, program=None,
-                    quiet: bool = False) -> BuildReport:
+                    quiet: bool = False, synth_opts=()) -> BuildReport:
     """Build the bitstream of ``cfg`` (default: ``AcceleratorConfig.for_board``) for
     ``board_name`` in ``out_dir``; ``program`` (a :class:`Program`) is baked into the
-    on-chip memory.  Returns the report (also written as report.json/report.md)."""
+    on-chip memory; ``synth_opts`` are extra options of yosys' ``synth_<family>``.
+    Returns the report (also written as report.json/report.md)."""
     spec = board(board_name)
     if cfg is None:
         cfg = AcceleratorConfig.for_board(spec.name)
@@ -153,34 +154,60 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
         init = program.image
     out = Path(out_dir or Path("build") / spec.name)
     out.mkdir(parents=True, exist_ok=True)
-    design = BoardDesign(spec, cfg, init=init)
-    platform = spec.platform()
-    opts = {"nextpnr_opts": f"--report {NAME}.report.json"}
-    if spec.family == "ice40":
-        opts["synth_opts"] = "-dsp"          # multipliers on the SB_MAC16s, not in LUTs
     env = toolchain_env(spec)
     t0 = time.perf_counter()
-    plan = platform.prepare(design, name=NAME, **opts)
-    plan.extract(out)
     log = out / "build.log"
     if not quiet:
         print(f"building {spec.name} ({cfg.describe()}) in {out} — yosys, nextpnr, "
               f"{'ecppack' if spec.family == 'ecp5' else 'icepack'}; log: {log}", flush=True)
-    with open(log, "w") as f:
-        rc = subprocess.run(["sh", f"build_{NAME}.sh"], cwd=out, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
-    text = log.read_text(errors="replace")
+    # ice40: multipliers on the SB_MAC16s
+    synth_opts = (["-dsp"] if spec.family == "ice40" else []) + list(synth_opts)
+    rc, text = _run(spec, cfg, init, out, env, synth_opts)
+    if rc and _abc9_crash(out) and "-noabc9" not in synth_opts:
+        # yosys' ABC9 mapping trips an internal assertion on some designs; plain ABC maps them
+        if not quiet:
+            print("yosys ABC9 mapping failed with an internal error; retrying with -noabc9", flush=True)
+        synth_opts.append("-noabc9")
+        rc, text = _run(spec, cfg, init, out, env, synth_opts)
     tim = (out / f"{NAME}.tim").read_text(errors="replace") if (out / f"{NAME}.tim").exists() else ""
     if rc:
-        util = parse_utilization(tim or text)
-        if any(a and u > a for u, a in util.values()) or "not fit" in text or "Unable to place" in text:
-            raise _overuse_error(spec, cfg, tim or text)
-        raise BoardError(f"the {spec.name} build failed (exit {rc}); last lines of {log}:\n"
-                         + "\n".join(text.splitlines()[-25:]))
+        util = parse_utilization(tim)
+        if any(a and u > a for u, a in util.values()) or "Unable to place" in tim:
+            raise _overuse_error(spec, cfg, tim)
+        raise BoardError(f"the {spec.name} build failed (exit {rc}); last lines of its logs ({out}):\n"
+                         + "\n".join((text + tim).splitlines()[-25:]))
     rep = json.loads((out / f"{NAME}.report.json").read_text())
     report = _report(spec, cfg, rep, time.perf_counter() - t0, out)
+    report["synth_opts"] = " ".join(synth_opts)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(report.markdown())
     return report
+
+
+def _run(spec, cfg, init, out, env, synth_opts):
+    """Extract Amaranth's build plan for the board design into ``out`` and run it; returns
+    (exit code, the tool output and yosys log tail)."""
+    opts = {"nextpnr_opts": f"--report {NAME}.report.json"}
+    if synth_opts:
+        opts["synth_opts"] = " ".join(synth_opts)
+    plan = spec.platform().prepare(BoardDesign(spec, cfg, init=init), name=NAME, **opts)
+    plan.extract(out)
+    for stale in (f"{NAME}.tim", f"{NAME}.report.json"):
+        (out / stale).unlink(missing_ok=True)
+    log = out / "build.log"
+    with open(log, "w") as f:
+        rc = subprocess.run(["sh", f"build_{NAME}.sh"], cwd=out, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    rpt = out / f"{NAME}.rpt"
+    tail = "\n".join(rpt.read_text(errors="replace").splitlines()[-15:]) if rpt.exists() else ""
+    return rc, log.read_text(errors="replace") + tail
+
+
+def _abc9_crash(out) -> bool:
+    rpt = out / f"{NAME}.rpt"
+    if not rpt.exists():
+        return False
+    tail = rpt.read_text(errors="replace")[-20000:]
+    return "ERROR: Assert" in tail and "ABC9" in tail
 
 
 def _report(spec, cfg, rep, seconds, out) -> BuildReport:
@@ -211,6 +238,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", help="AcceleratorConfig JSON (default: AcceleratorConfig.for_board)")
     ap.add_argument("--model", help="a compiled program (rmsmp compile) to bake into the on-chip memory")
     ap.add_argument("-o", "--output", help="build directory (default build/<board>)")
+    ap.add_argument("--synth-opts", default="", help="extra yosys synth_<family> options, e.g. -noabc9")
     a = ap.parse_args(argv)
     try:
         if not a.board:
@@ -223,7 +251,7 @@ def main(argv=None) -> int:
         if a.model:
             from rmsmp.generator.program import Program
             program = Program.load(a.model)
-        r = build_bitstream(spec.name, cfg, out_dir=a.output, program=program)
+        r = build_bitstream(spec.name, cfg, out_dir=a.output, program=program, synth_opts=a.synth_opts.split())
     except BoardError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
