@@ -169,21 +169,15 @@ class SdramController(wiring.Component):
             with m.State("POWERUP"):
                 m.d.sync += wait.eq(t.init_cycles)
                 m.next = "INIT_WAIT"
-            with m.State("INIT_WAIT"):
-                with m.If(wait == 0):
-                    issue(Cmd.PRECHARGE, a=1 << 10)
-                    m.d.sync += wait.eq(t.rp)
-                    m.next = "INIT_REF1"
-            with m.State("INIT_REF1"):
-                with m.If(wait == 0):
-                    issue(Cmd.REFRESH)
-                    m.d.sync += wait.eq(t.rc)
-                    m.next = "INIT_REF2"
-            with m.State("INIT_REF2"):
-                with m.If(wait == 0):
-                    issue(Cmd.REFRESH)
-                    m.d.sync += wait.eq(t.rc)
-                    m.next = "INIT_MODE"
+            # after the power-up wait: PRECHARGE ALL, two AUTO REFRESH, then the mode register
+            steps = [("INIT_WAIT", Cmd.PRECHARGE, 1 << 10, t.rp), ("INIT_REF1", Cmd.REFRESH, None, t.rc),
+                     ("INIT_REF2", Cmd.REFRESH, None, t.rc)]
+            for k, (state, c, a, after) in enumerate(steps):
+                with m.State(state):
+                    with m.If(wait == 0):
+                        issue(c, a=a)
+                        m.d.sync += wait.eq(after)
+                        m.next = steps[k + 1][0] if k + 1 < len(steps) else "INIT_MODE"
             with m.State("INIT_MODE"):
                 with m.If(wait == 0):
                     # burst length 2, sequential, CAS latency cl, write burst = programmed

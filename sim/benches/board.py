@@ -52,18 +52,21 @@ class CocotbUart:
         return bytes(out)
 
 
-@cocotb.test()
-async def board_link_runs_a_program(dut):
-    p = bench_params()
+async def start_board(dut, baud: int) -> CocotbUart:
+    """Clock (10 ns) and reset the board top; the link transport on its UART pins."""
     Clock(dut.clk, 10, unit="ns").start()
     dut.rx.value = 1
     dut.rst.value = 1
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 4)
-    src = UartSource(dut.rx, baud=p["baud"], bits=8)
-    sink = UartSink(dut.tx, baud=p["baud"], bits=8)
-    uart = CocotbUart(src, sink)
+    return CocotbUart(UartSource(dut.rx, baud=baud, bits=8), UartSink(dut.tx, baud=baud, bits=8))
+
+
+@cocotb.test()
+async def board_link_runs_a_program(dut):
+    p = bench_params()
+    uart = await start_board(dut, p["baud"])
     link = LinkClient(uart, timeout=0.2)
     res = {}
 

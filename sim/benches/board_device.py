@@ -12,10 +12,8 @@ import json
 
 import cocotb
 import torch
-from cocotb.clock import Clock
 from cocotb.task import bridge
-from cocotb.triggers import ClockCycles, with_timeout
-from cocotbext.uart import UartSink, UartSource
+from cocotb.triggers import with_timeout
 
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.program import Program
@@ -24,19 +22,13 @@ from rmsmp.host.link import LinkClient, LinkError
 from rmsmp.host.serial_device import SerialDevice
 from rmsmp.rtl.csr import CsrAddr, Ctrl, Status
 from rmsmp.sim.benches import bench_params
-from rmsmp.sim.benches.board import CocotbUart
+from rmsmp.sim.benches.board import start_board
 
 
 @cocotb.test()
 async def serial_device_runs_a_network(dut):
     p = bench_params()
-    Clock(dut.clk, 10, unit="ns").start()
-    dut.rx.value = 1
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 4)
-    uart = CocotbUart(UartSource(dut.rx, baud=p["baud"], bits=8), UartSink(dut.tx, baud=p["baud"], bits=8))
+    uart = await start_board(dut, p["baud"])
     link = LinkClient(uart, timeout=0.2)
     cfg = AcceleratorConfig.from_dict(p["config"])
     program = Program.load(p["program"])

@@ -104,6 +104,29 @@ class SdramModel:
                 self.drive[cyc + t.cl + 1] = self.mem.get((ba, row, col + 1), 0xBEEF)
 
 
+def chip_process(model, ctl):
+    """Amaranth simulator process: the chip ``model`` on ``ctl``'s pins."""
+    async def chip(ctx):
+        cyc = 0
+        async for _, _, cs_n, ras_n, cas_n, we_n, a, ba, dq, oe, dqm in ctx.tick().sample(
+                ctl.cs_n, ctl.ras_n, ctl.cas_n, ctl.we_n, ctl.a, ctl.ba, ctl.dq_o, ctl.dq_oe, ctl.dqm):
+            if not cs_n:
+                model.edge(cyc, (ras_n, cas_n, we_n), a, ba, dq, oe, dqm)
+            cyc += 1
+            ctx.set(ctl.dq_i, model.drive.pop(cyc, 0x5A5A))
+    return chip
+
+
+def simulate(top, model, ctl, bench, seconds):
+    """Run ``bench`` on ``top`` with the chip model on ``ctl``; fails on any timing error."""
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_process(chip_process(model, ctl))
+    sim.add_testbench(bench)
+    sim.run_until(seconds)
+    assert not model.errors, "\n".join(model.errors[:10])
+
+
 def split(g, w):
     col = (w & ((1 << (g.col_bits - 1)) - 1)) << 1
     bank = (w >> (g.col_bits - 1)) & ((1 << g.bank_bits) - 1)
@@ -128,15 +151,6 @@ def test_sdram_controller_against_the_chip_model(seed):
             ops.append(("r", b, rng.randrange(1, 40)))
     ops.append(("r", 0, words))                        # everything, crossing every row and bank
     done = {"reads": []}
-
-    async def chip(ctx):
-        cyc = 0
-        async for clk_edge, rst, cs_n, ras_n, cas_n, we_n, a, ba, dq, oe, dqm in ctx.tick().sample(
-                dut.cs_n, dut.ras_n, dut.cas_n, dut.we_n, dut.a, dut.ba, dut.dq_o, dut.dq_oe, dut.dqm):
-            if not cs_n:
-                model.edge(cyc, (ras_n, cas_n, we_n), a, ba, dq, oe, dqm)
-            cyc += 1
-            ctx.set(dut.dq_i, model.drive.pop(cyc, 0x5A5A))
 
     async def host(ctx):
         p = dut.port
@@ -177,12 +191,7 @@ def test_sdram_controller_against_the_chip_model(seed):
                         assert w == ref[a + i], f"word {a + i:#x}: read {w:#010x}, wrote {ref[a + i]:#010x}"
         done["cycles"] = None
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_process(chip)
-    sim.add_testbench(host)
-    sim.run_until(2e-3)
-    assert not model.errors, "\n".join(model.errors[:10])
+    simulate(dut, model, dut, host, 2e-3)
     assert "cycles" in done, "the host did not finish"
     assert len(done["reads"]) == sum(op[0] == "r" for op in ops)
     # every refresh interval within the period (plus the longest wait to close a row)
@@ -227,15 +236,6 @@ def test_core_runs_a_layer_from_sdram():
         model.mem[(bank, row, col)], model.mem[(bank, row, col + 1)] = v & 0xFFFF, v >> 16
     out = {}
 
-    async def chip(ctx):
-        cyc = 0
-        async for _, _, cs_n, ras_n, cas_n, we_n, a, ba, dq, oe, dqm in ctx.tick().sample(
-                ctl.cs_n, ctl.ras_n, ctl.cas_n, ctl.we_n, ctl.a, ctl.ba, ctl.dq_o, ctl.dq_oe, ctl.dqm):
-            if not cs_n:
-                model.edge(cyc, (ras_n, cas_n, we_n), a, ba, dq, oe, dqm)
-            cyc += 1
-            ctx.set(ctl.dq_i, model.drive.pop(cyc, 0x5A5A))
-
     async def bench(ctx):
         await ctx.tick().repeat(TIMING.init_cycles + 40)            # controller initialisation
         ctx.set(core.prog_addr, prog.prog_addr)
@@ -245,12 +245,7 @@ def test_core_runs_a_layer_from_sdram():
         await ctx.tick().until(core.done)
         out["cycles"] = ctx.get(core.cycles)
 
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    sim.add_process(chip)
-    sim.add_testbench(bench)
-    sim.run_until(5e-3)
-    assert not model.errors, "\n".join(model.errors[:10])
+    simulate(top, model, ctl, bench, 5e-3)
     assert "cycles" in out, "the core did not finish"
     image = []
     for w in range(len(prog.image)):
