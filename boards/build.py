@@ -163,12 +163,16 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     # ice40: multipliers on the SB_MAC16s
     synth_opts = (["-dsp"] if spec.family == "ice40" else []) + list(synth_opts)
     rc, text = _run(spec, cfg, init, out, env, synth_opts)
-    if rc and _abc9_crash(out) and "-noabc9" not in synth_opts:
-        # yosys' ABC9 mapping trips an internal assertion on some designs; plain ABC maps them
+    if rc and _abc9_crash(out) and spec.family == "ecp5":
+        # yosys 0.70's ABC9 reintegration trips an internal assertion on some designs (the
+        # for_board ULX3S core); map the LUTs with plain ABC instead: synth_ecp5 up to its
+        # LUT mapping, ``abc -lut 4:7``, then synth_ecp5 from cell mapping on
         if not quiet:
-            print("yosys ABC9 mapping failed with an internal error; retrying with -noabc9", flush=True)
-        synth_opts.append("-noabc9")
-        rc, text = _run(spec, cfg, init, out, env, synth_opts)
+            print("yosys ABC9 mapping failed with an internal error; retrying with plain ABC", flush=True)
+        synth_opts += ["-run", ":map_luts"]
+        rc, text = _run(spec, cfg, init, out, env, synth_opts, script_after_synth=(
+            f"techmap -map +/lattice/latches_map.v; abc -lut 4:7 -dress; clean; "
+            f"synth_ecp5 -run map_cells: -top {NAME}"))
     tim = (out / f"{NAME}.tim").read_text(errors="replace") if (out / f"{NAME}.tim").exists() else ""
     if rc:
         util = parse_utilization(tim)
@@ -184,10 +188,12 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     return report
 
 
-def _run(spec, cfg, init, out, env, synth_opts):
+def _run(spec, cfg, init, out, env, synth_opts, script_after_synth=None):
     """Extract Amaranth's build plan for the board design into ``out`` and run it; returns
     (exit code, the tool output and yosys log tail)."""
     opts = {"nextpnr_opts": f"--report {NAME}.report.json"}
+    if script_after_synth:
+        opts["script_after_synth"] = script_after_synth
     if synth_opts:
         opts["synth_opts"] = " ".join(synth_opts)
     plan = spec.platform().prepare(BoardDesign(spec, cfg, init=init), name=NAME, **opts)
@@ -238,7 +244,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", help="AcceleratorConfig JSON (default: AcceleratorConfig.for_board)")
     ap.add_argument("--model", help="a compiled program (rmsmp compile) to bake into the on-chip memory")
     ap.add_argument("-o", "--output", help="build directory (default build/<board>)")
-    ap.add_argument("--synth-opts", default="", help="extra yosys synth_<family> options, e.g. -noabc9")
+    ap.add_argument("--synth-opts", default="", help="extra yosys synth_<family> options, e.g. -nowidelut")
     a = ap.parse_args(argv)
     try:
         if not a.board:
