@@ -104,13 +104,12 @@ def main():
                              "config": f"{fix4.describe().split(',')[0]} + {extra} fix4 rows on LUT multipliers"}
     print(f"LUTs per fix4 LUT-multiplier row of {C} lanes: {per_row:.0f}; pot4 lane in the core fit: "
           f"{fit_coeffs()[3]:.0f} LUTs", flush=True)
-    base = None
+    base = res["fix4 DSP-only"]["lanes"] * res["fix4 DSP-only"]["fmax_mhz"] / 1e3
     print(f"\n| design ({spec.name}) | lanes (MACs/cycle) | Fmax (MHz) | GMAC/s | vs fix4 DSP-only |")
     print("|---|---|---|---|---|")
     for name in ("mixed", "fix4 DSP-only", "fix4 DSP + LUT"):
         r = res[name]
         r["gmacs"] = r["lanes"] * r["fmax_mhz"] / 1e3
-        base = base or res["fix4 DSP-only"]["lanes"] * res["fix4 DSP-only"]["fmax_mhz"] / 1e3
         print(f"| {name}: {r['config']} | {r['lanes']} | {r['fmax_mhz']:.1f} | {r['gmacs']:.2f} | "
               f"{r['gmacs'] / base:.2f}× |")
     if a.json:

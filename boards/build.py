@@ -232,7 +232,7 @@ def _report(spec, cfg, rep, seconds, out) -> BuildReport:
     bit = next((p for p in (out / f"{NAME}.bit", out / f"{NAME}.bin") if p.exists()), None)
     return BuildReport(board=spec.name, device=spec.device, config=cfg.describe(), config_hash=cfg.config_hash,
                        resources=res, fmax_mhz=achieved, target_mhz=target, timing_met=achieved >= target,
-                       clocks={k: v for k, v in fmax.items()},
+                       clocks=dict(fmax),
                        peak_macs_per_cycle=cfg.peak_macs_per_cycle,
                        peak_gmacs_at_target=cfg.peak_macs_per_cycle * spec.clock_hz / 1e9,
                        peak_gmacs_at_fmax=cfg.peak_macs_per_cycle * achieved / 1e3,

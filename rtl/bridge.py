@@ -202,11 +202,14 @@ class HostBridge(wiring.Component):
                             m.d.sync += [rdata.eq(self.csr.rdata), rlen.eq(1)]
                             m.next = "RESP"
             # ------------------------------------------------------------ memory
-            with m.State("WCMD"):
-                wc = self.mem.wr_cmd
-                m.d.comb += [wc.valid.eq(1), wc.payload.addr.eq(addr), wc.payload.len.eq(length)]
-                with m.If(wc.ready):
-                    m.next = "WDATA"
+            def burst_cmd(state, stream, then):
+                """Offer the burst (addr, length) on a command stream, then go on."""
+                with m.State(state):
+                    m.d.comb += [stream.valid.eq(1), stream.payload.addr.eq(addr), stream.payload.len.eq(length)]
+                    with m.If(stream.ready):
+                        m.next = then
+
+            burst_cmd("WCMD", self.mem.wr_cmd, "WDATA")
             with m.State("WDATA"):
                 wd = self.mem.wr_data
                 m.d.comb += [br.addr.eq(Mux(wd.ready, widx + 1, widx)), wd.payload.eq(br.data), wd.valid.eq(1)]
@@ -214,11 +217,7 @@ class HostBridge(wiring.Component):
                     m.d.sync += widx.eq(widx + 1)
                     with m.If(widx == length - 1):
                         m.next = "RESP"
-            with m.State("RCMD"):
-                rc = self.mem.rd_cmd
-                m.d.comb += [rc.valid.eq(1), rc.payload.addr.eq(addr), rc.payload.len.eq(length)]
-                with m.If(rc.ready):
-                    m.next = "RESP"
+            burst_cmd("RCMD", self.mem.rd_cmd, "RESP")
             # ------------------------------------------------------------ respond
             with m.State("RESP"):
                 # header bytes: sync, status, seq, len lo, len hi (CRC from status on)
