@@ -39,10 +39,23 @@ NAME = "rmsmp_top"
 
 
 class BoardDesign(Elaboratable):
-    """``cfg``'s board top on ``spec``'s pins: clock through the PLL, UART, two LEDs."""
+    """``cfg``'s board top on ``spec``'s pins: clock through the PLL, UART, two LEDs, and the
+    memory backend ``memory`` ("sdram": the board's SDRAM chip; "bram": on-chip memory of
+    ``mem_words``, holding ``init``).  Default: on-chip when an image is baked in, else the
+    board's default backend."""
 
-    def __init__(self, spec: BoardSpec, cfg: AcceleratorConfig, *, init=(), mem_words: int | None = None):
+    def __init__(self, spec: BoardSpec, cfg: AcceleratorConfig, *, init=(), mem_words: int | None = None,
+                 memory: str | None = None):
         self.spec, self.cfg = spec, cfg
+        self.memory = spec.memory(memory or ("bram" if len(init) else None))
+        if self.memory == "sdram":
+            if len(init):
+                self._MustUse__silence = True
+                raise BoardError(f"{spec.name}'s SDRAM cannot hold a baked-in image; build with the on-chip "
+                                 f"memory (MEMORY=bram) or upload the program at run time (open_device … load)")
+            self.top = BoardTop(cfg, divisor=spec.divisor, sdram=(spec.sdram, spec.sdram_timing()))
+            self.mem_words = self.top.mem_words
+            return
         self.mem_words = mem_words or spec.mem_words
         if len(init) > self.mem_words:
             self._MustUse__silence = True
@@ -73,7 +86,27 @@ class BoardDesign(Elaboratable):
         m.submodules.led0 = led0 = io.Buffer("o", platform.request("led", 0, dir="-"))
         m.submodules.led1 = led1 = io.Buffer("o", platform.request("led", 1, dir="-"))
         m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx), led0.o.eq(top.led_busy), led1.o.eq(top.led_done)]
+        if self.memory == "sdram":
+            self._sdram_pins(m, platform.request("sdram", 0, dir="-"), top.sdram)
         return m
+
+    @staticmethod
+    def _sdram_pins(m, res, pins):
+        """The SDRAM chip on the board top's ``sdram`` pins.  Its clock is the design clock
+        inverted (a DDR output: low in the first half of a cycle, high in the second), so
+        commands and write data registered at a rising edge are taken by the chip half a cycle
+        later; read data goes through the board top's input register."""
+        m.submodules.sdram_clk = clk = io.DDRBuffer("o", res.clk)
+        m.d.comb += [clk.o[0].eq(0), clk.o[1].eq(1)]
+        # the platform's cs/we/ras/cas are active-low pins (PinsN): the buffers invert
+        outs = {"clk_en": pins.cke, "cs": ~pins.cs_n, "we": ~pins.we_n, "ras": ~pins.ras_n, "cas": ~pins.cas_n,
+                "ba": pins.ba, "a": pins.a, "dqm": pins.dqm}
+        for name, value in outs.items():
+            buf = io.Buffer("o", getattr(res, name))
+            m.submodules[f"sdram_{name}"] = buf
+            m.d.comb += buf.o.eq(value[:len(buf.o)])
+        m.submodules.sdram_dq = dq = io.Buffer("io", res.dq)
+        m.d.comb += [dq.o.eq(pins.dq_o), dq.oe.eq(pins.dq_oe), pins.dq_i.eq(dq.i)]
 
 
 def _tool(name: str) -> str | None:
@@ -113,6 +146,7 @@ class BuildReport(dict):
     def markdown(self) -> str:
         r = self
         lines = [f"# {r['board']} — {r['config']}", "",
+                 f"Memory: {r.get('memory', 'bram')} ({r.get('memory_words', 0):,} words).", "",
                  "| resource | cell | used | available | use |", "|---|---|---|---|---|"]
         for res, u in r["resources"].items():
             lines.append(f"| {res} | {u['cell']} | {u['used']:,} | {u['available']:,} | "
@@ -135,14 +169,17 @@ def _overuse_error(spec, cfg, log: str) -> BoardError:
 
 
 def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, out_dir=None, program=None,
-                    quiet: bool = False, synth_opts=()) -> BuildReport:
+                    quiet: bool = False, synth_opts=(), pnr_opts=(), memory: str | None = None) -> BuildReport:
     """Build the bitstream of ``cfg`` (default: ``AcceleratorConfig.for_board``) for
     ``board_name`` in ``out_dir``; ``program`` (a :class:`Program`) is baked into the
-    on-chip memory; ``synth_opts`` are extra options of yosys' ``synth_<family>``.
-    Returns the report (also written as report.json/report.md)."""
+    on-chip memory; ``memory`` is the backend ("sdram" or "bram"; default: "bram" with a
+    baked program, else the board's default); ``synth_opts`` are extra options of yosys'
+    ``synth_<family>``, ``pnr_opts`` of nextpnr (e.g. ``--router router2``).  Returns the
+    report (also written as report.json/report.md)."""
     spec = board(board_name)
+    memory = spec.memory(memory or ("bram" if program is not None else None))
     if cfg is None:
-        cfg = AcceleratorConfig.for_board(spec.name)
+        cfg = AcceleratorConfig.for_board(spec.name, memory=memory)
     if cfg.clock_hz != spec.clock_hz:
         raise BoardError(f"config clock {cfg.clock_hz / 1e6:g} MHz; {spec.name} builds run at "
                          f"{spec.clock_hz / 1e6:g} MHz (use AcceleratorConfig.for_board)")
@@ -162,7 +199,9 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
               f"{'ecppack' if spec.family == 'ecp5' else 'icepack'}; log: {log}", flush=True)
     # ice40: multipliers on the SB_MAC16s
     synth_opts = (["-dsp"] if spec.family == "ice40" else []) + list(synth_opts)
-    rc, text = _run(spec, cfg, init, out, env, synth_opts)
+    design = lambda: BoardDesign(spec, cfg, init=init, memory=memory)  # noqa: E731
+    design()                                   # refuse a bad image/backend before building
+    rc, text = _run(spec, design, out, env, synth_opts, pnr_opts)
     if rc and _abc9_crash(out) and spec.family == "ecp5":
         # yosys 0.70's ABC9 reintegration trips an internal assertion on some designs (the
         # for_board ULX3S core); map the LUTs with plain ABC instead: synth_ecp5 up to its
@@ -170,7 +209,7 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
         if not quiet:
             print("yosys ABC9 mapping failed with an internal error; retrying with plain ABC", flush=True)
         synth_opts += ["-run", ":map_luts"]
-        rc, text = _run(spec, cfg, init, out, env, synth_opts, script_after_synth=(
+        rc, text = _run(spec, design, out, env, synth_opts, pnr_opts, script_after_synth=(
             f"techmap -map +/lattice/latches_map.v; abc -lut 4:7 -dress; clean; "
             f"synth_ecp5 -run map_cells: -top {NAME}"))
     tim = (out / f"{NAME}.tim").read_text(errors="replace") if (out / f"{NAME}.tim").exists() else ""
@@ -182,21 +221,21 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
                          + "\n".join((text + tim).splitlines()[-25:]))
     rep = json.loads((out / f"{NAME}.report.json").read_text())
     report = _report(spec, cfg, rep, time.perf_counter() - t0, out)
-    report["synth_opts"] = " ".join(synth_opts)
+    report.update(synth_opts=" ".join(synth_opts), pnr_opts=" ".join(pnr_opts), memory=memory, memory_words=spec.memory_words(memory))
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(report.markdown())
     return report
 
 
-def _run(spec, cfg, init, out, env, synth_opts, script_after_synth=None):
+def _run(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None):
     """Extract Amaranth's build plan for the board design into ``out`` and run it; returns
     (exit code, the tool output and yosys log tail)."""
-    opts = {"nextpnr_opts": f"--report {NAME}.report.json"}
+    opts = {"nextpnr_opts": " ".join([f"--report {NAME}.report.json", *pnr_opts])}
     if script_after_synth:
         opts["script_after_synth"] = script_after_synth
     if synth_opts:
         opts["synth_opts"] = " ".join(synth_opts)
-    plan = spec.platform().prepare(BoardDesign(spec, cfg, init=init), name=NAME, **opts)
+    plan = spec.platform().prepare(design(), name=NAME, **opts)
     plan.extract(out)
     for stale in (f"{NAME}.tim", f"{NAME}.report.json"):
         (out / stale).unlink(missing_ok=True)
@@ -245,7 +284,10 @@ def main(argv=None) -> int:
     ap.add_argument("--config", help="AcceleratorConfig JSON (default: AcceleratorConfig.for_board)")
     ap.add_argument("--model", help="a compiled program (rmsmp compile) to bake into the on-chip memory")
     ap.add_argument("-o", "--output", help="build directory (default build/<board>)")
+    ap.add_argument("--memory", choices=("sdram", "bram"),
+                    help="memory backend (default: the board's SDRAM if it has one, on-chip with --model)")
     ap.add_argument("--synth-opts", default="", help="extra yosys synth_<family> options, e.g. -nowidelut")
+    ap.add_argument("--pnr-opts", default="", help="extra nextpnr options, e.g. '--router router2'")
     a = ap.parse_args(argv)
     try:
         if not a.board:
@@ -258,7 +300,8 @@ def main(argv=None) -> int:
         if a.model:
             from rmsmp.generator.program import Program
             program = Program.load(a.model)
-        r = build_bitstream(spec.name, cfg, out_dir=a.output, program=program, synth_opts=a.synth_opts.split())
+        r = build_bitstream(spec.name, cfg, out_dir=a.output, program=program, synth_opts=a.synth_opts.split(), pnr_opts=a.pnr_opts.split(),
+                            memory=a.memory)
     except BoardError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rmsmp.host.errors import RmsmpError
+from rmsmp.rtl.sdram import SdramGeometry, SdramTiming
 
 __all__ = ["BoardError", "Budget", "BoardSpec", "BOARDS", "board"]
 
@@ -48,12 +49,37 @@ class BoardSpec:
     #: target clock, and the LUTs of the board top around the core (link, memory control)
     lut_share: float = 0.6
     top_luts: int = 4_000
+    #: the board's SDR SDRAM (x16), if any: then the default memory backend
+    sdram: SdramGeometry | None = None
 
-    def core_budget(self) -> dict:
-        """{"LUT", "DSP", "BRAM"} left for the core beside the board top: the on-chip
-        memory and the bridge's burst buffer take block RAMs."""
+    @property
+    def memories(self) -> tuple:
+        """Memory backends of this board, the default first."""
+        return ("sdram", "bram") if self.sdram else ("bram",)
+
+    def memory(self, name: str | None = None) -> str:
+        """``name`` checked against this board's backends (``None``: the default)."""
+        if name is None:
+            return self.memories[0]
+        if name not in self.memories:
+            raise BoardError(f"{self.name} has no {name!r} memory backend; it has: {', '.join(self.memories)}")
+        return name
+
+    def memory_words(self, memory: str | None = None) -> int:
+        """32-bit words of the memory the core and the host link see."""
+        return self.sdram.words if self.memory(memory) == "sdram" else self.mem_words
+
+    def sdram_timing(self) -> SdramTiming:
+        """The SDRAM's timings in cycles of the target clock (datasheet nanoseconds)."""
+        return SdramTiming.at(self.clock_hz)
+
+    def core_budget(self, memory: str | None = None) -> dict:
+        """{"LUT", "DSP", "BRAM"} left for the core beside the board top: the bridge's burst
+        buffer, and with on-chip memory the memory itself, take block RAMs."""
         from rmsmp.generator.cost import memory_blocks
-        mem = memory_blocks(32, self.mem_words, self.family) + memory_blocks(32, 256, self.family)
+        mem = memory_blocks(32, 256, self.family)
+        if self.memory(memory) == "bram":
+            mem += memory_blocks(32, self.mem_words, self.family)
         return {"LUT": int(self.budget.luts * self.lut_share) - self.top_luts, "DSP": self.budget.dsps,
                 "BRAM": self.budget.brams - mem}
 
@@ -80,7 +106,8 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
     BoardSpec("ulx3s-85f", "Radiona ULX3S (LFE5U-85F, 32 MB SDRAM, FTDI USB-UART)", "ecp5", "LFE5U-85F-6BG381C",
               Budget(luts=83_640, ffs=83_640, dsps=156, brams=208, cells=ECP5_CELLS),
               clk_in_hz=25e6, clock_hz=12_500_000, baud=500_000, mem_words=16_384,
-              programmer="openFPGALoader", programmer_env="OPENFPGALOADER"),
+              programmer="openFPGALoader", programmer_env="OPENFPGALOADER",
+              sdram=SdramGeometry(row_bits=13, col_bits=9, bank_bits=2)),     # AS4C16M16SA, 32 MB
     BoardSpec("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K)", "ice40", "iCE40UP5K-SG48",
               Budget(luts=5_280, ffs=5_280, dsps=8, brams=30, cells=ICE40_CELLS),
               clk_in_hz=12e6, clock_hz=24_000_000, baud=1_000_000, mem_words=2_048,

@@ -1,8 +1,17 @@
 """The board top: host link (UART bridge) + core + memory backend, independent of a board.
 
-``BoardTop`` has only pins (``rx``, ``tx``, ``led_busy``, ``led_done``) besides its clock
-and reset, so the same design runs in Verilator (cocotb drives the UART pins) and under an
-amaranth-boards platform (:mod:`rmsmp.boards.build` adds the PLL and pin constraints).
+``BoardTop`` has only pins (``rx``, ``tx``, ``led_busy``, ``led_done``, and with the SDRAM
+backend the chip's pins ``sdram``) besides its clock and reset, so the same design runs in
+Verilator (cocotb drives the UART pins and models the SDRAM chip) and under an
+amaranth-boards platform (:mod:`rmsmp.boards.build` adds the PLL, I/O buffers and pin
+constraints).
+
+Memory backends: on-chip RAM of ``mem_words`` (optionally initialised: a baked-in image),
+or an SDR SDRAM (:class:`rmsmp.rtl.sdram.SdramController`).  The SDRAM's clock is the
+inverse of the design clock (the board drives its pin from a DDR output), so the chip
+takes commands and write data in the middle of the cycle they are on the pins, and its
+read data is captured by an input register here: the controller's read latency is then
+the CAS latency.
 
 Memory sharing: the host link reaches the memory only while the core is idle (the bridge
 answers ``BUSY`` otherwise), so the port is switched by the core's ``busy`` flag.
@@ -17,6 +26,7 @@ from rmsmp.rtl.bridge import HostBridge
 from rmsmp.rtl.burst_ram import BurstRam
 from rmsmp.rtl.core import Core
 from rmsmp.rtl.csr import CsrBank
+from rmsmp.rtl.sdram import PIN_NAMES, SdramController, SdramGeometry, SdramTiming, sdram_pins_signature
 from rmsmp.rtl.uart import UartRx, UartTx
 
 __all__ = ["BoardTop"]
@@ -37,20 +47,29 @@ def _mux_port(m, sel, a, b, out):
 
 
 class BoardTop(wiring.Component):
-    """``cfg``'s core with ``mem_words`` of on-chip memory (``init``: a baked-in image) and a
-    UART host link at ``clk / divisor`` baud."""
+    """``cfg``'s core and a UART host link at ``clk / divisor`` baud, with ``mem_words`` of
+    on-chip memory (``init``: a baked-in image) or, given ``sdram=(geometry, timing)``, an
+    SDR SDRAM (``mem_words`` is then the chip's size)."""
 
-    def __init__(self, cfg, *, mem_words: int, divisor: int, init=(), max_burst: int = 256,
-                 link_timeout: int = 1 << 20):
+    def __init__(self, cfg, *, mem_words: int | None = None, divisor: int, init=(), max_burst: int = 256,
+                 link_timeout: int = 1 << 20, sdram: tuple[SdramGeometry, SdramTiming] | None = None):
         if cfg.bus_width != 32:
             raise ValueError("the board memory backends are 32 bits wide")
+        if sdram is not None and init:
+            raise ValueError("an SDRAM cannot hold a baked-in image: upload it through the host link")
+        if sdram is None and not mem_words:
+            raise ValueError("give the on-chip memory size (mem_words) or an SDRAM")
         self._cfg = cfg
-        self._words = mem_words
+        self._sdram = sdram
+        self.mem_words = sdram[0].words if sdram else mem_words
         self._div = divisor
         self._init = list(init)
         self._burst = max_burst
         self._timeout = link_timeout
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "led_busy": Out(1), "led_done": Out(1)})
+        members = {"rx": In(1, init=1), "tx": Out(1, init=1), "led_busy": Out(1), "led_done": Out(1)}
+        if sdram:
+            members["sdram"] = Out(sdram_pins_signature(sdram[0]))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -59,7 +78,15 @@ class BoardTop(wiring.Component):
         m.submodules.bridge = br = HostBridge(max_burst=self._burst, timeout=self._timeout)
         m.submodules.urx = urx = UartRx(self._div)
         m.submodules.utx = utx = UartTx(self._div)
-        m.submodules.mem = mem = BurstRam(depth=self._words, bus_width=32, init=self._init)
+        if self._sdram:
+            m.submodules.mem = mem = SdramController(*self._sdram)
+            for name in PIN_NAMES:
+                if name == "dq_i":          # read data through an input register
+                    m.d.sync += mem.dq_i.eq(self.sdram.dq_i)
+                else:
+                    m.d.comb += getattr(self.sdram, name).eq(getattr(mem, name))
+        else:
+            m.submodules.mem = mem = BurstRam(depth=self.mem_words, bus_width=32, init=self._init)
 
         wiring.connect(m, urx.data, br.rx)
         wiring.connect(m, br.tx, utx.data)

@@ -112,11 +112,12 @@ class AcceleratorConfig:
             raise ConfigError(f"packed_weights must be True or False, got {self.packed_weights!r}")
 
     @classmethod
-    def for_board(cls, board: str, ratio: dict | None = None) -> "AcceleratorConfig":
+    def for_board(cls, board: str, ratio: dict | None = None, *, memory: str | None = None) -> "AcceleratorConfig":
         """The largest array in ``ratio``'s scheme proportions (default 10:5:1 pot4:fix4:fix8)
-        that fits ``board``'s LUT/DSP/block-RAM budget beside the board top (host link,
-        on-chip memory), by the synthesis-calibrated cost model (:mod:`rmsmp.generator.cost`),
-        at the board's target clock.  ``make bitstream BOARD=…`` builds and checks it."""
+        that fits ``board``'s LUT/DSP/block-RAM budget beside the board top (host link, and
+        with ``memory="bram"`` the on-chip memory; default: the board's SDRAM if it has one),
+        by the synthesis-calibrated cost model (:mod:`rmsmp.generator.cost`), at the board's
+        target clock.  ``make bitstream BOARD=…`` builds and checks it."""
         from rmsmp.boards.catalog import BoardError, board as board_spec
         from .cost import size_for_budget
         spec = board_spec(board)
@@ -126,7 +127,7 @@ class AcceleratorConfig:
                 parse_weight_format(k)
         except FormatError as e:
             raise ConfigError(f"for_board ratio: {e}") from None
-        avail = spec.core_budget()
+        avail = spec.core_budget(memory)
         cfg, est = size_for_budget(ratio, spec.family, avail, clock_hz=spec.clock_hz)
         if cfg is None:
             small_cfg, small = est

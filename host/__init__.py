@@ -19,11 +19,13 @@ def compile_model(qm, cfg, input_shape=None, *, batch: int = 1):
     return _compile(qm, cfg, shape, batch=batch)
 
 
-def open_device(target: str, cfg=None, *, board: str | None = None, **kw):
+def open_device(target: str, cfg=None, *, board: str | None = None, memory: str | None = None, **kw):
     """A device to run programs on: ``"sim"`` (the Verilator model of ``cfg``) or
     ``"serial:PORT"`` (a board programmed with ``make bitstream BOARD=…``, reached over its
-    USB-UART; ``board`` names it, ``cfg`` defaults to ``AcceleratorConfig.for_board(board)``
-    and is checked against the board's ID register).
+    USB-UART; ``board`` names it, ``memory`` the backend it was built with (default: the
+    board's default, e.g. the ULX3S's SDRAM), ``cfg`` defaults to
+    ``AcceleratorConfig.for_board(board, memory=memory)`` and is checked against the board's
+    ID register).
 
     Example::
 
@@ -48,9 +50,10 @@ def open_device(target: str, cfg=None, *, board: str | None = None, **kw):
                              f"(supported: {', '.join(sorted(BOARDS))})")
         spec = board_spec(board)
         port = target[len("serial:"):]
-        cfg = cfg or AcceleratorConfig.for_board(spec.name)
+        memory = spec.memory(memory)
+        cfg = cfg or AcceleratorConfig.for_board(spec.name, memory=memory)
         link = LinkClient(SerialTransport(port, kw.pop("baud", spec.baud)))
-        return SerialDevice(link, cfg, mem_words=spec.mem_words, name=f"{spec.name} on {port}", **kw)
+        return SerialDevice(link, cfg, mem_words=spec.memory_words(memory), name=f"{spec.name} on {port}", **kw)
     raise RmsmpError(f"unknown device {target!r}; available: 'sim', 'serial:PORT'")
 
 __all__ = ["compile_model", "open_device", "AcceleratorConfig", "quantize", "qat", "QuantizedModel", "DEFAULT_RATIO", "RmsmpError", "RatioError",

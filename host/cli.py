@@ -168,7 +168,8 @@ def cmd_sim(a) -> int:
 def cmd_build(a) -> int:
     from rmsmp.boards.build import main as build_main
     argv = ["--board", a.board] + (["--config", a.config] if a.config else []) + \
-        (["--model", a.program] if a.program else []) + (["-o", a.output] if a.output else [])
+        (["--model", a.program] if a.program else []) + (["-o", a.output] if a.output else []) + \
+        (["--memory", a.memory] if a.memory else [])
     return build_main(argv)
 
 
@@ -179,9 +180,9 @@ def cmd_config(a) -> int:
     from rmsmp.generator.config import AcceleratorConfig
     from rmsmp.generator.cost import estimate
     ratio = {k: float(v) for k, v in parse_ratio_arg(a.ratio).items()} if a.ratio else None
-    cfg = AcceleratorConfig.for_board(a.board, ratio)
+    cfg = AcceleratorConfig.for_board(a.board, ratio, memory=a.memory)
     spec = board(a.board)
-    est, avail = estimate(cfg, spec.family), spec.core_budget()
+    est, avail = estimate(cfg, spec.family), spec.core_budget(a.memory)
     print(cfg.describe())
     print("estimated core: " + ", ".join(f"{k} {est[k]:,}/{avail[k]:,}" for k in ("LUT", "DSP", "BRAM")))
     if a.output:
@@ -232,10 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--config", help="AcceleratorConfig JSON (default: AcceleratorConfig.for_board)")
     b.add_argument("--program", help="a compiled program to bake into the on-chip memory")
     b.add_argument("-o", "--output", help="build directory (default build/<board>)")
+    b.add_argument("--memory", choices=("sdram", "bram"), help="memory backend (default: the board's)")
     b.set_defaults(func=cmd_build)
     k = sub.add_parser("config", help="size an accelerator for a board (AcceleratorConfig.for_board)")
     k.add_argument("--board", required=True)
     k.add_argument("--ratio", help="scheme ratio, e.g. pot4=10/16,fix4=5/16,fix8=1/16 (default)")
+    k.add_argument("--memory", choices=("sdram", "bram"), help="memory backend (default: the board's)")
     k.add_argument("-o", "--output", help="write the config JSON here")
     k.set_defaults(func=cmd_config)
     return p

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from .dma import LEN_BITS, mem_port_signature
 
-__all__ = ["SdramGeometry", "SdramTiming", "SdramController", "Cmd"]
+__all__ = ["SdramGeometry", "SdramTiming", "SdramController", "Cmd", "PIN_NAMES", "sdram_pins_signature"]
 
 
 class Cmd:
@@ -73,6 +73,22 @@ class SdramTiming:
                    refresh_cycles=int(t_refi * clock_hz) - 16, init_cycles=c(t_init))
 
 
+#: the chip's pins as members of :class:`SdramController` (active-low names end in ``_n``)
+PIN_NAMES = ("cke", "cs_n", "ras_n", "cas_n", "we_n", "ba", "a", "dqm", "dq_o", "dq_oe", "dq_i")
+
+
+def _addr_bits(g: SdramGeometry) -> int:
+    return max(g.row_bits, g.col_bits + 1, 11)
+
+
+def sdram_pins_signature(g: SdramGeometry = SdramGeometry()) -> wiring.Signature:
+    """The chip's pins, driven by the controller side (``dq_i`` comes in)."""
+    return wiring.Signature({
+        "cke": Out(1), "cs_n": Out(1, init=1), "ras_n": Out(1, init=1), "cas_n": Out(1, init=1),
+        "we_n": Out(1, init=1), "ba": Out(g.bank_bits), "a": Out(_addr_bits(g)), "dqm": Out(2, init=0b11),
+        "dq_o": Out(16), "dq_oe": Out(1), "dq_i": In(16)})
+
+
 class SdramController(wiring.Component):
     """``port``: the memory port the core (or the host link) masters; the other members are
     the chip's pins."""
@@ -83,14 +99,8 @@ class SdramController(wiring.Component):
         # cycles from the edge a READ is registered by the chip to the edge its first half
         # is captured here (CL; boards add their input register stages)
         self.read_latency = timing.cl if read_latency is None else read_latency
-        g = geometry
-        abits = max(g.row_bits, g.col_bits + 1, 11)
-        super().__init__({
-            "port": Out(mem_port_signature(32).flip()),
-            "cke": Out(1), "cs_n": Out(1, init=1), "ras_n": Out(1, init=1), "cas_n": Out(1, init=1),
-            "we_n": Out(1, init=1), "ba": Out(g.bank_bits), "a": Out(abits), "dqm": Out(2, init=0b11),
-            "dq_o": Out(16), "dq_oe": Out(1), "dq_i": In(16),
-        })
+        super().__init__({"port": Out(mem_port_signature(32).flip()),
+                          **sdram_pins_signature(geometry).members})
 
     def elaborate(self, platform):
         m = Module()

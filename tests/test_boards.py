@@ -66,17 +66,44 @@ SMALL = dict(lane_groups=(("pot4", 2), ("fix8", 2)), columns=4, act_depth=256, w
 
 
 def test_board_design_has_pins_pll_and_clock_constraint(tmp_path):
+    """The ULX3S design (default memory: its SDRAM): UART, clock, LEDs and every SDRAM pin
+    constrained; PLL; the SDRAM clock from a DDR output; dq bidirectional."""
     spec = board("ulx3s-85f")
     cfg = AcceleratorConfig(**SMALL, clock_hz=spec.clock_hz)
-    plan = spec.platform().prepare(BoardDesign(spec, cfg, mem_words=512), name="t")
+    design = BoardDesign(spec, cfg)
+    assert design.memory == "sdram" and design.mem_words == 8 * 2 ** 20        # 32 MB
+    plan = spec.platform().prepare(design, name="t")
     files = plan.files
     lpf, il = files["t.lpf"], files["t.il"]
     for pin in ("M1", "L4", "G2", "B2", "C2"):          # uart rx/tx, clk25, two LEDs
         assert f'SITE "{pin}"' in lpf
+    sdram = {"clk": "F19", "clk_en": "F20", "cs": "P20", "we": "T20", "cas": "T19", "ras": "R20"}
+    for name, pin in sdram.items():
+        assert f'LOCATE COMP "sdram_0__{name}__io" SITE "{pin}"' in lpf
+    for name, n in (("a", 13), ("ba", 2), ("dq", 16), ("dqm", 2)):
+        assert sum(f'"sdram_0__{name}__io[{i}]"' in lpf for i in range(n)) == n, name
     assert 'FREQUENCY PORT "clk25_0__io" 25000000' in lpf
     assert "EHXPLLL" in il and "FREQUENCY_PIN_CLKOP" in il and "CLKFB_DIV" in il
+    assert "cell \\ODDRX1F" in il and il.count("cell \\BB ") == 16    # DDR SDRAM clock, 16 dq pins
     with pytest.raises(BoardError, match="holds 512"):
         BoardDesign(spec, cfg, init=[0] * 600, mem_words=512)
+    with pytest.raises(BoardError, match="SDRAM cannot hold a baked-in image.*MEMORY=bram"):
+        BoardDesign(spec, cfg, init=[0] * 6, memory="sdram")
+    assert BoardDesign(spec, cfg, init=[0] * 6, mem_words=512).memory == "bram"
+
+
+def test_memory_backends_of_the_boards():
+    ulx, ice = board("ulx3s-85f"), board("icebreaker")
+    assert ulx.memories == ("sdram", "bram") and ice.memories == ("bram",)
+    assert ulx.memory_words() == 8 * 2 ** 20 and ulx.memory_words("bram") == ulx.mem_words
+    with pytest.raises(BoardError, match="icebreaker has no 'sdram' memory backend; it has: bram"):
+        ice.memory("sdram")
+    # on-chip memory takes block RAMs from the core's budget; the SDRAM does not
+    from rmsmp.generator.cost import memory_blocks
+    assert ulx.core_budget()["BRAM"] - ulx.core_budget("bram")["BRAM"] == memory_blocks(32, ulx.mem_words, "ecp5")
+    big, small = AcceleratorConfig.for_board("ulx3s-85f"), AcceleratorConfig.for_board("ulx3s-85f", memory="bram")
+    assert big.peak_macs_per_cycle > small.peak_macs_per_cycle
+    assert estimate(big, "ecp5")["BRAM"] > ulx.core_budget("bram")["BRAM"]
 
 
 def test_build_refuses_a_config_for_another_clock():
@@ -99,10 +126,11 @@ def test_cost_model_matches_its_synthesis_data():
         assert abs(est["LUT"] - lut_equivalent(p["cells"], "ecp5")) <= 0.1 * lut_equivalent(p["cells"], "ecp5")
 
 
-def test_for_board_fills_the_ulx3s_within_budget():
+@pytest.mark.parametrize("memory", ["sdram", "bram"])
+def test_for_board_fills_the_ulx3s_within_budget(memory):
     spec = board("ulx3s-85f")
-    cfg = AcceleratorConfig.for_board("ulx3s-85f")
-    est, avail = estimate(cfg, "ecp5"), spec.core_budget()
+    cfg = AcceleratorConfig.for_board("ulx3s-85f", memory=memory)
+    est, avail = estimate(cfg, "ecp5"), spec.core_budget(memory)
     assert all(est[k] <= avail[k] for k in avail)
     assert cfg.clock_hz == spec.clock_hz
     assert {g.scheme for g in cfg.lane_groups} == {"pot4", "fix8"}
@@ -113,7 +141,7 @@ def test_for_board_fills_the_ulx3s_within_budget():
                                columns=cfg.columns, clock_hz=cfg.clock_hz)
     assert any(estimate(bigger, "ecp5")[k] > avail[k] for k in avail)
     # a fix4-only ratio gets only fixed-point lanes, fewer MACs (DSP bound)
-    fx = AcceleratorConfig.for_board("ulx3s-85f", {"fix4": 1.0})
+    fx = AcceleratorConfig.for_board("ulx3s-85f", {"fix4": 1.0}, memory=memory)
     assert [g.scheme for g in fx.lane_groups] == ["fix4"]
     assert fx.peak_macs_per_cycle < cfg.peak_macs_per_cycle
     assert estimate(fx, "ecp5")["DSP"] <= spec.budget.dsps

@@ -1,5 +1,6 @@
-"""cocotb bench: the whole board top (UART bridge + core + on-chip memory) driven through its
-UART pins by the host's own link code (:class:`rmsmp.host.link.LinkClient`).
+"""cocotb bench: the whole board top (UART bridge + core + memory backend) driven through its
+UART pins by the host's own link code (:class:`rmsmp.host.link.LinkClient`); with the SDRAM
+backend, :func:`sdram_chip` models the chip on the board top's ``sdram`` pins.
 
 The client is the one a serial device uses; here its transport writes and reads bytes
 through cocotbext-uart on ``rx``/``tx``.  It runs in a thread (``cocotb.task.bridge``)
@@ -12,13 +13,15 @@ import json
 import cocotb
 from cocotb.clock import Clock
 from cocotb.task import bridge, resume
-from cocotb.triggers import ClockCycles, SimTimeoutError, Timer, with_timeout
+from cocotb.triggers import ClockCycles, FallingEdge, SimTimeoutError, Timer, with_timeout
 from cocotbext.uart import UartSink, UartSource
 
 from rmsmp.host.link import LinkClient, encode_request
 from rmsmp.rtl.bridge import Cmd
 from rmsmp.rtl.csr import CsrAddr, Ctrl, Status
+from rmsmp.rtl.sdram import SdramGeometry, SdramTiming
 from rmsmp.sim.benches import bench_params
+from rmsmp.sim.sdram_model import SdramModel
 
 
 class CocotbUart:
@@ -52,15 +55,49 @@ class CocotbUart:
         return bytes(out)
 
 
-async def start_board(dut, baud: int) -> CocotbUart:
-    """Clock (10 ns) and reset the board top; the link transport on its UART pins."""
+async def sdram_chip(dut, model: SdramModel):
+    """The SDRAM chip on the board top's ``sdram`` pins.  As on the board, its clock is the
+    design clock inverted: it takes the pins at each falling edge (chip cycle ``k``) and
+    drives read data from one falling edge to the next, so the board top's input register
+    captures it at the rising edge in between.  Pins are read only when the model needs
+    them (a command, the second half of a write, a cycle it drives dq in)."""
+    cmd = [dut.sdram__ras_n, dut.sdram__cas_n, dut.sdram__we_n]
+    dq_i = dut.sdram__dq_i
+    edge = FallingEdge(dut.clk)
+    driving, k = False, 0
+    while True:
+        await edge
+        c = tuple(int(s.value) for s in cmd)
+        if (c != (1, 1, 1) or model.pending_write is not None or k in model.chip_drives) \
+                and not int(dut.sdram__cs_n.value):
+            model.edge(k, c, int(dut.sdram__a.value), int(dut.sdram__ba.value), int(dut.sdram__dq_o.value),
+                       int(dut.sdram__dq_oe.value), int(dut.sdram__dqm.value))
+        k += 1
+        if k in model.drive:
+            dq_i.value = model.drive.pop(k)
+            driving = True
+        elif driving:
+            dq_i.value = 0x5A5A              # not driven: junk, never the last word
+            driving = False
+
+
+async def start_board(dut, baud: int, sdram: dict | None = None) -> CocotbUart:
+    """Clock (10 ns) and reset the board top; the link transport on its UART pins.  With
+    ``sdram`` ({"geometry": …, "timing": …} as dicts) the chip model runs on the SDRAM pins
+    (the transport's ``sdram``)."""
     Clock(dut.clk, 10, unit="ns").start()
+    chip = None
+    if sdram:
+        chip = SdramModel(SdramGeometry(**sdram["geometry"]), SdramTiming(**sdram["timing"]))
+        cocotb.start_soon(sdram_chip(dut, chip))
     dut.rx.value = 1
     dut.rst.value = 1
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 4)
-    return CocotbUart(UartSource(dut.rx, baud=baud, bits=8), UartSink(dut.tx, baud=baud, bits=8))
+    uart = CocotbUart(UartSource(dut.rx, baud=baud, bits=8), UartSink(dut.tx, baud=baud, bits=8))
+    uart.sdram = chip
+    return uart
 
 
 @cocotb.test()

@@ -1,12 +1,15 @@
 """cocotb bench: the serial device API (:class:`rmsmp.host.serial_device.SerialDevice`) on the
 whole board top, through its UART pins.
 
-The board top is built with the network's program baked into its memory (as ``make
-bitstream MODEL=…`` does), so ``load(program, upload=False)``; ``run`` sends the inputs,
+The board top is built either with the network's program baked into its on-chip memory
+(as ``make bitstream MODEL=…`` does), so ``load(program, upload=False)``, or with the SDRAM
+backend (parameter ``sdram``, the chip modelled by :func:`~rmsmp.sim.benches.board.sdram_chip`,
+which checks every command's timing), so ``load`` uploads the program; ``run`` sends the inputs,
 starts, polls and reads the outputs back, all through the link code a real board uses.
 Also checked: a config mismatch is refused, and memory access while the core runs is
 answered BUSY.  Parameters (``RMSMP_BENCH``): ``program`` (file), ``config`` (dict),
-``images`` (file of a saved tensor), ``baud``, ``mem_words``, ``result`` (JSON file).
+``images`` (file of a saved tensor), ``baud``, ``mem_words``, ``sdram`` (optional),
+``result`` (JSON file).
 """
 import json
 
@@ -28,7 +31,7 @@ from rmsmp.sim.benches.board import start_board
 @cocotb.test()
 async def serial_device_runs_a_network(dut):
     p = bench_params()
-    uart = await start_board(dut, p["baud"])
+    uart = await start_board(dut, p["baud"], p.get("sdram"))
     link = LinkClient(uart, timeout=0.2)
     cfg = AcceleratorConfig.from_dict(p["config"])
     program = Program.load(p["program"])
@@ -43,7 +46,8 @@ async def serial_device_runs_a_network(dut):
         except ProgramMismatchError as e:
             res["mismatch"] = str(e)
         dev = SerialDevice(link, cfg, mem_words=p["mem_words"], progress=False, poll_s=0, name="board")
-        dev.load(program, upload=False)                 # the image is baked into the memory
+        # baked into the on-chip memory, or uploaded into the SDRAM
+        dev.load(program, upload=bool(p.get("sdram")))
         y = dev.run(images)
         res["logits"] = y.tolist()
         res["stats"] = {k: v for k, v in dev.stats.items() if isinstance(v, (int, float))}
@@ -60,5 +64,9 @@ async def serial_device_runs_a_network(dut):
         res["after_busy"] = link.read_mem(0, 1)[0] == program.image[0]
 
     await with_timeout(host(), p.get("max_ns", 10 ** 11), "ns")
+    if p.get("sdram"):
+        model = uart.sdram
+        res["sdram_errors"] = model.errors[:10]
+        res["sdram_refreshes"] = len(model.refreshes)
     with open(p["result"], "w") as f:
         json.dump(res, f)

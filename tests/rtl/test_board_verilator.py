@@ -2,8 +2,12 @@
 upload a layer program, start it, read the result back bit-exact vs golden; corrupted
 frames, bad checksums and UART framing errors are reported and retried."""
 import json
+from dataclasses import asdict
 
 import torch
+
+from rmsmp.boards.catalog import board
+from rmsmp.rtl.sdram import SdramTiming
 
 from rmsmp.boards.top import BoardTop
 from rmsmp.generator.config import AcceleratorConfig
@@ -50,26 +54,29 @@ def test_board_top_runs_a_layer_over_the_uart_link(tmp_path):
     print(f"\nboard top over UART: {len(prog.image)} words uploaded, layer ran in {r['cycles']} cycles")
 
 
-def test_serial_device_runs_a_network_on_the_board_top(tmp_path):
+def _serial_device_on_board_top(tmp_path, sdram=None):
     """open_device's serial backend over the UART pins: a tiny network (conv, max-pool,
-    residual block, average pool, fc) baked into the board memory, two images uploaded,
-    run and read back through SerialDevice — logits == golden; a board of another config
-    is refused; memory access during a run is answered BUSY."""
+    residual block, average pool, fc) in the board memory, two images uploaded, run and read
+    back through SerialDevice; also a board of another config and memory access during a
+    run."""
     qm, _ = mini_block(hw=5)
     prog = compile_model(qm, CFG, [3, 5, 5])
     prog.save(tmp_path / "prog.npz")
     torch.manual_seed(3)
     images = torch.randn(2, 3, 5, 5)
     torch.save(images, tmp_path / "images.pt")
-    mem_words = len(prog.image) + 64
-    model = VerilatorBuild(BoardTop(CFG, mem_words=mem_words, divisor=DIV, init=prog.image, link_timeout=4096),
-                           "rmsmp_board")
+    if sdram:
+        top = BoardTop(CFG, divisor=DIV, link_timeout=4096, sdram=sdram)
+    else:                                 # the program baked into the on-chip memory
+        top = BoardTop(CFG, mem_words=len(prog.image) + 64, divisor=DIV, init=prog.image, link_timeout=4096)
+    model = VerilatorBuild(top, "rmsmp_board")
     model.build(log_file=tmp_path / "build.log")
     result = tmp_path / "result.json"
-    model.run("rmsmp.sim.benches.board_device",
-              {"program": str(tmp_path / "prog.npz"), "config": CFG.to_dict(), "images": str(tmp_path / "images.pt"),
-               "baud": 100_000_000 // DIV, "mem_words": mem_words, "result": str(result)},
-              test_dir=tmp_path, log_file=tmp_path / "sim.log")
+    params = {"program": str(tmp_path / "prog.npz"), "config": CFG.to_dict(), "images": str(tmp_path / "images.pt"),
+              "baud": 100_000_000 // DIV, "mem_words": top.mem_words, "result": str(result)}
+    if sdram:
+        params["sdram"] = {"geometry": asdict(sdram[0]), "timing": asdict(sdram[1])}
+    model.run("rmsmp.sim.benches.board_device", params, test_dir=tmp_path, log_file=tmp_path / "sim.log")
     r = json.loads(result.read_text())
     assert "runs accelerator" in r["mismatch"] and f"{CFG.config_hash:08x}" in r["mismatch"]
     assert torch.equal(torch.tensor(r["logits"], dtype=torch.float64), golden(qm, images))
@@ -77,5 +84,23 @@ def test_serial_device_runs_a_network_on_the_board_top(tmp_path):
     assert r["after_busy"]
     s = r["stats"]
     assert s["images"] == 2 and s["cycles"] > 0 and 0 < s["mac_utilization"] <= 1
-    print(f"\nserial device on the board top: {s['cycles_per_image']:.0f} cycles/image, "
-          f"{s['mac_utilization']:.1%} MAC utilization")
+    print(f"\nserial device on the board top ({'SDRAM' if sdram else 'on-chip memory'}): "
+          f"{s['cycles_per_image']:.0f} cycles/image, {s['mac_utilization']:.1%} MAC utilization")
+    return r
+
+
+def test_serial_device_runs_a_network_on_the_board_top(tmp_path):
+    """The network baked into the on-chip memory (as make bitstream MODEL=… does)."""
+    _serial_device_on_board_top(tmp_path)
+
+
+def test_serial_device_runs_a_network_from_sdram(tmp_path):
+    """The ULX3S's memory backend: the SDRAM controller on the board top's pins, the chip
+    modelled at the falling edge of the clock as on the board (inverted SDRAM clock) and
+    every command checked (timings, refresh, bus turnaround); the program is uploaded
+    through the link into the SDRAM, the network runs from it == golden."""
+    spec = board("ulx3s-85f")
+    sim_clock = 100e6                     # the bench's 10 ns clock
+    r = _serial_device_on_board_top(tmp_path, sdram=(spec.sdram, SdramTiming.at(sim_clock)))
+    assert r["sdram_errors"] == []
+    assert r["sdram_refreshes"] > 10      # the refresh timer ran through the whole session
