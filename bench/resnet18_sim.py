@@ -1,6 +1,6 @@
 """ResNet-18 end to end on the cycle-accurate simulator: cycles, MAC utilization, wall time.
 
-    python bench/resnet18_sim.py [--size 224] [--images 1] [--board ulx3s-85f [--fmax MHz]]
+    python bench/resnet18_sim.py [--size 224] [--images 1] [--board ulx3s-85f [--memory sdram|ideal] [--fmax MHz]]
 
 Builds the torchvision-layout ResNet-18 (random init, seed 0), quantizes it with RMSMP
 (default 10:5:1, edge layers fix8), compiles it for the default accelerator, runs it in
@@ -8,7 +8,9 @@ Verilator, checks the logits against the golden model bit for bit, and prints th
 per-layer table (cycles measured by the hardware's STAMPs), the totals and the peak memory
 of this process and of the simulator.  ``--board`` compiles for
 ``AcceleratorConfig.for_board(board)`` and reports images/s at the board clock and at
-``--fmax`` (nextpnr's, from the build report).
+``--fmax`` (nextpnr's, from the build report); on a board with an SDRAM the core runs
+behind that board's SDRAM controller and a model of the chip (``--memory ideal``: the
+one-word-per-cycle memory instead, the bound without the SDRAM's bandwidth).
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ def main(argv=None):
     ap.add_argument("--images", type=int, default=1)
     ap.add_argument("--board", help="size the accelerator for this board (AcceleratorConfig.for_board)")
     ap.add_argument("--fmax", type=float, help="the board build's Fmax in MHz, for images/s")
+    ap.add_argument("--memory", choices=("sdram", "ideal"), default="sdram",
+                    help="with --board: the board's SDRAM (default) or the ideal burst memory")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     model = resnet18().eval()
@@ -40,7 +44,7 @@ def main(argv=None):
     t = time.perf_counter()
     prog = compile_model(qm, cfg, (3, a.size, a.size))
     t_c = time.perf_counter() - t
-    dev = open_device("sim", cfg)
+    dev = open_device("sim", cfg, board=a.board if a.memory == "sdram" else None)
     t_b = dev.build()
     dev.load(prog)
     t = time.perf_counter()
@@ -48,7 +52,7 @@ def main(argv=None):
     t_run = time.perf_counter() - t
     exact = torch.equal(y, golden(qm, x[:a.images]))
     s = dev.stats
-    print(f"# ResNet-18 {a.size}×{a.size} on {cfg.describe()}\n")
+    print(f"# ResNet-18 {a.size}×{a.size} on {cfg.describe()}, memory: {dev.memory}\n")
     print(dev.layer_table())
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20

@@ -38,7 +38,7 @@ def open_device(target: str, cfg=None, *, board: str | None = None, memory: str 
         if cfg is None:
             raise RmsmpError("open_device('sim', cfg): the simulator needs an AcceleratorConfig")
         from rmsmp.sim.device import SimDevice
-        return SimDevice(cfg, **kw)
+        return SimDevice(cfg, board=board, **kw)
     if target.startswith("serial:"):
         from rmsmp.boards.catalog import BOARDS
         from rmsmp.boards.catalog import board as board_spec

@@ -15,20 +15,30 @@ from pathlib import Path
 from rmsmp.host.device import Device, ProgramMismatchError, network_input
 from rmsmp.host.errors import RmsmpError
 
-from .top import MEM_MODEL, MEM_WORDS, SimTop
+from .top import SimTop
 from .verilator import VerilatorBuild
 
 __all__ = ["SimDevice", "ProgramMismatchError", "network_input"]
 
 
 class SimDevice(Device):
-    """``load(program)``, ``run(x)``, ``stats`` on the Verilator model of ``cfg``."""
+    """``load(program)``, ``run(x)``, ``stats`` on the Verilator model of ``cfg``: the core on
+    an ideal burst memory (one word per cycle each way), or with ``board`` naming a board
+    with an SDRAM, on that board's SDRAM controller and a model of its chip (the cycles
+    then include the SDRAM's bandwidth, row changes and refreshes at the board clock)."""
 
-    mem_words = MEM_WORDS
-
-    def __init__(self, cfg, *, build_root=None):
+    def __init__(self, cfg, *, build_root=None, board: str | None = None):
         super().__init__(cfg)
-        self._model = VerilatorBuild(SimTop(cfg), "rmsmp_sim", build_root=build_root, extra_sources=[MEM_MODEL])
+        sdram = None
+        if board is not None:
+            from rmsmp.boards.catalog import board as board_spec
+            spec = board_spec(board)
+            if spec.memory() == "sdram":
+                sdram = (spec.sdram, spec.sdram_timing())
+        top = SimTop(cfg, sdram=sdram)
+        self.mem_words = top.mem_words
+        self.memory = "sdram" if sdram else "ideal"
+        self._model = VerilatorBuild(top, "rmsmp_sim", build_root=build_root, extra_sources=[top.mem_model])
 
     def build(self) -> float:
         """Build (or reuse) the Verilator model; returns seconds spent.  The build log is

@@ -1,44 +1,69 @@
 """The simulation top: the core, its CSR bank, and the Verilog burst memory
-(``sim/hdl/rmsmp_burst_mem.v``).  Ports: the CSR bus, ``done`` (an interrupt line) and
-``dump`` (write the memory image out)."""
+(``sim/hdl/rmsmp_burst_mem.v``: one word per cycle each way) or, with ``sdram``, the SDRAM
+controller of the board top and a Verilog SDRAM chip (``sim/hdl/rmsmp_sdram_chip.v``),
+wired as on the ULX3S (chip clocked on the falling edge, read data through an input
+register).  Ports: the CSR bus, ``done`` (an interrupt line) and ``dump`` (write the
+memory image out)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth import ClockSignal, Instance, Module, ResetSignal
+from amaranth import ClockSignal, Instance, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from rmsmp.rtl.core import Core
 from rmsmp.rtl.csr import CsrBank, csr_signature
+from rmsmp.rtl.sdram import SdramController
 
-__all__ = ["SimTop", "MEM_MODEL", "MEM_WORDS"]
+__all__ = ["SimTop", "MEM_MODEL", "SDRAM_MODEL", "MEM_WORDS"]
 
 MEM_MODEL = Path(__file__).parent / "hdl" / "rmsmp_burst_mem.v"
+SDRAM_MODEL = Path(__file__).parent / "hdl" / "rmsmp_sdram_chip.v"
 MEM_WORDS = 1 << 22          # 16 MiB at 32 bits: ResNet-18 weights and activations fit
 
 
 class SimTop(wiring.Component):
-    def __init__(self, cfg):
+    """``cfg``'s core on the burst memory, or on ``sdram=(geometry, timing)``."""
+
+    def __init__(self, cfg, *, sdram=None):
         if cfg.bus_width != 32:
             raise ValueError("the simulation memory model is 32 bits wide")
         self._cfg = cfg
+        self._sdram = sdram
+        self.mem_words = sdram[0].words if sdram else MEM_WORDS
+        self.mem_model = SDRAM_MODEL if sdram else MEM_MODEL
         super().__init__({"csr": In(csr_signature()), "dump": In(1), "done": Out(1)})
+
+    def _sdram_chip(self, m, port):
+        g, t = self._sdram
+        m.submodules.ctl = ctl = SdramController(g, t)
+        wiring.connect(m, port, ctl.port)
+        dq_i = Signal(16)
+        m.d.sync += ctl.dq_i.eq(dq_i)            # the board top's input register
+        m.submodules.chip = Instance(
+            "rmsmp_sdram_chip", p_ROW_BITS=g.row_bits, p_COL_BITS=g.col_bits, p_BANK_BITS=g.bank_bits,
+            p_ABITS=len(ctl.a), p_CL=t.cl, i_clk=ClockSignal(), i_cs_n=ctl.cs_n, i_ras_n=ctl.ras_n,
+            i_cas_n=ctl.cas_n, i_we_n=ctl.we_n, i_ba=ctl.ba, i_a=ctl.a, i_dq_o=ctl.dq_o, i_dq_oe=ctl.dq_oe,
+            o_dq_i=dq_i, i_dump=self.dump)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = Core(self._cfg)
         p = core.mem
-        m.submodules.mem = Instance(
+        if self._sdram:
+            self._sdram_chip(m, p)
+        else:
+            m.submodules.mem = Instance(
             "rmsmp_burst_mem", p_DEPTH=MEM_WORDS, p_BUS=32,
-            i_clk=ClockSignal(), i_rst=ResetSignal(),
-            i_rd_cmd_valid=p.rd_cmd.valid, o_rd_cmd_ready=p.rd_cmd.ready,
-            i_rd_cmd_addr=p.rd_cmd.payload.addr, i_rd_cmd_len=p.rd_cmd.payload.len,
-            o_rd_data_valid=p.rd_data.valid, i_rd_data_ready=p.rd_data.ready, o_rd_data=p.rd_data.payload,
-            i_wr_cmd_valid=p.wr_cmd.valid, o_wr_cmd_ready=p.wr_cmd.ready,
-            i_wr_cmd_addr=p.wr_cmd.payload.addr, i_wr_cmd_len=p.wr_cmd.payload.len,
-            i_wr_data_valid=p.wr_data.valid, o_wr_data_ready=p.wr_data.ready, i_wr_data=p.wr_data.payload,
-            i_dump=self.dump)
+                i_clk=ClockSignal(), i_rst=ResetSignal(),
+                i_rd_cmd_valid=p.rd_cmd.valid, o_rd_cmd_ready=p.rd_cmd.ready,
+                i_rd_cmd_addr=p.rd_cmd.payload.addr, i_rd_cmd_len=p.rd_cmd.payload.len,
+                o_rd_data_valid=p.rd_data.valid, i_rd_data_ready=p.rd_data.ready, o_rd_data=p.rd_data.payload,
+                i_wr_cmd_valid=p.wr_cmd.valid, o_wr_cmd_ready=p.wr_cmd.ready,
+                i_wr_cmd_addr=p.wr_cmd.payload.addr, i_wr_cmd_len=p.wr_cmd.payload.len,
+                i_wr_data_valid=p.wr_data.valid, o_wr_data_ready=p.wr_data.ready, i_wr_data=p.wr_data.payload,
+                i_dump=self.dump)
         m.submodules.csr = csr = CsrBank()
         wiring.connect(m, wiring.flipped(self.csr), csr.bus)
         m.d.comb += [core.start.eq(csr.start), core.prog_addr.eq(csr.prog_addr), csr.busy.eq(core.busy),

@@ -104,3 +104,19 @@ def test_serial_device_runs_a_network_from_sdram(tmp_path):
     r = _serial_device_on_board_top(tmp_path, sdram=(spec.sdram, SdramTiming.at(sim_clock)))
     assert r["sdram_errors"] == []
     assert r["sdram_refreshes"] > 10      # the refresh timer ran through the whole session
+
+
+def test_sim_device_on_the_ulx3s_sdram_runs_a_network_bit_exact():
+    """open_device("sim", cfg, board="ulx3s-85f"): the core behind the ULX3S's SDRAM
+    controller and a Verilog model of its chip, timings at the board clock; a tiny network
+    == golden, and the memory holds the board's 32 MB."""
+    from rmsmp.host import open_device
+    qm, _ = mini_block(hw=5)
+    prog = compile_model(qm, CFG, [3, 5, 5])
+    dev = open_device("sim", CFG, board="ulx3s-85f")
+    assert dev.memory == "sdram" and dev.mem_words == board("ulx3s-85f").memory_words()
+    dev.load(prog)
+    torch.manual_seed(4)
+    x = torch.randn(2, 3, 5, 5)
+    assert torch.equal(dev.run(x), golden(qm, x))
+    print(f"\nsim device on the ULX3S SDRAM: {dev.stats['cycles_per_image']:.0f} cycles/image")
