@@ -1,10 +1,13 @@
 """Mixed-scheme vs fixed-4-only MAC arrays on the ULX3S-85F (LFE5U-85F-6): MACs/s at Fmax.
 
-    python bench/array_compare.py [--board ulx3s-85f] [--json out.json]
+    python bench/array_compare.py [--board ulx3s-85f] [--memory sdram|bram] [--json out.json]
 
 Arrays (``rtl/mac.py`` ``MacArray``) are synthesized (yosys synth_ecp5) and placed and
 routed out of context (nextpnr-ecp5 --out-of-context) on the board's device; Fmax is
 nextpnr's after routing.  Designs:
+
+All three are sized for the board's memory backend (``--memory``; default the board's:
+the ULX3S's SDRAM leaves the core the block RAMs on-chip memory would take).
 
 - **mixed**: the array of ``AcceleratorConfig.for_board(board)`` (10:5:1 RMSMP ratio:
   power-of-two rows on shift lanes in LUTs, fixed-point rows on DSPs);
@@ -70,11 +73,12 @@ def fit_coeffs():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--board", default="ulx3s-85f")
+    ap.add_argument("--memory", choices=("sdram", "bram"), help="memory backend (default: the board's)")
     ap.add_argument("--json")
     a = ap.parse_args()
     spec = board(a.board)
-    mixed = AcceleratorConfig.for_board(spec.name)
-    fix4 = AcceleratorConfig.for_board(spec.name, {"fix4": 1.0})
+    mixed = AcceleratorConfig.for_board(spec.name, memory=a.memory)
+    fix4 = AcceleratorConfig.for_board(spec.name, {"fix4": 1.0}, memory=a.memory)
     res = {}
     for name, cfg in (("mixed", mixed), ("fix4 DSP-only", fix4)):
         r = place_and_route(cfg)
@@ -88,7 +92,7 @@ def main():
     probe = AcceleratorConfig(lane_groups=(("fix4", 4),), columns=C)
     lut = place_and_route(probe, nodsp=True)
     per_row = (lut["cells"]["LUT4"] + 2 * lut["cells"]["CCU2C"]) / 4
-    avail = spec.core_budget()
+    avail = spec.core_budget(a.memory)
     extra = 0
     while True:
         k = extra + 1
@@ -105,7 +109,8 @@ def main():
     print(f"LUTs per fix4 LUT-multiplier row of {C} lanes: {per_row:.0f}; pot4 lane in the core fit: "
           f"{fit_coeffs()[3]:.0f} LUTs", flush=True)
     base = res["fix4 DSP-only"]["lanes"] * res["fix4 DSP-only"]["fmax_mhz"] / 1e3
-    print(f"\n| design ({spec.name}) | lanes (MACs/cycle) | Fmax (MHz) | GMAC/s | vs fix4 DSP-only |")
+    print(f"\n| design ({spec.name}, memory {spec.memory(a.memory)}) | lanes (MACs/cycle) | Fmax (MHz) | GMAC/s "
+          "| vs fix4 DSP-only |")
     print("|---|---|---|---|---|")
     for name in ("mixed", "fix4 DSP-only", "fix4 DSP + LUT"):
         r = res[name]

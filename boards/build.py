@@ -174,8 +174,8 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     ``board_name`` in ``out_dir``; ``program`` (a :class:`Program`) is baked into the
     on-chip memory; ``memory`` is the backend ("sdram" or "bram"; default: "bram" with a
     baked program, else the board's default); ``synth_opts`` are extra options of yosys'
-    ``synth_<family>``, ``pnr_opts`` of nextpnr (e.g. ``--router router2``).  Returns the
-    report (also written as report.json/report.md)."""
+    ``synth_<family>``, ``pnr_opts`` of nextpnr (ECP5 default: ``--router router2``).
+    Returns the report (also written as report.json/report.md)."""
     spec = board(board_name)
     memory = spec.memory(memory or ("bram" if program is not None else None))
     if cfg is None:
@@ -199,6 +199,11 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
               f"{'ecppack' if spec.family == 'ecp5' else 'icepack'}; log: {log}", flush=True)
     # ice40: multipliers on the SB_MAC16s
     synth_opts = (["-dsp"] if spec.family == "ice40" else []) + list(synth_opts)
+    # ecp5: router2 routes the ULX3S designs in ~17 min where router1 took 80+ (or did not
+    # converge); PNR_OPTS="--router router1" overrides
+    pnr_opts = list(pnr_opts)
+    if spec.family == "ecp5" and "--router" not in pnr_opts:
+        pnr_opts = ["--router", "router2"] + pnr_opts
     design = lambda: BoardDesign(spec, cfg, init=init, memory=memory)  # noqa: E731
     design()                                   # refuse a bad image/backend before building
     rc, text = _run(spec, design, out, env, synth_opts, pnr_opts)
@@ -221,7 +226,8 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
                          + "\n".join((text + tim).splitlines()[-25:]))
     rep = json.loads((out / f"{NAME}.report.json").read_text())
     report = _report(spec, cfg, rep, time.perf_counter() - t0, out)
-    report.update(synth_opts=" ".join(synth_opts), pnr_opts=" ".join(pnr_opts), memory=memory, memory_words=spec.memory_words(memory))
+    report.update(synth_opts=" ".join(synth_opts), pnr_opts=" ".join(pnr_opts), memory=memory,
+                  memory_words=spec.memory_words(memory))
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(report.markdown())
     return report
@@ -287,7 +293,8 @@ def main(argv=None) -> int:
     ap.add_argument("--memory", choices=("sdram", "bram"),
                     help="memory backend (default: the board's SDRAM if it has one, on-chip with --model)")
     ap.add_argument("--synth-opts", default="", help="extra yosys synth_<family> options, e.g. -nowidelut")
-    ap.add_argument("--pnr-opts", default="", help="extra nextpnr options, e.g. '--router router2'")
+    ap.add_argument("--pnr-opts", default="",
+                    help="extra nextpnr options, e.g. '--router router1' (ECP5 default: router2)")
     a = ap.parse_args(argv)
     try:
         if not a.board:
@@ -300,7 +307,8 @@ def main(argv=None) -> int:
         if a.model:
             from rmsmp.generator.program import Program
             program = Program.load(a.model)
-        r = build_bitstream(spec.name, cfg, out_dir=a.output, program=program, synth_opts=a.synth_opts.split(), pnr_opts=a.pnr_opts.split(),
+        r = build_bitstream(spec.name, cfg, out_dir=a.output, program=program, synth_opts=a.synth_opts.split(),
+                            pnr_opts=a.pnr_opts.split(),
                             memory=a.memory)
     except BoardError as e:
         print(f"error: {e}", file=sys.stderr)
