@@ -47,21 +47,27 @@ class BoardDesign(Elaboratable):
     def __init__(self, spec: BoardSpec, cfg: AcceleratorConfig, *, init=(), mem_words: int | None = None,
                  memory: str | None = None):
         self.spec, self.cfg = spec, cfg
-        self.memory = spec.memory(memory or ("bram" if len(init) else None))
+        self.memory, self.mem_words = self.check(spec, init=init, mem_words=mem_words, memory=memory)
         if self.memory == "sdram":
+            self.top = BoardTop(cfg, divisor=spec.divisor, sdram=(spec.sdram, spec.sdram_timing()))
+        else:
+            self.top = BoardTop(cfg, mem_words=self.mem_words, divisor=spec.divisor, init=init)
+
+    @staticmethod
+    def check(spec: BoardSpec, *, init=(), mem_words: int | None = None, memory: str | None = None):
+        """(memory backend, memory words) of a design, or :class:`BoardError` if the backend
+        or the baked-in image does not suit the board."""
+        memory = spec.memory(memory or ("bram" if len(init) else None))
+        if memory == "sdram":
             if len(init):
-                self._MustUse__silence = True
                 raise BoardError(f"{spec.name}'s SDRAM cannot hold a baked-in image; build with the on-chip "
                                  f"memory (MEMORY=bram) or upload the program at run time (open_device … load)")
-            self.top = BoardTop(cfg, divisor=spec.divisor, sdram=(spec.sdram, spec.sdram_timing()))
-            self.mem_words = self.top.mem_words
-            return
-        self.mem_words = mem_words or spec.mem_words
-        if len(init) > self.mem_words:
-            self._MustUse__silence = True
+            return memory, spec.memory_words("sdram")
+        mem_words = mem_words or spec.mem_words
+        if len(init) > mem_words:
             raise BoardError(f"the baked-in image has {len(init):,} words; {spec.name}'s on-chip memory "
-                             f"holds {self.mem_words:,}")
-        self.top = BoardTop(cfg, mem_words=self.mem_words, divisor=spec.divisor, init=init)
+                             f"holds {mem_words:,}")
+        return memory, mem_words
 
     def pll(self):
         s = self.spec
@@ -204,8 +210,8 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     pnr_opts = list(pnr_opts)
     if spec.family == "ecp5" and "--router" not in pnr_opts:
         pnr_opts = ["--router", "router2"] + pnr_opts
+    BoardDesign.check(spec, init=init, memory=memory)      # refuse a bad image/backend before building
     design = lambda: BoardDesign(spec, cfg, init=init, memory=memory)  # noqa: E731
-    design()                                   # refuse a bad image/backend before building
     rc, text = _run(spec, design, out, env, synth_opts, pnr_opts)
     if rc and _abc9_crash(out) and spec.family == "ecp5":
         # yosys 0.70's ABC9 reintegration trips an internal assertion on some designs (the
