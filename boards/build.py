@@ -47,7 +47,11 @@ class BoardDesign(Elaboratable):
     def __init__(self, spec: BoardSpec, cfg: AcceleratorConfig, *, init=(), mem_words: int | None = None,
                  memory: str | None = None):
         self.spec, self.cfg = spec, cfg
-        self.memory, self.mem_words = self.check(spec, init=init, mem_words=mem_words, memory=memory)
+        try:
+            self.memory, self.mem_words = self.check(spec, init=init, mem_words=mem_words, memory=memory)
+        except BoardError:
+            self._MustUse__silence = True          # refused: never to be elaborated
+            raise
         if self.memory == "sdram":
             self.top = BoardTop(cfg, divisor=spec.divisor, sdram=(spec.sdram, spec.sdram_timing()))
         else:

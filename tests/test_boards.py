@@ -89,7 +89,7 @@ def test_board_design_has_pins_pll_and_clock_constraint(tmp_path):
         BoardDesign(spec, cfg, init=[0] * 600, mem_words=512)
     with pytest.raises(BoardError, match="SDRAM cannot hold a baked-in image.*MEMORY=bram"):
         BoardDesign(spec, cfg, init=[0] * 6, memory="sdram")
-    assert BoardDesign(spec, cfg, init=[0] * 6, mem_words=512).memory == "bram"
+    assert BoardDesign.check(spec, init=[0] * 6, mem_words=512) == ("bram", 512)
 
 
 def test_memory_backends_of_the_boards():
