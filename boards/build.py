@@ -187,18 +187,17 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     ``synth_<family>``, ``pnr_opts`` of nextpnr (ECP5 default: ``--router router2``).
     Returns the report (also written as report.json/report.md)."""
     spec = board(board_name)
-    memory = spec.memory(memory or ("bram" if program is not None else None))
+    init = program.image if program is not None else ()
+    # the backend, and a bad image/backend refused, before anything is built
+    memory, _ = BoardDesign.check(spec, init=init, memory=memory)
     if cfg is None:
         cfg = AcceleratorConfig.for_board(spec.name, memory=memory)
     if cfg.clock_hz != spec.clock_hz:
         raise BoardError(f"config clock {cfg.clock_hz / 1e6:g} MHz; {spec.name} builds run at "
                          f"{spec.clock_hz / 1e6:g} MHz (use AcceleratorConfig.for_board)")
-    init = ()
-    if program is not None:
-        if program.config_hash != cfg.config_hash:
-            raise BoardError(f"program compiled for accelerator {program.config_hash:08x}, the build is "
-                             f"{cfg.config_hash:08x} ({cfg.describe()}); recompile for this config")
-        init = program.image
+    if program is not None and program.config_hash != cfg.config_hash:
+        raise BoardError(f"program compiled for accelerator {program.config_hash:08x}, the build is "
+                         f"{cfg.config_hash:08x} ({cfg.describe()}); recompile for this config")
     out = Path(out_dir or Path("build") / spec.name)
     out.mkdir(parents=True, exist_ok=True)
     env = toolchain_env(spec)
@@ -214,7 +213,6 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     pnr_opts = list(pnr_opts)
     if spec.family == "ecp5" and "--router" not in pnr_opts:
         pnr_opts = ["--router", "router2"] + pnr_opts
-    BoardDesign.check(spec, init=init, memory=memory)      # refuse a bad image/backend before building
     design = lambda: BoardDesign(spec, cfg, init=init, memory=memory)  # noqa: E731
     rc, text = _run(spec, design, out, env, synth_opts, pnr_opts)
     if rc and _abc9_crash(out) and spec.family == "ecp5":

@@ -47,23 +47,22 @@ class SimTop(wiring.Component):
             i_cas_n=ctl.cas_n, i_we_n=ctl.we_n, i_ba=ctl.ba, i_a=ctl.a, i_dq_o=ctl.dq_o, i_dq_oe=ctl.dq_oe,
             o_dq_i=dq_i, i_dump=self.dump)
 
+    def _burst_mem(self, m, p):
+        m.submodules.mem = Instance(
+            "rmsmp_burst_mem", p_DEPTH=MEM_WORDS, p_BUS=32,
+            i_clk=ClockSignal(), i_rst=ResetSignal(),
+            i_rd_cmd_valid=p.rd_cmd.valid, o_rd_cmd_ready=p.rd_cmd.ready,
+            i_rd_cmd_addr=p.rd_cmd.payload.addr, i_rd_cmd_len=p.rd_cmd.payload.len,
+            o_rd_data_valid=p.rd_data.valid, i_rd_data_ready=p.rd_data.ready, o_rd_data=p.rd_data.payload,
+            i_wr_cmd_valid=p.wr_cmd.valid, o_wr_cmd_ready=p.wr_cmd.ready,
+            i_wr_cmd_addr=p.wr_cmd.payload.addr, i_wr_cmd_len=p.wr_cmd.payload.len,
+            i_wr_data_valid=p.wr_data.valid, o_wr_data_ready=p.wr_data.ready, i_wr_data=p.wr_data.payload,
+            i_dump=self.dump)
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = Core(self._cfg)
-        p = core.mem
-        if self._sdram:
-            self._sdram_chip(m, p)
-        else:
-            m.submodules.mem = Instance(
-            "rmsmp_burst_mem", p_DEPTH=MEM_WORDS, p_BUS=32,
-                i_clk=ClockSignal(), i_rst=ResetSignal(),
-                i_rd_cmd_valid=p.rd_cmd.valid, o_rd_cmd_ready=p.rd_cmd.ready,
-                i_rd_cmd_addr=p.rd_cmd.payload.addr, i_rd_cmd_len=p.rd_cmd.payload.len,
-                o_rd_data_valid=p.rd_data.valid, i_rd_data_ready=p.rd_data.ready, o_rd_data=p.rd_data.payload,
-                i_wr_cmd_valid=p.wr_cmd.valid, o_wr_cmd_ready=p.wr_cmd.ready,
-                i_wr_cmd_addr=p.wr_cmd.payload.addr, i_wr_cmd_len=p.wr_cmd.payload.len,
-                i_wr_data_valid=p.wr_data.valid, o_wr_data_ready=p.wr_data.ready, i_wr_data=p.wr_data.payload,
-                i_dump=self.dump)
+        (self._sdram_chip if self._sdram else self._burst_mem)(m, core.mem)
         m.submodules.csr = csr = CsrBank()
         wiring.connect(m, wiring.flipped(self.csr), csr.bus)
         m.d.comb += [core.start.eq(csr.start), core.prog_addr.eq(csr.prog_addr), csr.busy.eq(core.busy),

@@ -30,6 +30,7 @@ class CocotbUart:
     def __init__(self, src: UartSource, sink: UartSink, corrupt_first: int = 0):
         self.src, self.sink = src, sink
         self.corrupt = corrupt_first          # flip a bit in the next N request frames
+        self.sdram = None                     # the SDRAM chip model, when the board top has one
 
     def write(self, data: bytes) -> None:
         if self.corrupt:
