@@ -304,8 +304,17 @@ def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: in
         taps = cb * oh * ow * k * k
     elif layer.op == "avgpool":
         M, n = requant_multiplier(2.0 ** (out.frac - iq.frac) / (H * W))
-        if M >= 1 << 16 or n >= 1 << 6:
-            raise CompileError(f"layer {layer.name!r}: average-pool requantizer M={M}, n={n} out of range")
+        # the sums requantize on the engine's requantizer (rtl/vector.py)
+        mb, sb_ = min(16, cfg.mult_bits), min(6, cfg.shift_bits)
+        if M >= 1 << mb or n >= 1 << sb_:
+            raise CompileError(f"layer {layer.name!r}: average-pool requantizer M={M}, n={n} exceeds "
+                               f"{mb}/{sb_} bits")
+        if H * W * 256 > 1 << (min(24, cfg.acc_bits) - 1):
+            raise CompileError(f"layer {layer.name!r}: average pool of {H}x{W} pixels overflows the "
+                               f"{min(24, cfg.acc_bits)}-bit sum")
+        if lo < -(1 << cfg.out_bits) or hi >= 1 << cfg.out_bits:
+            raise CompileError(f"layer {layer.name!r}: output range {lo}..{hi} exceeds the requantizer's "
+                               f"{cfg.out_bits + 1}-bit output")
         desc = {**base, "kind": VecKind.AVGPOOL, "mult": M, "shift": n, "cb": cb, "in_h": H, "in_w": W,
                 "out_h": 1, "out_w": 1}
         oh = ow = 1

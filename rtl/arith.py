@@ -1,9 +1,18 @@
-"""Arithmetic and sequencing helpers shared by the RTL units (docs/arithmetic.md §4–5)."""
+"""Arithmetic and sequencing helpers shared by the RTL units (docs/arithmetic.md §4–5).
+
+The address generators avoid hardware multipliers (an iCE40UP5K has eight): loop nests
+advance running sums (:func:`nested_carries` gives each level's step condition), products
+by a few-bit operand are shift-and-add (:func:`small_mul`), and the few products of two
+wide operands a unit needs per layer or per pooled word are computed over several cycles
+by a :class:`SerialMultiplier`.
+"""
 from __future__ import annotations
 
-from amaranth import C, Mux, Value
+from amaranth import C, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["rshift_round", "clamp", "nested_count"]
+__all__ = ["rshift_round", "clamp", "nested_count", "nested_carries", "small_mul", "SerialMultiplier"]
 
 
 def rshift_round(value: Value, amount: Value) -> Value:
@@ -17,17 +26,62 @@ def clamp(value: Value, lo: Value, hi: Value) -> Value:
     return Mux(value < lo, lo, Mux(value > hi, hi, value))
 
 
-def nested_count(m, enable, counters):
+def nested_carries(m, enable, counters):
     """Advance ``counters`` [(signal, limit), …], innermost first, like nested loops.
 
     On an ``enable`` cycle the innermost counter steps; a counter at ``limit - 1`` wraps to
-    0 and carries into the next.  Returns the condition "the outermost wraps this cycle",
-    i.e. the last iteration is being issued.
+    0 and carries into the next.  Returns ``len(counters) + 1`` conditions: element ``i``
+    is "counter ``i`` steps this cycle" (it wraps if the next one steps too); the last is
+    "the outermost wraps", i.e. the last iteration is being issued.
     """
-    carry = enable
+    carries = [enable]
     for sig, limit in counters:
         at_last = sig == limit - 1
-        with m.If(carry):
+        with m.If(carries[-1]):
             m.d.sync += sig.eq(Mux(at_last, 0, sig + 1))
-        carry = carry & at_last
-    return carry
+        carries.append(carries[-1] & at_last)
+    return carries
+
+
+def nested_count(m, enable, counters):
+    """:func:`nested_carries`, returning only "the outermost wraps this cycle"."""
+    return nested_carries(m, enable, counters)[-1]
+
+
+def small_mul(wide: Value, narrow: Value, width: int) -> Value:
+    """``wide · narrow`` mod ``2^width`` for unsigned ``narrow`` of a few bits, as a sum of
+    shifted copies of ``wide`` (adders, never a DSP block)."""
+    total = C(0, width)
+    for j in range(len(narrow)):
+        total = (total + Mux(narrow[j], wide << j, 0))[:width]
+    return total
+
+
+class SerialMultiplier(wiring.Component):
+    """``p = a · b`` (mod ``2^width``), one bit of ``b`` per cycle, least significant first.
+
+    ``start`` loads ``a`` (signed or unsigned, per its shape) and unsigned ``b``; from the
+    next cycle ``busy`` is high while bits of ``b`` remain, so a product takes
+    ``bit_length(b)`` cycles (none for ``b = 0``) and ``p`` holds it once ``busy`` is low.
+    One adder of ``width`` bits, no DSP block.
+    """
+
+    def __init__(self, a_shape, b_bits: int, width: int):
+        self._width = width
+        a_shape = a_shape if not isinstance(a_shape, int) else unsigned(a_shape)
+        super().__init__({"start": In(1), "a": In(a_shape), "b": In(b_bits),
+                          "busy": Out(1), "p": Out(signed(width) if a_shape.signed else unsigned(width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        w = self._width
+        addend = Signal(w)                   # a · 2^i
+        rest = Signal(len(self.b))           # the bits of b not yet used
+        m.d.comb += self.busy.eq(rest != 0)
+        with m.If(self.start):
+            m.d.sync += [self.p.eq(0), addend.eq(self.a), rest.eq(self.b)]
+        with m.Elif(rest != 0):
+            with m.If(rest[0]):
+                m.d.sync += self.p.eq(self.p + addend)        # mod 2^width: sign needs no care
+            m.d.sync += [addend.eq(addend << 1), rest.eq(rest >> 1)]
+        return m

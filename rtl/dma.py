@@ -15,10 +15,11 @@ fix4 row on a fix8 lane moves 4 bits per weight, not 8.
 """
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal, unsigned
+from amaranth import Cat, Const, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .arith import small_mul
 from .isa import ADDR_BITS, DmaDesc
 
 __all__ = ["mem_port_signature", "Dma", "words_per_entry"]
@@ -95,7 +96,7 @@ class Dma(wiring.Component):
             # -- load: one burst, entries assembled from bus words ------------------------
             with m.State("RCMD"):
                 m.d.comb += [rd.valid.eq(1), rd.payload.addr.eq(d.ext_addr),
-                             rd.payload.len.eq(d.count * n_wpe)]
+                             rd.payload.len.eq(small_mul(d.count, n_wpe, LEN_BITS))]
                 with m.If(d.count == 0):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
@@ -131,7 +132,7 @@ class Dma(wiring.Component):
             # -- store: activation entries split into bus words ----------------------------
             with m.State("WCMD"):
                 m.d.comb += [wr.valid.eq(1), wr.payload.addr.eq(d.ext_addr),
-                             wr.payload.len.eq(d.count * act_wpe)]
+                             wr.payload.len.eq(small_mul(d.count, Const(act_wpe), LEN_BITS))]
                 with m.If(d.count == 0):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"

@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from .isa import ACT_BANKS, ADDR_BITS, CH_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
 from .vector import VectorUnit
 from .mac import MacArray
-from .arith import nested_count
+from .arith import SerialMultiplier, nested_carries, small_mul
 from .ppu import Requantizer
 
 __all__ = ["ConvEngine", "buffer_ports"]
@@ -79,9 +79,13 @@ class ConvEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, R, C = self._cfg, self._cfg.rows, self._cfg.columns
+        AB = (cfg.act_depth - 1).bit_length()           # activation addresses, mod the buffer
+        WB = (cfg.weight_depth - 1).bit_length()
         d = Signal(ConvDesc)                         # the running layer, latched at start
         cbusy, cdone = Signal(), Signal()            # the conv datapath's own busy/done
-        m.submodules.vec = vec = VectorUnit(columns=C)
+        m.submodules.rq = rq = Requantizer(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits,
+                                           shift_bits=cfg.shift_bits, out_bits=cfg.out_bits)
+        m.submodules.vec = vec = VectorUnit(columns=C, requantizer=rq.signature, addr_bits=AB)
         m.d.comb += [vec.start.eq(self.vec_start & ~self.busy), vec.desc.eq(self.vec_desc),
                      self.busy.eq(cbusy | vec.busy), self.done.eq(cdone | vec.done)]
 
@@ -104,14 +108,13 @@ class ConvEngine(wiring.Component):
                      par_wr.en.eq(self.par_w.en)]
 
         m.submodules.array = array = MacArray.for_config(cfg)
-        m.submodules.rq = rq = Requantizer(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits,
-                                           shift_bits=cfg.shift_bits, out_bits=cfg.out_bits)
         qlayout = data.StructLayout({"acc": data.ArrayLayout(signed(cfg.acc_bits), R),
-                                     "og": unsigned(DIM_BITS), "oy": unsigned(DIM_BITS), "ox": unsigned(DIM_BITS)})
+                                     "og": unsigned(DIM_BITS), "pix": unsigned(AB)})
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=qlayout.size, depth=self.QUEUE_DEPTH)
 
         # -- control ------------------------------------------------------------------------
         running = Signal()          # sequencer issuing beats
+        act_addr = Signal(ADDR_BITS)
         inflight = Signal(range(self.QUEUE_DEPTH + 1))
         og, oy, ox = (Signal(DIM_BITS, name=n) for n in ("og", "oy", "ox"))
         cb, ky, kx = Signal(DIM_BITS), Signal(4), Signal(4)
@@ -120,10 +123,19 @@ class ConvEngine(wiring.Component):
         stall = first & (inflight == self.QUEUE_DEPTH)
         issue = running & ~stall
 
+        # -- setup: the input and output plane sizes (in_h·in_w, out_h·out_w), bit-serially,
+        # before the first beat; the address generators below only add ----------------------
+        setup = Signal()
+        m.submodules.in_plane = in_plane = SerialMultiplier(DIM_BITS, DIM_BITS, AB)
+        m.submodules.out_plane = out_plane = SerialMultiplier(DIM_BITS, DIM_BITS, AB)
+        m.d.comb += [in_plane.a.eq(self.desc.in_w), in_plane.b.eq(self.desc.in_h),
+                     out_plane.a.eq(self.desc.out_w), out_plane.b.eq(self.desc.out_h)]
+
         with m.If((self.start | self.vec_start) & ~self.busy):
             m.d.sync += [self.cycles.eq(0), self.mac_beats.eq(0)]
         with m.If(self.start & ~self.busy):
-            m.d.sync += [d.eq(self.desc), running.eq(1), cbusy.eq(1), self.cycles.eq(0),
+            m.d.comb += [in_plane.start.eq(1), out_plane.start.eq(1)]
+            m.d.sync += [d.eq(self.desc), setup.eq(1), cbusy.eq(1), self.cycles.eq(0),
                          self.mac_beats.eq(0), og.eq(0), oy.eq(0), ox.eq(0), cb.eq(0), ky.eq(0), kx.eq(0)]
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -131,19 +143,53 @@ class ConvEngine(wiring.Component):
         # -- sequencer: nested counters kx < ky < cb < ox < oy < og -------------------------------
         with m.If(issue):
             m.d.sync += self.mac_beats.eq(self.mac_beats + 1)
-        with m.If(nested_count(m, issue, [(kx, d.kernel), (ky, d.kernel), (cb, d.in_cb),
-                                          (ox, d.out_w), (oy, d.out_h), (og, d.out_groups)])):
+        steps = nested_carries(m, issue, [(kx, d.kernel), (ky, d.kernel), (cb, d.in_cb),
+                                          (ox, d.out_w), (oy, d.out_h), (og, d.out_groups)])
+        with m.If(steps[-1]):
             m.d.sync += running.eq(0)
 
-        # address generation (im2col by addressing)
-        iy = Signal(signed(DIM_BITS + 6))
-        ix = Signal(signed(DIM_BITS + 6))
-        m.d.comb += [iy.eq(oy * d.stride + ky - d.pad_top), ix.eq(ox * d.stride + kx - d.pad)]
+        # address generation (im2col by addressing), as running sums: the tap's input pixel
+        # (iy, ix) = (oy·stride + ky - pad_top, ox·stride + kx - pad), its activation word
+        # in_base + cb·in_h·in_w + iy·in_w + ix (mod the buffer: padding taps may wrap, they
+        # read nothing), its weight word w_base + ((og·in_cb + cb)·k + ky)·k + kx, and the
+        # output pixel oy·out_w + ox.  a_<level> is the word where that loop level started.
+        iy0, ix0 = Signal(signed(DIM_BITS + 3)), Signal(signed(DIM_BITS + 3))     # taps (0, 0)
+        iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))
+        m.d.comb += [iy.eq(iy0 + ky), ix.eq(ix0 + kx)]
         inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
-        act_addr = d.in_base + (cb * d.in_h + iy.as_unsigned()[:DIM_BITS]) * d.in_w + ix.as_unsigned()[:DIM_BITS]
-        w_addr = d.w_base + ((og * d.in_cb + cb) * d.kernel + ky) * d.kernel + kx
+        a_tap, a_ky, a_cb, a_pix, a_oy = (Signal(AB, name=f"a_{n}") for n in ("tap", "ky", "cb", "pix", "oy"))
+        w_tap, w_og = Signal(WB), Signal(WB)
+        opix = Signal(AB)
+        a_start = (d.in_base - small_mul(d.in_w, d.pad_top, AB) - d.pad)[:AB]
+        row_step = small_mul(d.in_w, d.stride, AB)
+        with m.If(setup & ~in_plane.busy & ~out_plane.busy):
+            m.d.sync += [setup.eq(0), running.eq(1), iy0.eq(-d.pad_top), ix0.eq(-d.pad), opix.eq(0),
+                         w_tap.eq(d.w_base), w_og.eq(d.w_base)]
+            m.d.sync += [a.eq(a_start) for a in (a_tap, a_ky, a_cb, a_pix, a_oy)]
+        with m.If(steps[5]):                        # next output group (or the end)
+            m.d.sync += [iy0.eq(-d.pad_top), ix0.eq(-d.pad), opix.eq(0)]
+            m.d.sync += [a.eq(a_start) for a in (a_tap, a_ky, a_cb, a_pix, a_oy)]
+        with m.Elif(steps[4]):                      # next output row
+            m.d.sync += [iy0.eq(iy0 + d.stride), ix0.eq(-d.pad), opix.eq(opix + 1)]
+            m.d.sync += [a.eq(a_oy + row_step) for a in (a_tap, a_ky, a_cb, a_pix, a_oy)]
+        with m.Elif(steps[3]):                      # next output pixel
+            m.d.sync += [ix0.eq(ix0 + d.stride), opix.eq(opix + 1)]
+            m.d.sync += [a.eq(a_pix + d.stride) for a in (a_tap, a_ky, a_cb, a_pix)]
+        with m.Elif(steps[2]):                      # next input channel block
+            m.d.sync += [a.eq(a_cb + in_plane.p) for a in (a_tap, a_ky, a_cb)]
+        with m.Elif(steps[1]):                      # next kernel row
+            m.d.sync += [a.eq(a_ky + d.in_w) for a in (a_tap, a_ky)]
+        with m.Elif(steps[0]):
+            m.d.sync += a_tap.eq(a_tap + 1)
+        with m.If(steps[5]):                        # the next group's weights follow this one's
+            m.d.sync += [w_tap.eq(w_tap + 1), w_og.eq(w_tap + 1)]
+        with m.Elif(steps[3]):                      # the same group's weights for the next pixel
+            m.d.sync += w_tap.eq(w_og)
+        with m.Elif(steps[0]):
+            m.d.sync += w_tap.eq(w_tap + 1)
+        m.d.comb += act_addr.eq(a_tap)
         for rd in wmems.values():
-            m.d.comb += rd.addr.eq(w_addr)
+            m.d.comb += rd.addr.eq(w_tap)
 
         # one cycle later the buffers answer: feed the array
         v1, f1, l1, in1 = Signal(), Signal(), Signal(), Signal()
@@ -158,14 +204,13 @@ class ConvEngine(wiring.Component):
         m.d.comb += [array.i.valid.eq(v1), pa.first.eq(f1), pa.last.eq(l1)]
 
         # the pixel a dot product belongs to travels alongside the array pipeline
-        meta = Cat(og, oy, ox)
+        meta = Cat(og, opix)
         for k in range(1 + array.latency):
             nxt = Signal(len(meta), name=f"meta_d{k}")
             m.d.sync += nxt.eq(meta)
             meta = nxt
         qin = Signal(qlayout)
-        m.d.comb += [qin.acc.eq(array.o.payload), qin.og.eq(meta[:DIM_BITS]),
-                     qin.oy.eq(meta[DIM_BITS:2 * DIM_BITS]), qin.ox.eq(meta[2 * DIM_BITS:]),
+        m.d.comb += [qin.acc.eq(array.o.payload), qin.og.eq(meta[:DIM_BITS]), qin.pix.eq(meta[DIM_BITS:]),
                      queue.w_data.eq(qin), queue.w_en.eq(array.o.valid)]
 
         # -- requantize and write, one row per cycle -------------------------------------------
@@ -210,16 +255,22 @@ class ConvEngine(wiring.Component):
             m.d.sync += inflight.eq(inflight - 1)
 
         rp = prm[r]
-        m.d.comb += [rq.i.valid.eq(emit), rq.i.payload.acc.eq(cur.acc[r]), rq.i.payload.bias.eq(rp.bias),
-                     rq.i.payload.mult.eq(rp.mult), rq.i.payload.shift.eq(rp.shift),
-                     rq.i.payload.lo.eq(d.out_lo), rq.i.payload.hi.eq(d.out_hi)]
+        # the requantizer: the conv rows, or the vector unit's average pool while it runs
+        m.d.comb += [vec.rq.o.valid.eq(rq.o.valid & vec.busy), vec.rq.o.payload.eq(rq.o.payload)]
+        with m.If(vec.busy):
+            m.d.comb += [rq.i.valid.eq(vec.rq.i.valid), rq.i.payload.eq(vec.rq.i.payload)]
+        with m.Else():
+            m.d.comb += [rq.i.valid.eq(emit), rq.i.payload.acc.eq(cur.acc[r]), rq.i.payload.bias.eq(rp.bias),
+                         rq.i.payload.mult.eq(rp.mult), rq.i.payload.shift.eq(rp.shift),
+                         rq.i.payload.lo.eq(d.out_lo), rq.i.payload.hi.eq(d.out_hi)]
         # the row's output channel (from its parameters) -> word block, byte lane; a wide
         # (16-bit) output puts channel ch at bytes 2ch and 2ch+1.  C is a power of two.
         lb = (C - 1).bit_length()
         bpos = Signal(CH_BITS + 1)
         m.d.comb += bpos.eq(Mux(d.wide, rp.ch << 1, rp.ch))
         waddr = Signal(ADDR_BITS)
-        m.d.comb += waddr.eq(d.out_base + ((bpos >> lb) * d.out_h + cur.oy) * d.out_w + cur.ox)
+        block = (bpos >> lb)[:AB]                    # the row's channel block: one product per row
+        m.d.comb += waddr.eq((d.out_base + (block * out_plane.p)[:AB] + cur.pix)[:AB])
         wmeta = Cat(waddr, bpos[:lb], rp.en, d.wide)
         for k in range(rq.latency):                  # line up with the requantizer's output
             nxt = Signal(len(wmeta), name=f"wmeta_d{k}")
@@ -271,7 +322,7 @@ class ConvEngine(wiring.Component):
                 m.d.comb += self.act_r.data.eq(rp.data)
 
         # -- completion -------------------------------------------------------------------------
-        idle_tail = (~running & (inflight == 0) & ~queue.r_rdy & ser.ongoing("IDLE")
+        idle_tail = (~setup & ~running & (inflight == 0) & ~queue.r_rdy & ser.ongoing("IDLE")
                      & (pending == 0) & ~rq.o.valid)
         with m.If(cbusy & idle_tail):
             m.d.sync += [cbusy.eq(0), cdone.eq(1)]

@@ -5,24 +5,28 @@ One :class:`~rmsmp.rtl.isa.VecDesc` per ``start``.  The sequencer issues one buf
 reduction, and on an output word's last tap the result word is written.  The arithmetic
 is docs/arithmetic.md §5: the add is the residual adder's (shift, add, round half up,
 clamp), max-pool skips padding taps, and the global average pool sums exactly and
-requantizes with ``(M, n)``.
+requantizes with ``(M, n)`` — lane by lane on the conv engine's requantizer, while the
+sequencer waits.  Tap and output addresses are running sums: no multiplier.
 """
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import clamp, nested_count, rshift_round
+from .arith import SerialMultiplier, clamp, nested_carries, rshift_round, small_mul
 from .isa import ADDR_BITS, DIM_BITS, VecDesc, VecKind
 
 __all__ = ["VectorUnit"]
 
 
 class VectorUnit(wiring.Component):
-    def __init__(self, *, columns: int, sum_bits: int = 24):
-        self._C, self._sum_bits = columns, sum_bits
+    """``rq`` drives a :class:`~rmsmp.rtl.ppu.Requantizer` (the engine shares its own)."""
+
+    def __init__(self, *, columns: int, requantizer: wiring.Signature, sum_bits: int = 24, addr_bits: int = ADDR_BITS):
+        self._C, self._sum_bits, self._addr_bits = columns, sum_bits, addr_bits
         super().__init__({
+            "rq": In(requantizer),
             "start": In(1), "desc": In(VecDesc), "busy": Out(1), "done": Out(1),
             "rd_addr": Out(ADDR_BITS), "rd_data": In(8 * columns),
             "wr_addr": Out(ADDR_BITS), "wr_data": Out(8 * columns), "wr_en": Out(1),
@@ -30,9 +34,9 @@ class VectorUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        C = self._C
+        C, AB = self._C, self._addr_bits
         d = Signal(VecDesc)
-        running = Signal()
+        setup, running, hold = Signal(), Signal(), Signal()
         cb, oy, ox = Signal(DIM_BITS), Signal(DIM_BITS), Signal(DIM_BITS)
         ty, tx = Signal(DIM_BITS), Signal(DIM_BITS)
         is_add, is_max, is_avg = (d.kind == VecKind.ADD), (d.kind == VecKind.MAXPOOL), (d.kind == VecKind.AVGPOOL)
@@ -40,40 +44,66 @@ class VectorUnit(wiring.Component):
         tw = Mux(is_add, 2, Mux(is_max, d.kernel, d.in_w))
         first = (ty == 0) & (tx == 0)
         last = (ty == th - 1) & (tx == tw - 1)
+        issue = running & ~hold
 
+        # the input plane in_h·in_w, bit-serially before the first tap
+        m.submodules.plane = plane = SerialMultiplier(DIM_BITS, DIM_BITS, AB)
+        m.d.comb += [plane.a.eq(self.desc.in_w), plane.b.eq(self.desc.in_h)]
         with m.If(self.start & ~self.busy):
-            m.d.sync += [d.eq(self.desc), running.eq(1), self.busy.eq(1),
+            m.d.comb += plane.start.eq(1)
+            m.d.sync += [d.eq(self.desc), setup.eq(1), self.busy.eq(1),
                          cb.eq(0), oy.eq(0), ox.eq(0), ty.eq(0), tx.eq(0)]
-        with m.If(nested_count(m, running, [(tx, tw), (ty, th), (ox, d.out_w), (oy, d.out_h), (cb, d.cb)])):
+        steps = nested_carries(m, issue, [(tx, tw), (ty, th), (ox, d.out_w), (oy, d.out_h), (cb, d.cb)])
+        with m.If(steps[-1]):
             m.d.sync += running.eq(0)
 
-        # tap address
-        iy = Signal(signed(DIM_BITS + 6))
-        ix = Signal(signed(DIM_BITS + 6))
-        m.d.comb += [iy.eq(Mux(is_max, oy * d.stride + ty - d.pad_top, ty)),
-                     ix.eq(Mux(is_max, ox * d.stride + tx - d.pad, tx))]
+        # tap address, as running sums (a_<level>: the word where that loop level started):
+        # max-pool reads a_base + cb·in_h·in_w + iy·in_w + ix with (iy, ix) = (oy·stride + ty -
+        # pad_top, ox·stride + tx - pad); the average pool walks a block's plane (no padding,
+        # one output pixel); the add reads a_base + ox, then b_base + ox
+        pad, pad_top = Mux(is_max, d.pad, 0), Mux(is_max, d.pad_top, 0)
+        iy0, ix0 = Signal(signed(DIM_BITS + 3)), Signal(signed(DIM_BITS + 3))
+        iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))
+        m.d.comb += [iy.eq(iy0 + ty), ix.eq(ix0 + tx)]
         inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
-        pix = d.a_base + (cb * d.in_h + iy.as_unsigned()[:DIM_BITS]) * d.in_w + ix.as_unsigned()[:DIM_BITS]
-        m.d.comb += self.rd_addr.eq(Mux(is_add, Mux(tx == 0, d.a_base, d.b_base) + ox, pix))
-        out_addr = d.out_base + (cb * d.out_h + oy) * d.out_w + ox
+        a_tap, a_ty, a_pix, a_oy, a_cb = (Signal(AB, name=f"a_{n}") for n in ("tap", "ty", "pix", "oy", "cb"))
+        a_start = (d.a_base - small_mul(d.in_w, pad_top, AB) - pad)[:AB]
+        with m.If(setup & ~plane.busy):
+            m.d.sync += [setup.eq(0), running.eq(1), iy0.eq(-pad_top), ix0.eq(-pad)]
+            m.d.sync += [a.eq(a_start) for a in (a_tap, a_ty, a_pix, a_oy, a_cb)]
+        with m.If(steps[4]):                         # next channel block
+            nxt = (a_cb + plane.p)[:AB]
+            m.d.sync += [iy0.eq(-pad_top), ix0.eq(-pad)]
+            m.d.sync += [a.eq(nxt) for a in (a_tap, a_ty, a_pix, a_oy, a_cb)]
+        with m.Elif(steps[3]):                       # next output row
+            m.d.sync += [iy0.eq(iy0 + d.stride), ix0.eq(-pad)]
+            m.d.sync += [a.eq(a_oy + small_mul(d.in_w, d.stride, AB)) for a in (a_tap, a_ty, a_pix, a_oy)]
+        with m.Elif(steps[2]):                       # next output pixel
+            m.d.sync += ix0.eq(ix0 + d.stride)
+            m.d.sync += [a.eq(a_pix + d.stride) for a in (a_tap, a_ty, a_pix)]
+        with m.Elif(steps[1]):                       # next window row
+            m.d.sync += [a.eq(a_ty + d.in_w) for a in (a_tap, a_ty)]
+        with m.Elif(steps[0]):
+            m.d.sync += a_tap.eq(a_tap + 1)
+        m.d.comb += self.rd_addr.eq(Mux(is_add, Mux(tx == 0, d.a_base, d.b_base) + ox, a_tap))
 
         # one cycle later: fold the data
         v1, f1, l1, in1, b1 = Signal(), Signal(), Signal(), Signal(), Signal()
-        oa1 = Signal(ADDR_BITS)
-        m.d.sync += [v1.eq(running), f1.eq(first), l1.eq(last), in1.eq(is_add | is_avg | inside),
-                     b1.eq(is_add & (tx == 1)), oa1.eq(out_addr)]
+        m.d.sync += [v1.eq(issue), f1.eq(first), l1.eq(last), in1.eq(is_add | is_avg | inside),
+                     b1.eq(is_add & (tx == 1))]
         have = Signal()
         with m.If(v1 & f1):
             m.d.sync += have.eq(in1)
         with m.Elif(v1 & in1):
             m.d.sync += have.eq(1)
-        ys = []
+        ys, accs = [], []
         for lane in range(C):
             byte = self.rd_data[8 * lane:8 * lane + 8]
             sgn = Mux(b1, d.b_signed, d.a_signed)
             v = Signal(signed(10), name=f"v{lane}")
             m.d.comb += v.eq(Mux(sgn, byte.as_signed(), byte.as_unsigned()))
             acc = Signal(signed(self._sum_bits), name=f"acc{lane}")
+            accs.append(acc)
             # the reduction including this tap
             cur = Signal(signed(self._sum_bits + 1), name=f"cur{lane}")
             with m.Switch(d.kind):
@@ -85,13 +115,51 @@ class VectorUnit(wiring.Component):
                     m.d.comb += cur.eq(Mux(f1, v, acc + v))
             with m.If(v1):
                 m.d.sync += acc.eq(cur)
-            add = rshift_round((acc << d.sa) + (v << d.sb), d.rs)
-            avg = rshift_round(cur * d.mult, d.shift)
-            y = Mux(is_add, add, Mux(is_avg, avg, cur))
-            ys.append(clamp(y, d.lo, d.hi)[:8])
-        m.d.comb += [self.wr_addr.eq(oa1), self.wr_data.eq(Cat(*ys)), self.wr_en.eq(v1 & l1)]
+            a10 = acc[:10].as_signed()               # add and max-pool: acc holds one byte
+            add = rshift_round((a10 << d.sa) + (v << d.sb), d.rs)
+            ys.append(clamp(Mux(is_add, add, cur[:10].as_signed()), d.lo, d.hi)[:8])
 
-        with m.If(self.busy & ~running & ~v1):
+        # the average pool's requantization, rshift_round(sum · M, n) clamped, runs on the conv
+        # engine's requantizer (idle during vector work; bias 0): the sequencer holds while the
+        # C sums go in, one per cycle, and their bytes come back a latency later
+        lane, got = Signal(range(C)), Signal(range(C + 1))
+        ybuf = Signal(8 * C)
+        avg_done = Signal()
+        rqp = self.rq.i.payload
+        m.d.comb += [rqp.acc.eq(Array(accs)[lane]), rqp.bias.eq(0), rqp.mult.eq(d.mult), rqp.shift.eq(d.shift),
+                     rqp.lo.eq(d.lo), rqp.hi.eq(d.hi)]
+        with m.If(issue & last & is_avg):
+            m.d.sync += hold.eq(1)
+        with m.If(self.rq.o.valid):
+            m.d.sync += [ybuf.eq(Cat(ybuf[8:], self.rq.o.payload[:8])), got.eq(got + 1)]   # lane C-1 ends on top
+        with m.FSM() as drain:
+            with m.State("IDLE"):
+                with m.If(v1 & l1 & is_avg):         # the sums are final next cycle
+                    m.d.sync += [lane.eq(0), got.eq(0)]
+                    m.next = "FEED"
+            with m.State("FEED"):
+                m.d.comb += self.rq.i.valid.eq(1)
+                m.d.sync += lane.eq(lane + 1)
+                with m.If(lane == C - 1):
+                    m.next = "COLLECT"
+            with m.State("COLLECT"):
+                with m.If(got == C):
+                    m.d.comb += avg_done.eq(1)
+                    m.d.sync += hold.eq(0)
+                    m.next = "IDLE"
+        draining = ~drain.ongoing("IDLE")
+
+        # output words are consecutive from out_base: (cb, oy, ox) in that loop order; the
+        # word goes through a register to the buffer (the reduction is a cycle's work already)
+        oa = Signal(AB)
+        write = Mux(is_avg, avg_done, v1 & l1)
+        with m.If(self.start & ~self.busy):
+            m.d.sync += oa.eq(self.desc.out_base)
+        with m.Elif(write):
+            m.d.sync += oa.eq(oa + 1)
+        m.d.sync += [self.wr_addr.eq(oa), self.wr_data.eq(Mux(is_avg, ybuf, Cat(*ys))), self.wr_en.eq(write)]
+
+        with m.If(self.busy & ~setup & ~running & ~v1 & ~draining & ~self.wr_en):
             m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         with m.Else():
             m.d.sync += self.done.eq(0)
