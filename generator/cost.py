@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["estimate", "bram_blocks", "memory_blocks", "fit", "DATA", "lut_equivalent", "size_for_budget",
-           "BUFFER_DEPTHS"]
+           "BUFFER_DEPTHS", "COLUMNS"]
 
 #: buffer depths the calibration uses per family (and ``for_board`` keeps)
 BUFFER_DEPTHS = {"ecp5": {"weight_depth": 2048, "act_depth": 8192, "acc_depth": 512},
                  "ice40": {"weight_depth": 256, "act_depth": 1024, "acc_depth": 64}}
+#: column counts ``for_board`` tries per family (the calibration spans them)
+COLUMNS = {"ecp5": (4, 8, 16), "ice40": (1, 2, 4)}
 
 DATA = Path(__file__).parent / "cost_data"
 
@@ -124,14 +126,14 @@ def _groups_for(ratio: dict, rows: int):
     return tuple(groups)
 
 
-def size_for_budget(ratio: dict, family: str, budget: dict, *, clock_hz: int, columns=(4, 8, 16),
+def size_for_budget(ratio: dict, family: str, budget: dict, *, clock_hz: int, columns=None,
                     max_rows: int = 96):
     """The configuration with the most MACs/cycle in ``ratio``'s proportions whose core fits
     ``budget`` ({"LUT", "DSP", "BRAM"} left for the core); ties go to fewer LUTs.  Returns
     (config, estimate), or (None, the smallest candidate's estimate) when nothing fits."""
     from .config import AcceleratorConfig
     best = smallest = None
-    for C in columns:
+    for C in columns or COLUMNS[family]:
         for rows in range(2, max_rows + 1):
             cfg = AcceleratorConfig(lane_groups=_groups_for(ratio, rows), columns=C, clock_hz=clock_hz,
                                     **BUFFER_DEPTHS[family])
