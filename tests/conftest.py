@@ -1,9 +1,14 @@
 """Shared fixtures: a trained digits network and its RMSMP quantization (built once per run)."""
+import os
+
 import pytest
 import torch
 
 from rmsmp.host import quantize
 from rmsmp.host.models import DigitsNet, load_digits, train_digits
+
+if os.environ.get("PYTEST_XDIST_WORKER"):      # `make test` runs a process per core
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
