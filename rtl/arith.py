@@ -1,18 +1,19 @@
 """Arithmetic and sequencing helpers shared by the RTL units (docs/arithmetic.md §4–5).
 
 The address generators avoid hardware multipliers (an iCE40UP5K has eight): loop nests
-advance running sums (:func:`nested_carries` gives each level's step condition), products
-by a few-bit operand are shift-and-add (:func:`small_mul`), and the few products of two
-wide operands a unit needs per layer or per pooled word are computed over several cycles
-by a :class:`SerialMultiplier`.
+advance running sums (:func:`nested_carries` gives each level's step condition,
+:func:`nested_address` the word address of the walk), products by a few-bit operand are
+shift-and-add (:func:`small_mul`), and the few products of two wide operands a unit needs
+per layer are computed over several cycles by a :class:`SerialMultiplier`.
 """
 from __future__ import annotations
 
-from amaranth import C, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import C, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["rshift_round", "clamp", "nested_count", "nested_carries", "small_mul", "SerialMultiplier"]
+__all__ = ["rshift_round", "clamp", "nested_count", "nested_carries", "nested_address", "small_mul",
+           "SerialMultiplier"]
 
 
 def rshift_round(value: Value, amount: Value) -> Value:
@@ -48,6 +49,23 @@ def nested_count(m, enable, counters):
     return nested_carries(m, enable, counters)[-1]
 
 
+def nested_address(m, steps, increments, *, start, load, width: int, name: str = "addr"):
+    """The word address of a loop nest walked by :func:`nested_carries` (``steps``), mod ``2^width``.
+
+    Loop ``i`` (innermost first) keeps the word where its current iteration began; when it
+    steps it adds ``increments[i]`` to that word and the loops inside it begin there too.
+    An increment ``None`` sends the walk back to ``start``; ``load`` puts it there.
+    """
+    bases = [Signal(width, name=f"{name}_{i}") for i in range(len(increments))]
+    with m.If(load):
+        m.d.sync += [b.eq(start) for b in bases]
+    for i in reversed(range(len(increments))):          # the outermost loop stepping wins
+        nxt = start if increments[i] is None else (bases[i] + increments[i])[:width]
+        with (m.If if i == len(increments) - 1 else m.Elif)(steps[i]):
+            m.d.sync += [b.eq(nxt) for b in bases[:i + 1]]
+    return bases[0]
+
+
 def small_mul(wide: Value, narrow: Value, width: int) -> Value:
     """``wide · narrow`` mod ``2^width`` for unsigned ``narrow`` of a few bits, as a sum of
     shifted copies of ``wide`` (adders, never a DSP block)."""
@@ -58,30 +76,25 @@ def small_mul(wide: Value, narrow: Value, width: int) -> Value:
 
 
 class SerialMultiplier(wiring.Component):
-    """``p = a · b`` (mod ``2^width``), one bit of ``b`` per cycle, least significant first.
+    """``p = a · b`` (mod ``2^width``), unsigned, one bit of ``b`` per cycle, least significant first.
 
-    ``start`` loads ``a`` (signed or unsigned, per its shape) and unsigned ``b``; from the
-    next cycle ``busy`` is high while bits of ``b`` remain, so a product takes
-    ``bit_length(b)`` cycles (none for ``b = 0``) and ``p`` holds it once ``busy`` is low.
-    One adder of ``width`` bits, no DSP block.
+    ``start`` loads ``a`` and ``b``; from the next cycle ``busy`` is high while bits of ``b``
+    remain, so a product takes ``bit_length(b)`` cycles (none for ``b = 0``) and ``p``
+    holds it once ``busy`` is low.  One adder of ``width`` bits, no DSP block.
     """
 
-    def __init__(self, a_shape, b_bits: int, width: int):
-        self._width = width
-        a_shape = a_shape if not isinstance(a_shape, int) else unsigned(a_shape)
-        super().__init__({"start": In(1), "a": In(a_shape), "b": In(b_bits),
-                          "busy": Out(1), "p": Out(signed(width) if a_shape.signed else unsigned(width))})
+    def __init__(self, a_bits: int, b_bits: int, width: int):
+        super().__init__({"start": In(1), "a": In(a_bits), "b": In(b_bits), "busy": Out(1), "p": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
-        w = self._width
-        addend = Signal(w)                   # a · 2^i
+        addend = Signal(len(self.p))         # a · 2^i
         rest = Signal(len(self.b))           # the bits of b not yet used
         m.d.comb += self.busy.eq(rest != 0)
         with m.If(self.start):
             m.d.sync += [self.p.eq(0), addend.eq(self.a), rest.eq(self.b)]
         with m.Elif(rest != 0):
             with m.If(rest[0]):
-                m.d.sync += self.p.eq(self.p + addend)        # mod 2^width: sign needs no care
+                m.d.sync += self.p.eq(self.p + addend)
             m.d.sync += [addend.eq(addend << 1), rest.eq(rest >> 1)]
         return m

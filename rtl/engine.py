@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from .isa import ACT_BANKS, ADDR_BITS, CH_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
 from .vector import VectorUnit
 from .mac import MacArray
-from .arith import SerialMultiplier, nested_carries, small_mul
+from .arith import SerialMultiplier, nested_address, nested_carries, small_mul
 from .ppu import Requantizer
 
 __all__ = ["ConvEngine", "buffer_ports"]
@@ -114,7 +114,6 @@ class ConvEngine(wiring.Component):
 
         # -- control ------------------------------------------------------------------------
         running = Signal()          # sequencer issuing beats
-        act_addr = Signal(ADDR_BITS)
         inflight = Signal(range(self.QUEUE_DEPTH + 1))
         og, oy, ox = (Signal(DIM_BITS, name=n) for n in ("og", "oy", "ox"))
         cb, ky, kx = Signal(DIM_BITS), Signal(4), Signal(4)
@@ -152,42 +151,32 @@ class ConvEngine(wiring.Component):
         # (iy, ix) = (oy·stride + ky - pad_top, ox·stride + kx - pad), its activation word
         # in_base + cb·in_h·in_w + iy·in_w + ix (mod the buffer: padding taps may wrap, they
         # read nothing), its weight word w_base + ((og·in_cb + cb)·k + ky)·k + kx, and the
-        # output pixel oy·out_w + ox.  a_<level> is the word where that loop level started.
+        # output pixel oy·out_w + ox.
         iy0, ix0 = Signal(signed(DIM_BITS + 3)), Signal(signed(DIM_BITS + 3))     # taps (0, 0)
         iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))
         m.d.comb += [iy.eq(iy0 + ky), ix.eq(ix0 + kx)]
         inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
-        a_tap, a_ky, a_cb, a_pix, a_oy = (Signal(AB, name=f"a_{n}") for n in ("tap", "ky", "cb", "pix", "oy"))
         w_tap, w_og = Signal(WB), Signal(WB)
         opix = Signal(AB)
-        a_start = (d.in_base - small_mul(d.in_w, d.pad_top, AB) - d.pad)[:AB]
-        row_step = small_mul(d.in_w, d.stride, AB)
-        with m.If(setup & ~in_plane.busy & ~out_plane.busy):
+        loaded = setup & ~in_plane.busy & ~out_plane.busy
+        act_addr = nested_address(
+            m, steps, [1, d.in_w, in_plane.p, d.stride, small_mul(d.in_w, d.stride, AB), None],
+            start=(d.in_base - small_mul(d.in_w, d.pad_top, AB) - d.pad)[:AB], load=loaded, width=AB, name="a")
+        with m.If(loaded):
             m.d.sync += [setup.eq(0), running.eq(1), iy0.eq(-d.pad_top), ix0.eq(-d.pad), opix.eq(0),
                          w_tap.eq(d.w_base), w_og.eq(d.w_base)]
-            m.d.sync += [a.eq(a_start) for a in (a_tap, a_ky, a_cb, a_pix, a_oy)]
         with m.If(steps[5]):                        # next output group (or the end)
             m.d.sync += [iy0.eq(-d.pad_top), ix0.eq(-d.pad), opix.eq(0)]
-            m.d.sync += [a.eq(a_start) for a in (a_tap, a_ky, a_cb, a_pix, a_oy)]
         with m.Elif(steps[4]):                      # next output row
             m.d.sync += [iy0.eq(iy0 + d.stride), ix0.eq(-d.pad), opix.eq(opix + 1)]
-            m.d.sync += [a.eq(a_oy + row_step) for a in (a_tap, a_ky, a_cb, a_pix, a_oy)]
         with m.Elif(steps[3]):                      # next output pixel
             m.d.sync += [ix0.eq(ix0 + d.stride), opix.eq(opix + 1)]
-            m.d.sync += [a.eq(a_pix + d.stride) for a in (a_tap, a_ky, a_cb, a_pix)]
-        with m.Elif(steps[2]):                      # next input channel block
-            m.d.sync += [a.eq(a_cb + in_plane.p) for a in (a_tap, a_ky, a_cb)]
-        with m.Elif(steps[1]):                      # next kernel row
-            m.d.sync += [a.eq(a_ky + d.in_w) for a in (a_tap, a_ky)]
-        with m.Elif(steps[0]):
-            m.d.sync += a_tap.eq(a_tap + 1)
         with m.If(steps[5]):                        # the next group's weights follow this one's
             m.d.sync += [w_tap.eq(w_tap + 1), w_og.eq(w_tap + 1)]
         with m.Elif(steps[3]):                      # the same group's weights for the next pixel
             m.d.sync += w_tap.eq(w_og)
         with m.Elif(steps[0]):
             m.d.sync += w_tap.eq(w_tap + 1)
-        m.d.comb += act_addr.eq(a_tap)
         for rd in wmems.values():
             m.d.comb += rd.addr.eq(w_tap)
 

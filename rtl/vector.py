@@ -14,7 +14,7 @@ from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import SerialMultiplier, clamp, nested_carries, rshift_round, small_mul
+from .arith import SerialMultiplier, clamp, nested_address, nested_carries, rshift_round, small_mul
 from .isa import ADDR_BITS, DIM_BITS, VecDesc, VecKind
 
 __all__ = ["VectorUnit"]
@@ -57,7 +57,7 @@ class VectorUnit(wiring.Component):
         with m.If(steps[-1]):
             m.d.sync += running.eq(0)
 
-        # tap address, as running sums (a_<level>: the word where that loop level started):
+        # tap address, as running sums (arith.nested_address):
         # max-pool reads a_base + cb·in_h·in_w + iy·in_w + ix with (iy, ix) = (oy·stride + ty -
         # pad_top, ox·stride + tx - pad); the average pool walks a block's plane (no padding,
         # one output pixel); the add reads a_base + ox, then b_base + ox
@@ -66,25 +66,18 @@ class VectorUnit(wiring.Component):
         iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))
         m.d.comb += [iy.eq(iy0 + ty), ix.eq(ix0 + tx)]
         inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
-        a_tap, a_ty, a_pix, a_oy, a_cb = (Signal(AB, name=f"a_{n}") for n in ("tap", "ty", "pix", "oy", "cb"))
-        a_start = (d.a_base - small_mul(d.in_w, pad_top, AB) - pad)[:AB]
-        with m.If(setup & ~plane.busy):
+        loaded = setup & ~plane.busy
+        a_tap = nested_address(m, steps, [1, d.in_w, d.stride, small_mul(d.in_w, d.stride, AB), plane.p],
+                               start=(d.a_base - small_mul(d.in_w, pad_top, AB) - pad)[:AB], load=loaded,
+                               width=AB, name="a")
+        with m.If(loaded):
             m.d.sync += [setup.eq(0), running.eq(1), iy0.eq(-pad_top), ix0.eq(-pad)]
-            m.d.sync += [a.eq(a_start) for a in (a_tap, a_ty, a_pix, a_oy, a_cb)]
         with m.If(steps[4]):                         # next channel block
-            nxt = (a_cb + plane.p)[:AB]
             m.d.sync += [iy0.eq(-pad_top), ix0.eq(-pad)]
-            m.d.sync += [a.eq(nxt) for a in (a_tap, a_ty, a_pix, a_oy, a_cb)]
         with m.Elif(steps[3]):                       # next output row
             m.d.sync += [iy0.eq(iy0 + d.stride), ix0.eq(-pad)]
-            m.d.sync += [a.eq(a_oy + small_mul(d.in_w, d.stride, AB)) for a in (a_tap, a_ty, a_pix, a_oy)]
         with m.Elif(steps[2]):                       # next output pixel
             m.d.sync += ix0.eq(ix0 + d.stride)
-            m.d.sync += [a.eq(a_pix + d.stride) for a in (a_tap, a_ty, a_pix)]
-        with m.Elif(steps[1]):                       # next window row
-            m.d.sync += [a.eq(a_ty + d.in_w) for a in (a_tap, a_ty)]
-        with m.Elif(steps[0]):
-            m.d.sync += a_tap.eq(a_tap + 1)
         m.d.comb += self.rd_addr.eq(Mux(is_add, Mux(tx == 0, d.a_base, d.b_base) + ox, a_tap))
 
         # one cycle later: fold the data
