@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from synth_ecp5 import yosys  # noqa: E402
 
 from rmsmp.generator.config import AcceleratorConfig  # noqa: E402
-from rmsmp.generator.cost import BUFFER_DEPTHS  # noqa: E402
+from rmsmp.generator.cost import FAMILY_PARAMS  # noqa: E402
 from rmsmp.rtl.core import Core  # noqa: E402
 from rmsmp.rtl.toplevel import flat_toplevel  # noqa: E402
 
@@ -67,7 +67,7 @@ def main():
     out = Path(a.output or Path(__file__).parent.parent / "generator" / "cost_data" / f"{a.family}.json")
     rows = []
     for groups, C in SHAPES[a.family]:
-        cfg = AcceleratorConfig(lane_groups=groups, columns=C, **BUFFER_DEPTHS[a.family])
+        cfg = AcceleratorConfig(lane_groups=groups, columns=C, **FAMILY_PARAMS[a.family])
         t = time.perf_counter()
         cells = synth_core(cfg, a.family)
         rows.append({"config": cfg.to_dict(), "cells": cells, "synth_s": round(time.perf_counter() - t)})

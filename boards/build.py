@@ -55,18 +55,19 @@ class BoardDesign(Elaboratable):
         if self.memory == "sdram":
             self.top = BoardTop(cfg, divisor=spec.divisor, sdram=(spec.sdram, spec.sdram_timing()))
         else:
-            self.top = BoardTop(cfg, mem_words=self.mem_words, divisor=spec.divisor, init=init)
+            self.top = BoardTop(cfg, mem_words=self.mem_words, divisor=spec.divisor, init=init,
+                                single_port=self.memory == "spram")
 
     @staticmethod
     def check(spec: BoardSpec, *, init=(), mem_words: int | None = None, memory: str | None = None):
         """(memory backend, memory words) of a design, or :class:`BoardError` if the backend
         or the baked-in image does not suit the board."""
         memory = spec.memory(memory or ("bram" if len(init) else None))
-        if memory == "sdram":
+        if memory in ("sdram", "spram"):
             if len(init):
-                raise BoardError(f"{spec.name}'s SDRAM cannot hold a baked-in image; build with the on-chip "
-                                 f"memory (MEMORY=bram) or upload the program at run time (open_device … load)")
-            return memory, spec.memory_words("sdram")
+                raise BoardError(f"{spec.name}'s {memory.upper()} cannot hold a baked-in image; build with the "
+                                 f"block-RAM memory (MEMORY=bram) or upload the program at run time (open_device … load)")
+            return memory, spec.memory_words(memory)
         mem_words = mem_words or spec.mem_words
         if len(init) > mem_words:
             raise BoardError(f"the baked-in image has {len(init):,} words; {spec.name}'s on-chip memory "
@@ -182,7 +183,7 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
                     quiet: bool = False, synth_opts=(), pnr_opts=(), memory: str | None = None) -> BuildReport:
     """Build the bitstream of ``cfg`` (default: ``AcceleratorConfig.for_board``) for
     ``board_name`` in ``out_dir``; ``program`` (a :class:`Program`) is baked into the
-    on-chip memory; ``memory`` is the backend ("sdram" or "bram"; default: "bram" with a
+    on-chip memory; ``memory`` is the backend ("sdram", "spram" or "bram"; default: "bram" with a
     baked program, else the board's default); ``synth_opts`` are extra options of yosys'
     ``synth_<family>``, ``pnr_opts`` of nextpnr (ECP5 default: ``--router router2``).
     Returns the report (also written as report.json/report.md)."""
@@ -298,8 +299,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", help="AcceleratorConfig JSON (default: AcceleratorConfig.for_board)")
     ap.add_argument("--model", help="a compiled program (rmsmp compile) to bake into the on-chip memory")
     ap.add_argument("-o", "--output", help="build directory (default build/<board>)")
-    ap.add_argument("--memory", choices=("sdram", "bram"),
-                    help="memory backend (default: the board's SDRAM if it has one, on-chip with --model)")
+    ap.add_argument("--memory", choices=("sdram", "spram", "bram"),
+                    help="memory backend (default: the board's SDRAM or SPRAM if it has one; block RAM with --model)")
     ap.add_argument("--synth-opts", default="", help="extra yosys synth_<family> options, e.g. -nowidelut")
     ap.add_argument("--pnr-opts", default="",
                     help="extra nextpnr options, e.g. '--router router1' (ECP5 default: router2)")

@@ -51,11 +51,14 @@ class BoardSpec:
     top_luts: int = 4_000
     #: the board's SDR SDRAM (x16), if any: then the default memory backend
     sdram: SdramGeometry | None = None
+    #: 32-bit words of the device's single-port RAM (iCE40 UltraPlus SPRAM), if any: then
+    #: the default backend where there is no SDRAM (no block RAM, no baked-in image)
+    spram_words: int = 0
 
     @property
     def memories(self) -> tuple:
         """Memory backends of this board, the default first."""
-        return ("sdram", "bram") if self.sdram else ("bram",)
+        return tuple(n for n, has in (("sdram", self.sdram), ("spram", self.spram_words), ("bram", True)) if has)
 
     def memory(self, name: str | None = None) -> str:
         """``name`` checked against this board's backends (``None``: the default)."""
@@ -67,7 +70,8 @@ class BoardSpec:
 
     def memory_words(self, memory: str | None = None) -> int:
         """32-bit words of the memory the core and the host link see."""
-        return self.sdram.words if self.memory(memory) == "sdram" else self.mem_words
+        return {"sdram": lambda: self.sdram.words, "spram": lambda: self.spram_words,
+                "bram": lambda: self.mem_words}[self.memory(memory)]()
 
     def sdram_timing(self) -> SdramTiming:
         """The SDRAM's timings in cycles of the target clock (datasheet nanoseconds)."""
@@ -75,7 +79,7 @@ class BoardSpec:
 
     def core_budget(self, memory: str | None = None) -> dict:
         """{"LUT", "DSP", "BRAM"} left for the core beside the board top: the bridge's burst
-        buffer, and with on-chip memory the memory itself, take block RAMs."""
+        buffer, and with on-chip block-RAM memory the memory itself, take block RAMs."""
         from rmsmp.generator.cost import memory_blocks
         mem = memory_blocks(32, 256, self.family)
         if self.memory(memory) == "bram":
@@ -111,7 +115,7 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
     BoardSpec("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K)", "ice40", "iCE40UP5K-SG48",
               Budget(luts=5_280, ffs=5_280, dsps=8, brams=30, cells=ICE40_CELLS),
               clk_in_hz=12e6, clock_hz=24_000_000, baud=1_000_000, mem_words=2_048,
-              programmer="iceprog", programmer_env="ICEPROG",
+              programmer="iceprog", programmer_env="ICEPROG", spram_words=32_768,    # 4 × SB_SPRAM256KA
               # measured (yosys + nextpnr, the 2-MAC core): the board top takes ~940 LUTs, and
               # an iCE40 logic cell holds one LUT and one FF — 5,577 LUTs and 3,262 FFs packed
               # into 7,157 cells (1.28 per LUT), so LUTs may fill ~78 % of the cells

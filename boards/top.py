@@ -6,7 +6,8 @@ Verilator (cocotb drives the UART pins and models the SDRAM chip) and under an
 amaranth-boards platform (:mod:`rmsmp.boards.build` adds the PLL, I/O buffers and pin
 constraints).
 
-Memory backends: on-chip RAM of ``mem_words`` (optionally initialised: a baked-in image),
+Memory backends: on-chip RAM of ``mem_words`` (optionally initialised: a baked-in image;
+``single_port``: the iCE40 UltraPlus SPRAM, see :class:`~rmsmp.rtl.burst_ram.BurstRam`),
 or an SDR SDRAM (:class:`rmsmp.rtl.sdram.SdramController`).  The SDRAM's clock is the
 inverse of the design clock (the board drives its pin from a DDR output), so the chip
 takes commands and write data in the middle of the cycle they are on the pins, and its
@@ -52,7 +53,8 @@ class BoardTop(wiring.Component):
     SDR SDRAM (``mem_words`` is then the chip's size)."""
 
     def __init__(self, cfg, *, mem_words: int | None = None, divisor: int, init=(), max_burst: int = 256,
-                 link_timeout: int = 1 << 20, sdram: tuple[SdramGeometry, SdramTiming] | None = None):
+                 link_timeout: int = 1 << 20, sdram: tuple[SdramGeometry, SdramTiming] | None = None,
+                 single_port: bool = False):
         if cfg.bus_width != 32:
             raise ValueError("the board memory backends are 32 bits wide")
         if sdram is not None and init:
@@ -66,6 +68,7 @@ class BoardTop(wiring.Component):
         self._init = list(init)
         self._burst = max_burst
         self._timeout = link_timeout
+        self._single = single_port
         members = {"rx": In(1, init=1), "tx": Out(1, init=1), "led_busy": Out(1), "led_done": Out(1)}
         if sdram:
             members["sdram"] = Out(sdram_pins_signature(sdram[0]))
@@ -86,7 +89,8 @@ class BoardTop(wiring.Component):
                 else:
                     m.d.comb += getattr(self.sdram, name).eq(getattr(mem, name))
         else:
-            m.submodules.mem = mem = BurstRam(depth=self.mem_words, bus_width=32, init=self._init)
+            m.submodules.mem = mem = BurstRam(depth=self.mem_words, bus_width=32, init=self._init,
+                                              single_port=self._single)
 
         wiring.connect(m, urx.data, br.rx)
         wiring.connect(m, br.tx, utx.data)

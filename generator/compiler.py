@@ -36,7 +36,7 @@ from rmsmp.rtl.dma import words_per_entry
 from rmsmp.rtl.engine import buffer_ports
 from rmsmp.rtl.isa import ACT_BANKS, DIM_BITS, Buffer
 
-from .lower import CompileError, lower_conv, lower_vec
+from .lower import CompileError, lower_avgpool_conv, lower_conv, lower_vec
 from .program import Program, ProgramBuilder, _width
 
 __all__ = ["compile_model", "infer_shapes"]
@@ -200,6 +200,8 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
         if l.op in ("conv", "linear"):
             src = _Im2colLayer(l) if im2col and l.name == im2col["layer"] else l
             lowered[l.name] = lower_conv(qm, src, cfg, in_hw=(h, w), in_base=0, out_base=0)
+        elif l.op == "avgpool" and "avgpool" not in cfg.vector_ops:
+            lowered[l.name] = lower_avgpool_conv(qm, l, cfg, channels=c, in_hw=(h, w))
         elif l.op in ("add", "maxpool", "avgpool"):
             lowered[l.name] = lower_vec(qm, l, cfg, channels=c, in_hw=(h, w), a_base=0, b_base=0, out_base=0)
     convs = [low for low in lowered.values() if low.kind == "conv"]
@@ -358,7 +360,7 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
             ci, H, W = shapes[alias.get(x, x)]
             co, OH, OW = shapes[l.name]
             icb, ocb = blocks[alias.get(x, x)], blocks[l.name]
-            if l.op in ("conv", "linear", "maxpool"):
+            if l.op in ("conv", "linear", "maxpool") or low.kind == "conv":     # (an avgpool may be a conv)
                 d = low.desc
                 k, s, p = d["kernel"], d["stride"], d["pad"]
                 n_sets = len(chunks[l.name]) if low.kind == "conv" and not resident else 1

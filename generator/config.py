@@ -12,7 +12,10 @@ from dataclasses import asdict, dataclass
 
 from rmsmp.rtl.formats import FormatError, WeightFormat, parse_weight_format
 
-__all__ = ["LaneGroup", "AcceleratorConfig", "ConfigError", "DEFAULT_LANE_GROUPS"]
+__all__ = ["LaneGroup", "AcceleratorConfig", "ConfigError", "DEFAULT_LANE_GROUPS", "VECTOR_OPS"]
+
+#: the vector unit's operations, in canonical order (rtl/vector.py)
+VECTOR_OPS = ("add", "maxpool", "avgpool")
 
 
 class ConfigError(ValueError):
@@ -72,6 +75,10 @@ class AcceleratorConfig:
         packed_weights: the DMA unpacks fixed-point weights stored at their own width
             (a fix4 row on a fix8 lane group moves 4 bits per weight); ``False`` stores
             every code at its lane's width and saves the unpacking multiplexers.
+        vector_ops: the operations the vector unit is built with (a subset of
+            :data:`VECTOR_OPS`).  Without ``avgpool`` the compiler runs a global average
+            pool on the conv engine (a ones kernel; at most 15×15 pixels); a network that
+            needs a missing ``add`` or ``maxpool`` is refused.  Small FPGAs drop them.
     """
 
     lane_groups: tuple = DEFAULT_LANE_GROUPS
@@ -87,6 +94,7 @@ class AcceleratorConfig:
     bus_width: int = 32
     clock_hz: int = 50_000_000
     packed_weights: bool = True
+    vector_ops: tuple = VECTOR_OPS
 
     def __post_init__(self):
         groups = tuple(g if isinstance(g, LaneGroup) else LaneGroup(*g) for g in self.lane_groups)
@@ -110,6 +118,12 @@ class AcceleratorConfig:
         _check_int("clock_hz", self.clock_hz, 1, 10 ** 10)
         if not isinstance(self.packed_weights, bool):
             raise ConfigError(f"packed_weights must be True or False, got {self.packed_weights!r}")
+        ops = (self.vector_ops,) if isinstance(self.vector_ops, str) else tuple(self.vector_ops)
+        bad = [o for o in ops if o not in VECTOR_OPS]
+        if bad:
+            raise ConfigError(f"vector_ops: unknown operation(s) {', '.join(map(repr, bad))}; "
+                              f"the vector unit has: {', '.join(VECTOR_OPS)}")
+        object.__setattr__(self, "vector_ops", tuple(o for o in VECTOR_OPS if o in ops))
 
     @classmethod
     def for_board(cls, board: str, ratio: dict | None = None, *, memory: str | None = None) -> "AcceleratorConfig":
@@ -167,12 +181,15 @@ class AcceleratorConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lane_groups"] = [[g.scheme, g.rows] for g in self.lane_groups]
+        d["vector_ops"] = list(self.vector_ops)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "AcceleratorConfig":
         d = dict(d)
         d["lane_groups"] = tuple(LaneGroup(s, r) for s, r in d["lane_groups"])
+        if "vector_ops" in d:
+            d["vector_ops"] = tuple(d["vector_ops"])
         return cls(**d)
 
     @property
@@ -183,5 +200,6 @@ class AcceleratorConfig:
 
     def describe(self) -> str:
         groups = " + ".join(f"{g.rows}×{g.scheme}" for g in self.lane_groups)
+        vec = "" if self.vector_ops == VECTOR_OPS else f", vector {'+'.join(self.vector_ops) or 'none'}"
         return (f"{groups} rows × {self.columns} columns = {self.peak_macs_per_cycle} MACs/cycle, "
-                f"acc {self.acc_bits} b, {self.clock_hz / 1e6:g} MHz, id {self.config_hash:08x}")
+                f"acc {self.acc_bits} b{vec}, {self.clock_hz / 1e6:g} MHz, id {self.config_hash:08x}")

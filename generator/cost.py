@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["estimate", "bram_blocks", "memory_blocks", "fit", "DATA", "lut_equivalent", "size_for_budget",
-           "BUFFER_DEPTHS", "COLUMNS"]
+           "FAMILY_PARAMS", "COLUMNS"]
 
-#: buffer depths the calibration uses per family (and ``for_board`` keeps)
-BUFFER_DEPTHS = {"ecp5": {"weight_depth": 2048, "act_depth": 8192, "acc_depth": 512},
-                 "ice40": {"weight_depth": 256, "act_depth": 1024, "acc_depth": 64}}
+#: buffer depths and accumulator width the calibration uses per family (and ``for_board``
+#: keeps).  iCE40 parts hold small networks: a 24-bit accumulator (the compiler refuses a
+#: layer whose worst-case sum needs more) saves ~200 LUTs and ~200 flip-flops there.
+FAMILY_PARAMS = {"ecp5": {"weight_depth": 2048, "act_depth": 8192, "acc_depth": 512},
+                 "ice40": {"weight_depth": 512, "act_depth": 1024, "acc_depth": 64, "acc_bits": 24}}
 #: column counts ``for_board`` tries per family (the calibration spans them)
 COLUMNS = {"ecp5": (4, 8, 16), "ice40": (1, 2, 4)}
 
@@ -136,7 +138,7 @@ def size_for_budget(ratio: dict, family: str, budget: dict, *, clock_hz: int, co
     for C in columns or COLUMNS[family]:
         for rows in range(2, max_rows + 1):
             cfg = AcceleratorConfig(lane_groups=_groups_for(ratio, rows), columns=C, clock_hz=clock_hz,
-                                    **BUFFER_DEPTHS[family])
+                                    **FAMILY_PARAMS[family])
             est = estimate(cfg, family)
             if smallest is None or est["LUT"] < smallest[1]["LUT"]:
                 smallest = (cfg, est)

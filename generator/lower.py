@@ -24,7 +24,7 @@ from amaranth.lib import data
 from rmsmp.rtl.formats import parse_weight_format, requant_multiplier
 from rmsmp.rtl.isa import ACT_BANKS, ConvDesc, VecKind, param_layout
 
-__all__ = ["LoweredLayer", "lower_conv", "lower_vec", "CompileError", "pack_activations", "pack_activation_words",
+__all__ = ["LoweredLayer", "lower_conv", "lower_vec", "lower_avgpool_conv", "CompileError", "pack_activations", "pack_activation_words",
            "unpack_activations", "im2col_input", "can_run", "lanes_for"]
 
 
@@ -50,10 +50,11 @@ class LoweredLayer:
         return ConvDesc.const(self.desc).as_bits()
 
 
-def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) -> LoweredLayer:
+def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, requant=None) -> LoweredLayer:
     """Lower ``layer`` (op ``conv`` or ``linear``) for ``cfg``.
 
-    ``in_hw``: input (H, W); ``in_base``/``out_base``: activation-buffer word addresses.
+    ``in_hw``: input (H, W); ``in_base``/``out_base``: activation-buffer word addresses;
+    ``requant``: per-row {"mult", "shift", "bias"} (default: the model's for ``layer``).
     """
     R, C = cfg.rows, cfg.columns
     if layer.op == "linear":
@@ -90,7 +91,7 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) 
         row_of[(og, row)] = ch
 
     # -- weights: per lane group, word ((og·cb + b)·k + ky)·k + kx ---------------------------
-    rq = qm.requant[layer.name]
+    rq = qm.requant[layer.name] if requant is None else requant
     qw = q.reshape(O, Cin, k, k) if layer.op == "conv" else q.reshape(O, Cin, 1, 1)
     # zero-padded [O + 1, cb·C, k, k]: row O is the all-zero row of an unused array row
     qpad = torch.zeros(O + 1, cb * C, k, k, dtype=torch.int64)
@@ -113,6 +114,18 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) 
         else:
             packed[g.scheme] = (0, n * C * f.bits, weights[g.scheme])
 
+    # -- accumulator range (docs/arithmetic.md §3): the array wraps silently, so every row's
+    # worst sum Σ|q|·max|x| and its bias must fit the config's signed accumulator -----------
+    inq = qm.in_q(layer)
+    xmax = max(abs(inq.value_lo), abs(inq.value_hi))
+    worst = int(qw.abs().sum(dim=(1, 2, 3)).max()) * xmax if O else 0
+    bmax = max((abs(int(b)) for b in rq["bias"]), default=0)
+    lim = 1 << (cfg.acc_bits - 1)
+    if worst >= lim or bmax >= lim:
+        what = f"sums reach {worst:,}" if worst >= lim else f"biases reach {bmax:,}"
+        raise CompileError(f"layer {layer.name!r}: accumulator {what}, beyond the config's signed "
+                           f"{cfg.acc_bits}-bit accumulator (needs acc_bits ≥ {max(worst, bmax).bit_length() + 1})")
+
     # -- requantization parameters: one word of R rows per output group ---------------------
     plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
     arr = data.ArrayLayout(plo, R)
@@ -131,7 +144,6 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0) 
                 rows.append({"bias": int(rq["bias"][ch]), "mult": m, "shift": n, "ch": ch, "en": 1})
         params.append(arr.const(rows).as_bits())
 
-    inq = qm.in_q(layer)
     out = layer.out
     relu = bool(layer.attrs.get("relu"))
     desc = {"in_base": in_base, "out_base": out_base, "w_base": w_base, "p_base": p_base,
@@ -272,8 +284,57 @@ def unpack_activations(words, channels: int, H: int, W: int, C: int, signed: boo
     return out
 
 
+def _avgpool_requant(layer, iq, H: int, W: int, cfg):
+    """(M, n) of a global average pool: the sum times 2^(f_out - f_in) / (H·W), checked
+    against the requantizer's widths."""
+    M, n = requant_multiplier(2.0 ** (layer.out.frac - iq.frac) / (H * W))
+    mb, sb_ = min(16, cfg.mult_bits), min(6, cfg.shift_bits)
+    if M >= 1 << mb or n >= 1 << sb_:
+        raise CompileError(f"layer {layer.name!r}: average-pool requantizer M={M}, n={n} exceeds "
+                           f"{mb}/{sb_} bits")
+    return M, n
+
+
+class _OnesKernelLayer:
+    """A global average pool over ``channels`` × H × W seen as a conv: output channel c
+    sums input channel c over an H × W kernel (weights 1, which every lane format holds),
+    the sum requantized with the pool's (M, n) and bias 0 — the vector unit's arithmetic."""
+
+    op = "conv"
+
+    def __init__(self, layer, channels: int, H: int, cfg):
+        self._l = layer
+        self.attrs = {"kernel": H, "stride": 1, "padding": 0, "relu": layer.attrs.get("relu", False)}
+        q = torch.zeros(channels, channels, H, H, dtype=torch.int64)
+        q[torch.arange(channels), torch.arange(channels)] = 1
+        self.qweight = q
+        rows = [f.name for f in cfg.row_formats()]       # fill every array row
+        self.schemes = tuple(rows[c % len(rows)] for c in range(channels))
+
+    def __getattr__(self, name):
+        return getattr(self._l, name)
+
+
+def lower_avgpool_conv(qm, layer, cfg, *, channels: int, in_hw) -> LoweredLayer:
+    """A global average pool on the conv engine (for a vector unit built without
+    ``avgpool``): a ones kernel over the whole (square, at most 15×15) plane."""
+    H, W = in_hw
+    if H != W or H > 15:
+        raise CompileError(f"layer {layer.name!r}: this accelerator's vector unit has no average pool "
+                           f"(vector_ops {', '.join(cfg.vector_ops) or 'none'}), and the conv engine pools "
+                           f"only square planes up to 15×15, not {H}×{W}")
+    iq = qm[layer.inputs[0]].out
+    M, n = _avgpool_requant(layer, iq, H, W, cfg)
+    requant = {"mult": [M] * channels, "shift": [n] * channels, "bias": [0] * channels}
+    return lower_conv(qm, _OnesKernelLayer(layer, channels, H, cfg), cfg, in_hw=in_hw, in_base=0, out_base=0,
+                      requant=requant)
+
+
 def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: int, b_base: int = 0) -> LoweredLayer:
     """Lower a residual ``add``, ``maxpool`` or global ``avgpool`` layer to a VecDesc."""
+    if layer.op not in cfg.vector_ops:
+        raise CompileError(f"layer {layer.name!r}: this accelerator's vector unit has no {layer.op} "
+                           f"(vector_ops: {', '.join(cfg.vector_ops) or 'none'})")
     C = cfg.columns
     H, W = in_hw
     cb = math.ceil(channels / C)
@@ -303,12 +364,7 @@ def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: in
                 "in_h": H, "in_w": W, "out_h": oh, "out_w": ow, "lo": iq.lo, "hi": iq.hi}
         taps = cb * oh * ow * k * k
     elif layer.op == "avgpool":
-        M, n = requant_multiplier(2.0 ** (out.frac - iq.frac) / (H * W))
-        # the sums requantize on the engine's requantizer (rtl/vector.py)
-        mb, sb_ = min(16, cfg.mult_bits), min(6, cfg.shift_bits)
-        if M >= 1 << mb or n >= 1 << sb_:
-            raise CompileError(f"layer {layer.name!r}: average-pool requantizer M={M}, n={n} exceeds "
-                               f"{mb}/{sb_} bits")
+        M, n = _avgpool_requant(layer, iq, H, W, cfg)     # on the engine's requantizer (rtl/vector.py)
         if H * W * 256 > 1 << (min(24, cfg.acc_bits) - 1):
             raise CompileError(f"layer {layer.name!r}: average pool of {H}x{W} pixels overflows the "
                                f"{min(24, cfg.acc_bits)}-bit sum")

@@ -96,7 +96,6 @@ class HostBridge(wiring.Component):
         status = Signal(8)
         idle = Signal(range(self._timeout + 1))
         rdata = Signal(32)                            # CSR read value / word being sent
-        rcrc = Signal(16)                             # response CRC
         rlen = Signal(16)
 
         rx = self.rx
@@ -110,6 +109,11 @@ class HostBridge(wiring.Component):
         tx = self.tx
         send_byte = Signal(8)
         m.d.comb += tx.payload.eq(send_byte)
+        # one CRC unit: over the request's bytes while receiving, then (reset at the first
+        # response byte, after CHECK compared it) over the response's bytes as they are sent
+        sending = Signal()
+        crc_next = Signal(16)
+        m.d.comb += crc_next.eq(crc16_step(crc, Mux(sending, send_byte, byte)))
 
         def guard(receiving: bool):
             """Last in a receive state: a framing error abandons the frame (reported);
@@ -132,7 +136,7 @@ class HostBridge(wiring.Component):
                 guard(False)
             with m.State("HDR"):
                 with m.If(rx.valid):
-                    m.d.sync += [crc.eq(crc16_step(crc, byte)), idx.eq(idx + 1), idle.eq(0)]
+                    m.d.sync += [crc.eq(crc_next), idx.eq(idx + 1), idle.eq(0)]
                     with m.Switch(idx):
                         with m.Case(0):
                             m.d.sync += cmd.eq(byte)
@@ -155,7 +159,7 @@ class HostBridge(wiring.Component):
                 guard(True)
             with m.State("PAYLOAD"):
                 with m.If(rx.valid):
-                    m.d.sync += [crc.eq(crc16_step(crc, byte)), idle.eq(0), nbytes.eq(nbytes - 1),
+                    m.d.sync += [crc.eq(crc_next), idle.eq(0), nbytes.eq(nbytes - 1),
                                  word.eq(Cat(word[8:], byte)), idx.eq(Mux(idx == 3, 0, idx + 1))]
                     with m.If(idx == 3):
                         m.d.comb += [bw.addr.eq(widx), bw.data.eq(Cat(word[8:], byte)), bw.en.eq(widx < mx)]
@@ -233,12 +237,12 @@ class HostBridge(wiring.Component):
                         m.d.comb += hdr.eq(rlen[:8])
                     with m.Default():
                         m.d.comb += hdr.eq(rlen[8:])
-                m.d.comb += [send_byte.eq(hdr), tx.valid.eq(1)]
+                m.d.comb += [send_byte.eq(hdr), tx.valid.eq(1), sending.eq(1)]
                 with m.If(idx == 0):
-                    m.d.sync += rcrc.eq(0xFFFF)
+                    m.d.sync += crc.eq(0xFFFF)
                 with m.If(tx.ready):
                     with m.If(idx != 0):
-                        m.d.sync += rcrc.eq(crc16_step(rcrc, hdr))
+                        m.d.sync += crc.eq(crc_next)
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == 4):
                         m.d.sync += [idx.eq(0), widx.eq(0)]
@@ -255,9 +259,9 @@ class HostBridge(wiring.Component):
                     m.d.sync += rdata.eq(rd.payload)
                     m.next = "RBYTES"
             with m.State("RBYTES"):
-                m.d.comb += [send_byte.eq(rdata.word_select(idx[:2], 8)), tx.valid.eq(1)]
+                m.d.comb += [send_byte.eq(rdata.word_select(idx[:2], 8)), tx.valid.eq(1), sending.eq(1)]
                 with m.If(tx.ready):
-                    m.d.sync += [rcrc.eq(crc16_step(rcrc, send_byte)), idx.eq(idx + 1)]
+                    m.d.sync += [crc.eq(crc_next), idx.eq(idx + 1)]
                     with m.If(idx == 3):
                         m.d.sync += [idx.eq(0), widx.eq(widx + 1)]
                         with m.If(widx == rlen - 1):
@@ -265,7 +269,7 @@ class HostBridge(wiring.Component):
                         with m.Elif(cmd == Cmd.MEM_READ):
                             m.next = "RWORD"
             with m.State("RCRC"):
-                m.d.comb += [send_byte.eq(Mux(idx == 0, rcrc[8:], rcrc[:8])), tx.valid.eq(1)]
+                m.d.comb += [send_byte.eq(Mux(idx == 0, crc[8:], crc[:8])), tx.valid.eq(1)]
                 with m.If(tx.ready):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == 1):

@@ -83,9 +83,11 @@ class ConvEngine(wiring.Component):
         WB = (cfg.weight_depth - 1).bit_length()
         d = Signal(ConvDesc)                         # the running layer, latched at start
         cbusy, cdone = Signal(), Signal()            # the conv datapath's own busy/done
+        # the output bounds are per op (conv layer or average pool), held while it runs
         m.submodules.rq = rq = Requantizer(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits,
-                                           shift_bits=cfg.shift_bits, out_bits=cfg.out_bits)
-        m.submodules.vec = vec = VectorUnit(columns=C, requantizer=rq.signature, addr_bits=AB)
+                                           shift_bits=cfg.shift_bits, out_bits=cfg.out_bits, held_bounds=True)
+        m.submodules.vec = vec = VectorUnit(columns=C, requantizer=rq.signature, addr_bits=AB,
+                                             ops=cfg.vector_ops)
         m.d.comb += [vec.start.eq(self.vec_start & ~self.busy), vec.desc.eq(self.vec_desc),
                      self.busy.eq(cbusy | vec.busy), self.done.eq(cdone | vec.done)]
 
@@ -103,7 +105,7 @@ class ConvEngine(wiring.Component):
             wmems[f.name] = mem.read_port()
         m.submodules.par = par = Memory(shape=data.ArrayLayout(self._plo, R), depth=cfg.acc_depth, init=[])
         par_wr = par.write_port()
-        par_rd = par.read_port()
+        par_rd = par.read_port()        # read at pop; its output holds the word until the next
         m.d.comb += [par_wr.addr.eq(self.par_w.addr), par_wr.data.eq(self.par_w.data),
                      par_wr.en.eq(self.par_w.en)]
 
@@ -204,23 +206,22 @@ class ConvEngine(wiring.Component):
 
         # -- requantize and write, one row per cycle -------------------------------------------
         cur = Signal(qlayout)
-        prm = Signal(data.ArrayLayout(self._plo, R))
+        prm = par_rd.data               # the popped dot product's parameter word (held)
         r = Signal(range(R))
         pop = Signal()
         emit = Signal()
         head = qlayout(queue.r_data)
         # enabled rows: the first of the word being read, and the next after r of the latched one
-        new_en = Cat(par_rd.data[i].en for i in range(R))
         cur_en = Cat(prm[i].en for i in range(R))
         later = cur_en & ~((Const(2, R + 1) << r) - 1)[:R]
         first_en, next_en = Signal(range(R)), Signal(range(R))
-        any_en, more_en = new_en.any(), later.any()
+        any_en, more_en = cur_en.any(), later.any()
         for i in reversed(range(R)):             # lowest set bit wins
-            with m.If(new_en[i]):
+            with m.If(cur_en[i]):
                 m.d.comb += first_en.eq(i)
             with m.If(later[i]):
                 m.d.comb += next_en.eq(i)
-        m.d.comb += [queue.r_en.eq(pop), par_rd.addr.eq(d.p_base + head.og)]
+        m.d.comb += [queue.r_en.eq(pop), par_rd.addr.eq(d.p_base + head.og), par_rd.en.eq(pop)]
         with m.FSM() as ser:
             with m.State("IDLE"):
                 with m.If(queue.r_rdy):
@@ -228,7 +229,7 @@ class ConvEngine(wiring.Component):
                     m.d.sync += cur.eq(head)
                     m.next = "PARAM"
             with m.State("PARAM"):              # the parameter word read at pop is here now
-                m.d.sync += [prm.eq(par_rd.data), r.eq(first_en)]
+                m.d.sync += r.eq(first_en)
                 with m.If(any_en):
                     m.next = "EMIT"
                 with m.Else():

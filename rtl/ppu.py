@@ -22,12 +22,18 @@ class Requantizer(wiring.Component):
     ``mult`` is unsigned ``mult_bits`` (``M``), ``shift`` unsigned ``shift_bits`` (``n``);
     ``mult = 1`` is the pure-shift mode.  ``y``, ``lo`` and ``hi`` are signed
     ``out_bits + 1`` bits, which holds both signed and unsigned ``out_bits`` formats.
+
+    ``held_bounds=True``: ``lo``/``hi`` are not carried down the pipeline — the last stage
+    clamps to the bounds on the input now, so the user must hold them while values are
+    inside (the engine's are per layer); saves ``3 · 2 · (out_bits + 1)`` flip-flops.
     """
 
     latency = 4
 
-    def __init__(self, *, acc_bits: int = 32, mult_bits: int = 16, shift_bits: int = 6, out_bits: int = 16):
+    def __init__(self, *, acc_bits: int = 32, mult_bits: int = 16, shift_bits: int = 6, out_bits: int = 16,
+                 held_bounds: bool = False):
         self._acc_bits, self._mult_bits, self._shift_bits, self._out_bits = acc_bits, mult_bits, shift_bits, out_bits
+        self._held = held_bounds
         ow = out_bits + 1
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
@@ -52,7 +58,8 @@ class Requantizer(wiring.Component):
         s3 = Signal(p.shape(), name="s3")
         m.d.sync += [r.eq(rshift_round(prod, s2.shift)), s3.eq(s2)]
         # stage 4: saturate to the output format
-        m.d.sync += self.o.payload.eq(clamp(r, s3.lo, s3.hi))
+        b = p if self._held else s3
+        m.d.sync += self.o.payload.eq(clamp(r, b.lo, b.hi))
         _valid_chain(m, self.i.valid, self.o.valid, self.latency)
         return m
 

@@ -7,10 +7,14 @@ is docs/arithmetic.md §5: the add is the residual adder's (shift, add, round ha
 clamp), max-pool skips padding taps, and the global average pool sums exactly and
 requantizes with ``(M, n)`` — lane by lane on the conv engine's requantizer, while the
 sequencer waits.  Tap and output addresses are running sums: no multiplier.
+
+``ops`` names the operations built (``AcceleratorConfig.vector_ops``): an add-only unit
+has no window walk, no plane multiplier and no wide sums.  A descriptor of an operation
+the unit lacks does nothing (the compiler never emits one).
 """
 from __future__ import annotations
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed
+from amaranth import Array, C as Const, Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,8 +27,13 @@ __all__ = ["VectorUnit"]
 class VectorUnit(wiring.Component):
     """``rq`` drives a :class:`~rmsmp.rtl.ppu.Requantizer` (the engine shares its own)."""
 
-    def __init__(self, *, columns: int, requantizer: wiring.Signature, sum_bits: int = 24, addr_bits: int = ADDR_BITS):
+    def __init__(self, *, columns: int, requantizer: wiring.Signature, sum_bits: int = 24, addr_bits: int = ADDR_BITS,
+                 ops=("add", "maxpool", "avgpool")):
         self._C, self._sum_bits, self._addr_bits = columns, sum_bits, addr_bits
+        self._ops = frozenset(ops)
+        unknown = self._ops - {"add", "maxpool", "avgpool"}
+        if unknown:
+            raise ValueError(f"vector unit operations {sorted(unknown)} do not exist")
         super().__init__({
             "rq": In(requantizer),
             "start": In(1), "desc": In(VecDesc), "busy": Out(1), "done": Out(1),
@@ -35,22 +44,29 @@ class VectorUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         C, AB = self._C, self._addr_bits
+        has_add, has_max, has_avg = ("add" in self._ops), ("maxpool" in self._ops), ("avgpool" in self._ops)
+        window = has_max or has_avg                  # ops that walk a window of the input plane
+        sum_bits = self._sum_bits if has_avg else 10
         d = Signal(VecDesc)
         setup, running, hold = Signal(), Signal(), Signal()
         cb, oy, ox = Signal(DIM_BITS), Signal(DIM_BITS), Signal(DIM_BITS)
         ty, tx = Signal(DIM_BITS), Signal(DIM_BITS)
-        is_add, is_max, is_avg = (d.kind == VecKind.ADD), (d.kind == VecKind.MAXPOOL), (d.kind == VecKind.AVGPOOL)
+        is_add, is_max, is_avg = ((d.kind == k) if has else Const(0, 1) for k, has in
+                                  ((VecKind.ADD, has_add), (VecKind.MAXPOOL, has_max), (VecKind.AVGPOOL, has_avg)))
         th = Mux(is_add, 1, Mux(is_max, d.kernel, d.in_h))
         tw = Mux(is_add, 2, Mux(is_max, d.kernel, d.in_w))
+        known = is_add | is_max | is_avg
         first = (ty == 0) & (tx == 0)
         last = (ty == th - 1) & (tx == tw - 1)
         issue = running & ~hold
 
         # the input plane in_h·in_w, bit-serially before the first tap
-        m.submodules.plane = plane = SerialMultiplier(DIM_BITS, DIM_BITS, AB)
-        m.d.comb += [plane.a.eq(self.desc.in_w), plane.b.eq(self.desc.in_h)]
+        if window:
+            m.submodules.plane = plane = SerialMultiplier(DIM_BITS, DIM_BITS, AB)
+            m.d.comb += [plane.a.eq(self.desc.in_w), plane.b.eq(self.desc.in_h)]
         with m.If(self.start & ~self.busy):
-            m.d.comb += plane.start.eq(1)
+            if window:
+                m.d.comb += plane.start.eq(1)
             m.d.sync += [d.eq(self.desc), setup.eq(1), self.busy.eq(1),
                          cb.eq(0), oy.eq(0), ox.eq(0), ty.eq(0), tx.eq(0)]
         steps = nested_carries(m, issue, [(tx, tw), (ty, th), (ox, d.out_w), (oy, d.out_h), (cb, d.cb)])
@@ -61,24 +77,32 @@ class VectorUnit(wiring.Component):
         # max-pool reads a_base + cb·in_h·in_w + iy·in_w + ix with (iy, ix) = (oy·stride + ty -
         # pad_top, ox·stride + tx - pad); the average pool walks a block's plane (no padding,
         # one output pixel); the add reads a_base + ox, then b_base + ox
-        pad, pad_top = Mux(is_max, d.pad, 0), Mux(is_max, d.pad_top, 0)
-        iy0, ix0 = Signal(signed(DIM_BITS + 3)), Signal(signed(DIM_BITS + 3))
-        iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))
-        m.d.comb += [iy.eq(iy0 + ty), ix.eq(ix0 + tx)]
-        inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
-        loaded = setup & ~plane.busy
-        a_tap = nested_address(m, steps, [1, d.in_w, d.stride, small_mul(d.in_w, d.stride, AB), plane.p],
-                               start=(d.a_base - small_mul(d.in_w, pad_top, AB) - pad)[:AB], load=loaded,
-                               width=AB, name="a")
-        with m.If(loaded):
-            m.d.sync += [setup.eq(0), running.eq(1), iy0.eq(-pad_top), ix0.eq(-pad)]
-        with m.If(steps[4]):                         # next channel block
-            m.d.sync += [iy0.eq(-pad_top), ix0.eq(-pad)]
-        with m.Elif(steps[3]):                       # next output row
-            m.d.sync += [iy0.eq(iy0 + d.stride), ix0.eq(-pad)]
-        with m.Elif(steps[2]):                       # next output pixel
-            m.d.sync += ix0.eq(ix0 + d.stride)
-        m.d.comb += self.rd_addr.eq(Mux(is_add, Mux(tx == 0, d.a_base, d.b_base) + ox, a_tap))
+        loaded = setup & ~plane.busy if window else setup
+        with m.If(loaded):                           # an operation the unit lacks: nothing runs
+            m.d.sync += [setup.eq(0), running.eq(known)]
+        add_addr = Mux(tx == 0, d.a_base, d.b_base) + ox
+        inside = Const(1, 1)
+        if window:
+            pad, pad_top = Mux(is_max, d.pad, 0), Mux(is_max, d.pad_top, 0)
+            iy0, ix0 = Signal(signed(DIM_BITS + 3)), Signal(signed(DIM_BITS + 3))
+            a_tap = nested_address(m, steps, [1, d.in_w, d.stride, small_mul(d.in_w, d.stride, AB), plane.p],
+                                   start=(d.a_base - small_mul(d.in_w, pad_top, AB) - pad)[:AB], load=loaded,
+                                   width=AB, name="a")
+            with m.If(loaded):
+                m.d.sync += [iy0.eq(-pad_top), ix0.eq(-pad)]
+            with m.If(steps[4]):                     # next channel block
+                m.d.sync += [iy0.eq(-pad_top), ix0.eq(-pad)]
+            with m.Elif(steps[3]):                   # next output row
+                m.d.sync += [iy0.eq(iy0 + d.stride), ix0.eq(-pad)]
+            with m.Elif(steps[2]):                   # next output pixel
+                m.d.sync += ix0.eq(ix0 + d.stride)
+            if has_max:
+                iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))
+                m.d.comb += [iy.eq(iy0 + ty), ix.eq(ix0 + tx)]
+                inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
+            m.d.comb += self.rd_addr.eq(Mux(is_add, add_addr, a_tap) if has_add else a_tap)
+        else:
+            m.d.comb += self.rd_addr.eq(add_addr)
 
         # one cycle later: fold the data
         v1, f1, l1, in1, b1 = Signal(), Signal(), Signal(), Signal(), Signal()
@@ -95,52 +119,57 @@ class VectorUnit(wiring.Component):
             sgn = Mux(b1, d.b_signed, d.a_signed)
             v = Signal(signed(10), name=f"v{lane}")
             m.d.comb += v.eq(Mux(sgn, byte.as_signed(), byte.as_unsigned()))
-            acc = Signal(signed(self._sum_bits), name=f"acc{lane}")
+            acc = Signal(signed(sum_bits), name=f"acc{lane}")
             accs.append(acc)
             # the reduction including this tap
-            cur = Signal(signed(self._sum_bits + 1), name=f"cur{lane}")
-            with m.Switch(d.kind):
-                with m.Case(VecKind.ADD):
-                    m.d.comb += cur.eq(v)
-                with m.Case(VecKind.MAXPOOL):
+            cur = Signal(signed(sum_bits + 1), name=f"cur{lane}")
+            m.d.comb += cur.eq(v)                    # the add keeps its first operand
+            if has_max:
+                with m.If(is_max):
                     m.d.comb += cur.eq(Mux(~in1, acc, Mux(~have | f1, v, Mux(v > acc, v, acc))))
-                with m.Default():
+            if has_avg:
+                with m.If(is_avg):
                     m.d.comb += cur.eq(Mux(f1, v, acc + v))
             with m.If(v1):
                 m.d.sync += acc.eq(cur)
-            a10 = acc[:10].as_signed()               # add and max-pool: acc holds one byte
-            add = rshift_round((a10 << d.sa) + (v << d.sb), d.rs)
-            ys.append(clamp(Mux(is_add, add, cur[:10].as_signed()), d.lo, d.hi)[:8])
+            if has_add:
+                a10 = acc[:10].as_signed()           # add and max-pool: acc holds one byte
+                add = rshift_round((a10 << d.sa) + (v << d.sb), d.rs)
+                ys.append(clamp(Mux(is_add, add, cur[:10].as_signed()), d.lo, d.hi)[:8])
+            else:
+                ys.append(clamp(cur[:10].as_signed(), d.lo, d.hi)[:8])
 
         # the average pool's requantization, rshift_round(sum · M, n) clamped, runs on the conv
         # engine's requantizer (idle during vector work; bias 0): the sequencer holds while the
         # C sums go in, one per cycle, and their bytes come back a latency later
-        lane, got = Signal(range(C)), Signal(range(C + 1))
         ybuf = Signal(8 * C)
         avg_done = Signal()
-        rqp = self.rq.i.payload
-        m.d.comb += [rqp.acc.eq(Array(accs)[lane]), rqp.bias.eq(0), rqp.mult.eq(d.mult), rqp.shift.eq(d.shift),
-                     rqp.lo.eq(d.lo), rqp.hi.eq(d.hi)]
-        with m.If(issue & last & is_avg):
-            m.d.sync += hold.eq(1)
-        with m.If(self.rq.o.valid):
-            m.d.sync += [ybuf.eq(Cat(ybuf[8:], self.rq.o.payload[:8])), got.eq(got + 1)]   # lane C-1 ends on top
-        with m.FSM() as drain:
-            with m.State("IDLE"):
-                with m.If(v1 & l1 & is_avg):         # the sums are final next cycle
-                    m.d.sync += [lane.eq(0), got.eq(0)]
-                    m.next = "FEED"
-            with m.State("FEED"):
-                m.d.comb += self.rq.i.valid.eq(1)
-                m.d.sync += lane.eq(lane + 1)
-                with m.If(lane == C - 1):
-                    m.next = "COLLECT"
-            with m.State("COLLECT"):
-                with m.If(got == C):
-                    m.d.comb += avg_done.eq(1)
-                    m.d.sync += hold.eq(0)
-                    m.next = "IDLE"
-        draining = ~drain.ongoing("IDLE")
+        draining = Const(0, 1)
+        if has_avg:
+            lane, got = Signal(range(C)), Signal(range(C + 1))
+            rqp = self.rq.i.payload
+            m.d.comb += [rqp.acc.eq(Array(accs)[lane]), rqp.bias.eq(0), rqp.mult.eq(d.mult),
+                         rqp.shift.eq(d.shift), rqp.lo.eq(d.lo), rqp.hi.eq(d.hi)]
+            with m.If(issue & last & is_avg):
+                m.d.sync += hold.eq(1)
+            with m.If(self.rq.o.valid):
+                m.d.sync += [ybuf.eq(Cat(ybuf[8:], self.rq.o.payload[:8])), got.eq(got + 1)]   # lane C-1 on top
+            with m.FSM() as drain:
+                with m.State("IDLE"):
+                    with m.If(v1 & l1 & is_avg):     # the sums are final next cycle
+                        m.d.sync += [lane.eq(0), got.eq(0)]
+                        m.next = "FEED"
+                with m.State("FEED"):
+                    m.d.comb += self.rq.i.valid.eq(1)
+                    m.d.sync += lane.eq(lane + 1)
+                    with m.If(lane == C - 1):
+                        m.next = "COLLECT"
+                with m.State("COLLECT"):
+                    with m.If(got == C):
+                        m.d.comb += avg_done.eq(1)
+                        m.d.sync += hold.eq(0)
+                        m.next = "IDLE"
+            draining = ~drain.ongoing("IDLE")
 
         # output words are consecutive from out_base: (cb, oy, ox) in that loop order; the
         # word goes through a register to the buffer (the reduction is a cycle's work already)

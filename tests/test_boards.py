@@ -93,13 +93,19 @@ def test_board_design_has_pins_pll_and_clock_constraint(tmp_path):
 
 
 def test_memory_backends_of_the_boards():
-    ulx, ice = board("ulx3s-85f"), board("icebreaker")
-    assert ulx.memories == ("sdram", "bram") and ice.memories == ("bram",)
-    assert ulx.memory_words() == 8 * 2 ** 20 and ulx.memory_words("bram") == ulx.mem_words
-    with pytest.raises(BoardError, match="icebreaker has no 'sdram' memory backend; it has: bram"):
-        ice.memory("sdram")
-    # on-chip memory takes block RAMs from the core's budget; the SDRAM does not
     from rmsmp.generator.cost import memory_blocks
+    ulx, ice = board("ulx3s-85f"), board("icebreaker")
+    assert ulx.memories == ("sdram", "bram") and ice.memories == ("spram", "bram")
+    assert ulx.memory_words() == 8 * 2 ** 20 and ulx.memory_words("bram") == ulx.mem_words
+    assert ice.memory_words() == 32_768 and ice.memory_words("bram") == ice.mem_words    # 4 SPRAM blocks
+    with pytest.raises(BoardError, match="icebreaker has no 'sdram' memory backend; it has: spram, bram"):
+        ice.memory("sdram")
+    # the SPRAM takes no block RAM; it cannot hold a baked-in image
+    assert ice.core_budget()["BRAM"] - ice.core_budget("bram")["BRAM"] == memory_blocks(32, ice.mem_words, "ice40")
+    assert BoardDesign.check(ice, init=[0] * 6) == ("bram", ice.mem_words)
+    with pytest.raises(BoardError, match="SPRAM cannot hold a baked-in image.*MEMORY=bram"):
+        BoardDesign.check(ice, init=[0] * 6, memory="spram")
+    # on-chip memory takes block RAMs from the core's budget; the SDRAM does not
     assert ulx.core_budget()["BRAM"] - ulx.core_budget("bram")["BRAM"] == memory_blocks(32, ulx.mem_words, "ecp5")
     big, small = AcceleratorConfig.for_board("ulx3s-85f"), AcceleratorConfig.for_board("ulx3s-85f", memory="bram")
     assert big.peak_macs_per_cycle > small.peak_macs_per_cycle

@@ -107,3 +107,24 @@ def test_programs_for_too_small_buffers_are_refused():
     qm = quantize(resnet18().eval(), torch.randn(1, 3, 32, 32), assign="variance")
     with pytest.raises(CompileError, match=r"layer 'layer4.0.conv2': one output group needs 576 weight entries"):
         compile_model(qm, AcceleratorConfig(weight_depth=512), (3, 32, 32))
+
+
+def test_programs_whose_sums_overflow_the_accumulator_are_refused():
+    """The array's accumulators wrap silently: a layer whose worst-case sum (Σ|q|·max|x| of
+    its widest row) or bias does not fit ``acc_bits`` is refused, naming the width it needs."""
+    from rmsmp.host import quantize
+    from rmsmp.host.models.digits import DigitsNet
+    torch.manual_seed(0)
+    qm = quantize(DigitsNet(width=8).eval(), torch.rand(8, 1, 8, 8), assign="variance")
+    need = 0
+    for layer in qm.compute_layers():          # the bound, from the quantized model itself
+        x = qm.in_q(layer)
+        xmax = max(abs(x.value_lo), abs(x.value_hi))
+        rows = layer.qweight.reshape(layer.qweight.shape[0], -1).abs().sum(1)
+        bias = qm.requant[layer.name]["bias"]
+        need = max(need, (int(rows.max()) * xmax).bit_length() + 1, max(abs(int(b)) for b in bias).bit_length() + 1)
+    small = dict(lane_groups=(("pot4", 2), ("fix8", 2)), columns=2, weight_depth=256, act_depth=1024, acc_depth=64)
+    with pytest.raises(CompileError, match=rf"accumulator (sums|biases) reach [\d,]+, beyond the config's "
+                                           rf"signed {need - 1}-bit accumulator \(needs acc_bits ≥ {need}\)"):
+        compile_model(qm, AcceleratorConfig(acc_bits=need - 1, **small), (1, 8, 8))
+    compile_model(qm, AcceleratorConfig(acc_bits=need, **small), (1, 8, 8))

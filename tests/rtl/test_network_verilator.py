@@ -65,6 +65,28 @@ def test_hmq_widths_run_packed_at_their_own_width(digits_q):
           f"{len(wide.image)} at lane width")
 
 
+def test_digits_on_an_add_only_vector_unit_pools_on_the_conv_engine(digits_q):
+    """The small-FPGA build (iCE40 parameters: 24-bit accumulators, a vector unit with only the
+    residual add): the global average pool runs on the conv engine as a ones kernel, bit-exact;
+    a network with a max-pool is refused by name."""
+    from rmsmp.generator.cost import FAMILY_PARAMS
+    qm, xte, _ = digits_q
+    cfg = AcceleratorConfig(lane_groups=(("pot4", 1), ("fix8", 1)), columns=2, vector_ops=("add",),
+                            **FAMILY_PARAMS["ice40"])
+    prog = compile_model(qm, cfg, batch=8)
+    dev = open_device("sim", cfg)
+    dev.load(prog)
+    assert torch.equal(dev.run(xte[:8]), golden(qm, xte[:8]))
+    rows = {r["layer"]: r for r in dev.stats["layers"]}
+    assert rows["avgpool"]["macs"] > 0                 # the pool's MACs: it ran on the array
+    from rmsmp.host.models import resnet18
+    torch.manual_seed(0)
+    rq = quantize(resnet18(num_classes=10).eval(), torch.randn(1, 3, 32, 32), assign="variance")
+    with pytest.raises(CompileError, match=r"layer 'maxpool': this accelerator's vector unit has no maxpool "
+                                           r"\(vector_ops: add\)"):
+        compile_model(rq, cfg, (3, 32, 32))
+
+
 def test_networks_that_do_not_fit_are_refused_with_the_reason(digits_q):
     qm, _, _ = digits_q
     with pytest.raises(CompileError, match=r"layer 'layer1.conv1': one output row needs \d+ activation entries"):
