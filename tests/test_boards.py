@@ -112,6 +112,20 @@ def test_memory_backends_of_the_boards():
     assert estimate(big, "ecp5")["BRAM"] > ulx.core_budget("bram")["BRAM"]
 
 
+def test_icebreaker_design_puts_its_memory_in_the_four_sprams():
+    """The iCEBreaker's default memory: 32K words in four SB_SPRAM256KA (two per 16K words,
+    16 bits each), selected per access; with a baked image the block-RAM memory instead."""
+    spec = board("icebreaker")
+    cfg = AcceleratorConfig(lane_groups=(("pot4", 1), ("fix8", 1)), columns=2, act_depth=256, weight_depth=64,
+                            acc_depth=16, clock_hz=spec.clock_hz, vector_ops=("add",))
+    design = BoardDesign(spec, cfg)
+    assert design.memory == "spram" and design.mem_words == 32_768
+    il = spec.platform().prepare(design, name="t").files["t.il"]
+    assert il.count("cell \\SB_SPRAM256KA ") == 4 and "SB_PLL40_PAD" in il
+    baked = spec.platform().prepare(BoardDesign(spec, cfg, init=[1, 2, 3]), name="t").files["t.il"]
+    assert "SB_SPRAM256KA" not in baked
+
+
 def test_build_refuses_a_config_for_another_clock():
     with pytest.raises(BoardError, match="builds run at 24 MHz"):
         build_bitstream("icebreaker", AcceleratorConfig(**SMALL))
