@@ -71,8 +71,8 @@ def test_digits_on_an_add_only_vector_unit_pools_on_the_conv_engine(digits_q):
     a network with a max-pool is refused by name."""
     from rmsmp.generator.cost import FAMILY_PARAMS
     qm, xte, _ = digits_q
-    cfg = AcceleratorConfig(lane_groups=(("pot4", 1), ("fix8", 1)), columns=2, vector_ops=("add",),
-                            **FAMILY_PARAMS["ice40"])
+    cfg = AcceleratorConfig(lane_groups=(("pot4", 1), ("fix8", 1)), columns=2, **FAMILY_PARAMS["ice40"])
+    assert cfg.vector_ops == ("add",) and cfg.acc_bits == 24
     prog = compile_model(qm, cfg, batch=8)
     dev = open_device("sim", cfg)
     dev.load(prog)
