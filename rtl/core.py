@@ -72,7 +72,6 @@ class Core(wiring.Component):
                          dma.mem.rd_data.payload.eq(rdd.payload), rdd.ready.eq(dma.mem.rd_data.ready)]
         # the write channel belongs to the DMA, except while a STAMP writes the cycle counter
         stamping = Signal()
-        stamp_addr = Signal(32)
         wc, wd = self.mem.wr_cmd, self.mem.wr_data
         with m.If(~stamping):
             m.d.comb += [wc.valid.eq(dma.mem.wr_cmd.valid), wc.payload.eq(dma.mem.wr_cmd.payload),
@@ -87,6 +86,9 @@ class Core(wiring.Component):
         with m.If(engine.done):
             m.d.sync += self.mac_beats.eq(self.mac_beats + engine.mac_beats)
 
+        # the units latch their descriptor at their start pulse: wired, not gated
+        m.d.comb += [dma.desc.eq(instr.arg.dma), dma.store.eq(instr.op == Opcode.STORE),
+                     engine.desc.eq(instr.arg.conv), engine.vec_desc.eq(instr.arg.vec)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -118,25 +120,24 @@ class Core(wiring.Component):
                 with m.Switch(instr.op):
                     with m.Case(Opcode.LOAD, Opcode.STORE):
                         with m.If(Mux(act_dma, dma_ok, ~dma.busy)):
-                            m.d.comb += [dma.start.eq(1), dma.store.eq(instr.op == Opcode.STORE),
-                                         dma.desc.eq(instr.arg.dma)]
+                            m.d.comb += dma.start.eq(1)
                             m.d.sync += [self.pc.eq(self.pc + words),
                                          dma_banks.eq(Mux(act_dma, instr.arg.dma.banks, 0))]
                             m.next = "FETCH"
                     with m.Case(Opcode.CONV):
                         with m.If(op_ok):
-                            m.d.comb += [engine.start.eq(1), engine.desc.eq(instr.arg.conv)]
+                            m.d.comb += engine.start.eq(1)
                             m.d.sync += [self.pc.eq(self.pc + words), eng_banks.eq(op_banks)]
                             m.next = "FETCH"
                     with m.Case(Opcode.VEC):
                         with m.If(op_ok):
                             m.d.sync += eng_banks.eq(op_banks)
-                            m.d.comb += [engine.vec_start.eq(1), engine.vec_desc.eq(instr.arg.vec)]
+                            m.d.comb += engine.vec_start.eq(1)
                             m.d.sync += self.pc.eq(self.pc + words)
                             m.next = "FETCH"
                     with m.Case(Opcode.STAMP):
                         with m.If(idle):
-                            m.d.sync += [self.pc.eq(self.pc + words), stamp_addr.eq(instr.arg.dma.ext_addr)]
+                            m.d.sync += self.pc.eq(self.pc + words)
                             m.next = "STAMP_CMD"
                     with m.Case(Opcode.SYNC):
                         with m.If(idle):
@@ -146,8 +147,8 @@ class Core(wiring.Component):
                         with m.If(idle):
                             m.d.sync += [self.pc.eq(self.pc + words), self.busy.eq(0), self.done.eq(1)]
                             m.next = "IDLE"
-            with m.State("STAMP_CMD"):
-                m.d.comb += [stamping.eq(1), wc.valid.eq(1), wc.payload.addr.eq(stamp_addr), wc.payload.len.eq(1)]
+            with m.State("STAMP_CMD"):       # the STAMP word stays in ibuf until the next fetch
+                m.d.comb += [stamping.eq(1), wc.valid.eq(1), wc.payload.addr.eq(instr.arg.dma.ext_addr), wc.payload.len.eq(1)]
                 with m.If(wc.ready):
                     m.next = "STAMP_DATA"
             with m.State("STAMP_DATA"):

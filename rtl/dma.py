@@ -85,6 +85,21 @@ class Dma(wiring.Component):
         act_wpe = words_per_entry(self._act_width, bus)
         rd, wr = self.mem.rd_cmd, self.mem.wr_cmd
 
+        # a buffer port's address and data follow the entry being assembled; only its
+        # enable is gated (the entry is written the cycle its last bus word arrives)
+        nxt = Signal(max_wpe * bus)
+        m.d.comb += nxt.eq(Cat(sr[bus:], self.mem.rd_data.payload))
+        for n, (code, port) in writers.items():
+            m.d.comb += [port.addr.eq(d.buf_addr + i), port.data.eq(nxt[(max_wpe - wpe[n]) * bus:])]
+            if n in narrow:
+                lane = self._unpack[n]
+                with m.Switch(d.wbits):
+                    for b, (w, fields) in narrow[n].items():
+                        src = nxt[(max_wpe - w) * bus:]
+                        codes = [src[j * b:(j + 1) * b] for j in range(fields)]
+                        with m.Case(b):
+                            m.d.comb += port.data.eq(Cat(Cat(c, c[-1].replicate(lane - b)) for c in codes))
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -105,24 +120,11 @@ class Dma(wiring.Component):
             with m.State("RECV"):
                 # an entry is written the cycle its last bus word arrives: one word per cycle
                 m.d.comb += self.mem.rd_data.ready.eq(1)
-                nxt = Signal(max_wpe * bus)
-                m.d.comb += nxt.eq(Cat(sr[bus:], self.mem.rd_data.payload))
                 with m.If(self.mem.rd_data.valid):
                     m.d.sync += sr.eq(nxt)
                     with m.If(k == n_wpe - 1):
                         for n, (code, port) in writers.items():
-                            m.d.comb += [port.addr.eq(d.buf_addr + i),
-                                         port.data.eq(nxt[(max_wpe - wpe[n]) * bus:]),
-                                         port.en.eq(((d.buf == code).replicate(len(port.en))))]
-                            if n in narrow:
-                                lane = self._unpack[n]
-                                with m.Switch(d.wbits):
-                                    for b, (w, fields) in narrow[n].items():
-                                        src = nxt[(max_wpe - w) * bus:]
-                                        codes = [src[j * b:(j + 1) * b] for j in range(fields)]
-                                        with m.Case(b):
-                                            m.d.comb += port.data.eq(Cat(
-                                                Cat(c, c[-1].replicate(lane - b)) for c in codes))
+                            m.d.comb += port.en.eq(((d.buf == code).replicate(len(port.en))))
                         m.d.sync += [k.eq(0), i.eq(i + 1)]
                         with m.If(i == d.count - 1):
                             m.d.sync += self.busy.eq(0)
