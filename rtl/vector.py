@@ -6,7 +6,9 @@ reduction, and on an output word's last tap the result word is written.  The ari
 is docs/arithmetic.md §5: the add is the residual adder's (shift, add, round half up,
 clamp), max-pool skips padding taps, and the global average pool sums exactly and
 requantizes with ``(M, n)`` — lane by lane on the conv engine's requantizer, while the
-sequencer waits.  Tap and output addresses are running sums: no multiplier.
+sequencer waits.  Tap and output addresses are running sums: no multiplier.  The add
+reads two words per output word, so ``ceil(C/2)`` adders serve its ``C`` lanes in two
+halves (the second half from the held words, the cycle after ``b`` arrives).
 
 ``ops`` names the operations built (``AcceleratorConfig.vector_ops``): an add-only unit
 has no window walk, no plane multiplier and no wide sums.  A descriptor of an operation
@@ -105,25 +107,23 @@ class VectorUnit(wiring.Component):
             m.d.comb += self.rd_addr.eq(add_addr)
 
         # one cycle later: fold the data
-        v1, f1, l1, in1, b1 = Signal(), Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [v1.eq(issue), f1.eq(first), l1.eq(last), in1.eq(is_add | is_avg | inside),
-                     b1.eq(is_add & (tx == 1))]
+        v1, f1, l1, in1 = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [v1.eq(issue), f1.eq(first), l1.eq(last), in1.eq(is_add | is_avg | inside)]
         have = Signal()
         with m.If(v1 & f1):
             m.d.sync += have.eq(in1)
         with m.Elif(v1 & in1):
             m.d.sync += have.eq(1)
         ys, accs = [], []
-        for lane in range(C):
+        for lane in range(C if window else 0):
             byte = self.rd_data[8 * lane:8 * lane + 8]
-            sgn = Mux(b1, d.b_signed, d.a_signed)
             v = Signal(signed(10), name=f"v{lane}")
-            m.d.comb += v.eq(Mux(sgn, byte.as_signed(), byte.as_unsigned()))
+            m.d.comb += v.eq(Mux(d.a_signed, byte.as_signed(), byte.as_unsigned()))
             acc = Signal(signed(sum_bits), name=f"acc{lane}")
             accs.append(acc)
             # the reduction including this tap
             cur = Signal(signed(sum_bits + 1), name=f"cur{lane}")
-            m.d.comb += cur.eq(v)                    # the add keeps its first operand
+            m.d.comb += cur.eq(v)
             if has_max:
                 with m.If(is_max):
                     m.d.comb += cur.eq(Mux(~in1, acc, Mux(~have | f1, v, Mux(v > acc, v, acc))))
@@ -132,12 +132,42 @@ class VectorUnit(wiring.Component):
                     m.d.comb += cur.eq(Mux(f1, v, acc + v))
             with m.If(v1):
                 m.d.sync += acc.eq(cur)
-            if has_add:
-                a10 = acc[:10].as_signed()           # add and max-pool: acc holds one byte
-                add = rshift_round((a10 << d.sa) + (v << d.sb), d.rs)
-                ys.append(clamp(Mux(is_add, add, cur[:10].as_signed()), d.lo, d.hi)[:8])
+            ys.append(clamp(cur[:10].as_signed(), d.lo, d.hi)[:8])
+        word, write = Cat(*ys), v1 & l1               # max-pool: the window's last tap
+
+        # the add reads two words (a, then b) per output word, so ceil(C/2) adders serve the
+        # C lanes: lanes [0, H) when b arrives, lanes [H, C) the cycle after (from the held
+        # words), and the word is written then — one word per two cycles, as the reads allow
+        if has_add:
+            H = (C + 1) // 2
+            abuf, bbuf, ylo = Signal(8 * C), Signal(8 * C), Signal(8 * H)
+            p1 = Signal()                            # the second half of a word's lanes
+            with m.If(v1 & f1):
+                m.d.sync += abuf.eq(self.rd_data)
+            with m.If(v1 & l1):
+                m.d.sync += bbuf.eq(self.rd_data)
+            m.d.sync += p1.eq(v1 & l1 & is_add & (C > 1))
+            sums = []
+            for i in range(H):
+                a_byte, b_byte = abuf.word_select(i, 8), self.rd_data.word_select(i, 8)
+                if H + i < C:
+                    a_byte = Mux(p1, abuf.word_select(H + i, 8), a_byte)
+                    b_byte = Mux(p1, bbuf.word_select(H + i, 8), b_byte)
+                a, b = Signal(signed(10), name=f"add_a{i}"), Signal(signed(10), name=f"add_b{i}")
+                m.d.comb += [a.eq(Mux(d.a_signed, a_byte.as_signed(), a_byte.as_unsigned())),
+                             b.eq(Mux(d.b_signed, b_byte.as_signed(), b_byte.as_unsigned()))]
+                sums.append(clamp(rshift_round((a << d.sa) + (b << d.sb), d.rs), d.lo, d.hi)[:8])
+            with m.If(v1 & l1):
+                m.d.sync += ylo.eq(Cat(*sums))
+            if C > 1:
+                add_word, add_write = Cat(ylo, Cat(*sums)[:8 * (C - H)]), p1
             else:
-                ys.append(clamp(cur[:10].as_signed(), d.lo, d.hi)[:8])
+                add_word, add_write = Cat(*sums), v1 & l1 & is_add
+            word, write = ((Mux(is_add, add_word, word), Mux(is_add, add_write, write)) if window
+                           else (add_word, add_write))
+            settling = p1
+        else:
+            settling = Const(0, 1)
 
         # the average pool's requantization, rshift_round(sum · M, n) clamped, runs on the conv
         # engine's requantizer (idle during vector work; bias 0): the sequencer holds while the
@@ -174,14 +204,15 @@ class VectorUnit(wiring.Component):
         # output words are consecutive from out_base: (cb, oy, ox) in that loop order; the
         # word goes through a register to the buffer (the reduction is a cycle's work already)
         oa = Signal(AB)
-        write = Mux(is_avg, avg_done, v1 & l1)
+        if has_avg:
+            word, write = Mux(is_avg, ybuf, word), Mux(is_avg, avg_done, write)
         with m.If(self.start & ~self.busy):
             m.d.sync += oa.eq(self.desc.out_base)
         with m.Elif(write):
             m.d.sync += oa.eq(oa + 1)
-        m.d.sync += [self.wr_addr.eq(oa), self.wr_data.eq(Mux(is_avg, ybuf, Cat(*ys))), self.wr_en.eq(write)]
+        m.d.sync += [self.wr_addr.eq(oa), self.wr_data.eq(word), self.wr_en.eq(write)]
 
-        with m.If(self.busy & ~setup & ~running & ~v1 & ~draining & ~self.wr_en):
+        with m.If(self.busy & ~setup & ~running & ~v1 & ~settling & ~draining & ~self.wr_en):
             m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         with m.Else():
             m.d.sync += self.done.eq(0)
