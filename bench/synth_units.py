@@ -8,6 +8,7 @@ carry, DSP and block-RAM counts printed.  Default config: the smallest iCE40 cor
 the digits network (1×pot4 + 1×fix8 × 2 columns, ``FAMILY_PARAMS["ice40"]``).  A unit alone
 is not its share of the whole design (optimisation across its ports is lost), but the
 ranking says where to cut.  ``top`` is the board top with the SPRAM memory on iCE40.
+``--hier`` keeps the hierarchy (``-noflatten``) and lists each submodule's own cells.
 """
 import argparse
 import json
@@ -31,14 +32,27 @@ COLS = {"ice40": ("SB_LUT4", "SB_CARRY", "SB_MAC16", "SB_RAM40_4K", "SB_DFF"),
         "ecp5": ("LUT4", "CCU2C", "MULT18X18D", "DP16KD", "TRELLIS_FF")}
 
 
-def synth(comp, family: str) -> dict:
+def synth(comp, family: str, hier: bool = False) -> dict:
+    """Cell counts by type of ``comp`` (``hier``: {module: its own cell counts})."""
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "t.il").write_text(rtlil.convert(flat_toplevel(comp), name="t", emit_src=False))
-        out = subprocess.run([yosys(), "-q", "-p", f"read_rtlil t.il; {SYNTH[family]} -top t; tee -o s.json stat -json"],
+        flags = " -noflatten" if hier else ""
+        out = subprocess.run([yosys(), "-q", "-p",
+                              f"read_rtlil t.il; {SYNTH[family]}{flags} -top t; tee -o s.json stat -json"],
                              capture_output=True, text=True, cwd=d)
         if out.returncode:
             raise RuntimeError(f"yosys failed:\n{out.stderr[-2000:]}")
-        return json.loads((Path(d) / "s.json").read_text())["design"]["num_cells_by_type"]
+        stat = json.loads((Path(d) / "s.json").read_text())
+        if hier:
+            return {name: mod.get("num_cells_by_type", {}) for name, mod in stat["modules"].items()}
+        return stat["design"]["num_cells_by_type"]
+
+
+def _row(c: dict, family: str) -> str:
+    lut, carry, dsp, ram, ff = COLS[family]
+    ffs = sum(v for k, v in c.items() if k.startswith(ff))
+    return (f"LUT {c.get(lut, 0):6,} FF {ffs:6,} carry {c.get(carry, 0):5,} DSP {c.get(dsp, 0):3} "
+            f"BRAM {c.get(ram, 0):3}")
 
 
 def _silenced(elaboratable):
@@ -82,6 +96,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", choices=tuple(SYNTH), default="ice40")
     ap.add_argument("--config", help="AcceleratorConfig JSON")
+    ap.add_argument("--hier", action="store_true", help="per submodule (yosys -noflatten)")
     ap.add_argument("units", nargs="*", help=f"any of {', '.join(UNITS)} (default: all)")
     a = ap.parse_args()
     if a.config:
@@ -90,17 +105,17 @@ def main():
         cfg = AcceleratorConfig(lane_groups=(("pot4", 1), ("fix8", 1)), columns=2, clock_hz=24_000_000,
                                 **FAMILY_PARAMS[a.family])
     print(f"{cfg.describe()} — {a.family}")
-    lut, carry, dsp, ram, ff = COLS[a.family]
     make = units(cfg, a.family)
     bad = [u for u in a.units if u not in UNITS]
     if bad:
         ap.error(f"unknown unit(s) {', '.join(bad)}; choose from {', '.join(UNITS)}")
     for name in a.units or UNITS:
         for key in ([name, "uart_tx"] if name == "uart" else [name]):
-            c = synth(make[key](), a.family)
-            ffs = sum(v for k, v in c.items() if k.startswith(ff))
-            print(f"{key:8s} LUT {c.get(lut, 0):6,} FF {ffs:6,} carry {c.get(carry, 0):5,} DSP {c.get(dsp, 0):3} "
-                  f"BRAM {c.get(ram, 0):3}", flush=True)
+            if a.hier:
+                for mod, c in sorted(synth(make[key](), a.family, hier=True).items()):
+                    print(f"{key}: {mod.lstrip(chr(92)):40s} {_row(c, a.family)}", flush=True)
+            else:
+                print(f"{key:8s} {_row(synth(make[key](), a.family), a.family)}", flush=True)
 
 
 if __name__ == "__main__":
