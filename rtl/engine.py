@@ -20,7 +20,7 @@ checks the bank masks before it issues.
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -52,11 +52,18 @@ def buffer_ports(cfg) -> dict:
 
 
 class ConvEngine(wiring.Component):
-    """Runs one :class:`ConvDesc` per ``start`` pulse; ``done`` pulses when the layer is written."""
+    """Runs one :class:`ConvDesc` per ``start`` pulse; ``done`` pulses when the layer is written.
 
-    QUEUE_DEPTH = 4
+    ``held_desc``: the driver holds ``desc``/``vec_desc`` while ``busy`` (the core fetches
+    them into a register of its own), so the engine and vector unit keep no copies.
+    ``beat`` is high in each cycle a MAC beat issues (``mac_beats`` counts them per op)."""
 
-    def __init__(self, cfg):
+    #: dot products waiting for the requantizer.  Eight fits a 16-deep LUT RAM (ECP5) and,
+    #: unlike four, is worth a block RAM to yosys on iCE40 (no flip-flops for the entries)
+    QUEUE_DEPTH = 8
+
+    def __init__(self, cfg, *, held_desc: bool = False):
+        self._held = held_desc
         if cfg.act_bits != 8:
             raise ValueError(f"ConvEngine stores 8-bit activations; config has act_bits={cfg.act_bits}")
         if cfg.columns & (cfg.columns - 1):
@@ -67,7 +74,7 @@ class ConvEngine(wiring.Component):
         self._groups = [(g.format, g.rows) for g in cfg.lane_groups]
         self._plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
         members = {"start": In(1), "desc": In(ConvDesc), "vec_start": In(1), "vec_desc": In(VecDesc),
-                   "busy": Out(1), "done": Out(1), "cycles": Out(32), "mac_beats": Out(32)}
+                   "busy": Out(1), "done": Out(1), "cycles": Out(32), "mac_beats": Out(32), "beat": Out(1)}
         for name, (_, sig) in buffer_ports(cfg).items():
             members[name] = In(sig)
         super().__init__(members)
@@ -81,13 +88,13 @@ class ConvEngine(wiring.Component):
         cfg, R, C = self._cfg, self._cfg.rows, self._cfg.columns
         AB = (cfg.act_depth - 1).bit_length()           # activation addresses, mod the buffer
         WB = (cfg.weight_depth - 1).bit_length()
-        d = Signal(ConvDesc)                         # the running layer, latched at start
+        d = self.desc if self._held else Signal(ConvDesc)    # the running layer
         cbusy, cdone = Signal(), Signal()            # the conv datapath's own busy/done
         # the output bounds are per op (conv layer or average pool), held while it runs
         m.submodules.rq = rq = Requantizer(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits,
                                            shift_bits=cfg.shift_bits, out_bits=cfg.out_bits, held_bounds=True)
         m.submodules.vec = vec = VectorUnit(columns=C, requantizer=rq.signature, addr_bits=AB,
-                                             ops=cfg.vector_ops)
+                                             ops=cfg.vector_ops, held_desc=self._held)
         m.d.comb += [vec.start.eq(self.vec_start & ~self.busy), vec.desc.eq(self.vec_desc),
                      self.busy.eq(cbusy | vec.busy), self.done.eq(cdone | vec.done)]
 
@@ -110,18 +117,22 @@ class ConvEngine(wiring.Component):
                      par_wr.en.eq(self.par_w.en)]
 
         m.submodules.array = array = MacArray.for_config(cfg)
-        qlayout = data.StructLayout({"acc": data.ArrayLayout(signed(cfg.acc_bits), R),
-                                     "og": unsigned(DIM_BITS), "pix": unsigned(AB)})
-        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=qlayout.size, depth=self.QUEUE_DEPTH)
+        # the queue of finished dot products (R accumulators each), in issue order: the k-th
+        # one is output group k // (out_h·out_w), pixel k % (out_h·out_w), so no indices travel
+        # with it.  Its read port holds the popped entry while its rows are requantized.
+        Q = self.QUEUE_DEPTH
+        m.submodules.queue = queue = Memory(shape=data.ArrayLayout(signed(cfg.acc_bits), R), depth=Q, init=[])
+        q_wr, q_rd = queue.write_port(), queue.read_port()
+        wptr, rptr, queued = Signal(range(Q)), Signal(range(Q)), Signal(range(Q + 1))
 
         # -- control ------------------------------------------------------------------------
         running = Signal()          # sequencer issuing beats
-        inflight = Signal(range(self.QUEUE_DEPTH + 1))
+        inflight = Signal(range(Q + 1))
         og, oy, ox = (Signal(DIM_BITS, name=n) for n in ("og", "oy", "ox"))
         cb, ky, kx = Signal(DIM_BITS), Signal(4), Signal(4)
         first = (cb == 0) & (ky == 0) & (kx == 0)
         last = (cb == d.in_cb - 1) & (ky == d.kernel - 1) & (kx == d.kernel - 1)
-        stall = first & (inflight == self.QUEUE_DEPTH)
+        stall = first & (inflight == Q)
         issue = running & ~stall
 
         # -- setup: the input and output plane sizes (in_h·in_w, out_h·out_w), bit-serially,
@@ -136,12 +147,15 @@ class ConvEngine(wiring.Component):
             m.d.sync += [self.cycles.eq(0), self.mac_beats.eq(0)]
         with m.If(self.start & ~self.busy):
             m.d.comb += [in_plane.start.eq(1), out_plane.start.eq(1)]
-            m.d.sync += [d.eq(self.desc), setup.eq(1), cbusy.eq(1), self.cycles.eq(0),
+            if not self._held:
+                m.d.sync += d.eq(self.desc)
+            m.d.sync += [setup.eq(1), cbusy.eq(1), self.cycles.eq(0),
                          self.mac_beats.eq(0), og.eq(0), oy.eq(0), ox.eq(0), cb.eq(0), ky.eq(0), kx.eq(0)]
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
         # -- sequencer: nested counters kx < ky < cb < ox < oy < og -------------------------------
+        m.d.comb += self.beat.eq(issue)
         with m.If(issue):
             m.d.sync += self.mac_beats.eq(self.mac_beats + 1)
         steps = nested_carries(m, issue, [(kx, d.kernel), (ky, d.kernel), (cb, d.in_cb),
@@ -152,27 +166,25 @@ class ConvEngine(wiring.Component):
         # address generation (im2col by addressing), as running sums: the tap's input pixel
         # (iy, ix) = (oy·stride + ky - pad_top, ox·stride + kx - pad), its activation word
         # in_base + cb·in_h·in_w + iy·in_w + ix (mod the buffer: padding taps may wrap, they
-        # read nothing), its weight word w_base + ((og·in_cb + cb)·k + ky)·k + kx, and the
-        # output pixel oy·out_w + ox.
+        # read nothing) and its weight word w_base + ((og·in_cb + cb)·k + ky)·k + kx.
         iy0, ix0 = Signal(signed(DIM_BITS + 3)), Signal(signed(DIM_BITS + 3))     # taps (0, 0)
         iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))
         m.d.comb += [iy.eq(iy0 + ky), ix.eq(ix0 + kx)]
         inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
         w_tap, w_og = Signal(WB), Signal(WB)
-        opix = Signal(AB)
         loaded = setup & ~in_plane.busy & ~out_plane.busy
         act_addr = nested_address(
             m, steps, [1, d.in_w, in_plane.p, d.stride, small_mul(d.in_w, d.stride, AB), None],
             start=(d.in_base - small_mul(d.in_w, d.pad_top, AB) - d.pad)[:AB], load=loaded, width=AB, name="a")
         with m.If(loaded):
-            m.d.sync += [setup.eq(0), running.eq(1), iy0.eq(-d.pad_top), ix0.eq(-d.pad), opix.eq(0),
+            m.d.sync += [setup.eq(0), running.eq(1), iy0.eq(-d.pad_top), ix0.eq(-d.pad),
                          w_tap.eq(d.w_base), w_og.eq(d.w_base)]
         with m.If(steps[5]):                        # next output group (or the end)
-            m.d.sync += [iy0.eq(-d.pad_top), ix0.eq(-d.pad), opix.eq(0)]
+            m.d.sync += [iy0.eq(-d.pad_top), ix0.eq(-d.pad)]
         with m.Elif(steps[4]):                      # next output row
-            m.d.sync += [iy0.eq(iy0 + d.stride), ix0.eq(-d.pad), opix.eq(opix + 1)]
+            m.d.sync += [iy0.eq(iy0 + d.stride), ix0.eq(-d.pad)]
         with m.Elif(steps[3]):                      # next output pixel
-            m.d.sync += [ix0.eq(ix0 + d.stride), opix.eq(opix + 1)]
+            m.d.sync += ix0.eq(ix0 + d.stride)
         with m.If(steps[5]):                        # the next group's weights follow this one's
             m.d.sync += [w_tap.eq(w_tap + 1), w_og.eq(w_tap + 1)]
         with m.Elif(steps[3]):                      # the same group's weights for the next pixel
@@ -194,23 +206,34 @@ class ConvEngine(wiring.Component):
             m.d.comb += pa.w[f.name].eq(wmems[f.name].data)
         m.d.comb += [array.i.valid.eq(v1), pa.first.eq(f1), pa.last.eq(l1)]
 
-        # the pixel a dot product belongs to travels alongside the array pipeline
-        meta = Cat(og, opix)
-        for k in range(1 + array.latency):
-            nxt = Signal(len(meta), name=f"meta_d{k}")
-            m.d.sync += nxt.eq(meta)
-            meta = nxt
-        qin = Signal(qlayout)
-        m.d.comb += [qin.acc.eq(array.o.payload), qin.og.eq(meta[:DIM_BITS]), qin.pix.eq(meta[DIM_BITS:]),
-                     queue.w_data.eq(qin), queue.w_en.eq(array.o.valid)]
+        # the queue never overflows: the sequencer stalls with Q dot products in flight
+        pop = Signal()
+        m.d.comb += [q_wr.addr.eq(wptr), q_wr.data.eq(array.o.payload), q_wr.en.eq(array.o.valid),
+                     q_rd.addr.eq(rptr), q_rd.en.eq(pop)]
+        with m.If(array.o.valid):
+            m.d.sync += wptr.eq(Mux(wptr == Q - 1, 0, wptr + 1))
+        with m.If(pop):
+            m.d.sync += rptr.eq(Mux(rptr == Q - 1, 0, rptr + 1))
+        with m.If(array.o.valid & ~pop):
+            m.d.sync += queued.eq(queued + 1)
+        with m.Elif(pop & ~array.o.valid):
+            m.d.sync += queued.eq(queued - 1)
 
         # -- requantize and write, one row per cycle -------------------------------------------
-        cur = Signal(qlayout)
-        prm = par_rd.data               # the popped dot product's parameter word (held)
+        # (output group, pixel) of the next dot product to pop, and the pixel of the popped one
+        nog, npix, cpix = Signal(DIM_BITS), Signal(AB), Signal(AB)
+        with m.If(self.start & ~self.busy):
+            m.d.sync += [nog.eq(0), npix.eq(0)]
+        with m.Elif(pop):
+            m.d.sync += cpix.eq(npix)
+            with m.If(npix == out_plane.p - 1):
+                m.d.sync += [npix.eq(0), nog.eq(nog + 1)]
+            with m.Else():
+                m.d.sync += npix.eq(npix + 1)
+        acc = q_rd.data                 # the popped dot product (held)
+        prm = par_rd.data               # its parameter word (held)
         r = Signal(range(R))
-        pop = Signal()
         emit = Signal()
-        head = qlayout(queue.r_data)
         # enabled rows: the first of the word being read, and the next after r of the latched one
         cur_en = Cat(prm[i].en for i in range(R))
         later = cur_en & ~((Const(2, R + 1) << r) - 1)[:R]
@@ -221,12 +244,11 @@ class ConvEngine(wiring.Component):
                 m.d.comb += first_en.eq(i)
             with m.If(later[i]):
                 m.d.comb += next_en.eq(i)
-        m.d.comb += [queue.r_en.eq(pop), par_rd.addr.eq(d.p_base + head.og), par_rd.en.eq(pop)]
+        m.d.comb += [par_rd.addr.eq(d.p_base + nog), par_rd.en.eq(pop)]
         with m.FSM() as ser:
             with m.State("IDLE"):
-                with m.If(queue.r_rdy):
+                with m.If(queued != 0):
                     m.d.comb += pop.eq(1)
-                    m.d.sync += cur.eq(head)
                     m.next = "PARAM"
             with m.State("PARAM"):              # the parameter word read at pop is here now
                 m.d.sync += r.eq(first_en)
@@ -250,7 +272,7 @@ class ConvEngine(wiring.Component):
         with m.If(vec.busy):
             m.d.comb += [rq.i.valid.eq(vec.rq.i.valid), rq.i.payload.eq(vec.rq.i.payload)]
         with m.Else():
-            m.d.comb += [rq.i.valid.eq(emit), rq.i.payload.acc.eq(cur.acc[r]), rq.i.payload.bias.eq(rp.bias),
+            m.d.comb += [rq.i.valid.eq(emit), rq.i.payload.acc.eq(acc[r]), rq.i.payload.bias.eq(rp.bias),
                          rq.i.payload.mult.eq(rp.mult), rq.i.payload.shift.eq(rp.shift),
                          rq.i.payload.lo.eq(d.out_lo), rq.i.payload.hi.eq(d.out_hi)]
         # the row's output channel (from its parameters) -> word block, byte lane; a wide
@@ -260,7 +282,7 @@ class ConvEngine(wiring.Component):
         m.d.comb += bpos.eq(Mux(d.wide, rp.ch << 1, rp.ch))
         waddr = Signal(ADDR_BITS)
         block = (bpos >> lb)[:AB]                    # the row's channel block: one product per row
-        m.d.comb += waddr.eq((d.out_base + (block * out_plane.p)[:AB] + cur.pix)[:AB])
+        m.d.comb += waddr.eq((d.out_base + (block * out_plane.p)[:AB] + cpix)[:AB])
         wmeta = Cat(waddr, bpos[:lb], rp.en, d.wide)
         for k in range(rq.latency):                  # line up with the requantizer's output
             nxt = Signal(len(wmeta), name=f"wmeta_d{k}")
@@ -312,7 +334,7 @@ class ConvEngine(wiring.Component):
                 m.d.comb += self.act_r.data.eq(rp.data)
 
         # -- completion -------------------------------------------------------------------------
-        idle_tail = (~setup & ~running & (inflight == 0) & ~queue.r_rdy & ser.ongoing("IDLE")
+        idle_tail = (~setup & ~running & (inflight == 0) & (queued == 0) & ser.ongoing("IDLE")
                      & (pending == 0) & ~rq.o.valid)
         with m.If(cbusy & idle_tail):
             m.d.sync += [cbusy.eq(0), cdone.eq(1)]
