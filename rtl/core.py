@@ -19,10 +19,14 @@ clear, then the core fetches the next one:
 * ``STAMP``, ``SYNC`` and ``END`` wait for both to finish.
 
 Instruction fetch shares the read channel with the DMA, so it waits for the DMA too.
+Descriptors are fetched straight into the register the unit runs from — one for the engine
+(``CONV``/``VEC``), one for the rest (the DMA is idle during a fetch) — so there is no
+separate instruction buffer and no unit keeps a copy; a ``CONV``/``VEC`` fetch holds the
+read data until the engine has finished the op its register still describes.
 """
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -51,17 +55,18 @@ class Core(wiring.Component):
         m = Module()
         cfg = self._cfg
         bus = cfg.bus_width
-        m.submodules.engine = engine = ConvEngine(cfg)
+        m.submodules.engine = engine = ConvEngine(cfg, held_desc=True)
         unpack = {f"wgt_w_{g.scheme}": g.format.bits for g in cfg.lane_groups
                   if cfg.packed_weights and g.format.kind == "fix" and g.format.bits > 2}
         m.submodules.dma = dma = Dma(bus_width=bus, buffer_ports=buffer_ports(cfg), act_width=8 * cfg.columns,
-                                     unpack=unpack)
+                                     unpack=unpack, held_desc=True)
         for name in buffer_ports(cfg):
             wiring.connect(m, getattr(dma, name), getattr(engine, name))
 
         words = INSTR_BITS // bus
-        ibuf = Signal(INSTR_BITS)
-        instr = Instruction(ibuf)
+        op = Signal(4)                    # the fetched instruction's opcode
+        ereg, dreg = Signal(INSTR_BITS), Signal(INSTR_BITS)   # yosys keeps the bits a unit reads
+        ei, di = Instruction(ereg), Instruction(dreg)
         k = Signal(range(words + 1))
         fetching = Signal()
         # the read channel belongs to the fetcher while it fetches, else to the DMA
@@ -83,12 +88,12 @@ class Core(wiring.Component):
         dma_banks = Signal(ACT_BANKS)     # activation banks of the running transfer (0: weights)
         eng_banks = Signal(ACT_BANKS)     # activation banks of the running op
 
-        with m.If(engine.done):
-            m.d.sync += self.mac_beats.eq(self.mac_beats + engine.mac_beats)
+        with m.If(engine.beat):
+            m.d.sync += self.mac_beats.eq(self.mac_beats + 1)
 
-        # the units latch their descriptor at their start pulse: wired, not gated
-        m.d.comb += [dma.desc.eq(instr.arg.dma), dma.store.eq(instr.op == Opcode.STORE),
-                     engine.desc.eq(instr.arg.conv), engine.vec_desc.eq(instr.arg.vec)]
+        # the units run from the fetch registers, which hold while they are busy
+        m.d.comb += [dma.desc.eq(di.arg.dma), dma.store.eq(op == Opcode.STORE),
+                     engine.desc.eq(ei.arg.conv), engine.vec_desc.eq(ei.arg.vec)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -103,26 +108,36 @@ class Core(wiring.Component):
                         m.d.sync += k.eq(0)
                         m.next = "RECV"
             with m.State("RECV"):
-                m.d.comb += [fetching.eq(1), rdd.ready.eq(1)]
-                with m.If(rdd.valid):
-                    m.d.sync += [ibuf.eq(Cat(ibuf[bus:], rdd.payload)), k.eq(k + 1)]
+                # word 0 carries the opcode, which names the register the words go to
+                w_op = Mux(k == 0, rdd.payload[:4], op)
+                to_engine = (w_op == Opcode.CONV) | (w_op == Opcode.VEC)
+                m.d.comb += [fetching.eq(1), rdd.ready.eq(~(to_engine & engine.busy))]
+                with m.If(rdd.valid & rdd.ready):
+                    m.d.sync += [op.eq(w_op), k.eq(k + 1)]
+                    with m.Switch(k):
+                        for j in range(words):
+                            with m.Case(j):
+                                with m.If(to_engine):
+                                    m.d.sync += ereg.word_select(j, bus).eq(rdd.payload)
+                                with m.Else():
+                                    m.d.sync += dreg.word_select(j, bus).eq(rdd.payload)
                     with m.If(k == words - 1):
                         m.next = "DECODE"
             with m.State("DECODE"):
                 idle = ~dma.busy & ~engine.busy      # both raise busy the cycle after start
-                act_dma = (instr.op == Opcode.STORE) | (instr.arg.dma.buf == Buffer.ACT)
+                act_dma = (op == Opcode.STORE) | (di.arg.dma.buf == Buffer.ACT)
                 # an activation transfer may run beside an op that owns other banks ...
-                dma_ok = ~dma.busy & (~engine.busy | ((eng_banks & instr.arg.dma.banks) == 0))
+                dma_ok = ~dma.busy & (~engine.busy | ((eng_banks & di.arg.dma.banks) == 0))
                 # ... and an op may start beside an activation transfer in other banks (the DMA
                 # runs in order, so every weight load before that transfer has finished)
-                op_banks = Mux(instr.op == Opcode.CONV, instr.arg.conv.banks, instr.arg.vec.banks)
+                op_banks = Mux(op == Opcode.CONV, ei.arg.conv.banks, ei.arg.vec.banks)
                 op_ok = ~engine.busy & (~dma.busy | ((dma_banks != 0) & ((dma_banks & op_banks) == 0)))
-                with m.Switch(instr.op):
+                with m.Switch(op):
                     with m.Case(Opcode.LOAD, Opcode.STORE):
                         with m.If(Mux(act_dma, dma_ok, ~dma.busy)):
                             m.d.comb += dma.start.eq(1)
                             m.d.sync += [self.pc.eq(self.pc + words),
-                                         dma_banks.eq(Mux(act_dma, instr.arg.dma.banks, 0))]
+                                         dma_banks.eq(Mux(act_dma, di.arg.dma.banks, 0))]
                             m.next = "FETCH"
                     with m.Case(Opcode.CONV):
                         with m.If(op_ok):
@@ -147,8 +162,8 @@ class Core(wiring.Component):
                         with m.If(idle):
                             m.d.sync += [self.pc.eq(self.pc + words), self.busy.eq(0), self.done.eq(1)]
                             m.next = "IDLE"
-            with m.State("STAMP_CMD"):       # the STAMP word stays in ibuf until the next fetch
-                m.d.comb += [stamping.eq(1), wc.valid.eq(1), wc.payload.addr.eq(instr.arg.dma.ext_addr), wc.payload.len.eq(1)]
+            with m.State("STAMP_CMD"):       # the STAMP's address is in the DMA's fetch register
+                m.d.comb += [stamping.eq(1), wc.valid.eq(1), wc.payload.addr.eq(di.arg.dma.ext_addr), wc.payload.len.eq(1)]
                 with m.If(wc.ready):
                     m.next = "STAMP_DATA"
             with m.State("STAMP_DATA"):

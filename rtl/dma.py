@@ -43,10 +43,14 @@ def words_per_entry(width: int, bus_width: int) -> int:
 
 class Dma(wiring.Component):
     """Runs one :class:`DmaDesc` per ``start`` (``store=0``: load into ``buf``; ``store=1``:
-    activation buffer → memory).  ``buffers`` maps port names to ``(Buffer code, width)``."""
+    activation buffer → memory).  ``buffers`` maps port names to ``(Buffer code, width)``.
+    ``held_desc``: the driver holds ``desc`` while ``busy`` (the core fetches descriptors
+    into a register of its own), so the DMA keeps no copy."""
 
-    def __init__(self, *, bus_width: int, buffer_ports: dict, act_width: int, unpack: dict | None = None):
+    def __init__(self, *, bus_width: int, buffer_ports: dict, act_width: int, unpack: dict | None = None,
+                 held_desc: bool = False):
         self._bus = bus_width
+        self._held = held_desc
         self._ports = buffer_ports            # name -> (code, signature as the engine sees it)
         self._act_width = act_width
         self._unpack = dict(unpack or {})     # weight port name -> field width (fix lanes)
@@ -59,7 +63,7 @@ class Dma(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bus = self._bus
-        d = Signal(DmaDesc)
+        d = self.desc if self._held else Signal(DmaDesc)
         writers = {n: (code, getattr(self, n)) for n, (code, _) in self._ports.items() if n != "act_r"}
         wpe = {n: words_per_entry(len(p.data), bus) for n, (_, p) in writers.items()}
         max_wpe = max(wpe.values())
@@ -103,7 +107,9 @@ class Dma(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [d.eq(self.desc), i.eq(0), k.eq(0), self.busy.eq(1)]
+                    if not self._held:
+                        m.d.sync += d.eq(self.desc)
+                    m.d.sync += [i.eq(0), k.eq(0), self.busy.eq(1)]
                     with m.If(self.store):
                         m.next = "WCMD"
                     with m.Else():

@@ -27,11 +27,13 @@ __all__ = ["VectorUnit"]
 
 
 class VectorUnit(wiring.Component):
-    """``rq`` drives a :class:`~rmsmp.rtl.ppu.Requantizer` (the engine shares its own)."""
+    """``rq`` drives a :class:`~rmsmp.rtl.ppu.Requantizer` (the engine shares its own).
+    ``held_desc``: ``desc`` is held by the driver while ``busy`` (no copy is kept)."""
 
     def __init__(self, *, columns: int, requantizer: wiring.Signature, sum_bits: int = 24, addr_bits: int = ADDR_BITS,
-                 ops=("add", "maxpool", "avgpool")):
+                 ops=("add", "maxpool", "avgpool"), held_desc: bool = False):
         self._C, self._sum_bits, self._addr_bits = columns, sum_bits, addr_bits
+        self._held = held_desc
         self._ops = frozenset(ops)
         unknown = self._ops - {"add", "maxpool", "avgpool"}
         if unknown:
@@ -49,7 +51,7 @@ class VectorUnit(wiring.Component):
         has_add, has_max, has_avg = ("add" in self._ops), ("maxpool" in self._ops), ("avgpool" in self._ops)
         window = has_max or has_avg                  # ops that walk a window of the input plane
         sum_bits = self._sum_bits if has_avg else 10
-        d = Signal(VecDesc)
+        d = self.desc if self._held else Signal(VecDesc)
         setup, running, hold = Signal(), Signal(), Signal()
         cb, oy, ox = Signal(DIM_BITS), Signal(DIM_BITS), Signal(DIM_BITS)
         ty, tx = Signal(DIM_BITS), Signal(DIM_BITS)
@@ -69,7 +71,9 @@ class VectorUnit(wiring.Component):
         with m.If(self.start & ~self.busy):
             if window:
                 m.d.comb += plane.start.eq(1)
-            m.d.sync += [d.eq(self.desc), setup.eq(1), self.busy.eq(1),
+            if not self._held:
+                m.d.sync += d.eq(self.desc)
+            m.d.sync += [setup.eq(1), self.busy.eq(1),
                          cb.eq(0), oy.eq(0), ox.eq(0), ty.eq(0), tx.eq(0)]
         steps = nested_carries(m, issue, [(tx, tw), (ty, th), (ox, d.out_w), (oy, d.out_h), (cb, d.cb)])
         with m.If(steps[-1]):

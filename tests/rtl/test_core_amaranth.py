@@ -98,3 +98,35 @@ def test_weights_pack_at_their_own_width(ratio, wbits):
     got = unpack_activations(prog.read_entries(res["image"], "y"), layer.rows, OH, OW, PACK_CFG.columns,
                              layer.out.signed)
     assert got == y.reshape(layer.rows, OH, OW).tolist()
+
+
+def test_engine_op_fetched_while_the_engine_runs():
+    """Two convs back to back with different output bases: the second CONV is fetched while
+    the first runs, and must not reach the engine's descriptor register before it is done."""
+    from rmsmp.generator.lower import lower_conv, pack_activations
+    from rmsmp.generator.program import ProgramBuilder, _width
+    from rmsmp.rtl.engine import buffer_ports
+    from rmsmp.rtl.isa import Buffer
+    qm, layer, x, y = one_layer_model("conv", cin=6, cout=8, k=3, s=2, p=1, hw=7, ratio=RATIO)
+    C = CFG.columns
+    xw = pack_activations(x, C)
+    first = lower_conv(qm, layer, CFG, in_hw=(7, 7), in_base=0, out_base=len(xw))
+    n = first.out_channels_padded // C * first.desc["out_h"] * first.desc["out_w"]
+    second = lower_conv(qm, layer, CFG, in_hw=(7, 7), in_base=0, out_base=len(xw) + n)
+    pb = ProgramBuilder(CFG)
+    pb.load(Buffer.ACT, pb.blob("x", xw, 8 * C))
+    for k, g in enumerate(CFG.lane_groups):
+        wbits, width, words = first.packed[g.scheme]
+        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", words, width), wbits=wbits)
+    pb.load(Buffer.PARAM, pb.blob("p", first.params, _width(buffer_ports(CFG)["par_w"][1])))
+    pb.conv(first)
+    pb.conv(second)
+    pb.store("y1", len(xw), n)
+    pb.store("y2", len(xw) + n, n)
+    prog = pb.build()
+    res = run_core(CFG, prog)
+    OH, OW = first.desc["out_h"], first.desc["out_w"]
+    for name in ("y1", "y2"):
+        got = unpack_activations(prog.read_entries(res["image"], name), layer.rows, OH, OW, C, layer.out.signed)
+        assert got == y.reshape(layer.rows, OH, OW).tolist(), name
+    assert res["beats"] == 2 * first.beats
