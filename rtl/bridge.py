@@ -83,14 +83,13 @@ class HostBridge(wiring.Component):
         m = Module()
         mx = self._max
         m.submodules.buf = buf = Memory(shape=32, depth=mx, init=[])
-        bw = buf.write_port()
+        bw = buf.write_port(granularity=8)            # payload bytes go straight in
         br = buf.read_port()                          # synchronous: maps to block RAM
 
         cmd, seq = Signal(8), Signal(8)
         addr, length = Signal(32), Signal(16)
-        crc, got_crc = Signal(16, init=0xFFFF), Signal(16)
+        crc, crc_bad = Signal(16, init=0xFFFF), Signal()   # crc_bad: a received CRC byte differed
         idx = Signal(range(10))                       # byte index within a field group
-        word = Signal(32)
         nbytes = Signal(18)                           # payload bytes left
         widx = Signal(range(mx + 1))                  # payload words stored / sent
         status = Signal(8)
@@ -130,7 +129,7 @@ class HostBridge(wiring.Component):
         with m.FSM():
             # ------------------------------------------------------------ receive
             with m.State("SYNC"):
-                m.d.sync += [crc.eq(0xFFFF), idx.eq(0), idle.eq(0)]
+                m.d.sync += [crc.eq(0xFFFF), crc_bad.eq(0), idx.eq(0), idle.eq(0)]
                 with m.If(rx.valid & (byte == SYNC_REQ)):
                     m.next = "HDR"
                 guard(False)
@@ -160,17 +159,19 @@ class HostBridge(wiring.Component):
             with m.State("PAYLOAD"):
                 with m.If(rx.valid):
                     m.d.sync += [crc.eq(crc_next), idle.eq(0), nbytes.eq(nbytes - 1),
-                                 word.eq(Cat(word[8:], byte)), idx.eq(Mux(idx == 3, 0, idx + 1))]
+                                 idx.eq(Mux(idx == 3, 0, idx + 1))]
+                    m.d.comb += [bw.addr.eq(widx), bw.data.eq(byte.replicate(4)),
+                                 bw.en.eq(Mux(widx < mx, Const(1, 4) << idx[:2], 0))]
                     with m.If(idx == 3):
-                        m.d.comb += [bw.addr.eq(widx), bw.data.eq(Cat(word[8:], byte)), bw.en.eq(widx < mx)]
                         m.d.sync += widx.eq(widx + 1)
                     with m.If(nbytes == 1):
                         m.d.sync += idx.eq(0)
                         m.next = "CRC"
                 guard(True)
             with m.State("CRC"):
-                with m.If(rx.valid):
-                    m.d.sync += [got_crc.eq(Cat(byte, got_crc[:8])), idx.eq(idx + 1), idle.eq(0)]
+                with m.If(rx.valid):          # the request's CRC is complete: compare as it comes
+                    m.d.sync += [crc_bad.eq(crc_bad | (byte != Mux(idx == 0, crc[8:], crc[:8]))),
+                                 idx.eq(idx + 1), idle.eq(0)]
                     with m.If(idx == 1):
                         m.next = "CHECK"
                 guard(True)
@@ -179,7 +180,7 @@ class HostBridge(wiring.Component):
                 m.d.comb += ok_len.eq(Mux((cmd == Cmd.CSR_WRITE) | (cmd == Cmd.CSR_READ), length == 1,
                                           (length != 0) & ((cmd != Cmd.MEM_WRITE) | (length <= mx))))
                 m.d.sync += [widx.eq(0), rlen.eq(0), idx.eq(0)]
-                with m.If(got_crc != crc):
+                with m.If(crc_bad):
                     m.d.sync += status.eq(Status.BAD_CRC)
                     m.next = "RESP"
                 with m.Elif((cmd < Cmd.MEM_WRITE) | (cmd > Cmd.CSR_READ)):
