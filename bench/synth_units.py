@@ -3,7 +3,7 @@
     python bench/synth_units.py [--family ice40|ecp5] [--config cfg.json] [units ...]
 
 Each unit (top, core, engine, dma, vec, rq, array, bridge, csr, uart) is synthesized alone
-(``synth_ice40 -dsp`` / ``synth_ecp5``), its ports as top-level ports, and its LUT, flip-flop,
+(``synth_ice40 -dsp`` / ``synth_ecp5``, after the build's ``NO_COLLISION_BYPASS``), its ports as top-level ports, and its LUT, flip-flop,
 carry, DSP and block-RAM counts printed.  Default config: the smallest iCE40 core that runs
 the digits network (1×pot4 + 1×fix8 × 2 columns, ``FAMILY_PARAMS["ice40"]``).  A unit alone
 is not its share of the whole design (optimisation across its ports is lost), but the
@@ -22,6 +22,7 @@ from amaranth.back import rtlil
 sys.path.insert(0, str(Path(__file__).parent))
 from synth_ecp5 import yosys  # noqa: E402
 
+from rmsmp.boards.build import NO_COLLISION_BYPASS  # noqa: E402
 from rmsmp.generator.config import AcceleratorConfig  # noqa: E402
 from rmsmp.generator.cost import FAMILY_PARAMS  # noqa: E402
 from rmsmp.rtl.toplevel import flat_toplevel  # noqa: E402
@@ -38,10 +39,11 @@ def synth(comp, family: str, hier: bool = False) -> dict:
         (Path(d) / "t.il").write_text(rtlil.convert(flat_toplevel(comp), name="t", emit_src=False))
         flags = " -noflatten" if hier else ""
         out = subprocess.run([yosys(), "-q", "-p",
-                              f"read_rtlil t.il; {SYNTH[family]}{flags} -top t; tee -o s.json stat -json"],
+                              f"read_rtlil t.il; {NO_COLLISION_BYPASS}; {SYNTH[family]}{flags} -top t; "
+                              "tee -o s.json stat -json"],
                              capture_output=True, text=True, cwd=d)
         if out.returncode:
-            raise RuntimeError(f"yosys failed:\n{out.stderr[-2000:]}")
+            raise RuntimeError(f"yosys failed:\n{(out.stdout + out.stderr)[-2000:]}")
         stat = json.loads((Path(d) / "s.json").read_text())
         if hier:
             return {name: mod.get("num_cells_by_type", {}) for name, mod in stat["modules"].items()}

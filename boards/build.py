@@ -37,6 +37,17 @@ __all__ = ["BoardDesign", "toolchain_env", "build_bitstream", "BuildReport", "pa
 
 NAME = "rmsmp_top"
 
+#: yosys step run after reading the design.  Every memory of the design has one write port
+#: and is never read and written at one address in the same cycle: the engine's buffers are
+#: read in the running op's region while the DMA fills another (banks and regions are kept
+#: apart by the core and the compiler), the dot-product queue never overflows, the host
+#: link's buffer is filled and read in different states, the on-chip memory backend serves
+#: one burst at a time.  Amaranth's read ports promise the old data on such a collision,
+#: which the block RAMs do not give, so yosys would build a bypass for each — two flip-flops
+#: and a LUT per bit of a block RAM's width on iCE40.  Marking the collision undefined
+#: (``COLLISION_X_MASK``) on the single-write-port, non-transparent read ports drops it.
+NO_COLLISION_BYPASS = "setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:TRANSPARENCY_MASK=1'0 %i"
+
 
 class BoardDesign(Elaboratable):
     """``cfg``'s board top on ``spec``'s pins: clock through the PLL, UART, two LEDs, and the
@@ -246,7 +257,8 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
 def _run(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None):
     """Extract Amaranth's build plan for the board design into ``out`` and run it; returns
     (exit code, the tool output and yosys log tail)."""
-    opts = {"nextpnr_opts": " ".join([f"--report {NAME}.report.json", *pnr_opts])}
+    opts = {"nextpnr_opts": " ".join([f"--report {NAME}.report.json", *pnr_opts]),
+            "script_after_read": NO_COLLISION_BYPASS}
     if script_after_synth:
         opts["script_after_synth"] = script_after_synth
     if synth_opts:
