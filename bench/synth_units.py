@@ -104,7 +104,7 @@ def main():
     if a.config:
         cfg = AcceleratorConfig.from_dict(json.loads(Path(a.config).read_text()))
     else:
-        cfg = AcceleratorConfig(lane_groups=(("pot4", 1), ("fix8", 1)), columns=2, clock_hz=24_000_000,
+        cfg = AcceleratorConfig(lane_groups=(("pot4", 1), ("fix8", 1)), columns=2, clock_hz=12_000_000,
                                 **FAMILY_PARAMS[a.family])
     print(f"{cfg.describe()} — {a.family}")
     make = units(cfg, a.family)

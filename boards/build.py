@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from amaranth import ClockDomain, Elaboratable, Module
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
 from amaranth.lib import io
 
 from rmsmp.generator.config import AcceleratorConfig
@@ -93,6 +93,16 @@ class BoardDesign(Elaboratable):
         m = Module()
         m.domains.sync = ClockDomain("sync")
         pin = platform.request(platform.default_clk, dir="-")
+        if self.spec.clock_hz == self.spec.clk_in_hz:
+            # the board's oscillator is the core clock: no PLL; reset for 15 cycles after configuration
+            m.submodules.clk_in = buf = io.Buffer("i", pin)
+            m.domains.por = ClockDomain("por", reset_less=True)
+            por = Signal(4)
+            with m.If(~por.all()):
+                m.d.por += por.eq(por + 1)
+            m.d.comb += [ClockSignal("por").eq(buf.i), ClockSignal("sync").eq(buf.i),
+                         ResetSignal("sync").eq(~por.all())]
+            return self._board_io(m, platform)
         pll = self.pll()
         if self.spec.family == "ice40":
             clk_in = pin.io
@@ -101,6 +111,9 @@ class BoardDesign(Elaboratable):
             clk_in = buf.i
         # nextpnr derives the core clock's constraint from the PLL's dividers
         m.submodules.clocking = PllDomain(pll, clk_in)
+        return self._board_io(m, platform)
+
+    def _board_io(self, m, platform):
         m.submodules.top = top = self.top
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx = rx = io.Buffer("i", uart.rx)

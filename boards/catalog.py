@@ -114,7 +114,7 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
               sdram=SdramGeometry(row_bits=13, col_bits=9, bank_bits=2)),     # AS4C16M16SA, 32 MB
     BoardSpec("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K)", "ice40", "iCE40UP5K-SG48",
               Budget(luts=5_280, ffs=5_280, dsps=8, brams=30, cells=ICE40_CELLS),
-              clk_in_hz=12e6, clock_hz=24_000_000, baud=1_000_000, mem_words=2_048,
+              clk_in_hz=12e6, clock_hz=12_000_000, baud=1_000_000, mem_words=2_048,
               programmer="iceprog", programmer_env="ICEPROG", spram_words=32_768,    # 4 × SB_SPRAM256KA
               # measured (yosys + nextpnr, the 2-MAC core): the board top takes ~940 LUTs, and
               # an iCE40 logic cell holds one LUT and one FF — 5,577 LUTs and 3,262 FFs packed
