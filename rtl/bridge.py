@@ -112,6 +112,7 @@ class HostBridge(wiring.Component):
         # response byte, after CHECK compared it) over the response's bytes as they are sent
         sending = Signal()
         crc_next = Signal(16)
+        crc_byte = Mux(idx == 0, crc[8:], crc[:8])    # a CRC goes on the wire high byte first
         m.d.comb += crc_next.eq(crc16_step(crc, Mux(sending, send_byte, byte)))
 
         def guard(receiving: bool):
@@ -170,7 +171,7 @@ class HostBridge(wiring.Component):
                 guard(True)
             with m.State("CRC"):
                 with m.If(rx.valid):          # the request's CRC is complete: compare as it comes
-                    m.d.sync += [crc_bad.eq(crc_bad | (byte != Mux(idx == 0, crc[8:], crc[:8]))),
+                    m.d.sync += [crc_bad.eq(crc_bad | (byte != crc_byte)),
                                  idx.eq(idx + 1), idle.eq(0)]
                     with m.If(idx == 1):
                         m.next = "CHECK"
@@ -270,7 +271,7 @@ class HostBridge(wiring.Component):
                         with m.Elif(cmd == Cmd.MEM_READ):
                             m.next = "RWORD"
             with m.State("RCRC"):
-                m.d.comb += [send_byte.eq(Mux(idx == 0, crc[8:], crc[:8])), tx.valid.eq(1)]
+                m.d.comb += [send_byte.eq(crc_byte), tx.valid.eq(1)]
                 with m.If(tx.ready):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == 1):

@@ -64,7 +64,8 @@ class Core(wiring.Component):
             wiring.connect(m, getattr(dma, name), getattr(engine, name))
 
         words = INSTR_BITS // bus
-        op = Signal(4)                    # the fetched instruction's opcode
+        op_bits = Opcode.as_shape().width
+        op = Signal(op_bits)              # the fetched instruction's opcode
         ereg, dreg = Signal(INSTR_BITS), Signal(INSTR_BITS)   # yosys keeps the bits a unit reads
         ei, di = Instruction(ereg), Instruction(dreg)
         k = Signal(range(words + 1))
@@ -109,18 +110,15 @@ class Core(wiring.Component):
                         m.next = "RECV"
             with m.State("RECV"):
                 # word 0 carries the opcode, which names the register the words go to
-                w_op = Mux(k == 0, rdd.payload[:4], op)
+                w_op = Mux(k == 0, rdd.payload[:op_bits], op)
                 to_engine = (w_op == Opcode.CONV) | (w_op == Opcode.VEC)
                 m.d.comb += [fetching.eq(1), rdd.ready.eq(~(to_engine & engine.busy))]
                 with m.If(rdd.valid & rdd.ready):
                     m.d.sync += [op.eq(w_op), k.eq(k + 1)]
-                    with m.Switch(k):
-                        for j in range(words):
-                            with m.Case(j):
-                                with m.If(to_engine):
-                                    m.d.sync += ereg.word_select(j, bus).eq(rdd.payload)
-                                with m.Else():
-                                    m.d.sync += dreg.word_select(j, bus).eq(rdd.payload)
+                    with m.If(to_engine):
+                        m.d.sync += ereg.word_select(k, bus).eq(rdd.payload)
+                    with m.Else():
+                        m.d.sync += dreg.word_select(k, bus).eq(rdd.payload)
                     with m.If(k == words - 1):
                         m.next = "DECODE"
             with m.State("DECODE"):
