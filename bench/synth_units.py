@@ -8,7 +8,9 @@ carry, DSP and block-RAM counts printed.  Default config: the smallest iCE40 cor
 the digits network (1×pot4 + 1×fix8 × 2 columns, ``FAMILY_PARAMS["ice40"]``).  A unit alone
 is not its share of the whole design (optimisation across its ports is lost), but the
 ranking says where to cut.  ``top`` is the board top with the SPRAM memory on iCE40.
-``--hier`` keeps the hierarchy (``-noflatten``) and lists each submodule's own cells.
+``--hier`` keeps the hierarchy (``-noflatten``) and lists each submodule's own cells; yosys
+0.70's ABC9 fails on that netlist, so its LUTs are mapped without ABC (``-noabc`` on iCE40:
+LUT counts run high, flip-flops are exact).
 """
 import argparse
 import json
@@ -37,7 +39,7 @@ def synth(comp, family: str, hier: bool = False) -> dict:
     """Cell counts by type of ``comp`` (``hier``: {module: its own cell counts})."""
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "t.il").write_text(rtlil.convert(flat_toplevel(comp), name="t", emit_src=False))
-        flags = " -noflatten" if hier else ""
+        flags = (" -noflatten -noabc" if family == "ice40" else " -noflatten") if hier else ""
         out = subprocess.run([yosys(), "-q", "-p",
                               f"read_rtlil t.il; {NO_COLLISION_BYPASS}; {SYNTH[family]}{flags} -top t; "
                               "tee -o s.json stat -json"],
