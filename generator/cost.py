@@ -7,8 +7,8 @@
   least squares to ``bench/calibrate_cost.py``'s yosys results; ``fit_error`` reports the
   worst relative error of the fit on its own points.
 - **Block RAM**: counted from the memory shapes (weight buffer per lane group, the
-  activation banks, the per-row parameter buffer, the DMA/engine FIFO) in the device's
-  block geometries; the calibration points check it.
+  activation banks, the per-row parameter buffer, and on iCE40 the dot-product queue, which
+  ECP5 keeps in LUT RAM) in the device's block geometries; the calibration points check it.
 
 ``AcceleratorConfig.for_board`` sizes arrays with it; ``make bitstream`` verifies a choice.
 """
@@ -58,6 +58,7 @@ def memory_blocks(width: int, depth: int, family: str) -> int:
 
 def bram_blocks(cfg, family: str) -> int:
     """Block RAMs of the core's memories (``rtl/engine.py``)."""
+    from rmsmp.rtl.engine import ConvEngine
     from rmsmp.rtl.isa import ACT_BANKS, param_layout
     C, R = cfg.columns, cfg.rows
     n = 0
@@ -65,6 +66,8 @@ def bram_blocks(cfg, family: str) -> int:
         n += memory_blocks(g.rows * C * g.format.bits, cfg.weight_depth, family)
     n += memory_blocks(param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits).size * R, cfg.acc_depth, family)
     n += ACT_BANKS * memory_blocks(8 * C, cfg.act_depth // ACT_BANKS, family)
+    if family == "ice40":       # no LUT RAM there: the queue of R accumulators takes blocks
+        n += memory_blocks(R * cfg.acc_bits, ConvEngine.QUEUE_DEPTH, family)
     return n
 
 

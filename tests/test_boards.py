@@ -14,7 +14,7 @@ from rmsmp.boards.build import BoardDesign, build_bitstream, parse_utilization, 
 from rmsmp.boards.catalog import BOARDS, BoardError, board
 from rmsmp.boards.pll import PllError, ecp5_pll, ice40_pll
 from rmsmp.generator.config import AcceleratorConfig
-from rmsmp.generator.cost import bram_blocks, estimate, fit, lut_equivalent
+from rmsmp.generator.cost import FAMILY_PARAMS, bram_blocks, estimate, fit, lut_equivalent
 
 BIN = Path(sys.executable).parent
 
@@ -168,10 +168,33 @@ def test_for_board_fills_the_ulx3s_within_budget(memory):
     assert estimate(fx, "ecp5")["DSP"] <= spec.budget.dsps
 
 
-def test_for_board_icebreaker_says_why_nothing_fits():
-    left = board("icebreaker").core_budget()["LUT"]
-    with pytest.raises(BoardError, match=rf"no accelerator fits icebreaker.*1 columns.*LUT [\d,]+ > {left:,}"):
-        AcceleratorConfig.for_board("icebreaker")
+def test_cost_model_matches_its_ice40_synthesis_data():
+    """iCE40: LUTs within 5 %, DSPs and block RAMs (the queue included: no LUT RAM there) exact."""
+    _, _, err, pts = fit("ice40")
+    assert len(pts) >= 6 and err < 0.05
+    for p in pts:
+        cfg = AcceleratorConfig.from_dict(p["config"])
+        est = estimate(cfg, "ice40")
+        assert est["BRAM"] == p["cells"]["SB_RAM40_4K"], cfg.describe()
+        assert est["DSP"] == p["cells"]["SB_MAC16"], cfg.describe()
+
+
+def test_for_board_icebreaker_picks_the_largest_core_that_fits():
+    """The 10:5:1 default gets the 4-MAC core (the one built: 4,974 of 5,280 cells); one more
+    row or the next column count would not fit; with on-chip block-RAM memory (16 of the 30
+    blocks) nothing fits, and the error says which resource ran out."""
+    spec = board("icebreaker")
+    cfg = AcceleratorConfig.for_board("icebreaker")
+    avail = spec.core_budget()
+    assert [(g.scheme, g.rows) for g in cfg.lane_groups] == [("pot4", 1), ("fix8", 1)] and cfg.columns == 2
+    assert cfg.clock_hz == spec.clock_hz and cfg.acc_bits == 24
+    assert all(estimate(cfg, "ice40")[k] <= avail[k] for k in avail)
+    for bigger in (AcceleratorConfig(lane_groups=(("pot4", 2), ("fix8", 1)), columns=2, **FAMILY_PARAMS["ice40"]),
+                   AcceleratorConfig(lane_groups=(("pot4", 1), ("fix8", 1)), columns=4, **FAMILY_PARAMS["ice40"])):
+        assert any(estimate(bigger, "ice40")[k] > avail[k] for k in avail), bigger.describe()
+    left = spec.core_budget("bram")["BRAM"]
+    with pytest.raises(BoardError, match=rf"no accelerator fits icebreaker.*1 columns.*needs BRAM \d+ > {left}"):
+        AcceleratorConfig.for_board("icebreaker", memory="bram")
 
 
 def test_parse_utilization_of_a_nextpnr_log():
@@ -223,5 +246,5 @@ def test_cli_config_writes_the_for_board_choice(tmp_path, capsys):
     cfg = AcceleratorConfig.from_dict(json.loads((tmp_path / "c.json").read_text()))
     assert cfg == AcceleratorConfig.for_board("ulx3s-85f", {"pot4": 0.5, "fix8": 0.5})
     assert "estimated core: LUT" in capsys.readouterr().out
-    assert main(["config", "--board", "icebreaker"]) == 2
+    assert main(["config", "--board", "icebreaker", "--memory", "bram"]) == 2
     assert "no accelerator fits icebreaker" in capsys.readouterr().err
