@@ -1,6 +1,6 @@
 """The whole core in Amaranth's simulator: program in memory, DMA, compute, store."""
 import pytest
-from amaranth import Module
+from amaranth import Fragment, Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
@@ -10,13 +10,15 @@ from rmsmp.generator.lower import unpack_activations
 from rmsmp.generator.program import layer_program, vec_program
 from rmsmp.rtl.core import Core
 from rmsmp.rtl.burst_ram import BurstRam
+from rmsmp.sim.collisions import PoisonCollisions
 
 CFG = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix4", 1), ("fix8", 1)), columns=4,
                         act_depth=2048, weight_depth=512, acc_depth=64)
 RATIO = {"pot4": 0.5, "fix4": 0.25, "fix8": 0.25}
 
 
-def run_core(cfg, prog, spare=64):
+def run_core(cfg, prog, spare=64, platform=None):
+    """Runs ``prog`` from memory; ``platform``: an elaboration platform (PoisonCollisions)."""
     core = Core(cfg)
     mem = BurstRam(depth=len(prog.image) + spare, bus_width=cfg.bus_width, init=prog.image)
     top = Module()
@@ -37,8 +39,10 @@ def run_core(cfg, prog, spare=64):
             assert n < 300000, "core never finished"
         out["cycles"], out["beats"] = ctx.get(core.cycles), ctx.get(core.mac_beats)
         out["image"] = [ctx.get(mem.mem.data[i]) for i in range(len(prog.image))]
+        if platform is not None:
+            out["collisions"] = {k: ctx.get(v) for k, v in platform.hits.items()}
 
-    sim = Simulator(top)
+    sim = Simulator(Fragment.get(top, platform))
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
@@ -100,9 +104,9 @@ def test_weights_pack_at_their_own_width(ratio, wbits):
     assert got == y.reshape(layer.rows, OH, OW).tolist()
 
 
-def test_engine_op_fetched_while_the_engine_runs():
-    """Two convs back to back with different output bases: the second CONV is fetched while
-    the first runs, and must not reach the engine's descriptor register before it is done."""
+def _back_to_back_program():
+    """(program, expected output, unpack shape, MAC beats of one conv): two convs back to
+    back with different output bases, stored as y1 and y2."""
     from rmsmp.generator.lower import lower_conv, pack_activations
     from rmsmp.generator.program import ProgramBuilder, _width
     from rmsmp.rtl.engine import buffer_ports
@@ -123,10 +127,81 @@ def test_engine_op_fetched_while_the_engine_runs():
     pb.conv(second)
     pb.store("y1", len(xw), n)
     pb.store("y2", len(xw) + n, n)
-    prog = pb.build()
+    return pb.build(), y, (layer.rows, first.desc["out_h"], first.desc["out_w"], C, layer.out.signed), first.beats
+
+
+def test_engine_op_fetched_while_the_engine_runs():
+    """Two convs back to back with different output bases: the second CONV is fetched while
+    the first runs, and must not reach the engine's descriptor register before it is done."""
+    prog, y, shape, beats = _back_to_back_program()
     res = run_core(CFG, prog)
-    OH, OW = first.desc["out_h"], first.desc["out_w"]
     for name in ("y1", "y2"):
-        got = unpack_activations(prog.read_entries(res["image"], name), layer.rows, OH, OW, C, layer.out.signed)
-        assert got == y.reshape(layer.rows, OH, OW).tolist(), name
-    assert res["beats"] == 2 * first.beats
+        got = unpack_activations(prog.read_entries(res["image"], name), *shape)
+        assert got == y.reshape(shape[:3]).tolist(), name
+    assert res["beats"] == 2 * beats
+
+
+def test_poisoned_memory_garbles_a_collided_read_and_counts_it():
+    """The checker itself: a memory read and written at one address in a cycle returns the
+    written bytes inverted and counts the hit; apart, it returns the stored data."""
+    from amaranth.lib.memory import Memory
+    m = Module()
+    m.submodules.mem = mem = Memory(shape=16, depth=4, init=[0x1111, 0x2222, 0x3333, 0x4444])
+    wp, rp = mem.write_port(granularity=8), mem.read_port()
+    poison = PoisonCollisions()
+
+    async def bench(ctx):
+        ctx.set(rp.addr, 1)
+        await ctx.tick()
+        assert ctx.get(rp.data) == 0x2222
+        ctx.set(wp.addr, 1)
+        ctx.set(wp.data, 0xABCD)
+        ctx.set(wp.en, 0b01)              # low byte written while it is read
+        await ctx.tick()
+        ctx.set(wp.en, 0)
+        assert ctx.get(rp.data) == 0x2222 ^ 0x00FF     # old data, written byte inverted
+        ctx.set(rp.addr, 2)
+        ctx.set(wp.en, 0b11)                 # write 1 while 2 is read: no collision
+        await ctx.tick()
+        ctx.set(wp.en, 0)
+        assert ctx.get(rp.data) == 0x3333
+        ctx.set(rp.addr, 1)
+        await ctx.tick()
+        assert ctx.get(rp.data) == 0xABCD
+        assert list(ctx.get(h) for h in poison.hits.values()) == [1]
+
+    sim = Simulator(Fragment.get(m, poison))
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("case", ["3x3s2", "add", "back-to-back"])
+def test_core_never_uses_a_read_during_write_collision(case, capsys):
+    """The builds mark read-during-write collisions undefined (boards/build.py:
+    NO_COLLISION_BYPASS); with every collided read garbled, the core's results stay bit-exact."""
+    poison = PoisonCollisions()
+    if case == "3x3s2":
+        qm, layer, x, y = one_layer_model(op="conv", cin=6, cout=8, k=3, s=2, p=1, hw=7, ratio=RATIO)
+        prog = layer_program(qm, layer, CFG, x, in_hw=(7, 7))
+        res = run_core(CFG, prog, platform=poison)
+        low = prog.layers[0]
+        shape = (layer.rows, low.desc["out_h"], low.desc["out_w"], CFG.columns, layer.out.signed)
+        expect = {"y": y}
+    elif case == "add":
+        qm, tr = mini_block()
+        layer, inputs, y = vec_case(qm, tr, "add")
+        prog = vec_program(qm, layer, CFG, inputs)
+        res = run_core(CFG, prog, platform=poison)
+        o = prog.io["output"]
+        shape = (o["channels"], o["H"], o["W"], CFG.columns, o["signed"])
+        expect = {"y": y}
+    else:
+        prog, y, shape, _ = _back_to_back_program()
+        res = run_core(CFG, prog, platform=poison)
+        expect = {"y1": y, "y2": y}
+    for name, want in expect.items():
+        got = unpack_activations(prog.read_entries(res["image"], name), *shape)
+        assert got == want.reshape(shape[:3]).tolist(), name
+    with capsys.disabled():
+        print(f"\n{case}: collided reads (garbled, unused) {res['collisions']}")
