@@ -49,20 +49,23 @@ def verilator_env() -> dict:
     return env
 
 
-def emit_verilog(component, name: str) -> str:
+def emit_verilog(component, name: str, platform=None) -> str:
+    """Verilog of ``component`` with its ports flattened; ``platform``: the elaboration
+    platform (e.g. :class:`rmsmp.sim.collisions.PoisonCollisions`)."""
     from amaranth.back import verilog
 
     from rmsmp.rtl.toplevel import flat_toplevel
-    return verilog.convert(flat_toplevel(component), name=name, emit_src=False)
+    return verilog.convert(flat_toplevel(component), name=name, platform=platform, emit_src=False)
 
 
 class VerilatorBuild:
-    """One Verilator model of ``component`` (top module ``name``), built on first use."""
+    """One Verilator model of ``component`` (top module ``name``, elaborated for
+    ``platform``), built on first use."""
 
     def __init__(self, component, name: str, *, build_root: Path | None = None, extra_sources=(),
-                 build_args=None):
+                 build_args=None, platform=None):
         self.name = name
-        self.verilog = emit_verilog(component, name)
+        self.verilog = emit_verilog(component, name, platform)
         self.build_args = list(DEFAULT_BUILD_ARGS if build_args is None else build_args)
         extra = [Path(p) for p in extra_sources]
         h = hashlib.sha256(self.verilog.encode())

@@ -1,6 +1,8 @@
 """The whole board top in Verilator, driven through its UART pins by the host link code:
 upload a layer program, start it, read the result back bit-exact vs golden; corrupted
-frames, bad checksums and UART framing errors are reported and retried."""
+frames, bad checksums and UART framing errors are reported and retried.  The layer test's
+memories garble any read that collides with a write (rmsmp.sim.collisions, the property the
+builds' NO_COLLISION_BYPASS relies on): the link's buffer, the core's and the on-chip RAM."""
 import json
 from dataclasses import asdict
 
@@ -16,6 +18,7 @@ from rmsmp.generator.program import layer_program
 from rmsmp.rtl.bridge import Status
 from rmsmp.host import compile_model
 from rmsmp.sim import golden
+from rmsmp.sim.collisions import PoisonCollisions
 from rmsmp.sim.layer_cases import mini_block, one_layer_model
 from rmsmp.sim.verilator import VerilatorBuild
 
@@ -31,7 +34,7 @@ def test_board_top_runs_a_layer_over_the_uart_link(tmp_path):
     addr, entries, width = prog.outputs["y"]
     words = entries * (width // 32)
     model = VerilatorBuild(BoardTop(CFG, mem_words=len(prog.image) + 16, divisor=DIV, link_timeout=4096),
-                           "rmsmp_board")
+                           "rmsmp_board", platform=PoisonCollisions())
     model.build(log_file=tmp_path / "build.log")
     result = tmp_path / "result.json"
     model.run("rmsmp.sim.benches.board",
