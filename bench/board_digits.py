@@ -6,8 +6,8 @@ Trains the digits CNN (DigitsNet of ``--width``, seed 0), quantizes it with RMSM
 compiles it for ``AcceleratorConfig.for_board(board)`` in the largest batch (≤ 16) whose
 program fits the board's memory (the width-32 network of the tests needs 87,853 words for
 one image, the iCEBreaker's SPRAM holds 32,768), runs ``--images`` held-out images in
-Verilator (behind the board's SDRAM model where it has
-one, else the one-word-per-cycle memory that the iCEBreaker's SPRAM is), checks the logits
+Verilator (behind the board's SDRAM model where it has one, else the one-word-per-cycle
+memory, which the single-port SPRAM matches except when a fetch meets a store), checks the logits
 against the golden model bit for bit and prints cycles/image, MAC utilization, accuracy and
 images/s at the board clock and at the Fmax of a build report (``make bitstream`` writes
 ``build/<board>/report.json``).  The figure for a board too small for ResNet-18.

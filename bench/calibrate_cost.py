@@ -3,10 +3,11 @@
     python bench/calibrate_cost.py [--family ecp5|ice40] [-o generator/cost_data/ecp5.json]
 
 Synthesizes the whole core (yosys synth_ecp5 / synth_ice40 -dsp, via YoWASP, after the
-builds' ``NO_COLLISION_BYPASS`` step, as ``make bitstream`` does) for a spread of array shapes and writes the cell counts per configuration.  ``rmsmp.generator.cost``
+builds' ``NO_COLLISION_BYPASS`` step, as ``make bitstream`` does) for a spread of array
+shapes and writes the cell counts per configuration.  ``rmsmp.generator.cost``
 fits its LUT and DSP model to this file (least squares) and states the fit error;
 block RAMs are computed from the memory shapes and checked against the same data.
-Takes about 25 min for ECP5 and 8 min for iCE40 on this machine (the first call compiles the WebAssembly).
+Takes about 17 min for ECP5 and 3 min for iCE40 on this machine (the first call compiles the WebAssembly).
 """
 import argparse
 import json
@@ -52,7 +53,8 @@ SYNTH = {"ecp5": "synth_ecp5", "ice40": "synth_ice40 -dsp"}
 def synth_core(cfg, family: str) -> dict:
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "core.il").write_text(rtlil.convert(flat_toplevel(Core(cfg)), name="core", emit_src=False))
-        out = subprocess.run([yosys(), "-q", "-p", f"read_rtlil core.il; {NO_COLLISION_BYPASS}; {SYNTH[family]} -top core; "
+        out = subprocess.run([yosys(), "-q", "-p", f"read_rtlil core.il; {NO_COLLISION_BYPASS}; "
+                              f"{SYNTH[family]} -top core; "
                               "tee -o stat.json stat -json"], capture_output=True, text=True, cwd=d)
         if out.returncode:
             raise RuntimeError(f"yosys failed:\n{out.stderr[-2000:]}")

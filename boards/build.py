@@ -48,8 +48,9 @@ NAME = "rmsmp_top"
 #: (``COLLISION_X_MASK``) on the single-write-port, non-transparent read ports drops it.
 #: (``synth_ice40 -no-rw-check`` does not: Amaranth's read ports arrive already clocked, and
 #: that option acts where memory_dff merges flip-flops — 5,693 instead of 4,993 cells.)
-#: ``rmsmp.sim.collisions.PoisonCollisions`` checks the claim in simulation: the engine and
-#: core tests run with every collided read garbled and stay bit-exact.
+#: ``rmsmp.sim.collisions.PoisonCollisions`` checks the claim in simulation: the engine's and
+#: the core's Amaranth tests and the board top's UART test run with every collided read
+#: garbled and stay bit-exact.
 NO_COLLISION_BYPASS = "setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:TRANSPARENCY_MASK=1'0 %i"
 
 

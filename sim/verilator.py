@@ -74,10 +74,9 @@ class VerilatorBuild:
         self.name = name
         self.verilog = emit_verilog(component, name, platform)
         self.build_args = list(DEFAULT_BUILD_ARGS if build_args is None else build_args)
-        self.make_vars = MAKE_VARS
         extra = [Path(p) for p in extra_sources]
         h = hashlib.sha256(self.verilog.encode())
-        h.update(json.dumps([self.build_args, list(self.make_vars)]).encode())
+        h.update(json.dumps([self.build_args, list(MAKE_VARS)]).encode())
         for p in extra:
             h.update(p.read_bytes())
         self.build_dir = Path(build_root or BUILD_ROOT) / "verilator" / f"{name}-{h.hexdigest()[:12]}"
@@ -102,7 +101,7 @@ class VerilatorBuild:
             self._runner = self._get_runner()
             stamp = self.build_dir / ".built"
             flags = os.environ.get("MAKEFLAGS", "")
-            os.environ["MAKEFLAGS"] = " ".join([flags, *self.make_vars]).strip()   # make's command line
+            os.environ["MAKEFLAGS"] = " ".join([flags, *MAKE_VARS]).strip()   # make's command line
             try:
                 self._runner.build(sources=[str(s) for s in self.sources], hdl_toplevel=self.name,
                                    build_dir=str(self.build_dir), always=not stamp.exists(),
