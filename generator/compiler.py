@@ -239,6 +239,27 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
             if per_og > cfg.weight_depth:
                 raise CompileError(f"layer {low.name!r}: one output group needs {per_og} weight entries, the "
                                    f"buffers hold {cfg.weight_depth} (input-channel tiling is not implemented)")
+            if low.pool_blocks:
+                # a pool on the conv engine: every set holds its one kernel and whole blocks' parameters
+                if og_n * per_og > cfg.weight_depth or og_n > cfg.acc_depth:
+                    raise CompileError(f"layer {low.name!r}: the average pool's kernel needs {og_n * per_og} "
+                                       f"weight and {og_n} parameter entries, the buffers hold "
+                                       f"{cfg.weight_depth} and {cfg.acc_depth}")
+                half = og_n * per_og <= cfg.weight_depth // 2 and og_n <= cfg.acc_depth // 2
+                nb = low.pool_blocks
+                step = max(1, min(nb, (cfg.acc_depth // 2 if half else cfg.acc_depth) // og_n))
+                step = math.ceil(nb / math.ceil(nb / step))
+                lst = []
+                for b0 in range(0, nb, step):
+                    b1 = min(nb, b0 + step)
+                    blobs = [(Buffer.WEIGHT0 + k, pb.blob(f"{low.name}.{b0}.w_{g.scheme}", low.packed[g.scheme][2],
+                                                          low.packed[g.scheme][1]), low.packed[g.scheme][0])
+                             for k, g in enumerate(cfg.lane_groups)]
+                    blobs.append((Buffer.PARAM, pb.blob(f"{low.name}.{b0}.p", low.params[b0 * og_n:b1 * og_n],
+                                                        pwidth), 0))
+                    lst.append((b0, b1, blobs, half))
+                chunks[low.name] = lst
+                continue
             half = per_og <= cfg.weight_depth // 2 and cfg.acc_depth >= 2
             cap_w = cfg.weight_depth // 2 if half else cfg.weight_depth
             cap_p = cfg.acc_depth // 2 if half else cfg.acc_depth
@@ -257,7 +278,7 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
             chunks[low.name] = lst
 
     # -- the operation list, all images ------------------------------------------------------
-    ops = []                # ("ld", ref, off, n, buf) | ("st", ...) | ("conv", low, set) | ("vec", low) | ("stamp", k)
+    ops = []                # ("ld", ref, off, n, buf) | ("st", ...) | ("conv"|"vec", low, set, p_off) | ("stamp", k)
     sets: list[_Set] = []
     names = [l.name for l in qm.layers[1:] if l.name in lowered]
     moved = {n: 0 for n in names}                  # bus words per layer (first image)
@@ -349,12 +370,24 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
             low = lowered[l.name]
             first_emit = True
 
-            def emit(kind, desc, set_=None):
+            def emit(kind, desc, set_=None, p_off=0):
+                """``p_off``: the op's parameter words, from its weight set's base."""
                 nonlocal first_emit
                 v = replace(low, desc=desc, macs=low.macs if first_emit else 0,
                             beats=low.beats if first_emit else 0)
                 first_emit = False
-                ops.append((kind, v, set_))
+                ops.append((kind, v, set_, p_off))
+
+            def emit_pool(band, b_lo, b_hi, set_=None):
+                """The pool's op for each channel block b in [b_lo, b_hi): input block b (its
+                band rows start at in_base + b·rows·W), block b's parameter words."""
+                og = low.desc["out_groups"]
+                for b in range(b_lo, b_hi):
+                    desc = {**band, "in_base": band["in_base"] + b * band["in_h"] * band["in_w"]}
+                    if set_ is None:
+                        emit("conv", {**desc, "p_base": band["p_base"] + b * og})
+                    else:
+                        emit("conv", desc, set_, (b - b_lo) * og)
 
             x = l.inputs[0]
             ci, H, W = shapes[alias.get(x, x)]
@@ -398,13 +431,22 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
                             band = {**d, "in_base": base, "in_h": b1 - b0, "pad_top": pad_top, "out_base": a_out,
                                     "out_h": oy1 - oy0, "banks": banks}
                             if resident:
-                                emit("conv", band)
+                                if low.pool_blocks:
+                                    emit_pool(band, 0, low.pool_blocks)
+                                else:
+                                    emit("conv", band)
                             elif only is not None:
-                                emit("conv", band, only)
+                                if low.pool_blocks:
+                                    emit_pool(band, 0, low.pool_blocks, only)
+                                else:
+                                    emit("conv", band, only)
                             else:
-                                for og0, og1, blobs, hf in chunks[l.name]:
+                                for c0, c1, blobs, hf in chunks[l.name]:
                                     sets.append(_Set(l.name, blobs, sum(pb.blob_words(b) for _, b, _ in blobs), hf))
-                                    emit("conv", {**band, "out_groups": og1 - og0}, len(sets) - 1)
+                                    if low.pool_blocks:          # sets of channel blocks
+                                        emit_pool(band, c0, c1, len(sets) - 1)
+                                    else:                        # sets of output groups
+                                        emit("conv", {**band, "out_groups": c1 - c0}, len(sets) - 1)
                     closures.append((load, compute, store))
                 run_bands(closures, pipelined)
             elif l.op == "add":
@@ -467,7 +509,7 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
         elif op[0] == "vec":
             pb.vec(op[1])
         else:
-            _, low, j = op
+            _, low, j, p_off = op
             if j is not None:
                 st_ = sets[j]
                 if j not in loaded:
@@ -476,7 +518,7 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
                     loaded.add(j)
                 base_w = cfg.weight_depth // 2 * st_.half if st_.half is not None else 0
                 base_p = cfg.acc_depth // 2 * st_.half if st_.half is not None else 0
-                low = replace(low, desc={**low.desc, "w_base": base_w, "p_base": base_p})
+                low = replace(low, desc={**low.desc, "w_base": base_w, "p_base": base_p + p_off})
             pb.conv(low)
             if j is not None and j not in first_conv_done:
                 first_conv_done.add(j)

@@ -22,7 +22,7 @@ import torch
 from amaranth.lib import data
 
 from rmsmp.rtl.formats import parse_weight_format, requant_multiplier
-from rmsmp.rtl.isa import ACT_BANKS, ConvDesc, VecKind, param_layout
+from rmsmp.rtl.isa import ACT_BANKS, CH_BITS, ConvDesc, VecKind, param_layout
 
 __all__ = ["LoweredLayer", "lower_conv", "lower_vec", "lower_avgpool_conv", "CompileError", "pack_activations", "pack_activation_words",
            "unpack_activations", "im2col_input", "can_run", "lanes_for"]
@@ -44,6 +44,9 @@ class LoweredLayer:
     macs: int = 0                    # useful MACs of the layer
     beats: int = 0                   # array beats (conv) or buffer taps (vector) issued
     kind: str = "conv"               # "conv" or "vec"
+    pool_blocks: int = 0             # a global pool on the conv engine: ``desc`` pools one channel
+                                     # block; it runs once per block b, reading input block b, with
+                                     # the ``out_groups`` parameter words from p_base + b·out_groups
 
     @property
     def desc_bits(self) -> int:
@@ -317,17 +320,40 @@ class _OnesKernelLayer:
 
 def lower_avgpool_conv(qm, layer, cfg, *, channels: int, in_hw) -> LoweredLayer:
     """A global average pool on the conv engine (for a vector unit built without
-    ``avgpool``): a ones kernel over the whole (square, at most 15×15) plane."""
+    ``avgpool``), one channel block at a time: the op for block ``b`` reads input block ``b``
+    (C channels) and sums each channel over a ones kernel on the diagonal of a C × C × H × H
+    weight — the same for every block, so it is stored once — while block ``b``'s parameter
+    words name its output channels.  Weights are C²·H² codes and beats ``blocks·⌈C/R⌉·H²``,
+    where a dense channels × channels kernel would take channels²·H² and ``⌈channels/R⌉·
+    blocks·H²`` (square planes up to 15×15: the kernel field's range)."""
     H, W = in_hw
     if H != W or H > 15:
         raise CompileError(f"layer {layer.name!r}: this accelerator's vector unit has no average pool "
                            f"(vector_ops {', '.join(cfg.vector_ops) or 'none'}), and the conv engine pools "
                            f"only square planes up to 15×15, not {H}×{W}")
+    R, C = cfg.rows, cfg.columns
     iq = qm[layer.inputs[0]].out
     M, n = _avgpool_requant(layer, iq, H, W, cfg)
-    requant = {"mult": [M] * channels, "shift": [n] * channels, "bias": [0] * channels}
-    return lower_conv(qm, _OnesKernelLayer(layer, channels, H, cfg), cfg, in_hw=in_hw, in_base=0, out_base=0,
-                      requant=requant)
+    one = lower_conv(qm, _OnesKernelLayer(layer, C, H, cfg), cfg, in_hw=in_hw, in_base=0, out_base=0,
+                     requant={"mult": [M] * C, "shift": [n] * C, "bias": [0] * C})
+    ogc, nb = one.desc["out_groups"], math.ceil(channels / C)
+    if (nb * C - 1).bit_length() > CH_BITS:
+        raise CompileError(f"layer {layer.name!r}: {channels} channels exceed the parameter word's "
+                           f"{CH_BITS}-bit channel field")
+    arr = data.ArrayLayout(param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits), R)
+    off = {"bias": 0, "mult": 0, "shift": 0, "ch": 0, "en": 0}
+    params = []
+    for b in range(nb):
+        words = [[off] * R for _ in range(ogc)]
+        for c in range(min(C, channels - b * C)):
+            og, row = divmod(one.perm[c], R)
+            words[og][row] = {"bias": 0, "mult": M, "shift": n, "ch": b * C + c, "en": 1}
+        params += [arr.const(w).as_bits() for w in words]
+    slots = 2 * channels if layer.out.bits > 8 else channels
+    return LoweredLayer(layer.name, one.desc, one.weights, one.packed, params,
+                        perm=[one.perm[ch % C] for ch in range(channels)],
+                        out_channels_padded=math.ceil(slots / C) * C, macs=channels * H * W,
+                        beats=nb * one.beats, pool_blocks=nb)
 
 
 def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: int, b_base: int = 0) -> LoweredLayer:

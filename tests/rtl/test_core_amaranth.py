@@ -1,5 +1,9 @@
 """The whole core in Amaranth's simulator: program in memory, DMA, compute, store."""
+from types import SimpleNamespace
+
 import pytest
+import torch
+import torch.nn as nn
 from amaranth import Fragment, Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
@@ -11,6 +15,9 @@ from rmsmp.generator.program import layer_program, vec_program
 from rmsmp.rtl.core import Core
 from rmsmp.rtl.burst_ram import BurstRam
 from rmsmp.sim.collisions import PoisonCollisions
+from rmsmp.host import compile_model, quantize
+from rmsmp.host.device import Device
+from rmsmp.sim import golden
 
 CFG = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix4", 1), ("fix8", 1)), columns=4,
                         act_depth=2048, weight_depth=512, acc_depth=64)
@@ -172,3 +179,53 @@ def test_poisoned_memory_garbles_a_collided_read_and_counts_it():
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+
+
+class _AmaranthDevice(Device):
+    """The core in Amaranth's simulator, memories poisoned as in :func:`run_core`, as a device."""
+
+    def run_image(self, image, read=None):
+        res = run_core(self.cfg, SimpleNamespace(image=image, prog_addr=self.program.prog_addr))
+        self.stats = {"cycles": res["cycles"], "mac_beats": res["beats"], "wall_s": 1.0, "process_s": 1.0}
+        return res["image"]
+
+
+class _PoolNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 10, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(10)
+        self.relu = nn.ReLU()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(10, 4)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.avgpool(self.relu(self.bn(self.conv(x)))), 1))
+
+
+@pytest.mark.parametrize("acc_depth,sets", [(64, 0), (4, 2)], ids=["resident", "streamed-in-2-sets"])
+def test_average_pool_on_the_conv_engine_runs_block_by_block(acc_depth, sets):
+    """Without a vector-unit pool the global average pool runs on the conv engine one channel
+    block at a time (10 channels, C = 4: three ops, the last half empty) with one stored
+    kernel; bit-exact whole network, its parameters resident or streamed in sets of blocks."""
+    torch.manual_seed(0)
+    model = _PoolNet().eval()
+    x = torch.randn(8, 3, 5, 5)
+    qm = quantize(model, x, assign="variance")
+    cfg = AcceleratorConfig(lane_groups=CFG.lane_groups, columns=4, act_depth=2048, weight_depth=512,
+                            acc_depth=acc_depth, vector_ops=("add",))
+    prog = compile_model(qm, cfg, (3, 5, 5))
+    assert prog.io["network"]["resident"] == (sets == 0)
+    pool = [low for low in prog.layers if low.name == "avgpool"]
+    assert len(pool) == 3 and {low.desc["in_cb"] for low in pool} == {1}
+    assert pool[0].beats == 3 * 5 * 5 and pool[0].macs == 10 * 5 * 5
+    assert [low.desc["in_base"] - pool[0].desc["in_base"] for low in pool] == [0, 25, 50]
+    assert len(pool[0].weights["pot4"]) == 5 * 5                 # one kernel, not one per block
+    pb = [low.desc["p_base"] for low in pool]                   # each block's parameter words
+    if sets:                  # blocks 0, 1 in one half of the parameter buffer, block 2 in the other
+        assert pb[1] == pb[0] + 1 and pb[2] // (acc_depth // 2) != pb[0] // (acc_depth // 2)
+    else:
+        assert pb == [pb[0], pb[0] + 1, pb[0] + 2]
+    dev = _AmaranthDevice(cfg)
+    dev.load(prog)
+    assert torch.equal(dev.run(x[:1]), golden(qm, x[:1]))
