@@ -229,8 +229,8 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
         for k, g in enumerate(cfg.lane_groups):      # one load per layer: each packs at its own width
             for low in convs:
                 wbits, width, words = low.packed[g.scheme]
-                pb.load(Buffer.WEIGHT0 + k, pb.blob(f"{low.name}.w_{g.scheme}", words, width), low.desc["w_base"],
-                        wbits=wbits)
+                pb.load(Buffer.WEIGHT0 + k, pb.blob(f"{low.name}.w_{g.scheme}", words, width, weights=k),
+                        low.desc["w_base"], wbits=wbits)
         pb.load(Buffer.PARAM, pb.blob("params", [p for low in convs for p in low.params], pwidth))
     else:
         for low in convs:
@@ -253,7 +253,7 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
                 for b0 in range(0, nb, step):
                     b1 = min(nb, b0 + step)
                     blobs = [(Buffer.WEIGHT0 + k, pb.blob(f"{low.name}.{b0}.w_{g.scheme}", low.packed[g.scheme][2],
-                                                          low.packed[g.scheme][1]), low.packed[g.scheme][0])
+                                                          low.packed[g.scheme][1], weights=k), low.packed[g.scheme][0])
                              for k, g in enumerate(cfg.lane_groups)]
                     blobs.append((Buffer.PARAM, pb.blob(f"{low.name}.{b0}.p", low.params[b0 * og_n:b1 * og_n],
                                                         pwidth), 0))
@@ -272,7 +272,8 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
                 for k, g in enumerate(cfg.lane_groups):
                     wbits, width, words = low.packed[g.scheme]
                     blobs.append((Buffer.WEIGHT0 + k, pb.blob(f"{low.name}.{og0}.w_{g.scheme}",
-                                                              words[og0 * per_og:og1 * per_og], width), wbits))
+                                                              words[og0 * per_og:og1 * per_og], width,
+                                                              weights=k), wbits))
                 blobs.append((Buffer.PARAM, pb.blob(f"{low.name}.{og0}.p", low.params[og0:og1], pwidth), 0))
                 lst.append((og0, og1, blobs, half))
             chunks[low.name] = lst

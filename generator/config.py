@@ -16,6 +16,10 @@ __all__ = ["LaneGroup", "AcceleratorConfig", "ConfigError", "DEFAULT_LANE_GROUPS
 
 #: the vector unit's operations, in canonical order (rtl/vector.py)
 VECTOR_OPS = ("add", "maxpool", "avgpool")
+#: Revision of what a core reads from memory (instructions, weight layout); part of the ID, so
+#: a program for another revision is refused like one for another config.  2: weight entries
+#: of at most half a bus word share words.
+ISA_REVISION = 2
 
 
 class ConfigError(ValueError):
@@ -194,8 +198,9 @@ class AcceleratorConfig:
 
     @property
     def config_hash(self) -> int:
-        """32-bit identifier of this config (SHA-256 of its canonical JSON)."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """32-bit identifier of this config and the program format its core reads (SHA-256
+        of the canonical JSON of the config and :data:`ISA_REVISION`)."""
+        text = json.dumps({**self.to_dict(), "isa": ISA_REVISION}, sort_keys=True, separators=(",", ":"))
         return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
     def describe(self) -> str:

@@ -2,13 +2,14 @@
 
 Memory map (bus words): the program at 0, then each blob (input, weights, parameters) in
 order, then the output region.  Entries wider than the bus take consecutive words,
-least significant first (as the DMA reads them).
+least significant first (as the DMA reads them); weight entries of at most half a word share
+words in power-of-two slots (:func:`rmsmp.rtl.dma.weight_slot`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rmsmp.rtl.dma import words_per_entry
+from rmsmp.rtl.dma import weight_slot, words_per_entry
 from rmsmp.rtl.isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode
 
 from .lower import CompileError, LoweredLayer, lower_conv, lower_vec, pack_activations
@@ -33,7 +34,7 @@ class Program:
     io: dict = field(default_factory=dict)        # "input"/"output" tensor specs (see layer_program)
     config: dict = field(default_factory=dict)    # AcceleratorConfig.to_dict() it was compiled for
 
-    FORMAT, VERSION = "rmsmp.Program", 1
+    FORMAT, VERSION = "rmsmp.Program", 2
 
     def save(self, path) -> None:
         """One ``.npz`` file: the memory image and a JSON header (config, I/O map, layer stats)."""
@@ -88,14 +89,24 @@ class ProgramBuilder:
         self.cfg = cfg
         self.bus = cfg.bus_width
         self._instrs = []        # (op, arg dict with blob references resolved later)
-        self._blobs = []         # (name, list of entries, entry width)
+        self._blobs = []         # (name, list of entries, entry width, slot bits or 0)
         self._blob_words = {}
+        self._blob_meta = {}     # name -> (lane group index of a weight blob or None, slot bits or 0)
         self._outputs = []       # (name, entries, width)
         self.layers = []
 
-    def blob(self, name, entries, width):
-        self._blobs.append((name, list(entries), width))
-        self._blob_words[name] = len(entries) * words_per_entry(width, self.bus)
+    def blob(self, name, entries, width, *, weights: int | None = None):
+        """Place ``entries`` of ``width`` bits; ``weights=k``: for lane group ``k``'s weight
+        buffer, whose entries share bus words when the group's full entry is at most half a
+        word (:func:`~rmsmp.rtl.dma.weight_slot`), as the DMA unpacks them."""
+        slot = 0
+        if weights is not None:
+            g = self.cfg.lane_groups[weights]
+            slot = weight_slot(g.rows * self.cfg.columns * g.format.bits, self.bus)
+        self._blobs.append((name, list(entries), width, slot))
+        self._blob_meta[name] = (weights, slot)
+        self._blob_words[name] = (-(-len(entries) // (self.bus // slot)) if slot
+                                  else len(entries) * words_per_entry(width, self.bus))
         return name
 
     def blob_words(self, name: str) -> int:
@@ -107,6 +118,12 @@ class ProgramBuilder:
         """DMA ``count`` entries (default: all of blob ``ref``) from blob or region ``ref``,
         starting ``offset`` bus words in, to entry ``buf_addr`` of buffer ``buf``; ``wbits``:
         the packed code width of a weight blob (0: the lane's width)."""
+        group = buf - Buffer.WEIGHT0 if buf >= Buffer.WEIGHT0 else None
+        if ref in self._blob_meta and self._blob_meta[ref][0] != group:
+            k = self._blob_meta[ref][0]
+            made = "no weight buffer" if k is None else f"the weight buffer of lane group {k}"
+            raise ValueError(f"blob {ref!r} loads buffer {buf} but was made for {made}: make a weight "
+                             "blob with blob(..., weights=k), its entries may share words")
         self._instrs.append(("LOAD", buf, ref, buf_addr, offset, count, wbits))
 
     def _banks(self, buf, buf_addr: int, count: int) -> int:
@@ -158,13 +175,17 @@ class ProgramBuilder:
         where = {}
         self.blob_addr = {}
         data = []
-        for name, entries, width in self._blobs:
+        for name, entries, width, slot in self._blobs:
             where[name] = (addr, len(entries), width)
             self.blob_addr[name] = addr
-            for e in entries:
-                w = split_words(e, width, self.bus)
-                data += w
-                addr += len(w)
+            if slot:
+                per = self.bus // slot
+                w = [sum(e << (slot * j) for j, e in enumerate(entries[i:i + per]))
+                     for i in range(0, len(entries), per)]
+            else:
+                w = [x for e in entries for x in split_words(e, width, self.bus)]
+            data += w
+            addr += len(w)
         outputs = {}
         for name, n, width in self._outputs:
             outputs[name] = (addr, n, width)
@@ -219,7 +240,7 @@ def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
             raise ValueError(f"layer {layer.name!r}: {len(low.weights[g.scheme])} weight words exceed the "
                              f"{cfg.weight_depth}-entry {g.scheme} buffer")
         wbits, width, words = low.packed[g.scheme]
-        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", words, width), wbits=wbits)
+        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", words, width, weights=k), wbits=wbits)
     pb.load(Buffer.PARAM, pb.blob("p", low.params, _width(ports["par_w"][1])))
     pb.conv(low)
     pb.store("y", out_base, low.out_channels_padded // C * low.desc["out_h"] * low.desc["out_w"])

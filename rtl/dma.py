@@ -12,17 +12,24 @@ Weights pack at their own width: a load into a fixed-point lane group with
 ``DmaDesc.wbits = b`` reads entries of ``fields · b`` bits (``ceil(fields·b / bus)`` words,
 code ``j`` at bits ``[j·b, (j+1)·b)``) and sign-extends every code to the lane's width, so a
 fix4 row on a fix8 lane moves 4 bits per weight, not 8.
+
+A lane group's weight entries of at most half a bus word share words (:func:`weight_slot`):
+each takes a slot of the next power of two bits above the lane group's full entry width —
+narrower packed entries (``wbits``) use the same slots — ``bus / slot`` slots to a word, entry
+``e`` in slot ``e mod (bus/slot)`` of word ``e div (bus/slot)``, least significant slot first.
+The DMA writes one entry per cycle, holding a word while it writes its later slots.  (A small
+array's weight entries — 8 or 16 bits at two columns — would otherwise take a word each.)
 """
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import small_mul
-from .isa import ADDR_BITS, DmaDesc
+from .isa import ADDR_BITS, Buffer, DmaDesc
 
-__all__ = ["mem_port_signature", "Dma", "words_per_entry"]
+__all__ = ["mem_port_signature", "Dma", "words_per_entry", "weight_slot"]
 
 LEN_BITS = 24
 
@@ -39,6 +46,14 @@ def mem_port_signature(bus_width: int) -> wiring.Signature:
 
 def words_per_entry(width: int, bus_width: int) -> int:
     return -(-width // bus_width)
+
+
+def weight_slot(width: int, bus_width: int) -> int:
+    """Bits of the slot an entry of a lane group whose full weight entry is ``width`` bits
+    takes in a shared bus word: the next power of two, if two or more fit a word; 0 if its
+    entries take whole words."""
+    slot = 1 << max(0, width - 1).bit_length()
+    return slot if 2 * slot <= bus_width else 0
 
 
 class Dma(wiring.Component):
@@ -76,11 +91,17 @@ class Dma(wiring.Component):
         for n, lane in self._unpack.items():
             fields = len(writers[n][1].data) // lane
             narrow[n] = {b: (words_per_entry(fields * b, bus), fields) for b in range(2, lane)}
+        # lane groups whose weight entries share words: port -> log2(slots per word)
+        shares = {n: (bus // weight_slot(len(port.data), bus)).bit_length() - 1
+                  for n, (code, port) in writers.items()
+                  if code >= Buffer.WEIGHT0 and weight_slot(len(port.data), bus)}
+        max_lg = max(shares.values(), default=0)
+        lg = Signal(range(max_lg + 1))                   # log2(slots per word), 0: none
         m.d.comb += n_wpe.eq(1)
         with m.Switch(d.buf):
             for n, (code, _) in writers.items():
                 with m.Case(code):
-                    m.d.comb += n_wpe.eq(wpe[n])
+                    m.d.comb += [n_wpe.eq(wpe[n]), lg.eq(shares.get(n, 0))]
                     if n in narrow:
                         with m.Switch(d.wbits):
                             for b, (w, _) in narrow[n].items():
@@ -90,9 +111,26 @@ class Dma(wiring.Component):
         rd, wr = self.mem.rd_cmd, self.mem.wr_cmd
 
         # a buffer port's address and data follow the entry being assembled; only its
-        # enable is gated (the entry is written the cycle its last bus word arrives)
+        # enable is gated (the entry is written the cycle its last bus word arrives).  A
+        # shared word's later slots come from ``hold``, shifted down a slot per entry
+        spill = Signal()
+        hold = Signal(bus)
+        j = Signal(range(max(2, 1 << max_lg)))          # the slot being written
+        top = Mux(spill, hold, self.mem.rd_data.payload)
+        after = Signal(bus)                              # ``top`` without its lowest slot
+        with m.Switch(lg):
+            for lgv in sorted(set(shares.values())):
+                with m.Case(lgv):
+                    m.d.comb += after.eq(top >> (bus >> lgv))
         nxt = Signal(max_wpe * bus)
-        m.d.comb += nxt.eq(Cat(sr[bus:], self.mem.rd_data.payload))
+        m.d.comb += nxt.eq(Cat(sr[bus:], top))
+        len_words = Signal(LEN_BITS)                     # bus words a load reads
+        last_j = Signal.like(j)                          # a shared word's last slot
+        m.d.comb += len_words.eq(small_mul(d.count, n_wpe, LEN_BITS))
+        with m.Switch(lg):
+            for lgv in sorted(set(shares.values())):
+                with m.Case(lgv):
+                    m.d.comb += [len_words.eq((d.count + (1 << lgv) - 1) >> lgv), last_j.eq((1 << lgv) - 1)]
         for n, (code, port) in writers.items():
             m.d.comb += [port.addr.eq(d.buf_addr + i), port.data.eq(nxt[(max_wpe - wpe[n]) * bus:])]
             if n in narrow:
@@ -116,8 +154,7 @@ class Dma(wiring.Component):
                         m.next = "RCMD"
             # -- load: one burst, entries assembled from bus words ------------------------
             with m.State("RCMD"):
-                m.d.comb += [rd.valid.eq(1), rd.payload.addr.eq(d.ext_addr),
-                             rd.payload.len.eq(small_mul(d.count, n_wpe, LEN_BITS))]
+                m.d.comb += [rd.valid.eq(1), rd.payload.addr.eq(d.ext_addr), rd.payload.len.eq(len_words)]
                 with m.If(d.count == 0):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
@@ -135,8 +172,24 @@ class Dma(wiring.Component):
                         with m.If(i == d.count - 1):
                             m.d.sync += self.busy.eq(0)
                             m.next = "IDLE"
+                        if shares:
+                            with m.Elif(lg != 0):
+                                m.d.sync += [hold.eq(after), j.eq(1)]
+                                m.next = "SPILL"
                     with m.Else():
                         m.d.sync += k.eq(k + 1)
+            if shares:
+                # -- a shared word's slots 1 … 2^lg - 1, one entry per cycle ----------------
+                with m.State("SPILL"):
+                    m.d.comb += spill.eq(1)
+                    for n, (code, port) in writers.items():
+                        m.d.comb += port.en.eq(((d.buf == code).replicate(len(port.en))))
+                    m.d.sync += [hold.eq(after), j.eq(j + 1), i.eq(i + 1)]
+                    with m.If(i == d.count - 1):
+                        m.d.sync += self.busy.eq(0)
+                        m.next = "IDLE"
+                    with m.Elif(j == last_j):
+                        m.next = "RECV"
             # -- store: activation entries split into bus words ----------------------------
             with m.State("WCMD"):
                 m.d.comb += [wr.valid.eq(1), wr.payload.addr.eq(d.ext_addr),

@@ -180,7 +180,7 @@ def test_cost_model_matches_its_ice40_synthesis_data():
 
 
 def test_for_board_icebreaker_picks_the_largest_core_that_fits():
-    """The 10:5:1 default gets the 4-MAC core (the one built: 4,974 of 5,280 cells); one more
+    """The 10:5:1 default gets the 4-MAC core (the one built: 5,136 of 5,280 cells); one more
     row or the next column count would not fit; with on-chip block-RAM memory (16 of the 30
     blocks) nothing fits, and the error says which resource ran out."""
     spec = board("icebreaker")

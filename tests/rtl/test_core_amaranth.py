@@ -14,6 +14,7 @@ from rmsmp.generator.lower import unpack_activations
 from rmsmp.generator.program import layer_program, vec_program
 from rmsmp.rtl.core import Core
 from rmsmp.rtl.burst_ram import BurstRam
+from rmsmp.rtl.isa import Buffer
 from rmsmp.sim.collisions import PoisonCollisions
 from rmsmp.host import compile_model, quantize
 from rmsmp.host.device import Device
@@ -113,6 +114,32 @@ def test_weights_pack_at_their_own_width(ratio, wbits):
     assert got == y.reshape(layer.rows, OH, OW).tolist()
 
 
+SMALL_CFG = AcceleratorConfig(lane_groups=(("pot4", 1), ("fix8", 1)), columns=2, act_depth=512, weight_depth=256,
+                              acc_depth=16)
+
+
+@pytest.mark.parametrize("ratio,wbits", [({"pot4": 0.5, "fix8": 0.5}, 0), ({"pot4": 0.5, "fix4": 0.5}, 4)],
+                         ids=["fix8", "fix4-on-fix8"])
+def test_small_weight_entries_share_bus_words(ratio, wbits):
+    """One row × two columns: a pot4 entry is 8 bits, a fix8 one 16 (8 with fix4 rows, in the
+    lane group's 16-bit slots), so four or two share a 32-bit word; 54 entries a group end in
+    a part-filled word."""
+    from rmsmp.generator.program import ProgramBuilder
+    qm, layer, x, y = one_layer_model("conv", cin=3, cout=6, k=3, s=1, p=1, hw=5, ratio=ratio)
+    prog = layer_program(qm, layer, SMALL_CFG, x, in_hw=(5, 5))
+    low = prog.layers[0]
+    pb = ProgramBuilder(SMALL_CFG)
+    for k, (scheme, per) in enumerate((("pot4", 4), ("fix8", 2))):
+        got_wbits, width, words = low.packed[scheme]
+        assert len(words) == 54 and (scheme == "pot4" or (got_wbits, width) == (wbits, 2 * (wbits or 8)))
+        assert pb.blob_words(pb.blob(scheme, words, width, weights=k)) == -(-54 // per)
+    with pytest.raises(ValueError, match=r"blob 'loose' loads buffer 2 but was made for no weight buffer"):
+        pb.load(Buffer.WEIGHT0, pb.blob("loose", words, width))
+    res = run_core(SMALL_CFG, prog)
+    got = unpack_activations(prog.read_entries(res["image"], "y"), layer.rows, 5, 5, 2, layer.out.signed)
+    assert got == y.reshape(layer.rows, 5, 5).tolist()
+
+
 def test_engine_op_fetched_while_the_engine_runs():
     """Two convs back to back with different output bases: the second CONV is fetched while
     the first runs, and must not reach the engine's descriptor register before it is done."""
@@ -130,7 +157,7 @@ def test_engine_op_fetched_while_the_engine_runs():
     pb.load(Buffer.ACT, pb.blob("x", xw, 8 * C))
     for k, g in enumerate(CFG.lane_groups):
         wbits, width, words = first.packed[g.scheme]
-        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", words, width), wbits=wbits)
+        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", words, width, weights=k), wbits=wbits)
     pb.load(Buffer.PARAM, pb.blob("p", first.params, _width(buffer_ports(CFG)["par_w"][1])))
     pb.conv(first)
     pb.conv(second)
