@@ -4,7 +4,7 @@
 
 Trains the digits CNN (DigitsNet of ``--width``, seed 0), quantizes it with RMSMP (10:5:1),
 compiles it for ``AcceleratorConfig.for_board(board)`` in the largest batch (≤ 16) whose
-program fits the board's memory (the width-32 network of the tests needs 87,853 words for
+program fits the board's memory (the width-32 network of the tests needs 29,809 words for
 one image, the iCEBreaker's SPRAM holds 32,768), runs ``--images`` held-out images in
 Verilator (behind the board's SDRAM model where it has one, else the one-word-per-cycle
 memory, which the single-port SPRAM matches except when a fetch meets a store), checks the logits
