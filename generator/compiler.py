@@ -239,6 +239,15 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
             if per_og > cfg.weight_depth:
                 raise CompileError(f"layer {low.name!r}: one output group needs {per_og} weight entries, the "
                                    f"buffers hold {cfg.weight_depth} (input-channel tiling is not implemented)")
+
+            def make_set(tag, w0, w1, p0, p1):
+                """Blobs of one weight set: entries [w0, w1) of every lane group, params [p0, p1)."""
+                blobs = [(Buffer.WEIGHT0 + k, pb.blob(f"{low.name}.{tag}.w_{g.scheme}", low.packed[g.scheme][2][w0:w1],
+                                                      low.packed[g.scheme][1], weights=k), low.packed[g.scheme][0])
+                         for k, g in enumerate(cfg.lane_groups)]
+                return blobs + [(Buffer.PARAM, pb.blob(f"{low.name}.{tag}.p", low.params[p0:p1], pwidth), 0)]
+
+            lst = []
             if low.pool_blocks:
                 # a pool on the conv engine: every set holds its one kernel and whole blocks' parameters
                 if og_n * per_og > cfg.weight_depth or og_n > cfg.acc_depth:
@@ -249,33 +258,18 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
                 nb = low.pool_blocks
                 step = max(1, min(nb, (cfg.acc_depth // 2 if half else cfg.acc_depth) // og_n))
                 step = math.ceil(nb / math.ceil(nb / step))
-                lst = []
                 for b0 in range(0, nb, step):
                     b1 = min(nb, b0 + step)
-                    blobs = [(Buffer.WEIGHT0 + k, pb.blob(f"{low.name}.{b0}.w_{g.scheme}", low.packed[g.scheme][2],
-                                                          low.packed[g.scheme][1], weights=k), low.packed[g.scheme][0])
-                             for k, g in enumerate(cfg.lane_groups)]
-                    blobs.append((Buffer.PARAM, pb.blob(f"{low.name}.{b0}.p", low.params[b0 * og_n:b1 * og_n],
-                                                        pwidth), 0))
-                    lst.append((b0, b1, blobs, half))
-                chunks[low.name] = lst
-                continue
-            half = per_og <= cfg.weight_depth // 2 and cfg.acc_depth >= 2
-            cap_w = cfg.weight_depth // 2 if half else cfg.weight_depth
-            cap_p = cfg.acc_depth // 2 if half else cfg.acc_depth
-            step = max(1, min(og_n, cap_w // per_og, cap_p))
-            step = math.ceil(og_n / math.ceil(og_n / step))        # equal sets overlap best
-            lst = []
-            for og0 in range(0, og_n, step):
-                og1 = min(og_n, og0 + step)
-                blobs = []
-                for k, g in enumerate(cfg.lane_groups):
-                    wbits, width, words = low.packed[g.scheme]
-                    blobs.append((Buffer.WEIGHT0 + k, pb.blob(f"{low.name}.{og0}.w_{g.scheme}",
-                                                              words[og0 * per_og:og1 * per_og], width,
-                                                              weights=k), wbits))
-                blobs.append((Buffer.PARAM, pb.blob(f"{low.name}.{og0}.p", low.params[og0:og1], pwidth), 0))
-                lst.append((og0, og1, blobs, half))
+                    lst.append((b0, b1, make_set(b0, 0, og_n * per_og, b0 * og_n, b1 * og_n), half))
+            else:
+                half = per_og <= cfg.weight_depth // 2 and cfg.acc_depth >= 2
+                cap_w = cfg.weight_depth // 2 if half else cfg.weight_depth
+                cap_p = cfg.acc_depth // 2 if half else cfg.acc_depth
+                step = max(1, min(og_n, cap_w // per_og, cap_p))
+                step = math.ceil(og_n / math.ceil(og_n / step))        # equal sets overlap best
+                for og0 in range(0, og_n, step):
+                    og1 = min(og_n, og0 + step)
+                    lst.append((og0, og1, make_set(og0, og0 * per_og, og1 * per_og, og0, og1), half))
             chunks[low.name] = lst
 
     # -- the operation list, all images ------------------------------------------------------
@@ -431,12 +425,7 @@ def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
                                     banks=banks):
                             band = {**d, "in_base": base, "in_h": b1 - b0, "pad_top": pad_top, "out_base": a_out,
                                     "out_h": oy1 - oy0, "banks": banks}
-                            if resident:
-                                if low.pool_blocks:
-                                    emit_pool(band, 0, low.pool_blocks)
-                                else:
-                                    emit("conv", band)
-                            elif only is not None:
+                            if resident or only is not None:       # weights loaded already / once
                                 if low.pool_blocks:
                                     emit_pool(band, 0, low.pool_blocks, only)
                                 else:

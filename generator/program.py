@@ -89,7 +89,7 @@ class ProgramBuilder:
         self.cfg = cfg
         self.bus = cfg.bus_width
         self._instrs = []        # (op, arg dict with blob references resolved later)
-        self._blobs = []         # (name, list of entries, entry width, slot bits or 0)
+        self._blobs = []         # (name, list of entries, entry width)
         self._blob_words = {}
         self._blob_meta = {}     # name -> (lane group index of a weight blob or None, slot bits or 0)
         self._outputs = []       # (name, entries, width)
@@ -103,7 +103,7 @@ class ProgramBuilder:
         if weights is not None:
             g = self.cfg.lane_groups[weights]
             slot = weight_slot(g.rows * self.cfg.columns * g.format.bits, self.bus)
-        self._blobs.append((name, list(entries), width, slot))
+        self._blobs.append((name, list(entries), width))
         self._blob_meta[name] = (weights, slot)
         self._blob_words[name] = (-(-len(entries) // (self.bus // slot)) if slot
                                   else len(entries) * words_per_entry(width, self.bus))
@@ -175,7 +175,8 @@ class ProgramBuilder:
         where = {}
         self.blob_addr = {}
         data = []
-        for name, entries, width, slot in self._blobs:
+        for name, entries, width in self._blobs:
+            slot = self._blob_meta[name][1]
             where[name] = (addr, len(entries), width)
             self.blob_addr[name] = addr
             if slot:

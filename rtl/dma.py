@@ -118,19 +118,16 @@ class Dma(wiring.Component):
         j = Signal(range(max(2, 1 << max_lg)))          # the slot being written
         top = Mux(spill, hold, self.mem.rd_data.payload)
         after = Signal(bus)                              # ``top`` without its lowest slot
-        with m.Switch(lg):
-            for lgv in sorted(set(shares.values())):
-                with m.Case(lgv):
-                    m.d.comb += after.eq(top >> (bus >> lgv))
-        nxt = Signal(max_wpe * bus)
-        m.d.comb += nxt.eq(Cat(sr[bus:], top))
-        len_words = Signal(LEN_BITS)                     # bus words a load reads
         last_j = Signal.like(j)                          # a shared word's last slot
+        len_words = Signal(LEN_BITS)                     # bus words a load reads
         m.d.comb += len_words.eq(small_mul(d.count, n_wpe, LEN_BITS))
         with m.Switch(lg):
             for lgv in sorted(set(shares.values())):
                 with m.Case(lgv):
-                    m.d.comb += [len_words.eq((d.count + (1 << lgv) - 1) >> lgv), last_j.eq((1 << lgv) - 1)]
+                    m.d.comb += [after.eq(top >> (bus >> lgv)), last_j.eq((1 << lgv) - 1),
+                                 len_words.eq((d.count + (1 << lgv) - 1) >> lgv)]
+        nxt = Signal(max_wpe * bus)
+        m.d.comb += nxt.eq(Cat(sr[bus:], top))
         for n, (code, port) in writers.items():
             m.d.comb += [port.addr.eq(d.buf_addr + i), port.data.eq(nxt[(max_wpe - wpe[n]) * bus:])]
             if n in narrow:
