@@ -27,7 +27,7 @@ demo: $(STAMP)
 sim: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS) tests/rtl
 
-# make bitstream BOARD=ulx3s-85f [CONFIG=cfg.json] [MODEL=program.npz] [MEMORY=sdram|spram|bram] [SYNTH_OPTS=-nowidelut] [PNR_OPTS="--router router2"]  (writes build/<board>/)
+# make bitstream BOARD=ulx3s-85f [CONFIG=cfg.json] [MODEL=program.npz] [MEMORY=sdram|spram|bram] [SYNTH_OPTS=-nowidelut] [PNR_OPTS="--router router1"]  (writes build/<board>/)
 bitstream: $(STAMP)
 	$(PY) -m rmsmp.boards.build $(if $(BOARD),--board $(BOARD)) $(if $(CONFIG),--config $(CONFIG)) $(if $(MODEL),--model $(MODEL)) $(if $(MEMORY),--memory $(MEMORY)) $(if $(SYNTH_OPTS),--synth-opts="$(SYNTH_OPTS)") $(if $(PNR_OPTS),--pnr-opts="$(PNR_OPTS)")
 

@@ -214,7 +214,7 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     ``board_name`` in ``out_dir``; ``program`` (a :class:`Program`) is baked into the
     on-chip memory; ``memory`` is the backend ("sdram", "spram" or "bram"; default: "bram" with a
     baked program, else the board's default); ``synth_opts`` are extra options of yosys'
-    ``synth_<family>``, ``pnr_opts`` of nextpnr (ECP5 default: ``--router router1``).
+    ``synth_<family>``, ``pnr_opts`` of nextpnr (ECP5 default: ``--placer static --router router2``).
     Returns the report (also written as report.json/report.md)."""
     spec = board(board_name)
     init = program.image if program is not None else ()
@@ -238,12 +238,15 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
               f"{'ecppack' if spec.family == 'ecp5' else 'icepack'}; log: {log}", flush=True)
     # ice40: multipliers on the SB_MAC16s
     synth_opts = (["-dsp"] if spec.family == "ice40" else []) + list(synth_opts)
-    # ecp5: router1 routes the for_board ULX3S design (53 min, Fmax 36.7 MHz) where router2
-    # diverged (overuse rising after 40 min); router2 was the faster one on earlier, larger
-    # designs — PNR_OPTS="--router router2" picks it
+    # ecp5: the analytic ("static") placer and router2 route the for_board ULX3S design in
+    # 13 min; on the heap placer's placement of it router2 diverged and router1 had not
+    # finished after 94 min (its block-RAM columns are 96 % full).  PNR_OPTS="--placer heap"
+    # or "--router router1" overrides either
     pnr_opts = list(pnr_opts)
-    if spec.family == "ecp5" and "--router" not in pnr_opts:
-        pnr_opts = ["--router", "router1"] + pnr_opts
+    if spec.family == "ecp5":
+        for opt, default in (("--router", "router2"), ("--placer", "static")):
+            if opt not in pnr_opts:
+                pnr_opts = [opt, default] + pnr_opts
     design = lambda: BoardDesign(spec, cfg, init=init, memory=memory)  # noqa: E731
     rc, text = _run(spec, design, out, env, synth_opts, pnr_opts)
     if rc and _abc9_crash(out) and spec.family == "ecp5":
@@ -334,7 +337,7 @@ def main(argv=None) -> int:
                     help="memory backend (default: the board's SDRAM or SPRAM if it has one; block RAM with --model)")
     ap.add_argument("--synth-opts", default="", help="extra yosys synth_<family> options, e.g. -nowidelut")
     ap.add_argument("--pnr-opts", default="",
-                    help="extra nextpnr options, e.g. '--router router2' (ECP5 default: router1)")
+                    help="extra nextpnr options, e.g. '--router router1' (ECP5 default: --placer static --router router2)")
     a = ap.parse_args(argv)
     try:
         if not a.board:
