@@ -112,11 +112,13 @@ def estimate(cfg, family: str = "ecp5") -> dict:
             "BRAM": bram_blocks(cfg, family)}
 
 
-def _groups_for(ratio: dict, rows: int):
-    """Lane groups for ``rows`` rows in ``ratio``'s proportions: power-of-two rows on pot
-    lanes of the widest pot scheme asked for, fixed-point rows on lanes of the widest fix
-    scheme (a wide fix lane runs narrower rows; on both families a product of up to 9×9
-    bits takes one DSP either way)."""
+def _groups_for(ratio: dict, rows: int, split_fix: bool = False):
+    """Lane groups for ``rows`` rows in ``ratio``'s proportions, or None when ``rows`` is too
+    few for the layout: power-of-two rows on pot lanes of the widest pot scheme asked for;
+    fixed-point rows on lanes of the widest fix scheme (a wide fix lane runs narrower rows;
+    on both families a product of up to 9×9 bits takes one DSP either way), or with
+    ``split_fix`` each fix scheme's rows on lanes of their own (at least one row each), where
+    narrower lanes hold more weights per block RAM."""
     from rmsmp.rtl.formats import parse_weight_format
     pot = {k: v for k, v in ratio.items() if v > 0 and parse_weight_format(k).kind == "pot"}
     fix = {k: v for k, v in ratio.items() if v > 0 and parse_weight_format(k).kind == "fix"}
@@ -124,25 +126,39 @@ def _groups_for(ratio: dict, rows: int):
     groups = []
     p_rows = round(rows * share) if fix else rows
     if pot and fix:
-        p_rows = min(rows - 1, max(1, p_rows))
+        p_rows = min(rows - (len(fix) if split_fix else 1), max(1, p_rows))
+        if p_rows < 1:
+            return None
     if pot:
         groups.append((max(pot, key=lambda k: parse_weight_format(k).bits), p_rows))
-    if fix:
-        groups.append((max(fix, key=lambda k: parse_weight_format(k).bits), rows - (p_rows if pot else 0)))
+    f_rows = rows - (p_rows if pot else 0)
+    if fix and not split_fix:
+        groups.append((max(fix, key=lambda k: parse_weight_format(k).bits), f_rows))
+    elif fix:
+        if f_rows < len(fix):
+            return None
+        names = sorted(fix, key=lambda k: parse_weight_format(k).bits)
+        # largest remainders, one row each first
+        want = {k: fix[k] / sum(fix.values()) * (f_rows - len(fix)) for k in names}
+        n = {k: 1 + int(want[k]) for k in names}
+        for k in sorted(names, key=lambda k: want[k] - int(want[k]), reverse=True)[:f_rows - sum(n.values())]:
+            n[k] += 1
+        groups += [(k, n[k]) for k in names]
     return tuple(groups)
 
 
 def size_for_budget(ratio: dict, family: str, budget: dict, *, clock_hz: int, columns=None,
                     max_rows: int = 96):
-    """The configuration with the most MACs/cycle in ``ratio``'s proportions whose core fits
-    ``budget`` ({"LUT", "DSP", "BRAM"} left for the core); ties go to fewer LUTs.  Returns
+    """The configuration with the most MACs/cycle in ``ratio``'s proportions (fixed-point
+    rows on the widest fix scheme's lanes or on lanes of their own schemes, whichever gives
+    more) whose core fits ``budget`` ({"LUT", "DSP", "BRAM"} left for the core); ties go to fewer LUTs.  Returns
     (config, estimate), or (None, the smallest candidate's estimate) when nothing fits."""
     from .config import AcceleratorConfig
     best = smallest = None
+    layouts = {_groups_for(ratio, rows, split) for rows in range(2, max_rows + 1) for split in (False, True)}
     for C in columns or COLUMNS[family]:
-        for rows in range(2, max_rows + 1):
-            cfg = AcceleratorConfig(lane_groups=_groups_for(ratio, rows), columns=C, clock_hz=clock_hz,
-                                    **FAMILY_PARAMS[family])
+        for groups in sorted(layouts - {None}):
+            cfg = AcceleratorConfig(lane_groups=groups, columns=C, clock_hz=clock_hz, **FAMILY_PARAMS[family])
             est = estimate(cfg, family)
             if smallest is None or est["LUT"] < smallest[1]["LUT"]:
                 smallest = (cfg, est)
