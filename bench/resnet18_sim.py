@@ -1,6 +1,6 @@
 """ResNet-18 end to end on the cycle-accurate simulator: cycles, MAC utilization, wall time.
 
-    python bench/resnet18_sim.py [--size 224] [--images 1] [--board ulx3s-85f [--memory sdram|ideal] [--fmax MHz]]
+    python bench/resnet18_sim.py [--size 224] [--images 1] [--board ulx3s-85f [--memory sdram|ideal] [--fmax MHz]] [--config cfg.json]
 
 Builds the torchvision-layout ResNet-18 (random init, seed 0), quantizes it with RMSMP
 (default 10:5:1, edge layers fix8), compiles it for the default accelerator, runs it in
@@ -10,13 +10,16 @@ of this process and of the simulator.  ``--board`` compiles for
 ``AcceleratorConfig.for_board(board)`` and reports images/s at the board clock and at
 ``--fmax`` (nextpnr's, from the build report); on a board with an SDRAM the core runs
 behind that board's SDRAM controller and a model of the chip (``--memory ideal``: the
-one-word-per-cycle memory instead, the bound without the SDRAM's bandwidth).
+one-word-per-cycle memory instead, the bound without the SDRAM's bandwidth).  ``--config``
+runs another configuration (e.g. one ``rmsmp config`` wrote) instead of ``for_board``'s.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
+from pathlib import Path
 
 import torch
 
@@ -30,6 +33,7 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--images", type=int, default=1)
     ap.add_argument("--board", help="size the accelerator for this board (AcceleratorConfig.for_board)")
+    ap.add_argument("--config", help="an AcceleratorConfig JSON to run instead (with --board: on that board's memory)")
     ap.add_argument("--fmax", type=float, help="the board build's Fmax in MHz, for images/s")
     ap.add_argument("--memory", choices=("sdram", "ideal"), default="sdram",
                     help="with --board: the board's SDRAM (default) or the ideal burst memory")
@@ -40,7 +44,10 @@ def main(argv=None):
     t = time.perf_counter()
     qm = quantize(model, x[:2], hessian_images=1, hessian_samples=1)
     t_q = time.perf_counter() - t
-    cfg = AcceleratorConfig.for_board(a.board) if a.board else AcceleratorConfig()
+    if a.config:
+        cfg = AcceleratorConfig.from_dict(json.loads(Path(a.config).read_text()))
+    else:
+        cfg = AcceleratorConfig.for_board(a.board) if a.board else AcceleratorConfig()
     t = time.perf_counter()
     prog = compile_model(qm, cfg, (3, a.size, a.size))
     t_c = time.perf_counter() - t

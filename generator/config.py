@@ -130,12 +130,20 @@ class AcceleratorConfig:
         object.__setattr__(self, "vector_ops", tuple(o for o in VECTOR_OPS if o in ops))
 
     @classmethod
-    def for_board(cls, board: str, ratio: dict | None = None, *, memory: str | None = None) -> "AcceleratorConfig":
+    def for_board(cls, board: str, ratio: dict | None = None, *, memory: str | None = None,
+                  split_fix: bool = False) -> "AcceleratorConfig":
         """The largest array in ``ratio``'s scheme proportions (default 10:5:1 pot4:fix4:fix8)
         that fits ``board``'s LUT/DSP/block-RAM budget beside the board top (host link, and
         with ``memory="bram"`` the on-chip memory; default: the board's SDRAM if it has one),
         by the synthesis-calibrated cost model (:mod:`rmsmp.generator.cost`), at the board's
-        target clock.  ``make bitstream BOARD=…`` builds and checks it."""
+        target clock.  ``make bitstream BOARD=…`` builds and checks it.
+
+        Fixed-point rows go on lanes of the widest fixed-point scheme, which also run a
+        network's all-fix8 edge layers.  ``split_fix=True`` also tries each fix scheme's rows
+        on lanes of its own (more lanes where block RAM is the limit: a fix4 lane's weights
+        take half a fix8 lane's) — for networks without wide edge layers: on the ULX3S it
+        gives 240 MACs/cycle instead of 200, but ResNet-18 with fix8 edge layers runs 1.4×
+        slower on it (``bench/resnet18_sim.py``, docs/boards.md)."""
         from rmsmp.boards.catalog import BoardError, board as board_spec
         from .cost import size_for_budget
         spec = board_spec(board)
@@ -146,7 +154,7 @@ class AcceleratorConfig:
         except FormatError as e:
             raise ConfigError(f"for_board ratio: {e}") from None
         avail = spec.core_budget(memory)
-        cfg, est = size_for_budget(ratio, spec.family, avail, clock_hz=spec.clock_hz)
+        cfg, est = size_for_budget(ratio, spec.family, avail, clock_hz=spec.clock_hz, split_fix=split_fix)
         if cfg is None:
             small_cfg, small = est
             over = ", ".join(f"{k} {small[k]:,} > {avail[k]:,}" for k in ("LUT", "DSP", "BRAM") if small[k] > avail[k])

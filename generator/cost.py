@@ -148,14 +148,15 @@ def _groups_for(ratio: dict, rows: int, split_fix: bool = False):
 
 
 def size_for_budget(ratio: dict, family: str, budget: dict, *, clock_hz: int, columns=None,
-                    max_rows: int = 96):
+                    max_rows: int = 96, split_fix: bool = False):
     """The configuration with the most MACs/cycle in ``ratio``'s proportions (fixed-point
-    rows on the widest fix scheme's lanes or on lanes of their own schemes, whichever gives
-    more) whose core fits ``budget`` ({"LUT", "DSP", "BRAM"} left for the core); ties go to fewer LUTs.  Returns
+    rows on the widest fix scheme's lanes; with ``split_fix`` also on lanes of their own
+    schemes, whichever gives more) whose core fits ``budget`` ({"LUT", "DSP", "BRAM"} left for the core); ties go to fewer LUTs.  Returns
     (config, estimate), or (None, the smallest candidate's estimate) when nothing fits."""
     from .config import AcceleratorConfig
     best = smallest = None
-    layouts = {_groups_for(ratio, rows, split) for rows in range(2, max_rows + 1) for split in (False, True)}
+    layouts = {_groups_for(ratio, rows, split) for rows in range(2, max_rows + 1)
+               for split in ((False, True) if split_fix else (False,))}
     for C in columns or COLUMNS[family]:
         for groups in sorted(layouts - {None}):
             cfg = AcceleratorConfig(lane_groups=groups, columns=C, clock_hz=clock_hz, **FAMILY_PARAMS[family])

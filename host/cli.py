@@ -180,7 +180,7 @@ def cmd_config(a) -> int:
     from rmsmp.generator.config import AcceleratorConfig
     from rmsmp.generator.cost import estimate
     ratio = {k: float(v) for k, v in parse_ratio_arg(a.ratio).items()} if a.ratio else None
-    cfg = AcceleratorConfig.for_board(a.board, ratio, memory=a.memory)
+    cfg = AcceleratorConfig.for_board(a.board, ratio, memory=a.memory, split_fix=a.split_fix)
     spec = board(a.board)
     est, avail = estimate(cfg, spec.family), spec.core_budget(a.memory)
     print(cfg.describe())
@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--board", required=True)
     k.add_argument("--ratio", help="scheme ratio, e.g. pot4=10/16,fix4=5/16,fix8=1/16 (default)")
     k.add_argument("--memory", choices=("sdram", "bram"), help="memory backend (default: the board's)")
+    k.add_argument("--split-fix", action="store_true",
+                   help="also try each fixed-point scheme's rows on lanes of its own (more MACs where block "
+                        "RAM is the limit; slower for networks with all-fix8 edge layers)")
     k.add_argument("-o", "--output", help="write the config JSON here")
     k.set_defaults(func=cmd_config)
     return p

@@ -154,18 +154,24 @@ def test_for_board_fills_the_ulx3s_within_budget(memory):
     est, avail = estimate(cfg, "ecp5"), spec.core_budget(memory)
     assert all(est[k] <= avail[k] for k in avail)
     assert cfg.clock_hz == spec.clock_hz
-    # the fix4 and fix8 rows on lanes of their own: a fix4 lane's weights take half the
-    # block RAM of a fix8 lane's, and the design is block-RAM bound
-    assert [g.scheme for g in cfg.lane_groups] == ["pot4", "fix4", "fix8"]
+    # fixed-point rows on fix8 lanes, which also run the edge layers' fix8 rows
+    assert [g.scheme for g in cfg.lane_groups] == ["pot4", "fix8"]
+    assert abs(cfg.group_of("pot4").rows / cfg.rows - 10 / 16) < 0.1
+    # split_fix: the fix4 and fix8 rows on lanes of their own — a fix4 lane's weights take
+    # half the block RAM of a fix8 lane's, and the design is block-RAM bound: more MACs
+    split = AcceleratorConfig.for_board("ulx3s-85f", memory=memory, split_fix=True)
+    assert [g.scheme for g in split.lane_groups] == ["pot4", "fix4", "fix8"]
+    assert all(estimate(split, "ecp5")[k] <= avail[k] for k in avail)
     for scheme, share in (("pot4", 10 / 16), ("fix4", 5 / 16), ("fix8", 1 / 16)):
-        assert abs(cfg.group_of(scheme).rows / cfg.rows - share) < 0.05
+        assert abs(split.group_of(scheme).rows / split.rows - share) < 0.05
     # every array with the fix rows all on fix8 lanes that fits has fewer MACs
     for rows in range(2, 97):
         for C in (4, 8, 16):
             pot = round(rows * 10 / 16)
-            merged = AcceleratorConfig(lane_groups=(("pot4", pot), ("fix8", rows - pot)), columns=C, clock_hz=cfg.clock_hz, **FAMILY_PARAMS["ecp5"])
+            merged = AcceleratorConfig(lane_groups=(("pot4", pot), ("fix8", rows - pot)), columns=C,
+                                       clock_hz=cfg.clock_hz, **FAMILY_PARAMS["ecp5"])
             if all(estimate(merged, "ecp5")[k] <= avail[k] for k in avail):
-                assert merged.peak_macs_per_cycle < cfg.peak_macs_per_cycle, merged.describe()
+                assert merged.peak_macs_per_cycle <= cfg.peak_macs_per_cycle < split.peak_macs_per_cycle
     # one more row of either kind, or the next column count, would not fit
     bigger = AcceleratorConfig(lane_groups=[(g.scheme, g.rows + 1) for g in cfg.lane_groups],
                                columns=cfg.columns, clock_hz=cfg.clock_hz)
@@ -255,5 +261,8 @@ def test_cli_config_writes_the_for_board_choice(tmp_path, capsys):
     cfg = AcceleratorConfig.from_dict(json.loads((tmp_path / "c.json").read_text()))
     assert cfg == AcceleratorConfig.for_board("ulx3s-85f", {"pot4": 0.5, "fix8": 0.5})
     assert "estimated core: LUT" in capsys.readouterr().out
+    assert main(["config", "--board", "ulx3s-85f", "--split-fix", "-o", str(tmp_path / "s.json")]) == 0
+    cfg = AcceleratorConfig.from_dict(json.loads((tmp_path / "s.json").read_text()))
+    assert cfg == AcceleratorConfig.for_board("ulx3s-85f", split_fix=True) != AcceleratorConfig.for_board("ulx3s-85f")
     assert main(["config", "--board", "icebreaker", "--memory", "bram"]) == 2
     assert "no accelerator fits icebreaker" in capsys.readouterr().err
