@@ -238,10 +238,10 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
               f"{'ecppack' if spec.family == 'ecp5' else 'icepack'}; log: {log}", flush=True)
     # ice40: multipliers on the SB_MAC16s
     synth_opts = (["-dsp"] if spec.family == "ice40" else []) + list(synth_opts)
-    # ecp5: the analytic ("static") placer and router2 route the for_board ULX3S design in
-    # 13 min; on the heap placer's placement of it router2 diverged and router1 had not
-    # finished after 94 min (its block-RAM columns are 96 % full).  PNR_OPTS="--placer heap"
-    # or "--router router1" overrides either
+    # ecp5: the analytic ("static") placer and router2 place and route the for_board ULX3S
+    # design in 13 min; on the heap placer's placement of it router2 diverged and router1
+    # had not finished after 94 min (its block-RAM columns are 96 % full).
+    # PNR_OPTS="--placer heap" or "--router router1" overrides either
     pnr_opts = list(pnr_opts)
     if spec.family == "ecp5":
         for opt, default in (("--router", "router2"), ("--placer", "static")):

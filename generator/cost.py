@@ -151,8 +151,9 @@ def size_for_budget(ratio: dict, family: str, budget: dict, *, clock_hz: int, co
                     max_rows: int = 96, split_fix: bool = False):
     """The configuration with the most MACs/cycle in ``ratio``'s proportions (fixed-point
     rows on the widest fix scheme's lanes; with ``split_fix`` also on lanes of their own
-    schemes, whichever gives more) whose core fits ``budget`` ({"LUT", "DSP", "BRAM"} left for the core); ties go to fewer LUTs.  Returns
-    (config, estimate), or (None, the smallest candidate's estimate) when nothing fits."""
+    schemes, whichever gives more) whose core fits ``budget`` ({"LUT", "DSP", "BRAM"} left
+    for the core); ties go to fewer LUTs.  Returns (config, estimate), or (None, the
+    smallest candidate's estimate) when nothing fits."""
     from .config import AcceleratorConfig
     best = smallest = None
     layouts = {_groups_for(ratio, rows, split) for rows in range(2, max_rows + 1)
