@@ -16,10 +16,8 @@ runs another configuration (e.g. one ``rmsmp config`` wrote) instead of ``for_bo
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
-from pathlib import Path
 
 import torch
 
@@ -45,7 +43,7 @@ def main(argv=None):
     qm = quantize(model, x[:2], hessian_images=1, hessian_samples=1)
     t_q = time.perf_counter() - t
     if a.config:
-        cfg = AcceleratorConfig.from_dict(json.loads(Path(a.config).read_text()))
+        cfg = AcceleratorConfig.load(a.config)
     else:
         cfg = AcceleratorConfig.for_board(a.board) if a.board else AcceleratorConfig()
     t = time.perf_counter()

@@ -104,7 +104,7 @@ def main():
     ap.add_argument("units", nargs="*", help=f"any of {', '.join(UNITS)} (default: all)")
     a = ap.parse_args()
     if a.config:
-        cfg = AcceleratorConfig.from_dict(json.loads(Path(a.config).read_text()))
+        cfg = AcceleratorConfig.load(a.config)
     else:
         cfg = AcceleratorConfig(lane_groups=(("pot4", 1), ("fix8", 1)), columns=2, clock_hz=12_000_000,
                                 **FAMILY_PARAMS[a.family])

@@ -345,7 +345,7 @@ def main(argv=None) -> int:
         spec = board(a.board)
         cfg = None
         if a.config:
-            cfg = AcceleratorConfig.from_dict(json.loads(Path(a.config).read_text()))
+            cfg = AcceleratorConfig.load(a.config)
         program = None
         if a.model:
             from rmsmp.generator.program import Program

@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     e.add_argument("-o", "--output", default="build/rtl")
     a = p.parse_args(argv)
     try:
-        cfg = AcceleratorConfig.from_dict(json.load(open(a.config))) if a.config else AcceleratorConfig()
+        cfg = AcceleratorConfig.load(a.config) if a.config else AcceleratorConfig()
     except (OSError, json.JSONDecodeError, TypeError, KeyError, ConfigError) as err:
         print(f"rmsmp.generator emit: bad config {a.config!r}: {err}", file=sys.stderr)
         return 2

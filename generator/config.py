@@ -204,6 +204,12 @@ class AcceleratorConfig:
             d["vector_ops"] = tuple(d["vector_ops"])
         return cls(**d)
 
+    @classmethod
+    def load(cls, path) -> "AcceleratorConfig":
+        """The config of a JSON file (as ``rmsmp config -o`` writes it)."""
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
     @property
     def config_hash(self) -> int:
         """32-bit identifier of this config and the program format its core reads (SHA-256

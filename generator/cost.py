@@ -138,7 +138,8 @@ def _groups_for(ratio: dict, rows: int, split_fix: bool = False):
         if f_rows < len(fix):
             return None
         names = sorted(fix, key=lambda k: parse_weight_format(k).bits)
-        # largest remainders, one row each first
+        # one row each, the rest by largest remainders, ties to the narrower scheme (its
+        # lanes take less block RAM; the quantizer's row_counts breaks ties the other way)
         want = {k: fix[k] / sum(fix.values()) * (f_rows - len(fix)) for k in names}
         n = {k: 1 + int(want[k]) for k in names}
         for k in sorted(names, key=lambda k: want[k] - int(want[k]), reverse=True)[:f_rows - sum(n.values())]:

@@ -107,8 +107,7 @@ def cmd_report(a) -> int:
 
 def _config(path):
     from rmsmp.generator.config import AcceleratorConfig
-    import json
-    return AcceleratorConfig.from_dict(json.load(open(path))) if path else AcceleratorConfig()
+    return AcceleratorConfig.load(path) if path else AcceleratorConfig()
 
 
 def cmd_compile(a) -> int:
