@@ -345,7 +345,10 @@ def main(argv=None) -> int:
         spec = board(a.board)
         cfg = None
         if a.config:
-            cfg = AcceleratorConfig.load(a.config)
+            try:
+                cfg = AcceleratorConfig.load(a.config)
+            except (OSError, ValueError, TypeError, KeyError) as e:    # JSON and ConfigError are ValueErrors
+                raise BoardError(f"bad config {a.config!r}: {e}") from None
         program = None
         if a.model:
             from rmsmp.generator.program import Program

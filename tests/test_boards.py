@@ -53,6 +53,16 @@ def test_unknown_board_lists_the_supported_ones():
     assert main(["--board", "nope"]) == 2
 
 
+def test_build_refuses_a_missing_or_corrupt_config(tmp_path, capsys):
+    from rmsmp.boards.build import main
+    assert main(["--board", "icebreaker", "--config", str(tmp_path / "none.json")]) == 2
+    assert "bad config" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text('{"lane_groups": [["pot9", 1]]}')
+    assert main(["--board", "icebreaker", "--config", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err
+    assert "bad config" in err and "pot9" in err
+
+
 def test_toolchain_env_names_existing_programs():
     for spec in BOARDS.values():
         env = toolchain_env(spec)
