@@ -58,7 +58,7 @@ def main(argv=None):
           f"{dev.memory}\n")
     print(dev.layer_table())
     print(f"\n{n} images: {per_image:,.0f} cycles/image, MAC utilization {s['mac_utilization']:.1%} "
-          f"of {cfg.peak_macs_per_cycle} MACs/cycle; batches of {prog.io['network']['batch']}, program "
+          f"of {cfg.peak_macs_per_cycle} MACs/cycle; batches of {prog.io.batch}, program "
           f"{len(prog.image):,} of {words:,} memory words")
     print(f"accuracy on these images: {float((y.argmax(1) == yte[:n]).double().mean()):.1%}")
     line = f"images/s: {cfg.clock_hz / per_image:,.0f} at the {cfg.clock_hz / 1e6:g} MHz board clock"

@@ -15,7 +15,7 @@ The ``QuantizedModel`` is read by attribute (``layer.qweight``, ``layer.schemes`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -24,8 +24,8 @@ from amaranth.lib import data
 from rmsmp.rtl.formats import parse_weight_format, requant_multiplier
 from rmsmp.rtl.isa import ACT_BANKS, CH_BITS, ConvDesc, VecKind, param_layout
 
-__all__ = ["LoweredLayer", "lower_conv", "lower_vec", "lower_avgpool_conv", "CompileError", "pack_activations", "pack_activation_words",
-           "unpack_activations", "im2col_input", "can_run", "lanes_for"]
+__all__ = ["LoweredLayer", "lower_conv", "lower_vec", "lower_avgpool_conv", "CompileError", "can_run", "lanes_for",
+           "fix_bits_for", "pack_words"]
 
 
 class CompileError(ValueError):
@@ -59,7 +59,7 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
     ``in_hw``: input (H, W); ``in_base``/``out_base``: activation-buffer word addresses;
     ``requant``: per-row {"mult", "shift", "bias"} (default: the model's for ``layer``).
     """
-    R, C = cfg.rows, cfg.columns
+    C = cfg.columns
     if layer.op == "linear":
         k, s, p = 1, 1, 0
         H = W = 1
@@ -68,86 +68,19 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
         H, W = in_hw
     else:
         raise CompileError(f"layer {layer.name!r}: op {layer.op!r} does not run on the conv engine")
-    q = layer.qweight
-    O, Cin = q.shape[0], q.shape[1]
+    O, Cin = layer.qweight.shape[0], layer.qweight.shape[1]
     cb = math.ceil(Cin / C)
     OH, OW = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
-
-    # -- output-channel permutation ---------------------------------------------------------
-    offsets, r0 = {}, 0
-    for g in cfg.lane_groups:
-        offsets[g.scheme] = (r0, g.rows)
-        r0 += g.rows
-    by_scheme: dict[str, list[int]] = {}
-    for ch, sname in enumerate(layer.schemes):
-        by_scheme.setdefault(parse_weight_format(sname).name, []).append(ch)
-    places = {sn: lanes_for(sn, cfg) for sn in by_scheme}
-    for sname, gs in places.items():
-        if not gs:
-            raise CompileError(f"layer {layer.name!r}: scheme {sname} has no lane group that can run it in this "
-                               f"accelerator ({', '.join(g.scheme for g in cfg.lane_groups)})")
-    og_n, slots = _deal_rows(by_scheme, places, offsets)
+    og_n, row_of = place_rows(layer, cfg)
     perm = [0] * O
-    row_of = {}                                   # (og, array row) -> original channel
-    for ch, (og, row) in slots.items():
-        perm[ch] = og * R + row
-        row_of[(og, row)] = ch
-
-    # -- weights: per lane group, word ((og·cb + b)·k + ky)·k + kx ---------------------------
+    for (og, row), ch in row_of.items():
+        perm[ch] = og * cfg.rows + row
+    qw = layer.qweight.reshape(O, Cin, k, k)
+    weights, packed = _lane_weights(layer, cfg, qw, og_n, row_of)
     rq = qm.requant[layer.name] if requant is None else requant
-    qw = q.reshape(O, Cin, k, k) if layer.op == "conv" else q.reshape(O, Cin, 1, 1)
-    # zero-padded [O + 1, cb·C, k, k]: row O is the all-zero row of an unused array row
-    qpad = torch.zeros(O + 1, cb * C, k, k, dtype=torch.int64)
-    qpad[:O, :Cin] = qw
-    weights, packed = {}, {}
-    for g in cfg.lane_groups:
-        f = g.format
-        off, n = offsets[g.scheme]
-        rows = torch.tensor([[row_of.get((og, off + i), O) for i in range(n)] for og in range(og_n)])
-        block = qpad[rows].reshape(og_n, n, cb, C, k, k).permute(0, 2, 4, 5, 1, 3)   # og cb ky kx row col
-        flat = block.reshape(-1, n * C)
-        weights[g.scheme] = pack_words(encode_codes(f, flat), f.bits)
-        # in memory a fix lane group's codes take the width its widest placed row needs
-        pw = f.bits
-        if cfg.packed_weights and f.kind == "fix":
-            placed = {layer.schemes[ch] for (_, row), ch in row_of.items() if off <= row < off + n}
-            pw = max([2] + [fix_bits_for(sn) for sn in placed])
-        if pw < f.bits:
-            packed[g.scheme] = (pw, n * C * pw, pack_words(encode_codes(parse_weight_format(f"fix{pw}"), flat), pw))
-        else:
-            packed[g.scheme] = (0, n * C * f.bits, weights[g.scheme])
-
-    # -- accumulator range (docs/arithmetic.md §3): the array wraps silently, so every row's
-    # worst sum Σ|q|·max|x| and its bias must fit the config's signed accumulator -----------
-    inq = qm.in_q(layer)
-    xmax = max(abs(inq.value_lo), abs(inq.value_hi))
-    worst = int(qw.abs().sum(dim=(1, 2, 3)).max()) * xmax if O else 0
-    bmax = max((abs(int(b)) for b in rq["bias"]), default=0)
-    lim = 1 << (cfg.acc_bits - 1)
-    if worst >= lim or bmax >= lim:
-        what = f"sums reach {worst:,}" if worst >= lim else f"biases reach {bmax:,}"
-        raise CompileError(f"layer {layer.name!r}: accumulator {what}, beyond the config's signed "
-                           f"{cfg.acc_bits}-bit accumulator (needs acc_bits ≥ {max(worst, bmax).bit_length() + 1})")
-
-    # -- requantization parameters: one word of R rows per output group ---------------------
-    plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
-    arr = data.ArrayLayout(plo, R)
-    params = []
-    for og in range(og_n):
-        rows = []
-        for row in range(R):
-            ch = row_of.get((og, row))
-            if ch is None:
-                rows.append({"bias": 0, "mult": 0, "shift": 0, "ch": 0, "en": 0})
-            else:
-                m, n = int(rq["mult"][ch]), int(rq["shift"][ch])
-                if m >= 1 << cfg.mult_bits or n >= 1 << cfg.shift_bits:
-                    raise CompileError(f"layer {layer.name!r}: requantizer M={m}, n={n} exceeds "
-                                       f"{cfg.mult_bits}/{cfg.shift_bits} bits")
-                rows.append({"bias": int(rq["bias"][ch]), "mult": m, "shift": n, "ch": ch, "en": 1})
-        params.append(arr.const(rows).as_bits())
-
-    out = layer.out
+    inq, out = qm.in_q(layer), layer.out
+    _check_accumulator(layer.name, cfg, qw, inq, rq["bias"])
+    params = _param_words(layer.name, cfg, rq, og_n, row_of)
     relu = bool(layer.attrs.get("relu"))
     desc = {"in_base": in_base, "out_base": out_base, "w_base": w_base, "p_base": p_base,
             "in_h": H, "in_w": W, "in_cb": cb, "out_h": OH, "out_w": OW, "out_groups": og_n,
@@ -159,6 +92,91 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
     slots = 2 * O if out.bits > 8 else O
     return LoweredLayer(layer.name, desc, weights, packed, params, perm, math.ceil(slots / C) * C,
                         macs=O * Cin * k * k * OH * OW, beats=og_n * OH * OW * cb * k * k)
+
+
+def _group_rows(cfg) -> dict:
+    """Lane group scheme -> (first array row, rows)."""
+    offsets, r0 = {}, 0
+    for g in cfg.lane_groups:
+        offsets[g.scheme] = (r0, g.rows)
+        r0 += g.rows
+    return offsets
+
+
+def place_rows(layer, cfg) -> tuple[int, dict]:
+    """The output-channel permutation: (output groups, {(og, array row): channel})."""
+    by_scheme: dict[str, list[int]] = {}
+    for ch, sname in enumerate(layer.schemes):
+        by_scheme.setdefault(parse_weight_format(sname).name, []).append(ch)
+    places = {sn: lanes_for(sn, cfg) for sn in by_scheme}
+    for sname, gs in places.items():
+        if not gs:
+            raise CompileError(f"layer {layer.name!r}: scheme {sname} has no lane group that can run it in this "
+                               f"accelerator ({', '.join(g.scheme for g in cfg.lane_groups)})")
+    og_n, slots = _deal_rows(by_scheme, places, _group_rows(cfg))
+    return og_n, {slot: ch for ch, slot in slots.items()}
+
+
+def _lane_weights(layer, cfg, qw: torch.Tensor, og_n: int, row_of: dict) -> tuple[dict, dict]:
+    """Per lane group, its weight words — word ``((og·cb + b)·k + ky)·k + kx`` holds the
+    codes of the group's rows × ``C`` columns — and how they are stored in memory (a fix
+    lane group's codes at the width its widest placed row needs)."""
+    C = cfg.columns
+    O, Cin, k, _ = qw.shape
+    cb = math.ceil(Cin / C)
+    # zero-padded [O + 1, cb·C, k, k]: row O is the all-zero row of an unused array row
+    qpad = torch.zeros(O + 1, cb * C, k, k, dtype=torch.int64)
+    qpad[:O, :Cin] = qw
+    weights, packed = {}, {}
+    for g in cfg.lane_groups:
+        f = g.format
+        off, n = _group_rows(cfg)[g.scheme]
+        rows = torch.tensor([[row_of.get((og, off + i), O) for i in range(n)] for og in range(og_n)])
+        block = qpad[rows].reshape(og_n, n, cb, C, k, k).permute(0, 2, 4, 5, 1, 3)   # og cb ky kx row col
+        flat = block.reshape(-1, n * C)
+        weights[g.scheme] = pack_words(encode_codes(f, flat), f.bits)
+        pw = f.bits
+        if cfg.packed_weights and f.kind == "fix":
+            placed = {layer.schemes[ch] for (_, row), ch in row_of.items() if off <= row < off + n}
+            pw = max([2] + [fix_bits_for(sn) for sn in placed])
+        if pw < f.bits:
+            packed[g.scheme] = (pw, n * C * pw, pack_words(encode_codes(parse_weight_format(f"fix{pw}"), flat), pw))
+        else:
+            packed[g.scheme] = (0, n * C * f.bits, weights[g.scheme])
+    return weights, packed
+
+
+def _check_accumulator(name: str, cfg, qw: torch.Tensor, inq, bias) -> None:
+    """docs/arithmetic.md §3: the array wraps silently, so every row's worst sum
+    Σ|q|·max|x| and its bias must fit the config's signed accumulator."""
+    xmax = max(abs(inq.value_lo), abs(inq.value_hi))
+    worst = int(qw.abs().sum(dim=(1, 2, 3)).max()) * xmax if qw.shape[0] else 0
+    bmax = max((abs(int(b)) for b in bias), default=0)
+    lim = 1 << (cfg.acc_bits - 1)
+    if worst >= lim or bmax >= lim:
+        what = f"sums reach {worst:,}" if worst >= lim else f"biases reach {bmax:,}"
+        raise CompileError(f"layer {name!r}: accumulator {what}, beyond the config's signed "
+                           f"{cfg.acc_bits}-bit accumulator (needs acc_bits ≥ {max(worst, bmax).bit_length() + 1})")
+
+
+def _param_words(name: str, cfg, rq: dict, og_n: int, row_of: dict) -> list[int]:
+    """Requantization parameters: one word of ``R`` rows per output group (unused rows off)."""
+    arr = data.ArrayLayout(param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits), cfg.rows)
+    params = []
+    for og in range(og_n):
+        rows = []
+        for row in range(cfg.rows):
+            ch = row_of.get((og, row))
+            if ch is None:
+                rows.append({"bias": 0, "mult": 0, "shift": 0, "ch": 0, "en": 0})
+                continue
+            m, n = int(rq["mult"][ch]), int(rq["shift"][ch])
+            if m >= 1 << cfg.mult_bits or n >= 1 << cfg.shift_bits:
+                raise CompileError(f"layer {name!r}: requantizer M={m}, n={n} exceeds "
+                                   f"{cfg.mult_bits}/{cfg.shift_bits} bits")
+            rows.append({"bias": int(rq["bias"][ch]), "mult": m, "shift": n, "ch": ch, "en": 1})
+        params.append(arr.const(rows).as_bits())
+    return params
 
 
 def fix_bits_for(scheme) -> int:
@@ -233,60 +251,6 @@ def pack_words(codes: torch.Tensor, bits: int) -> list[int]:
     return [int.from_bytes(row.tobytes(), "little") for row in packed]
 
 
-def _activation_bytes(x, C: int) -> np.ndarray:
-    """Integer tensor [Ch, H, W] → uint8 [entries, C] in buffer order (two's complement bytes)."""
-    x = torch.as_tensor(x)
-    Ch, H, W = x.shape
-    cb = math.ceil(Ch / C)
-    xp = torch.zeros(cb * C, H, W, dtype=torch.int64)
-    xp[:Ch] = x.to(torch.int64)
-    return (xp.reshape(cb, C, H, W).permute(0, 2, 3, 1).reshape(-1, C) & 0xFF).to(torch.uint8).numpy()
-
-
-def pack_activations(x, C: int) -> list[int]:
-    """Integer tensor [Ch, H, W] → activation entries (``C`` channels an entry, bytes two's complement)."""
-    b = _activation_bytes(x, C)
-    if C in (1, 2, 4, 8):
-        return b.copy().view(f"<u{C}").reshape(-1).tolist()
-    return [int.from_bytes(row.tobytes(), "little") for row in b]
-
-
-def pack_activation_words(x, C: int, bus: int) -> list[int]:
-    """Integer tensor [Ch, H, W] → bus words of its entries (each entry least significant word first)."""
-    b = _activation_bytes(x, C)
-    if (8 * C) % bus == 0 and bus in (8, 16, 32, 64):
-        return b.reshape(-1).copy().view(f"<u{bus // 8}").tolist()
-    from rmsmp.rtl.dma import words_per_entry
-    n, mask = words_per_entry(8 * C, bus), (1 << bus) - 1
-    return [(e >> (bus * i)) & mask for e in pack_activations(x, C) for i in range(n)]
-
-
-def im2col_input(x, kernel: int, stride: int, padding: int) -> torch.Tensor:
-    """Integer image [Ch, H, W] → [Ch·k·k, OH, OW]: channel ``(c·k + ky)·k + kx`` of output
-    pixel (oy, ox) is input pixel ``(oy·s + ky − p, ox·s + kx − p)`` of channel ``c`` (0 in
-    the padding) — the first layer's im2col, done by the host so a 3-channel 7×7 conv fills
-    the array's columns as a 1×1 conv over 147 channels."""
-    x = torch.as_tensor(x)
-    Ch, H, W = x.shape
-    cols = torch.nn.functional.unfold(x.to(torch.float64)[None], kernel, padding=padding, stride=stride)[0]
-    OH, OW = (H + 2 * padding - kernel) // stride + 1, (W + 2 * padding - kernel) // stride + 1
-    return cols.reshape(Ch * kernel * kernel, OH, OW).round().to(torch.int64)
-
-
-def unpack_activations(words, channels: int, H: int, W: int, C: int, signed: bool, wide: bool = False):
-    """Activation words → nested list [channels][H][W] of ints (``wide``: 16-bit values
-    in byte pairs 2ch, 2ch+1)."""
-    nb, top = (2, 1 << 16) if wide else (1, 1 << 8)
-    out = [[[0] * W for _ in range(H)] for _ in range(channels)]
-    for c in range(channels):
-        b, lane = divmod(nb * c, C)
-        for y in range(H):
-            for xx in range(W):
-                v = (words[(b * H + y) * W + xx] >> (8 * lane)) & (top - 1)
-                out[c][y][xx] = v - top if signed and v >= top // 2 else v
-    return out
-
-
 def _avgpool_requant(layer, iq, H: int, W: int, cfg):
     """(M, n) of a global average pool: the sum times 2^(f_out - f_in) / (H·W), checked
     against the requantizer's widths."""
@@ -298,24 +262,15 @@ def _avgpool_requant(layer, iq, H: int, W: int, cfg):
     return M, n
 
 
-class _OnesKernelLayer:
+def _ones_kernel_layer(layer, channels: int, H: int, cfg):
     """A global average pool over ``channels`` × H × W seen as a conv: output channel c
-    sums input channel c over an H × W kernel (weights 1, which every lane format holds),
+    sums input channel c over an H × H kernel (weights 1, which every lane format holds),
     the sum requantized with the pool's (M, n) and bias 0 — the vector unit's arithmetic."""
-
-    op = "conv"
-
-    def __init__(self, layer, channels: int, H: int, cfg):
-        self._l = layer
-        self.attrs = {"kernel": H, "stride": 1, "padding": 0, "relu": layer.attrs.get("relu", False)}
-        q = torch.zeros(channels, channels, H, H, dtype=torch.int64)
-        q[torch.arange(channels), torch.arange(channels)] = 1
-        self.qweight = q
-        rows = [f.name for f in cfg.row_formats()]       # fill every array row
-        self.schemes = tuple(rows[c % len(rows)] for c in range(channels))
-
-    def __getattr__(self, name):
-        return getattr(self._l, name)
+    q = torch.zeros(channels, channels, H, H, dtype=torch.int64)
+    q[torch.arange(channels), torch.arange(channels)] = 1
+    rows = [f.name for f in cfg.row_formats()]       # fill every array row
+    return replace(layer, op="conv", qweight=q, schemes=tuple(rows[c % len(rows)] for c in range(channels)),
+                   attrs={"kernel": H, "stride": 1, "padding": 0, "relu": layer.attrs.get("relu", False)})
 
 
 def lower_avgpool_conv(qm, layer, cfg, *, channels: int, in_hw) -> LoweredLayer:
@@ -334,7 +289,7 @@ def lower_avgpool_conv(qm, layer, cfg, *, channels: int, in_hw) -> LoweredLayer:
     R, C = cfg.rows, cfg.columns
     iq = qm[layer.inputs[0]].out
     M, n = _avgpool_requant(layer, iq, H, W, cfg)
-    one = lower_conv(qm, _OnesKernelLayer(layer, C, H, cfg), cfg, in_hw=in_hw, in_base=0, out_base=0,
+    one = lower_conv(qm, _ones_kernel_layer(layer, C, H, cfg), cfg, in_hw=in_hw, in_base=0, out_base=0,
                      requant={"mult": [M] * C, "shift": [n] * C, "bias": [0] * C})
     ogc, nb = one.desc["out_groups"], math.ceil(channels / C)
     if (nb * C - 1).bit_length() > CH_BITS:

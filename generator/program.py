@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rmsmp.host.quant.qmodel import TensorQ
 from rmsmp.rtl.dma import weight_slot, words_per_entry
 from rmsmp.rtl.isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode
 
-from .lower import CompileError, LoweredLayer, lower_conv, lower_vec, pack_activations
+from .layout import pack_activations
+from .lower import CompileError, LoweredLayer, lower_conv, lower_vec
 
-__all__ = ["Program", "ProgramBuilder", "split_words", "layer_program", "vec_program"]
+__all__ = ["Program", "ProgramIO", "TensorSlot", "ProgramBuilder", "split_words", "layer_program", "vec_program"]
 
 
 def split_words(value: int, width: int, bus: int) -> list[int]:
@@ -23,18 +25,84 @@ def split_words(value: int, width: int, bus: int) -> list[int]:
     return [(value >> (bus * i)) & mask for i in range(n)]
 
 
+@dataclass(frozen=True)
+class TensorSlot:
+    """A tensor a program reads or writes: ``name`` is its blob (input) or output region,
+    ``shape`` [C, H, W]; an input's ``addr`` is its word address in the image."""
+
+    name: str
+    shape: tuple
+    signed: bool = True
+    wide: bool = False               # 16-bit values (channel ch in bytes 2ch, 2ch+1)
+    addr: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "signed": self.signed, "wide": self.wide,
+                "addr": self.addr}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TensorSlot":
+        return cls(d["name"], tuple(d["shape"]), bool(d["signed"]), bool(d["wide"]), d["addr"])
+
+
+@dataclass
+class ProgramIO:
+    """What a program takes and gives.  A compiled network (``input_q`` set) takes real
+    images: one per input slot (``batch`` of them), quantized with ``input_q`` and, when
+    ``im2col`` is set, laid out as the first layer's im2col columns (kernel, stride,
+    padding); its outputs are real (``output_q``).  A single-layer program takes and gives
+    integer tensors, one per slot.  ``trace`` names the layers the program stamps the cycle
+    counter after (``moved_words``: bus words each moves for the first image)."""
+
+    inputs: list
+    outputs: list
+    input_q: TensorQ | None = None
+    output_q: TensorQ | None = None
+    batch: int = 1
+    im2col: tuple | None = None
+    resident: bool = False
+    trace: list = field(default_factory=list)
+    moved_words: list = field(default_factory=list)
+
+    @property
+    def is_network(self) -> bool:
+        return self.input_q is not None
+
+    @property
+    def input_shape(self) -> tuple:
+        return self.inputs[0].shape
+
+    @property
+    def output_shape(self) -> tuple:
+        return self.outputs[0].shape
+
+    def to_dict(self) -> dict:
+        return {"inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
+                "input_q": self.input_q.to_dict() if self.input_q else None,
+                "output_q": self.output_q.to_dict() if self.output_q else None,
+                "batch": self.batch, "im2col": list(self.im2col) if self.im2col else None,
+                "resident": self.resident, "trace": list(self.trace), "moved_words": list(self.moved_words)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProgramIO":
+        q = {k: TensorQ(**d[k]) if d[k] else None for k in ("input_q", "output_q")}
+        return cls([TensorSlot.from_dict(s) for s in d["inputs"]], [TensorSlot.from_dict(s) for s in d["outputs"]],
+                   q["input_q"], q["output_q"], d["batch"], tuple(d["im2col"]) if d["im2col"] else None,
+                   d["resident"], list(d["trace"]), list(d["moved_words"]))
+
+
 @dataclass
 class Program:
     config_hash: int
     bus_width: int
     image: list                     # bus words, from address 0
     prog_addr: int = 0
-    outputs: dict = field(default_factory=dict)   # name -> (word address, entries, entry width)
+    outputs: dict = field(default_factory=dict)   # region name -> (word address, entries, entry width)
     layers: list = field(default_factory=list)    # LoweredLayer, in order
-    io: dict = field(default_factory=dict)        # "input"/"output" tensor specs (see layer_program)
+    io: ProgramIO | None = None                   # what it takes and gives
     config: dict = field(default_factory=dict)    # AcceleratorConfig.to_dict() it was compiled for
 
-    FORMAT, VERSION = "rmsmp.Program", 2
+    FORMAT, VERSION = "rmsmp.Program", 3
 
     def save(self, path) -> None:
         """One ``.npz`` file: the memory image and a JSON header (config, I/O map, layer stats)."""
@@ -42,7 +110,7 @@ class Program:
         import numpy as np
         head = {"format": self.FORMAT, "version": self.VERSION, "config_hash": self.config_hash,
                 "bus_width": self.bus_width, "prog_addr": self.prog_addr, "outputs": self.outputs,
-                "io": self.io, "config": self.config,
+                "io": self.io.to_dict() if self.io else None, "config": self.config,
                 "layers": [{"name": l.name, "kind": l.kind, "macs": l.macs, "beats": l.beats} for l in self.layers]}
         with open(path, "wb") as f:
             np.savez_compressed(f, image=np.asarray(self.image, dtype=np.uint64), header=json.dumps(head))
@@ -60,11 +128,10 @@ class Program:
         except Exception as e:
             raise CompileError(f"{path}: not a readable rmsmp program file ({type(e).__name__}: {e})") from None
         if head.get("format") != cls.FORMAT or head.get("version") != cls.VERSION:
-            raise CompileError(f"{path}: not an rmsmp program file of version {cls.VERSION}")
-        io = head["io"]
-        if "network" in io:
-            for k in ("input_shape", "output_shape"):
-                io["network"][k] = tuple(io["network"][k])
+            raise CompileError(f"{path}: not an rmsmp program file of version {cls.VERSION}"
+                               + (f" (version {head.get('version')}: recompile it)" if head.get("format") == cls.FORMAT
+                                  else ""))
+        io = ProgramIO.from_dict(head["io"]) if head["io"] else None
         layers = [LoweredLayer(d["name"], {}, macs=d["macs"], beats=d["beats"], kind=d["kind"]) for d in head["layers"]]
         return cls(head["config_hash"], head["bus_width"], image, head["prog_addr"],
                    {k: tuple(v) for k, v in head["outputs"].items()}, layers, io, head["config"])
@@ -246,9 +313,8 @@ def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
     pb.conv(low)
     pb.store("y", out_base, low.out_channels_padded // C * low.desc["out_h"] * low.desc["out_w"])
     prog = pb.build()
-    prog.io = {"inputs": [{"addr": pb.blob_addr["x"], "shape": tuple(xin.shape)}],
-               "output": {"name": "y", "channels": layer.rows, "H": low.desc["out_h"], "W": low.desc["out_w"],
-                          "signed": bool(layer.out.signed)}}
+    prog.io = ProgramIO([TensorSlot("x", tuple(xin.shape), addr=pb.blob_addr["x"])],
+                        [TensorSlot("y", (layer.rows, low.desc["out_h"], low.desc["out_w"]), bool(layer.out.signed))])
     return prog
 
 
@@ -272,6 +338,6 @@ def vec_program(qm, layer, cfg, inputs) -> Program:
     oh, ow = low.out_hw
     pb.store("y", out_base, (low.out_channels_padded // C) * oh * ow)
     prog = pb.build()
-    prog.io = {"inputs": [{"addr": pb.blob_addr[f"x{k}"], "shape": tuple(t.shape)} for k, t in enumerate(inputs)],
-               "output": {"name": "y", "channels": ch, "H": oh, "W": ow, "signed": bool(layer.out.signed)}}
+    prog.io = ProgramIO([TensorSlot(f"x{k}", tuple(t.shape), addr=pb.blob_addr[f"x{k}"]) for k, t in enumerate(inputs)],
+                        [TensorSlot("y", (ch, oh, ow), bool(layer.out.signed))])
     return prog

@@ -119,11 +119,11 @@ def cmd_compile(a) -> int:
     t = time.perf_counter()
     prog = compile_model(qm, cfg, shape, batch=a.batch)
     prog.save(a.output)
-    net = prog.io["network"]
+    io = prog.io
     print(f"compiled {a.model} for {cfg.describe()} in {time.perf_counter() - t:.1f} s -> {a.output}")
-    print(f"input {net['input_shape']}, output {net['output_shape']}, batch {net['batch']}, "
+    print(f"input {io.input_shape}, output {io.output_shape}, batch {io.batch}, "
           f"{len(prog.image) * prog.bus_width // 8 / 2**20:.1f} MiB image, weights "
-          f"{'resident' if net['resident'] else 'streamed per layer'}; {len(prog.layers)} layer steps")
+          f"{'resident' if io.resident else 'streamed per layer'}; {len(prog.layers)} layer steps")
     return 0
 
 
@@ -133,14 +133,13 @@ def cmd_sim(a) -> int:
     from . import open_device
     prog = Program.load(a.program)
     cfg = AcceleratorConfig.from_dict(prog.config)
-    net = prog.io.get("network")
-    if net is None:
+    if prog.io is None or not prog.io.is_network:
         raise RmsmpError(f"{a.program}: not a whole-network program")
     if a.input:
         x = torch.load(a.input, weights_only=True).float()
         x = x.unsqueeze(0) if x.dim() == 3 else x
     else:
-        x = torch.randn(a.images, *net["input_shape"], generator=torch.Generator().manual_seed(a.seed))
+        x = torch.randn(a.images, *prog.io.input_shape, generator=torch.Generator().manual_seed(a.seed))
     dev = open_device("sim", cfg)
     print(f"building/loading the Verilator model of {cfg.describe()} …")
     dev.build()

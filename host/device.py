@@ -11,20 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from rmsmp.generator.lower import im2col_input, pack_activation_words, unpack_activations
+from rmsmp.generator.layout import network_input, pack_activation_words, unpack_activations
 
 from .errors import RmsmpError
 
-__all__ = ["Device", "ProgramMismatchError", "network_input"]
-
-
-def network_input(x: torch.Tensor, net: dict) -> torch.Tensor:
-    """One quantized image [C, H, W] laid out as the program's input tensor (the first
-    layer's im2col columns when the compiler chose that transform)."""
-    t = net.get("input_transform")
-    if t and "im2col" in t:
-        return im2col_input(x, *t["im2col"])
-    return x
+__all__ = ["Device", "ProgramMismatchError"]
 
 
 class ProgramMismatchError(RmsmpError):
@@ -74,59 +65,55 @@ class Device:
         if self.program is None:
             raise RmsmpError("no program loaded: call load(program) first")
         io = self.program.io
-        if "network" in io:
+        if io is None:
+            raise RmsmpError("the loaded program does not declare its input and output tensors")
+        if io.is_network:
             if len(xs) != 1:
                 raise RmsmpError("a network program takes one batch of images")
-            return self._run_network(xs[0], io["network"])
-        if "inputs" not in io:
-            raise RmsmpError("the loaded program does not declare its input and output tensors")
-        if len(xs) != len(io["inputs"]):
-            raise RmsmpError(f"program takes {len(io['inputs'])} input tensor(s), got {len(xs)}")
+            return self._run_network(xs[0], io)
+        if len(xs) != len(io.inputs):
+            raise RmsmpError(f"program takes {len(io.inputs)} input tensor(s), got {len(xs)}")
         image = list(self.program.image)
         C, bus = self.cfg.columns, self.program.bus_width
-        for x, spec in zip(xs, io["inputs"]):
+        for x, slot in zip(xs, io.inputs):
             xin = x if x.dim() == 3 else x.reshape(-1, 1, 1)
-            if tuple(xin.shape) != tuple(spec["shape"]):
-                raise RmsmpError(f"input shape {tuple(xin.shape)} != program's {tuple(spec['shape'])}")
+            if tuple(xin.shape) != tuple(slot.shape):
+                raise RmsmpError(f"input shape {tuple(xin.shape)} != program's {tuple(slot.shape)}")
             flat = pack_activation_words(xin, C, bus)
-            image[spec["addr"]:spec["addr"] + len(flat)] = flat
-        o = io["output"]
-        out = self.run_image(image, read=[o["name"]])
-        y = unpack_activations(self.program.read_entries(out, o["name"]), o["channels"], o["H"], o["W"], C,
-                               o["signed"])
-        return torch.tensor(y, dtype=torch.int64)
+            image[slot.addr:slot.addr + len(flat)] = flat
+        o = io.outputs[0]
+        out = self.run_image(image, read=[o.name])
+        return torch.tensor(self._unpack(out, o), dtype=torch.int64)
 
-    def _run_network(self, images: torch.Tensor, net: dict) -> torch.Tensor:
+    def _unpack(self, mem, slot):
+        return unpack_activations(self.program.read_entries(mem, slot.name), *slot.shape, self.cfg.columns,
+                                  slot.signed, wide=slot.wide)
+
+    def _run_network(self, images: torch.Tensor, io) -> torch.Tensor:
         """Real images [N, C, H, W] → real outputs [N, O] (== ``golden(qm, images)``).
 
         Images run in chunks of the program's batch; per-layer stats accumulate in
         ``stats`` over all chunks."""
-        from rmsmp.host.quant.qmodel import TensorQ
         from rmsmp.sim.golden import quantize_input
-        if tuple(images.shape[1:]) != tuple(net["input_shape"]):
+        if tuple(images.shape[1:]) != tuple(io.input_shape):
             raise RmsmpError(f"images of shape {tuple(images.shape[1:])}; the program was compiled for "
-                             f"{tuple(net['input_shape'])}")
-        iq, oq = TensorQ(**net["input_q"]), TensorQ(**net["output_q"])
-        C, bus, B = self.cfg.columns, self.program.bus_width, net["batch"]
-        O, oh, ow = net["output_shape"]
-        xi = quantize_input(images, iq)
+                             f"{tuple(io.input_shape)}")
+        C, bus, B = self.cfg.columns, self.program.bus_width, io.batch
+        xi = quantize_input(images, io.input_q)
         outs, total = [], {}
         for start in range(0, len(xi), B):
             chunk = xi[start:start + B]
             image = list(self.program.image)
-            for k, x in enumerate(chunk):
-                flat = pack_activation_words(network_input(x, net), C, bus)
-                a = net["inputs"][k]
-                image[a:a + len(flat)] = flat
-            mem = self.run_image(image, read=list(net["outputs"][:len(chunk)]) + (["trace"] if net.get("trace") else []))
-            for k in range(len(chunk)):
-                y = unpack_activations(self.program.read_entries(mem, net["outputs"][k]), O, oh, ow, C,
-                                       oq.signed, wide=oq.bits > 8)
-                outs.append(torch.tensor(y, dtype=torch.int64).reshape(-1))
+            for x, slot in zip(chunk, io.inputs):
+                flat = pack_activation_words(network_input(x, io), C, bus)
+                image[slot.addr:slot.addr + len(flat)] = flat
+            slots = io.outputs[:len(chunk)]
+            mem = self.run_image(image, read=[s.name for s in slots] + (["trace"] if io.trace else []))
+            outs += [torch.tensor(self._unpack(mem, s), dtype=torch.int64).reshape(-1) for s in slots]
             for key in ("cycles", "mac_beats", "wall_s", "process_s"):
                 total[key] = total.get(key, 0) + self.stats[key]
-            if start == 0 and net.get("trace"):
-                total["layers"] = self._layer_report(mem, net)
+            if start == 0 and io.trace:
+                total["layers"] = self._layer_report(mem, io)
         n = len(xi)
         macs = sum(l.macs for l in self.program.layers) // B
         total.update({"images": n, "cycles_per_image": total["cycles"] / n,
@@ -134,22 +121,22 @@ class Device:
                       "time_per_image_at_clock_s": total["cycles"] / n / self.cfg.clock_hz,
                       "sim_cycles_per_s": total["cycles"] / total["wall_s"]})
         self.stats = total
-        return torch.stack(outs).double() * oq.step
+        return torch.stack(outs).double() * io.output_q.step
 
-    def _layer_report(self, mem, net) -> list[dict]:
+    def _layer_report(self, mem, io) -> list[dict]:
         """Per-layer cycles from the first image's STAMPs, with MACs, utilization, bytes moved."""
         stamps = self.program.read_entries(mem, "trace")
         macs = {}
         for l in self.program.layers:
             macs[l.name] = macs.get(l.name, 0) + l.macs
-        B = net["batch"]
+        B = io.batch
         rows = []
-        for k, name in enumerate(net["trace"]):
+        for k, name in enumerate(io.trace):
             cyc = stamps[k + 1] - stamps[k]
             m = macs.get(name, 0) // B
             rows.append({"layer": name, "cycles": cyc, "macs": m,
                          "mac_utilization": m / (cyc * self.cfg.peak_macs_per_cycle) if cyc else 0.0,
-                         "bytes_moved": net["moved_words"][k] * self.program.bus_width // 8})
+                         "bytes_moved": io.moved_words[k] * self.program.bus_width // 8})
         return rows
 
     def layer_table(self) -> str:

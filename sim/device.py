@@ -12,13 +12,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from rmsmp.host.device import Device, ProgramMismatchError, network_input
+from rmsmp.host.device import Device, ProgramMismatchError
 from rmsmp.host.errors import RmsmpError
 
 from .top import SimTop
 from .verilator import VerilatorBuild
 
-__all__ = ["SimDevice", "ProgramMismatchError", "network_input"]
+__all__ = ["SimDevice", "ProgramMismatchError"]
 
 
 class SimDevice(Device):

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from rmsmp.generator.compiler import _band_rows, compile_model
+from rmsmp.generator.compiler import compile_model
 from rmsmp.generator.config import AcceleratorConfig
-from rmsmp.generator.lower import (CompileError, im2col_input, pack_activation_words, pack_activations,
-                                   unpack_activations)
+from rmsmp.generator.layout import im2col_input, pack_activation_words, pack_activations, unpack_activations
+from rmsmp.generator.lower import CompileError
+from rmsmp.generator.schedule import band_rows
 from rmsmp.generator.program import split_words
 from rmsmp.rtl.isa import ACT_BANKS, Instruction, Opcode
 
@@ -41,7 +42,7 @@ def test_bands_cover_the_input_rows_each_output_row_reads(k, s, p, H):
     for t in range(1, OH + 1):
         for oy0 in range(0, OH, t):
             oy1 = min(OH, oy0 + t)
-            b0, b1, pad_top = _band_rows(oy0, oy1, k, s, p, H)
+            b0, b1, pad_top = band_rows(oy0, oy1, k, s, p, H)
             assert 0 <= pad_top <= p and 0 <= b0 < b1 <= H
             for oy in range(oy0, oy1):
                 for ky in range(k):
@@ -97,7 +98,7 @@ def test_resnet18_program_respects_the_buffers():
                 assert b * half <= c.out_base < (b + 1) * half
             assert c.w_base + c.out_groups <= cfg.weight_depth
     assert kinds[Opcode.CONV] > 21 and kinds[Opcode.VEC] > 9 and kinds[Opcode.STAMP] == 32
-    assert prog.io["network"]["input_transform"] == {"im2col": [7, 2, 3]}
+    assert prog.io.im2col == (7, 2, 3)
 
 
 def test_programs_for_too_small_buffers_are_refused():

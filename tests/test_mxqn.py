@@ -167,7 +167,7 @@ def test_compiling_log_activations_names_the_layer(mxqn3, digits_net, tmp_path):
     m, cal, _, _ = digits_net
     fixed = quantize(m, cal, method="mxqn", act_bits=3, log_activations=False)
     assert not fixed.meta["log_activations"]
-    assert compile_model(fixed, AcceleratorConfig()).io["network"]["resident"]
+    assert compile_model(fixed, AcceleratorConfig()).io.resident
 
 
 def test_mxqn_refuses_mixed_grids(digits_net):

@@ -80,7 +80,7 @@ def test_msqe_model_has_power_of_two_scales_and_keeps_accuracy(digits_net):
     assert acc >= fp - 0.01
     # the accelerator runs it: fix4 rows go to the fix8 lanes
     from rmsmp.host import AcceleratorConfig, compile_model
-    assert compile_model(qm, AcceleratorConfig()).io["network"]["resident"]
+    assert compile_model(qm, AcceleratorConfig()).io.resident
 
 
 def test_msqe_refuses_mixed_or_pot_grids(digits_net):

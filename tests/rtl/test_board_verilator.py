@@ -13,7 +13,7 @@ from rmsmp.rtl.sdram import SdramTiming
 
 from rmsmp.boards.top import BoardTop
 from rmsmp.generator.config import AcceleratorConfig
-from rmsmp.generator.lower import unpack_activations
+from rmsmp.generator.layout import unpack_activations
 from rmsmp.generator.program import layer_program
 from rmsmp.rtl.bridge import Status
 from rmsmp.host import compile_model

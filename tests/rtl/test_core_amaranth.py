@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from rmsmp.sim.layer_cases import mini_block, one_layer_model, vec_case
 from rmsmp.generator.config import AcceleratorConfig
-from rmsmp.generator.lower import unpack_activations
+from rmsmp.generator.layout import unpack_activations
 from rmsmp.generator.program import layer_program, vec_program
 from rmsmp.rtl.core import Core
 from rmsmp.rtl.burst_ram import BurstRam
@@ -84,10 +84,9 @@ def test_core_runs_vector_ops_bit_exact(name):
     layer, inputs, y = vec_case(qm, tr, name)
     prog = vec_program(qm, layer, CFG, inputs)
     res = run_core(CFG, prog)
-    o = prog.io["output"]
-    got = unpack_activations(prog.read_entries(res["image"], "y"), o["channels"], o["H"], o["W"], CFG.columns,
-                             o["signed"])
-    assert got == y.reshape(o["channels"], o["H"], o["W"]).tolist()
+    o = prog.io.outputs[0]
+    got = unpack_activations(prog.read_entries(res["image"], o.name), *o.shape, CFG.columns, o.signed)
+    assert got == y.reshape(o.shape).tolist()
 
 
 PACK_CFG = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix8", 2)), columns=4,
@@ -143,7 +142,8 @@ def test_small_weight_entries_share_bus_words(ratio, wbits):
 def test_engine_op_fetched_while_the_engine_runs():
     """Two convs back to back with different output bases: the second CONV is fetched while
     the first runs, and must not reach the engine's descriptor register before it is done."""
-    from rmsmp.generator.lower import lower_conv, pack_activations
+    from rmsmp.generator.layout import pack_activations
+    from rmsmp.generator.lower import lower_conv
     from rmsmp.generator.program import ProgramBuilder, _width
     from rmsmp.rtl.engine import buffer_ports
     from rmsmp.rtl.isa import Buffer
@@ -242,7 +242,7 @@ def test_average_pool_on_the_conv_engine_runs_block_by_block(acc_depth, sets):
     cfg = AcceleratorConfig(lane_groups=CFG.lane_groups, columns=4, act_depth=2048, weight_depth=512,
                             acc_depth=acc_depth, vector_ops=("add",))
     prog = compile_model(qm, cfg, (3, 5, 5))
-    assert prog.io["network"]["resident"] == (sets == 0)
+    assert prog.io.resident == (sets == 0)
     pool = [low for low in prog.layers if low.name == "avgpool"]
     assert len(pool) == 3 and {low.desc["in_cb"] for low in pool} == {1}
     assert pool[0].beats == 3 * 5 * 5 and pool[0].macs == 10 * 5 * 5

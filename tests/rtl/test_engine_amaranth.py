@@ -5,7 +5,8 @@ from amaranth.sim import Simulator
 
 from rmsmp.sim.layer_cases import one_layer_model
 from rmsmp.generator.config import AcceleratorConfig
-from rmsmp.generator.lower import CompileError, lower_conv, pack_activations, unpack_activations
+from rmsmp.generator.layout import pack_activations, unpack_activations
+from rmsmp.generator.lower import CompileError, lower_conv
 from rmsmp.rtl.engine import ConvEngine
 from rmsmp.sim.collisions import PoisonCollisions
 

@@ -23,7 +23,7 @@ def test_digits_network_bit_exact_on_the_simulator(digits_q):
     qm, xte, yte = digits_q
     dev = open_device("sim", CFG)
     prog = compile_model(qm, CFG, batch=128)
-    assert prog.io["network"]["input_transform"] == {"im2col": [3, 1, 1]}      # 1-channel 3×3 conv1
+    assert prog.io.im2col == (3, 1, 1)      # 1-channel 3×3 conv1
     dev.load(prog)
     y = dev.run(xte)
     g = golden(qm, xte)
@@ -102,14 +102,13 @@ def test_resnet18_end_to_end_bit_exact_at_224x224():
     x = torch.randn(2, 3, 224, 224)
     qm = quantize(model, x, hessian_images=1, hessian_samples=1)
     prog = compile_model(qm, CFG)
-    net = prog.io["network"]
-    assert not net["resident"] and net["input_transform"] == {"im2col": [7, 2, 3]}
+    assert not prog.io.resident and prog.io.im2col == (7, 2, 3)
     dev = open_device("sim", CFG)
     dev.load(prog)
     y = dev.run(x[:1])
     assert torch.equal(y, golden(qm, x[:1]))
     s = dev.stats
-    assert len(s["layers"]) == len(net["trace"]) and s["layers"][0]["layer"] == "conv1"
+    assert len(s["layers"]) == len(prog.io.trace) and s["layers"][0]["layer"] == "conv1"
     print("\n" + dev.layer_table())
     print(f"\nResNet-18 224x224 on the simulator: {s['cycles']:,} cycles, MAC utilization "
           f"{s['mac_utilization']:.1%}, {s['sim_cycles_per_s'] / 1e3:.0f} kcycles/s, {s['wall_s']:.0f} s simulated")
@@ -122,7 +121,7 @@ def test_cli_compile_and_sim(tmp_path, capsys):
     assert main(["quantize", "--model", "digits", "--calib", "random:16", "--quiet", "-o", str(m)]) == 0
     assert main(["compile", str(m), "-o", str(p), "--batch", "2"]) == 0
     prog = Program.load(p)
-    assert prog.io["network"]["batch"] == 2 and prog.config_hash == CFG.config_hash
+    assert prog.io.batch == 2 and prog.config_hash == CFG.config_hash
     assert main(["sim", str(p), "--model", str(m), "--images", "2"]) == 0
     out = capsys.readouterr().out
     assert "bit-exact" in out and "cycles/image" in out

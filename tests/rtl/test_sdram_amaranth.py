@@ -119,7 +119,7 @@ def test_core_runs_a_layer_from_sdram():
     from amaranth import Module
     from amaranth.lib import wiring
 
-    from rmsmp.generator.lower import unpack_activations
+    from rmsmp.generator.layout import unpack_activations
     from rmsmp.generator.program import layer_program
     from rmsmp.rtl.core import Core
     from rmsmp.sim.layer_cases import one_layer_model

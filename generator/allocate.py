@@ -1,0 +1,101 @@
+"""Compiler pass: where every activation tensor of a network lives in external memory.
+
+Tensors other than the network input and output share one ``work`` region, allocated
+first-fit by liveness (a skip tensor stays as long as its add needs it); the network input
+and output have regions of their own per image (``x{i}``, ``y{i}``).  A flatten is an alias
+of its input.  Sizes are in activation-buffer entries of ``C`` channels (16-bit tensors take
+two bytes a channel) and in bus words.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rmsmp.rtl.dma import words_per_entry
+
+from .lower import CompileError
+
+__all__ = ["Allocator", "TensorPlan", "plan_tensors"]
+
+
+class Allocator:
+    """First-fit allocation of words in a region (``size=None``: unbounded)."""
+
+    def __init__(self, size: int | None, what: str):
+        self.size, self.what, self.top = size, what, 0
+        self.free = [(0, size if size is not None else 1 << 62)]
+
+    def alloc(self, n: int, what: str) -> int:
+        for i, (a, m) in enumerate(self.free):
+            if m >= n:
+                self.free[i] = (a + n, m - n)
+                self.top = max(self.top, a + n)
+                return a
+        raise CompileError(f"{what}: needs {n} words, the {self.size}-word {self.what} has no room")
+
+    def release(self, a: int, n: int) -> None:
+        self.free.append((a, n))
+        self.free.sort()
+        merged: list[tuple[int, int]] = []
+        for s, m in self.free:
+            if merged and merged[-1][0] + merged[-1][1] == s:
+                merged[-1] = (merged[-1][0], merged[-1][1] + m)
+            else:
+                merged.append((s, m))
+        self.free = merged
+
+
+@dataclass
+class TensorPlan:
+    """The external-memory plan of a network's tensors."""
+
+    inp: str                     # the network input's name
+    out: str                     # the network output's name
+    wpe: int                     # bus words per activation entry
+    blocks: dict                 # tensor -> channel blocks of C (a 16-bit tensor counts twice)
+    entries: dict                # tensor -> activation entries (blocks · H · W)
+    alias: dict                  # flatten -> the tensor it views
+    offset: dict                 # tensor -> word offset in the work region
+    work_words: int              # size of the work region
+
+    def source(self, name: str) -> str:
+        """The tensor ``name`` is stored as (a flatten is its input)."""
+        return self.alias.get(name, name)
+
+    def locate(self, name: str, img: int) -> tuple[str, int]:
+        """(memory region, word offset) of tensor ``name`` for image ``img``."""
+        name = self.source(name)
+        if name == self.inp:
+            return f"x{img}", 0
+        if name == self.out:
+            return f"y{img}", 0
+        return "work", self.offset[name]
+
+
+def plan_tensors(qm, cfg, shapes: dict) -> TensorPlan:
+    """Sizes of every tensor in ``shapes`` and the work region's first-fit allocation."""
+    C = cfg.columns
+    wpe = words_per_entry(8 * C, cfg.bus_width)
+    blocks = {n: math.ceil(s[0] * (2 if qm[n].out.bits > 8 else 1) / C) for n, s in shapes.items()}
+    entries = {n: blocks[n] * s[1] * s[2] for n, s in shapes.items()}
+    inp, out = qm.input.name, qm.output.name
+    alias: dict[str, str] = {}
+    last_use: dict[str, int] = {}
+    for i, l in enumerate(qm.layers):
+        if l.op == "flatten":
+            alias[l.name] = alias.get(l.inputs[0], l.inputs[0])
+        for x in l.inputs:
+            last_use[alias.get(x, x)] = i
+    work = Allocator(None, "workspace")
+    offset: dict[str, int] = {}
+    for i, l in enumerate(qm.layers):
+        if l.name in alias or l.name in (inp, out):
+            continue
+        offset[l.name] = work.alloc(entries[l.name] * wpe, f"tensor {l.name!r}")
+        for x in set(l.inputs):
+            src = alias.get(x, x)
+            if last_use.get(src) == i and src in offset:
+                work.release(offset[src], entries[src] * wpe)
+        if last_use.get(l.name, -1) < i:          # never read (cannot happen in a checked graph)
+            work.release(offset[l.name], entries[l.name] * wpe)
+    return TensorPlan(inp, out, wpe, blocks, entries, alias, offset, max(work.top, 1))

@@ -1,0 +1,316 @@
+"""Compiler pass: the operations of a whole program, in order, as typed data.
+
+Each layer moves its operands through the on-chip activation buffer:
+
+* **Row bands.** A conv or max-pool runs in bands of output rows: the band's input rows
+  (with the kernel's halo) are loaded, the engine runs the band (``pad_top`` says how many
+  of the padding rows lie above it; the bottom padding follows from the band height), the
+  output rows are stored.  Bands that fit one bank of the activation buffer alternate
+  banks and are software-pipelined: band i+1 loads and band i−1 stores while band i
+  computes.  A layer whose weights stream in several sets may instead take the whole
+  buffer for fewer bands (each band reloads the sets); :func:`band_cost` picks.
+* A residual add streams in pipelined chunks; a global average pool on the vector unit
+  needs its input on chip.
+* With several bands and several weight sets, bands are outer: every set is applied to
+  the band on chip, so no partial output is ever stored.
+
+:func:`schedule` returns the ops (:class:`Load`, :class:`Store`, :class:`Conv`,
+:class:`Vec`, :class:`Stamp`) and the weight sets in the order they are used;
+:mod:`~rmsmp.generator.codegen` turns them into instructions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from rmsmp.rtl.isa import ACT_BANKS, DIM_BITS
+
+from .allocate import TensorPlan
+from .lower import CompileError, LoweredLayer
+from .weight_sets import WeightPlan, WeightSet
+
+__all__ = ["Load", "Store", "Conv", "Vec", "Stamp", "Schedule", "schedule", "band_rows", "band_cost",
+           "choose_bands", "BandShape"]
+
+
+@dataclass(frozen=True)
+class Load:
+    """DMA ``count`` activation entries from region ``ref`` (``offset`` bus words in) to
+    activation-buffer entry ``buf_addr``."""
+    ref: str
+    offset: int
+    count: int
+    buf_addr: int
+
+
+@dataclass(frozen=True)
+class Store:
+    """DMA ``count`` activation entries from ``buf_addr`` to region ``ref`` at ``offset``."""
+    ref: str
+    offset: int
+    count: int
+    buf_addr: int
+
+
+@dataclass(frozen=True)
+class Conv:
+    """Run ``layer.desc`` on the conv engine; ``set`` indexes :attr:`Schedule.sets` (``None``:
+    resident weights), ``p_off`` is its parameter words' offset from the set's base."""
+    layer: LoweredLayer
+    set: int | None = None
+    p_off: int = 0
+
+
+@dataclass(frozen=True)
+class Vec:
+    """Run ``layer.desc`` on the vector unit."""
+    layer: LoweredLayer
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """Write the cycle counter into word ``index`` of the trace region (after a layer)."""
+    index: int
+
+
+@dataclass
+class Schedule:
+    ops: list = field(default_factory=list)
+    sets: list = field(default_factory=list)         # WeightSet, in order of use
+    moved: dict = field(default_factory=dict)        # layer -> bus words moved (first image)
+
+
+# -- row bands ----------------------------------------------------------------------------
+
+def band_rows(oy0: int, oy1: int, k: int, s: int, p: int, H: int) -> tuple[int, int, int]:
+    """Input rows [b0, b1) a band of output rows [oy0, oy1) reads, and its pad_top."""
+    b0 = max(0, oy0 * s - p)
+    b1 = min(H, (oy1 - 1) * s - p + k)
+    return b0, b1, p + b0 - oy0 * s
+
+
+@dataclass(frozen=True)
+class BandShape:
+    """What a band of ``t`` output rows of a windowed layer moves, in activation entries."""
+    in_blocks: int
+    in_h: int
+    in_w: int
+    out_blocks: int
+    out_w: int
+    kernel: int
+    stride: int
+
+    def in_rows(self, t: int) -> int:
+        return self.in_blocks * self.in_w * min(self.in_h, (t - 1) * self.stride + self.kernel)
+
+    def out_rows(self, t: int) -> int:
+        return self.out_blocks * self.out_w * t
+
+
+def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, compute: float, wpe: int,
+              weight_words: int, n_sets: int, n_dma: int) -> float:
+    """Cycles of a layer run in ``bands`` (a pure estimate).  Pipelined bands pay the first
+    load and last store, then per band the longer of its compute and the other bank's
+    transfers (plus the weight sets it reloads); whole-buffer bands pay every transfer;
+    each band costs its DMA instructions (``n_dma`` a band)."""
+    rows = [b1 - b0 for b0, b1 in bands]
+    ld = [wpe * shape.in_rows(n) for n in rows]
+    st = [wpe * shape.out_rows(n) for n in rows]
+    cp = [compute * n / out_h for n in rows]
+    w = weight_words / n_sets if n_sets > 1 else 0          # per set; each band reloads them
+
+    def band(i, extra):
+        # the next set loads while this one computes; the band's transfers go with the last
+        c = cp[i] / n_sets
+        return (n_sets - 1) * max(c, w) + max(c, w + extra)
+
+    if pipelined and len(bands) > 1:
+        cost = ld[0] + st[-1] + sum(band(i, (st[i - 1] if i else 0) + (ld[i + 1] if i + 1 < len(bands) else 0))
+                                    for i in range(len(bands)))
+    else:
+        cost = sum(ld[i] + band(i, 0) + st[i] for i in range(len(bands)))
+    return cost + (16 * n_dma + 32) * len(bands)
+
+
+def choose_bands(name: str, out_h: int, shape: BandShape, *, act_depth: int, wpe: int, compute: float,
+                 weight_words: int, n_sets: int, n_dma: int) -> tuple[list, bool]:
+    """Row bands for a layer and whether they pipeline (one bank each) or take the whole
+    buffer: the cheapest by :func:`band_cost` (ties: pipelined, then taller bands)."""
+    options = []
+    for pipelined, cap in ((True, act_depth // ACT_BANKS), (False, act_depth)):
+        fits = [t for t in range(1, out_h + 1) if shape.in_rows(t) + shape.out_rows(t) <= cap]
+        for t in (fits if pipelined else fits[-1:]):
+            bands = [(r, min(out_h, r + t)) for r in range(0, out_h, t)]
+            cost = band_cost(bands, pipelined, shape=shape, out_h=out_h, compute=compute, wpe=wpe,
+                             weight_words=weight_words, n_sets=n_sets, n_dma=n_dma)
+            options.append((cost, not pipelined, -t, bands, pipelined))
+    if not options:
+        raise CompileError(f"layer {name!r}: one output row needs {shape.in_rows(1) + shape.out_rows(1)} "
+                           f"activation entries, the buffer holds {act_depth} (column tiling is not implemented)")
+    *_, bands, pipelined = min(options)
+    return bands, pipelined
+
+
+def pipeline(bands: list, pipelined: bool) -> list:
+    """The ops of bands, each ``(loads, computes, stores)``, in issue order: pipelined bands
+    alternate banks, so band i+1 loads and band i−1 stores while band i computes."""
+    ops = []
+    if not pipelined or len(bands) == 1:
+        for ld, cp, st in bands:
+            ops += ld + cp + st
+        return ops
+    ops += bands[0][0]
+    for i, (_, cp, _) in enumerate(bands):
+        ops += cp
+        if i:
+            ops += bands[i - 1][2]
+        if i + 1 < len(bands):
+            ops += bands[i + 1][0]
+    return ops + bands[-1][2]
+
+
+# -- the program --------------------------------------------------------------------------
+
+class _LayerScheduler:
+    """Schedules one layer of one image into a :class:`Schedule`."""
+
+    def __init__(self, sch: Schedule, cfg, tensors: TensorPlan, weights: WeightPlan, low: LoweredLayer,
+                 img: int):
+        self.sch, self.cfg, self.t, self.w, self.low, self.img = sch, cfg, tensors, weights, low, img
+        self.first = True
+
+    # transfers -------------------------------------------------------------------------
+    def _dma(self, cls, name, ent_off, n, buf):
+        ref, off = self.t.locate(name, self.img)
+        if self.img == 0:
+            self.sch.moved[self.low.name] += n * self.t.wpe
+        return cls(ref, off + ent_off * self.t.wpe, n, buf)
+
+    def rows_io(self, cls, name, b0, b1, buf, H, W) -> list:
+        """Load (or store) rows [b0, b1) of every channel block of tensor ``name``."""
+        nb, n = self.t.blocks[self.t.source(name)], (b1 - b0) * W
+        if b0 == 0 and b1 == H:
+            return [self._dma(cls, name, 0, nb * n, buf)]
+        return [self._dma(cls, name, (cb * H + b0) * W, n, buf + cb * n) for cb in range(nb)]
+
+    # compute ---------------------------------------------------------------------------
+    def op(self, cls, desc, set_=None, p_off=0):
+        """An op of this layer; the layer's MACs and beats count on its first op only."""
+        v = replace(self.low, desc=desc, macs=self.low.macs if self.first else 0,
+                    beats=self.low.beats if self.first else 0)
+        self.first = False
+        return cls(v) if cls is Vec else Conv(v, set_, p_off)
+
+    def use_set(self, spec) -> int:
+        self.sch.sets.append(WeightSet(self.low.name, spec))
+        return len(self.sch.sets) - 1
+
+    def pool_ops(self, band, b_lo, b_hi, set_=None) -> list:
+        """The pool's op for each channel block b in [b_lo, b_hi): input block b (its band
+        rows start at in_base + b·rows·W), block b's parameter words."""
+        og = self.low.desc["out_groups"]
+        ops = []
+        for b in range(b_lo, b_hi):
+            desc = {**band, "in_base": band["in_base"] + b * band["in_h"] * band["in_w"]}
+            if set_ is None:
+                ops.append(self.op(Conv, {**desc, "p_base": band["p_base"] + b * og}))
+            else:
+                ops.append(self.op(Conv, desc, set_, (b - b_lo) * og))
+        return ops
+
+    def band_compute(self, band: dict, only) -> list:
+        """The engine ops of one band of a conv layer: with its weights on chip (resident,
+        or one set loaded once) one op (a pool: one per block), else one per set."""
+        low = self.low
+        if self.w.resident or only is not None:
+            if low.pool_blocks:
+                return self.pool_ops(band, 0, low.pool_blocks, only)
+            return [self.op(Conv, band, only)]
+        ops = []
+        for spec in self.w.sets[low.name]:
+            j = self.use_set(spec)
+            if low.pool_blocks:                          # sets of channel blocks
+                ops += self.pool_ops(band, spec.lo, spec.hi, j)
+            else:                                        # sets of output groups
+                ops.append(self.op(Conv, {**band, "out_groups": spec.hi - spec.lo}, j))
+        return ops
+
+    # layer kinds -----------------------------------------------------------------------
+    def windowed(self, x, in_shape, out_shape) -> list:
+        """A conv, linear, max-pool or engine pool, in row bands."""
+        low, d, t = self.low, self.low.desc, self.t
+        _, H, W = in_shape
+        _, OH, OW = out_shape
+        icb, ocb = t.blocks[t.source(x)], t.blocks[low.name]
+        k, s, p = d["kernel"], d["stride"], d["pad"]
+        sets = self.w.sets.get(low.name, []) if low.kind == "conv" and not self.w.resident else []
+        n_sets = max(1, len(sets))
+        shape = BandShape(icb, H, W, ocb, OW, k, s)
+        bands, pipelined = choose_bands(low.name, OH, shape, act_depth=self.cfg.act_depth, wpe=t.wpe,
+                                        compute=low.beats, weight_words=self.w.set_words(low.name),
+                                        n_sets=n_sets, n_dma=icb + ocb)
+        only = self.use_set(sets[0]) if len(sets) == 1 else None     # one set: loaded once for all bands
+        half_a = self.cfg.act_depth // ACT_BANKS
+        parts = []
+        for i, (oy0, oy1) in enumerate(bands):
+            b0, b1, pad_top = band_rows(oy0, oy1, k, s, p, H)
+            base = (i % ACT_BANKS) * half_a if pipelined else 0
+            a_out = base + icb * W * (b1 - b0)
+            banks = 1 << (i % ACT_BANKS) if pipelined else (1 << ACT_BANKS) - 1
+            loads = self.rows_io(Load, x, b0, b1, base, H, W)
+            stores = self.rows_io(Store, low.name, oy0, oy1, a_out, OH, OW)
+            if low.kind == "vec":
+                compute = [self.op(Vec, {**d, "a_base": base, "out_base": a_out, "in_h": b1 - b0,
+                                         "pad_top": pad_top, "out_h": oy1 - oy0, "banks": banks})]
+            else:
+                compute = self.band_compute({**d, "in_base": base, "in_h": b1 - b0, "pad_top": pad_top,
+                                             "out_base": a_out, "out_h": oy1 - oy0, "banks": banks}, only)
+            parts.append((loads, compute, stores))
+        return pipeline(parts, pipelined)
+
+    def add(self, a, b) -> list:
+        """A residual add in pipelined chunks of a third of a bank each (a, b, sum)."""
+        n_all, half_a = self.t.entries[self.low.name], self.cfg.act_depth // ACT_BANKS
+        T = min(half_a // 3, (1 << DIM_BITS) - 1)
+        parts = []
+        for i, o in enumerate(range(0, n_all, T)):
+            n, base = min(T, n_all - o), (i % ACT_BANKS) * half_a
+            loads = [self._dma(Load, a, o, n, base), self._dma(Load, b, o, n, base + T)]
+            compute = [self.op(Vec, {**self.low.desc, "a_base": base, "b_base": base + T, "out_base": base + 2 * T,
+                                     "in_w": n, "out_w": n, "banks": 1 << (i % ACT_BANKS)})]
+            parts.append((loads, compute, [self._dma(Store, self.low.name, o, n, base + 2 * T)]))
+        return pipeline(parts, True)
+
+    def global_pool(self, x) -> list:
+        """A global average pool on the vector unit: the whole input on chip."""
+        n_in, ocb = self.t.entries[self.t.source(x)], self.t.blocks[self.low.name]
+        if n_in + ocb > self.cfg.act_depth:
+            raise CompileError(f"layer {self.low.name!r}: global pooling of {n_in} entries needs its whole "
+                               f"input on chip; the buffer holds {self.cfg.act_depth}")
+        return [self._dma(Load, x, 0, n_in, 0),
+                self.op(Vec, {**self.low.desc, "a_base": 0, "out_base": n_in, "banks": (1 << ACT_BANKS) - 1}),
+                self._dma(Store, self.low.name, 0, ocb, n_in)]
+
+
+def schedule(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, weights: WeightPlan,
+             batch: int) -> Schedule:
+    """Every image's layers in order, each followed (first image only) by a :class:`Stamp`."""
+    names = [l.name for l in qm.layers[1:] if l.name in lowered]
+    sch = Schedule(moved={n: 0 for n in names})
+    for img in range(batch):
+        for l in qm.layers[1:]:
+            if l.name not in lowered:
+                continue
+            low = lowered[l.name]
+            ls = _LayerScheduler(sch, cfg, tensors, weights, low, img)
+            x = l.inputs[0]
+            if l.op in ("conv", "linear", "maxpool") or low.kind == "conv":     # (an avgpool may be a conv)
+                sch.ops += ls.windowed(x, shapes[tensors.source(x)], shapes[l.name])
+            elif l.op == "add":
+                sch.ops += ls.add(l.inputs[0], l.inputs[1])
+            else:
+                sch.ops += ls.global_pool(x)
+            if img == 0:
+                sch.ops.append(Stamp(names.index(l.name) + 1))
+    for j, s in enumerate(sch.sets[:len(sch.sets) // batch]):        # the first image's sets
+        sch.moved[s.layer] += s.spec.words
+    return sch

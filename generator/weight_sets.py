@@ -1,0 +1,158 @@
+"""Compiler pass: how each layer's weights and requantization parameters reach the buffers.
+
+When every conv layer's weights and parameters fit the buffers together they are
+*resident*: loaded once, before the first image, each layer at its own base address.
+Otherwise each layer streams them in *sets* of output groups (a global pool on the conv
+engine: sets of channel blocks sharing its one kernel).  A set that fits half of every
+buffer is loaded into the half the running set does not use, while that set computes; one
+that does not takes the whole buffers and is loaded behind a SYNC.
+
+This pass makes the sets' blobs (their place in the memory image) and, for resident
+weights, the loads; :mod:`~rmsmp.generator.schedule` decides when each set is loaded.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from rmsmp.rtl.engine import buffer_ports
+from rmsmp.rtl.isa import Buffer
+
+from .lower import CompileError, LoweredLayer
+from .program import ProgramBuilder, _width
+
+__all__ = ["BlobLoad", "SetSpec", "WeightSet", "WeightPlan", "plan_weights", "assign_halves"]
+
+
+@dataclass(frozen=True)
+class BlobLoad:
+    """One weight or parameter blob and the buffer it goes to."""
+
+    buf: int                 # a Buffer code
+    blob: str                # blob name in the ProgramBuilder
+    wbits: int = 0           # DmaDesc.wbits: packed width of fix codes (0: the lane's width)
+    base: int = 0            # buffer entry it starts at (resident weights)
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """A set a streamed layer loads: output groups (or channel blocks) ``[lo, hi)``."""
+
+    lo: int
+    hi: int
+    blobs: tuple             # BlobLoad, one per lane group and one for the parameters
+    fits_half: bool          # fits half of every buffer (so the next set can load beside it)
+    words: int               # bus words a load of it moves
+
+
+@dataclass
+class WeightSet:
+    """One load of a :class:`SetSpec`, in the order the schedule uses them; ``half`` (0/1,
+    or ``None`` for the whole buffers) is assigned by :func:`assign_halves`."""
+
+    layer: str
+    spec: SetSpec
+    half: int | None = None
+
+
+@dataclass
+class WeightPlan:
+    resident: bool
+    preload: list = field(default_factory=list)     # BlobLoad of resident weights, in order
+    sets: dict = field(default_factory=dict)        # streamed layer -> [SetSpec]
+
+    def set_words(self, layer: str) -> int:
+        """Bus words of all of a streamed layer's sets (0 when resident)."""
+        return sum(s.words for s in self.sets.get(layer, ()))
+
+
+def plan_weights(pb: ProgramBuilder, cfg, lowered: dict) -> WeightPlan:
+    """Resident weights when every conv fits, else each layer's sets; makes their blobs."""
+    convs = [low for low in lowered.values() if low.kind == "conv"]
+    g0 = cfg.lane_groups[0].scheme
+    resident = (sum(len(low.weights[g0]) for low in convs) <= cfg.weight_depth
+                and sum(len(low.params) for low in convs) <= cfg.acc_depth)
+    pwidth = _width(buffer_ports(cfg)["par_w"][1])
+    if resident:
+        return WeightPlan(True, preload=_resident_loads(pb, cfg, convs, pwidth))
+    return WeightPlan(False, sets={low.name: _layer_sets(pb, cfg, low, pwidth) for low in convs})
+
+
+def _resident_loads(pb, cfg, convs, pwidth) -> list[BlobLoad]:
+    """Each layer's weights at the next free entry (setting its descriptor's bases); one
+    load per layer and lane group (each packs at its own width), then all parameters."""
+    w_next = p_next = 0
+    for low in convs:
+        low.desc["w_base"], low.desc["p_base"] = w_next, p_next
+        w_next += len(low.weights[cfg.lane_groups[0].scheme])
+        p_next += len(low.params)
+    loads = []
+    for k, g in enumerate(cfg.lane_groups):
+        for low in convs:
+            wbits, width, words = low.packed[g.scheme]
+            blob = pb.blob(f"{low.name}.w_{g.scheme}", words, width, weights=k)
+            loads.append(BlobLoad(Buffer.WEIGHT0 + k, blob, wbits, low.desc["w_base"]))
+    loads.append(BlobLoad(Buffer.PARAM, pb.blob("params", [p for low in convs for p in low.params], pwidth)))
+    return loads
+
+
+def _make_set(pb, cfg, low: LoweredLayer, tag, w: tuple, p: tuple, pwidth: int) -> tuple:
+    """Blobs of one set: weight entries ``w = (w0, w1)`` of every lane group, params ``p``."""
+    blobs = []
+    for k, g in enumerate(cfg.lane_groups):
+        wbits, width, words = low.packed[g.scheme]
+        blob = pb.blob(f"{low.name}.{tag}.w_{g.scheme}", words[w[0]:w[1]], width, weights=k)
+        blobs.append(BlobLoad(Buffer.WEIGHT0 + k, blob, wbits))
+    blobs.append(BlobLoad(Buffer.PARAM, pb.blob(f"{low.name}.{tag}.p", low.params[p[0]:p[1]], pwidth)))
+    return tuple(blobs)
+
+
+def _layer_sets(pb, cfg, low: LoweredLayer, pwidth: int) -> list[SetSpec]:
+    """A streamed layer's sets: as many output groups (channel blocks) as fit half of every
+    buffer — or, when one does not, all of them — in equal sets (those overlap best)."""
+    og_n = low.desc["out_groups"]
+    per_og = len(low.weights[cfg.lane_groups[0].scheme]) // og_n
+    if per_og > cfg.weight_depth:
+        raise CompileError(f"layer {low.name!r}: one output group needs {per_og} weight entries, the "
+                           f"buffers hold {cfg.weight_depth} (input-channel tiling is not implemented)")
+    out = []
+
+    def add(lo, hi, w, p, half):
+        blobs = _make_set(pb, cfg, low, lo, w, p, pwidth)
+        out.append(SetSpec(lo, hi, blobs, half, sum(pb.blob_words(b.blob) for b in blobs)))
+
+    if low.pool_blocks:
+        # a pool on the conv engine: every set holds its one kernel and whole blocks' parameters
+        if og_n * per_og > cfg.weight_depth or og_n > cfg.acc_depth:
+            raise CompileError(f"layer {low.name!r}: the average pool's kernel needs {og_n * per_og} "
+                               f"weight and {og_n} parameter entries, the buffers hold "
+                               f"{cfg.weight_depth} and {cfg.acc_depth}")
+        half = og_n * per_og <= cfg.weight_depth // 2 and og_n <= cfg.acc_depth // 2
+        nb = low.pool_blocks
+        step = _equal_step(nb, max(1, min(nb, (cfg.acc_depth // 2 if half else cfg.acc_depth) // og_n)))
+        for b0 in range(0, nb, step):
+            b1 = min(nb, b0 + step)
+            add(b0, b1, (0, og_n * per_og), (b0 * og_n, b1 * og_n), half)
+        return out
+    half = per_og <= cfg.weight_depth // 2 and cfg.acc_depth >= 2
+    cap_w = cfg.weight_depth // 2 if half else cfg.weight_depth
+    cap_p = cfg.acc_depth // 2 if half else cfg.acc_depth
+    step = _equal_step(og_n, max(1, min(og_n, cap_w // per_og, cap_p)))
+    for og0 in range(0, og_n, step):
+        og1 = min(og_n, og0 + step)
+        add(og0, og1, (og0 * per_og, og1 * per_og), (og0, og1), half)
+    return out
+
+
+def _equal_step(n: int, step: int) -> int:
+    """The step that splits ``n`` into as few sets as ``step`` does, of equal size."""
+    return math.ceil(n / math.ceil(n / step))
+
+
+def assign_halves(sets: list[WeightSet]) -> None:
+    """Sets that fit half the buffers alternate halves (0, 1, 0, …, restarting at 0 after
+    one that takes the whole buffers); the others take all of them (``None``)."""
+    prev = None
+    for s in sets:
+        s.half = ((1 - prev if prev is not None else 0) if s.spec.fits_half else None)
+        prev = s.half
