@@ -33,8 +33,8 @@ from amaranth.back import rtlil
 sys.path.insert(0, str(Path(__file__).parent))
 from synth_ecp5 import yosys  # noqa: E402
 
-from rmsmp.boards.build import toolchain_env  # noqa: E402
-from rmsmp.boards.catalog import board  # noqa: E402
+from rmsmp.boards.toolchain import toolchain_env  # noqa: E402
+from rmsmp.generator.catalog import board  # noqa: E402
 from rmsmp.generator.config import AcceleratorConfig  # noqa: E402
 from rmsmp.generator.cost import estimate, fit  # noqa: E402
 from rmsmp.rtl.mac import MacArray  # noqa: E402

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rmsmp.boards.catalog import board as board_spec
+from rmsmp.generator.catalog import board as board_spec
 from rmsmp.host import AcceleratorConfig, compile_model, open_device, quantize
 from rmsmp.host.models import DigitsNet, load_digits, train_digits
 from rmsmp.sim import golden

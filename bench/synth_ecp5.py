@@ -17,6 +17,7 @@ from pathlib import Path
 from amaranth.back import rtlil
 
 from rmsmp.generator.config import AcceleratorConfig
+from rmsmp.host.quant.formats import parse_weight_format
 from rmsmp.rtl.core import Core
 from rmsmp.rtl.mac import MacArray, MacRow
 from rmsmp.rtl.toplevel import flat_toplevel
@@ -56,7 +57,7 @@ def main():
     print(f"|---|{'---|' * len(CELLS)}---|")
     for scheme, _ in rows:
         t = time.perf_counter()
-        r = synth(MacRow(scheme, columns=cfg.columns, act_width=cfg.act_width, acc_bits=cfg.acc_bits), f"row_{scheme}")
+        r = synth(MacRow(parse_weight_format(scheme), columns=cfg.columns, act_width=cfg.act_width, acc_bits=cfg.acc_bits), f"row_{scheme}")
         print(f"| one {scheme} row ({cfg.columns} lanes + tree + acc) | "
               + " | ".join(str(r[c]) for c in CELLS) + f" | {time.perf_counter() - t:.0f} |")
     t = time.perf_counter()

@@ -24,7 +24,7 @@ from amaranth.back import rtlil
 sys.path.insert(0, str(Path(__file__).parent))
 from synth_ecp5 import yosys  # noqa: E402
 
-from rmsmp.boards.build import NO_COLLISION_BYPASS  # noqa: E402
+from rmsmp.boards.toolchain import NO_COLLISION_BYPASS  # noqa: E402
 from rmsmp.generator.config import AcceleratorConfig  # noqa: E402
 from rmsmp.generator.cost import FAMILY_PARAMS  # noqa: E402
 from rmsmp.rtl.toplevel import flat_toplevel  # noqa: E402

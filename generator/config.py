@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from rmsmp.rtl.formats import FormatError, WeightFormat, parse_weight_format
+from rmsmp.host.quant.formats import FormatError, WeightFormat, parse_weight_format
 
 __all__ = ["LaneGroup", "AcceleratorConfig", "ConfigError", "DEFAULT_LANE_GROUPS", "VECTOR_OPS"]
 
@@ -144,8 +144,10 @@ class AcceleratorConfig:
         take half a fix8 lane's) — for networks without wide edge layers: on the ULX3S it
         gives 240 MACs/cycle instead of 200, but ResNet-18 with fix8 edge layers runs 1.4×
         slower on it (``bench/resnet18_sim.py``, docs/boards.md)."""
-        from rmsmp.boards.catalog import BoardError, board as board_spec
-        from .cost import size_for_budget
+        from .catalog import BoardError
+        from .catalog import board as board_spec
+        from .cost import COLUMNS, FAMILY_PARAMS
+        from .sizing import best_fit, lane_layouts
         spec = board_spec(board)
         ratio = dict(ratio) if ratio else {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
         try:
@@ -154,7 +156,10 @@ class AcceleratorConfig:
         except FormatError as e:
             raise ConfigError(f"for_board ratio: {e}") from None
         avail = spec.core_budget(memory)
-        cfg, est = size_for_budget(ratio, spec.family, avail, clock_hz=spec.clock_hz, split_fix=split_fix)
+        layouts = lane_layouts(ratio, split_fix=split_fix)
+        candidates = (cls(lane_groups=groups, columns=C, clock_hz=spec.clock_hz, **FAMILY_PARAMS[spec.family])
+                      for C in COLUMNS[spec.family] for groups in layouts)
+        cfg, est = best_fit(candidates, spec.family, avail)
         if cfg is None:
             small_cfg, small = est
             over = ", ".join(f"{k} {small[k]:,} > {avail[k]:,}" for k in ("LUT", "DSP", "BRAM") if small[k] > avail[k])

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from amaranth.lib import data
 
-from rmsmp.rtl.formats import parse_weight_format, requant_multiplier
+from rmsmp.host.quant.formats import parse_weight_format, requant_multiplier
 from rmsmp.rtl.isa import ACT_BANKS, CH_BITS, ConvDesc, VecKind, param_layout
 
 __all__ = ["LoweredLayer", "lower_conv", "lower_vec", "lower_avgpool_conv", "CompileError", "can_run", "lanes_for",

@@ -1,60 +1,31 @@
-"""rmsmp host side: quantization, QuantizedModel, models, and (later) runtime devices.
+"""rmsmp's user side: quantize a model, compile it for an accelerator, run it.
 
-    from rmsmp.host import quantize, QuantizedModel
+    from rmsmp.host import quantize, compile_model, open_device, AcceleratorConfig
+
+The quantization core (:mod:`rmsmp.host.quant`, :mod:`rmsmp.host.errors`) is the bottom
+layer of the package and imports nothing else of rmsmp; the names here are loaded on first
+use, so importing the core does not pull in the generator or the simulator.
 """
-from rmsmp.generator.config import AcceleratorConfig
+from importlib import import_module
 
-from .errors import ModelFormatError, RatioError, RmsmpError, SchemeError, UnsupportedLayerError
-from .quant import DEFAULT_RATIO, QuantizedModel, qat, quantize
+_EXPORTS = {
+    "quantize": ".quant", "qat": ".quant", "QuantizedModel": ".quant", "DEFAULT_RATIO": ".quant",
+    "compile_model": ".api", "open_device": ".api",
+    "AcceleratorConfig": "rmsmp.generator.config",
+    "RmsmpError": ".errors", "RatioError": ".errors", "SchemeError": ".errors", "UnsupportedLayerError": ".errors",
+    "ModelFormatError": ".errors",
+}
 
-def compile_model(qm, cfg, input_shape=None, *, batch: int = 1):
-    """Compile a :class:`QuantizedModel` for an accelerator config into a ``Program``.
-
-    ``input_shape`` ([C, H, W]) defaults to the calibration images' shape.
-    """
-    from rmsmp.generator.compiler import compile_model as _compile
-    shape = input_shape or qm.meta.get("input_shape")
-    if not shape:
-        raise RmsmpError("compile_model: give input_shape (the model does not record one)")
-    return _compile(qm, cfg, shape, batch=batch)
+__all__ = list(_EXPORTS)
 
 
-def open_device(target: str, cfg=None, *, board: str | None = None, memory: str | None = None, **kw):
-    """A device to run programs on: ``"sim"`` (the Verilator model of ``cfg``) or
-    ``"serial:PORT"`` (a board programmed with ``make bitstream BOARD=…``, reached over its
-    USB-UART; ``board`` names it, ``memory`` the backend it was built with (default: the
-    board's default, e.g. the ULX3S's SDRAM), ``cfg`` defaults to
-    ``AcceleratorConfig.for_board(board, memory=memory)`` and is checked against the board's
-    ID register).
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    Example::
 
-        dev = open_device("sim", AcceleratorConfig())
-        dev.load(program)
-        y = dev.run(x_int)
-        print(dev.stats)          # cycles, mac_utilization, ...
-    """
-    if target == "sim":
-        if cfg is None:
-            raise RmsmpError("open_device('sim', cfg): the simulator needs an AcceleratorConfig")
-        from rmsmp.sim.device import SimDevice
-        return SimDevice(cfg, board=board, **kw)
-    if target.startswith("serial:"):
-        from rmsmp.boards.catalog import BOARDS
-        from rmsmp.boards.catalog import board as board_spec
-
-        from .link import LinkClient, SerialTransport
-        from .serial_device import SerialDevice
-        if not board:
-            raise RmsmpError(f"open_device({target!r}): name the board, e.g. board='ulx3s-85f' "
-                             f"(supported: {', '.join(sorted(BOARDS))})")
-        spec = board_spec(board)
-        port = target[len("serial:"):]
-        memory = spec.memory(memory)
-        cfg = cfg or AcceleratorConfig.for_board(spec.name, memory=memory)
-        link = LinkClient(SerialTransport(port, kw.pop("baud", spec.baud)))
-        return SerialDevice(link, cfg, mem_words=spec.memory_words(memory), name=f"{spec.name} on {port}", **kw)
-    raise RmsmpError(f"unknown device {target!r}; available: 'sim', 'serial:PORT'")
-
-__all__ = ["compile_model", "open_device", "AcceleratorConfig", "quantize", "qat", "QuantizedModel", "DEFAULT_RATIO", "RmsmpError", "RatioError",
-           "SchemeError", "UnsupportedLayerError", "ModelFormatError"]
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

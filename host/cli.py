@@ -1,10 +1,14 @@
-"""``rmsmp`` command line: quantize, compile, simulate, report.
+"""``rmsmp`` command line: quantize, compile, simulate, report, size and build.
 
     rmsmp quantize --model resnet18 --calib random:8x3x32x32 -o r18.rmsmp
     rmsmp quantize --model mypkg.nets:build --weights w.pth --calib calib.pt -o m.rmsmp
     rmsmp compile r18.rmsmp -o r18.prog
     rmsmp sim r18.prog --model r18.rmsmp          # runs on Verilator, checks vs golden
     rmsmp report r18.rmsmp
+    rmsmp config --board ulx3s-85f -o cfg.json    # AcceleratorConfig.for_board
+    rmsmp build --board ulx3s-85f [--config cfg.json] [--program net.prog]   # make bitstream BOARD=…
+
+Every error is one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -164,17 +168,31 @@ def cmd_sim(a) -> int:
 
 
 def cmd_build(a) -> int:
-    from rmsmp.boards.build import main as build_main
-    argv = ["--board", a.board] + (["--config", a.config] if a.config else []) + \
-        (["--model", a.program] if a.program else []) + (["-o", a.output] if a.output else []) + \
-        (["--memory", a.memory] if a.memory else [])
-    return build_main(argv)
+    from rmsmp.boards.build import build_bitstream
+    from rmsmp.generator.catalog import BOARDS, BoardError, board
+    from rmsmp.generator.config import AcceleratorConfig
+    from rmsmp.generator.program import Program
+    if not a.board:
+        raise BoardError(f"give a board: --board <name> (BOARD= with make); supported boards: "
+                         f"{', '.join(sorted(BOARDS))}")
+    spec = board(a.board)
+    cfg = None
+    if a.config:
+        try:
+            cfg = AcceleratorConfig.load(a.config)
+        except (OSError, ValueError, TypeError, KeyError) as e:    # JSON and ConfigError are ValueErrors
+            raise BoardError(f"bad config {a.config!r}: {e}") from None
+    program = Program.load(a.program) if a.program else None
+    r = build_bitstream(spec.name, cfg, out_dir=a.output, program=program, synth_opts=a.synth_opts.split(),
+                        pnr_opts=a.pnr_opts.split(), memory=a.memory)
+    print(r.markdown())
+    return 0
 
 
 def cmd_config(a) -> int:
     import json
 
-    from rmsmp.boards.catalog import board
+    from rmsmp.generator.catalog import board
     from rmsmp.generator.config import AcceleratorConfig
     from rmsmp.generator.cost import estimate
     ratio = {k: float(v) for k, v in parse_ratio_arg(a.ratio).items()} if a.ratio else None
@@ -227,16 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("model")
     r.set_defaults(func=cmd_report)
     b = sub.add_parser("build", help="build a board's bitstream with the open toolchain (yosys, nextpnr)")
-    b.add_argument("--board", required=True)
+    b.add_argument("--board", help="ulx3s-85f | icebreaker")
     b.add_argument("--config", help="AcceleratorConfig JSON (default: AcceleratorConfig.for_board)")
-    b.add_argument("--program", help="a compiled program to bake into the on-chip memory")
+    b.add_argument("--program", help="a compiled program (rmsmp compile) to bake into the on-chip memory")
     b.add_argument("-o", "--output", help="build directory (default build/<board>)")
-    b.add_argument("--memory", choices=("sdram", "bram"), help="memory backend (default: the board's)")
+    b.add_argument("--memory", choices=("sdram", "spram", "bram"),
+                   help="memory backend (default: the board's SDRAM or SPRAM if it has one; block RAM with --program)")
+    b.add_argument("--synth-opts", default="", help="extra yosys synth_<family> options, e.g. -nowidelut")
+    b.add_argument("--pnr-opts", default="",
+                   help="extra nextpnr options, e.g. '--router router1' (ECP5 default: --placer static --router router2)")
     b.set_defaults(func=cmd_build)
     k = sub.add_parser("config", help="size an accelerator for a board (AcceleratorConfig.for_board)")
     k.add_argument("--board", required=True)
     k.add_argument("--ratio", help="scheme ratio, e.g. pot4=10/16,fix4=5/16,fix8=1/16 (default)")
-    k.add_argument("--memory", choices=("sdram", "bram"), help="memory backend (default: the board's)")
+    k.add_argument("--memory", choices=("sdram", "spram", "bram"), help="memory backend (default: the board's)")
     k.add_argument("--split-fix", action="store_true",
                    help="also try each fixed-point scheme's rows on lanes of its own (more MACs where block "
                         "RAM is the limit; slower for networks with all-fix8 edge layers)")

@@ -1,13 +1,16 @@
-"""Errors raised by rmsmp's host side.  All derive from :class:`RmsmpError` (a ``ValueError``)."""
-
-from rmsmp.rtl.formats import FormatError
+"""Errors raised by rmsmp.  All derive from :class:`RmsmpError` (a ``ValueError``); this module
+imports nothing, so every layer can raise them."""
 
 
 class RmsmpError(ValueError):
     """Base class: bad input to rmsmp, with a message naming what was wrong."""
 
 
-class SchemeError(RmsmpError, FormatError):
+class FormatError(RmsmpError):
+    """An unknown weight format, a bit-width out of range, or a value off the level set."""
+
+
+class SchemeError(FormatError):
     """An unknown weight scheme, a bit-width out of range, or a value off the level set."""
 
 

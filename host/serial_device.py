@@ -17,7 +17,7 @@ import time
 from rmsmp.generator.program import words_per_entry
 from rmsmp.rtl.csr import CsrAddr, Ctrl, Status
 
-from .device import Device, ProgramMismatchError
+from rmsmp.generator.runtime import Device, ProgramMismatchError
 from .errors import RmsmpError
 from .link import LinkClient, LinkError
 

@@ -5,7 +5,9 @@
 * :class:`PotLane` decodes ``sign | code`` and shifts: ``±(a << (code-1))``, zero for
   code 0 — LUTs only, no multiplier.
 
-Both compute exactly ``a · decode(w)`` of :mod:`rmsmp.rtl.formats`.
+Both compute exactly ``a · decode(w)`` of the weight format they are given — a
+:class:`rmsmp.host.quant.formats.WeightFormat` (``kind``, ``bits``, ``qmax``, ``name``):
+the format's definition lives with the quantizer, the RTL takes it as a parameter.
 """
 from __future__ import annotations
 
@@ -13,19 +15,25 @@ from amaranth import Module, Mux, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .formats import WeightFormat, parse_weight_format
-
-__all__ = ["FixLane", "PotLane", "make_lane", "product_width"]
+__all__ = ["FixLane", "PotLane", "make_lane", "product_width", "lane_format"]
 
 
-def product_width(fmt: WeightFormat, act_width: int) -> int:
+def lane_format(fmt):
+    """``fmt`` checked to be a weight format object (``kind`` "fix"/"pot", ``bits``, ``qmax``, ``name``)."""
+    if not all(hasattr(fmt, a) for a in ("kind", "bits", "qmax", "name")) or fmt.kind not in ("fix", "pot"):
+        raise TypeError(f"a lane needs a weight format object (rmsmp.host.quant.formats.parse_weight_format"
+                        f"('pot4')), got {fmt!r}")
+    return fmt
+
+
+def product_width(fmt, act_width: int) -> int:
     """Signed width that holds ``a · q`` for any signed ``act_width``-bit ``a`` and level ``q``."""
     return ((1 << (act_width - 1)) * fmt.qmax).bit_length() + 1
 
 
 class _Lane(wiring.Component):
     def __init__(self, fmt, act_width: int):
-        fmt = parse_weight_format(fmt)
+        fmt = lane_format(fmt)
         if not isinstance(act_width, int) or act_width < 2:
             raise ValueError(f"act_width must be an integer >= 2, got {act_width!r}")
         self._fmt, self._act_width = fmt, act_width
@@ -36,7 +44,7 @@ class _Lane(wiring.Component):
         })
 
     @property
-    def format(self) -> WeightFormat:
+    def format(self):
         return self._fmt
 
 
@@ -74,5 +82,5 @@ class PotLane(_Lane):
 
 
 def make_lane(fmt, act_width: int) -> _Lane:
-    fmt = parse_weight_format(fmt)
+    fmt = lane_format(fmt)
     return (FixLane if fmt.kind == "fix" else PotLane)(fmt, act_width)

@@ -16,8 +16,7 @@ from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .formats import parse_weight_format
-from .lanes import make_lane
+from .lanes import lane_format, make_lane
 
 __all__ = ["MacRow", "MacArray", "row_input_layout"]
 
@@ -25,7 +24,7 @@ __all__ = ["MacRow", "MacArray", "row_input_layout"]
 def row_input_layout(fmt, columns: int, act_width: int) -> data.StructLayout:
     return data.StructLayout({
         "a": data.ArrayLayout(signed(act_width), columns),
-        "w": data.ArrayLayout(unsigned(parse_weight_format(fmt).bits), columns),
+        "w": data.ArrayLayout(unsigned(lane_format(fmt).bits), columns),
         "first": 1,
         "last": 1,
     })
@@ -39,7 +38,7 @@ class MacRow(wiring.Component):
     """One row: ``C`` lanes of format ``fmt``, adder tree, ``acc_bits`` accumulator."""
 
     def __init__(self, fmt, *, columns: int, act_width: int, acc_bits: int):
-        self._fmt = parse_weight_format(fmt)
+        self._fmt = lane_format(fmt)
         if columns < 1:
             raise ValueError(f"columns must be >= 1, got {columns}")
         self._columns, self._act_width, self._acc_bits = columns, act_width, acc_bits
@@ -117,7 +116,7 @@ class MacArray(wiring.Component):
     """
 
     def __init__(self, *, lane_groups, columns: int, act_width: int, acc_bits: int):
-        self._groups = [(parse_weight_format(s), int(r)) for s, r in lane_groups]
+        self._groups = [(lane_format(s), int(r)) for s, r in lane_groups]
         self._columns, self._act_width, self._acc_bits = columns, act_width, acc_bits
         rows = sum(r for _, r in self._groups)
         wl = data.StructLayout({f.name: data.ArrayLayout(data.ArrayLayout(unsigned(f.bits), columns), r)
@@ -131,7 +130,7 @@ class MacArray(wiring.Component):
 
     @classmethod
     def for_config(cls, cfg) -> "MacArray":
-        return cls(lane_groups=[(g.scheme, g.rows) for g in cfg.lane_groups], columns=cfg.columns,
+        return cls(lane_groups=[(g.format, g.rows) for g in cfg.lane_groups], columns=cfg.columns,
                    act_width=cfg.act_width, acc_bits=cfg.acc_bits)
 
     @property

@@ -1,6 +1,6 @@
 """Simulation check of the no-collision property the builds rely on.
 
-``boards/build.py``'s ``NO_COLLISION_BYPASS`` tells yosys that a synchronous read port not
+``boards/toolchain.py``'s ``NO_COLLISION_BYPASS`` tells yosys that a synchronous read port not
 transparent to a write port may read anything when both use one address in the same cycle
 (block RAMs do not give the old data Amaranth promises, and the bypass that would costs
 logic).  That is safe only if no such read is ever *used*.  :class:`PoisonCollisions` is

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rmsmp.host.device import Device, ProgramMismatchError
+from rmsmp.generator.runtime import Device, ProgramMismatchError
 from rmsmp.host.errors import RmsmpError
 
 from .top import SimTop
@@ -31,7 +31,7 @@ class SimDevice(Device):
         super().__init__(cfg)
         sdram = None
         if board is not None:
-            from rmsmp.boards.catalog import board as board_spec
+            from rmsmp.generator.catalog import board as board_spec
             spec = board_spec(board)
             if spec.memory() == "sdram":
                 sdram = (spec.sdram, spec.sdram_timing())

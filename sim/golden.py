@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from rmsmp.host.errors import RmsmpError
-from rmsmp.host.quant.qmodel import QuantizedModel, TensorQ, accumulator_bits, requant_multiplier
+from rmsmp.host.quant.qmodel import QuantizedModel, TensorQ, accumulator_bits, quantize_input, requant_multiplier
 from rmsmp.host.quant.schemes import parse_scheme
 
 __all__ = ["golden", "golden_trace", "quantize_input", "rshift_round", "requantize", "conv_int"]
@@ -33,11 +33,6 @@ def requantize(v: torch.Tensor, mult, shift, out: TensorQ, relu: bool) -> torch.
         return out.encode(y)
     lo = max(out.lo, 0) if relu else out.lo
     return y.clamp(lo, out.hi)
-
-
-def quantize_input(x: torch.Tensor, q: TensorQ) -> torch.Tensor:
-    """Real network input -> integers: ``clamp(floor(x * 2^frac + 1/2))`` in float64."""
-    return torch.floor(x.double() * 2.0 ** q.frac + 0.5).clamp(q.lo, q.hi).to(torch.int64)
 
 
 def _exact_f64(fn, *args, **kw) -> torch.Tensor:

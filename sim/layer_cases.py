@@ -3,7 +3,7 @@ RTL layer benches (tests/rtl) and bench/layer_benches.py."""
 import torch
 import torch.nn as nn
 
-from rmsmp.host import quantize
+from rmsmp.host.quant import quantize
 from rmsmp.sim import golden_trace
 
 

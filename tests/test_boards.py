@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from rmsmp.boards.build import BoardDesign, build_bitstream, parse_utilization, toolchain_env
-from rmsmp.boards.catalog import BOARDS, BoardError, board
+from rmsmp.boards.build import build_bitstream
+from rmsmp.boards.design import BoardDesign, platform
+from rmsmp.boards.report import parse_utilization
+from rmsmp.boards.toolchain import toolchain_env
+from rmsmp.generator.catalog import BOARDS, BoardError, board
 from rmsmp.boards.pll import PllError, ecp5_pll, ice40_pll
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.cost import FAMILY_PARAMS, bram_blocks, estimate, fit, lut_equivalent
@@ -49,16 +52,16 @@ def test_pll_out_of_range_is_refused():
 def test_unknown_board_lists_the_supported_ones():
     with pytest.raises(BoardError, match="unknown board 'arty'.*icebreaker, ulx3s-85f"):
         board("arty")
-    from rmsmp.boards.build import main
-    assert main(["--board", "nope"]) == 2
+    from rmsmp.host.cli import main
+    assert main(["build", "--board", "nope"]) == 2
 
 
 def test_build_refuses_a_missing_or_corrupt_config(tmp_path, capsys):
-    from rmsmp.boards.build import main
-    assert main(["--board", "icebreaker", "--config", str(tmp_path / "none.json")]) == 2
+    from rmsmp.host.cli import main
+    assert main(["build", "--board", "icebreaker", "--config", str(tmp_path / "none.json")]) == 2
     assert "bad config" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text('{"lane_groups": [["pot9", 1]]}')
-    assert main(["--board", "icebreaker", "--config", str(tmp_path / "bad.json")]) == 2
+    assert main(["build", "--board", "icebreaker", "--config", str(tmp_path / "bad.json")]) == 2
     err = capsys.readouterr().err
     assert "bad config" in err and "pot9" in err
 
@@ -82,7 +85,7 @@ def test_board_design_has_pins_pll_and_clock_constraint(tmp_path):
     cfg = AcceleratorConfig(**SMALL, clock_hz=spec.clock_hz)
     design = BoardDesign(spec, cfg)
     assert design.memory == "sdram" and design.mem_words == 8 * 2 ** 20        # 32 MB
-    plan = spec.platform().prepare(design, name="t")
+    plan = platform(spec).prepare(design, name="t")
     files = plan.files
     lpf, il = files["t.lpf"], files["t.il"]
     for pin in ("M1", "L4", "G2", "B2", "C2"):          # uart rx/tx, clk25, two LEDs
@@ -130,10 +133,10 @@ def test_icebreaker_design_puts_its_memory_in_the_four_sprams():
                             acc_depth=16, clock_hz=spec.clock_hz, vector_ops=("add",))
     design = BoardDesign(spec, cfg)
     assert design.memory == "spram" and design.mem_words == 32_768
-    il = spec.platform().prepare(design, name="t").files["t.il"]
+    il = platform(spec).prepare(design, name="t").files["t.il"]
     # the core runs on the board's 12 MHz oscillator, no PLL
     assert il.count("cell \\SB_SPRAM256KA ") == 4 and "SB_PLL40_PAD" not in il
-    baked = spec.platform().prepare(BoardDesign(spec, cfg, init=[1, 2, 3]), name="t").files["t.il"]
+    baked = platform(spec).prepare(BoardDesign(spec, cfg, init=[1, 2, 3]), name="t").files["t.il"]
     assert "SB_SPRAM256KA" not in baked
 
 

@@ -69,7 +69,7 @@ def test_check_names_offending_values():
 @pytest.mark.parametrize("s", ALL, ids=str)
 def test_tensor_codes_match_the_rtl_format_definition(s):
     """host's vectorised encode/decode == rtl.formats' integer definition, code by code."""
-    from rmsmp.rtl.formats import WeightFormat
+    from rmsmp.host.quant.formats import WeightFormat
     f = WeightFormat(s.kind, s.bits)
     assert f.level_list() == s.levels.tolist()
     assert s.encode(s.levels).tolist() == [f.encode_int(q) for q in f.level_list()]
@@ -78,7 +78,7 @@ def test_tensor_codes_match_the_rtl_format_definition(s):
 
 
 def test_scheme_errors_are_both_host_and_rtl_errors():
-    from rmsmp.rtl.formats import FormatError
+    from rmsmp.host.quant.formats import FormatError
     with pytest.raises(FormatError):
         Scheme("pot", 7)
     with pytest.raises(SchemeError):

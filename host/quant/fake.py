@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .qmodel import Layer, QuantizedModel, TensorQ, legal_pow2_exponent, legal_scale
+from .layer import Layer, TensorQ, legal_pow2_exponent, legal_scale
 from .schemes import parse_scheme
 
 __all__ = ["GraphModule", "fake_quant_tensor", "ste_weight"]
@@ -69,9 +69,10 @@ class GraphModule(nn.Module):
         self.frozen: dict[str, int] = {}        # pow2: exponents fixed late in training
         if mode not in ("float", "fake"):
             raise ValueError(f"mode must be 'float' or 'fake', got {mode!r}")
-        if mode == "fake" and not isinstance(src, QuantizedModel):
+        layers_only = isinstance(src, (list, tuple))        # captured float layers, else a QuantizedModel
+        if mode == "fake" and layers_only:
             raise ValueError("fake-quant mode needs a QuantizedModel")
-        self._qm = src if isinstance(src, QuantizedModel) else None
+        self._qm = None if layers_only else src
         self.layers: list[Layer] = list(src.layers if self._qm else src)
         self.mode = mode
         self.weight = nn.ParameterDict()
@@ -181,7 +182,7 @@ class GraphModule(nn.Module):
         return vals[self.layers[-1].name]
 
     @torch.no_grad()
-    def to_quantized(self) -> QuantizedModel:
+    def to_quantized(self):
         """Export the current (e.g. fine-tuned) state as a new :class:`QuantizedModel`."""
         if self.mode != "fake":
             raise ValueError("only a fake-quant GraphModule exports a QuantizedModel")

@@ -19,7 +19,7 @@ from functools import cached_property
 
 import torch
 
-from rmsmp.rtl.formats import FIX_BITS, POT_BITS, FormatError, WeightFormat, parse_weight_format
+from .formats import FIX_BITS, POT_BITS, FormatError, WeightFormat, parse_weight_format
 
 from ..errors import SchemeError
 

@@ -20,7 +20,7 @@ from cocotb.triggers import with_timeout
 
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.program import Program
-from rmsmp.host.device import ProgramMismatchError
+from rmsmp.generator.runtime import ProgramMismatchError
 from rmsmp.host.link import LinkClient, LinkError
 from rmsmp.host.serial_device import SerialDevice
 from rmsmp.rtl.csr import CsrAddr, Ctrl, Status

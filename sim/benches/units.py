@@ -12,7 +12,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from rmsmp.host.quant.qmodel import TensorQ
-from rmsmp.rtl.formats import parse_weight_format
+from rmsmp.host.quant.formats import parse_weight_format
 from rmsmp.rtl.mac import MacArray
 from rmsmp.rtl.ppu import Requantizer, ResidualAdder
 from rmsmp.sim.benches import bench_params
@@ -63,7 +63,7 @@ class StreamTB:
 
 
 def _array(p):
-    return MacArray(lane_groups=p["groups"], columns=p["columns"], act_width=p["act_width"], acc_bits=p["acc_bits"])
+    return MacArray(lane_groups=[(parse_weight_format(f), n) for f, n in p["groups"]], columns=p["columns"], act_width=p["act_width"], acc_bits=p["acc_bits"])
 
 
 def _products(rnd, groups, C, K, aw, mode):

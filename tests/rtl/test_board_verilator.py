@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import torch
 
-from rmsmp.boards.catalog import board
+from rmsmp.generator.catalog import board
 from rmsmp.rtl.sdram import SdramTiming
 
 from rmsmp.boards.top import BoardTop

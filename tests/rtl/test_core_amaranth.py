@@ -17,7 +17,7 @@ from rmsmp.rtl.burst_ram import BurstRam
 from rmsmp.rtl.isa import Buffer
 from rmsmp.sim.collisions import PoisonCollisions
 from rmsmp.host import compile_model, quantize
-from rmsmp.host.device import Device
+from rmsmp.generator.runtime import Device
 from rmsmp.sim import golden
 
 CFG = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix4", 1), ("fix8", 1)), columns=4,
@@ -27,7 +27,7 @@ RATIO = {"pot4": 0.5, "fix4": 0.25, "fix8": 0.25}
 
 def run_core(cfg, prog, spare=64):
     """Runs ``prog`` from memory, its memories as the builds make them: a read during a write
-    to its address reads garbage (boards/build.py: NO_COLLISION_BYPASS), so a result is exact
+    to its address reads garbage (boards/toolchain.py: NO_COLLISION_BYPASS), so a result is exact
     only if the core never uses one; ``collisions`` counts them per memory."""
     core = Core(cfg)
     poison = PoisonCollisions()

@@ -58,7 +58,7 @@ def run_engine(cfg, low, x_words, in_base, out_base, out_words):
         result["words"] = words
 
     # memories as the builds make them: a read during a write to its address reads garbage
-    # (boards/build.py: NO_COLLISION_BYPASS), so a layer is exact only if it never uses one
+    # (boards/toolchain.py: NO_COLLISION_BYPASS), so a layer is exact only if it never uses one
     sim = Simulator(Fragment.get(dut, PoisonCollisions()))
     sim.add_clock(1e-8)
     sim.add_testbench(bench)

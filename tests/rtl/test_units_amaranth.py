@@ -6,7 +6,7 @@ import torch
 from amaranth.sim import Simulator
 
 from rmsmp.host.quant.qmodel import TensorQ
-from rmsmp.rtl.formats import FIX_BITS, POT_BITS, WeightFormat
+from rmsmp.host.quant.formats import FIX_BITS, POT_BITS, WeightFormat, parse_weight_format
 from rmsmp.rtl.lanes import make_lane, product_width
 from rmsmp.rtl.mac import MacArray, MacRow
 from rmsmp.rtl.ppu import Requantizer, ResidualAdder
@@ -47,9 +47,9 @@ def test_lane_every_code(fmt):
 
 def test_pot_lane_has_no_multiplier():
     from amaranth.back import rtlil
-    text = rtlil.convert(make_lane("pot4", AW))
+    text = rtlil.convert(make_lane(parse_weight_format("pot4"), AW))
     assert "$mul" not in text
-    assert "$mul" in rtlil.convert(make_lane("fix4", AW))
+    assert "$mul" in rtlil.convert(make_lane(parse_weight_format("fix4"), AW))
 
 
 def _beats(rnd, rows_fmt, C, K, amin, amax, extreme=False):
@@ -96,7 +96,7 @@ async def _drive_array(ctx, dut, groups, seqs, rnd, bubbles):
 @pytest.mark.parametrize("C", [1, 3, 4, 8])
 def test_mac_array_random_dot_products(C):
     groups = [("pot4", 2), ("fix4", 1), ("fix8", 1), ("pot2", 1)]
-    dut = MacArray(lane_groups=groups, columns=C, act_width=AW, acc_bits=32)
+    dut = MacArray(lane_groups=[(parse_weight_format(f), n) for f, n in groups], columns=C, act_width=AW, acc_bits=32)
     fmts = [WeightFormat(f[:3], int(f[3:])) for f, n in groups for _ in range(n)]
     rnd = random.Random(C)
     seqs, exps = [], []
@@ -115,7 +115,8 @@ def test_mac_array_random_dot_products(C):
 def test_mac_array_accumulator_extremes():
     """Largest products for many beats: the sum reaches 2^28 and must be exact."""
     groups = [("fix8", 1), ("pot4", 1)]
-    dut = MacArray(lane_groups=groups, columns=8, act_width=AW, acc_bits=32)
+    dut = MacArray(lane_groups=[(parse_weight_format(f), n) for f, n in groups], columns=8, act_width=AW,
+                   acc_bits=32)
     fmts = [WeightFormat("fix", 8), WeightFormat("pot", 4)]
     rnd = random.Random(0)
     b1, e1 = _beats(rnd, fmts, 8, 600, -256, 255, extreme=True)   # 600*8*255*127 ~ 1.55e8
@@ -131,7 +132,7 @@ def test_mac_array_accumulator_extremes():
 
 
 def test_mac_row_matches_array_row():
-    dut = MacRow("fix4", columns=5, act_width=AW, acc_bits=24)
+    dut = MacRow(parse_weight_format("fix4"), columns=5, act_width=AW, acc_bits=24)
     rnd = random.Random(5)
     f = WeightFormat("fix", 4)
     beats, exp = _beats(rnd, [f], 5, 7, -256, 255)

@@ -15,6 +15,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from ..errors import FormatError
+
 __all__ = ["FormatError", "WeightFormat", "parse_weight_format", "FIX_BITS", "POT_BITS",
            "requant_multiplier", "MULT_BITS", "MAX_SHIFT"]
 
@@ -24,10 +26,6 @@ FIX_BITS = range(2, 9)
 POT_BITS = range(2, 6)
 
 _NAME = re.compile(r"^(fix|pot)(\d+)$")
-
-
-class FormatError(ValueError):
-    """An unknown weight format, a bit-width out of range, or a value off the level set."""
 
 
 @dataclass(frozen=True, order=True)

@@ -1,6 +1,9 @@
-"""The device API every backend shares: ``load(program)``, ``run(x)``, ``stats``.
+"""The runtime side of a compiled program: the device API every backend shares —
+``load(program)``, ``run(x)``, ``stats``.
 
-A backend (:class:`rmsmp.sim.device.SimDevice`: the Verilator model;
+It lives beside the compiler because it is the other half of the program's contract
+(:class:`~rmsmp.generator.program.ProgramIO` and :mod:`~rmsmp.generator.layout`: where
+inputs go and how outputs read back).  A backend (:class:`rmsmp.sim.device.SimDevice`: the Verilator model;
 :class:`rmsmp.host.serial_device.SerialDevice`: a board over its UART link) implements
 ``run_image(image, read)``: run the loaded program on a memory image and return the memory
 afterwards — at least the regions named in ``read`` — setting ``stats`` (``cycles``,
@@ -11,9 +14,10 @@ from __future__ import annotations
 
 import torch
 
-from rmsmp.generator.layout import network_input, pack_activation_words, unpack_activations
+from rmsmp.host.errors import RmsmpError
+from rmsmp.host.quant.layer import quantize_input
 
-from .errors import RmsmpError
+from .layout import network_input, pack_activation_words, unpack_activations
 
 __all__ = ["Device", "ProgramMismatchError"]
 
@@ -94,7 +98,6 @@ class Device:
 
         Images run in chunks of the program's batch; per-layer stats accumulate in
         ``stats`` over all chunks."""
-        from rmsmp.sim.golden import quantize_input
         if tuple(images.shape[1:]) != tuple(io.input_shape):
             raise RmsmpError(f"images of shape {tuple(images.shape[1:])}; the program was compiled for "
                              f"{tuple(io.input_shape)}")

@@ -1,8 +1,11 @@
-"""The supported boards: platform, clocks, resource budget and memory backend of each.
+"""The supported boards: device, clocks, resource budget and memory backends of each.
 
 ``board(name)`` looks one up; an unknown name raises :class:`BoardError` listing the
 supported ones.  The budgets are the devices' datasheet totals in the cells yosys and
-nextpnr report (LUT4, flip-flops, DSP blocks, block RAMs).
+nextpnr report (LUT4, flip-flops, DSP blocks, block RAMs).  The catalog is data the sizing
+(:meth:`AcceleratorConfig.for_board`), the simulator (a board's SDRAM) and the board
+builds (:mod:`rmsmp.boards`, which turns ``platform`` into an amaranth-boards platform)
+all read, so it sits here, below all three.
 """
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from dataclasses import dataclass, field
 
 from rmsmp.host.errors import RmsmpError
 from rmsmp.rtl.sdram import SdramGeometry, SdramTiming
+
+from .cost import memory_blocks
 
 __all__ = ["BoardError", "Budget", "BoardSpec", "BOARDS", "board"]
 
@@ -43,6 +48,7 @@ class BoardSpec:
     clock_hz: int            # target clock of the design (PLL output)
     baud: int                # host link
     mem_words: int           # on-chip memory of the board top (32-bit words)
+    platform: str            # amaranth-boards platform class, "module:Class"
     programmer: str          # tool named by the platform's env variable
     programmer_env: str
     #: share of the device's LUTs a design may take and still place and route at the
@@ -80,22 +86,11 @@ class BoardSpec:
     def core_budget(self, memory: str | None = None) -> dict:
         """{"LUT", "DSP", "BRAM"} left for the core beside the board top: the bridge's burst
         buffer, and with on-chip block-RAM memory the memory itself, take block RAMs."""
-        from rmsmp.generator.cost import memory_blocks
         mem = memory_blocks(32, 256, self.family)
         if self.memory(memory) == "bram":
             mem += memory_blocks(32, self.mem_words, self.family)
         return {"LUT": int(self.budget.luts * self.lut_share) - self.top_luts, "DSP": self.budget.dsps,
                 "BRAM": self.budget.brams - mem}
-
-    def platform(self):
-        """A fresh amaranth-boards platform instance for this board."""
-        if self.name == "ulx3s-85f":
-            from amaranth_boards.ulx3s import ULX3S_85F_Platform
-            return ULX3S_85F_Platform()
-        if self.name == "icebreaker":
-            from amaranth_boards.icebreaker import ICEBreakerPlatform
-            return ICEBreakerPlatform()
-        raise BoardError(f"no platform for board {self.name!r}")   # pragma: no cover
 
     @property
     def divisor(self) -> int:
@@ -110,11 +105,13 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
     BoardSpec("ulx3s-85f", "Radiona ULX3S (LFE5U-85F, 32 MB SDRAM, FTDI USB-UART)", "ecp5", "LFE5U-85F-6BG381C",
               Budget(luts=83_640, ffs=83_640, dsps=156, brams=208, cells=ECP5_CELLS),
               clk_in_hz=25e6, clock_hz=12_500_000, baud=500_000, mem_words=16_384,
+              platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
               programmer="openFPGALoader", programmer_env="OPENFPGALOADER",
               sdram=SdramGeometry(row_bits=13, col_bits=9, bank_bits=2)),     # AS4C16M16SA, 32 MB
     BoardSpec("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K)", "ice40", "iCE40UP5K-SG48",
               Budget(luts=5_280, ffs=5_280, dsps=8, brams=30, cells=ICE40_CELLS),
               clk_in_hz=12e6, clock_hz=12_000_000, baud=1_000_000, mem_words=2_048,
+              platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
               programmer="iceprog", programmer_env="ICEPROG", spram_words=32_768,    # 4 × SB_SPRAM256KA
               # measured (yosys + nextpnr) on the 4-MAC core's build: 4,416 LUTs in all, 3,478
               # of them the core's (bench/calibrate_cost.py), so the board top takes ~940; an

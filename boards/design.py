@@ -1,0 +1,118 @@
+"""A board design: the board top (:class:`~rmsmp.boards.top.BoardTop`: UART host link, core,
+memory backend) under the board's amaranth-boards platform, clocked through a PLL to the
+target clock (or straight from the oscillator when that is the target)."""
+from __future__ import annotations
+
+import importlib
+
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
+from amaranth.lib import io
+
+from rmsmp.generator.catalog import BoardError, BoardSpec
+from rmsmp.generator.config import AcceleratorConfig
+
+from .pll import PllDomain, ecp5_pll, ice40_pll
+from .top import BoardTop
+
+__all__ = ["BoardDesign", "platform"]
+
+
+def platform(spec: BoardSpec):
+    """A fresh amaranth-boards platform instance for ``spec``."""
+    module, cls = spec.platform.split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+class BoardDesign(Elaboratable):
+    """``cfg``'s board top on ``spec``'s pins: clock through the PLL, UART, two LEDs, and the
+    memory backend ``memory`` ("sdram": the board's SDRAM chip; "bram": on-chip memory of
+    ``mem_words``, holding ``init``).  Default: on-chip when an image is baked in, else the
+    board's default backend."""
+
+    def __init__(self, spec: BoardSpec, cfg: AcceleratorConfig, *, init=(), mem_words: int | None = None,
+                 memory: str | None = None):
+        self.spec, self.cfg = spec, cfg
+        try:
+            self.memory, self.mem_words = self.check(spec, init=init, mem_words=mem_words, memory=memory)
+        except BoardError:
+            self._MustUse__silence = True          # refused: never to be elaborated
+            raise
+        if self.memory == "sdram":
+            self.top = BoardTop(cfg, divisor=spec.divisor, sdram=(spec.sdram, spec.sdram_timing()))
+        else:
+            self.top = BoardTop(cfg, mem_words=self.mem_words, divisor=spec.divisor, init=init,
+                                single_port=self.memory == "spram")
+
+    @staticmethod
+    def check(spec: BoardSpec, *, init=(), mem_words: int | None = None, memory: str | None = None):
+        """(memory backend, memory words) of a design, or :class:`BoardError` if the backend
+        or the baked-in image does not suit the board."""
+        memory = spec.memory(memory or ("bram" if len(init) else None))
+        if memory in ("sdram", "spram"):
+            if len(init):
+                raise BoardError(f"{spec.name}'s {memory.upper()} cannot hold a baked-in image; build with the "
+                                 f"block-RAM memory (MEMORY=bram) or upload the program at run time (open_device … load)")
+            return memory, spec.memory_words(memory)
+        mem_words = mem_words or spec.mem_words
+        if len(init) > mem_words:
+            raise BoardError(f"the baked-in image has {len(init):,} words; {spec.name}'s on-chip memory "
+                             f"holds {mem_words:,}")
+        return memory, mem_words
+
+    def pll(self):
+        s = self.spec
+        return (ecp5_pll if s.family == "ecp5" else ice40_pll)(s.clk_in_hz, s.clock_hz)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain("sync")
+        pin = platform.request(platform.default_clk, dir="-")
+        if self.spec.clock_hz == self.spec.clk_in_hz:
+            # the board's oscillator is the core clock: no PLL; reset for 15 cycles after configuration
+            m.submodules.clk_in = buf = io.Buffer("i", pin)
+            m.domains.por = ClockDomain("por", reset_less=True)
+            por = Signal(4)
+            with m.If(~por.all()):
+                m.d.por += por.eq(por + 1)
+            m.d.comb += [ClockSignal("por").eq(buf.i), ClockSignal("sync").eq(buf.i),
+                         ResetSignal("sync").eq(~por.all())]
+            return self._board_io(m, platform)
+        pll = self.pll()
+        if self.spec.family == "ice40":
+            clk_in = pin.io
+        else:
+            m.submodules.clk_in = buf = io.Buffer("i", pin)
+            clk_in = buf.i
+        # nextpnr derives the core clock's constraint from the PLL's dividers
+        m.submodules.clocking = PllDomain(pll, clk_in)
+        return self._board_io(m, platform)
+
+    def _board_io(self, m, platform):
+        m.submodules.top = top = self.top
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx = tx = io.Buffer("o", uart.tx)
+        m.submodules.led0 = led0 = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.submodules.led1 = led1 = io.Buffer("o", platform.request("led", 1, dir="-"))
+        m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx), led0.o.eq(top.led_busy), led1.o.eq(top.led_done)]
+        if self.memory == "sdram":
+            self._sdram_pins(m, platform.request("sdram", 0, dir="-"), top.sdram)
+        return m
+
+    @staticmethod
+    def _sdram_pins(m, res, pins):
+        """The SDRAM chip on the board top's ``sdram`` pins.  Its clock is the design clock
+        inverted (a DDR output: low in the first half of a cycle, high in the second), so
+        commands and write data registered at a rising edge are taken by the chip half a cycle
+        later; read data goes through the board top's input register."""
+        m.submodules.sdram_clk = clk = io.DDRBuffer("o", res.clk)
+        m.d.comb += [clk.o[0].eq(0), clk.o[1].eq(1)]
+        # the platform's cs/we/ras/cas are active-low pins (PinsN): the buffers invert
+        outs = {"clk_en": pins.cke, "cs": ~pins.cs_n, "we": ~pins.we_n, "ras": ~pins.ras_n, "cas": ~pins.cas_n,
+                "ba": pins.ba, "a": pins.a, "dqm": pins.dqm}
+        for name, value in outs.items():
+            buf = io.Buffer("o", getattr(res, name))
+            m.submodules[f"sdram_{name}"] = buf
+            m.d.comb += buf.o.eq(value[:len(buf.o)])
+        m.submodules.sdram_dq = dq = io.Buffer("io", res.dq)
+        m.d.comb += [dq.o.eq(pins.dq_o), dq.oe.eq(pins.dq_oe), pins.dq_i.eq(dq.i)]

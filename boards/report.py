@@ -1,0 +1,67 @@
+"""The report of a build: resources used against the device, Fmax against the target clock,
+peak MACs; a design that does not fit fails naming the overused resources."""
+from __future__ import annotations
+
+import re
+
+from rmsmp.generator.catalog import BoardError
+
+__all__ = ["parse_utilization", "BuildReport", "overuse_error", "make_report"]
+
+
+def parse_utilization(log: str) -> dict:
+    """nextpnr's 'Device utilisation' table → {cell: (used, available)}."""
+    out = {}
+    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log, re.M):
+        out[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return out
+
+
+class BuildReport(dict):
+    """Resources used/available, Fmax and the target clock of one build."""
+
+    def markdown(self) -> str:
+        r = self
+        lines = [f"# {r['board']} — {r['config']}", "",
+                 f"Memory: {r.get('memory', 'bram')} ({r.get('memory_words', 0):,} words).", "",
+                 "| resource | cell | used | available | use |", "|---|---|---|---|---|"]
+        for res, u in r["resources"].items():
+            lines.append(f"| {res} | {u['cell']} | {u['used']:,} | {u['available']:,} | "
+                         f"{u['used'] / u['available']:.1%} |")
+        f = r["fmax_mhz"]
+        lines += ["", f"Fmax {f:.1f} MHz against the {r['target_mhz']:g} MHz target "
+                  f"({'met' if r['timing_met'] else 'NOT met'}); peak {r['peak_macs_per_cycle']} MACs/cycle = "
+                  f"{r['peak_gmacs_at_target']:.2f} GMAC/s at the target clock.",
+                  f"Build {r['build_s']:.0f} s; bitstream {r['bitstream']}."]
+        return "\n".join(lines) + "\n"
+
+
+def overuse_error(spec, cfg, log: str) -> BoardError:
+    util = parse_utilization(log)
+    over = [f"{c} {u:,}/{a:,} ({u / a:.0%})" for c, (u, a) in util.items() if a and u > a]
+    lines = ", ".join(f"{c} {u:,}/{a:,}" for c, (u, a) in util.items() if u)
+    return BoardError(f"the design does not fit {spec.name} ({spec.device}): "
+                      f"{'; '.join(over) or 'placement failed'} — utilization: {lines}. "
+                      f"Use a smaller configuration (AcceleratorConfig.for_board('{spec.name}', ratio)).")
+
+
+def make_report(spec, cfg, rep, seconds, out, name: str) -> BuildReport:
+    util = rep.get("utilization", {})
+    res = {}
+    for name, cell in spec.budget.cells.items():
+        u = util.get(cell, {"used": 0, "available": spec.budget.as_dict()[name]})
+        res[name] = {"cell": cell, "used": u["used"], "available": u["available"]}
+    fmax = rep.get("fmax", {})
+    # the core's clock: the PLL output (the only constrained clock besides the input pin)
+    clocks = {k: v for k, v in fmax.items() if "clk" in k.lower()}
+    core = [v for k, v in clocks.items() if "clocking" in k or "pll" in k.lower()] or list(clocks.values())
+    achieved = min(v["achieved"] for v in core) if core else 0.0
+    target = spec.clock_hz / 1e6
+    bit = next((p for p in (out / f"{name}.bit", out / f"{name}.bin") if p.exists()), None)
+    return BuildReport(board=spec.name, device=spec.device, config=cfg.describe(), config_hash=cfg.config_hash,
+                       resources=res, fmax_mhz=achieved, target_mhz=target, timing_met=achieved >= target,
+                       clocks=dict(fmax),
+                       peak_macs_per_cycle=cfg.peak_macs_per_cycle,
+                       peak_gmacs_at_target=cfg.peak_macs_per_cycle * spec.clock_hz / 1e9,
+                       peak_gmacs_at_fmax=cfg.peak_macs_per_cycle * achieved / 1e3,
+                       build_s=seconds, bitstream=str(bit) if bit else None)
