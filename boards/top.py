@@ -23,28 +23,15 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from rmsmp.rtl.bridge import HostBridge
+from rmsmp.rtl.bridge import MAX_BURST, HostBridge
 from rmsmp.rtl.burst_ram import BurstRam
 from rmsmp.rtl.core import Core
 from rmsmp.rtl.csr import CsrBank
+from rmsmp.rtl.dma import mux_mem_ports
 from rmsmp.rtl.sdram import PIN_NAMES, SdramController, SdramGeometry, SdramTiming, sdram_pins_signature
 from rmsmp.rtl.uart import UartRx, UartTx
 
 __all__ = ["BoardTop"]
-
-
-def _mux_port(m, sel, a, b, out):
-    """Memory master ``out`` driven by master ``a`` when ``sel`` else ``b``."""
-    for name in ("rd_cmd", "wr_cmd", "wr_data"):
-        sa, sb, so = getattr(a, name), getattr(b, name), getattr(out, name)
-        m.d.comb += [so.valid.eq(sel & sa.valid | ~sel & sb.valid),
-                     so.payload.eq(sb.payload), sa.ready.eq(sel & so.ready), sb.ready.eq(~sel & so.ready)]
-        with m.If(sel):
-            m.d.comb += so.payload.eq(sa.payload)
-    rd = out.rd_data
-    m.d.comb += [a.rd_data.payload.eq(rd.payload), b.rd_data.payload.eq(rd.payload),
-                 a.rd_data.valid.eq(sel & rd.valid), b.rd_data.valid.eq(~sel & rd.valid),
-                 rd.ready.eq(sel & a.rd_data.ready | ~sel & b.rd_data.ready)]
 
 
 class BoardTop(wiring.Component):
@@ -52,7 +39,7 @@ class BoardTop(wiring.Component):
     on-chip memory (``init``: a baked-in image) or, given ``sdram=(geometry, timing)``, an
     SDR SDRAM (``mem_words`` is then the chip's size)."""
 
-    def __init__(self, cfg, *, mem_words: int | None = None, divisor: int, init=(), max_burst: int = 256,
+    def __init__(self, cfg, *, mem_words: int | None = None, divisor: int, init=(), max_burst: int = MAX_BURST,
                  link_timeout: int = 1 << 20, sdram: tuple[SdramGeometry, SdramTiming] | None = None,
                  single_port: bool = False):
         if cfg.bus_width != 32:
@@ -99,7 +86,7 @@ class BoardTop(wiring.Component):
         m.d.comb += [core.start.eq(csr.start), core.prog_addr.eq(csr.prog_addr), csr.busy.eq(core.busy),
                      csr.done.eq(core.done), csr.id.eq(core.id), csr.cycles.eq(core.cycles),
                      csr.mac_beats.eq(core.mac_beats), csr.pc.eq(core.pc)]
-        _mux_port(m, core.busy, core.mem, br.mem, mem.port)
+        mux_mem_ports(m, core.busy, core.mem, br.mem, mem.port)
         done = Signal()
         with m.If(core.done):
             m.d.sync += done.eq(1)

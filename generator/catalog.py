@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rmsmp.host.errors import RmsmpError
+from rmsmp.rtl.bridge import MAX_BURST
 from rmsmp.rtl.sdram import SdramGeometry, SdramTiming
 
 from .cost import memory_blocks
@@ -86,7 +87,7 @@ class BoardSpec:
     def core_budget(self, memory: str | None = None) -> dict:
         """{"LUT", "DSP", "BRAM"} left for the core beside the board top: the bridge's burst
         buffer, and with on-chip block-RAM memory the memory itself, take block RAMs."""
-        mem = memory_blocks(32, 256, self.family)
+        mem = memory_blocks(32, MAX_BURST, self.family)
         if self.memory(memory) == "bram":
             mem += memory_blocks(32, self.mem_words, self.family)
         return {"LUT": int(self.budget.luts * self.lut_share) - self.top_luts, "DSP": self.budget.dsps,

@@ -11,15 +11,9 @@ import json
 from dataclasses import asdict, dataclass
 
 from rmsmp.host.quant.formats import FormatError, WeightFormat, parse_weight_format
+from rmsmp.rtl.isa import ISA_REVISION, VECTOR_OPS
 
 __all__ = ["LaneGroup", "AcceleratorConfig", "ConfigError", "DEFAULT_LANE_GROUPS", "VECTOR_OPS"]
-
-#: the vector unit's operations, in canonical order (rtl/vector.py)
-VECTOR_OPS = ("add", "maxpool", "avgpool")
-#: Revision of what a core reads from memory (instructions, weight layout); part of the ID, so
-#: a program for another revision is refused like one for another config.  2: weight entries
-#: of at most half a bus word share words.
-ISA_REVISION = 2
 
 
 class ConfigError(ValueError):

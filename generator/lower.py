@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from amaranth.lib import data
 
-from rmsmp.host.quant.formats import parse_weight_format, requant_multiplier
-from rmsmp.rtl.isa import ACT_BANKS, CH_BITS, ConvDesc, VecKind, param_layout
+from rmsmp.host.quant.formats import FormatError, parse_weight_format, requant_multiplier
+from rmsmp.rtl.isa import (ACT_BANKS, AVGPOOL_SUM_BITS, CH_BITS, ConvDesc, VecDesc, VecKind, field_max, field_width,
+                           param_layout)
 
 __all__ = ["LoweredLayer", "lower_conv", "lower_vec", "lower_avgpool_conv", "CompileError", "can_run", "lanes_for",
            "fix_bits_for", "pack_words"]
@@ -134,16 +135,23 @@ def _lane_weights(layer, cfg, qw: torch.Tensor, og_n: int, row_of: dict) -> tupl
         rows = torch.tensor([[row_of.get((og, off + i), O) for i in range(n)] for og in range(og_n)])
         block = qpad[rows].reshape(og_n, n, cb, C, k, k).permute(0, 2, 4, 5, 1, 3)   # og cb ky kx row col
         flat = block.reshape(-1, n * C)
-        weights[g.scheme] = pack_words(encode_codes(f, flat), f.bits)
+        weights[g.scheme] = pack_words(_encode(layer.name, f, flat), f.bits)
         pw = f.bits
         if cfg.packed_weights and f.kind == "fix":
             placed = {layer.schemes[ch] for (_, row), ch in row_of.items() if off <= row < off + n}
             pw = max([2] + [fix_bits_for(sn) for sn in placed])
         if pw < f.bits:
-            packed[g.scheme] = (pw, n * C * pw, pack_words(encode_codes(parse_weight_format(f"fix{pw}"), flat), pw))
+            packed[g.scheme] = (pw, n * C * pw, pack_words(_encode(layer.name, parse_weight_format(f"fix{pw}"), flat), pw))
         else:
             packed[g.scheme] = (0, n * C * f.bits, weights[g.scheme])
     return weights, packed
+
+
+def _encode(name: str, fmt, q: torch.Tensor) -> torch.Tensor:
+    try:
+        return fmt.encode(q)
+    except FormatError as e:
+        raise CompileError(f"layer {name!r}: weights placed on {fmt.name} lanes: {e}") from None
 
 
 def _check_accumulator(name: str, cfg, qw: torch.Tensor, inq, bias) -> None:
@@ -231,19 +239,6 @@ def _deal_rows(by_scheme: dict, places: dict, offsets: dict):
         og_n += 1
 
 
-def encode_codes(fmt, q: torch.Tensor) -> torch.Tensor:
-    """Vectorised :meth:`WeightFormat.encode_int` (fix: two's complement; pot: sign | code)."""
-    if fmt.kind == "fix":
-        if bool((q.abs() > fmt.qmax).any()):
-            raise CompileError(f"weights outside the {fmt.name} range")
-        return q & ((1 << fmt.bits) - 1)
-    mag = q.abs()
-    code = torch.where(mag == 0, torch.zeros_like(mag), torch.log2(mag.clamp(min=1).double()).round().long() + 1)
-    if bool(((mag != 0) & ((1 << (code - 1).clamp(min=0)) != mag)).any()) or bool((mag > fmt.qmax).any()):
-        raise CompileError(f"weights that are not {fmt.name} levels")
-    return ((q < 0).long() << (fmt.bits - 1)) | code
-
-
 def pack_words(codes: torch.Tensor, bits: int) -> list[int]:
     """Rows of codes [words, n] → one int per row, code j at bits [j·bits, (j+1)·bits)."""
     bitarr = ((codes.unsqueeze(-1) >> torch.arange(bits)) & 1).reshape(codes.shape[0], -1).to(torch.uint8)
@@ -255,7 +250,7 @@ def _avgpool_requant(layer, iq, H: int, W: int, cfg):
     """(M, n) of a global average pool: the sum times 2^(f_out - f_in) / (H·W), checked
     against the requantizer's widths."""
     M, n = requant_multiplier(2.0 ** (layer.out.frac - iq.frac) / (H * W))
-    mb, sb_ = min(16, cfg.mult_bits), min(6, cfg.shift_bits)
+    mb, sb_ = min(field_width(VecDesc, "mult"), cfg.mult_bits), min(field_width(VecDesc, "shift"), cfg.shift_bits)
     if M >= 1 << mb or n >= 1 << sb_:
         raise CompileError(f"layer {layer.name!r}: average-pool requantizer M={M}, n={n} exceeds "
                            f"{mb}/{sb_} bits")
@@ -280,12 +275,13 @@ def lower_avgpool_conv(qm, layer, cfg, *, channels: int, in_hw) -> LoweredLayer:
     weight — the same for every block, so it is stored once — while block ``b``'s parameter
     words name its output channels.  Weights are C²·H² codes and beats ``blocks·⌈C/R⌉·H²``,
     where a dense channels × channels kernel would take channels²·H² and ``⌈channels/R⌉·
-    blocks·H²`` (square planes up to 15×15: the kernel field's range)."""
+    blocks·H²`` (square planes up to the kernel field's range, 15×15)."""
     H, W = in_hw
-    if H != W or H > 15:
+    kmax = field_max(ConvDesc, "kernel")
+    if H != W or H > kmax:
         raise CompileError(f"layer {layer.name!r}: this accelerator's vector unit has no average pool "
                            f"(vector_ops {', '.join(cfg.vector_ops) or 'none'}), and the conv engine pools "
-                           f"only square planes up to 15×15, not {H}×{W}")
+                           f"only square planes up to {kmax}×{kmax}, not {H}×{W}")
     R, C = cfg.rows, cfg.columns
     iq = qm[layer.inputs[0]].out
     M, n = _avgpool_requant(layer, iq, H, W, cfg)
@@ -332,8 +328,9 @@ def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: in
         f = max(iq.frac, qb.frac)
         up = max(0, out.frac - f)
         sa, sb, rs = f - iq.frac + up, f - qb.frac + up, max(0, f - out.frac)
-        if max(sa, sb, rs) > 15:
-            raise CompileError(f"layer {layer.name!r}: residual add shifts {sa}/{sb}/{rs} exceed 15")
+        if max(sa, sb, rs) > field_max(VecDesc, "sa"):
+            raise CompileError(f"layer {layer.name!r}: residual add shifts {sa}/{sb}/{rs} exceed "
+                               f"{field_max(VecDesc, 'sa')}")
         words = cb * H * W
         desc = {**base, "kind": VecKind.ADD, "b_signed": int(qb.signed), "sa": sa, "sb": sb, "rs": rs,
                 "cb": 1, "in_h": 1, "in_w": words, "out_h": 1, "out_w": words}
@@ -346,9 +343,10 @@ def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: in
         taps = cb * oh * ow * k * k
     elif layer.op == "avgpool":
         M, n = _avgpool_requant(layer, iq, H, W, cfg)     # on the engine's requantizer (rtl/vector.py)
-        if H * W * 256 > 1 << (min(24, cfg.acc_bits) - 1):
+        sum_bits = min(AVGPOOL_SUM_BITS, cfg.acc_bits)
+        if H * W * 256 > 1 << (sum_bits - 1):
             raise CompileError(f"layer {layer.name!r}: average pool of {H}x{W} pixels overflows the "
-                               f"{min(24, cfg.acc_bits)}-bit sum")
+                               f"{sum_bits}-bit sum")
         if lo < -(1 << cfg.out_bits) or hi >= 1 << cfg.out_bits:
             raise CompileError(f"layer {layer.name!r}: output range {lo}..{hi} exceeds the requantizer's "
                                f"{cfg.out_bits + 1}-bit output")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from rmsmp.rtl.isa import ACT_BANKS, DIM_BITS
+from rmsmp.rtl.isa import ACT_BANKS, VecDesc, field_max
 
 from .allocate import TensorPlan
 from .lower import CompileError, LoweredLayer
@@ -270,7 +270,7 @@ class _LayerScheduler:
     def add(self, a, b) -> list:
         """A residual add in pipelined chunks of a third of a bank each (a, b, sum)."""
         n_all, half_a = self.t.entries[self.low.name], self.cfg.act_depth // ACT_BANKS
-        T = min(half_a // 3, (1 << DIM_BITS) - 1)
+        T = min(half_a // 3, field_max(VecDesc, "in_w"))
         parts = []
         for i, o in enumerate(range(0, n_all, T)):
             n, base = min(T, n_all - o), (i % ACT_BANKS) * half_a

@@ -12,7 +12,7 @@ from __future__ import annotations
 import binascii
 import struct
 
-from rmsmp.rtl.bridge import SYNC_REQ, SYNC_RESP, Cmd, Status
+from rmsmp.rtl.bridge import MAX_BURST, SYNC_REQ, SYNC_RESP, Cmd, RequestHeader, ResponseHeader, Status
 from rmsmp.rtl.csr import CsrAddr
 
 from .errors import RmsmpError
@@ -24,13 +24,19 @@ class LinkError(RmsmpError):
     """The board link failed (no answer, persistent errors, refused request)."""
 
 
+REQUEST_BYTES = RequestHeader.as_shape().size // 8
+RESPONSE_BYTES = ResponseHeader.as_shape().size // 8
+
+
 def crc16(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE, as the bridge computes it."""
+    """The link's CRC (:data:`rmsmp.rtl.bridge.LINK_CRC`, CRC-16/IBM-3740), computed by
+    ``binascii.crc_hqx`` — the same function, in C (tests/test_link.py checks they agree)."""
     return binascii.crc_hqx(bytes(data), 0xFFFF)
 
 
 def encode_request(cmd: Cmd, seq: int, addr: int, length: int, words=()) -> bytes:
-    body = struct.pack("<BBIH", int(cmd), seq & 0xFF, addr, length) + b"".join(struct.pack("<I", w) for w in words)
+    head = RequestHeader.const({"cmd": int(cmd), "seq": seq & 0xFF, "addr": addr, "len": length})
+    body = head.as_bits().to_bytes(REQUEST_BYTES, "little") + b"".join(struct.pack("<I", w) for w in words)
     return bytes([SYNC_REQ]) + body + struct.pack(">H", crc16(body))
 
 
@@ -41,7 +47,7 @@ RETRY = (Status.BAD_CRC, Status.FRAMING)
 class LinkClient:
     """Memory and CSR access to a board over ``transport``."""
 
-    def __init__(self, transport, *, max_burst: int = 256, retries: int = 4, timeout: float = 1.0):
+    def __init__(self, transport, *, max_burst: int = MAX_BURST, retries: int = 4, timeout: float = 1.0):
         self.t = transport
         self.max_burst = max_burst
         self.retries = retries
@@ -58,10 +64,11 @@ class LinkClient:
                 return None
             if b[0] != SYNC_RESP:
                 continue                                    # resynchronise on the sync byte
-            head = self.t.read(4, self.timeout)
-            if len(head) < 4:
+            head = self.t.read(RESPONSE_BYTES, self.timeout)
+            if len(head) < RESPONSE_BYTES:
                 return None
-            status, rseq, n = struct.unpack("<BBH", head)
+            h = ResponseHeader.from_bits(int.from_bytes(head, "little"))
+            status, rseq, n = int(h.status), int(h.seq), int(h.len)
             rest = self.t.read(4 * n + 2, self.timeout)
             if len(rest) < 4 * n + 2:
                 return None

@@ -12,8 +12,17 @@ from amaranth import C, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["rshift_round", "clamp", "nested_count", "nested_carries", "nested_address", "small_mul",
+__all__ = ["rshift_round", "clamp", "delay", "nested_count", "nested_carries", "nested_address", "small_mul",
            "SerialMultiplier"]
+
+
+def delay(m: Module, value: Value, stages: int, name: str = "d") -> Value:
+    """``value`` through ``stages`` registers (a delay line; 0 stages: ``value`` itself)."""
+    for k in range(stages):
+        reg = Signal(len(value), name=f"{name}_d{k}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
 
 
 def rshift_round(value: Value, amount: Value) -> Value:

@@ -1,11 +1,15 @@
 """Host link bridge: a framed, checksummed byte protocol → memory bursts and CSR accesses.
 
-The protocol is defined once here (constants) and spoken by :mod:`rmsmp.host.link`.
-Every multi-byte field is little-endian; ``crc`` is CRC-16/CCITT-FALSE (poly 0x1021,
-init 0xFFFF) over every byte after the sync byte, sent most significant byte first.
+The protocol is defined once here (the header layouts, constants and CRC) and spoken by
+:mod:`rmsmp.host.link`.  Every multi-byte field is little-endian; ``crc`` is
+CRC-16/IBM-3740 (``amaranth.lib.crc.catalog``; poly 0x1021, init 0xFFFF, also known as
+CCITT-FALSE, Python's ``binascii.crc_hqx``) over every byte after the sync byte, sent most
+significant byte first — so the CRC over a whole frame with its CRC is zero.
 
-Request  (host → board): ``0xA5, cmd, seq, addr[4], len[2], payload[4·len], crc[2]``
-Response (board → host): ``0x5A, status, seq, len[2], payload[4·len], crc[2]``
+Request  (host → board): ``0xA5``, :class:`RequestHeader` (cmd, seq, addr, len),
+``payload[4·len], crc[2]``
+Response (board → host): ``0x5A``, :class:`ResponseHeader` (status, seq, len),
+``payload[4·len], crc[2]``
 
 ========== ============================================= ===============================
 cmd        request                                       response payload
@@ -21,23 +25,41 @@ command, a burst longer than the buffer, a memory access while the core runs, or
 framing error is answered with its status (a framing error abandons the frame; its
 response carries seq 0), and a frame that stops arriving mid-way is dropped after
 ``timeout`` cycles of silence — the host retries all of these.
-"""
-from __future__ import annotations
 
+(No ``from __future__ import annotations`` here: ``data.Struct`` reads its annotations.)
+"""
 import enum as _pyenum
 
-from amaranth import Cat, Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import crc, data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .csr import csr_signature
 from .dma import mem_port_signature
 
-__all__ = ["Cmd", "Status", "SYNC_REQ", "SYNC_RESP", "HostBridge", "crc16_step"]
+__all__ = ["Cmd", "Status", "SYNC_REQ", "SYNC_RESP", "MAX_BURST", "RequestHeader", "ResponseHeader", "LINK_CRC",
+           "HostBridge"]
 
 SYNC_REQ = 0xA5
 SYNC_RESP = 0x5A
+#: words one MEM_WRITE/MEM_READ moves at most (the bridge's buffer; the host splits longer transfers)
+MAX_BURST = 256
+#: the frames' CRC (CRC-16/IBM-3740 over bytes)
+LINK_CRC = crc.catalog.CRC16_IBM_3740(data_width=8)
+
+
+class RequestHeader(data.Struct):
+    cmd: unsigned(8)
+    seq: unsigned(8)
+    addr: unsigned(32)       # memory word address, or a CSR address
+    len: unsigned(16)        # payload words (MEM_WRITE/CSR_WRITE) or words to read
+
+
+class ResponseHeader(data.Struct):
+    status: unsigned(8)
+    seq: unsigned(8)         # the request's (0 after a framing error)
+    len: unsigned(16)        # payload words
 
 
 class Cmd(_pyenum.IntEnum):
@@ -56,18 +78,10 @@ class Status(_pyenum.IntEnum):
     FRAMING = 5       # UART stop bit missing: the frame was abandoned
 
 
-def crc16_step(crc, byte):
-    """One byte of CRC-16/CCITT-FALSE (the host's ``binascii.crc_hqx``) as an expression."""
-    c = crc ^ Cat(Const(0, 8), byte)
-    for _ in range(8):
-        c = Mux(c[15], (c[:15] << 1) ^ 0x1021, c[:15] << 1)[:16]
-    return c
-
-
 class HostBridge(wiring.Component):
     """``rx``/``tx`` byte streams (from/to the UART) → ``mem`` (burst master) and ``csr``."""
 
-    def __init__(self, *, bus_width: int = 32, max_burst: int = 256, timeout: int = 1 << 20):
+    def __init__(self, *, bus_width: int = 32, max_burst: int = MAX_BURST, timeout: int = 1 << 20):
         if bus_width != 32:
             raise ValueError("the host link moves 32-bit words")
         self._max = max_burst
@@ -86,9 +100,9 @@ class HostBridge(wiring.Component):
         bw = buf.write_port(granularity=8)            # payload bytes go straight in
         br = buf.read_port()                          # synchronous: maps to block RAM
 
-        cmd, seq = Signal(8), Signal(8)
-        addr, length = Signal(32), Signal(16)
-        crc, crc_bad = Signal(16, init=0xFFFF), Signal()   # crc_bad: a received CRC byte differed
+        hdr = Signal(RequestHeader)
+        cmd, seq, addr, length = hdr.cmd, hdr.seq, hdr.addr, hdr.len
+        hdr_bytes = RequestHeader.as_shape().size // 8
         idx = Signal(range(10))                       # byte index within a field group
         nbytes = Signal(18)                           # payload bytes left
         widx = Signal(range(mx + 1))                  # payload words stored / sent
@@ -108,12 +122,13 @@ class HostBridge(wiring.Component):
         tx = self.tx
         send_byte = Signal(8)
         m.d.comb += tx.payload.eq(send_byte)
-        # one CRC unit: over the request's bytes while receiving, then (reset at the first
-        # response byte, after CHECK compared it) over the response's bytes as they are sent
+        # one CRC unit: over the request's bytes and its CRC while receiving (a good frame
+        # leaves the residue, 0), then (restarted at the response's sync byte) over the
+        # response's bytes as they are sent
+        m.submodules.crc = crcu = LINK_CRC.create()
         sending = Signal()
-        crc_next = Signal(16)
-        crc_byte = Mux(idx == 0, crc[8:], crc[:8])    # a CRC goes on the wire high byte first
-        m.d.comb += crc_next.eq(crc16_step(crc, Mux(sending, send_byte, byte)))
+        m.d.comb += crcu.data.eq(Mux(sending, send_byte, byte))
+        crc_byte = Mux(idx == 0, crcu.crc[8:], crcu.crc[:8])    # a CRC goes on the wire high byte first
 
         def guard(receiving: bool):
             """Last in a receive state: a framing error abandons the frame (reported);
@@ -130,36 +145,29 @@ class HostBridge(wiring.Component):
         with m.FSM():
             # ------------------------------------------------------------ receive
             with m.State("SYNC"):
-                m.d.sync += [crc.eq(0xFFFF), crc_bad.eq(0), idx.eq(0), idle.eq(0)]
+                m.d.comb += crcu.start.eq(1)
+                m.d.sync += [idx.eq(0), idle.eq(0)]
                 with m.If(rx.valid & (byte == SYNC_REQ)):
                     m.next = "HDR"
                 guard(False)
             with m.State("HDR"):
                 with m.If(rx.valid):
-                    m.d.sync += [crc.eq(crc_next), idx.eq(idx + 1), idle.eq(0)]
-                    with m.Switch(idx):
-                        with m.Case(0):
-                            m.d.sync += cmd.eq(byte)
-                        with m.Case(1):
-                            m.d.sync += seq.eq(byte)
-                        for i in range(4):
-                            with m.Case(2 + i):
-                                m.d.sync += addr.word_select(i, 8).eq(byte)
-                        with m.Case(6):
-                            m.d.sync += length[:8].eq(byte)
-                        with m.Case(7):
-                            m.d.sync += [length[8:].eq(byte), idx.eq(0), widx.eq(0)]
-                            is_wr = (cmd == Cmd.MEM_WRITE) | (cmd == Cmd.CSR_WRITE)
-                            n = Cat(length[:8], byte)
-                            m.d.sync += nbytes.eq(Mux(is_wr, n << 2, 0))
-                            with m.If(is_wr & (n != 0)):
-                                m.next = "PAYLOAD"
-                            with m.Else():
-                                m.next = "CRC"
+                    m.d.comb += crcu.valid.eq(1)
+                    m.d.sync += [hdr.as_value().word_select(idx, 8).eq(byte), idx.eq(idx + 1), idle.eq(0)]
+                    with m.If(idx == hdr_bytes - 1):          # the length's high byte
+                        m.d.sync += [idx.eq(0), widx.eq(0)]
+                        is_wr = (cmd == Cmd.MEM_WRITE) | (cmd == Cmd.CSR_WRITE)
+                        n = Cat(length[:8], byte)
+                        m.d.sync += nbytes.eq(Mux(is_wr, n << 2, 0))
+                        with m.If(is_wr & (n != 0)):
+                            m.next = "PAYLOAD"
+                        with m.Else():
+                            m.next = "CRC"
                 guard(True)
             with m.State("PAYLOAD"):
                 with m.If(rx.valid):
-                    m.d.sync += [crc.eq(crc_next), idle.eq(0), nbytes.eq(nbytes - 1),
+                    m.d.comb += crcu.valid.eq(1)
+                    m.d.sync += [idle.eq(0), nbytes.eq(nbytes - 1),
                                  idx.eq(Mux(idx == 3, 0, idx + 1))]
                     m.d.comb += [bw.addr.eq(widx), bw.data.eq(byte.replicate(4)),
                                  bw.en.eq(Mux(widx < mx, Const(1, 4) << idx[:2], 0))]
@@ -170,9 +178,9 @@ class HostBridge(wiring.Component):
                         m.next = "CRC"
                 guard(True)
             with m.State("CRC"):
-                with m.If(rx.valid):          # the request's CRC is complete: compare as it comes
-                    m.d.sync += [crc_bad.eq(crc_bad | (byte != crc_byte)),
-                                 idx.eq(idx + 1), idle.eq(0)]
+                with m.If(rx.valid):          # the request's CRC bytes go through the CRC too
+                    m.d.comb += crcu.valid.eq(1)
+                    m.d.sync += [idx.eq(idx + 1), idle.eq(0)]
                     with m.If(idx == 1):
                         m.next = "CHECK"
                 guard(True)
@@ -181,7 +189,7 @@ class HostBridge(wiring.Component):
                 m.d.comb += ok_len.eq(Mux((cmd == Cmd.CSR_WRITE) | (cmd == Cmd.CSR_READ), length == 1,
                                           (length != 0) & ((cmd != Cmd.MEM_WRITE) | (length <= mx))))
                 m.d.sync += [widx.eq(0), rlen.eq(0), idx.eq(0)]
-                with m.If(crc_bad):
+                with m.If(~crcu.match_detected):
                     m.d.sync += status.eq(Status.BAD_CRC)
                     m.next = "RESP"
                 with m.Elif((cmd < Cmd.MEM_WRITE) | (cmd > Cmd.CSR_READ)):
@@ -226,27 +234,19 @@ class HostBridge(wiring.Component):
             burst_cmd("RCMD", self.mem.rd_cmd, "RESP")
             # ------------------------------------------------------------ respond
             with m.State("RESP"):
-                # header bytes: sync, status, seq, len lo, len hi (CRC from status on)
-                hdr = Signal(8)
-                with m.Switch(idx):
-                    with m.Case(0):
-                        m.d.comb += hdr.eq(SYNC_RESP)
-                    with m.Case(1):
-                        m.d.comb += hdr.eq(status)
-                    with m.Case(2):
-                        m.d.comb += hdr.eq(seq)
-                    with m.Case(3):
-                        m.d.comb += hdr.eq(rlen[:8])
-                    with m.Default():
-                        m.d.comb += hdr.eq(rlen[8:])
-                m.d.comb += [send_byte.eq(hdr), tx.valid.eq(1), sending.eq(1)]
+                # the sync byte, then the header's bytes (the CRC starts after the sync byte)
+                resp = Signal(ResponseHeader)
+                m.d.comb += [resp.status.eq(status), resp.seq.eq(seq), resp.len.eq(rlen)]
+                resp_bytes = ResponseHeader.as_shape().size // 8
+                m.d.comb += [send_byte.eq(Mux(idx == 0, SYNC_RESP, resp.as_value().word_select((idx - 1)[:2], 8))),
+                             tx.valid.eq(1), sending.eq(1)]
                 with m.If(idx == 0):
-                    m.d.sync += crc.eq(0xFFFF)
+                    m.d.comb += crcu.start.eq(1)
                 with m.If(tx.ready):
                     with m.If(idx != 0):
-                        m.d.sync += crc.eq(crc_next)
+                        m.d.comb += crcu.valid.eq(1)
                     m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == 4):
+                    with m.If(idx == resp_bytes):
                         m.d.sync += [idx.eq(0), widx.eq(0)]
                         with m.If(rlen == 0):
                             m.next = "RCRC"
@@ -263,7 +263,8 @@ class HostBridge(wiring.Component):
             with m.State("RBYTES"):
                 m.d.comb += [send_byte.eq(rdata.word_select(idx[:2], 8)), tx.valid.eq(1), sending.eq(1)]
                 with m.If(tx.ready):
-                    m.d.sync += [crc.eq(crc_next), idx.eq(idx + 1)]
+                    m.d.comb += crcu.valid.eq(1)
+                    m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == 3):
                         m.d.sync += [idx.eq(0), widx.eq(widx + 1)]
                         with m.If(widx == rlen - 1):

@@ -30,7 +30,7 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .dma import Dma, mem_port_signature
+from .dma import Dma, mem_port_signature, mux_mem_ports
 from .engine import ConvEngine, buffer_ports
 from .isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode
 
@@ -69,20 +69,14 @@ class Core(wiring.Component):
         ereg, dreg = Signal(INSTR_BITS), Signal(INSTR_BITS)   # yosys keeps the bits a unit reads
         ei, di = Instruction(ereg), Instruction(dreg)
         k = Signal(range(words + 1))
-        fetching = Signal()
-        # the read channel belongs to the fetcher while it fetches, else to the DMA
-        rd, rdd = self.mem.rd_cmd, self.mem.rd_data
-        with m.If(~fetching):
-            m.d.comb += [rd.valid.eq(dma.mem.rd_cmd.valid), rd.payload.eq(dma.mem.rd_cmd.payload),
-                         dma.mem.rd_cmd.ready.eq(rd.ready), dma.mem.rd_data.valid.eq(rdd.valid),
-                         dma.mem.rd_data.payload.eq(rdd.payload), rdd.ready.eq(dma.mem.rd_data.ready)]
-        # the write channel belongs to the DMA, except while a STAMP writes the cycle counter
-        stamping = Signal()
-        wc, wd = self.mem.wr_cmd, self.mem.wr_data
-        with m.If(~stamping):
-            m.d.comb += [wc.valid.eq(dma.mem.wr_cmd.valid), wc.payload.eq(dma.mem.wr_cmd.payload),
-                         dma.mem.wr_cmd.ready.eq(wc.ready), wd.valid.eq(dma.mem.wr_data.valid),
-                         wd.payload.eq(dma.mem.wr_data.payload), dma.mem.wr_data.ready.eq(wd.ready)]
+        # the core's own memory master: the fetcher reads, a STAMP writes.  The read channel
+        # belongs to the fetcher while it fetches, the write channel to a STAMP while it
+        # writes; else both are the DMA's
+        own = mem_port_signature(bus).create(path=("own",))
+        rd, rdd, wc, wd = own.rd_cmd, own.rd_data, own.wr_cmd, own.wr_data
+        fetching, stamping = Signal(), Signal()
+        mux_mem_ports(m, fetching, own, dma.mem, self.mem, ("rd_cmd", "rd_data"))
+        mux_mem_ports(m, stamping, own, dma.mem, self.mem, ("wr_cmd", "wr_data"))
 
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)

@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 from .arith import small_mul
 from .isa import ADDR_BITS, Buffer, DmaDesc
 
-__all__ = ["mem_port_signature", "Dma", "words_per_entry", "weight_slot"]
+__all__ = ["mem_port_signature", "mux_mem_ports", "MEM_CHANNELS", "Dma", "words_per_entry", "weight_slot"]
 
 LEN_BITS = 24
 
@@ -42,6 +42,23 @@ def mem_port_signature(bus_width: int) -> wiring.Signature:
         "wr_cmd": Out(stream.Signature(cmd)),
         "wr_data": Out(stream.Signature(bus_width)),
     })
+
+
+MEM_CHANNELS = ("rd_cmd", "rd_data", "wr_cmd", "wr_data")
+
+
+def mux_mem_ports(m, sel, a, b, out, channels=MEM_CHANNELS) -> None:
+    """Memory master ``out`` driven by master ``a`` when ``sel`` else by ``b``, on the given
+    channels of :func:`mem_port_signature` (the other master sees no handshake)."""
+    for name in channels:
+        sa, sb, so = getattr(a, name), getattr(b, name), getattr(out, name)
+        if name == "rd_data":                 # the slave's answer goes to the selected master
+            m.d.comb += [sa.payload.eq(so.payload), sb.payload.eq(so.payload),
+                         sa.valid.eq(sel & so.valid), sb.valid.eq(~sel & so.valid),
+                         so.ready.eq(Mux(sel, sa.ready, sb.ready))]
+        else:
+            m.d.comb += [so.valid.eq(Mux(sel, sa.valid, sb.valid)), so.payload.eq(Mux(sel, sa.payload, sb.payload)),
+                         sa.ready.eq(sel & so.ready), sb.ready.eq(~sel & so.ready)]
 
 
 def words_per_entry(width: int, bus_width: int) -> int:

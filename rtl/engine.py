@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from .isa import ACT_BANKS, ADDR_BITS, CH_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
 from .vector import VectorUnit
 from .mac import MacArray
-from .arith import SerialMultiplier, nested_address, nested_carries, small_mul
+from .arith import SerialMultiplier, delay, nested_address, nested_carries, small_mul
 from .ppu import Requantizer
 
 __all__ = ["ConvEngine", "buffer_ports"]
@@ -283,11 +283,8 @@ class ConvEngine(wiring.Component):
         waddr = Signal(ADDR_BITS)
         block = (bpos >> lb)[:AB]                    # the row's channel block: one product per row
         m.d.comb += waddr.eq((d.out_base + (block * out_plane.p)[:AB] + cpix)[:AB])
-        wmeta = Cat(waddr, bpos[:lb], rp.en, d.wide)
-        for k in range(rq.latency):                  # line up with the requantizer's output
-            nxt = Signal(len(wmeta), name=f"wmeta_d{k}")
-            m.d.sync += nxt.eq(wmeta)
-            wmeta = nxt
+        # line up with the requantizer's output
+        wmeta = delay(m, Cat(waddr, bpos[:lb], rp.en, d.wide), rq.latency, "wmeta")
         o_addr, o_lane, o_en, o_wide = (wmeta[:ADDR_BITS], wmeta[ADDR_BITS:ADDR_BITS + lb],
                                         wmeta[ADDR_BITS + lb], wmeta[ADDR_BITS + lb + 1])
         pending = Signal(range(rq.latency + 2))       # values inside the requantizer

@@ -11,13 +11,19 @@ Activation buffer layout (channel-blocked, ``C`` channels of 8 bits per word): c
 ``base + ((ch // C)·H + y)·W + x``, byte ``ch % C``.
 """
 
-from amaranth import signed, unsigned
 import enum as _pyenum
 
+from amaranth import Shape, signed, unsigned
 from amaranth.lib import data, enum
 
-__all__ = ["ACT_BANKS", "ConvDesc", "DmaDesc", "VecDesc", "VecKind", "Instruction", "Opcode", "Buffer", "param_layout", "ADDR_BITS", "DIM_BITS",
-           "INSTR_BITS"]
+__all__ = ["ACT_BANKS", "ConvDesc", "DmaDesc", "VecDesc", "VecKind", "Instruction", "Opcode", "Buffer", "param_layout",
+           "ADDR_BITS", "DIM_BITS", "INSTR_BITS", "CH_BITS", "ISA_REVISION", "VECTOR_OPS", "AVGPOOL_SUM_BITS",
+           "field_width", "field_max"]
+
+#: Revision of what a core reads from memory (instructions, weight layout); part of the
+#: config hash (the ID register), so a program for another revision is refused like one for
+#: another config.  2: weight entries of at most half a bus word share words.
+ISA_REVISION = 2
 
 ADDR_BITS = 20
 DIM_BITS = 10
@@ -93,6 +99,12 @@ class VecKind(enum.Enum, shape=2):
     AVGPOOL = 2
 
 
+#: the vector unit's operations (a config may build a subset), in :class:`VecKind` order
+VECTOR_OPS = tuple(k.name.lower() for k in VecKind)
+#: signed width of the vector unit's per-channel average-pool sum
+AVGPOOL_SUM_BITS = 24
+
+
 class VecDesc(data.Struct):
     """Element-wise and pooling work on the activation buffer, ``C`` channels per word.
 
@@ -135,3 +147,14 @@ class Instruction(data.Struct):
     arg: data.UnionLayout({"conv": ConvDesc, "dma": DmaDesc, "vec": VecDesc})
     pad: unsigned(INSTR_BITS - 4 - max(ConvDesc.as_shape().size, DmaDesc.as_shape().size,
                                        VecDesc.as_shape().size))
+
+
+def field_width(struct, name: str) -> int:
+    """Bit width of field ``name`` of a ``data.Struct`` class or layout."""
+    layout = struct.as_shape() if hasattr(struct, "as_shape") else struct
+    return Shape.cast(layout.members[name]).width
+
+
+def field_max(struct, name: str) -> int:
+    """Largest value of unsigned field ``name`` (what a descriptor can express)."""
+    return (1 << field_width(struct, name)) - 1

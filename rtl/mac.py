@@ -12,10 +12,11 @@ Latency from an input beat to its output beat: :attr:`MacRow.latency` cycles.
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .arith import delay
 from .lanes import lane_format, make_lane
 
 __all__ = ["MacRow", "MacArray", "row_input_layout"]
@@ -56,8 +57,9 @@ class MacRow(wiring.Component):
         m = Module()
         lanes = [make_lane(self._fmt, self._act_width) for _ in range(self._columns)]
         total = _sum_tree(m, lanes, self.i.payload.a, self.i.payload.w, "row")
-        valid, first, last = _delay_flags(m, self.i.valid, self.i.payload.first, self.i.payload.last,
-                                          1 + _tree_levels(self._columns))
+        flags = delay(m, Cat(self.i.valid, self.i.payload.first, self.i.payload.last),
+                      1 + _tree_levels(self._columns), "flags")
+        valid, first, last = flags[0], flags[1], flags[2]
         acc = Signal(signed(self._acc_bits))
         _accumulate(m, acc, total, valid, first)
         m.d.sync += self.o.valid.eq(valid & last)
@@ -87,15 +89,6 @@ def _sum_tree(m: Module, lanes, a, w, name: str):
             nxt.append(s)
         sums, level = nxt, level + 1
     return sums[0]
-
-
-def _delay_flags(m: Module, valid, first, last, stages: int):
-    """Delay the control flags by ``stages`` registers to line up with the tree output."""
-    for k in range(stages):
-        v, f, l = Signal(name=f"valid_d{k}"), Signal(name=f"first_d{k}"), Signal(name=f"last_d{k}")
-        m.d.sync += [v.eq(valid), f.eq(first), l.eq(last)]
-        valid, first, last = v, f, l
-    return valid, first, last
 
 
 def _accumulate(m: Module, acc: Signal, total, valid, first):
@@ -143,8 +136,9 @@ class MacArray(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        valid, first, last = _delay_flags(m, self.i.valid, self.i.payload.first, self.i.payload.last,
-                                          1 + _tree_levels(self._columns))
+        flags = delay(m, Cat(self.i.valid, self.i.payload.first, self.i.payload.last),
+                      1 + _tree_levels(self._columns), "flags")
+        valid, first, last = flags[0], flags[1], flags[2]
         k = 0
         for fmt, nrows in self._groups:
             for r in range(nrows):

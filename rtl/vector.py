@@ -21,7 +21,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import SerialMultiplier, clamp, nested_address, nested_carries, rshift_round, small_mul
-from .isa import ADDR_BITS, DIM_BITS, VecDesc, VecKind
+from .isa import ADDR_BITS, AVGPOOL_SUM_BITS, DIM_BITS, VECTOR_OPS, VecDesc, VecKind
 
 __all__ = ["VectorUnit"]
 
@@ -30,12 +30,12 @@ class VectorUnit(wiring.Component):
     """``rq`` drives a :class:`~rmsmp.rtl.ppu.Requantizer` (the engine shares its own).
     ``held_desc``: ``desc`` is held by the driver while ``busy`` (no copy is kept)."""
 
-    def __init__(self, *, columns: int, requantizer: wiring.Signature, sum_bits: int = 24, addr_bits: int = ADDR_BITS,
-                 ops=("add", "maxpool", "avgpool"), held_desc: bool = False):
+    def __init__(self, *, columns: int, requantizer: wiring.Signature, sum_bits: int = AVGPOOL_SUM_BITS,
+                 addr_bits: int = ADDR_BITS, ops=VECTOR_OPS, held_desc: bool = False):
         self._C, self._sum_bits, self._addr_bits = columns, sum_bits, addr_bits
         self._held = held_desc
         self._ops = frozenset(ops)
-        unknown = self._ops - {"add", "maxpool", "avgpool"}
+        unknown = self._ops - set(VECTOR_OPS)
         if unknown:
             raise ValueError(f"vector unit operations {sorted(unknown)} do not exist")
         super().__init__({
@@ -48,7 +48,7 @@ class VectorUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         C, AB = self._C, self._addr_bits
-        has_add, has_max, has_avg = ("add" in self._ops), ("maxpool" in self._ops), ("avgpool" in self._ops)
+        has_add, has_max, has_avg = (k.name.lower() in self._ops for k in (VecKind.ADD, VecKind.MAXPOOL, VecKind.AVGPOOL))
         window = has_max or has_avg                  # ops that walk a window of the input plane
         sum_bits = self._sum_bits if has_avg else 10
         d = self.desc if self._held else Signal(VecDesc)

@@ -74,17 +74,25 @@ class WeightFormat:
         mags = [2 ** e for e in range(self.pot_max_exp + 1)]
         return sorted([-m for m in mags] + [0] + mags)
 
+    def encode(self, q) -> "torch.Tensor":
+        """The b-bit codes of an integer tensor ``q`` (every element must be a level):
+        fix: two's complement; pot: ``sign << (b-1) | code``."""
+        import torch
+        q = torch.as_tensor(q, dtype=torch.int64)
+        mag = q.abs()
+        if self.kind == "fix":
+            if bool((mag > self.qmax).any()):
+                raise self._error(f"{int(q.flatten()[(mag > self.qmax).flatten()][0])} is not a {self.name} level")
+            return q & (2 ** self.bits - 1)
+        code = torch.where(mag == 0, torch.zeros_like(mag), torch.log2(mag.clamp(min=1).double()).round().long() + 1)
+        bad = ((mag != 0) & ((1 << (code - 1).clamp(min=0)) != mag)) | (mag > self.qmax)
+        if bool(bad.any()):
+            raise self._error(f"{int(q.flatten()[bad.flatten()][0])} is not a {self.name} level")
+        return ((q < 0).long() << (self.bits - 1)) | code
+
     def encode_int(self, q: int) -> int:
         """The b-bit code of integer ``q`` (must be a level)."""
-        if self.kind == "fix":
-            if abs(q) > self.qmax:
-                raise self._error(f"{q} is not a {self.name} level")
-            return q & (2 ** self.bits - 1)
-        m = abs(q)
-        if m and (m & (m - 1) or m > self.qmax):
-            raise self._error(f"{q} is not a {self.name} level")
-        code = m.bit_length() if m else 0
-        return ((q < 0) << (self.bits - 1)) | code
+        return int(self.encode(q))
 
     def decode_int(self, code: int) -> int:
         """Integer value of a b-bit code."""

@@ -5,7 +5,7 @@ import pytest
 
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.rtl.mac import MacArray
-from rmsmp.rtl.ppu import Requantizer, ResidualAdder
+from rmsmp.rtl.ppu import Requantizer
 from rmsmp.sim.verilator import VerilatorBuild
 
 BENCH = "rmsmp.sim.benches.units"
@@ -28,8 +28,3 @@ def test_mac_array_in_verilator(cfg):
 def test_requantizer_in_verilator():
     p = {"acc_bits": 32, "mult_bits": 16, "shift_bits": 6, "out_bits": 16}
     VerilatorBuild(Requantizer(**p), "requantizer").run(BENCH, p, testcase="requantizer_matches_golden")
-
-
-def test_residual_adder_in_verilator():
-    p = {"in_bits": 17, "shift_bits": 4, "out_bits": 16}
-    VerilatorBuild(ResidualAdder(**p), "residual_adder").run(BENCH, p, testcase="residual_adder_matches_golden")
