@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 JOBS   ?= 2
 STAMP  := $(VENV)/.rmsmp-installed
 
-.PHONY: env test demo sim bitstream bench clean
+.PHONY: env test test-fast lint demo sim bitstream bench clean
 
 env: $(STAMP)
 
@@ -20,6 +20,13 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS) tests
+
+# the inner loop: everything but the tests marked slow (long Verilator runs, bitstream builds)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n $(JOBS) -m "not slow" tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 demo: $(STAMP)
 	$(PY) -m rmsmp.host.demo $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(IMAGE),--image $(IMAGE)) $(if $(SIZE),--size $(SIZE))

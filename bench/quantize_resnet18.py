@@ -40,7 +40,8 @@ def main():
     golden(qm, x[:1])
     print(f"golden, 1 image: {time.perf_counter() - t:.2f} s")
     print(f"rows per scheme: {dict(sorted(qm.scheme_rows().items()))}; packed weights "
-          f"{qm.weight_bits() / 8 / 2**20:.2f} MiB (fp32 {sum(l.weight.numel() for l in qm.compute_layers()) * 4 / 2**20:.1f} MiB)")
+          f"{qm.weight_bits() / 8 / 2**20:.2f} MiB "
+          f"(fp32 {sum(l.weight.numel() for l in qm.compute_layers()) * 4 / 2**20:.1f} MiB)")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 
 

@@ -1,6 +1,7 @@
 """ResNet-18 end to end on the cycle-accurate simulator: cycles, MAC utilization, wall time.
 
-    python bench/resnet18_sim.py [--size 224] [--images 1] [--board ulx3s-85f [--memory sdram|ideal] [--fmax MHz]] [--config cfg.json]
+    python bench/resnet18_sim.py [--size 224] [--images 1] [--config cfg.json]
+                                 [--board ulx3s-85f [--memory sdram|ideal] [--fmax MHz]]
 
 Builds the torchvision-layout ResNet-18 (random init, seed 0), quantizes it with RMSMP
 (default 10:5:1, edge layers fix8), compiles it for the default accelerator, runs it in

@@ -57,7 +57,8 @@ def main():
     print(f"|---|{'---|' * len(CELLS)}---|")
     for scheme, _ in rows:
         t = time.perf_counter()
-        r = synth(MacRow(parse_weight_format(scheme), columns=cfg.columns, act_width=cfg.act_width, acc_bits=cfg.acc_bits), f"row_{scheme}")
+        row = MacRow(parse_weight_format(scheme), columns=cfg.columns, act_width=cfg.act_width, acc_bits=cfg.acc_bits)
+        r = synth(row, f"row_{scheme}")
         print(f"| one {scheme} row ({cfg.columns} lanes + tree + acc) | "
               + " | ".join(str(r[c]) for c in CELLS) + f" | {time.perf_counter() - t:.0f} |")
     t = time.perf_counter()

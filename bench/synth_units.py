@@ -3,7 +3,8 @@
     python bench/synth_units.py [--family ice40|ecp5] [--config cfg.json] [units ...]
 
 Each unit (top, core, engine, dma, vec, rq, array, bridge, csr, uart) is synthesized alone
-(``synth_ice40 -dsp`` / ``synth_ecp5``, after the build's ``NO_COLLISION_BYPASS``), its ports as top-level ports, and its LUT, flip-flop,
+(``synth_ice40 -dsp`` / ``synth_ecp5``, after the build's ``NO_COLLISION_BYPASS``), its ports as top-level
+ports, and its LUT, flip-flop,
 carry, DSP and block-RAM counts printed.  Default config: the smallest iCE40 core that runs
 the digits network (1×pot4 + 1×fix8 × 2 columns, ``FAMILY_PARAMS["ice40"]``).  A unit alone
 is not its share of the whole design (optimisation across its ports is lost), but the

@@ -51,7 +51,8 @@ class BoardDesign(Elaboratable):
         if memory in ("sdram", "spram"):
             if len(init):
                 raise BoardError(f"{spec.name}'s {memory.upper()} cannot hold a baked-in image; build with the "
-                                 f"block-RAM memory (MEMORY=bram) or upload the program at run time (open_device … load)")
+                                 f"block-RAM memory (MEMORY=bram) or upload the program at run time "
+                                 f"(open_device … load)")
             return memory, spec.memory_words(memory)
         mem_words = mem_words or spec.mem_words
         if len(init) > mem_words:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import ClockDomain, ClockSignal, Instance, Module, ResetSignal, Signal, Elaboratable
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
 
 __all__ = ["PllError", "Ecp5Pll", "Ice40Pll", "ecp5_pll", "ice40_pll", "PllDomain"]
 

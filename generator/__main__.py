@@ -11,7 +11,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m rmsmp.generator")
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("emit", help="write Verilog + RTLIL for a config")
-    e.add_argument("--config", help="JSON file with AcceleratorConfig fields (default: 10 pot4 + 6 fix8 rows × 8 columns)")
+    e.add_argument("--config",
+                   help="JSON file with AcceleratorConfig fields (default: 10 pot4 + 6 fix8 rows × 8 columns)")
     e.add_argument("--name", default="rmsmp_core")
     e.add_argument("-o", "--output", default="build/rtl")
     a = p.parse_args(argv)

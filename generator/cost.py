@@ -98,8 +98,8 @@ def fit(family: str):
     if not path.exists():
         raise FileNotFoundError(f"no synthesis data for {family}: run python bench/calibrate_cost.py --family {family}")
     pts = json.loads(path.read_text())["points"]
-    X = np.array([_features(p["config"]["columns"], [(parse_weight_format(s), r) for s, r in p["config"]["lane_groups"]])
-                  for p in pts])
+    X = np.array([_features(p["config"]["columns"],
+                            [(parse_weight_format(s), r) for s, r in p["config"]["lane_groups"]]) for p in pts])
     lut = np.array([lut_equivalent(p["cells"], family) for p in pts], dtype=float)
     dsp = np.array([p["cells"].get(DSP_CELL[family], 0) for p in pts], dtype=float)
     kl, *_ = np.linalg.lstsq(X, lut, rcond=None)

@@ -22,8 +22,17 @@ import torch
 from amaranth.lib import data
 
 from rmsmp.host.quant.formats import FormatError, parse_weight_format, requant_multiplier
-from rmsmp.rtl.isa import (ACT_BANKS, AVGPOOL_SUM_BITS, CH_BITS, ConvDesc, VecDesc, VecKind, field_max, field_width,
-                           param_layout)
+from rmsmp.rtl.isa import (
+    ACT_BANKS,
+    AVGPOOL_SUM_BITS,
+    CH_BITS,
+    ConvDesc,
+    VecDesc,
+    VecKind,
+    field_max,
+    field_width,
+    param_layout,
+)
 
 __all__ = ["LoweredLayer", "lower_conv", "lower_vec", "lower_avgpool_conv", "CompileError", "can_run", "lanes_for",
            "fix_bits_for", "pack_words"]
@@ -141,7 +150,8 @@ def _lane_weights(layer, cfg, qw: torch.Tensor, og_n: int, row_of: dict) -> tupl
             placed = {layer.schemes[ch] for (_, row), ch in row_of.items() if off <= row < off + n}
             pw = max([2] + [fix_bits_for(sn) for sn in placed])
         if pw < f.bits:
-            packed[g.scheme] = (pw, n * C * pw, pack_words(_encode(layer.name, parse_weight_format(f"fix{pw}"), flat), pw))
+            codes = _encode(layer.name, parse_weight_format(f"fix{pw}"), flat)
+            packed[g.scheme] = (pw, n * C * pw, pack_words(codes, pw))
         else:
             packed[g.scheme] = (0, n * C * f.bits, weights[g.scheme])
     return weights, packed
@@ -208,7 +218,8 @@ def lanes_for(scheme, cfg) -> list[str]:
     then the narrowest wider one)."""
     fmt = parse_weight_format(scheme)
     gs = [g for g in cfg.lane_groups if can_run(g.scheme, fmt.name)]
-    return [g.scheme for g in sorted(gs, key=lambda g: (g.scheme != fmt.name, g.format.bits, g.format.kind != fmt.kind))]
+    gs.sort(key=lambda g: (g.scheme != fmt.name, g.format.bits, g.format.kind != fmt.kind))
+    return [g.scheme for g in gs]
 
 
 def _deal_rows(by_scheme: dict, places: dict, offsets: dict):

@@ -107,6 +107,7 @@ class Program:
     def save(self, path) -> None:
         """One ``.npz`` file: the memory image and a JSON header (config, I/O map, layer stats)."""
         import json
+
         import numpy as np
         head = {"format": self.FORMAT, "version": self.VERSION, "config_hash": self.config_hash,
                 "bus_width": self.bus_width, "prog_addr": self.prog_addr, "outputs": self.outputs,
@@ -118,6 +119,7 @@ class Program:
     @classmethod
     def load(cls, path) -> "Program":
         import json
+
         import numpy as np
         try:
             z = np.load(path, allow_pickle=False)

@@ -311,6 +311,6 @@ def schedule(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, weights:
                 sch.ops += ls.global_pool(x)
             if img == 0:
                 sch.ops.append(Stamp(names.index(l.name) + 1))
-    for j, s in enumerate(sch.sets[:len(sch.sets) // batch]):        # the first image's sets
+    for s in sch.sets[:len(sch.sets) // batch]:                      # the first image's sets
         sch.moved[s.layer] += s.spec.words
     return sch

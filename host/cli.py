@@ -134,6 +134,7 @@ def cmd_compile(a) -> int:
 def cmd_sim(a) -> int:
     from rmsmp.generator.config import AcceleratorConfig
     from rmsmp.generator.program import Program
+
     from . import open_device
     prog = Program.load(a.program)
     cfg = AcceleratorConfig.from_dict(prog.config)
@@ -154,6 +155,7 @@ def cmd_sim(a) -> int:
         print(f"image {i}: top-5 " + ", ".join(f"{int(j)}:{float(v):.3f}" for v, j in zip(top.values, top.indices)))
     if a.model:
         from rmsmp.sim import golden
+
         from .quant import QuantizedModel
         ok = torch.equal(logits, golden(QuantizedModel.load(a.model), x))
         print(f"simulator vs golden: {'bit-exact' if ok else 'MISMATCH'}")
@@ -253,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory backend (default: the board's SDRAM or SPRAM if it has one; block RAM with --program)")
     b.add_argument("--synth-opts", default="", help="extra yosys synth_<family> options, e.g. -nowidelut")
     b.add_argument("--pnr-opts", default="",
-                   help="extra nextpnr options, e.g. '--router router1' (ECP5 default: --placer static --router router2)")
+                   help="extra nextpnr options, e.g. '--router router1' "
+                        "(ECP5 default: --placer static --router router2)")
     b.set_defaults(func=cmd_build)
     k = sub.add_parser("config", help="size an accelerator for a board (AcceleratorConfig.for_board)")
     k.add_argument("--board", required=True)

@@ -82,7 +82,7 @@ class LinkClient:
 
     def transact(self, cmd: Cmd, addr: int, length: int, words=()) -> list[int]:
         last = "no answer"
-        for attempt in range(self.retries + 1):
+        for _ in range(self.retries + 1):
             self._seq = (self._seq + 1) & 0xFF
             self.t.write(encode_request(cmd, self._seq, addr, length, words))
             r = self._read_response(self._seq)

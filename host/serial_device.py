@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 
 from rmsmp.generator.program import words_per_entry
+from rmsmp.generator.runtime import Device, ProgramMismatchError
 from rmsmp.rtl.csr import CsrAddr, Ctrl, Status
 
-from rmsmp.generator.runtime import Device, ProgramMismatchError
 from .errors import RmsmpError
 from .link import LinkClient, LinkError
 

@@ -155,7 +155,8 @@ class Core(wiring.Component):
                             m.d.sync += [self.pc.eq(self.pc + words), self.busy.eq(0), self.done.eq(1)]
                             m.next = "IDLE"
             with m.State("STAMP_CMD"):       # the STAMP's address is in the DMA's fetch register
-                m.d.comb += [stamping.eq(1), wc.valid.eq(1), wc.payload.addr.eq(di.arg.dma.ext_addr), wc.payload.len.eq(1)]
+                m.d.comb += [stamping.eq(1), wc.valid.eq(1), wc.payload.addr.eq(di.arg.dma.ext_addr),
+                             wc.payload.len.eq(1)]
                 with m.If(wc.ready):
                     m.next = "STAMP_DATA"
             with m.State("STAMP_DATA"):

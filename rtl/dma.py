@@ -145,7 +145,7 @@ class Dma(wiring.Component):
                                  len_words.eq((d.count + (1 << lgv) - 1) >> lgv)]
         nxt = Signal(max_wpe * bus)
         m.d.comb += nxt.eq(Cat(sr[bus:], top))
-        for n, (code, port) in writers.items():
+        for n, (_, port) in writers.items():
             m.d.comb += [port.addr.eq(d.buf_addr + i), port.data.eq(nxt[(max_wpe - wpe[n]) * bus:])]
             if n in narrow:
                 lane = self._unpack[n]
@@ -180,7 +180,7 @@ class Dma(wiring.Component):
                 with m.If(self.mem.rd_data.valid):
                     m.d.sync += sr.eq(nxt)
                     with m.If(k == n_wpe - 1):
-                        for n, (code, port) in writers.items():
+                        for code, port in writers.values():
                             m.d.comb += port.en.eq(((d.buf == code).replicate(len(port.en))))
                         m.d.sync += [k.eq(0), i.eq(i + 1)]
                         with m.If(i == d.count - 1):
@@ -196,7 +196,7 @@ class Dma(wiring.Component):
                 # -- a shared word's slots 1 … 2^lg - 1, one entry per cycle ----------------
                 with m.State("SPILL"):
                     m.d.comb += spill.eq(1)
-                    for n, (code, port) in writers.items():
+                    for code, port in writers.values():
                         m.d.comb += port.en.eq(((d.buf == code).replicate(len(port.en))))
                     m.d.sync += [hold.eq(after), j.eq(j + 1), i.eq(i + 1)]
                     with m.If(i == d.count - 1):

@@ -24,11 +24,11 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .isa import ACT_BANKS, ADDR_BITS, CH_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
-from .vector import VectorUnit
-from .mac import MacArray
 from .arith import SerialMultiplier, delay, nested_address, nested_carries, small_mul
+from .isa import ACT_BANKS, ADDR_BITS, CH_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
+from .mac import MacArray
 from .ppu import Requantizer
+from .vector import VectorUnit
 
 __all__ = ["ConvEngine", "buffer_ports"]
 
@@ -202,7 +202,7 @@ class ConvEngine(wiring.Component):
             byte = act_rd.data[8 * c:8 * c + 8]
             ext = Mux(d.in_signed, byte.as_signed(), byte.as_unsigned())
             m.d.comb += pa.a[c].eq(Mux(in1, ext, 0))
-        for f, n in self._groups:
+        for f, _ in self._groups:
             m.d.comb += pa.w[f.name].eq(wmems[f.name].data)
         m.d.comb += [array.i.valid.eq(v1), pa.first.eq(f1), pa.last.eq(l1)]
 

@@ -16,7 +16,8 @@ the unit lacks does nothing (the compiler never emits one).
 """
 from __future__ import annotations
 
-from amaranth import Array, C as Const, Cat, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Module, Mux, Signal, signed
+from amaranth import C as Const
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -48,7 +49,8 @@ class VectorUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         C, AB = self._C, self._addr_bits
-        has_add, has_max, has_avg = (k.name.lower() in self._ops for k in (VecKind.ADD, VecKind.MAXPOOL, VecKind.AVGPOOL))
+        has_add, has_max, has_avg = (k.name.lower() in self._ops
+                                     for k in (VecKind.ADD, VecKind.MAXPOOL, VecKind.AVGPOOL))
         window = has_max or has_avg                  # ops that walk a window of the input plane
         sum_bits = self._sum_bits if has_avg else 10
         d = self.desc if self._held else Signal(VecDesc)

@@ -12,10 +12,10 @@ import pytest
 
 from rmsmp.boards.build import build_bitstream
 from rmsmp.boards.design import BoardDesign, platform
+from rmsmp.boards.pll import PllError, ecp5_pll, ice40_pll
 from rmsmp.boards.report import parse_utilization
 from rmsmp.boards.toolchain import toolchain_env
 from rmsmp.generator.catalog import BOARDS, BoardError, board
-from rmsmp.boards.pll import PllError, ecp5_pll, ice40_pll
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.cost import FAMILY_PARAMS, bram_blocks, estimate, fit, lut_equivalent
 
@@ -245,6 +245,7 @@ def test_a_design_that_does_not_fit_reports_its_utilization(tmp_path):
 
 def test_changed_runs_cover_exactly_the_differences():
     import random
+
     from rmsmp.host.serial_device import changed_runs
     rng = random.Random(0)
     for _ in range(200):

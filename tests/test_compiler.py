@@ -9,8 +9,8 @@ from rmsmp.generator.compiler import compile_model
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.layout import im2col_input, pack_activation_words, pack_activations, unpack_activations
 from rmsmp.generator.lower import CompileError
-from rmsmp.generator.schedule import band_rows
 from rmsmp.generator.program import split_words
+from rmsmp.generator.schedule import band_rows
 from rmsmp.rtl.isa import ACT_BANKS, Instruction, Opcode
 
 

@@ -1,8 +1,8 @@
 """Real data: scikit-learn digits — FP vs RMSMP PTQ vs QAT vs uniform fix4 (issue figures)."""
 import pytest
 import torch
-
 from conftest import accuracy
+
 from rmsmp.host import qat, quantize
 from rmsmp.sim import golden
 

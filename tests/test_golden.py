@@ -4,8 +4,8 @@ from fractions import Fraction
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import accuracy, layerwise_agreement
+
 from rmsmp.host.quant.qmodel import TensorQ
 from rmsmp.sim import golden, golden_trace
 from rmsmp.sim.golden import conv_int, requantize, rshift_round

@@ -3,12 +3,12 @@ import math
 
 import pytest
 import torch
-
 from conftest import accuracy, layerwise_agreement
-from rmsmp.host import AcceleratorConfig, RmsmpError, compile_model, quantize
+
 from rmsmp.generator.lower import CompileError
-from rmsmp.host.quant.graph import capture
+from rmsmp.host import AcceleratorConfig, RmsmpError, compile_model, quantize
 from rmsmp.host.quant.fake import GraphModule
+from rmsmp.host.quant.graph import capture
 from rmsmp.host.quant.mxqn import sqnr_pow2_exponent
 from rmsmp.host.quant.qmodel import QuantizedModel, TensorQ
 from rmsmp.host.quant.schemes import parse_scheme

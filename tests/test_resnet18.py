@@ -1,11 +1,11 @@
 """ResNet-18 (torchvision layout) through quantize and golden at a small input size."""
 import pytest
 import torch
+from conftest import layerwise_agreement
 
 from rmsmp.host import quantize
 from rmsmp.host.models import resnet18
 from rmsmp.host.quant.rmsmp import parse_ratio, row_counts
-from conftest import layerwise_agreement
 from rmsmp.sim import golden
 
 

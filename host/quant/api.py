@@ -10,10 +10,10 @@ from ..errors import RmsmpError
 from .calibrate import ActivationRecorder, as_batches, fit_frac
 from .fake import GraphModule
 from .graph import capture
-from .qmodel import Layer, QuantizedModel, TensorQ, legal_pow2_exponent, legal_scale
-from .rmsmp import ASSIGN_MODES, assign_rows, fit_scales, hessian_row_traces, parse_ratio, row_counts
 from .mxqn import choose_activation, sqnr_pow2_exponent
 from .pow2 import gradient_second_moments, msqe_pow2_exponent
+from .qmodel import Layer, QuantizedModel, TensorQ, legal_pow2_exponent, legal_scale
+from .rmsmp import ASSIGN_MODES, assign_rows, fit_scales, hessian_row_traces, parse_ratio, row_counts
 from .schemes import parse_scheme
 
 __all__ = ["quantize", "DEFAULT_RATIO", "METHODS"]

@@ -74,7 +74,7 @@ class WeightFormat:
         mags = [2 ** e for e in range(self.pot_max_exp + 1)]
         return sorted([-m for m in mags] + [0] + mags)
 
-    def encode(self, q) -> "torch.Tensor":
+    def encode(self, q):
         """The b-bit codes of an integer tensor ``q`` (every element must be a level):
         fix: two's complement; pot: ``sign << (b-1) | code``."""
         import torch

@@ -114,7 +114,8 @@ def capture(model: nn.Module) -> list[Layer]:
                 s = _pair(m.stride, "Conv2d stride", tname)
                 p = _pair(m.padding, "Conv2d padding", tname)
                 if not 1 <= k <= 7 or s not in (1, 2):
-                    raise UnsupportedLayerError(tname, "Conv2d", f"kernel {k}, stride {s}; supported kernel 1..7, stride 1/2")
+                    raise UnsupportedLayerError(tname, "Conv2d",
+                                                f"kernel {k}, stride {s}; supported kernel 1..7, stride 1/2")
                 b = None if m.bias is None else m.bias.detach().float().clone()
                 add(Layer(tname, "conv", (src(node),),
                           {"kernel": k, "stride": s, "padding": p,

@@ -129,8 +129,8 @@ def hmq_quantize(init, batches, *, target_compression: float, steps: int = 200, 
 
     ``init``: the msqe model with every row fix8 (edge layers stay as they are).  Returns
     ``(QuantizedModel, {layer: (bits, exponent)})``."""
-    from .qat import qat
     from .layer import Layer, legal_pow2_exponent
+    from .qat import qat
     target = target_bits_of(target_compression)
     torch.manual_seed(seed)
     compute = init.compute_layers()

@@ -18,8 +18,22 @@ import torch
 
 from ..errors import ModelFormatError, RmsmpError
 from .formats import MULT_BITS, requant_multiplier
-from .layer import (BIAS_LIMIT, CODES, COMPUTE_OPS, LOG_FRAC, LOG_MAX_BITS, LOG_SQRT2, OPS, Layer, TensorQ,
-                    accumulator_bits, bias_to_int, legal_pow2_exponent, legal_scale, quantize_input)
+from .layer import (
+    BIAS_LIMIT,
+    CODES,
+    COMPUTE_OPS,
+    LOG_FRAC,
+    LOG_MAX_BITS,
+    LOG_SQRT2,
+    OPS,
+    Layer,
+    TensorQ,
+    accumulator_bits,
+    bias_to_int,
+    legal_pow2_exponent,
+    legal_scale,
+    quantize_input,
+)
 from .schemes import parse_scheme
 
 __all__ = ["QuantizedModel", "TensorQ", "Layer", "LOG_FRAC", "LOG_SQRT2", "LOG_MAX_BITS", "CODES", "OPS", "COMPUTE_OPS",

@@ -19,9 +19,8 @@ from functools import cached_property
 
 import torch
 
-from .formats import FIX_BITS, POT_BITS, FormatError, WeightFormat, parse_weight_format
-
 from ..errors import SchemeError
+from .formats import FIX_BITS, POT_BITS, FormatError, WeightFormat, parse_weight_format
 
 __all__ = ["Scheme", "parse_scheme", "FIX_BITS", "POT_BITS"]
 

@@ -11,12 +11,12 @@ from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from rmsmp.host.quant.qmodel import TensorQ
 from rmsmp.host.quant.formats import parse_weight_format
+from rmsmp.host.quant.qmodel import TensorQ
 from rmsmp.rtl.mac import MacArray
 from rmsmp.rtl.ppu import Requantizer
 from rmsmp.sim.benches import bench_params
-from rmsmp.sim.golden import requantize, rshift_round
+from rmsmp.sim.golden import requantize
 
 
 class StreamTB:
@@ -63,7 +63,8 @@ class StreamTB:
 
 
 def _array(p):
-    return MacArray(lane_groups=[(parse_weight_format(f), n) for f, n in p["groups"]], columns=p["columns"], act_width=p["act_width"], acc_bits=p["acc_bits"])
+    return MacArray(lane_groups=[(parse_weight_format(f), n) for f, n in p["groups"]], columns=p["columns"],
+                    act_width=p["act_width"], acc_bits=p["acc_bits"])
 
 
 def _products(rnd, groups, C, K, aw, mode):
@@ -124,7 +125,8 @@ async def requantizer_matches_golden(dut):
     rnd = random.Random(p.get("seed", 2))
     fmts = [TensorQ(4, False, 0), TensorQ(8, False, 0), TensorQ(8, True, 0), TensorQ(16, True, 0)]
     lim = 1 << (p["acc_bits"] - 2)
-    cases = [(rnd.randrange(-lim, lim), rnd.randrange(-lim, lim), rnd.choice([1, rnd.randrange(1, 1 << p["mult_bits"])]),
+    cases = [(rnd.randrange(-lim, lim), rnd.randrange(-lim, lim),
+              rnd.choice([1, rnd.randrange(1, 1 << p["mult_bits"])]),
               rnd.randrange(0, 1 << p["shift_bits"]), rnd.choice(fmts), rnd.random() < 0.5) for _ in range(2000)]
     cases += [(v, 0, 1, 1, TensorQ(8, True, 0), False) for v in range(-9, 10)]          # ties both signs
     cases += [(lim - 1, lim, (1 << p["mult_bits"]) - 1, 0, TensorQ(16, True, 0), False),  # saturation

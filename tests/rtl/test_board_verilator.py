@@ -8,15 +8,14 @@ from dataclasses import asdict
 
 import torch
 
-from rmsmp.generator.catalog import board
-from rmsmp.rtl.sdram import SdramTiming
-
 from rmsmp.boards.top import BoardTop
+from rmsmp.generator.catalog import board
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.layout import unpack_activations
 from rmsmp.generator.program import layer_program
-from rmsmp.rtl.bridge import Status
 from rmsmp.host import compile_model
+from rmsmp.rtl.bridge import Status
+from rmsmp.rtl.sdram import SdramTiming
 from rmsmp.sim import golden
 from rmsmp.sim.collisions import PoisonCollisions
 from rmsmp.sim.layer_cases import mini_block, one_layer_model

@@ -8,17 +8,17 @@ from amaranth import Fragment, Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from rmsmp.sim.layer_cases import mini_block, one_layer_model, vec_case
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.layout import unpack_activations
 from rmsmp.generator.program import layer_program, vec_program
-from rmsmp.rtl.core import Core
-from rmsmp.rtl.burst_ram import BurstRam
-from rmsmp.rtl.isa import Buffer
-from rmsmp.sim.collisions import PoisonCollisions
-from rmsmp.host import compile_model, quantize
 from rmsmp.generator.runtime import Device
+from rmsmp.host import compile_model, quantize
+from rmsmp.rtl.burst_ram import BurstRam
+from rmsmp.rtl.core import Core
+from rmsmp.rtl.isa import Buffer
 from rmsmp.sim import golden
+from rmsmp.sim.collisions import PoisonCollisions
+from rmsmp.sim.layer_cases import mini_block, one_layer_model, vec_case
 
 CFG = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix4", 1), ("fix8", 1)), columns=4,
                         act_depth=2048, weight_depth=512, acc_depth=64)

@@ -2,11 +2,11 @@
 store), bit-exact vs golden, on the default 10×pot4 + 5×fix4 + 1×fix8, C = 8 array."""
 import pytest
 
-from rmsmp.sim.layer_cases import LAYER_CASES, VEC_CASES, mini_block, one_layer_model, vec_case
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.program import layer_program, vec_program
 from rmsmp.host import open_device
 from rmsmp.sim.device import ProgramMismatchError
+from rmsmp.sim.layer_cases import LAYER_CASES, VEC_CASES, mini_block, one_layer_model, vec_case
 
 CFG = AcceleratorConfig()
 

@@ -3,12 +3,12 @@ import pytest
 from amaranth import Fragment
 from amaranth.sim import Simulator
 
-from rmsmp.sim.layer_cases import one_layer_model
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.layout import pack_activations, unpack_activations
 from rmsmp.generator.lower import CompileError, lower_conv
 from rmsmp.rtl.engine import ConvEngine
 from rmsmp.sim.collisions import PoisonCollisions
+from rmsmp.sim.layer_cases import one_layer_model
 
 CFG = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix4", 1), ("fix8", 1)), columns=4,
                         act_depth=2048, weight_depth=512, acc_depth=64)

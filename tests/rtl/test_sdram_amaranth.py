@@ -118,12 +118,12 @@ def test_core_runs_a_layer_from_sdram():
     model checks every command on the way."""
     from amaranth import Module
     from amaranth.lib import wiring
+    from test_core_amaranth import CFG, RATIO
 
     from rmsmp.generator.layout import unpack_activations
     from rmsmp.generator.program import layer_program
     from rmsmp.rtl.core import Core
     from rmsmp.sim.layer_cases import one_layer_model
-    from test_core_amaranth import CFG, RATIO
 
     geom = SdramGeometry(row_bits=6, col_bits=5, bank_bits=2)          # 16 words per row
     qm, layer, x, y = one_layer_model(op="conv", cin=6, cout=8, k=3, s=2, p=1, hw=7, ratio=RATIO)
