@@ -20,8 +20,11 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from rmsmp.host.quant.qmodel import QuantizedModel
+
 from .allocate import TensorPlan, plan_tensors
 from .codegen import emit_program
+from .config import AcceleratorConfig
 from .lower import CompileError, lower_avgpool_conv, lower_conv, lower_vec
 from .program import Program, ProgramBuilder, ProgramIO, TensorSlot
 from .schedule import Schedule, schedule
@@ -101,7 +104,7 @@ def lower_layers(qm, cfg, shapes: dict, im2col: tuple | None) -> dict:
     return lowered
 
 
-def compile_model(qm, cfg, input_shape, *, batch: int = 1) -> Program:
+def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, batch: int = 1) -> Program:
     """Compile ``qm`` for ``cfg`` and an input of ``input_shape`` ([C, H, W]); the program
     runs ``batch`` images one after another."""
     _check_fixed_point(qm)

@@ -301,7 +301,7 @@ def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
     low = lower_conv(qm, layer, cfg, in_hw=in_hw, in_base=0, out_base=out_base)
     if out_base + low.out_channels_padded // C * low.desc["out_h"] * low.desc["out_w"] > cfg.act_depth:
         raise ValueError(f"layer {layer.name!r}: input + output need more than the {cfg.act_depth}-entry "
-                         "activation buffer (tiling lands with the network compiler)")
+                         "activation buffer (compile_model bands a layer through it)")
     ports = buffer_ports(cfg)
     pb = ProgramBuilder(cfg)
     pb.load(Buffer.ACT, pb.blob("x", xw, 8 * C))

@@ -18,6 +18,7 @@ from rmsmp.host.errors import RmsmpError
 from rmsmp.host.quant.layer import quantize_input
 
 from .layout import network_input, pack_activation_words, unpack_activations
+from .program import Program
 
 __all__ = ["Device", "ProgramMismatchError"]
 
@@ -45,11 +46,11 @@ class Device:
             raise RmsmpError(f"program image of {len(program.image):,} words exceeds the device's "
                              f"{self.mem_words:,}-word memory")
 
-    def load(self, program) -> None:
+    def load(self, program: Program) -> None:
         self._check_program(program)
         self.program = program
 
-    def run_image(self, image: list[int], read=None) -> list[int]:      # pragma: no cover - abstract
+    def run_image(self, image: list[int], read: list[str] | None = None) -> list[int]:   # pragma: no cover
         raise NotImplementedError
 
     def _finish_stats(self, stats: dict) -> dict:

@@ -6,13 +6,15 @@ from rmsmp.generator.catalog import board as board_spec
 from rmsmp.generator.compiler import compile_model as _compile
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.program import Program
+from rmsmp.generator.runtime import Device
 
 from .errors import RmsmpError
+from .quant.qmodel import QuantizedModel
 
 __all__ = ["compile_model", "open_device"]
 
 
-def compile_model(qm, cfg: AcceleratorConfig, input_shape=None, *, batch: int = 1) -> Program:
+def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape=None, *, batch: int = 1) -> Program:
     """Compile a :class:`QuantizedModel` for an accelerator config into a ``Program``.
 
     ``input_shape`` ([C, H, W]) defaults to the calibration images' shape.
@@ -24,7 +26,7 @@ def compile_model(qm, cfg: AcceleratorConfig, input_shape=None, *, batch: int = 
 
 
 def open_device(target: str, cfg: AcceleratorConfig | None = None, *, board: str | None = None,
-                memory: str | None = None, **kw):
+                memory: str | None = None, **kw) -> Device:
     """A device to run programs on: ``"sim"`` (the Verilator model of ``cfg``) or
     ``"serial:PORT"`` (a board programmed with ``make bitstream BOARD=…``, reached over its
     USB-UART; ``board`` names it, ``memory`` the backend it was built with (default: the

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from rmsmp.generator.program import words_per_entry
+from rmsmp.generator.program import Program, words_per_entry
 from rmsmp.generator.runtime import Device, ProgramMismatchError
 from rmsmp.rtl.csr import CsrAddr, Ctrl, Status
 
@@ -82,7 +82,7 @@ class SerialDevice(Device):
             if bar:
                 bar.close()
 
-    def load(self, program, *, upload: bool = True) -> None:
+    def load(self, program: Program, *, upload: bool = True) -> None:
         """Check ``program`` against the board and upload its memory image (``upload=False``
         when the image is baked into the bitstream)."""
         self._check_program(program)
@@ -104,7 +104,7 @@ class SerialDevice(Device):
             out.append((addr, n * words_per_entry(width, self.program.bus_width)))
         return out
 
-    def run_image(self, image: list[int], read=None) -> list[int]:
+    def run_image(self, image: list[int], read: list[str] | None = None) -> list[int]:
         """Send the words of ``image`` that differ from the board's memory, run, and return
         ``image`` with the regions named in ``read`` (default: all outputs) read back."""
         if self.program is None:

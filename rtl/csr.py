@@ -1,8 +1,8 @@
 """Control and status registers of the core, defined once for the RTL and the host.
 
-The host side (cocotb bench today, the UART bridge and serial device later) addresses
-registers by :class:`CsrAddr` and decodes them with the same :class:`Ctrl` /
-:class:`Status` layouts.  Reads are combinational; a write to ``CTRL`` with ``start``
+The host side (the UART bridge and :class:`rmsmp.host.serial_device.SerialDevice`, the
+cocotb benches) addresses registers by :class:`CsrAddr` and decodes them with the same
+:class:`Ctrl` / :class:`Status` layouts.  Reads are combinational; a write to ``CTRL`` with ``start``
 set starts the program at ``PROG_ADDR``.
 """
 from amaranth import Module

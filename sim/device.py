@@ -52,7 +52,7 @@ class SimDevice(Device):
             raise RmsmpError(f"building the Verilator model failed ({e}); log: {log}") from None
         return time.perf_counter() - t
 
-    def run_image(self, image: list[int], read=None) -> list[int]:
+    def run_image(self, image: list[int], read: list[str] | None = None) -> list[int]:
         """Run the loaded program on memory ``image``; returns the whole memory after
         ``done`` (``read`` is for devices that fetch only some regions back)."""
         if self.program is None:

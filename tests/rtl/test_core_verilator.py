@@ -1,5 +1,5 @@
 """Layer benches through the whole core in Verilator (program in memory, DMA, compute,
-store), bit-exact vs golden, on the default 10×pot4 + 5×fix4 + 1×fix8, C = 8 array."""
+store), bit-exact vs golden, on the default 10×pot4 + 6×fix8, C = 8 array."""
 import pytest
 
 from rmsmp.generator.config import AcceleratorConfig

@@ -12,7 +12,7 @@ BENCH = "rmsmp.sim.benches.units"
 
 
 @pytest.mark.parametrize("cfg", [
-    AcceleratorConfig(),                                                       # 10 pot4 + 5 fix4 + 1 fix8, C=8
+    AcceleratorConfig(),                                                       # 10 pot4 + 6 fix8 rows, C=8
     AcceleratorConfig(lane_groups=(("pot3", 2), ("fix2", 1), ("fix6", 2), ("pot5", 1)), columns=5),
 ], ids=["default", "odd"])
 def test_mac_array_in_verilator(cfg):
