@@ -1,14 +1,45 @@
-"""Shared fixtures: a trained digits network and its RMSMP quantization (built once per run)."""
+"""Shared fixtures: the trained digits network and its RMSMP quantization, and a quantized
+ResNet-18 — each built once per run.  The ResNet-18 is also shared between the pytest-xdist
+workers through an on-disk cache (under a file lock, keyed by the quantizer's sources), so
+one worker quantizes and the other loads it."""
+import hashlib
 import os
+from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 from rmsmp.host import quantize
-from rmsmp.host.models import DigitsNet, load_digits, train_digits
+from rmsmp.host.models import DigitsNet, load_digits, resnet18, train_digits
+from rmsmp.host.quant import QuantizedModel
 
 if os.environ.get("PYTEST_XDIST_WORKER"):      # `make test` runs a process per core
     torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "build" / "test-cache"
+
+
+def _sources_key(*parts) -> str:
+    """A digest of the quantizer's and the models' sources and ``parts``."""
+    h = hashlib.sha256(repr(parts).encode())
+    for d in ("host/quant", "host/models"):
+        for f in sorted((ROOT / d).glob("*.py")):
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cached_model(name: str, make, *key) -> QuantizedModel:
+    """``make()`` once per source version, shared by every process of the run."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"{name}-{_sources_key(name, *key)}.rmsmp"
+    with FileLock(str(path) + ".lock"):
+        if path.exists():
+            return QuantizedModel.load(path)
+        qm = make()
+        qm.save(path)
+        return qm
 
 
 @pytest.fixture(scope="session")
@@ -30,18 +61,28 @@ def calib(digits):
 
 
 @pytest.fixture(scope="session")
-def digits_net(digits):
-    """The default-width digits CNN (seed 0), labelled calibration batches and the held-out
-    set: what the power-of-two and HMQ method tests train and compare against."""
-    xtr, ytr, xte, yte = digits
-    torch.manual_seed(0)
-    m = train_digits(DigitsNet(), xtr, ytr, epochs=20)
-    return m, [(xtr[i:i + 64], ytr[i:i + 64]) for i in range(0, 256, 64)], xte, yte
+def digits_net(digits_fp, calib, digits):
+    """The digits CNN (width 32, seed 0), labelled calibration batches and the held-out set:
+    what the power-of-two and HMQ method tests train and compare against."""
+    _, _, xte, yte = digits
+    return digits_fp, calib, xte, yte
 
 
 @pytest.fixture(scope="session")
 def digits_q(digits_fp, calib):
     return quantize(digits_fp, calib)
+
+
+@pytest.fixture(scope="session")
+def resnet18_224():
+    """ResNet-18 (torchvision layout, 1000 classes, random init, seed 0), two random
+    224×224 images, and the model quantized with RMSMP 10:5:1 (Hessian assignment from one
+    image): ``(model, x, qm)`` — what every ResNet-18 compiler and simulator test runs."""
+    torch.manual_seed(0)
+    model = resnet18().eval()
+    x = torch.randn(2, 3, 224, 224)
+    qm = cached_model("resnet18_224", lambda: quantize(model, x, hessian_images=1, hessian_samples=1), 224, 0)
+    return model, x, qm
 
 
 def accuracy(logits, y):

@@ -125,6 +125,7 @@ def test_memory_backends_of_the_boards():
     assert estimate(big, "ecp5")["BRAM"] > ulx.core_budget("bram")["BRAM"]
 
 
+@pytest.mark.slow      # elaborates two board designs
 def test_icebreaker_design_puts_its_memory_in_the_four_sprams():
     """The iCEBreaker's default memory: 32K words in four SB_SPRAM256KA (two per 16K words,
     16 bits each), selected per access; with a baked image the block-RAM memory instead."""
@@ -231,6 +232,7 @@ def test_parse_utilization_of_a_nextpnr_log():
     assert parse_utilization(log) == {"ICESTORM_LC": (9000, 5280), "ICESTORM_RAM": (4, 30)}
 
 
+@pytest.mark.slow      # runs yosys and nextpnr
 def test_a_design_that_does_not_fit_reports_its_utilization(tmp_path):
     """A real iCEBreaker build (yosys + nextpnr-ice40) of a 20-MAC core (the 4-MAC one fits):
     nextpnr refuses it, the error names the overused cells with used/available."""

@@ -66,13 +66,11 @@ def _decode(prog):
     raise AssertionError("no END")
 
 
-def test_resnet18_program_respects_the_buffers():
+@pytest.mark.slow      # quantizes ResNet-18 at 224×224 (shared)
+def test_resnet18_program_respects_the_buffers(resnet18_224):
     """224×224 ResNet-18: every activation transfer and op stays inside the buffer, names the
     banks it touches, and weight sets never exceed their half of the buffers."""
-    from rmsmp.host import quantize
-    from rmsmp.host.models import resnet18
-    torch.manual_seed(0)
-    qm = quantize(resnet18().eval(), torch.randn(1, 3, 224, 224), assign="variance")
+    _, _, qm = resnet18_224
     cfg = AcceleratorConfig()
     prog = compile_model(qm, cfg, (3, 224, 224))
     half = cfg.act_depth // ACT_BANKS
@@ -101,11 +99,9 @@ def test_resnet18_program_respects_the_buffers():
     assert prog.io.im2col == (7, 2, 3)
 
 
-def test_programs_for_too_small_buffers_are_refused():
-    from rmsmp.host import quantize
-    from rmsmp.host.models import resnet18
-    torch.manual_seed(0)
-    qm = quantize(resnet18().eval(), torch.randn(1, 3, 32, 32), assign="variance")
+@pytest.mark.slow      # quantizes ResNet-18 at 224×224 (shared)
+def test_programs_for_too_small_buffers_are_refused(resnet18_224):
+    _, _, qm = resnet18_224
     with pytest.raises(CompileError, match=r"layer 'layer4.0.conv2': one output group needs 576 weight entries"):
         compile_model(qm, AcceleratorConfig(weight_depth=512), (3, 32, 32))
 

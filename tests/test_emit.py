@@ -1,10 +1,13 @@
 """python -m rmsmp.generator emit: Verilog + RTLIL + config for a config."""
 import json
 
+import pytest
+
 from rmsmp.generator.__main__ import main
 from rmsmp.generator.config import AcceleratorConfig
 
 
+@pytest.mark.slow      # Verilog of the default core
 def test_emit_default(tmp_path, capsys):
     assert main(["emit", "-o", str(tmp_path)]) == 0
     v = (tmp_path / "rmsmp_core.v").read_text()

@@ -8,6 +8,8 @@ from rmsmp.host.models import resnet18
 from rmsmp.host.quant.rmsmp import parse_ratio, row_counts
 from rmsmp.sim import golden
 
+pytestmark = pytest.mark.slow      # quantizes ResNet-18 with Hessian row assignment
+
 
 @pytest.fixture(scope="module")
 def r18():

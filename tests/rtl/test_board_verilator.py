@@ -6,6 +6,7 @@ builds' NO_COLLISION_BYPASS relies on): the link's buffer, the core's and the on
 import json
 from dataclasses import asdict
 
+import pytest
 import torch
 
 from rmsmp.boards.top import BoardTop
@@ -20,6 +21,8 @@ from rmsmp.sim import golden
 from rmsmp.sim.collisions import PoisonCollisions
 from rmsmp.sim.layer_cases import mini_block, one_layer_model
 from rmsmp.sim.verilator import VerilatorBuild
+
+pytestmark = pytest.mark.slow      # whole board tops compiled and run in Verilator
 
 CFG = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix8", 2)), columns=4,
                         act_depth=256, weight_depth=128, acc_depth=16)

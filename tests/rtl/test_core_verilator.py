@@ -8,6 +8,8 @@ from rmsmp.host import open_device
 from rmsmp.sim.device import ProgramMismatchError
 from rmsmp.sim.layer_cases import LAYER_CASES, VEC_CASES, mini_block, one_layer_model, vec_case
 
+pytestmark = pytest.mark.slow      # a Verilator build of the core
+
 CFG = AcceleratorConfig()
 
 

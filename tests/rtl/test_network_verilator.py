@@ -4,20 +4,19 @@ import torch
 
 from rmsmp.generator.lower import CompileError
 from rmsmp.host import AcceleratorConfig, compile_model, open_device, quantize
-from rmsmp.host.models import DigitsNet, load_digits, train_digits
 from rmsmp.sim import golden
 
 CFG = AcceleratorConfig()
 
 
 @pytest.fixture(scope="module")
-def digits_q():
-    xtr, ytr, xte, yte = load_digits()
-    torch.manual_seed(0)
-    m = train_digits(DigitsNet(), xtr, ytr, epochs=20)
-    return quantize(m, [(xtr[i:i + 64], ytr[i:i + 64]) for i in range(0, 256, 64)]), xte, yte
+def digits_q(digits_q, digits):
+    """The shared quantized digits network and the held-out set."""
+    _, _, xte, yte = digits
+    return digits_q, xte, yte
 
 
+@pytest.mark.slow
 def test_digits_network_bit_exact_on_the_simulator(digits_q):
     """Every held-out digit through the simulator: logits bit-exact, so the accuracy is golden's."""
     qm, xte, yte = digits_q
@@ -44,15 +43,12 @@ def test_digits_network_bit_exact_on_the_simulator(digits_q):
           f"accuracy {acc_sim:.2%} (golden {acc_golden:.2%})")
 
 
-def test_hmq_widths_run_packed_at_their_own_width(digits_q):
+@pytest.mark.slow
+def test_hmq_widths_run_packed_at_their_own_width(digits_q, digits_fp, calib):
     """An HMQ model (2..8-bit fix rows on the fix8 lanes) runs bit-exact with its weights
     moved at their own width: fewer bytes than the same program at lane width."""
     _, xte, _ = digits_q
-    xtr, ytr, _, _ = load_digits()
-    torch.manual_seed(0)
-    m = train_digits(DigitsNet(), xtr, ytr, epochs=20)
-    cal = [(xtr[i:i + 64], ytr[i:i + 64]) for i in range(0, 256, 64)]
-    qm = quantize(m, cal, method="hmq", target_compression=10.0, hmq_steps=60, grad_steps=20)
+    qm = quantize(digits_fp, calib, method="hmq", target_compression=10.0, hmq_steps=60, grad_steps=20)
     widths = set(qm.meta["layer_bits"].values())
     assert widths and max(widths) < 8
     prog = compile_model(qm, CFG, batch=32)
@@ -65,7 +61,8 @@ def test_hmq_widths_run_packed_at_their_own_width(digits_q):
           f"{len(wide.image)} at lane width")
 
 
-def test_digits_on_an_add_only_vector_unit_pools_on_the_conv_engine(digits_q):
+@pytest.mark.slow
+def test_digits_on_an_add_only_vector_unit_pools_on_the_conv_engine(digits_q, resnet18_224):
     """The small-FPGA build (iCE40 parameters: 24-bit accumulators, a vector unit with only the
     residual add): the global average pool runs on the conv engine as a ones kernel, bit-exact;
     a network with a max-pool is refused by name."""
@@ -79,9 +76,7 @@ def test_digits_on_an_add_only_vector_unit_pools_on_the_conv_engine(digits_q):
     assert torch.equal(dev.run(xte[:8]), golden(qm, xte[:8]))
     rows = {r["layer"]: r for r in dev.stats["layers"]}
     assert rows["avgpool"]["macs"] > 0                 # the pool's MACs: it ran on the array
-    from rmsmp.host.models import resnet18
-    torch.manual_seed(0)
-    rq = quantize(resnet18(num_classes=10).eval(), torch.randn(1, 3, 32, 32), assign="variance")
+    _, _, rq = resnet18_224
     with pytest.raises(CompileError, match=r"layer 'maxpool': this accelerator's vector unit has no maxpool "
                                            r"\(vector_ops: add\)"):
         compile_model(rq, cfg, (3, 32, 32))
@@ -93,14 +88,11 @@ def test_networks_that_do_not_fit_are_refused_with_the_reason(digits_q):
         compile_model(qm, AcceleratorConfig(act_depth=64))
 
 
-def test_resnet18_end_to_end_bit_exact_at_224x224():
+@pytest.mark.slow
+def test_resnet18_end_to_end_bit_exact_at_224x224(resnet18_224):
     """The full torchvision-layout ResNet-18 (1000 classes) at 224×224 on the cycle-accurate
     model: row bands through external memory, streamed weight sets, first-layer im2col."""
-    from rmsmp.host.models import resnet18
-    torch.manual_seed(0)
-    model = resnet18().eval()
-    x = torch.randn(2, 3, 224, 224)
-    qm = quantize(model, x, hessian_images=1, hessian_samples=1)
+    _, x, qm = resnet18_224
     prog = compile_model(qm, CFG)
     assert not prog.io.resident and prog.io.im2col == (7, 2, 3)
     dev = open_device("sim", CFG)
@@ -114,6 +106,7 @@ def test_resnet18_end_to_end_bit_exact_at_224x224():
           f"{s['mac_utilization']:.1%}, {s['sim_cycles_per_s'] / 1e3:.0f} kcycles/s, {s['wall_s']:.0f} s simulated")
 
 
+@pytest.mark.slow
 def test_cli_compile_and_sim(tmp_path, capsys):
     from rmsmp.generator.program import Program
     from rmsmp.host.cli import main

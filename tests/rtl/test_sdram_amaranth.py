@@ -112,6 +112,7 @@ def test_sdram_timing_from_nanoseconds():
     assert t.refresh_cycles == 374 and t.init_cycles == 10_000
 
 
+@pytest.mark.slow      # the core behind the SDRAM controller, in Amaranth's simulator
 def test_core_runs_a_layer_from_sdram():
     """The core with the SDRAM controller as its memory: a conv layer's program, weights
     and input preloaded into the chip model, run, output read from the chip == golden; the

@@ -8,6 +8,8 @@ from rmsmp.rtl.mac import MacArray
 from rmsmp.rtl.ppu import Requantizer
 from rmsmp.sim.verilator import VerilatorBuild
 
+pytestmark = pytest.mark.slow      # Verilator builds (the Amaranth unit tests are the fast net)
+
 BENCH = "rmsmp.sim.benches.units"
 
 
