@@ -10,13 +10,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from rmsmp.host.errors import RmsmpError
 from rmsmp.host.quant.formats import FormatError, WeightFormat, parse_weight_format
 from rmsmp.rtl.isa import ISA_REVISION, VECTOR_OPS
 
 __all__ = ["LaneGroup", "AcceleratorConfig", "ConfigError", "DEFAULT_LANE_GROUPS", "VECTOR_OPS"]
 
 
-class ConfigError(ValueError):
+class ConfigError(RmsmpError):
     """An accelerator configuration that cannot be built."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from amaranth.lib import data
 
+from rmsmp.host.errors import RmsmpError
 from rmsmp.host.quant.formats import FormatError, parse_weight_format, requant_multiplier
 from rmsmp.rtl.isa import (
     ACT_BANKS,
@@ -38,7 +39,7 @@ __all__ = ["LoweredLayer", "lower_conv", "lower_vec", "lower_avgpool_conv", "Com
            "fix_bits_for", "pack_words"]
 
 
-class CompileError(ValueError):
+class CompileError(RmsmpError):
     """A layer the configuration cannot run; names the layer and the reason."""
 
 
