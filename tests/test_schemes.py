@@ -68,7 +68,7 @@ def test_check_names_offending_values():
 
 @pytest.mark.parametrize("s", ALL, ids=str)
 def test_tensor_codes_match_the_rtl_format_definition(s):
-    """host's vectorised encode/decode == rtl.formats' integer definition, code by code."""
+    """The tensor encode/decode (tables) == the integer definition, code by code."""
     from rmsmp.host.quant.formats import WeightFormat
     f = WeightFormat(s.kind, s.bits)
     assert f.level_list() == s.levels.tolist()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..errors import FormatError
 
@@ -74,25 +75,39 @@ class WeightFormat:
         mags = [2 ** e for e in range(self.pot_max_exp + 1)]
         return sorted([-m for m in mags] + [0] + mags)
 
+    def encode_int(self, q: int) -> int:
+        """The b-bit code of integer ``q`` (must be a level): fix: two's complement; pot:
+        ``sign << (b-1) | code``, code ``c`` standing for ``2^(c-1)``, 0 for zero."""
+        if self.kind == "fix":
+            if abs(q) > self.qmax:
+                raise self._error(f"{q} is not a {self.name} level")
+            return q & (2 ** self.bits - 1)
+        m = abs(q)
+        if m and (m & (m - 1) or m > self.qmax):
+            raise self._error(f"{q} is not a {self.name} level")
+        code = m.bit_length() if m else 0
+        return ((q < 0) << (self.bits - 1)) | code
+
     def encode(self, q):
-        """The b-bit codes of an integer tensor ``q`` (every element must be a level):
-        fix: two's complement; pot: ``sign << (b-1) | code``."""
+        """:meth:`encode_int` of every element of an integer tensor (by a table of it)."""
         import torch
         q = torch.as_tensor(q, dtype=torch.int64)
-        mag = q.abs()
-        if self.kind == "fix":
-            if bool((mag > self.qmax).any()):
-                raise self._error(f"{int(q.flatten()[(mag > self.qmax).flatten()][0])} is not a {self.name} level")
-            return q & (2 ** self.bits - 1)
-        code = torch.where(mag == 0, torch.zeros_like(mag), torch.log2(mag.clamp(min=1).double()).round().long() + 1)
-        bad = ((mag != 0) & ((1 << (code - 1).clamp(min=0)) != mag)) | (mag > self.qmax)
+        lut = torch.tensor(_code_table(self), dtype=torch.int64)
+        idx = q + self.qmax
+        inside = (idx >= 0) & (idx < len(lut))
+        codes = lut[idx.clamp(0, len(lut) - 1)]
+        bad = ~inside | (codes < 0)
         if bool(bad.any()):
-            raise self._error(f"{int(q.flatten()[bad.flatten()][0])} is not a {self.name} level")
-        return ((q < 0).long() << (self.bits - 1)) | code
+            raise self._error(f"{int(q[bad].flatten()[0])} is not a {self.name} level")
+        return codes
 
-    def encode_int(self, q: int) -> int:
-        """The b-bit code of integer ``q`` (must be a level)."""
-        return int(self.encode(q))
+    def decode(self, codes):
+        """:meth:`decode_int` of every element of a tensor of codes (by a table of it)."""
+        import torch
+        codes = torch.as_tensor(codes, dtype=torch.int64)
+        if bool(((codes < 0) | (codes >= 2 ** self.bits)).any()):
+            raise self._error(f"codes outside {self.bits} bits")
+        return torch.tensor([self.decode_int(c) for c in range(2 ** self.bits)], dtype=torch.int64)[codes]
 
     def decode_int(self, code: int) -> int:
         """Integer value of a b-bit code."""
@@ -103,6 +118,17 @@ class WeightFormat:
         c = code & (2 ** (self.bits - 1) - 1)
         mag = 0 if c == 0 else 1 << (c - 1)
         return -mag if code >> (self.bits - 1) else mag
+
+
+@lru_cache(maxsize=None)
+def _code_table(fmt: WeightFormat) -> tuple:
+    """Code of each integer ``-qmax … qmax`` (-1 where it is not a level)."""
+    def code(q):
+        try:
+            return fmt.encode_int(q)
+        except FormatError:
+            return -1
+    return tuple(code(q) for q in range(-fmt.qmax, fmt.qmax + 1))
 
 
 def parse_weight_format(name) -> WeightFormat:

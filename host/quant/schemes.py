@@ -57,28 +57,7 @@ class Scheme(WeightFormat):
         s = scale.reshape(-1, *([1] * (w.dim() - 1))).to(w.dtype)
         return self.round(w / s).to(torch.int64)
 
-    # -- integer <-> code -----------------------------------------------------------
-    def encode(self, q: torch.Tensor) -> torch.Tensor:
-        """b-bit codes (int64, two's complement for fix; sign<<(b-1) | code for pot)."""
-        self.check(q)
-        if self.kind == "fix":
-            return q & (2 ** self.bits - 1)
-        mag = q.abs()
-        code = torch.where(mag == 0, torch.zeros_like(mag),
-                           torch.log2(mag.clamp(min=1).double()).round().to(torch.int64) + 1)
-        sign = (q < 0).to(torch.int64)
-        return (sign << (self.bits - 1)) | code
-
-    def decode(self, code: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`encode`."""
-        code = code.to(torch.int64)
-        if self.kind == "fix":
-            half = 2 ** (self.bits - 1)
-            return torch.where(code >= half, code - 2 ** self.bits, code)
-        c = code & (2 ** (self.bits - 1) - 1)
-        neg = (code >> (self.bits - 1)) & 1
-        mag = torch.where(c == 0, torch.zeros_like(c), torch.ones_like(c) << (c - 1).clamp(min=0))
-        return torch.where(neg.bool(), -mag, mag)
+    # integer <-> code: WeightFormat.encode / decode (tables of encode_int / decode_int)
 
     def check(self, q: torch.Tensor) -> None:
         """Raise :class:`SchemeError` if ``q`` holds an integer outside the level set."""
