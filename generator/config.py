@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 from rmsmp.host.errors import RmsmpError
 from rmsmp.host.quant.formats import FormatError, WeightFormat, parse_weight_format
-from rmsmp.rtl.isa import ISA_REVISION, VECTOR_OPS
+from rmsmp.rtl.isa import ISA_REVISION, MAX_PIXELS, VECTOR_OPS
 
 __all__ = ["LaneGroup", "AcceleratorConfig", "ConfigError", "DEFAULT_LANE_GROUPS", "VECTOR_OPS"]
 
@@ -78,6 +78,11 @@ class AcceleratorConfig:
             :data:`VECTOR_OPS`).  Without ``avgpool`` the compiler runs a global average
             pool on the conv engine (a ones kernel; at most 15×15 pixels); a network that
             needs a missing ``add`` or ``maxpool`` is refused.  Small FPGAs drop them.
+        pixels: ``P``, pixel lanes: the array computes ``P`` output pixels of a row at once
+            (lane ``p`` a chunk of the row's columns, from an activation bank of its own),
+            every row's weights shared by the ``P`` lanes, so on-chip weight storage does
+            not grow with them.  Peak ``rows · columns · pixels`` MACs per cycle.
+            ``act_depth`` is per lane.
     """
 
     lane_groups: tuple = DEFAULT_LANE_GROUPS
@@ -94,6 +99,7 @@ class AcceleratorConfig:
     clock_hz: int = 50_000_000
     packed_weights: bool = True
     vector_ops: tuple = VECTOR_OPS
+    pixels: int = 1
 
     def __post_init__(self):
         groups = tuple(g if isinstance(g, LaneGroup) else LaneGroup(*g) for g in self.lane_groups)
@@ -104,6 +110,7 @@ class AcceleratorConfig:
             raise ConfigError(f"lane groups name a scheme twice: {names}")
         object.__setattr__(self, "lane_groups", groups)
         _check_int("columns", self.columns, 1, 256)
+        _check_int("pixels", self.pixels, 1, MAX_PIXELS)
         _check_int("act_bits", self.act_bits, 2, 16)
         _check_int("acc_bits", self.acc_bits, 8, 48)
         _check_int("mult_bits", self.mult_bits, 1, 24)
@@ -171,7 +178,7 @@ class AcceleratorConfig:
 
     @property
     def peak_macs_per_cycle(self) -> int:
-        return self.rows * self.columns
+        return self.rows * self.columns * self.pixels
 
     @property
     def act_width(self) -> int:
@@ -194,6 +201,8 @@ class AcceleratorConfig:
         d = asdict(self)
         d["lane_groups"] = [[g.scheme, g.rows] for g in self.lane_groups]
         d["vector_ops"] = list(self.vector_ops)
+        if self.pixels == 1:            # the configs (and hashes) from before pixel lanes
+            del d["pixels"]
         return d
 
     @classmethod
@@ -220,5 +229,6 @@ class AcceleratorConfig:
     def describe(self) -> str:
         groups = " + ".join(f"{g.rows}×{g.scheme}" for g in self.lane_groups)
         vec = "" if self.vector_ops == VECTOR_OPS else f", vector {'+'.join(self.vector_ops) or 'none'}"
-        return (f"{groups} rows × {self.columns} columns = {self.peak_macs_per_cycle} MACs/cycle, "
+        pix = f" × {self.pixels} pixels" if self.pixels > 1 else ""
+        return (f"{groups} rows × {self.columns} columns{pix} = {self.peak_macs_per_cycle} MACs/cycle, "
                 f"acc {self.acc_bits} b{vec}, {self.clock_hz / 1e6:g} MHz, id {self.config_hash:08x}")

@@ -19,15 +19,21 @@ narrower packed entries (``wbits``) use the same slots — ``bus / slot`` slots 
 ``e`` in slot ``e mod (bus/slot)`` of word ``e div (bus/slot)``, least significant slot first.
 The DMA writes one entry per cycle, holding a word while it writes its later slots.  (A small
 array's weight entries — 8 or 16 bits at two columns — would otherwise take a word each.)
+
+Activation transfers with ``DmaDesc.row_w`` set walk rows across the pixel lanes' banks
+(:class:`~rmsmp.rtl.isa.DmaDesc`): a load writes each entry into every lane whose columns
+(with their halo) hold it, each lane at its own address; a store gathers a row's entries
+from the lanes in column order.  ``row_w = 0`` moves consecutive entries of lane 0 (a load
+into every lane of ``lanes``).
 """
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import small_mul
-from .isa import ADDR_BITS, Buffer, DmaDesc
+from .isa import ADDR_BITS, DIM_BITS, Buffer, DmaDesc
 
 __all__ = ["mem_port_signature", "mux_mem_ports", "MEM_CHANNELS", "Dma", "words_per_entry", "weight_slot"]
 
@@ -80,8 +86,9 @@ class Dma(wiring.Component):
     into a register of its own), so the DMA keeps no copy."""
 
     def __init__(self, *, bus_width: int, buffer_ports: dict, act_width: int, unpack: dict | None = None,
-                 held_desc: bool = False):
+                 held_desc: bool = False, pixels: int = 1):
         self._bus = bus_width
+        self._pixels = pixels
         self._held = held_desc
         self._ports = buffer_ports            # name -> (code, signature as the engine sees it)
         self._act_width = act_width
@@ -127,6 +134,42 @@ class Dma(wiring.Component):
         act_wpe = words_per_entry(self._act_width, bus)
         rd, wr = self.mem.rd_cmd, self.mem.wr_cmd
 
+        # -- the activation walker: entry i's row base, column x, and per pixel lane its
+        # column in the lane (loads) / the lane and column an entry is read from (stores) ----
+        P = self._pixels
+        rows = d.row_w != 0
+        x, rbase = Signal(DIM_BITS), Signal(ADDR_BITS)
+        off = [Signal(DIM_BITS + 4, name=f"off{p}") for p in range(P)]        # p·step
+        lx = [Signal(signed(DIM_BITS + 5), name=f"lx{p}") for p in range(P)]  # x - p·step
+        s_lane, s_lx = Signal(range(max(P, 2))), Signal(DIM_BITS)
+        row_end = x == d.row_w - 1
+        lanes = Mux(d.lanes == 0, 1, d.lanes)
+        entry_done = Signal()                          # a load's entry is written this cycle
+        with m.If(self.start):
+            m.d.sync += [x.eq(0), rbase.eq(self.desc.buf_addr), s_lane.eq(0), s_lx.eq(0)]
+            m.d.sync += [off[p].eq(p * self.desc.step) for p in range(1, P)]
+            m.d.sync += [lx[p].eq(-(p * self.desc.step)) for p in range(P)]
+        with m.Elif(entry_done & rows):
+            with m.If(row_end):
+                m.d.sync += [x.eq(0), rbase.eq(rbase + d.pitch)] + [lx[p].eq(-off[p]) for p in range(P)]
+            with m.Else():
+                m.d.sync += [x.eq(x + 1)] + [lx[p].eq(lx[p] + 1) for p in range(P)]
+        for p in range(P):
+            ok = Mux(rows, lanes[p] & (lx[p] >= d.lo) & (lx[p] < d.hi), lanes[p])
+            m.d.comb += [self.act_w.addr[p].eq(Mux(rows, rbase + lx[p], d.buf_addr + i)),
+                         self.act_w.en[p].eq((entry_done & (d.buf == Buffer.ACT) & ok)
+                                             .replicate(len(self.act_w.en[p])))]
+        # a store's next entry: the next column of the lane, the next lane, or the next row
+        n_x, n_rbase, n_lane, n_lx = Signal.like(x), Signal.like(rbase), Signal.like(s_lane), Signal.like(s_lx)
+        m.d.comb += [n_x.eq(x + 1), n_rbase.eq(rbase), n_lane.eq(s_lane), n_lx.eq(s_lx + 1)]
+        with m.If(row_end):
+            m.d.comb += [n_x.eq(0), n_rbase.eq(rbase + d.pitch), n_lane.eq(0), n_lx.eq(0)]
+        with m.Elif(s_lx == d.step - 1):
+            m.d.comb += [n_lane.eq(s_lane + 1), n_lx.eq(0)]
+        cur_addr = Mux(rows, rbase + s_lx, d.buf_addr + i)
+        next_addr = Mux(rows, n_rbase + n_lx, d.buf_addr + i + 1)
+        cur_lane, next_lane = Mux(rows, s_lane, 0), Mux(rows, n_lane, 0)
+
         # a buffer port's address and data follow the entry being assembled; only its
         # enable is gated (the entry is written the cycle its last bus word arrives).  A
         # shared word's later slots come from ``hold``, shifted down a slot per entry
@@ -146,7 +189,9 @@ class Dma(wiring.Component):
         nxt = Signal(max_wpe * bus)
         m.d.comb += nxt.eq(Cat(sr[bus:], top))
         for n, (_, port) in writers.items():
-            m.d.comb += [port.addr.eq(d.buf_addr + i), port.data.eq(nxt[(max_wpe - wpe[n]) * bus:])]
+            m.d.comb += port.data.eq(nxt[(max_wpe - wpe[n]) * bus:])
+            if n != "act_w":
+                m.d.comb += port.addr.eq(d.buf_addr + i)
             if n in narrow:
                 lane = self._unpack[n]
                 with m.Switch(d.wbits):
@@ -180,8 +225,10 @@ class Dma(wiring.Component):
                 with m.If(self.mem.rd_data.valid):
                     m.d.sync += sr.eq(nxt)
                     with m.If(k == n_wpe - 1):
-                        for code, port in writers.values():
-                            m.d.comb += port.en.eq(((d.buf == code).replicate(len(port.en))))
+                        m.d.comb += entry_done.eq(1)
+                        for n, (code, port) in writers.items():
+                            if n != "act_w":
+                                m.d.comb += port.en.eq(((d.buf == code).replicate(len(port.en))))
                         m.d.sync += [k.eq(0), i.eq(i + 1)]
                         with m.If(i == d.count - 1):
                             m.d.sync += self.busy.eq(0)
@@ -194,10 +241,11 @@ class Dma(wiring.Component):
                         m.d.sync += k.eq(k + 1)
             if shares:
                 # -- a shared word's slots 1 … 2^lg - 1, one entry per cycle ----------------
-                with m.State("SPILL"):
+                with m.State("SPILL"):              # (weight buffers only)
                     m.d.comb += spill.eq(1)
-                    for code, port in writers.values():
-                        m.d.comb += port.en.eq(((d.buf == code).replicate(len(port.en))))
+                    for n, (code, port) in writers.items():
+                        if n != "act_w":
+                            m.d.comb += port.en.eq(((d.buf == code).replicate(len(port.en))))
                     m.d.sync += [hold.eq(after), j.eq(j + 1), i.eq(i + 1)]
                     with m.If(i == d.count - 1):
                         m.d.sync += self.busy.eq(0)
@@ -214,7 +262,7 @@ class Dma(wiring.Component):
                 with m.Elif(wr.ready):
                     m.next = "READ"
             with m.State("READ"):
-                m.d.comb += self.act_r.addr.eq(d.buf_addr + i)
+                m.d.comb += [self.act_r.addr.eq(cur_addr), self.act_r.lane.eq(cur_lane)]
                 m.next = "LATCH"
             with m.State("LATCH"):
                 m.d.sync += [sr.eq(self.act_r.data), k.eq(0)]
@@ -223,11 +271,12 @@ class Dma(wiring.Component):
                 # the next entry's address is presented while this one is sent, so with two
                 # or more bus words per entry the store streams one word per cycle
                 m.d.comb += [self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(sr[:bus]),
-                             self.act_r.addr.eq(d.buf_addr + i + 1)]
+                             self.act_r.addr.eq(next_addr), self.act_r.lane.eq(next_lane)]
                 with m.If(self.mem.wr_data.ready):
                     m.d.sync += [sr.eq(sr >> bus), k.eq(k + 1)]
                     with m.If(k == act_wpe - 1):
-                        m.d.sync += [i.eq(i + 1), k.eq(0)]
+                        m.d.sync += [i.eq(i + 1), k.eq(0), x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane),
+                                     s_lx.eq(n_lx)]
                         with m.If(i == d.count - 1):
                             m.d.sync += self.busy.eq(0)
                             m.next = "IDLE"

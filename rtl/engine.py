@@ -38,12 +38,18 @@ def _wr_sig(addr_bits, width, en_bits=1):
 
 
 def buffer_ports(cfg) -> dict:
-    """The engine's buffer access ports: name -> (DMA buffer code, signature as a writer sees it)."""
-    R, C = cfg.rows, cfg.columns
+    """The engine's buffer access ports: name -> (DMA buffer code, signature as a writer sees it).
+
+    The activation buffer has a bank per pixel lane: ``act_w`` writes one entry into any of
+    them, each at its own address (``addr[p]``, byte enables ``en[p]``); ``act_r`` reads an
+    entry of lane ``lane``."""
+    R, C, P = cfg.rows, cfg.columns, cfg.pixels
     plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
     ports = {
-        "act_w": (Buffer.ACT, _wr_sig(ADDR_BITS, 8 * C, C)),
-        "act_r": (Buffer.ACT, wiring.Signature({"addr": Out(ADDR_BITS), "data": In(8 * C)})),
+        "act_w": (Buffer.ACT, wiring.Signature({"addr": Out(data.ArrayLayout(ADDR_BITS, P)), "data": Out(8 * C),
+                                                "en": Out(data.ArrayLayout(C, P))})),
+        "act_r": (Buffer.ACT, wiring.Signature({"addr": Out(ADDR_BITS), "lane": Out(range(max(P, 2))),
+                                                "data": In(8 * C)})),
         "par_w": (Buffer.PARAM, _wr_sig(ADDR_BITS, data.ArrayLayout(plo, R).size)),
     }
     for k, g in enumerate(cfg.lane_groups):
@@ -61,6 +67,9 @@ class ConvEngine(wiring.Component):
     #: dot products waiting for the requantizer.  Eight fits a 16-deep LUT RAM (ECP5) and,
     #: unlike four, is worth a block RAM to yosys on iCE40 (no flip-flops for the entries)
     QUEUE_DEPTH = 8
+    #: with several pixel lanes an entry is ``pixels`` times wider and the lanes' requantizers
+    #: drain it together; two entries let the array run one dot product ahead
+    WIDE_QUEUE_DEPTH = 2
 
     def __init__(self, cfg, *, held_desc: bool = False):
         self._held = held_desc
@@ -85,23 +94,30 @@ class ConvEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, R, C = self._cfg, self._cfg.rows, self._cfg.columns
+        cfg, R, C, P = self._cfg, self._cfg.rows, self._cfg.columns, self._cfg.pixels
         AB = (cfg.act_depth - 1).bit_length()           # activation addresses, mod the buffer
         WB = (cfg.weight_depth - 1).bit_length()
         d = self.desc if self._held else Signal(ConvDesc)    # the running layer
         cbusy, cdone = Signal(), Signal()            # the conv datapath's own busy/done
-        # the output bounds are per op (conv layer or average pool), held while it runs
-        m.submodules.rq = rq = Requantizer(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits,
-                                           shift_bits=cfg.shift_bits, out_bits=cfg.out_bits, held_bounds=True)
+        # one requantizer per pixel lane; lane 0's also serves the vector unit's average pool.
+        # The output bounds are per op (conv layer or average pool), held while it runs
+        rqs = []
+        for p in range(P):
+            rqs.append(Requantizer(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits, shift_bits=cfg.shift_bits,
+                                   out_bits=cfg.out_bits, held_bounds=True))
+            m.submodules["rq" if p == 0 else f"rq{p}"] = rqs[-1]
+        rq = rqs[0]
         m.submodules.vec = vec = VectorUnit(columns=C, requantizer=rq.signature, addr_bits=AB,
                                              ops=cfg.vector_ops, held_desc=self._held)
         m.d.comb += [vec.start.eq(self.vec_start & ~self.busy), vec.desc.eq(self.vec_desc),
                      self.busy.eq(cbusy | vec.busy), self.done.eq(cdone | vec.done)]
 
         # -- buffers ------------------------------------------------------------------------
-        # the engine's side of the activation buffer; the banks are wired at the end
-        act_rd = Signal(data.StructLayout({"addr": ADDR_BITS, "data": 8 * C}))
-        act_wr = Signal(data.StructLayout({"addr": ADDR_BITS, "data": 8 * C, "en": C}))
+        # the engine's side of the activation buffer (every pixel lane at one address); the
+        # banks are wired at the end
+        act_rd = Signal(data.StructLayout({"addr": ADDR_BITS, "data": data.ArrayLayout(8 * C, P)}))
+        act_wr = Signal(data.StructLayout({"addr": ADDR_BITS, "data": data.ArrayLayout(8 * C, P),
+                                           "en": data.ArrayLayout(C, P)}))
         wmems = {}
         for f, n in self._groups:
             mem = Memory(shape=unsigned(n * C * f.bits), depth=cfg.weight_depth, init=[])
@@ -117,11 +133,13 @@ class ConvEngine(wiring.Component):
                      par_wr.en.eq(self.par_w.en)]
 
         m.submodules.array = array = MacArray.for_config(cfg)
-        # the queue of finished dot products (R accumulators each), in issue order: the k-th
-        # one is output group k // (out_h·out_w), pixel k % (out_h·out_w), so no indices travel
-        # with it.  Its read port holds the popped entry while its rows are requantized.
-        Q = self.QUEUE_DEPTH
-        m.submodules.queue = queue = Memory(shape=data.ArrayLayout(signed(cfg.acc_bits), R), depth=Q, init=[])
+        # the queue of finished dot products (R accumulators of every pixel lane), in issue
+        # order: the k-th one is output group k // (out_h·out_w), pixel k % (out_h·out_w), so no
+        # indices travel with it.  Its read port holds the popped entry while its rows are
+        # requantized
+        Q = self.QUEUE_DEPTH if P == 1 else self.WIDE_QUEUE_DEPTH
+        m.submodules.queue = queue = Memory(shape=data.ArrayLayout(data.ArrayLayout(signed(cfg.acc_bits), R), P),
+                                            depth=Q, init=[])
         q_wr, q_rd = queue.write_port(), queue.read_port()
         wptr, rptr, queued = Signal(range(Q)), Signal(range(Q)), Signal(range(Q + 1))
 
@@ -142,6 +160,9 @@ class ConvEngine(wiring.Component):
         m.submodules.out_plane = out_plane = SerialMultiplier(DIM_BITS, DIM_BITS, AB)
         m.d.comb += [in_plane.a.eq(self.desc.in_w), in_plane.b.eq(self.desc.in_h),
                      out_plane.a.eq(self.desc.out_w), out_plane.b.eq(self.desc.out_h)]
+        # pixel lane p's first input / output column in the global row: p·out_w·stride / p·out_w
+        in_off = [Signal(DIM_BITS + 4, name=f"in_off{p}") for p in range(P)]
+        out_off = [Signal(DIM_BITS + 3, name=f"out_off{p}") for p in range(P)]
 
         with m.If((self.start | self.vec_start) & ~self.busy):
             m.d.sync += [self.cycles.eq(0), self.mac_beats.eq(0)]
@@ -151,6 +172,9 @@ class ConvEngine(wiring.Component):
                 m.d.sync += d.eq(self.desc)
             m.d.sync += [setup.eq(1), cbusy.eq(1), self.cycles.eq(0),
                          self.mac_beats.eq(0), og.eq(0), oy.eq(0), ox.eq(0), cb.eq(0), ky.eq(0), kx.eq(0)]
+            step = small_mul(self.desc.out_w, self.desc.stride, DIM_BITS + 4)
+            m.d.sync += [in_off[p].eq(p * step) for p in range(1, P)]
+            m.d.sync += [out_off[p].eq(p * self.desc.out_w) for p in range(1, P)]
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
@@ -166,11 +190,18 @@ class ConvEngine(wiring.Component):
         # address generation (im2col by addressing), as running sums: the tap's input pixel
         # (iy, ix) = (oy·stride + ky - pad_top, ox·stride + kx - pad), its activation word
         # in_base + cb·in_h·in_w + iy·in_w + ix (mod the buffer: padding taps may wrap, they
-        # read nothing) and its weight word w_base + ((og·in_cb + cb)·k + ky)·k + kx.
+        # read nothing) and its weight word w_base + ((og·in_cb + cb)·k + ky)·k + kx.  Every
+        # pixel lane reads the same word of its own bank: its columns are stored from its
+        # first input column on
         iy0, ix0 = Signal(signed(DIM_BITS + 3)), Signal(signed(DIM_BITS + 3))     # taps (0, 0)
         iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))
         m.d.comb += [iy.eq(iy0 + ky), ix.eq(ix0 + kx)]
-        inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
+        row_in = (iy >= 0) & (iy < d.in_h)
+        if P == 1:
+            inside = [row_in & (ix >= 0) & (ix < d.in_w)]
+        else:                       # a lane's tap is padding outside the global row
+            gx = [ix + in_off[p] if p else ix for p in range(P)]
+            inside = [row_in & (g >= 0) & (g < d.in_wg) for g in gx]
         w_tap, w_og = Signal(WB), Signal(WB)
         loaded = setup & ~in_plane.busy & ~out_plane.busy
         act_addr = nested_address(
@@ -195,13 +226,15 @@ class ConvEngine(wiring.Component):
             m.d.comb += rd.addr.eq(w_tap)
 
         # one cycle later the buffers answer: feed the array
-        v1, f1, l1, in1 = Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [v1.eq(issue), f1.eq(first), l1.eq(last), in1.eq(inside)]
+        v1, f1, l1 = Signal(), Signal(), Signal()
+        in1 = Signal(P)
+        m.d.sync += [v1.eq(issue), f1.eq(first), l1.eq(last), in1.eq(Cat(*inside))]
         pa = array.i.payload
-        for c in range(C):
-            byte = act_rd.data[8 * c:8 * c + 8]
-            ext = Mux(d.in_signed, byte.as_signed(), byte.as_unsigned())
-            m.d.comb += pa.a[c].eq(Mux(in1, ext, 0))
+        for p in range(P):
+            for c in range(C):
+                byte = act_rd.data[p][8 * c:8 * c + 8]
+                ext = Mux(d.in_signed, byte.as_signed(), byte.as_unsigned())
+                m.d.comb += pa.a[p][c].eq(Mux(in1[p], ext, 0))
         for f, _ in self._groups:
             m.d.comb += pa.w[f.name].eq(wmems[f.name].data)
         m.d.comb += [array.i.valid.eq(v1), pa.first.eq(f1), pa.last.eq(l1)]
@@ -219,15 +252,18 @@ class ConvEngine(wiring.Component):
         with m.Elif(pop & ~array.o.valid):
             m.d.sync += queued.eq(queued - 1)
 
-        # -- requantize and write, one row per cycle -------------------------------------------
-        # (output group, pixel) of the next dot product to pop, and the pixel of the popped one
+        # -- requantize and write, one row per cycle (all pixel lanes at once) ------------------
+        # (output group, pixel, column) of the next dot product to pop, and pixel and column of
+        # the popped one
         nog, npix, cpix = Signal(DIM_BITS), Signal(AB), Signal(AB)
+        nox, cox = Signal(DIM_BITS), Signal(DIM_BITS)
         with m.If(self.start & ~self.busy):
-            m.d.sync += [nog.eq(0), npix.eq(0)]
+            m.d.sync += [nog.eq(0), npix.eq(0), nox.eq(0)]
         with m.Elif(pop):
-            m.d.sync += cpix.eq(npix)
+            m.d.sync += [cpix.eq(npix), cox.eq(nox)]
+            m.d.sync += nox.eq(Mux(nox == d.out_w - 1, 0, nox + 1))
             with m.If(npix == out_plane.p - 1):
-                m.d.sync += [npix.eq(0), nog.eq(nog + 1)]
+                m.d.sync += [npix.eq(0), nog.eq(nog + 1), nox.eq(0)]
             with m.Else():
                 m.d.sync += npix.eq(npix + 1)
         acc = q_rd.data                 # the popped dot product (held)
@@ -267,14 +303,19 @@ class ConvEngine(wiring.Component):
             m.d.sync += inflight.eq(inflight - 1)
 
         rp = prm[r]
-        # the requantizer: the conv rows, or the vector unit's average pool while it runs
+        # the requantizers: the conv rows, or (lane 0's) the vector unit's average pool while it runs
         m.d.comb += [vec.rq.o.valid.eq(rq.o.valid & vec.busy), vec.rq.o.payload.eq(rq.o.payload)]
-        with m.If(vec.busy):
-            m.d.comb += [rq.i.valid.eq(vec.rq.i.valid), rq.i.payload.eq(vec.rq.i.payload)]
-        with m.Else():
-            m.d.comb += [rq.i.valid.eq(emit), rq.i.payload.acc.eq(acc[r]), rq.i.payload.bias.eq(rp.bias),
-                         rq.i.payload.mult.eq(rp.mult), rq.i.payload.shift.eq(rp.shift),
-                         rq.i.payload.lo.eq(d.out_lo), rq.i.payload.hi.eq(d.out_hi)]
+        for p, rqp in enumerate(rqs):
+            conv_in = [rqp.i.valid.eq(emit), rqp.i.payload.acc.eq(acc[p][r]), rqp.i.payload.bias.eq(rp.bias),
+                       rqp.i.payload.mult.eq(rp.mult), rqp.i.payload.shift.eq(rp.shift),
+                       rqp.i.payload.lo.eq(d.out_lo), rqp.i.payload.hi.eq(d.out_hi)]
+            if p == 0:
+                with m.If(vec.busy):
+                    m.d.comb += [rq.i.valid.eq(vec.rq.i.valid), rq.i.payload.eq(vec.rq.i.payload)]
+                with m.Else():
+                    m.d.comb += conv_in
+            else:
+                m.d.comb += conv_in
         # the row's output channel (from its parameters) -> word block, byte lane; a wide
         # (16-bit) output puts channel ch at bytes 2ch and 2ch+1.  C is a power of two.
         lb = (C - 1).bit_length()
@@ -283,29 +324,33 @@ class ConvEngine(wiring.Component):
         waddr = Signal(ADDR_BITS)
         block = (bpos >> lb)[:AB]                    # the row's channel block: one product per row
         m.d.comb += waddr.eq((d.out_base + (block * out_plane.p)[:AB] + cpix)[:AB])
+        # pixel lanes past the global row's last column write nothing
+        lane_ok = Cat(*(Const(1, 1) if p == 0 else (cox + out_off[p] < d.out_wg) for p in range(P)))
         # line up with the requantizer's output
-        wmeta = delay(m, Cat(waddr, bpos[:lb], rp.en, d.wide), rq.latency, "wmeta")
+        wmeta = delay(m, Cat(waddr, bpos[:lb], rp.en, d.wide, lane_ok), rq.latency, "wmeta")
         o_addr, o_lane, o_en, o_wide = (wmeta[:ADDR_BITS], wmeta[ADDR_BITS:ADDR_BITS + lb],
                                         wmeta[ADDR_BITS + lb], wmeta[ADDR_BITS + lb + 1])
+        o_ok = wmeta[ADDR_BITS + lb + 2:]
         pending = Signal(range(rq.latency + 2))       # values inside the requantizer
         with m.If(rq.i.valid & ~rq.o.valid):
             m.d.sync += pending.eq(pending + 1)
         with m.Elif(rq.o.valid & ~rq.i.valid):
             m.d.sync += pending.eq(pending - 1)
 
-        # -- activation buffer: two banks; the engine drives a bank its running op owns, the
-        # host port (the DMA) every other bank, so tensors stream in and out of one bank
-        # while the engine works in the other -------------------------------------------------
-        half = rq.o.payload[:16]
+        # -- activation buffer: two banks (per pixel lane); the engine drives a bank its running
+        # op owns, the host port (the DMA) every other bank, so tensors stream in and out of one
+        # bank while the engine works in the other.  The vector unit works in lane 0 ----------
+        wen = Mux(o_wide, Const(3, C + 1), Const(1, C)) << o_lane
         with m.If(vec.busy):
-            m.d.comb += [act_rd.addr.eq(vec.rd_addr), act_wr.addr.eq(vec.wr_addr), act_wr.data.eq(vec.wr_data),
-                         act_wr.en.eq(vec.wr_en.replicate(C)), vec.rd_data.eq(act_rd.data)]
+            m.d.comb += [act_rd.addr.eq(vec.rd_addr), act_wr.addr.eq(vec.wr_addr), act_wr.data[0].eq(vec.wr_data),
+                         act_wr.en[0].eq(vec.wr_en.replicate(C)), vec.rd_data.eq(act_rd.data[0])]
         with m.Else():
-            m.d.comb += [act_rd.addr.eq(act_addr[:ADDR_BITS]),
-                         act_wr.addr.eq(o_addr),
-                         act_wr.data.eq(Mux(o_wide, half.replicate(C // 2 if C > 1 else 1),
-                                            half[:8].replicate(C))),
-                         act_wr.en.eq(Mux(rq.o.valid & o_en, Mux(o_wide, Const(3, C + 1), Const(1, C)) << o_lane, 0))]
+            m.d.comb += [act_rd.addr.eq(act_addr[:ADDR_BITS]), act_wr.addr.eq(o_addr)]
+            for p, rqp in enumerate(rqs):
+                half = rqp.o.payload[:16]
+                m.d.comb += [act_wr.data[p].eq(Mux(o_wide, half.replicate(C // 2 if C > 1 else 1),
+                                                   half[:8].replicate(C))),
+                             act_wr.en[p].eq(Mux(rqp.o.valid & o_en & o_ok[p], wen, 0))]
         own = Signal(ACT_BANKS)
         with m.If(self.start & ~self.busy):
             m.d.sync += own.eq(self.desc.banks)
@@ -313,22 +358,26 @@ class ConvEngine(wiring.Component):
             m.d.sync += own.eq(self.vec_desc.banks)
         lb = (cfg.act_depth // ACT_BANKS - 1).bit_length()
         e_rbank, h_rbank = Signal(range(ACT_BANKS)), Signal(range(ACT_BANKS))
-        m.d.sync += [e_rbank.eq(act_rd.addr[lb:]), h_rbank.eq(self.act_r.addr[lb:])]
-        for b in range(ACT_BANKS):
-            mem = Memory(shape=unsigned(8 * C), depth=cfg.act_depth // ACT_BANKS, init=[])
-            m.submodules[f"act{b}"] = mem
-            rp, wp = mem.read_port(), mem.write_port(granularity=8)
-            mine = self.busy & own[b]
-            with m.If(mine):
-                m.d.comb += [rp.addr.eq(act_rd.addr[:lb]), wp.addr.eq(act_wr.addr[:lb]), wp.data.eq(act_wr.data),
-                             wp.en.eq(Mux(act_wr.addr[lb:] == b, act_wr.en, 0))]
-            with m.Else():
-                m.d.comb += [rp.addr.eq(self.act_r.addr[:lb]), wp.addr.eq(self.act_w.addr[:lb]),
-                             wp.data.eq(self.act_w.data), wp.en.eq(Mux(self.act_w.addr[lb:] == b, self.act_w.en, 0))]
-            with m.If(e_rbank == b):
-                m.d.comb += act_rd.data.eq(rp.data)
-            with m.If(h_rbank == b):
-                m.d.comb += self.act_r.data.eq(rp.data)
+        h_lane = Signal(range(max(P, 2)))
+        m.d.sync += [e_rbank.eq(act_rd.addr[lb:]), h_rbank.eq(self.act_r.addr[lb:]), h_lane.eq(self.act_r.lane)]
+        for p in range(P):
+            for b in range(ACT_BANKS):
+                mem = Memory(shape=unsigned(8 * C), depth=cfg.act_depth // ACT_BANKS, init=[])
+                m.submodules[f"act{b}" if P == 1 else f"act{p}_{b}"] = mem
+                rdp, wp = mem.read_port(), mem.write_port(granularity=8)
+                mine = self.busy & own[b]
+                hw_addr = self.act_w.addr[p]
+                with m.If(mine):
+                    m.d.comb += [rdp.addr.eq(act_rd.addr[:lb]), wp.addr.eq(act_wr.addr[:lb]),
+                                 wp.data.eq(act_wr.data[p]),
+                                 wp.en.eq(Mux(act_wr.addr[lb:] == b, act_wr.en[p], 0))]
+                with m.Else():
+                    m.d.comb += [rdp.addr.eq(self.act_r.addr[:lb]), wp.addr.eq(hw_addr[:lb]),
+                                 wp.data.eq(self.act_w.data), wp.en.eq(Mux(hw_addr[lb:] == b, self.act_w.en[p], 0))]
+                with m.If(e_rbank == b):
+                    m.d.comb += act_rd.data[p].eq(rdp.data)
+                with m.If((h_rbank == b) & (h_lane == p)):
+                    m.d.comb += self.act_r.data.eq(rdp.data)
 
         # -- completion -------------------------------------------------------------------------
         idle_tail = (~setup & ~running & (inflight == 0) & (queued == 0) & ser.ongoing("IDLE")

@@ -28,6 +28,7 @@ ISA_REVISION = 2
 ADDR_BITS = 20
 DIM_BITS = 10
 ACT_BANKS = 2          # activation-buffer banks: the engine owns some while the DMA uses the others
+MAX_PIXELS = 8         # pixel lanes (AcceleratorConfig.pixels) the descriptors can address
 
 
 class ConvDesc(data.Struct):
@@ -52,6 +53,12 @@ class ConvDesc(data.Struct):
     out_lo: signed(17)                # output clamp bounds (ReLU: lo = 0)
     out_hi: signed(17)
     banks: unsigned(ACT_BANKS)        # activation-buffer banks the layer reads or writes
+    # pixel lanes (AcceleratorConfig.pixels > 1): lane p computes output columns
+    # [p·out_w, (p+1)·out_w) of the global out_wg from its own bank, where the row is stored
+    # from global column p·out_w·stride on (in_w is then the stored row's pitch); taps
+    # outside the global in_wg columns are padding, columns past out_wg are not written
+    in_wg: unsigned(DIM_BITS)
+    out_wg: unsigned(DIM_BITS)
 
 
 CH_BITS = 12
@@ -91,6 +98,17 @@ class DmaDesc(data.Struct):
     banks: unsigned(ACT_BANKS)        # activation-buffer banks the transfer touches (ACT only)
     wbits: unsigned(4)                # weight loads into a fix lane group: the codes' packed
                                       # width in memory (2 .. lane bits - 1; 0: the lane's width)
+    # activation transfers across pixel lanes (row_w = 0: entries consecutive in lane 0).
+    # Memory holds rows of row_w entries; a row's entry x lives in lane p at buffer entry
+    # buf_addr + r·pitch + (x - p·step).  A load writes it into every lane p of ``lanes``
+    # with lo <= x - p·step < hi (a lane's columns and its halo); a store reads each entry
+    # from lane x // step
+    row_w: unsigned(DIM_BITS)
+    pitch: unsigned(DIM_BITS)
+    step: unsigned(DIM_BITS)
+    lo: signed(DIM_BITS + 1)
+    hi: signed(DIM_BITS + 1)
+    lanes: unsigned(MAX_PIXELS)
 
 
 class VecKind(enum.Enum, shape=2):

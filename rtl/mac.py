@@ -102,29 +102,33 @@ def _accumulate(m: Module, acc: Signal, total, valid, first):
 
 
 class MacArray(wiring.Component):
-    """All rows of an :class:`~rmsmp.generator.config.AcceleratorConfig`-shaped array.
+    """All rows of an :class:`~rmsmp.generator.config.AcceleratorConfig`-shaped array, for
+    ``pixels`` pixel lanes that share every row's weights.
 
     ``i.payload.w.<scheme>[r][c]`` is the weight code of row ``r`` of that lane group at
-    column ``c``; ``o.payload[k]`` is the sum of array row ``k`` (groups in order).
+    column ``c``; ``i.payload.a[p][c]`` the activation of pixel lane ``p`` at column ``c``;
+    ``o.payload[p][k]`` is the sum of array row ``k`` (groups in order) for pixel lane ``p``.
     """
 
-    def __init__(self, *, lane_groups, columns: int, act_width: int, acc_bits: int):
+    def __init__(self, *, lane_groups, columns: int, act_width: int, acc_bits: int, pixels: int = 1):
         self._groups = [(lane_format(s), int(r)) for s, r in lane_groups]
         self._columns, self._act_width, self._acc_bits = columns, act_width, acc_bits
+        self._pixels = pixels
         rows = sum(r for _, r in self._groups)
         wl = data.StructLayout({f.name: data.ArrayLayout(data.ArrayLayout(unsigned(f.bits), columns), r)
                                 for f, r in self._groups})
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
-                "a": data.ArrayLayout(signed(act_width), columns), "w": wl, "first": 1, "last": 1}),
-                always_ready=True)),
-            "o": Out(stream.Signature(data.ArrayLayout(signed(acc_bits), rows), always_ready=True)),
+                "a": data.ArrayLayout(data.ArrayLayout(signed(act_width), columns), pixels), "w": wl,
+                "first": 1, "last": 1}), always_ready=True)),
+            "o": Out(stream.Signature(data.ArrayLayout(data.ArrayLayout(signed(acc_bits), rows), pixels),
+                                      always_ready=True)),
         })
 
     @classmethod
     def for_config(cls, cfg) -> "MacArray":
         return cls(lane_groups=[(g.format, g.rows) for g in cfg.lane_groups], columns=cfg.columns,
-                   act_width=cfg.act_width, acc_bits=cfg.acc_bits)
+                   act_width=cfg.act_width, acc_bits=cfg.acc_bits, pixels=cfg.pixels)
 
     @property
     def rows(self) -> int:
@@ -139,14 +143,17 @@ class MacArray(wiring.Component):
         flags = delay(m, Cat(self.i.valid, self.i.payload.first, self.i.payload.last),
                       1 + _tree_levels(self._columns), "flags")
         valid, first, last = flags[0], flags[1], flags[2]
-        k = 0
-        for fmt, nrows in self._groups:
-            for r in range(nrows):
-                lanes = [make_lane(fmt, self._act_width) for _ in range(self._columns)]
-                total = _sum_tree(m, lanes, self.i.payload.a, self.i.payload.w[fmt.name][r], f"r{k}_{fmt.name}")
-                acc = Signal(signed(self._acc_bits), name=f"r{k}_acc")
-                _accumulate(m, acc, total, valid, first)
-                m.d.comb += self.o.payload[k].eq(acc)
-                k += 1
+        for p in range(self._pixels):
+            k = 0
+            px = f"p{p}_" if self._pixels > 1 else ""
+            for fmt, nrows in self._groups:
+                for r in range(nrows):
+                    lanes = [make_lane(fmt, self._act_width) for _ in range(self._columns)]
+                    total = _sum_tree(m, lanes, self.i.payload.a[p], self.i.payload.w[fmt.name][r],
+                                      f"{px}r{k}_{fmt.name}")
+                    acc = Signal(signed(self._acc_bits), name=f"{px}r{k}_acc")
+                    _accumulate(m, acc, total, valid, first)
+                    m.d.comb += self.o.payload[p][k].eq(acc)
+                    k += 1
         m.d.sync += self.o.valid.eq(valid & last)
         return m

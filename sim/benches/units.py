@@ -84,7 +84,7 @@ def _products(rnd, groups, C, K, aw, mode):
         Q += rows
     Qt = torch.tensor(Q, dtype=torch.int64)                         # [R, K, C]
     exp = (Qt * A[None]).sum(dim=(1, 2)).tolist()                   # golden: integer dot products
-    beats = [{"a": A[k].tolist(), "w": {name: [r[k] for r in rows] for name, rows in codes.items()},
+    beats = [{"a": [A[k].tolist()], "w": {name: [r[k] for r in rows] for name, rows in codes.items()},
               "first": int(k == 0), "last": int(k == K - 1)} for k in range(K)]
     return beats, exp
 
@@ -107,7 +107,7 @@ async def mac_array_random_and_extreme_dot_products(dut):
         beats += b
         exps.append(e)
     await tb.send(beats, drain=comp.latency + 2)
-    got = [list(o) for o in tb.outputs]
+    got = [list(o[0]) for o in tb.outputs]                          # pixel lane 0
     assert len(got) == len(exps), (len(got), len(exps))
     for k, (g, e) in enumerate(zip(got, exps)):
         assert g == e, f"dot product {k}: rtl {g} != golden {e}"

@@ -21,11 +21,11 @@ def run_engine(cfg, low, x_words, in_base, out_base, out_words):
 
     async def bench(ctx):
         for a, w in enumerate(x_words):
-            ctx.set(dut.act_w.addr, in_base + a)
+            ctx.set(dut.act_w.addr[0], in_base + a)
             ctx.set(dut.act_w.data, w)
-            ctx.set(dut.act_w.en, (1 << cfg.columns) - 1)
+            ctx.set(dut.act_w.en[0], (1 << cfg.columns) - 1)
             await ctx.tick()
-        ctx.set(dut.act_w.en, 0)
+        ctx.set(dut.act_w.en[0], 0)
         for g in cfg.lane_groups:
             port = getattr(dut, f"wgt_w_{g.scheme}")
             for a, w in enumerate(low.weights[g.scheme]):

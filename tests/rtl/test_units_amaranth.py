@@ -52,17 +52,19 @@ def test_pot_lane_has_no_multiplier():
     assert "$mul" in rtlil.convert(make_lane(parse_weight_format("fix4"), AW))
 
 
-def _beats(rnd, rows_fmt, C, K, amin, amax, extreme=False):
-    """K activation vectors and per-row weight codes; returns (beats, expected sums)."""
-    beats, exp = [], [0] * len(rows_fmt)
+def _beats(rnd, rows_fmt, C, K, amin, amax, extreme=False, pixels=1):
+    """K beats of ``pixels`` activation vectors and per-row weight codes (shared by the
+    pixel lanes); returns (beats, expected sums [pixel][row])."""
+    beats, exp = [], [[0] * len(rows_fmt) for _ in range(pixels)]
     for k in range(K):
-        a = [amax if extreme else rnd.randint(amin, amax) for _ in range(C)]
+        a = [[amax if extreme else rnd.randint(amin, amax) for _ in range(C)] for _ in range(pixels)]
         w = []
         for r, f in enumerate(rows_fmt):
             lv = f.level_list()
             q = [f.qmax if extreme else rnd.choice(lv) for _ in range(C)]
             w.append([f.encode_int(x) for x in q])
-            exp[r] += sum(x * y for x, y in zip(a, q))
+            for p in range(pixels):
+                exp[p][r] += sum(x * y for x, y in zip(a[p], q))
         beats.append((a, w, k == 0, k == K - 1))
     return beats, exp
 
@@ -89,19 +91,22 @@ async def _drive_array(ctx, dut, groups, seqs, rnd, bubbles):
                 idle_after -= 1
         await ctx.tick()
         if ctx.get(dut.o.valid):
-            outs.append(list(ctx.get(dut.o.payload)))
+            outs.append([list(px) for px in ctx.get(dut.o.payload)])
     return outs
 
 
-@pytest.mark.parametrize("C", [1, 3, 4, 8])
-def test_mac_array_random_dot_products(C):
+@pytest.mark.parametrize("C, P", [(1, 1), (3, 1), (4, 1), (8, 1), (3, 2), (4, 3)])
+def test_mac_array_random_dot_products(C, P):
+    """Every row of every pixel lane: the exact dot product of its lane's activations with
+    the row's (shared) weights, over dot products of several lengths, with bubbles."""
     groups = [("pot4", 2), ("fix4", 1), ("fix8", 1), ("pot2", 1)]
-    dut = MacArray(lane_groups=[(parse_weight_format(f), n) for f, n in groups], columns=C, act_width=AW, acc_bits=32)
+    dut = MacArray(lane_groups=[(parse_weight_format(f), n) for f, n in groups], columns=C, act_width=AW,
+                   acc_bits=32, pixels=P)
     fmts = [WeightFormat(f[:3], int(f[3:])) for f, n in groups for _ in range(n)]
-    rnd = random.Random(C)
+    rnd = random.Random(C * 10 + P)
     seqs, exps = [], []
     for K in (1, 5, 2, 9):
-        b, e = _beats(rnd, fmts, C, K, -256, 255)
+        b, e = _beats(rnd, fmts, C, K, -256, 255, pixels=P)
         seqs.append(b)
         exps.append(e)
 
@@ -120,13 +125,13 @@ def test_mac_array_accumulator_extremes():
     fmts = [WeightFormat("fix", 8), WeightFormat("pot", 4)]
     rnd = random.Random(0)
     b1, e1 = _beats(rnd, fmts, 8, 600, -256, 255, extreme=True)   # 600*8*255*127 ~ 1.55e8
-    b2 = [([-256] * 8, w, f, l) for (a, w, f, l) in b1]
-    e2 = [-x * 256 // 255 for x in e1]
+    b2 = [([[-256] * 8], w, f, l) for (a, w, f, l) in b1]
+    e2 = [[-x * 256 // 255 for x in e1[0]]]
 
     async def bench(ctx):
         outs = await _drive_array(ctx, dut, groups, [b1, b2], rnd, bubbles=False)
         assert outs == [e1, e2]
-        assert e1[0] > 2 ** 27
+        assert e1[0][0] > 2 ** 27
 
     run(dut, bench)
 
@@ -143,14 +148,14 @@ def test_mac_row_matches_array_row():
             ctx.set(dut.i.valid, beat is not None)
             if beat is not None:
                 a, w, first, last = beat
-                ctx.set(dut.i.payload.a, a)
+                ctx.set(dut.i.payload.a, a[0])
                 ctx.set(dut.i.payload.w, w[0])
                 ctx.set(dut.i.payload.first, first)
                 ctx.set(dut.i.payload.last, last)
             await ctx.tick()
             if ctx.get(dut.o.valid):
                 got.append(ctx.get(dut.o.payload))
-        assert got == exp
+        assert got == exp[0]
 
     run(dut, bench)
 
