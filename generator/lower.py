@@ -58,6 +58,7 @@ class LoweredLayer:
     pool_blocks: int = 0             # a global pool on the conv engine: ``desc`` pools one channel
                                      # block; it runs once per block b, reading input block b, with
                                      # the ``out_groups`` parameter words from p_base + b·out_groups
+    lanes: "LaneGeometry | None" = None   # a conv-engine layer's spread over the pixel lanes
 
     @property
     def desc_bits(self) -> int:
@@ -93,16 +94,47 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
     _check_accumulator(layer.name, cfg, qw, inq, rq["bias"])
     params = _param_words(layer.name, cfg, rq, og_n, row_of)
     relu = bool(layer.attrs.get("relu"))
+    geo = lane_geometry(cfg, W, OW, k, s, p)
     desc = {"in_base": in_base, "out_base": out_base, "w_base": w_base, "p_base": p_base,
-            "in_h": H, "in_w": W, "in_cb": cb, "out_h": OH, "out_w": OW, "out_groups": og_n,
+            "in_h": H, "in_w": geo.pitch, "in_cb": cb, "out_h": OH, "out_w": geo.out_cols, "out_groups": og_n,
             "kernel": k, "stride": s, "pad": p, "pad_top": p, "in_signed": int(inq.signed), "wide": int(out.bits > 8),
             "out_lo": max(out.lo, 0) if relu else out.lo, "out_hi": out.hi, "banks": (1 << ACT_BANKS) - 1}
+    if cfg.pixels > 1:
+        desc["in_wg"] = W
     if out.bits > 16 or inq.bits > 8 or (out.bits > 8 and C < 2):
         raise CompileError(f"layer {layer.name!r}: input {inq.bits} / output {out.bits} bits do not fit the "
                            "activation buffer (inputs up to 8 bits, outputs up to 16)")
     slots = 2 * O if out.bits > 8 else O
     return LoweredLayer(layer.name, desc, weights, packed, params, perm, math.ceil(slots / C) * C,
-                        macs=O * Cin * k * k * OH * OW, beats=og_n * OH * OW * cb * k * k)
+                        macs=O * Cin * k * k * OH * OW, beats=og_n * OH * geo.out_cols * cb * k * k, lanes=geo)
+
+
+@dataclass(frozen=True)
+class LaneGeometry:
+    """How a windowed layer's rows spread over the pixel lanes: lane ``p`` computes output
+    columns ``[p·out_cols, (p+1)·out_cols)`` of the ``out_w`` in a row and holds input
+    columns ``[p·step - pad, p·step - pad + pitch)`` of the ``in_w``, stored rows of ``pitch``
+    entries from its column ``-pad`` on (with one lane: the row as it is, ``pitch = in_w``)."""
+
+    in_w: int
+    out_w: int
+    out_cols: int
+    pitch: int
+    step: int
+    pad: int
+    used: int                  # lanes with at least one output column
+
+    @property
+    def lane_mask(self) -> int:
+        return (1 << self.used) - 1
+
+
+def lane_geometry(cfg, W: int, OW: int, k: int, s: int, pad: int) -> LaneGeometry:
+    P = cfg.pixels
+    if P == 1:
+        return LaneGeometry(W, OW, OW, W, OW * s, 0, 1)
+    G = math.ceil(OW / P)
+    return LaneGeometry(W, OW, G, (G - 1) * s + k, G * s, pad, math.ceil(OW / G))
 
 
 def _group_rows(cfg) -> dict:
@@ -316,7 +348,7 @@ def lower_avgpool_conv(qm, layer, cfg, *, channels: int, in_hw) -> LoweredLayer:
     return LoweredLayer(layer.name, one.desc, one.weights, one.packed, params,
                         perm=[one.perm[ch % C] for ch in range(channels)],
                         out_channels_padded=math.ceil(slots / C) * C, macs=channels * H * W,
-                        beats=nb * one.beats, pool_blocks=nb)
+                        beats=nb * one.beats, pool_blocks=nb, lanes=one.lanes)
 
 
 def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: int, b_base: int = 0) -> LoweredLayer:

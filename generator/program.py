@@ -16,13 +16,39 @@ from rmsmp.rtl.isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode
 from .layout import pack_activations
 from .lower import CompileError, LoweredLayer, lower_conv, lower_vec
 
-__all__ = ["Program", "ProgramIO", "TensorSlot", "ProgramBuilder", "split_words", "layer_program", "vec_program"]
+__all__ = ["Program", "ProgramIO", "TensorSlot", "RowMap", "ProgramBuilder", "split_words", "layer_program",
+           "vec_program"]
 
 
 def split_words(value: int, width: int, bus: int) -> list[int]:
     n = words_per_entry(width, bus)
     mask = (1 << bus) - 1
     return [(value >> (bus * i)) & mask for i in range(n)]
+
+
+@dataclass(frozen=True)
+class RowMap:
+    """How an activation transfer spreads rows over the pixel lanes (``DmaDesc`` fields):
+    memory rows of ``row_w`` entries; entry ``x`` of row ``r`` in lane ``p`` at buffer entry
+    ``buf_addr + r·pitch + x - p·step``, loaded into each lane of ``lanes`` where
+    ``lo <= x - p·step < hi``, stored from lane ``x // step``."""
+
+    row_w: int
+    pitch: int
+    step: int
+    lo: int
+    hi: int
+    lanes: int
+
+    def span(self, buf_addr: int, count: int, store: bool) -> tuple[int, int]:
+        """First and last buffer entry a transfer of ``count`` entries touches."""
+        rows = -(-count // self.row_w)
+        first = buf_addr if store else buf_addr + min(self.lo, 0)
+        return first, buf_addr + (rows - 1) * self.pitch + (self.step if store else self.hi) - 1
+
+    def fields(self) -> dict:
+        return {"row_w": self.row_w, "pitch": self.pitch, "step": self.step, "lo": self.lo, "hi": self.hi,
+                "lanes": self.lanes}
 
 
 @dataclass(frozen=True)
@@ -183,7 +209,7 @@ class ProgramBuilder:
         return self._blob_words[name]
 
     def load(self, buf, ref: str, buf_addr: int = 0, *, offset: int = 0, count: int | None = None,
-             wbits: int = 0):
+             wbits: int = 0, rows: RowMap | None = None):
         """DMA ``count`` entries (default: all of blob ``ref``) from blob or region ``ref``,
         starting ``offset`` bus words in, to entry ``buf_addr`` of buffer ``buf``; ``wbits``:
         the packed code width of a weight blob (0: the lane's width)."""
@@ -193,14 +219,16 @@ class ProgramBuilder:
             made = "no weight buffer" if k is None else f"the weight buffer of lane group {k}"
             raise ValueError(f"blob {ref!r} loads buffer {buf} but was made for {made}: make a weight "
                              "blob with blob(..., weights=k), its entries may share words")
-        self._instrs.append(("LOAD", buf, ref, buf_addr, offset, count, wbits))
+        self._instrs.append(("LOAD", buf, ref, buf_addr, offset, count, wbits, rows))
 
-    def _banks(self, buf, buf_addr: int, count: int) -> int:
-        """Mask of the activation-buffer banks entries [buf_addr, buf_addr + count) touch."""
+    def _banks(self, buf, buf_addr: int, count: int, rows: RowMap | None = None, store: bool = False) -> int:
+        """Mask of the activation-buffer banks a transfer of ``count`` entries from
+        ``buf_addr`` touches."""
         if buf != Buffer.ACT or count == 0:
             return 0
+        lo, hi = rows.span(buf_addr, count, store) if rows else (buf_addr, buf_addr + count - 1)
         size = self.cfg.act_depth // ACT_BANKS
-        return sum(1 << b for b in range(buf_addr // size, min(ACT_BANKS - 1, (buf_addr + count - 1) // size) + 1))
+        return sum(1 << b for b in range(lo // size, min(ACT_BANKS - 1, hi // size) + 1))
 
     def region(self, name: str, entries: int, width: int):
         """Reserve a zero-initialised memory region of ``entries`` entries of ``width`` bits
@@ -213,9 +241,9 @@ class ProgramBuilder:
         self.region(out_name, entries, 8 * self.cfg.columns)
         self.store_to(out_name, buf_addr, entries)
 
-    def store_to(self, ref: str, buf_addr: int, count: int, *, offset: int = 0):
+    def store_to(self, ref: str, buf_addr: int, count: int, *, offset: int = 0, rows: RowMap | None = None):
         """DMA ``count`` activation entries from ``buf_addr`` into region ``ref`` at ``offset`` bus words."""
-        self._instrs.append(("STORE", Buffer.ACT, ref, buf_addr, offset, count, 0))
+        self._instrs.append(("STORE", Buffer.ACT, ref, buf_addr, offset, count, 0, rows))
 
     def sync(self):
         """Wait until the DMA and the engine are idle (before reusing a buffer region)."""
@@ -268,12 +296,13 @@ class ProgramBuilder:
                 c = Instruction.const({"op": Opcode.STAMP, "arg": {"dma": {
                     "buf": 0, "ext_addr": outputs[ins[1]][0] + ins[2], "buf_addr": 0, "count": 1}}})
             elif ins[0] in ("LOAD", "STORE"):
-                _, buf, ref, buf_addr, offset, count, wbits = ins
+                _, buf, ref, buf_addr, offset, count, wbits, rows = ins
                 ext, n, _ = where[ref] if ref in where else outputs[ref]
                 n = n if count is None else count
                 c = Instruction.const({"op": Opcode[ins[0]], "arg": {"dma": {
                     "buf": buf, "ext_addr": ext + offset, "buf_addr": buf_addr, "count": n,
-                    "banks": self._banks(buf, buf_addr, n), "wbits": wbits}}})
+                    "banks": self._banks(buf, buf_addr, n, rows, ins[0] == "STORE"), "wbits": wbits,
+                    **(rows.fields() if rows else {})}}})
             elif ins[0] == "SYNC":
                 c = Instruction.const({"op": Opcode.SYNC})
             else:

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from rmsmp.rtl.isa import ACT_BANKS, VecDesc, field_max
 
 from .allocate import TensorPlan
-from .lower import CompileError, LoweredLayer
+from .lower import CompileError, LaneGeometry, LoweredLayer
+from .program import RowMap
 from .weight_sets import WeightPlan, WeightSet
 
 __all__ = ["Load", "Store", "Conv", "Vec", "Stamp", "Schedule", "schedule", "band_rows", "band_cost",
@@ -35,20 +36,23 @@ __all__ = ["Load", "Store", "Conv", "Vec", "Stamp", "Schedule", "schedule", "ban
 @dataclass(frozen=True)
 class Load:
     """DMA ``count`` activation entries from region ``ref`` (``offset`` bus words in) to
-    activation-buffer entry ``buf_addr``."""
+    activation-buffer entry ``buf_addr`` (``rows``: spread over the pixel lanes)."""
     ref: str
     offset: int
     count: int
     buf_addr: int
+    rows: RowMap | None = None
 
 
 @dataclass(frozen=True)
 class Store:
-    """DMA ``count`` activation entries from ``buf_addr`` to region ``ref`` at ``offset``."""
+    """DMA ``count`` activation entries from ``buf_addr`` to region ``ref`` at ``offset``
+    (``rows``: gathered from the pixel lanes)."""
     ref: str
     offset: int
     count: int
     buf_addr: int
+    rows: RowMap | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,9 @@ def band_rows(oy0: int, oy1: int, k: int, s: int, p: int, H: int) -> tuple[int, 
 
 @dataclass(frozen=True)
 class BandShape:
-    """What a band of ``t`` output rows of a windowed layer moves, in activation entries."""
+    """A band of ``t`` output rows of a windowed layer: the activation entries it holds in
+    (each lane of) the buffer — rows of ``in_pitch`` / ``out_pitch`` — and moves to and from
+    memory — rows of ``in_w`` / ``out_w``."""
     in_blocks: int
     in_h: int
     in_w: int
@@ -98,11 +104,22 @@ class BandShape:
     out_w: int
     kernel: int
     stride: int
+    in_pitch: int = 0
+    out_pitch: int = 0
+
+    def _in_h(self, t: int) -> int:
+        return min(self.in_h, (t - 1) * self.stride + self.kernel)
 
     def in_rows(self, t: int) -> int:
-        return self.in_blocks * self.in_w * min(self.in_h, (t - 1) * self.stride + self.kernel)
+        return self.in_blocks * (self.in_pitch or self.in_w) * self._in_h(t)
 
     def out_rows(self, t: int) -> int:
+        return self.out_blocks * (self.out_pitch or self.out_w) * t
+
+    def in_moved(self, t: int) -> int:
+        return self.in_blocks * self.in_w * self._in_h(t)
+
+    def out_moved(self, t: int) -> int:
         return self.out_blocks * self.out_w * t
 
 
@@ -113,8 +130,8 @@ def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, com
     transfers (plus the weight sets it reloads); whole-buffer bands pay every transfer;
     each band costs its DMA instructions (``n_dma`` a band)."""
     rows = [b1 - b0 for b0, b1 in bands]
-    ld = [wpe * shape.in_rows(n) for n in rows]
-    st = [wpe * shape.out_rows(n) for n in rows]
+    ld = [wpe * shape.in_moved(n) for n in rows]
+    st = [wpe * shape.out_moved(n) for n in rows]
     cp = [compute * n / out_h for n in rows]
     w = weight_words / n_sets if n_sets > 1 else 0          # per set; each band reloads them
 
@@ -179,18 +196,20 @@ class _LayerScheduler:
         self.first = True
 
     # transfers -------------------------------------------------------------------------
-    def _dma(self, cls, name, ent_off, n, buf):
+    def _dma(self, cls, name, ent_off, n, buf, rows: RowMap | None = None):
         ref, off = self.t.locate(name, self.img)
         if self.img == 0:
             self.sch.moved[self.low.name] += n * self.t.wpe
-        return cls(ref, off + ent_off * self.t.wpe, n, buf)
+        return cls(ref, off + ent_off * self.t.wpe, n, buf, rows)
 
-    def rows_io(self, cls, name, b0, b1, buf, H, W) -> list:
-        """Load (or store) rows [b0, b1) of every channel block of tensor ``name``."""
+    def rows_io(self, cls, name, b0, b1, buf, H, W, pitch=None, rows: RowMap | None = None) -> list:
+        """Load (or store) rows [b0, b1) of every channel block of tensor ``name`` (rows of
+        ``W`` entries in memory, ``pitch`` in the buffer, spread over the lanes by ``rows``)."""
         nb, n = self.t.blocks[self.t.source(name)], (b1 - b0) * W
+        nbuf = (b1 - b0) * (pitch or W)
         if b0 == 0 and b1 == H:
-            return [self._dma(cls, name, 0, nb * n, buf)]
-        return [self._dma(cls, name, (cb * H + b0) * W, n, buf + cb * n) for cb in range(nb)]
+            return [self._dma(cls, name, 0, nb * n, buf, rows)]
+        return [self._dma(cls, name, (cb * H + b0) * W, n, buf + cb * nbuf, rows) for cb in range(nb)]
 
     # compute ---------------------------------------------------------------------------
     def op(self, cls, desc, set_=None, p_off=0):
@@ -244,7 +263,12 @@ class _LayerScheduler:
         k, s, p = d["kernel"], d["stride"], d["pad"]
         sets = self.w.sets.get(low.name, []) if low.kind == "conv" and not self.w.resident else []
         n_sets = max(1, len(sets))
-        shape = BandShape(icb, H, W, ocb, OW, k, s)
+        g = low.lanes or LaneGeometry(W, OW, OW, W, OW * s, 0, 1)        # the vector unit: lane 0
+        in_map = out_map = None
+        if g.pitch != W or g.out_cols != OW:        # spread over the pixel lanes
+            in_map = RowMap(W, g.pitch, g.step, -g.pad, g.pitch - g.pad, g.lane_mask)
+            out_map = RowMap(OW, g.out_cols, g.out_cols, 0, g.out_cols, g.lane_mask)
+        shape = BandShape(icb, H, W, ocb, OW, k, s, g.pitch, g.out_cols)
         bands, pipelined = choose_bands(low.name, OH, shape, act_depth=self.cfg.act_depth, wpe=t.wpe,
                                         compute=low.beats, weight_words=self.w.set_words(low.name),
                                         n_sets=n_sets, n_dma=icb + ocb)
@@ -254,15 +278,16 @@ class _LayerScheduler:
         for i, (oy0, oy1) in enumerate(bands):
             b0, b1, pad_top = band_rows(oy0, oy1, k, s, p, H)
             base = (i % ACT_BANKS) * half_a if pipelined else 0
-            a_out = base + icb * W * (b1 - b0)
+            a_out = base + icb * g.pitch * (b1 - b0)
             banks = 1 << (i % ACT_BANKS) if pipelined else (1 << ACT_BANKS) - 1
-            loads = self.rows_io(Load, x, b0, b1, base, H, W)
-            stores = self.rows_io(Store, low.name, oy0, oy1, a_out, OH, OW)
+            # a lane's rows start at its column -pad: column 0 is pad entries in
+            loads = self.rows_io(Load, x, b0, b1, base + g.pad, H, W, g.pitch, in_map)
+            stores = self.rows_io(Store, low.name, oy0, oy1, a_out, OH, OW, g.out_cols, out_map)
             if low.kind == "vec":
                 compute = [self.op(Vec, {**d, "a_base": base, "out_base": a_out, "in_h": b1 - b0,
                                          "pad_top": pad_top, "out_h": oy1 - oy0, "banks": banks})]
             else:
-                compute = self.band_compute({**d, "in_base": base, "in_h": b1 - b0, "pad_top": pad_top,
+                compute = self.band_compute({**d, "in_base": base + g.pad, "in_h": b1 - b0, "pad_top": pad_top,
                                              "out_base": a_out, "out_h": oy1 - oy0, "banks": banks}, only)
             parts.append((loads, compute, stores))
         return pipeline(parts, pipelined)

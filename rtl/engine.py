@@ -160,9 +160,8 @@ class ConvEngine(wiring.Component):
         m.submodules.out_plane = out_plane = SerialMultiplier(DIM_BITS, DIM_BITS, AB)
         m.d.comb += [in_plane.a.eq(self.desc.in_w), in_plane.b.eq(self.desc.in_h),
                      out_plane.a.eq(self.desc.out_w), out_plane.b.eq(self.desc.out_h)]
-        # pixel lane p's first input / output column in the global row: p·out_w·stride / p·out_w
+        # pixel lane p's first input column in the global row: p·out_w·stride
         in_off = [Signal(DIM_BITS + 4, name=f"in_off{p}") for p in range(P)]
-        out_off = [Signal(DIM_BITS + 3, name=f"out_off{p}") for p in range(P)]
 
         with m.If((self.start | self.vec_start) & ~self.busy):
             m.d.sync += [self.cycles.eq(0), self.mac_beats.eq(0)]
@@ -174,7 +173,6 @@ class ConvEngine(wiring.Component):
                          self.mac_beats.eq(0), og.eq(0), oy.eq(0), ox.eq(0), cb.eq(0), ky.eq(0), kx.eq(0)]
             step = small_mul(self.desc.out_w, self.desc.stride, DIM_BITS + 4)
             m.d.sync += [in_off[p].eq(p * step) for p in range(1, P)]
-            m.d.sync += [out_off[p].eq(p * self.desc.out_w) for p in range(1, P)]
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
@@ -253,17 +251,14 @@ class ConvEngine(wiring.Component):
             m.d.sync += queued.eq(queued - 1)
 
         # -- requantize and write, one row per cycle (all pixel lanes at once) ------------------
-        # (output group, pixel, column) of the next dot product to pop, and pixel and column of
-        # the popped one
+        # (output group, pixel) of the next dot product to pop, and the pixel of the popped one
         nog, npix, cpix = Signal(DIM_BITS), Signal(AB), Signal(AB)
-        nox, cox = Signal(DIM_BITS), Signal(DIM_BITS)
         with m.If(self.start & ~self.busy):
-            m.d.sync += [nog.eq(0), npix.eq(0), nox.eq(0)]
+            m.d.sync += [nog.eq(0), npix.eq(0)]
         with m.Elif(pop):
-            m.d.sync += [cpix.eq(npix), cox.eq(nox)]
-            m.d.sync += nox.eq(Mux(nox == d.out_w - 1, 0, nox + 1))
+            m.d.sync += cpix.eq(npix)
             with m.If(npix == out_plane.p - 1):
-                m.d.sync += [npix.eq(0), nog.eq(nog + 1), nox.eq(0)]
+                m.d.sync += [npix.eq(0), nog.eq(nog + 1)]
             with m.Else():
                 m.d.sync += npix.eq(npix + 1)
         acc = q_rd.data                 # the popped dot product (held)
@@ -324,13 +319,11 @@ class ConvEngine(wiring.Component):
         waddr = Signal(ADDR_BITS)
         block = (bpos >> lb)[:AB]                    # the row's channel block: one product per row
         m.d.comb += waddr.eq((d.out_base + (block * out_plane.p)[:AB] + cpix)[:AB])
-        # pixel lanes past the global row's last column write nothing
-        lane_ok = Cat(*(Const(1, 1) if p == 0 else (cox + out_off[p] < d.out_wg) for p in range(P)))
-        # line up with the requantizer's output
-        wmeta = delay(m, Cat(waddr, bpos[:lb], rp.en, d.wide, lane_ok), rq.latency, "wmeta")
+        # (a pixel lane's columns past the row's end are written too, into its own output
+        # region, which the gathering store never reads)
+        wmeta = delay(m, Cat(waddr, bpos[:lb], rp.en, d.wide), rq.latency, "wmeta")
         o_addr, o_lane, o_en, o_wide = (wmeta[:ADDR_BITS], wmeta[ADDR_BITS:ADDR_BITS + lb],
                                         wmeta[ADDR_BITS + lb], wmeta[ADDR_BITS + lb + 1])
-        o_ok = wmeta[ADDR_BITS + lb + 2:]
         pending = Signal(range(rq.latency + 2))       # values inside the requantizer
         with m.If(rq.i.valid & ~rq.o.valid):
             m.d.sync += pending.eq(pending + 1)
@@ -350,7 +343,7 @@ class ConvEngine(wiring.Component):
                 half = rqp.o.payload[:16]
                 m.d.comb += [act_wr.data[p].eq(Mux(o_wide, half.replicate(C // 2 if C > 1 else 1),
                                                    half[:8].replicate(C))),
-                             act_wr.en[p].eq(Mux(rqp.o.valid & o_en & o_ok[p], wen, 0))]
+                             act_wr.en[p].eq(Mux(rqp.o.valid & o_en, wen, 0))]
         own = Signal(ACT_BANKS)
         with m.If(self.start & ~self.busy):
             m.d.sync += own.eq(self.desc.banks)

@@ -54,11 +54,10 @@ class ConvDesc(data.Struct):
     out_hi: signed(17)
     banks: unsigned(ACT_BANKS)        # activation-buffer banks the layer reads or writes
     # pixel lanes (AcceleratorConfig.pixels > 1): lane p computes output columns
-    # [p·out_w, (p+1)·out_w) of the global out_wg from its own bank, where the row is stored
-    # from global column p·out_w·stride on (in_w is then the stored row's pitch); taps
-    # outside the global in_wg columns are padding, columns past out_wg are not written
+    # [p·out_w, (p+1)·out_w) of a row from its own bank, where the row is stored from global
+    # column p·out_w·stride - pad on (in_w is then the stored row's pitch); taps outside the
+    # row's in_wg columns are padding
     in_wg: unsigned(DIM_BITS)
-    out_wg: unsigned(DIM_BITS)
 
 
 CH_BITS = 12

@@ -256,3 +256,49 @@ def test_average_pool_on_the_conv_engine_runs_block_by_block(acc_depth, sets):
     dev = _AmaranthDevice(cfg)
     dev.load(prog)
     assert torch.equal(dev.run(x[:1]), golden(qm, x[:1]))
+
+
+class _MiniResNet(nn.Module):
+    """3×3 conv, max-pool, a residual block, a strided one with a 1×1 downsample, global pool,
+    fc: every kind of layer the pixel lanes touch, on widths (9, 5, 3) no lane count divides."""
+
+    def __init__(self, w=8):
+        super().__init__()
+        from rmsmp.host.models.resnet import BasicBlock
+        self.conv1 = nn.Conv2d(3, w, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = BasicBlock(w, w)
+        down = nn.Sequential(nn.Conv2d(w, 2 * w, 1, 2, bias=False), nn.BatchNorm2d(2 * w))
+        self.layer2 = BasicBlock(w, 2 * w, 2, down)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * w, 5)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(self.avgpool(self.layer2(self.layer1(x))), 1))
+
+
+@pytest.mark.parametrize("pixels, act_depth, weight_depth", [(2, 2048, 512), (3, 2048, 512), (3, 256, 64)],
+                         ids=["P2", "P3", "P3-banded-streamed"])
+def test_pixel_lanes_run_a_network_bit_exact(pixels, act_depth, weight_depth):
+    """Lane p computes output columns [p·G, (p+1)·G) of every row from its own bank, with the
+    row's weights shared: the whole network bit-exact against golden, with partial last
+    chunks, halos on both sides, stride 2, im2col input, vector ops in lane 0 — and with
+    buffers small enough to force row bands and streamed weight sets."""
+    torch.manual_seed(0)
+    model = _MiniResNet().eval()
+    x = torch.randn(8, 3, 9, 9)
+    qm = quantize(model, x, ratio=RATIO, assign="variance")
+    cfg = AcceleratorConfig(lane_groups=CFG.lane_groups, columns=4, act_depth=act_depth,
+                            weight_depth=weight_depth, acc_depth=64 if weight_depth > 64 else 8, pixels=pixels)
+    prog = compile_model(qm, cfg, (3, 9, 9))
+    convs = [low for low in prog.layers if low.kind == "conv" and low.name.startswith("layer")]
+    assert all(low.lanes.out_cols < low.lanes.out_w for low in convs)      # spread over the lanes
+    if act_depth < 2048:
+        assert not prog.io.resident
+        assert len({low.desc["out_h"] for low in prog.layers if low.name == "layer1.conv1"}) >= 1
+    dev = _AmaranthDevice(cfg)
+    dev.load(prog)
+    assert torch.equal(dev.run(x[:1]), golden(qm, x[:1]))
