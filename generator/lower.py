@@ -382,9 +382,12 @@ def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: in
     elif layer.op == "maxpool":
         k, s, p = layer.attrs["kernel"], layer.attrs["stride"], layer.attrs["padding"]
         oh, ow = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+        geo = lane_geometry(cfg, W, ow, k, s, p)          # spread over the pixel lanes as a conv is
         desc = {**base, "kind": VecKind.MAXPOOL, "kernel": k, "stride": s, "pad": p, "pad_top": p, "cb": cb,
-                "in_h": H, "in_w": W, "out_h": oh, "out_w": ow, "lo": iq.lo, "hi": iq.hi}
-        taps = cb * oh * ow * k * k
+                "in_h": H, "in_w": geo.pitch, "out_h": oh, "out_w": geo.out_cols, "lo": iq.lo, "hi": iq.hi}
+        if cfg.pixels > 1:
+            desc["in_wg"] = W
+        taps = cb * oh * geo.out_cols * k * k
     elif layer.op == "avgpool":
         M, n = _avgpool_requant(layer, iq, H, W, cfg)     # on the engine's requantizer (rtl/vector.py)
         sum_bits = min(AVGPOOL_SUM_BITS, cfg.acc_bits)
@@ -400,6 +403,7 @@ def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: in
         taps = cb * H * W
     else:
         raise CompileError(f"layer {layer.name!r}: op {layer.op!r} does not run on the vector unit")
-    low = LoweredLayer(layer.name, desc, out_channels_padded=cb * C, beats=taps, kind="vec")
+    low = LoweredLayer(layer.name, desc, out_channels_padded=cb * C, beats=taps, kind="vec",
+                       lanes=geo if layer.op == "maxpool" else None)
     low.out_hw = (oh, ow)
     return low

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from rmsmp.rtl.isa import ACT_BANKS, VecDesc, field_max
+from rmsmp.rtl.isa import ACT_BANKS, DmaDesc, VecDesc, field_max
 
 from .allocate import TensorPlan
 from .lower import CompileError, LaneGeometry, LoweredLayer
@@ -284,7 +284,7 @@ class _LayerScheduler:
             loads = self.rows_io(Load, x, b0, b1, base + g.pad, H, W, g.pitch, in_map)
             stores = self.rows_io(Store, low.name, oy0, oy1, a_out, OH, OW, g.out_cols, out_map)
             if low.kind == "vec":
-                compute = [self.op(Vec, {**d, "a_base": base, "out_base": a_out, "in_h": b1 - b0,
+                compute = [self.op(Vec, {**d, "a_base": base + g.pad, "out_base": a_out, "in_h": b1 - b0,
                                          "pad_top": pad_top, "out_h": oy1 - oy0, "banks": banks})]
             else:
                 compute = self.band_compute({**d, "in_base": base + g.pad, "in_h": b1 - b0, "pad_top": pad_top,
@@ -293,16 +293,22 @@ class _LayerScheduler:
         return pipeline(parts, pipelined)
 
     def add(self, a, b) -> list:
-        """A residual add in pipelined chunks of a third of a bank each (a, b, sum)."""
-        n_all, half_a = self.t.entries[self.low.name], self.cfg.act_depth // ACT_BANKS
-        T = min(half_a // 3, field_max(VecDesc, "in_w"))
+        """A residual add in pipelined chunks of a third of a bank each (a, b, sum); with
+        pixel lanes a chunk is one row spread over them, every lane adding its share."""
+        n_all, half_a, P = self.t.entries[self.low.name], self.cfg.act_depth // ACT_BANKS, self.cfg.pixels
+        T = min(half_a // 3, field_max(VecDesc, "in_w"))         # entries a lane holds per operand
+        if P > 1:
+            T = min(T * P, field_max(DmaDesc, "row_w"))
         parts = []
         for i, o in enumerate(range(0, n_all, T)):
             n, base = min(T, n_all - o), (i % ACT_BANKS) * half_a
-            loads = [self._dma(Load, a, o, n, base), self._dma(Load, b, o, n, base + T)]
-            compute = [self.op(Vec, {**self.low.desc, "a_base": base, "b_base": base + T, "out_base": base + 2 * T,
-                                     "in_w": n, "out_w": n, "banks": 1 << (i % ACT_BANKS)})]
-            parts.append((loads, compute, [self._dma(Store, self.low.name, o, n, base + 2 * T)]))
+            L = -(-n // P)                                       # a lane's entries
+            rows = RowMap(n, L, L, 0, L, (1 << -(-n // L)) - 1) if P > 1 else None
+            Tl = -(-T // P)
+            loads = [self._dma(Load, a, o, n, base, rows), self._dma(Load, b, o, n, base + Tl, rows)]
+            compute = [self.op(Vec, {**self.low.desc, "a_base": base, "b_base": base + Tl, "out_base": base + 2 * Tl,
+                                     "in_w": L, "out_w": L, "banks": 1 << (i % ACT_BANKS)})]
+            parts.append((loads, compute, [self._dma(Store, self.low.name, o, n, base + 2 * Tl, rows)]))
         return pipeline(parts, True)
 
     def global_pool(self, x) -> list:

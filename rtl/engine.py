@@ -108,7 +108,7 @@ class ConvEngine(wiring.Component):
             m.submodules["rq" if p == 0 else f"rq{p}"] = rqs[-1]
         rq = rqs[0]
         m.submodules.vec = vec = VectorUnit(columns=C, requantizer=rq.signature, addr_bits=AB,
-                                             ops=cfg.vector_ops, held_desc=self._held)
+                                             ops=cfg.vector_ops, held_desc=self._held, pixels=P)
         m.d.comb += [vec.start.eq(self.vec_start & ~self.busy), vec.desc.eq(self.vec_desc),
                      self.busy.eq(cbusy | vec.busy), self.done.eq(cdone | vec.done)]
 
@@ -332,11 +332,12 @@ class ConvEngine(wiring.Component):
 
         # -- activation buffer: two banks (per pixel lane); the engine drives a bank its running
         # op owns, the host port (the DMA) every other bank, so tensors stream in and out of one
-        # bank while the engine works in the other.  The vector unit works in lane 0 ----------
+        # bank while the engine works in the other ------------------------------------------
         wen = Mux(o_wide, Const(3, C + 1), Const(1, C)) << o_lane
         with m.If(vec.busy):
-            m.d.comb += [act_rd.addr.eq(vec.rd_addr), act_wr.addr.eq(vec.wr_addr), act_wr.data[0].eq(vec.wr_data),
-                         act_wr.en[0].eq(vec.wr_en.replicate(C)), vec.rd_data.eq(act_rd.data[0])]
+            m.d.comb += [act_rd.addr.eq(vec.rd_addr), act_wr.addr.eq(vec.wr_addr), vec.rd_data.eq(act_rd.data),
+                         act_wr.data.eq(vec.wr_data)]
+            m.d.comb += [act_wr.en[p].eq(vec.wr_en.replicate(C)) for p in range(P)]
         with m.Else():
             m.d.comb += [act_rd.addr.eq(act_addr[:ADDR_BITS]), act_wr.addr.eq(o_addr)]
             for p, rqp in enumerate(rqs):

@@ -153,6 +153,7 @@ class VecDesc(data.Struct):
     lo: signed(17)
     hi: signed(17)
     banks: unsigned(ACT_BANKS)        # activation-buffer banks the op reads or writes
+    in_wg: unsigned(DIM_BITS)         # MAXPOOL over pixel lanes: the row's columns (as ConvDesc)
 
 
 #: Instructions are INSTR_BITS wide: an opcode and one of the descriptors.

@@ -13,12 +13,17 @@ halves (the second half from the held words, the cycle after ``b`` arrives).
 ``ops`` names the operations built (``AcceleratorConfig.vector_ops``): an add-only unit
 has no window walk, no plane multiplier and no wide sums.  A descriptor of an operation
 the unit lacks does nothing (the compiler never emits one).
+
+With ``pixels`` lanes every pixel lane's bank is read and written at the same address, as
+the conv engine does: the add works on each lane's share of the entries, the max-pool on
+each lane's columns (a tap is padding outside the row's ``in_wg`` columns); the average
+pool runs in lane 0.
 """
 from __future__ import annotations
 
 from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth import C as Const
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import SerialMultiplier, clamp, nested_address, nested_carries, rshift_round, small_mul
@@ -32,8 +37,9 @@ class VectorUnit(wiring.Component):
     ``held_desc``: ``desc`` is held by the driver while ``busy`` (no copy is kept)."""
 
     def __init__(self, *, columns: int, requantizer: wiring.Signature, sum_bits: int = AVGPOOL_SUM_BITS,
-                 addr_bits: int = ADDR_BITS, ops=VECTOR_OPS, held_desc: bool = False):
+                 addr_bits: int = ADDR_BITS, ops=VECTOR_OPS, held_desc: bool = False, pixels: int = 1):
         self._C, self._sum_bits, self._addr_bits = columns, sum_bits, addr_bits
+        self._P = pixels
         self._held = held_desc
         self._ops = frozenset(ops)
         unknown = self._ops - set(VECTOR_OPS)
@@ -42,13 +48,13 @@ class VectorUnit(wiring.Component):
         super().__init__({
             "rq": In(requantizer),
             "start": In(1), "desc": In(VecDesc), "busy": Out(1), "done": Out(1),
-            "rd_addr": Out(ADDR_BITS), "rd_data": In(8 * columns),
-            "wr_addr": Out(ADDR_BITS), "wr_data": Out(8 * columns), "wr_en": Out(1),
+            "rd_addr": Out(ADDR_BITS), "rd_data": In(data.ArrayLayout(8 * columns, pixels)),
+            "wr_addr": Out(ADDR_BITS), "wr_data": Out(data.ArrayLayout(8 * columns, pixels)), "wr_en": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        C, AB = self._C, self._addr_bits
+        C, AB, P = self._C, self._addr_bits, self._P
         has_add, has_max, has_avg = (k.name.lower() in self._ops
                                      for k in (VecKind.ADD, VecKind.MAXPOOL, VecKind.AVGPOOL))
         window = has_max or has_avg                  # ops that walk a window of the input plane
@@ -107,70 +113,92 @@ class VectorUnit(wiring.Component):
             if has_max:
                 iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))
                 m.d.comb += [iy.eq(iy0 + ty), ix.eq(ix0 + tx)]
-                inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
+                if P == 1:
+                    inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
+                else:               # pixel lane p's columns start p·out_w·stride into the row
+                    off = [Signal(DIM_BITS + 4, name=f"off{p}") for p in range(P)]
+                    with m.If(self.start & ~self.busy):
+                        step = small_mul(self.desc.out_w, self.desc.stride, DIM_BITS + 4)
+                        m.d.sync += [off[p].eq(p * step) for p in range(1, P)]
+                    inside = Cat(*((iy >= 0) & (iy < d.in_h) & (ix + off[p] >= 0) & (ix + off[p] < d.in_wg)
+                                   for p in range(P)))
             m.d.comb += self.rd_addr.eq(Mux(is_add, add_addr, a_tap) if has_add else a_tap)
         else:
             m.d.comb += self.rd_addr.eq(add_addr)
 
-        # one cycle later: fold the data
-        v1, f1, l1, in1 = Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [v1.eq(issue), f1.eq(first), l1.eq(last), in1.eq(is_add | is_avg | inside)]
-        have = Signal()
+        # one cycle later: fold the data (every pixel lane; the average pool in lane 0)
+        v1, f1, l1, in1 = Signal(), Signal(), Signal(), Signal(P)
+        m.d.sync += [v1.eq(issue), f1.eq(first), l1.eq(last), in1.eq(Mux(is_add | is_avg, (1 << P) - 1, inside))]
+        have = Signal(P)                             # max-pool: an inside tap was seen
         with m.If(v1 & f1):
             m.d.sync += have.eq(in1)
-        with m.Elif(v1 & in1):
-            m.d.sync += have.eq(1)
-        ys, accs = [], []
-        for lane in range(C if window else 0):
-            byte = self.rd_data[8 * lane:8 * lane + 8]
-            v = Signal(signed(10), name=f"v{lane}")
-            m.d.comb += v.eq(Mux(d.a_signed, byte.as_signed(), byte.as_unsigned()))
-            acc = Signal(signed(sum_bits), name=f"acc{lane}")
-            accs.append(acc)
-            # the reduction including this tap
-            cur = Signal(signed(sum_bits + 1), name=f"cur{lane}")
-            m.d.comb += cur.eq(v)
-            if has_max:
-                with m.If(is_max):
-                    m.d.comb += cur.eq(Mux(~in1, acc, Mux(~have | f1, v, Mux(v > acc, v, acc))))
-            if has_avg:
-                with m.If(is_avg):
-                    m.d.comb += cur.eq(Mux(f1, v, acc + v))
-            with m.If(v1):
-                m.d.sync += acc.eq(cur)
-            ys.append(clamp(cur[:10].as_signed(), d.lo, d.hi)[:8])
-        word, write = Cat(*ys), v1 & l1               # max-pool: the window's last tap
+        with m.Elif(v1):
+            m.d.sync += have.eq(have | in1)
+        words, accs = [], []
+        for p in range(P):
+            rd = self.rd_data[p]
+            sfx = f"_{p}" if P > 1 else ""
+            ys = []
+            for lane in range(C if window else 0):
+                byte = rd[8 * lane:8 * lane + 8]
+                v = Signal(signed(10), name=f"v{lane}{sfx}")
+                m.d.comb += v.eq(Mux(d.a_signed, byte.as_signed(), byte.as_unsigned()))
+                avg_lane = has_avg and p == 0
+                acc = Signal(signed(sum_bits if avg_lane else 10), name=f"acc{lane}{sfx}")
+                if p == 0:
+                    accs.append(acc)
+                # the reduction including this tap
+                cur = Signal(signed((sum_bits if avg_lane else 10) + 1), name=f"cur{lane}{sfx}")
+                m.d.comb += cur.eq(v)
+                if has_max:
+                    with m.If(is_max):
+                        m.d.comb += cur.eq(Mux(~in1[p], acc, Mux(~have[p] | f1, v, Mux(v > acc, v, acc))))
+                if avg_lane:
+                    with m.If(is_avg):
+                        m.d.comb += cur.eq(Mux(f1, v, acc + v))
+                with m.If(v1):
+                    m.d.sync += acc.eq(cur)
+                ys.append(clamp(cur[:10].as_signed(), d.lo, d.hi)[:8])
+            words.append(Cat(*ys))
+        write = v1 & l1                              # max-pool: the window's last tap
 
         # the add reads two words (a, then b) per output word, so ceil(C/2) adders serve the
         # C lanes: lanes [0, H) when b arrives, lanes [H, C) the cycle after (from the held
         # words), and the word is written then — one word per two cycles, as the reads allow
         if has_add:
             H = (C + 1) // 2
-            abuf, bbuf, ylo = Signal(8 * C), Signal(8 * C), Signal(8 * H)
             p1 = Signal()                            # the second half of a word's lanes
-            with m.If(v1 & f1):
-                m.d.sync += abuf.eq(self.rd_data)
-            with m.If(v1 & l1):
-                m.d.sync += bbuf.eq(self.rd_data)
             m.d.sync += p1.eq(v1 & l1 & is_add & (C > 1))
-            sums = []
-            for i in range(H):
-                a_byte, b_byte = abuf.word_select(i, 8), self.rd_data.word_select(i, 8)
-                if H + i < C:
-                    a_byte = Mux(p1, abuf.word_select(H + i, 8), a_byte)
-                    b_byte = Mux(p1, bbuf.word_select(H + i, 8), b_byte)
-                a, b = Signal(signed(10), name=f"add_a{i}"), Signal(signed(10), name=f"add_b{i}")
-                m.d.comb += [a.eq(Mux(d.a_signed, a_byte.as_signed(), a_byte.as_unsigned())),
-                             b.eq(Mux(d.b_signed, b_byte.as_signed(), b_byte.as_unsigned()))]
-                sums.append(clamp(rshift_round((a << d.sa) + (b << d.sb), d.rs), d.lo, d.hi)[:8])
-            with m.If(v1 & l1):
-                m.d.sync += ylo.eq(Cat(*sums))
-            if C > 1:
-                add_word, add_write = Cat(ylo, Cat(*sums)[:8 * (C - H)]), p1
+            add_words = []
+            for p in range(P):
+                rd = self.rd_data[p]
+                sfx = f"_{p}" if P > 1 else ""
+                abuf, bbuf, ylo = Signal(8 * C, name=f"abuf{sfx}"), Signal(8 * C, name=f"bbuf{sfx}"), \
+                    Signal(8 * H, name=f"ylo{sfx}")
+                with m.If(v1 & f1):
+                    m.d.sync += abuf.eq(rd)
+                with m.If(v1 & l1):
+                    m.d.sync += bbuf.eq(rd)
+                sums = []
+                for i in range(H):
+                    a_byte, b_byte = abuf.word_select(i, 8), rd.word_select(i, 8)
+                    if H + i < C:
+                        a_byte = Mux(p1, abuf.word_select(H + i, 8), a_byte)
+                        b_byte = Mux(p1, bbuf.word_select(H + i, 8), b_byte)
+                    a = Signal(signed(10), name=f"add_a{i}{sfx}")
+                    b = Signal(signed(10), name=f"add_b{i}{sfx}")
+                    m.d.comb += [a.eq(Mux(d.a_signed, a_byte.as_signed(), a_byte.as_unsigned())),
+                                 b.eq(Mux(d.b_signed, b_byte.as_signed(), b_byte.as_unsigned()))]
+                    sums.append(clamp(rshift_round((a << d.sa) + (b << d.sb), d.rs), d.lo, d.hi)[:8])
+                with m.If(v1 & l1):
+                    m.d.sync += ylo.eq(Cat(*sums))
+                add_words.append(Cat(ylo, Cat(*sums)[:8 * (C - H)]) if C > 1 else Cat(*sums))
+            add_write = p1 if C > 1 else v1 & l1 & is_add
+            if window:
+                words = [Mux(is_add, aw, w) for aw, w in zip(add_words, words)]
+                write = Mux(is_add, add_write, write)
             else:
-                add_word, add_write = Cat(*sums), v1 & l1 & is_add
-            word, write = ((Mux(is_add, add_word, word), Mux(is_add, add_write, write)) if window
-                           else (add_word, add_write))
+                words, write = add_words, add_write
             settling = p1
         else:
             settling = Const(0, 1)
@@ -211,12 +239,12 @@ class VectorUnit(wiring.Component):
         # word goes through a register to the buffer (the reduction is a cycle's work already)
         oa = Signal(AB)
         if has_avg:
-            word, write = Mux(is_avg, ybuf, word), Mux(is_avg, avg_done, write)
+            words[0], write = Mux(is_avg, ybuf, words[0]), Mux(is_avg, avg_done, write)
         with m.If(self.start & ~self.busy):
             m.d.sync += oa.eq(self.desc.out_base)
         with m.Elif(write):
             m.d.sync += oa.eq(oa + 1)
-        m.d.sync += [self.wr_addr.eq(oa), self.wr_data.eq(word), self.wr_en.eq(write)]
+        m.d.sync += [self.wr_addr.eq(oa), self.wr_en.eq(write)] + [self.wr_data[p].eq(words[p]) for p in range(P)]
 
         with m.If(self.busy & ~setup & ~running & ~v1 & ~settling & ~draining & ~self.wr_en):
             m.d.sync += [self.busy.eq(0), self.done.eq(1)]

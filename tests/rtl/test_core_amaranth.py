@@ -296,6 +296,10 @@ def test_pixel_lanes_run_a_network_bit_exact(pixels, act_depth, weight_depth):
     prog = compile_model(qm, cfg, (3, 9, 9))
     convs = [low for low in prog.layers if low.kind == "conv" and low.name.startswith("layer")]
     assert all(low.lanes.out_cols < low.lanes.out_w for low in convs)      # spread over the lanes
+    pool = next(low for low in prog.layers if low.name == "maxpool")
+    assert pool.lanes.out_cols < pool.lanes.out_w                          # so is the max-pool
+    adds = [low for low in prog.layers if low.name.startswith("add")]
+    assert adds and all(low.desc["out_w"] < 8 * 5 * 5 for low in adds)     # and the adds
     if act_depth < 2048:
         assert not prog.io.resident
         assert len({low.desc["out_h"] for low in prog.layers if low.name == "layer1.conv1"}) >= 1
