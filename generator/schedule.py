@@ -312,14 +312,22 @@ class _LayerScheduler:
         return pipeline(parts, True)
 
     def global_pool(self, x) -> list:
-        """A global average pool on the vector unit: the whole input on chip."""
+        """A global average pool on the vector unit (lane 0), as many whole channel blocks at
+        a time as the buffer holds."""
         n_in, ocb = self.t.entries[self.t.source(x)], self.t.blocks[self.low.name]
-        if n_in + ocb > self.cfg.act_depth:
-            raise CompileError(f"layer {self.low.name!r}: global pooling of {n_in} entries needs its whole "
-                               f"input on chip; the buffer holds {self.cfg.act_depth}")
-        return [self._dma(Load, x, 0, n_in, 0),
-                self.op(Vec, {**self.low.desc, "a_base": 0, "out_base": n_in, "banks": (1 << ACT_BANKS) - 1}),
-                self._dma(Store, self.low.name, 0, ocb, n_in)]
+        plane = n_in // ocb
+        per = min(ocb, self.cfg.act_depth // (plane + 1))
+        if per == 0:
+            raise CompileError(f"layer {self.low.name!r}: global pooling needs a channel block's {plane} "
+                               f"entries on chip; the buffer holds {self.cfg.act_depth}")
+        ops = []
+        for b0 in range(0, ocb, per):
+            m = min(per, ocb - b0)
+            ops += [self._dma(Load, x, b0 * plane, m * plane, 0),
+                    self.op(Vec, {**self.low.desc, "cb": m, "a_base": 0, "out_base": m * plane,
+                                  "banks": (1 << ACT_BANKS) - 1}),
+                    self._dma(Store, self.low.name, b0, m, m * plane)]
+        return ops
 
 
 def schedule(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, weights: WeightPlan,

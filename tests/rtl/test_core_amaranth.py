@@ -306,3 +306,21 @@ def test_pixel_lanes_run_a_network_bit_exact(pixels, act_depth, weight_depth):
     dev = _AmaranthDevice(cfg)
     dev.load(prog)
     assert torch.equal(dev.run(x[:1]), golden(qm, x[:1]))
+
+
+def test_global_pool_runs_in_channel_blocks_when_the_input_does_not_fit():
+    """A global average pool whose input exceeds the activation buffer pools a few whole
+    channel blocks at a time (32 channels of 6×6 at C = 4: eight 36-entry blocks, three per
+    128-entry buffer), bit-exact."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(32, 3)).eval()
+    x = torch.randn(8, 3, 6, 6)
+    qm = quantize(model, x, ratio=RATIO, assign="variance")
+    cfg = AcceleratorConfig(lane_groups=CFG.lane_groups, columns=4, act_depth=128, weight_depth=512, acc_depth=64)
+    prog = compile_model(qm, cfg, (3, 6, 6))
+    pools = [low for low in prog.layers if low.kind == "vec"]
+    assert [low.desc["cb"] for low in pools] == [3, 3, 2]
+    dev = _AmaranthDevice(cfg)
+    dev.load(prog)
+    assert torch.equal(dev.run(x[:1]), golden(qm, x[:1]))
