@@ -7,7 +7,8 @@ builds' ``NO_COLLISION_BYPASS`` step, as ``make bitstream`` does) for a spread o
 shapes and writes the cell counts per configuration.  ``rmsmp.generator.cost``
 fits its LUT and DSP model to this file (least squares) and states the fit error;
 block RAMs are computed from the memory shapes and checked against the same data.
-Takes about 17 min for ECP5 and 3 min for iCE40 on this machine (the first call compiles the WebAssembly).
+Takes about 17 min for ECP5 (pixel-lane points: longer) and 3 min for iCE40 on this machine
+(the first call compiles the WebAssembly).
 """
 import argparse
 import json
@@ -24,28 +25,36 @@ from synth_ecp5 import yosys  # noqa: E402
 
 from rmsmp.boards.toolchain import NO_COLLISION_BYPASS  # noqa: E402
 from rmsmp.generator.config import AcceleratorConfig  # noqa: E402
-from rmsmp.generator.cost import FAMILY_PARAMS  # noqa: E402
+from rmsmp.generator.cost import family_params  # noqa: E402
 from rmsmp.rtl.core import Core  # noqa: E402
 from rmsmp.rtl.toplevel import flat_toplevel  # noqa: E402
 
-#: array shapes spanning rows, columns and scheme mixes, per family (iCE40: small arrays)
+#: array shapes (lane groups, columns, pixel lanes) spanning rows, columns, pixel lanes and
+#: scheme mixes, per family (iCE40: small arrays, one pixel lane)
 SHAPES = {"ecp5": [
-    ((("pot4", 10), ("fix8", 6)), 8),
-    ((("pot4", 4), ("fix8", 4)), 8),
-    ((("pot4", 10), ("fix8", 6)), 4),
-    ((("fix4", 16),), 8),
-    ((("pot4", 20), ("fix8", 12)), 8),
-    ((("pot4", 8), ("fix4", 4), ("fix8", 2)), 16),
-    ((("pot4", 4), ("fix8", 4)), 16),
+    ((("pot4", 10), ("fix8", 6)), 8, 1),
+    ((("pot4", 4), ("fix8", 4)), 8, 1),
+    ((("pot4", 10), ("fix8", 6)), 4, 1),
+    ((("fix4", 16),), 8, 1),
+    ((("pot4", 20), ("fix8", 12)), 8, 1),
+    ((("pot4", 8), ("fix4", 4), ("fix8", 2)), 16, 1),
+    ((("pot4", 4), ("fix8", 4)), 16, 1),
+    ((("pot4", 10), ("fix8", 6)), 8, 2),
+    ((("pot4", 4), ("fix8", 4)), 4, 2),
+    ((("fix4", 16),), 8, 2),
+    ((("pot4", 10), ("fix8", 6)), 8, 4),
+    ((("pot4", 4), ("fix8", 4)), 4, 4),
+    ((("pot4", 12), ("fix8", 4)), 8, 4),
+    ((("fix4", 4),), 8, 4),
 ], "ice40": [
-    ((("pot4", 1), ("fix8", 1)), 1),
-    ((("pot4", 1), ("fix8", 1)), 2),
-    ((("pot4", 2), ("fix8", 2)), 4),
-    ((("pot4", 2), ("fix8", 2)), 2),
-    ((("pot4", 1), ("fix8", 1)), 4),
-    ((("fix4", 2),), 2),
-    ((("pot4", 4), ("fix4", 2)), 2),
-    ((("pot4", 2), ("fix4", 1), ("fix8", 1)), 4),
+    ((("pot4", 1), ("fix8", 1)), 1, 1),
+    ((("pot4", 1), ("fix8", 1)), 2, 1),
+    ((("pot4", 2), ("fix8", 2)), 4, 1),
+    ((("pot4", 2), ("fix8", 2)), 2, 1),
+    ((("pot4", 1), ("fix8", 1)), 4, 1),
+    ((("fix4", 2),), 2, 1),
+    ((("pot4", 4), ("fix4", 2)), 2, 1),
+    ((("pot4", 2), ("fix4", 1), ("fix8", 1)), 4, 1),
 ]}
 SYNTH = {"ecp5": "synth_ecp5", "ice40": "synth_ice40 -dsp"}
 
@@ -69,8 +78,8 @@ def main():
     a = ap.parse_args()
     out = Path(a.output or Path(__file__).parent.parent / "generator" / "cost_data" / f"{a.family}.json")
     rows = []
-    for groups, C in SHAPES[a.family]:
-        cfg = AcceleratorConfig(lane_groups=groups, columns=C, **FAMILY_PARAMS[a.family])
+    for groups, C, P in SHAPES[a.family]:
+        cfg = AcceleratorConfig(lane_groups=groups, columns=C, **family_params(a.family, P))
         t = time.perf_counter()
         cells = synth_core(cfg, a.family)
         rows.append({"config": cfg.to_dict(), "cells": cells, "synth_s": round(time.perf_counter() - t)})

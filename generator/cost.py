@@ -26,7 +26,8 @@ from rmsmp.host.quant.formats import parse_weight_format
 from rmsmp.rtl.engine import ConvEngine
 from rmsmp.rtl.isa import ACT_BANKS, param_layout
 
-__all__ = ["estimate", "bram_blocks", "memory_blocks", "fit", "DATA", "lut_equivalent", "FAMILY_PARAMS", "COLUMNS"]
+__all__ = ["estimate", "bram_blocks", "memory_blocks", "fit", "DATA", "lut_equivalent", "FAMILY_PARAMS", "COLUMNS",
+           "PIXELS", "family_params"]
 
 #: buffer depths and accumulator width the calibration uses per family (and ``for_board``
 #: keeps).  iCE40 parts hold small networks: a 24-bit accumulator (the compiler refuses a
@@ -34,8 +35,19 @@ __all__ = ["estimate", "bram_blocks", "memory_blocks", "fit", "DATA", "lut_equiv
 FAMILY_PARAMS = {"ecp5": {"weight_depth": 2048, "act_depth": 8192, "acc_depth": 512},
                  "ice40": {"weight_depth": 512, "act_depth": 1024, "acc_depth": 64, "acc_bits": 24,
                            "vector_ops": ("add",)}}
-#: column counts ``for_board`` tries per family (the calibration spans them)
+#: column counts and pixel-lane counts ``for_board`` tries per family (the calibration spans them)
 COLUMNS = {"ecp5": (4, 8, 16), "ice40": (1, 2, 4)}
+PIXELS = {"ecp5": (1, 2, 4), "ice40": (1,)}
+
+
+def family_params(family: str, pixels: int = 1) -> dict:
+    """:data:`FAMILY_PARAMS` for ``pixels`` lanes: the activation buffer is split among the
+    lanes (each holds its columns of a band; 2,048 entries a lane still band every
+    ResNet-18 layer at 224×224)."""
+    p = dict(FAMILY_PARAMS[family])
+    if pixels > 1:
+        p.update(act_depth=p["act_depth"] // pixels, pixels=pixels)
+    return p
 
 DATA = Path(__file__).parent / "cost_data"
 
@@ -67,28 +79,33 @@ def bram_blocks(cfg, family: str) -> int:
     for g in cfg.lane_groups:
         n += memory_blocks(g.rows * C * g.format.bits, cfg.weight_depth, family)
     n += memory_blocks(param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits).size * R, cfg.acc_depth, family)
-    n += ACT_BANKS * memory_blocks(8 * C, cfg.act_depth // ACT_BANKS, family)
+    n += cfg.pixels * ACT_BANKS * memory_blocks(8 * C, cfg.act_depth // ACT_BANKS, family)
     if family == "ice40":       # no LUT RAM there: the queue of R accumulators takes blocks
-        n += memory_blocks(R * cfg.acc_bits, ConvEngine.QUEUE_DEPTH, family)
+        depth = ConvEngine.QUEUE_DEPTH if cfg.pixels == 1 else ConvEngine.WIDE_QUEUE_DEPTH
+        n += memory_blocks(R * cfg.pixels * cfg.acc_bits, depth, family)
     return n
 
 
-def _features(columns: int, groups) -> list[float]:
-    """fixed, per column, per row, and per lane of pot / narrow fix (≤ 4 b) / wide fix rows;
-    ``groups``: (weight format, rows) of each lane group."""
+def _features(columns: int, groups, pixels: int = 1) -> list[float]:
+    """fixed, per column, per row, per pixel lane, per column of a pixel lane (its
+    activation path), per row of a pixel lane (tree root, accumulator, queue), and per
+    lane of pot / narrow fix (≤ 4 b) / wide fix rows; ``groups``: (weight format, rows) of
+    each lane group."""
     pot = fix_n = fix_w = 0
     for f, rows in groups:
+        lanes = rows * columns * pixels
         if f.kind == "pot":
-            pot += rows * columns
+            pot += lanes
         elif f.bits <= 4:
-            fix_n += rows * columns
+            fix_n += lanes
         else:
-            fix_w += rows * columns
-    return [1.0, columns, sum(r for _, r in groups), pot, fix_n, fix_w]
+            fix_w += lanes
+    R = sum(r for _, r in groups)
+    return [1.0, columns, R, pixels, columns * pixels, R * pixels, pot, fix_n, fix_w]
 
 
 def _config_features(cfg) -> list[float]:
-    return _features(cfg.columns, [(g.format, g.rows) for g in cfg.lane_groups])
+    return _features(cfg.columns, [(g.format, g.rows) for g in cfg.lane_groups], cfg.pixels)
 
 
 @lru_cache(maxsize=None)
@@ -99,7 +116,8 @@ def fit(family: str):
         raise FileNotFoundError(f"no synthesis data for {family}: run python bench/calibrate_cost.py --family {family}")
     pts = json.loads(path.read_text())["points"]
     X = np.array([_features(p["config"]["columns"],
-                            [(parse_weight_format(s), r) for s, r in p["config"]["lane_groups"]]) for p in pts])
+                            [(parse_weight_format(s), r) for s, r in p["config"]["lane_groups"]],
+                            p["config"].get("pixels", 1)) for p in pts])
     lut = np.array([lut_equivalent(p["cells"], family) for p in pts], dtype=float)
     dsp = np.array([p["cells"].get(DSP_CELL[family], 0) for p in pts], dtype=float)
     kl, *_ = np.linalg.lstsq(X, lut, rcond=None)
