@@ -134,33 +134,33 @@ class AcceleratorConfig:
     @classmethod
     def for_board(cls, board: str, ratio: dict | None = None, *, memory: str | None = None,
                   split_fix: bool = False) -> "AcceleratorConfig":
-        """The largest array in ``ratio``'s scheme proportions (default 10:5:1 pot4:fix4:fix8)
-        that fits ``board``'s LUT/DSP/block-RAM budget beside the board top (host link, and
-        with ``memory="bram"`` the on-chip memory; default: the board's SDRAM if it has one),
-        by the synthesis-calibrated cost model (:mod:`rmsmp.generator.cost`), at the board's
-        target clock.  ``make bitstream BOARD=…`` builds and checks it.
+        """The accelerator with the most MACs/cycle that fits ``board``'s LUT/DSP/block-RAM
+        budget beside the board top (host link, and with ``memory="bram"`` the on-chip
+        memory; default: the board's SDRAM if it has one), by the synthesis-calibrated cost
+        model (:mod:`rmsmp.generator.cost`), at the board's target clock, over column and
+        pixel-lane counts.  ``make bitstream BOARD=…`` builds and checks it.
 
-        Fixed-point rows go on lanes of the widest fixed-point scheme, which also run a
-        network's all-fix8 edge layers.  ``split_fix=True`` also tries each fix scheme's rows
-        on lanes of its own (more lanes where block RAM is the limit: a fix4 lane's weights
-        take half a fix8 lane's) — for networks without wide edge layers: on the ULX3S it
-        gives 240 MACs/cycle instead of 200, but ResNet-18 with fix8 edge layers runs 1.4×
-        slower on it (``bench/resnet18_sim.py``, docs/boards.md)."""
+        Without ``ratio`` the hardware chooses it: pot4 rows on shift lanes (LUTs) beside
+        fix8 rows on multiplier lanes (DSP blocks), as many of each as the part holds —
+        ``cfg.ratio`` is then the ratio to quantize for (``quantize(model, …,
+        ratio=cfg.ratio)``).  With a ``ratio`` (e.g. 10:5:1 pot4:fix4:fix8) the array keeps
+        its proportions: fixed-point rows on lanes of the widest fixed-point scheme, which
+        also run a network's all-fix8 edge layers; ``split_fix=True`` also tries each fix
+        scheme's rows on lanes of its own (for networks without wide edge layers)."""
         from .catalog import BoardError
         from .catalog import board as board_spec
-        from .cost import COLUMNS, FAMILY_PARAMS
-        from .sizing import best_fit, lane_layouts
+        from .cost import COLUMNS, PIXELS, family_params
+        from .sizing import best_fit, hardware_layouts, lane_layouts
         spec = board_spec(board)
-        ratio = dict(ratio) if ratio else {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
         try:
-            for k in ratio:
+            for k in ratio or ():
                 parse_weight_format(k)
         except FormatError as e:
             raise ConfigError(f"for_board ratio: {e}") from None
         avail = spec.core_budget(memory)
-        layouts = lane_layouts(ratio, split_fix=split_fix)
-        candidates = (cls(lane_groups=groups, columns=C, clock_hz=spec.clock_hz, **FAMILY_PARAMS[spec.family])
-                      for C in COLUMNS[spec.family] for groups in layouts)
+        layouts = lane_layouts(dict(ratio), split_fix=split_fix) if ratio else hardware_layouts()
+        candidates = (cls(lane_groups=groups, columns=C, clock_hz=spec.clock_hz, **family_params(spec.family, P))
+                      for P in PIXELS[spec.family] for C in COLUMNS[spec.family] for groups in layouts)
         cfg, est = best_fit(candidates, spec.family, avail)
         if cfg is None:
             small_cfg, small = est

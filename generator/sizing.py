@@ -9,7 +9,7 @@ from rmsmp.host.quant.formats import parse_weight_format
 
 from .cost import estimate
 
-__all__ = ["lane_layouts", "best_fit"]
+__all__ = ["lane_layouts", "hardware_layouts", "best_fit"]
 
 
 def _groups_for(ratio: dict, rows: int, split_fix: bool = False):
@@ -53,6 +53,15 @@ def lane_layouts(ratio: dict, *, max_rows: int = 96, split_fix: bool = False) ->
     layouts = {_groups_for(ratio, rows, split) for rows in range(2, max_rows + 1)
                for split in ((False, True) if split_fix else (False,))}
     return sorted(layouts - {None})
+
+
+def hardware_layouts(max_rows: int = 64, max_fix_rows: int = 24) -> list:
+    """Lane-group layouts for a ratio chosen by the hardware: any number of pot4 rows (shift
+    lanes: LUTs) beside 1 … ``max_fix_rows`` fix8 rows (multiplier lanes: DSP blocks take an
+    8-bit product as readily as a 4-bit one, and fix8 lanes run a network's 8-bit edge
+    layers and any narrower fixed-point rows)."""
+    return sorted(((("pot4", rp), ("fix8", rf)) if rp else (("fix8", rf),))
+                  for rf in range(1, max_fix_rows + 1) for rp in range(0, max_rows - rf + 1))
 
 
 def best_fit(candidates, family: str, budget: dict):

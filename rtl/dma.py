@@ -135,40 +135,47 @@ class Dma(wiring.Component):
         rd, wr = self.mem.rd_cmd, self.mem.wr_cmd
 
         # -- the activation walker: entry i's row base, column x, and per pixel lane its
-        # column in the lane (loads) / the lane and column an entry is read from (stores) ----
+        # column in the lane (loads) / the lane and column an entry is read from (stores).
+        # One pixel lane: entries consecutive from buf_addr (the compiler never sets row_w)
         P = self._pixels
-        rows = d.row_w != 0
-        x, rbase = Signal(DIM_BITS), Signal(ADDR_BITS)
-        off = [Signal(DIM_BITS + 4, name=f"off{p}") for p in range(P)]        # p·step
-        lx = [Signal(signed(DIM_BITS + 5), name=f"lx{p}") for p in range(P)]  # x - p·step
-        s_lane, s_lx = Signal(range(max(P, 2))), Signal(DIM_BITS)
-        row_end = x == d.row_w - 1
-        lanes = Mux(d.lanes == 0, 1, d.lanes)
         entry_done = Signal()                          # a load's entry is written this cycle
-        with m.If(self.start):
-            m.d.sync += [x.eq(0), rbase.eq(self.desc.buf_addr), s_lane.eq(0), s_lx.eq(0)]
-            m.d.sync += [off[p].eq(p * self.desc.step) for p in range(1, P)]
-            m.d.sync += [lx[p].eq(-(p * self.desc.step)) for p in range(P)]
-        with m.Elif(entry_done & rows):
+        if P == 1:
+            m.d.comb += [self.act_w.addr[0].eq(d.buf_addr + i),
+                         self.act_w.en[0].eq((entry_done & (d.buf == Buffer.ACT)).replicate(len(self.act_w.en[0])))]
+            cur_addr, next_addr, cur_lane, next_lane = d.buf_addr + i, d.buf_addr + i + 1, 0, 0
+            x = rbase = s_lane = s_lx = n_x = n_rbase = n_lane = n_lx = None
+        else:
+            rows = d.row_w != 0
+            x, rbase = Signal(DIM_BITS), Signal(ADDR_BITS)
+            off = [Signal(DIM_BITS + 4, name=f"off{p}") for p in range(P)]        # p·step
+            lx = [Signal(signed(DIM_BITS + 5), name=f"lx{p}") for p in range(P)]  # x - p·step
+            s_lane, s_lx = Signal(range(P)), Signal(DIM_BITS)
+            row_end = x == d.row_w - 1
+            lanes = Mux(d.lanes == 0, 1, d.lanes)
+            with m.If(self.start):
+                m.d.sync += [x.eq(0), rbase.eq(self.desc.buf_addr), s_lane.eq(0), s_lx.eq(0)]
+                m.d.sync += [off[p].eq(p * self.desc.step) for p in range(1, P)]
+                m.d.sync += [lx[p].eq(-(p * self.desc.step)) for p in range(P)]
+            with m.Elif(entry_done & rows):
+                with m.If(row_end):
+                    m.d.sync += [x.eq(0), rbase.eq(rbase + d.pitch)] + [lx[p].eq(-off[p]) for p in range(P)]
+                with m.Else():
+                    m.d.sync += [x.eq(x + 1)] + [lx[p].eq(lx[p] + 1) for p in range(P)]
+            for p in range(P):
+                ok = Mux(rows, lanes[p] & (lx[p] >= d.lo) & (lx[p] < d.hi), lanes[p])
+                m.d.comb += [self.act_w.addr[p].eq(Mux(rows, rbase + lx[p], d.buf_addr + i)),
+                             self.act_w.en[p].eq((entry_done & (d.buf == Buffer.ACT) & ok)
+                                                 .replicate(len(self.act_w.en[p])))]
+            # a store's next entry: the next column of the lane, the next lane, or the next row
+            n_x, n_rbase, n_lane, n_lx = Signal.like(x), Signal.like(rbase), Signal.like(s_lane), Signal.like(s_lx)
+            m.d.comb += [n_x.eq(x + 1), n_rbase.eq(rbase), n_lane.eq(s_lane), n_lx.eq(s_lx + 1)]
             with m.If(row_end):
-                m.d.sync += [x.eq(0), rbase.eq(rbase + d.pitch)] + [lx[p].eq(-off[p]) for p in range(P)]
-            with m.Else():
-                m.d.sync += [x.eq(x + 1)] + [lx[p].eq(lx[p] + 1) for p in range(P)]
-        for p in range(P):
-            ok = Mux(rows, lanes[p] & (lx[p] >= d.lo) & (lx[p] < d.hi), lanes[p])
-            m.d.comb += [self.act_w.addr[p].eq(Mux(rows, rbase + lx[p], d.buf_addr + i)),
-                         self.act_w.en[p].eq((entry_done & (d.buf == Buffer.ACT) & ok)
-                                             .replicate(len(self.act_w.en[p])))]
-        # a store's next entry: the next column of the lane, the next lane, or the next row
-        n_x, n_rbase, n_lane, n_lx = Signal.like(x), Signal.like(rbase), Signal.like(s_lane), Signal.like(s_lx)
-        m.d.comb += [n_x.eq(x + 1), n_rbase.eq(rbase), n_lane.eq(s_lane), n_lx.eq(s_lx + 1)]
-        with m.If(row_end):
-            m.d.comb += [n_x.eq(0), n_rbase.eq(rbase + d.pitch), n_lane.eq(0), n_lx.eq(0)]
-        with m.Elif(s_lx == d.step - 1):
-            m.d.comb += [n_lane.eq(s_lane + 1), n_lx.eq(0)]
-        cur_addr = Mux(rows, rbase + s_lx, d.buf_addr + i)
-        next_addr = Mux(rows, n_rbase + n_lx, d.buf_addr + i + 1)
-        cur_lane, next_lane = Mux(rows, s_lane, 0), Mux(rows, n_lane, 0)
+                m.d.comb += [n_x.eq(0), n_rbase.eq(rbase + d.pitch), n_lane.eq(0), n_lx.eq(0)]
+            with m.Elif(s_lx == d.step - 1):
+                m.d.comb += [n_lane.eq(s_lane + 1), n_lx.eq(0)]
+            cur_addr = Mux(rows, rbase + s_lx, d.buf_addr + i)
+            next_addr = Mux(rows, n_rbase + n_lx, d.buf_addr + i + 1)
+            cur_lane, next_lane = Mux(rows, s_lane, 0), Mux(rows, n_lane, 0)
 
         # a buffer port's address and data follow the entry being assembled; only its
         # enable is gated (the entry is written the cycle its last bus word arrives).  A
@@ -275,8 +282,9 @@ class Dma(wiring.Component):
                 with m.If(self.mem.wr_data.ready):
                     m.d.sync += [sr.eq(sr >> bus), k.eq(k + 1)]
                     with m.If(k == act_wpe - 1):
-                        m.d.sync += [i.eq(i + 1), k.eq(0), x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane),
-                                     s_lx.eq(n_lx)]
+                        m.d.sync += [i.eq(i + 1), k.eq(0)]
+                        if P > 1:
+                            m.d.sync += [x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
                         with m.If(i == d.count - 1):
                             m.d.sync += self.busy.eq(0)
                             m.next = "IDLE"
