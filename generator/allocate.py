@@ -4,7 +4,8 @@ Tensors other than the network input and output share one ``work`` region, alloc
 first-fit by liveness (a skip tensor stays as long as its add needs it); the network input
 and output have regions of their own per image (``x{i}``, ``y{i}``).  A flatten is an alias
 of its input.  Sizes are in activation-buffer entries of ``C`` channels (16-bit tensors take
-two bytes a channel) and in bus words.
+two bytes a channel) and in bus words.  A work tensor of at most 4-bit values is stored as
+nibbles (``packed``: the DMA packs and widens them) when the core can.
 """
 from __future__ import annotations
 
@@ -57,10 +58,15 @@ class TensorPlan:
     alias: dict                  # flatten -> the tensor it views
     offset: dict                 # tensor -> word offset in the work region
     work_words: int              # size of the work region
+    packed: dict = None          # tensor -> (signed,) when stored as nibbles
+    nib_wpe: int = 0             # bus words per packed entry
 
     def source(self, name: str) -> str:
         """The tensor ``name`` is stored as (a flatten is its input)."""
         return self.alias.get(name, name)
+
+    def words_per_entry(self, name: str) -> int:
+        return self.nib_wpe if self.source(name) in (self.packed or {}) else self.wpe
 
     def locate(self, name: str, img: int) -> tuple[str, int]:
         """(memory region, word offset) of tensor ``name`` for image ``img``."""
@@ -76,6 +82,7 @@ def plan_tensors(qm, cfg, shapes: dict) -> TensorPlan:
     """Sizes of every tensor in ``shapes`` and the work region's first-fit allocation."""
     C = cfg.columns
     wpe = words_per_entry(8 * C, cfg.bus_width)
+    nib_wpe = words_per_entry(4 * C, cfg.bus_width) if (4 * C) % cfg.bus_width == 0 else 0
     blocks = {n: math.ceil(s[0] * (2 if qm[n].out.bits > 8 else 1) / C) for n, s in shapes.items()}
     entries = {n: blocks[n] * s[1] * s[2] for n, s in shapes.items()}
     inp, out = qm.input.name, qm.output.name
@@ -86,16 +93,22 @@ def plan_tensors(qm, cfg, shapes: dict) -> TensorPlan:
             alias[l.name] = alias.get(l.inputs[0], l.inputs[0])
         for x in l.inputs:
             last_use[alias.get(x, x)] = i
+    packed = {l.name: (l.out.signed,) for l in qm.layers if nib_wpe and l.name not in alias
+              and l.name not in (inp, out) and l.out.bits <= 4 and not l.out.is_log}
+
+    def size(n):
+        return entries[n] * (nib_wpe if n in packed else wpe)
+
     work = Allocator(None, "workspace")
     offset: dict[str, int] = {}
     for i, l in enumerate(qm.layers):
         if l.name in alias or l.name in (inp, out):
             continue
-        offset[l.name] = work.alloc(entries[l.name] * wpe, f"tensor {l.name!r}")
+        offset[l.name] = work.alloc(size(l.name), f"tensor {l.name!r}")
         for x in set(l.inputs):
             src = alias.get(x, x)
             if last_use.get(src) == i and src in offset:
-                work.release(offset[src], entries[src] * wpe)
+                work.release(offset[src], size(src))
         if last_use.get(l.name, -1) < i:          # never read (cannot happen in a checked graph)
-            work.release(offset[l.name], entries[l.name] * wpe)
-    return TensorPlan(inp, out, wpe, blocks, entries, alias, offset, max(work.top, 1))
+            work.release(offset[l.name], size(l.name))
+    return TensorPlan(inp, out, wpe, blocks, entries, alias, offset, max(work.top, 1), packed, nib_wpe)

@@ -209,7 +209,7 @@ class ProgramBuilder:
         return self._blob_words[name]
 
     def load(self, buf, ref: str, buf_addr: int = 0, *, offset: int = 0, count: int | None = None,
-             wbits: int = 0, rows: RowMap | None = None):
+             wbits: int = 0, rows: RowMap | None = None, nib: tuple | None = None):
         """DMA ``count`` entries (default: all of blob ``ref``) from blob or region ``ref``,
         starting ``offset`` bus words in, to entry ``buf_addr`` of buffer ``buf``; ``wbits``:
         the packed code width of a weight blob (0: the lane's width)."""
@@ -219,7 +219,7 @@ class ProgramBuilder:
             made = "no weight buffer" if k is None else f"the weight buffer of lane group {k}"
             raise ValueError(f"blob {ref!r} loads buffer {buf} but was made for {made}: make a weight "
                              "blob with blob(..., weights=k), its entries may share words")
-        self._instrs.append(("LOAD", buf, ref, buf_addr, offset, count, wbits, rows))
+        self._instrs.append(("LOAD", buf, ref, buf_addr, offset, count, wbits, rows, nib))
 
     def _banks(self, buf, buf_addr: int, count: int, rows: RowMap | None = None, store: bool = False) -> int:
         """Mask of the activation-buffer banks a transfer of ``count`` entries from
@@ -241,9 +241,11 @@ class ProgramBuilder:
         self.region(out_name, entries, 8 * self.cfg.columns)
         self.store_to(out_name, buf_addr, entries)
 
-    def store_to(self, ref: str, buf_addr: int, count: int, *, offset: int = 0, rows: RowMap | None = None):
-        """DMA ``count`` activation entries from ``buf_addr`` into region ``ref`` at ``offset`` bus words."""
-        self._instrs.append(("STORE", Buffer.ACT, ref, buf_addr, offset, count, 0, rows))
+    def store_to(self, ref: str, buf_addr: int, count: int, *, offset: int = 0, rows: RowMap | None = None,
+                 nib: tuple | None = None):
+        """DMA ``count`` activation entries from ``buf_addr`` into region ``ref`` at ``offset``
+        bus words (``nib=(signed,)``: as nibbles)."""
+        self._instrs.append(("STORE", Buffer.ACT, ref, buf_addr, offset, count, 0, rows, nib))
 
     def sync(self):
         """Wait until the DMA and the engine are idle (before reusing a buffer region)."""
@@ -296,13 +298,14 @@ class ProgramBuilder:
                 c = Instruction.const({"op": Opcode.STAMP, "arg": {"dma": {
                     "buf": 0, "ext_addr": outputs[ins[1]][0] + ins[2], "buf_addr": 0, "count": 1}}})
             elif ins[0] in ("LOAD", "STORE"):
-                _, buf, ref, buf_addr, offset, count, wbits, rows = ins
+                _, buf, ref, buf_addr, offset, count, wbits, rows, nib = ins
                 ext, n, _ = where[ref] if ref in where else outputs[ref]
                 n = n if count is None else count
                 c = Instruction.const({"op": Opcode[ins[0]], "arg": {"dma": {
                     "buf": buf, "ext_addr": ext + offset, "buf_addr": buf_addr, "count": n,
                     "banks": self._banks(buf, buf_addr, n, rows, ins[0] == "STORE"), "wbits": wbits,
-                    **(rows.fields() if rows else {})}}})
+                    **(rows.fields() if rows else {}),
+                    **({"nib": 1, "nib_signed": int(nib[0])} if nib else {})}}})
             elif ins[0] == "SYNC":
                 c = Instruction.const({"op": Opcode.SYNC})
             else:

@@ -42,6 +42,7 @@ class Load:
     count: int
     buf_addr: int
     rows: RowMap | None = None
+    nib: tuple | None = None       # (signed,): a 4-bit tensor stored as nibbles
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Store:
     count: int
     buf_addr: int
     rows: RowMap | None = None
+    nib: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class BandShape:
     stride: int
     in_pitch: int = 0
     out_pitch: int = 0
+    in_wpe: int = 1            # bus words an entry of the input / output takes in memory
+    out_wpe: int = 1
 
     def _in_h(self, t: int) -> int:
         return min(self.in_h, (t - 1) * self.stride + self.kernel)
@@ -123,15 +127,15 @@ class BandShape:
         return self.out_blocks * self.out_w * t
 
 
-def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, compute: float, wpe: int,
+def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, compute: float,
               weight_words: int, n_sets: int, n_dma: int) -> float:
     """Cycles of a layer run in ``bands`` (a pure estimate).  Pipelined bands pay the first
     load and last store, then per band the longer of its compute and the other bank's
     transfers (plus the weight sets it reloads); whole-buffer bands pay every transfer;
     each band costs its DMA instructions (``n_dma`` a band)."""
     rows = [b1 - b0 for b0, b1 in bands]
-    ld = [wpe * shape.in_moved(n) for n in rows]
-    st = [wpe * shape.out_moved(n) for n in rows]
+    ld = [shape.in_wpe * shape.in_moved(n) for n in rows]
+    st = [shape.out_wpe * shape.out_moved(n) for n in rows]
     cp = [compute * n / out_h for n in rows]
     w = weight_words / n_sets if n_sets > 1 else 0          # per set; each band reloads them
 
@@ -148,7 +152,7 @@ def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, com
     return cost + (16 * n_dma + 32) * len(bands)
 
 
-def choose_bands(name: str, out_h: int, shape: BandShape, *, act_depth: int, wpe: int, compute: float,
+def choose_bands(name: str, out_h: int, shape: BandShape, *, act_depth: int, compute: float,
                  weight_words: int, n_sets: int, n_dma: int) -> tuple[list, bool]:
     """Row bands for a layer and whether they pipeline (one bank each) or take the whole
     buffer: the cheapest by :func:`band_cost` (ties: pipelined, then taller bands)."""
@@ -157,7 +161,7 @@ def choose_bands(name: str, out_h: int, shape: BandShape, *, act_depth: int, wpe
         fits = [t for t in range(1, out_h + 1) if shape.in_rows(t) + shape.out_rows(t) <= cap]
         for t in (fits if pipelined else fits[-1:]):
             bands = [(r, min(out_h, r + t)) for r in range(0, out_h, t)]
-            cost = band_cost(bands, pipelined, shape=shape, out_h=out_h, compute=compute, wpe=wpe,
+            cost = band_cost(bands, pipelined, shape=shape, out_h=out_h, compute=compute,
                              weight_words=weight_words, n_sets=n_sets, n_dma=n_dma)
             options.append((cost, not pipelined, -t, bands, pipelined))
     if not options:
@@ -199,8 +203,9 @@ class _LayerScheduler:
     def _dma(self, cls, name, ent_off, n, buf, rows: RowMap | None = None):
         ref, off = self.t.locate(name, self.img)
         if self.img == 0:
-            self.sch.moved[self.low.name] += n * self.t.wpe
-        return cls(ref, off + ent_off * self.t.wpe, n, buf, rows)
+            self.sch.moved[self.low.name] += n * self.t.words_per_entry(name)
+        nib = (self.t.packed or {}).get(self.t.source(name))
+        return cls(ref, off + ent_off * self.t.words_per_entry(name), n, buf, rows, nib)
 
     def rows_io(self, cls, name, b0, b1, buf, H, W, pitch=None, rows: RowMap | None = None) -> list:
         """Load (or store) rows [b0, b1) of every channel block of tensor ``name`` (rows of
@@ -268,8 +273,9 @@ class _LayerScheduler:
         if g.pitch != W or g.out_cols != OW:        # spread over the pixel lanes
             in_map = RowMap(W, g.pitch, g.step, -g.pad, g.pitch - g.pad, g.lane_mask)
             out_map = RowMap(OW, g.out_cols, g.out_cols, 0, g.out_cols, g.lane_mask)
-        shape = BandShape(icb, H, W, ocb, OW, k, s, g.pitch, g.out_cols)
-        bands, pipelined = choose_bands(low.name, OH, shape, act_depth=self.cfg.act_depth, wpe=t.wpe,
+        shape = BandShape(icb, H, W, ocb, OW, k, s, g.pitch, g.out_cols, t.words_per_entry(x),
+                          t.words_per_entry(low.name))
+        bands, pipelined = choose_bands(low.name, OH, shape, act_depth=self.cfg.act_depth,
                                         compute=low.beats, weight_words=self.w.set_words(low.name),
                                         n_sets=n_sets, n_dma=icb + ocb)
         only = self.use_set(sets[0]) if len(sets) == 1 else None     # one set: loaded once for all bands

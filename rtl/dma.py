@@ -132,6 +132,14 @@ class Dma(wiring.Component):
                                 with m.Case(b):
                                     m.d.comb += n_wpe.eq(w)
         act_wpe = words_per_entry(self._act_width, bus)
+        # 4-bit activations move as nibbles when an entry's nibbles fill whole bus words
+        nib_ok = self._act_width // 2 >= bus and (self._act_width // 2) % bus == 0
+        nib_wpe = words_per_entry(self._act_width // 2, bus)
+        nib = d.nib if nib_ok else Const(0, 1)
+        s_wpe = Mux(nib, nib_wpe, act_wpe) if nib_ok else Const(act_wpe)
+        if nib_ok:
+            with m.If((d.buf == Buffer.ACT) & nib):
+                m.d.comb += n_wpe.eq(nib_wpe)
         rd, wr = self.mem.rd_cmd, self.mem.wr_cmd
 
         # -- the activation walker: entry i's row base, column x, and per pixel lane its
@@ -199,6 +207,11 @@ class Dma(wiring.Component):
             m.d.comb += port.data.eq(nxt[(max_wpe - wpe[n]) * bus:])
             if n != "act_w":
                 m.d.comb += port.addr.eq(d.buf_addr + i)
+            elif nib_ok:                                 # widen the nibbles of a 4-bit tensor
+                src = nxt[(max_wpe - nib_wpe) * bus:]
+                with m.If(nib):
+                    m.d.comb += port.data.eq(Cat(Cat(src[4 * j:4 * j + 4], (src[4 * j + 3] & d.nib_signed).replicate(4))
+                                                 for j in range(self._act_width // 8)))
             if n in narrow:
                 lane = self._unpack[n]
                 with m.Switch(d.wbits):
@@ -260,9 +273,12 @@ class Dma(wiring.Component):
                     with m.Elif(j == last_j):
                         m.next = "RECV"
             # -- store: activation entries split into bus words ----------------------------
+            # a 4-bit tensor's entry leaves as its bytes' low nibbles
+            packed = Cat(self.act_r.data[8 * j:8 * j + 4] for j in range(self._act_width // 8))
+            entry = Mux(nib, packed, self.act_r.data) if nib_ok else self.act_r.data
             with m.State("WCMD"):
                 m.d.comb += [wr.valid.eq(1), wr.payload.addr.eq(d.ext_addr),
-                             wr.payload.len.eq(small_mul(d.count, Const(act_wpe), LEN_BITS))]
+                             wr.payload.len.eq(small_mul(d.count, s_wpe, LEN_BITS))]
                 with m.If(d.count == 0):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
@@ -270,10 +286,30 @@ class Dma(wiring.Component):
                     m.next = "READ"
             with m.State("READ"):
                 m.d.comb += [self.act_r.addr.eq(cur_addr), self.act_r.lane.eq(cur_lane)]
-                m.next = "LATCH"
+                if act_wpe == 1 or (nib_ok and nib_wpe == 1):
+                    with m.If(s_wpe == 1):
+                        m.next = "STREAM"
+                    with m.Else():
+                        m.next = "LATCH"
+                else:
+                    m.next = "LATCH"
             with m.State("LATCH"):
-                m.d.sync += [sr.eq(self.act_r.data), k.eq(0)]
+                m.d.sync += [sr.eq(entry), k.eq(0)]
                 m.next = "SEND"
+            # one bus word an entry: the read port answers the address of the cycle before,
+            # so the next entry's address is presented as this one is taken (else held)
+            with m.State("STREAM"):
+                take = self.mem.wr_data.ready
+                m.d.comb += [self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(entry[:bus]),
+                             self.act_r.addr.eq(Mux(take, next_addr, cur_addr)),
+                             self.act_r.lane.eq(Mux(take, next_lane, cur_lane))]
+                with m.If(take):
+                    m.d.sync += i.eq(i + 1)
+                    if P > 1:
+                        m.d.sync += [x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
+                    with m.If(i == d.count - 1):
+                        m.d.sync += self.busy.eq(0)
+                        m.next = "IDLE"
             with m.State("SEND"):
                 # the next entry's address is presented while this one is sent, so with two
                 # or more bus words per entry the store streams one word per cycle
@@ -281,7 +317,7 @@ class Dma(wiring.Component):
                              self.act_r.addr.eq(next_addr), self.act_r.lane.eq(next_lane)]
                 with m.If(self.mem.wr_data.ready):
                     m.d.sync += [sr.eq(sr >> bus), k.eq(k + 1)]
-                    with m.If(k == act_wpe - 1):
+                    with m.If(k == s_wpe - 1):
                         m.d.sync += [i.eq(i + 1), k.eq(0)]
                         if P > 1:
                             m.d.sync += [x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
@@ -290,7 +326,7 @@ class Dma(wiring.Component):
                             m.next = "IDLE"
                         with m.Else():
                             if act_wpe >= 2:
-                                m.d.sync += sr.eq(self.act_r.data)
+                                m.d.sync += sr.eq(entry)
                             else:
                                 m.next = "READ"
         return m

@@ -108,6 +108,10 @@ class DmaDesc(data.Struct):
     lo: signed(DIM_BITS + 1)
     hi: signed(DIM_BITS + 1)
     lanes: unsigned(MAX_PIXELS)
+    # an activation tensor of 4-bit values, stored in memory as nibbles (half the bytes):
+    # a store packs each byte's low nibble, a load widens them (signed: sign-extended)
+    nib: unsigned(1)
+    nib_signed: unsigned(1)
 
 
 class VecKind(enum.Enum, shape=2):

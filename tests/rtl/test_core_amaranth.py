@@ -211,6 +211,10 @@ def test_poisoned_memory_garbles_a_collided_read_and_counts_it():
 class _AmaranthDevice(Device):
     """The core in Amaranth's simulator, memories poisoned as in :func:`run_core`, as a device."""
 
+    def run_loaded(self, prog, x):
+        self.load(prog)
+        return self.run(x)
+
     def run_image(self, image, read=None):
         res = run_core(self.cfg, SimpleNamespace(image=image, prog_addr=self.program.prog_addr))
         self.stats = {"cycles": res["cycles"], "mac_beats": res["beats"], "wall_s": 1.0, "process_s": 1.0}
@@ -280,27 +284,48 @@ class _MiniResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(self.layer2(self.layer1(x))), 1))
 
 
-@pytest.mark.parametrize("pixels, act_depth, weight_depth", [(2, 2048, 512), (3, 2048, 512), (3, 256, 64)],
-                         ids=["P2", "P3", "P3-banded-streamed"])
-def test_pixel_lanes_run_a_network_bit_exact(pixels, act_depth, weight_depth):
+def _dma_ops(prog):
+    """The DMA descriptors of a program's LOADs and STOREs."""
+    from rmsmp.rtl.isa import INSTR_BITS, Instruction, Opcode
+    words, out = INSTR_BITS // prog.bus_width, []
+    for i in range(0, len(prog.image), words):
+        ins = Instruction.as_shape().from_bits(sum(w << (prog.bus_width * j)
+                                                   for j, w in enumerate(prog.image[i:i + words])))
+        if ins.op == Opcode.END:
+            return out
+        if ins.op in (Opcode.LOAD, Opcode.STORE):
+            out.append(ins.arg.dma)
+    raise AssertionError("no END")
+
+
+@pytest.mark.parametrize("pixels, columns, act_depth, weight_depth", [
+    (2, 4, 2048, 512), (3, 4, 2048, 512), (3, 4, 256, 64), (1, 8, 2048, 512), (2, 16, 1024, 512)],
+    ids=["P2", "P3", "P3-banded-streamed", "P1-C8-nibbles", "P2-C16-nibbles"])
+def test_pixel_lanes_run_a_network_bit_exact(pixels, columns, act_depth, weight_depth):
     """Lane p computes output columns [p·G, (p+1)·G) of every row from its own bank, with the
     row's weights shared: the whole network bit-exact against golden, with partial last
-    chunks, halos on both sides, stride 2, im2col input, vector ops in lane 0 — and with
-    buffers small enough to force row bands and streamed weight sets."""
+    chunks, halos on both sides, stride 2, im2col input, vector ops in every lane — with
+    buffers small enough to force row bands and streamed weight sets, and (C = 8, 16) the
+    4-bit tensors moved as nibbles."""
     torch.manual_seed(0)
     model = _MiniResNet().eval()
     x = torch.randn(8, 3, 9, 9)
     qm = quantize(model, x, ratio=RATIO, assign="variance")
-    cfg = AcceleratorConfig(lane_groups=CFG.lane_groups, columns=4, act_depth=act_depth,
+    cfg = AcceleratorConfig(lane_groups=CFG.lane_groups, columns=columns, act_depth=act_depth,
                             weight_depth=weight_depth, acc_depth=64 if weight_depth > 64 else 8, pixels=pixels)
     prog = compile_model(qm, cfg, (3, 9, 9))
+    nibbles = [d for d in _dma_ops(prog) if d.nib]
+    assert bool(nibbles) == (columns >= 8)
+    if pixels == 1:
+        assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:1]), golden(qm, x[:1]))
+        return
     convs = [low for low in prog.layers if low.kind == "conv" and low.name.startswith("layer")]
     assert all(low.lanes.out_cols < low.lanes.out_w for low in convs)      # spread over the lanes
     pool = next(low for low in prog.layers if low.name == "maxpool")
     assert pool.lanes.out_cols < pool.lanes.out_w                          # so is the max-pool
     adds = [low for low in prog.layers if low.name.startswith("add")]
     assert adds and all(low.desc["out_w"] < 8 * 5 * 5 for low in adds)     # and the adds
-    if act_depth < 2048:
+    if weight_depth < 512:
         assert not prog.io.resident
         assert len({low.desc["out_h"] for low in prog.layers if low.name == "layer1.conv1"}) >= 1
     dev = _AmaranthDevice(cfg)
@@ -324,3 +349,18 @@ def test_global_pool_runs_in_channel_blocks_when_the_input_does_not_fit():
     dev = _AmaranthDevice(cfg)
     dev.load(prog)
     assert torch.equal(dev.run(x[:1]), golden(qm, x[:1]))
+
+
+def test_signed_4_bit_tensors_move_as_sign_extended_nibbles():
+    """A conv without ReLU before another conv: its output is a signed 4-bit tensor, stored in
+    memory as nibbles and sign-extended when loaded (C = 8: an entry's nibbles fill a word)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    x = torch.randn(8, 3, 6, 6)
+    qm = quantize(model, x, ratio=RATIO, assign="variance")
+    assert qm["0"].out.bits == 4 and qm["0"].out.signed
+    cfg = AcceleratorConfig(lane_groups=CFG.lane_groups, columns=8, act_depth=2048, weight_depth=512, acc_depth=64)
+    prog = compile_model(qm, cfg, (3, 6, 6))
+    assert any(d.nib and d.nib_signed for d in _dma_ops(prog))
+    assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:4]), golden(qm, x[:4]))
