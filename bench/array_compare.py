@@ -9,8 +9,8 @@ nextpnr's after routing.  Designs:
 All three are sized for the board's memory backend (``--memory``; default the board's:
 the ULX3S's SDRAM leaves the core the block RAMs on-chip memory would take).
 
-- **mixed**: the array of ``AcceleratorConfig.for_board(board)`` (10:5:1 RMSMP ratio:
-  power-of-two rows on shift lanes in LUTs, fixed-point rows on DSPs);
+- **mixed**: the array of ``AcceleratorConfig.for_board(board)`` (the hardware-chosen
+  ratio: power-of-two rows on shift lanes in LUTs, fix8 rows on DSPs, with its pixel lanes);
 - **fix4 DSP-only** (the RMSMP paper's baseline): ``for_board(board, {"fix4": 1})``, as many
   4-bit fixed-point rows as the DSPs allow beside the rest of the core;
 - **fix4 DSP + LUT**: that array plus as many fix4 rows with LUT multipliers (LUTs per row

@@ -57,12 +57,17 @@ def programs(resnet: bool):
     d16 = _cached("digits16", lambda: digits(16))
     dh = _cached("digits32_hmq", lambda: digits(32, method="hmq", target_compression=10.0, hmq_steps=20,
                                                  grad_steps=5))
+    # fixed configs (for_board's choices move with the cost data): the ULX3S and iCEBreaker
+    # cores of the 10:5:1 ratio, the split-fix array, and pixel-lane arrays
     default = AcceleratorConfig()
-    ulx = AcceleratorConfig.for_board("ulx3s-85f")
-    split = AcceleratorConfig.for_board("ulx3s-85f", split_fix=True)
-    ice = AcceleratorConfig.for_board("icebreaker")
+    ecp5 = {"weight_depth": 2048, "act_depth": 8192, "acc_depth": 512, "clock_hz": 12_500_000}
+    ulx = AcceleratorConfig(lane_groups=(("pot4", 16), ("fix8", 9)), **ecp5)
+    split = AcceleratorConfig(lane_groups=(("pot4", 19), ("fix4", 9), ("fix8", 2)), **ecp5)
+    ice = AcceleratorConfig(lane_groups=(("pot4", 1), ("fix8", 1)), columns=2, weight_depth=512, act_depth=1024,
+                            acc_depth=64, acc_bits=24, vector_ops=("add",), clock_hz=12_000_000)
     small = replace(default, weight_depth=256, act_depth=1024, acc_depth=16)
     add_only = replace(default, vector_ops=("add",))
+    p2, p4 = replace(default, pixels=2, act_depth=4096), replace(default, pixels=4, act_depth=2048)
     shape = (1, 8, 8)
     yield "digits32/default", compile_model(d32, default, shape)
     yield "digits32/default/batch3", compile_model(d32, default, shape, batch=3)
@@ -73,6 +78,8 @@ def programs(resnet: bool):
     yield "digits32/icebreaker", compile_model(d32, ice, shape)
     yield "digits16/icebreaker/batch8", compile_model(d16, ice, shape, batch=8)
     yield "digits32-hmq/default", compile_model(dh, default, shape)
+    yield "digits32/P2", compile_model(d32, p2, shape)
+    yield "digits32/P4/batch3", compile_model(d32, p4, shape, batch=3)
     if resnet:
         def r18(size):
             torch.manual_seed(0)
@@ -86,6 +93,7 @@ def programs(resnet: bool):
         yield "resnet18-224/default", compile_model(r224, default, (3, 224, 224))
         yield "resnet18-224/ulx3s", compile_model(r224, ulx, (3, 224, 224))
         yield "resnet18-224/split", compile_model(r224, split, (3, 224, 224))
+        yield "resnet18-224/P4", compile_model(r224, p4, (3, 224, 224))
 
 
 def main(argv=None):

@@ -152,6 +152,9 @@ class AcceleratorConfig:
         from .cost import COLUMNS, PIXELS, family_params
         from .sizing import best_fit, hardware_layouts, lane_layouts
         spec = board_spec(board)
+        if split_fix and not ratio:
+            raise ConfigError("for_board: split_fix places a given ratio's fix rows; the hardware-chosen "
+                              "ratio (no ratio given) has fix8 rows only")
         try:
             for k in ratio or ():
                 parse_weight_format(k)
