@@ -47,14 +47,16 @@ def design_configs(board_name: str) -> dict:
 
 
 def simulate(cfg, ratio: dict, board_name: str | None) -> dict:
-    """ResNet-18 quantized for ``ratio`` (edge layers fix8) on ``cfg`` in Verilator."""
+    """ResNet-18 quantized for ``ratio`` on ``cfg`` in Verilator: its edge layers fix8 where
+    the array has fix8 lanes, else (the fix4 core) fix4 like the rest."""
     from rmsmp.host import compile_model, open_device, quantize
     from rmsmp.host.models import resnet18
     from rmsmp.sim import golden
     torch.manual_seed(0)
     model = resnet18().eval()
     x = torch.randn(2, 3, 224, 224)
-    qm = quantize(model, x, ratio=ratio, hessian_images=1, hessian_samples=1)
+    edge = "fix8" if cfg.group_of("fix8") else next(g.scheme for g in cfg.lane_groups if g.format.kind == "fix")
+    qm = quantize(model, x, ratio=ratio, edge_scheme=edge, hessian_images=1, hessian_samples=1)
     prog = compile_model(qm, cfg, (3, 224, 224))
     dev = open_device("sim", cfg, board=board_name)
     dev.build()
