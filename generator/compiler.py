@@ -135,4 +135,4 @@ def _network_io(qm, pb: ProgramBuilder, tensors: TensorPlan, shapes: dict, input
         inputs=[TensorSlot(f"x{i}", input_shape, iq.signed, addr=pb.blob_addr[f"x{i}"]) for i in range(batch)],
         outputs=[TensorSlot(f"y{i}", shapes[tensors.out], oq.signed, oq.bits > 8) for i in range(batch)],
         input_q=iq, output_q=oq, batch=batch, im2col=im2col[1:] if im2col else None, resident=weights.resident,
-        trace=list(sch.moved), moved_words=list(sch.moved.values()))
+        trace=list(sch.moved), moved_words=list(sch.moved.values()), set_major=sorted(sch.set_major))

@@ -89,6 +89,7 @@ class ProgramIO:
     resident: bool = False
     trace: list = field(default_factory=list)
     moved_words: list = field(default_factory=list)
+    set_major: list = field(default_factory=list)    # layers run a weight set at a time over on-chip bands
 
     @property
     def is_network(self) -> bool:
@@ -107,14 +108,15 @@ class ProgramIO:
                 "input_q": self.input_q.to_dict() if self.input_q else None,
                 "output_q": self.output_q.to_dict() if self.output_q else None,
                 "batch": self.batch, "im2col": list(self.im2col) if self.im2col else None,
-                "resident": self.resident, "trace": list(self.trace), "moved_words": list(self.moved_words)}
+                "resident": self.resident, "trace": list(self.trace), "moved_words": list(self.moved_words),
+                "set_major": list(self.set_major)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProgramIO":
         q = {k: TensorQ(**d[k]) if d[k] else None for k in ("input_q", "output_q")}
         return cls([TensorSlot.from_dict(s) for s in d["inputs"]], [TensorSlot.from_dict(s) for s in d["outputs"]],
                    q["input_q"], q["output_q"], d["batch"], tuple(d["im2col"]) if d["im2col"] else None,
-                   d["resident"], list(d["trace"]), list(d["moved_words"]))
+                   d["resident"], list(d["trace"]), list(d["moved_words"]), list(d.get("set_major", [])))
 
 
 @dataclass

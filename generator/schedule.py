@@ -83,6 +83,7 @@ class Schedule:
     ops: list = field(default_factory=list)
     sets: list = field(default_factory=list)         # WeightSet, in order of use
     moved: dict = field(default_factory=dict)        # layer -> bus words moved (first image)
+    set_major: set = field(default_factory=set)      # layers run set by set over on-chip bands
 
 
 # -- row bands ----------------------------------------------------------------------------
@@ -169,6 +170,25 @@ def choose_bands(name: str, out_h: int, shape: BandShape, *, act_depth: int, com
                            f"activation entries, the buffer holds {act_depth} (column tiling is not implemented)")
     *_, bands, pipelined = min(options)
     return bands, pipelined
+
+
+def set_major_bands(out_h: int, shape: BandShape, *, act_depth: int, compute: float, weight_words: int,
+                    n_sets: int, n_dma: int) -> tuple[list, float] | None:
+    """Bands for a *set-major* run of a layer streamed in several weight sets: every band's
+    output stays on chip while the sets go by, once each, and the (smaller) input bands are
+    loaded again for every set.  The tallest bands whose input fits beside the whole output;
+    with their estimated cycles (the DMA loads a set's input bands and the next set's
+    weights; the engine waits for the inputs).  ``None`` when the output does not fit."""
+    room = act_depth - shape.out_rows(out_h)
+    fits = [t for t in range(1, out_h + 1) if shape.in_rows(t) <= room]
+    if not fits:
+        return None
+    t = fits[-1]
+    bands = [(r, min(out_h, r + t)) for r in range(0, out_h, t)]
+    loads = sum(shape.in_wpe * shape.in_moved(b1 - b0) for b0, b1 in bands)
+    w = weight_words / n_sets
+    cost = n_sets * (loads + max(compute / n_sets, w)) + shape.out_wpe * shape.out_moved(out_h)
+    return bands, cost + (16 * n_dma + 32) * len(bands) * n_sets
 
 
 def pipeline(bands: list, pipelined: bool) -> list:
@@ -278,6 +298,14 @@ class _LayerScheduler:
         bands, pipelined = choose_bands(low.name, OH, shape, act_depth=self.cfg.act_depth,
                                         compute=low.beats, weight_words=self.w.set_words(low.name),
                                         n_sets=n_sets, n_dma=icb + ocb)
+        if n_sets > 1 and len(bands) > 1 and not low.pool_blocks:
+            costs = dict(act_depth=self.cfg.act_depth, compute=low.beats, weight_words=self.w.set_words(low.name),
+                         n_sets=n_sets, n_dma=icb + ocb)
+            sm = set_major_bands(OH, shape, **costs)
+            if sm and sm[1] < band_cost(bands, pipelined, shape=shape, out_h=OH,
+                                        **{k: v for k, v in costs.items() if k != "act_depth"}):
+                self.sch.set_major.add(low.name)
+                return self.set_major(x, sm[0], sets, g, in_map, out_map, (H, W, OH, OW), shape)
         only = self.use_set(sets[0]) if len(sets) == 1 else None     # one set: loaded once for all bands
         half_a = self.cfg.act_depth // ACT_BANKS
         parts = []
@@ -297,6 +325,31 @@ class _LayerScheduler:
                                              "out_base": a_out, "out_h": oy1 - oy0, "banks": banks}, only)
             parts.append((loads, compute, stores))
         return pipeline(parts, pipelined)
+
+    def set_major(self, x, bands, sets, g: LaneGeometry, in_map, out_map, dims, shape: BandShape) -> list:
+        """Every set once, applied to every band in turn: the bands' outputs stay on chip (one
+        after another above the input area), an input band is loaded for each (set, band)."""
+        low, d = self.low, self.low.desc
+        H, W, OH, OW = dims
+        k, s, p = d["kernel"], d["stride"], d["pad"]
+        all_banks = (1 << ACT_BANKS) - 1
+        in_cap = max(shape.in_rows(b1 - b0) for b0, b1 in bands)
+        out_at, top = [], in_cap
+        for b0, b1 in bands:
+            out_at.append(top)
+            top += shape.out_rows(b1 - b0)
+        ops = []
+        for spec in sets:
+            j = self.use_set(spec)
+            for i, (oy0, oy1) in enumerate(bands):
+                b0, b1, pad_top = band_rows(oy0, oy1, k, s, p, H)
+                ops += self.rows_io(Load, x, b0, b1, g.pad, H, W, g.pitch, in_map)
+                ops.append(self.op(Conv, {**d, "in_base": g.pad, "in_h": b1 - b0, "pad_top": pad_top,
+                                          "out_base": out_at[i], "out_h": oy1 - oy0, "banks": all_banks,
+                                          "out_groups": spec.hi - spec.lo}, j))
+        for i, (oy0, oy1) in enumerate(bands):
+            ops += self.rows_io(Store, low.name, oy0, oy1, out_at[i], OH, OW, g.out_cols, out_map)
+        return ops
 
     def add(self, a, b) -> list:
         """A residual add in pipelined chunks of a third of a bank each (a, b, sum); with

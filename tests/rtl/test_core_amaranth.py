@@ -364,3 +364,27 @@ def test_signed_4_bit_tensors_move_as_sign_extended_nibbles():
     prog = compile_model(qm, cfg, (3, 6, 6))
     assert any(d.nib and d.nib_signed for d in _dma_ops(prog))
     assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:4]), golden(qm, x[:4]))
+
+
+@pytest.mark.parametrize("pixels", [1, 2])
+def test_set_major_runs_every_weight_set_once_over_on_chip_bands(monkeypatch, pixels):
+    """A layer streamed in several weight sets and run in several bands may run set-major
+    (ResNet-18's layer4 on the ULX3S core does): each set once, over every band, the bands'
+    outputs kept on chip and the input bands reloaded per set.  Forced here (the cost model
+    picks it only for weight-heavy layers), bit-exact against golden."""
+    import rmsmp.generator.schedule as schedule
+    real = schedule.set_major_bands
+    monkeypatch.setattr(schedule, "set_major_bands", lambda *a, **k: (r := real(*a, **k)) and (r[0], 0.0))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3)).eval()
+    x = torch.randn(8, 3, 7, 7)
+    qm = quantize(model, x, ratio=RATIO, assign="variance")
+    cfg = AcceleratorConfig(lane_groups=CFG.lane_groups, columns=4, act_depth=512, weight_depth=160, acc_depth=8,
+                            pixels=pixels)
+    prog = compile_model(qm, cfg, (3, 7, 7))
+    assert prog.io.set_major and not prog.io.resident
+    for name in prog.io.set_major:
+        convs = [low for low in prog.layers if low.name == name]
+        assert len(convs) > 2                                                        # sets × bands
+    assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:1]), golden(qm, x[:1]))
