@@ -78,6 +78,11 @@ class AcceleratorConfig:
             :data:`VECTOR_OPS`).  Without ``avgpool`` the compiler runs a global average
             pool on the conv engine (a ones kernel; at most 15×15 pixels); a network that
             needs a missing ``add`` or ``maxpool`` is refused.  Small FPGAs drop them.
+        pot_act_bits: activation magnitude bits the power-of-two lanes take (0: ``act_bits``).
+            A shift lane for 4-bit activations is ~40 % smaller than one for 8-bit ones; a
+            layer whose input does not fit runs its power-of-two rows on the fixed-point
+            lanes (ResNet-18 as quantized feeds 8-bit tensors only to fix8 edge layers and
+            to the vector unit).
         pixels: ``P``, pixel lanes: the array computes ``P`` output pixels of a row at once
             (lane ``p`` a chunk of the row's columns, from an activation bank of its own),
             every row's weights shared by the ``P`` lanes, so on-chip weight storage does
@@ -100,6 +105,7 @@ class AcceleratorConfig:
     packed_weights: bool = True
     vector_ops: tuple = VECTOR_OPS
     pixels: int = 1
+    pot_act_bits: int = 0
 
     def __post_init__(self):
         groups = tuple(g if isinstance(g, LaneGroup) else LaneGroup(*g) for g in self.lane_groups)
@@ -111,6 +117,8 @@ class AcceleratorConfig:
         object.__setattr__(self, "lane_groups", groups)
         _check_int("columns", self.columns, 1, 256)
         _check_int("pixels", self.pixels, 1, MAX_PIXELS)
+        if self.pot_act_bits:
+            _check_int("pot_act_bits", self.pot_act_bits, 2, self.act_bits)
         _check_int("act_bits", self.act_bits, 2, 16)
         _check_int("acc_bits", self.acc_bits, 8, 48)
         _check_int("mult_bits", self.mult_bits, 1, 24)
@@ -189,6 +197,11 @@ class AcceleratorConfig:
         return self.act_bits + 1
 
     @property
+    def pot_act_width(self) -> int:
+        """Signed width of a power-of-two lane's activation input."""
+        return (self.pot_act_bits or self.act_bits) + 1
+
+    @property
     def ratio(self) -> dict[str, float]:
         return {g.scheme: g.rows / self.rows for g in self.lane_groups}
 
@@ -204,8 +217,9 @@ class AcceleratorConfig:
         d = asdict(self)
         d["lane_groups"] = [[g.scheme, g.rows] for g in self.lane_groups]
         d["vector_ops"] = list(self.vector_ops)
-        if self.pixels == 1:            # the configs (and hashes) from before pixel lanes
-            del d["pixels"]
+        for k, default in (("pixels", 1), ("pot_act_bits", 0)):     # configs (and hashes) from before
+            if d[k] == default:
+                del d[k]
         return d
 
     @classmethod
@@ -233,5 +247,6 @@ class AcceleratorConfig:
         groups = " + ".join(f"{g.rows}×{g.scheme}" for g in self.lane_groups)
         vec = "" if self.vector_ops == VECTOR_OPS else f", vector {'+'.join(self.vector_ops) or 'none'}"
         pix = f" × {self.pixels} pixels" if self.pixels > 1 else ""
+        pix += f", pot lanes {self.pot_act_bits}-bit activations" if self.pot_act_bits else ""
         return (f"{groups} rows × {self.columns} columns{pix} = {self.peak_macs_per_cycle} MACs/cycle, "
                 f"acc {self.acc_bits} b{vec}, {self.clock_hz / 1e6:g} MHz, id {self.config_hash:08x}")

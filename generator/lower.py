@@ -83,7 +83,7 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
     O, Cin = layer.qweight.shape[0], layer.qweight.shape[1]
     cb = math.ceil(Cin / C)
     OH, OW = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
-    og_n, row_of = place_rows(layer, cfg)
+    og_n, row_of = place_rows(layer, cfg, qm.in_q(layer))
     perm = [0] * O
     for (og, row), ch in row_of.items():
         perm[ch] = og * cfg.rows + row
@@ -137,6 +137,12 @@ def lane_geometry(cfg, W: int, OW: int, k: int, s: int, pad: int) -> LaneGeometr
     return LaneGeometry(W, OW, G, (G - 1) * s + k, G * s, pad, math.ceil(OW / G))
 
 
+def _fits_pot_lanes(inq, cfg) -> bool:
+    """Whether every value of input format ``inq`` fits the power-of-two lanes' activations."""
+    half = 1 << (cfg.pot_act_width - 1)
+    return -half <= inq.value_lo and inq.value_hi < half
+
+
 def _group_rows(cfg) -> dict:
     """Lane group scheme -> (first array row, rows)."""
     offsets, r0 = {}, 0
@@ -146,16 +152,22 @@ def _group_rows(cfg) -> dict:
     return offsets
 
 
-def place_rows(layer, cfg) -> tuple[int, dict]:
-    """The output-channel permutation: (output groups, {(og, array row): channel})."""
+def place_rows(layer, cfg, inq=None) -> tuple[int, dict]:
+    """The output-channel permutation: (output groups, {(og, array row): channel}).  With
+    ``inq`` (the layer's input format) wider than the power-of-two lanes take, no row goes
+    on them."""
     by_scheme: dict[str, list[int]] = {}
     for ch, sname in enumerate(layer.schemes):
         by_scheme.setdefault(parse_weight_format(sname).name, []).append(ch)
-    places = {sn: lanes_for(sn, cfg) for sn in by_scheme}
+    narrow = inq is not None and not _fits_pot_lanes(inq, cfg)
+    places = {sn: [g for g in lanes_for(sn, cfg) if not (narrow and cfg.group_of(g).format.kind == "pot")]
+              for sn in by_scheme}
     for sname, gs in places.items():
         if not gs:
+            why = (f"; its {inq.bits}-bit input is wider than the power-of-two lanes' {cfg.pot_act_bits}-bit "
+                   "activations" if narrow else "")
             raise CompileError(f"layer {layer.name!r}: scheme {sname} has no lane group that can run it in this "
-                               f"accelerator ({', '.join(g.scheme for g in cfg.lane_groups)})")
+                               f"accelerator ({', '.join(g.scheme for g in cfg.lane_groups)}){why}")
     og_n, slots = _deal_rows(by_scheme, places, _group_rows(cfg))
     return og_n, {slot: ch for ch, slot in slots.items()}
 

@@ -12,7 +12,7 @@ Latency from an input beat to its output beat: :attr:`MacRow.latency` cycles.
 """
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal, signed, unsigned
+from amaranth import Cat, Module, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -110,10 +110,14 @@ class MacArray(wiring.Component):
     ``o.payload[p][k]`` is the sum of array row ``k`` (groups in order) for pixel lane ``p``.
     """
 
-    def __init__(self, *, lane_groups, columns: int, act_width: int, acc_bits: int, pixels: int = 1):
+    def __init__(self, *, lane_groups, columns: int, act_width: int, acc_bits: int, pixels: int = 1,
+                 pot_act_width: int | None = None):
         self._groups = [(lane_format(s), int(r)) for s, r in lane_groups]
         self._columns, self._act_width, self._acc_bits = columns, act_width, acc_bits
         self._pixels = pixels
+        # power-of-two lanes may take narrower activations (the low bits, signed): the
+        # compiler places no pot row on them for a layer whose input does not fit
+        self._pot_width = min(pot_act_width or act_width, act_width)
         rows = sum(r for _, r in self._groups)
         wl = data.StructLayout({f.name: data.ArrayLayout(data.ArrayLayout(unsigned(f.bits), columns), r)
                                 for f, r in self._groups})
@@ -128,7 +132,8 @@ class MacArray(wiring.Component):
     @classmethod
     def for_config(cls, cfg) -> "MacArray":
         return cls(lane_groups=[(g.format, g.rows) for g in cfg.lane_groups], columns=cfg.columns,
-                   act_width=cfg.act_width, acc_bits=cfg.acc_bits, pixels=cfg.pixels)
+                   act_width=cfg.act_width, acc_bits=cfg.acc_bits, pixels=cfg.pixels,
+                   pot_act_width=cfg.pot_act_width)
 
     @property
     def rows(self) -> int:
@@ -147,10 +152,13 @@ class MacArray(wiring.Component):
             k = 0
             px = f"p{p}_" if self._pixels > 1 else ""
             for fmt, nrows in self._groups:
+                aw = self._pot_width if fmt.kind == "pot" else self._act_width
+                acts = self.i.payload.a[p]
+                if aw < self._act_width:
+                    acts = [Value.cast(acts[c])[:aw].as_signed() for c in range(self._columns)]
                 for r in range(nrows):
-                    lanes = [make_lane(fmt, self._act_width) for _ in range(self._columns)]
-                    total = _sum_tree(m, lanes, self.i.payload.a[p], self.i.payload.w[fmt.name][r],
-                                      f"{px}r{k}_{fmt.name}")
+                    lanes = [make_lane(fmt, aw) for _ in range(self._columns)]
+                    total = _sum_tree(m, lanes, acts, self.i.payload.w[fmt.name][r], f"{px}r{k}_{fmt.name}")
                     acc = Signal(signed(self._acc_bits), name=f"{px}r{k}_acc")
                     _accumulate(m, acc, total, valid, first)
                     m.d.comb += self.o.payload[p][k].eq(acc)

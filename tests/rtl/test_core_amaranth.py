@@ -388,3 +388,24 @@ def test_set_major_runs_every_weight_set_once_over_on_chip_bands(monkeypatch, pi
         convs = [low for low in prog.layers if low.name == name]
         assert len(convs) > 2                                                        # sets × bands
     assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:1]), golden(qm, x[:1]))
+
+
+@pytest.mark.parametrize("pixels", [1, 2])
+def test_narrow_pot_lanes_take_4_bit_activations(pixels):
+    """Power-of-two lanes built for 4-bit activations (pot_act_bits = 4): every layer whose
+    input fits runs its pot rows on them; the first conv (8-bit signed input, quantized here
+    with the ratio rather than all-fix8) puts its pot rows on the fix8 lanes. Bit-exact."""
+    torch.manual_seed(0)
+    model = _MiniResNet().eval()
+    x = torch.randn(8, 3, 9, 9)
+    qm = quantize(model, x, ratio=RATIO, assign="variance", edge_scheme=None)
+    assert "pot4" in qm["conv1"].schemes and qm.input.out.bits == 8
+    cfg = AcceleratorConfig(lane_groups=CFG.lane_groups, columns=4, act_depth=2048, weight_depth=512, acc_depth=64,
+                            pixels=pixels, pot_act_bits=4)
+    prog = compile_model(qm, cfg, (3, 9, 9))
+    pot_rows = range(CFG.group_of("pot4").rows)                 # the pot lane group's array rows
+    first = next(low for low in prog.layers if low.name == "conv1")
+    assert all(first.perm[ch] % cfg.rows not in pot_rows for ch in range(len(first.perm)))
+    block = next(low for low in prog.layers if low.name == "layer1.conv1")
+    assert any(block.perm[ch] % cfg.rows in pot_rows for ch in range(len(block.perm)))
+    assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:1]), golden(qm, x[:1]))
