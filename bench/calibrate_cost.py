@@ -46,6 +46,11 @@ SHAPES = {"ecp5": [
     ((("pot4", 4), ("fix8", 4)), 4, 4),
     ((("pot4", 12), ("fix8", 4)), 8, 4),
     ((("fix4", 4),), 8, 4),
+    # power-of-two lanes for 4-bit activations (pot_act_bits = 4)
+    ((("pot4", 10), ("fix8", 6)), 8, 1, 4),
+    ((("pot4", 10), ("fix8", 6)), 8, 2, 4),
+    ((("pot4", 12), ("fix8", 4)), 8, 4, 4),
+    ((("pot4", 20), ("fix8", 4)), 4, 4, 4),
 ], "ice40": [
     ((("pot4", 1), ("fix8", 1)), 1, 1),
     ((("pot4", 1), ("fix8", 1)), 2, 1),
@@ -75,11 +80,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--family", default="ecp5", choices=list(SYNTH))
     ap.add_argument("-o", "--output")
+    ap.add_argument("--add", action="store_true",
+                    help="synthesize only the shapes the output file lacks, keeping its points")
     a = ap.parse_args()
     out = Path(a.output or Path(__file__).parent.parent / "generator" / "cost_data" / f"{a.family}.json")
-    rows = []
-    for groups, C, P in SHAPES[a.family]:
-        cfg = AcceleratorConfig(lane_groups=groups, columns=C, **family_params(a.family, P))
+    rows = json.loads(out.read_text())["points"] if a.add and out.exists() else []
+    have = {json.dumps(r["config"], sort_keys=True) for r in rows}
+    for groups, C, P, *pab in SHAPES[a.family]:
+        cfg = AcceleratorConfig(lane_groups=groups, columns=C, pot_act_bits=pab[0] if pab else 0,
+                                **family_params(a.family, P))
+        if json.dumps(cfg.to_dict(), sort_keys=True) in have:
+            continue
         t = time.perf_counter()
         cells = synth_core(cfg, a.family)
         rows.append({"config": cfg.to_dict(), "cells": cells, "synth_s": round(time.perf_counter() - t)})

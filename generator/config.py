@@ -141,7 +141,7 @@ class AcceleratorConfig:
 
     @classmethod
     def for_board(cls, board: str, ratio: dict | None = None, *, memory: str | None = None,
-                  split_fix: bool = False) -> "AcceleratorConfig":
+                  split_fix: bool = False, act_bits: int = 4) -> "AcceleratorConfig":
         """The accelerator with the most MACs/cycle that fits ``board``'s LUT/DSP/block-RAM
         budget beside the board top (host link, and with ``memory="bram"`` the on-chip
         memory; default: the board's SDRAM if it has one), by the synthesis-calibrated cost
@@ -154,10 +154,15 @@ class AcceleratorConfig:
         ratio=cfg.ratio)``).  With a ``ratio`` (e.g. 10:5:1 pot4:fix4:fix8) the array keeps
         its proportions: fixed-point rows on lanes of the widest fixed-point scheme, which
         also run a network's all-fix8 edge layers; ``split_fix=True`` also tries each fix
-        scheme's rows on lanes of its own (for networks without wide edge layers)."""
+        scheme's rows on lanes of its own (for networks without wide edge layers).
+
+        ``act_bits``: the activation bits of the networks it will run (the quantizer's
+        default, 4): the power-of-two lanes are built for them where the cost model has
+        data for such lanes (``pot_act_bits``; a layer with wider inputs runs its pot rows
+        on the fixed-point lanes).  8 builds them for full-width activations."""
         from .catalog import BoardError
         from .catalog import board as board_spec
-        from .cost import COLUMNS, PIXELS, family_params
+        from .cost import COLUMNS, PIXELS, calibrated_narrow_pot, family_params
         from .sizing import best_fit, hardware_layouts, lane_layouts
         spec = board_spec(board)
         if split_fix and not ratio:
@@ -170,7 +175,10 @@ class AcceleratorConfig:
             raise ConfigError(f"for_board ratio: {e}") from None
         avail = spec.core_budget(memory)
         layouts = lane_layouts(dict(ratio), split_fix=split_fix) if ratio else hardware_layouts()
-        candidates = (cls(lane_groups=groups, columns=C, clock_hz=spec.clock_hz, **family_params(spec.family, P))
+        _check_int("act_bits", act_bits, 2, 8)
+        pab = act_bits if act_bits < 8 and calibrated_narrow_pot(spec.family) else 0
+        candidates = (cls(lane_groups=groups, columns=C, clock_hz=spec.clock_hz, **family_params(spec.family, P),
+                          pot_act_bits=pab if any(g[0].startswith("pot") for g in groups) else 0)
                       for P in PIXELS[spec.family] for C in COLUMNS[spec.family] for groups in layouts)
         cfg, est = best_fit(candidates, spec.family, avail)
         if cfg is None:

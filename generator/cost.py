@@ -27,7 +27,7 @@ from rmsmp.rtl.engine import ConvEngine
 from rmsmp.rtl.isa import ACT_BANKS, param_layout
 
 __all__ = ["estimate", "bram_blocks", "memory_blocks", "fit", "DATA", "lut_equivalent", "FAMILY_PARAMS", "COLUMNS",
-           "PIXELS", "family_params"]
+           "PIXELS", "family_params", "calibrated_narrow_pot"]
 
 #: buffer depths and accumulator width the calibration uses per family (and ``for_board``
 #: keeps).  iCE40 parts hold small networks: a 24-bit accumulator (the compiler refuses a
@@ -86,26 +86,33 @@ def bram_blocks(cfg, family: str) -> int:
     return n
 
 
-def _features(columns: int, groups, pixels: int = 1) -> list[float]:
+def _features(columns: int, groups, pixels: int = 1, narrow_pot: bool = False) -> list[float]:
     """fixed, per column, per row, per pixel lane, per column of a pixel lane (its
     activation path), per row of a pixel lane (tree root, accumulator, queue), and per
-    lane of pot / narrow fix (≤ 4 b) / wide fix rows; ``groups``: (weight format, rows) of
-    each lane group."""
-    pot = fix_n = fix_w = 0
+    lane of pot rows (for full-width / narrow activations) / narrow fix (≤ 4 b) / wide
+    fix rows; ``groups``: (weight format, rows) of each lane group."""
+    pot = pot_n = fix_n = fix_w = 0
     for f, rows in groups:
         lanes = rows * columns * pixels
-        if f.kind == "pot":
+        if f.kind == "pot" and narrow_pot:
+            pot_n += lanes
+        elif f.kind == "pot":
             pot += lanes
         elif f.bits <= 4:
             fix_n += lanes
         else:
             fix_w += lanes
     R = sum(r for _, r in groups)
-    return [1.0, columns, R, pixels, columns * pixels, R * pixels, pot, fix_n, fix_w]
+    return [1.0, columns, R, pixels, columns * pixels, R * pixels, pot, pot_n, fix_n, fix_w]
+
+
+def _narrow(pot_act_bits: int, act_bits: int) -> bool:
+    return 0 < pot_act_bits < act_bits
 
 
 def _config_features(cfg) -> list[float]:
-    return _features(cfg.columns, [(g.format, g.rows) for g in cfg.lane_groups], cfg.pixels)
+    return _features(cfg.columns, [(g.format, g.rows) for g in cfg.lane_groups], cfg.pixels,
+                     _narrow(cfg.pot_act_bits, cfg.act_bits))
 
 
 @lru_cache(maxsize=None)
@@ -117,13 +124,20 @@ def fit(family: str):
     pts = json.loads(path.read_text())["points"]
     X = np.array([_features(p["config"]["columns"],
                             [(parse_weight_format(s), r) for s, r in p["config"]["lane_groups"]],
-                            p["config"].get("pixels", 1)) for p in pts])
+                            p["config"].get("pixels", 1),
+                            _narrow(p["config"].get("pot_act_bits", 0), p["config"]["act_bits"])) for p in pts])
     lut = np.array([lut_equivalent(p["cells"], family) for p in pts], dtype=float)
     dsp = np.array([p["cells"].get(DSP_CELL[family], 0) for p in pts], dtype=float)
     kl, *_ = np.linalg.lstsq(X, lut, rcond=None)
     kd, *_ = np.linalg.lstsq(X, dsp, rcond=None)
     err = float(np.max(np.abs(X @ kl - lut) / lut)) if len(pts) else 0.0
     return kl, kd, err, pts
+
+
+def calibrated_narrow_pot(family: str) -> bool:
+    """Whether the family's synthesis data has points with narrow power-of-two lanes (the
+    cost model can only size those when it has)."""
+    return any(_narrow(p["config"].get("pot_act_bits", 0), p["config"]["act_bits"]) for p in fit(family)[3])
 
 
 def estimate(cfg, family: str = "ecp5") -> dict:
