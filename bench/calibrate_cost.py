@@ -51,6 +51,11 @@ SHAPES = {"ecp5": [
     ((("pot4", 10), ("fix8", 6)), 8, 2, 4),
     ((("pot4", 12), ("fix8", 4)), 8, 4, 4),
     ((("pot4", 20), ("fix8", 4)), 4, 4, 4),
+    # fixed-point lanes built from LUTs (lut_schemes), for 4-bit activations: the DSP + LUT
+    # fixed-point cores the mixed-scheme array is compared with
+    ((("fix8", 4), ("fix4", 12)), 8, 1, 4, ("fix4",)),
+    ((("fix8", 8), ("fix4", 16)), 8, 2, 4, ("fix4",)),
+    ((("fix8", 4), ("fix4", 20)), 4, 4, 4, ("fix4",)),
 ], "ice40": [
     ((("pot4", 1), ("fix8", 1)), 1, 1),
     ((("pot4", 1), ("fix8", 1)), 2, 1),
@@ -86,8 +91,9 @@ def main():
     out = Path(a.output or Path(__file__).parent.parent / "generator" / "cost_data" / f"{a.family}.json")
     rows = json.loads(out.read_text())["points"] if a.add and out.exists() else []
     have = {json.dumps(r["config"], sort_keys=True) for r in rows}
-    for groups, C, P, *pab in SHAPES[a.family]:
-        cfg = AcceleratorConfig(lane_groups=groups, columns=C, pot_act_bits=pab[0] if pab else 0,
+    for groups, C, P, *extra in SHAPES[a.family]:
+        pab, luts = (extra[0] if extra else 0), (extra[1] if len(extra) > 1 else ())
+        cfg = AcceleratorConfig(lane_groups=groups, columns=C, pot_act_bits=pab, lut_schemes=luts,
                                 **family_params(a.family, P))
         if json.dumps(cfg.to_dict(), sort_keys=True) in have:
             continue

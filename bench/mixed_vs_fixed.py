@@ -9,7 +9,10 @@ Designs, each the largest core ``AcceleratorConfig.for_board`` fits beside the b
   fix8 rows on DSP lanes, as many of each as the part holds (its ``cfg.ratio`` is what a
   model is quantized for);
 - **mixed 10:5:1**: ``for_board(board, {"pot4": 10/16, "fix4": 5/16, "fix8": 1/16})``;
-- **fix4 DSP-only**: ``for_board(board, {"fix4": 1})`` — the RMSMP paper's baseline.
+- **fix4 DSP-only**: ``for_board(board, {"fix4": 1})`` — the RMSMP paper's baseline;
+- **fix4 DSP + LUT**: ``for_board(board, {"fix4": 1}, lut_fix=True)`` — fix8 rows on the
+  DSPs beside fix4 rows on LUT-built (shift-and-add) lanes for 4-bit activations: the
+  strongest fixed-point core, which spends the LUTs on multipliers too.
 
 Printed per design: the array, peak MACs/cycle and the ratio to the fix4 core, the cost
 model's LUT/DSP/BRAM against the budget.  ``--build`` builds each bitstream
@@ -36,14 +39,15 @@ from rmsmp.generator.cost import estimate
 
 RATIO_1051 = {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
 DESIGNS = {
-    "mixed-hw": ("mixed, hardware ratio", None),
-    "mixed-1051": ("mixed 10:5:1", RATIO_1051),
-    "fix4-dsp": ("fix4 DSP-only", {"fix4": 1.0}),
+    "mixed-hw": ("mixed, hardware ratio", None, {}),
+    "mixed-1051": ("mixed 10:5:1", RATIO_1051, {}),
+    "fix4-dsp": ("fix4 DSP-only", {"fix4": 1.0}, {}),
+    "fix4-dsp-lut": ("fix4 DSP + LUT", {"fix4": 1.0}, {"lut_fix": True}),
 }
 
 
 def design_configs(board_name: str) -> dict:
-    return {k: AcceleratorConfig.for_board(board_name, ratio) for k, (_, ratio) in DESIGNS.items()}
+    return {k: AcceleratorConfig.for_board(board_name, ratio, **kw) for k, (_, ratio, kw) in DESIGNS.items()}
 
 
 def simulate(cfg, ratio: dict, board_name: str | None) -> dict:
@@ -81,12 +85,14 @@ def main(argv=None) -> int:
     cfgs = design_configs(a.board)
     names = a.only.split(",") if a.only else list(DESIGNS)
     base = cfgs["fix4-dsp"].peak_macs_per_cycle
+    base_dl = cfgs["fix4-dsp-lut"].peak_macs_per_cycle
     rows = {}
     for name in names:
         cfg = cfgs[name]
         est = estimate(cfg, spec.family)
         r = {"design": DESIGNS[name][0], "config": cfg.describe(), "ratio": cfg.ratio,
              "peak_macs_per_cycle": cfg.peak_macs_per_cycle, "vs_fix4": cfg.peak_macs_per_cycle / base,
+             "vs_fix4_dsp_lut": cfg.peak_macs_per_cycle / base_dl,
              "estimate": est, "budget": avail}
         out = Path("build/compare") / a.board / name
         if a.build:
@@ -107,13 +113,15 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in r.items() if k != "budget"}, default=str)[:600], flush=True)
     print(f"\n# {spec.name}: whole designs sized by AcceleratorConfig.for_board "
           f"(budget beside the board top: {', '.join(f'{k} {v:,}' for k, v in avail.items())})\n")
-    print("| design | array | peak MACs/cycle | vs fix4 | est. LUT / DSP / BRAM | routed LUT / DSP / BRAM | "
-          "Fmax MHz | GMAC/s at Fmax | ResNet-18 cycles/image | utilization | images/s at Fmax |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| design | array | peak MACs/cycle | vs fix4 DSP-only | vs fix4 DSP + LUT | est. LUT / DSP / BRAM | "
+          "routed LUT / DSP / BRAM | Fmax MHz | GMAC/s at Fmax | ResNet-18 cycles/image | utilization | "
+          "images/s at Fmax |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows.values():
         est, b, sim = r["estimate"], r.get("built"), r.get("resnet18")
         fmax = b["fmax_mhz"] if b else None
         cells = [r["design"], r["config"].split(",")[0], str(r["peak_macs_per_cycle"]), f"{r['vs_fix4']:.2f}×",
+                 f"{r['vs_fix4_dsp_lut']:.2f}×",
                  f"{est['LUT']:,} / {est['DSP']} / {est['BRAM']}",
                  " / ".join(f"{b['resources'][k]['used']:,}" for k in ("LUT", "DSP", "BRAM")) if b else "–",
                  f"{fmax:.1f}" if fmax else "–",

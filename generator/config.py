@@ -88,6 +88,11 @@ class AcceleratorConfig:
             every row's weights shared by the ``P`` lanes, so on-chip weight storage does
             not grow with them.  Peak ``rows · columns · pixels`` MACs per cycle.
             ``act_depth`` is per lane.
+        lut_schemes: fixed-point lane groups built from LUTs (shift-and-add lanes, no DSP
+            block) instead of multipliers — a core that spends its LUTs on more
+            fixed-point lanes (the DSP + LUT baseline the mixed-scheme array is compared
+            with).  Their lanes, like the power-of-two ones, take ``pot_act_bits``-bit
+            activations; a layer whose input does not fit runs on the other groups.
     """
 
     lane_groups: tuple = DEFAULT_LANE_GROUPS
@@ -106,6 +111,7 @@ class AcceleratorConfig:
     vector_ops: tuple = VECTOR_OPS
     pixels: int = 1
     pot_act_bits: int = 0
+    lut_schemes: tuple = ()
 
     def __post_init__(self):
         groups = tuple(g if isinstance(g, LaneGroup) else LaneGroup(*g) for g in self.lane_groups)
@@ -138,10 +144,21 @@ class AcceleratorConfig:
             raise ConfigError(f"vector_ops: unknown operation(s) {', '.join(map(repr, bad))}; "
                               f"the vector unit has: {', '.join(VECTOR_OPS)}")
         object.__setattr__(self, "vector_ops", tuple(o for o in VECTOR_OPS if o in ops))
+        luts = (self.lut_schemes,) if isinstance(self.lut_schemes, str) else tuple(self.lut_schemes)
+        try:
+            luts = tuple(parse_weight_format(s).name for s in luts)
+        except FormatError as e:
+            raise ConfigError(f"lut_schemes: {e}") from None
+        fixed = [g.scheme for g in groups if g.format.kind == "fix"]
+        bad = [s for s in luts if s not in fixed]
+        if bad:
+            raise ConfigError(f"lut_schemes: {', '.join(bad)} is not a fixed-point lane group of this config "
+                              f"(fixed-point groups: {', '.join(fixed) or 'none'})")
+        object.__setattr__(self, "lut_schemes", tuple(s for s in names if s in luts))
 
     @classmethod
     def for_board(cls, board: str, ratio: dict | None = None, *, memory: str | None = None,
-                  split_fix: bool = False, act_bits: int = 4) -> "AcceleratorConfig":
+                  split_fix: bool = False, act_bits: int = 4, lut_fix: bool = False) -> "AcceleratorConfig":
         """The accelerator with the most MACs/cycle that fits ``board``'s LUT/DSP/block-RAM
         budget beside the board top (host link, and with ``memory="bram"`` the on-chip
         memory; default: the board's SDRAM if it has one), by the synthesis-calibrated cost
@@ -159,11 +176,16 @@ class AcceleratorConfig:
         ``act_bits``: the activation bits of the networks it will run (the quantizer's
         default, 4): the power-of-two lanes are built for them where the cost model has
         data for such lanes (``pot_act_bits``; a layer with wider inputs runs its pot rows
-        on the fixed-point lanes).  8 builds them for full-width activations."""
+        on the fixed-point lanes).  8 builds them for full-width activations.
+
+        ``lut_fix=True`` (with an all-fixed-point ``ratio`` such as ``{"fix4": 1}``): the
+        strongest fixed-point core — fix8 rows on the DSP blocks beside rows of the ratio's
+        narrowest scheme on LUT-built lanes for ``act_bits``-bit activations
+        (``lut_schemes``), the baseline that also spends the LUTs on multipliers."""
         from .catalog import BoardError
         from .catalog import board as board_spec
-        from .cost import COLUMNS, PIXELS, calibrated_narrow_pot, family_params
-        from .sizing import best_fit, hardware_layouts, lane_layouts
+        from .cost import COLUMNS, PIXELS, calibrated_lut_fix, calibrated_narrow_pot, family_params
+        from .sizing import best_fit, dsp_lut_layouts, hardware_layouts, lane_layouts
         spec = board_spec(board)
         if split_fix and not ratio:
             raise ConfigError("for_board: split_fix places a given ratio's fix rows; the hardware-chosen "
@@ -174,11 +196,30 @@ class AcceleratorConfig:
         except FormatError as e:
             raise ConfigError(f"for_board ratio: {e}") from None
         avail = spec.core_budget(memory)
-        layouts = lane_layouts(dict(ratio), split_fix=split_fix) if ratio else hardware_layouts()
         _check_int("act_bits", act_bits, 2, 8)
-        pab = act_bits if act_bits < 8 and calibrated_narrow_pot(spec.family) else 0
+        lut = ()
+        if lut_fix:
+            fmts = [parse_weight_format(k) for k, v in (ratio or {}).items() if v > 0]
+            if not fmts or any(f.kind != "fix" for f in fmts) or split_fix:
+                raise ConfigError(f"for_board: lut_fix builds a fixed-point core (DSP and LUT multipliers) and needs "
+                                  f"an all-fixed-point ratio without split_fix, got ratio {ratio}")
+            narrowest = min(fmts, key=lambda f: f.bits)
+            if narrowest.bits > 4 or act_bits > 4 or not calibrated_lut_fix(spec.family):
+                raise ConfigError(f"for_board: no synthesis data for LUT-built {narrowest.name} lanes at "
+                                  f"{act_bits}-bit activations on {spec.family} (the cost model has LUT-built "
+                                  "fix lanes of at most 4 bits for 4-bit activations; bench/calibrate_cost.py)")
+            lut = (narrowest.name,)
+            layouts = dsp_lut_layouts(narrowest.name)
+        else:
+            layouts = lane_layouts(dict(ratio), split_fix=split_fix) if ratio else hardware_layouts()
+        pab = act_bits if act_bits < 8 and (lut or calibrated_narrow_pot(spec.family)) else 0
+
+        def narrow(groups):
+            return any(s.startswith("pot") or s in lut for s, _ in groups)
+
         candidates = (cls(lane_groups=groups, columns=C, clock_hz=spec.clock_hz, **family_params(spec.family, P),
-                          pot_act_bits=pab if any(g[0].startswith("pot") for g in groups) else 0)
+                          pot_act_bits=pab if narrow(groups) else 0,
+                          lut_schemes=tuple(s for s, _ in groups if s in lut))
                       for P in PIXELS[spec.family] for C in COLUMNS[spec.family] for groups in layouts)
         cfg, est = best_fit(candidates, spec.family, avail)
         if cfg is None:
@@ -206,8 +247,16 @@ class AcceleratorConfig:
 
     @property
     def pot_act_width(self) -> int:
-        """Signed width of a power-of-two lane's activation input."""
+        """Signed width of a LUT lane's (power-of-two, or fixed-point in ``lut_schemes``)
+        activation input."""
         return (self.pot_act_bits or self.act_bits) + 1
+
+    def narrow_lanes(self, scheme: str) -> bool:
+        """Whether the lanes of group ``scheme`` take ``pot_act_width``-bit activations
+        (power-of-two lanes and LUT-built fixed-point lanes) rather than ``act_width``."""
+        g = self.group_of(scheme)
+        return g is not None and (g.format.kind == "pot" or g.scheme in self.lut_schemes) \
+            and self.pot_act_width < self.act_width
 
     @property
     def ratio(self) -> dict[str, float]:
@@ -225,7 +274,9 @@ class AcceleratorConfig:
         d = asdict(self)
         d["lane_groups"] = [[g.scheme, g.rows] for g in self.lane_groups]
         d["vector_ops"] = list(self.vector_ops)
-        for k, default in (("pixels", 1), ("pot_act_bits", 0)):     # configs (and hashes) from before
+        d["lut_schemes"] = list(self.lut_schemes)
+        # fields added later are left out at their defaults: earlier configs keep their hashes
+        for k, default in (("pixels", 1), ("pot_act_bits", 0), ("lut_schemes", [])):
             if d[k] == default:
                 del d[k]
         return d
@@ -234,8 +285,9 @@ class AcceleratorConfig:
     def from_dict(cls, d: dict) -> "AcceleratorConfig":
         d = dict(d)
         d["lane_groups"] = tuple(LaneGroup(s, r) for s, r in d["lane_groups"])
-        if "vector_ops" in d:
-            d["vector_ops"] = tuple(d["vector_ops"])
+        for k in ("vector_ops", "lut_schemes"):
+            if k in d:
+                d[k] = tuple(d[k])
         return cls(**d)
 
     @classmethod
@@ -252,9 +304,11 @@ class AcceleratorConfig:
         return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
     def describe(self) -> str:
-        groups = " + ".join(f"{g.rows}×{g.scheme}" for g in self.lane_groups)
+        groups = " + ".join(f"{g.rows}×{g.scheme}" + (" (LUT)" if g.scheme in self.lut_schemes else "")
+                            for g in self.lane_groups)
         vec = "" if self.vector_ops == VECTOR_OPS else f", vector {'+'.join(self.vector_ops) or 'none'}"
         pix = f" × {self.pixels} pixels" if self.pixels > 1 else ""
-        pix += f", pot lanes {self.pot_act_bits}-bit activations" if self.pot_act_bits else ""
+        lanes = "LUT lanes" if self.lut_schemes else "pot lanes"
+        pix += f", {lanes} {self.pot_act_bits}-bit activations" if self.pot_act_bits else ""
         return (f"{groups} rows × {self.columns} columns{pix} = {self.peak_macs_per_cycle} MACs/cycle, "
                 f"acc {self.acc_bits} b{vec}, {self.clock_hz / 1e6:g} MHz, id {self.config_hash:08x}")

@@ -27,7 +27,7 @@ from rmsmp.rtl.engine import ConvEngine
 from rmsmp.rtl.isa import ACT_BANKS, param_layout
 
 __all__ = ["estimate", "bram_blocks", "memory_blocks", "fit", "DATA", "lut_equivalent", "FAMILY_PARAMS", "COLUMNS",
-           "PIXELS", "family_params", "calibrated_narrow_pot"]
+           "PIXELS", "family_params", "calibrated_narrow_pot", "calibrated_lut_fix"]
 
 #: buffer depths and accumulator width the calibration uses per family (and ``for_board``
 #: keeps).  iCE40 parts hold small networks: a 24-bit accumulator (the compiler refuses a
@@ -86,15 +86,18 @@ def bram_blocks(cfg, family: str) -> int:
     return n
 
 
-def _features(columns: int, groups, pixels: int = 1, narrow_pot: bool = False) -> list[float]:
+def _features(columns: int, groups, pixels: int = 1, narrow_pot: bool = False, lut=()) -> list[float]:
     """fixed, per column, per row, per pixel lane, per column of a pixel lane (its
     activation path), per row of a pixel lane (tree root, accumulator, queue), and per
     lane of pot rows (for full-width / narrow activations) / narrow fix (≤ 4 b) / wide
-    fix rows; ``groups``: (weight format, rows) of each lane group."""
-    pot = pot_n = fix_n = fix_w = 0
+    fix rows / fix rows built from LUTs (``lut``: their schemes; calibrated for narrow
+    activations); ``groups``: (weight format, rows) of each lane group."""
+    pot = pot_n = fix_n = fix_w = fix_l = 0
     for f, rows in groups:
         lanes = rows * columns * pixels
-        if f.kind == "pot" and narrow_pot:
+        if f.name in lut:
+            fix_l += lanes
+        elif f.kind == "pot" and narrow_pot:
             pot_n += lanes
         elif f.kind == "pot":
             pot += lanes
@@ -103,7 +106,7 @@ def _features(columns: int, groups, pixels: int = 1, narrow_pot: bool = False) -
         else:
             fix_w += lanes
     R = sum(r for _, r in groups)
-    return [1.0, columns, R, pixels, columns * pixels, R * pixels, pot, pot_n, fix_n, fix_w]
+    return [1.0, columns, R, pixels, columns * pixels, R * pixels, pot, pot_n, fix_n, fix_w, fix_l]
 
 
 def _narrow(pot_act_bits: int, act_bits: int) -> bool:
@@ -112,7 +115,7 @@ def _narrow(pot_act_bits: int, act_bits: int) -> bool:
 
 def _config_features(cfg) -> list[float]:
     return _features(cfg.columns, [(g.format, g.rows) for g in cfg.lane_groups], cfg.pixels,
-                     _narrow(cfg.pot_act_bits, cfg.act_bits))
+                     _narrow(cfg.pot_act_bits, cfg.act_bits), cfg.lut_schemes)
 
 
 @lru_cache(maxsize=None)
@@ -125,7 +128,8 @@ def fit(family: str):
     X = np.array([_features(p["config"]["columns"],
                             [(parse_weight_format(s), r) for s, r in p["config"]["lane_groups"]],
                             p["config"].get("pixels", 1),
-                            _narrow(p["config"].get("pot_act_bits", 0), p["config"]["act_bits"])) for p in pts])
+                            _narrow(p["config"].get("pot_act_bits", 0), p["config"]["act_bits"]),
+                            tuple(p["config"].get("lut_schemes", ()))) for p in pts])
     lut = np.array([lut_equivalent(p["cells"], family) for p in pts], dtype=float)
     dsp = np.array([p["cells"].get(DSP_CELL[family], 0) for p in pts], dtype=float)
     kl, *_ = np.linalg.lstsq(X, lut, rcond=None)
@@ -138,6 +142,11 @@ def calibrated_narrow_pot(family: str) -> bool:
     """Whether the family's synthesis data has points with narrow power-of-two lanes (the
     cost model can only size those when it has)."""
     return any(_narrow(p["config"].get("pot_act_bits", 0), p["config"]["act_bits"]) for p in fit(family)[3])
+
+
+def calibrated_lut_fix(family: str) -> bool:
+    """Whether the family's synthesis data has points with LUT-built fixed-point lanes."""
+    return any(p["config"].get("lut_schemes") for p in fit(family)[3])
 
 
 def estimate(cfg, family: str = "ecp5") -> dict:

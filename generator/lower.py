@@ -138,7 +138,8 @@ def lane_geometry(cfg, W: int, OW: int, k: int, s: int, pad: int) -> LaneGeometr
 
 
 def _fits_pot_lanes(inq, cfg) -> bool:
-    """Whether every value of input format ``inq`` fits the power-of-two lanes' activations."""
+    """Whether every value of input format ``inq`` fits the LUT lanes' (power-of-two, and
+    LUT-built fixed-point) activations."""
     half = 1 << (cfg.pot_act_width - 1)
     return -half <= inq.value_lo and inq.value_hi < half
 
@@ -154,18 +155,19 @@ def _group_rows(cfg) -> dict:
 
 def place_rows(layer, cfg, inq=None) -> tuple[int, dict]:
     """The output-channel permutation: (output groups, {(og, array row): channel}).  With
-    ``inq`` (the layer's input format) wider than the power-of-two lanes take, no row goes
-    on them."""
+    ``inq`` (the layer's input format) wider than the LUT lanes (power-of-two, LUT-built
+    fixed-point) take, no row goes on them."""
     by_scheme: dict[str, list[int]] = {}
     for ch, sname in enumerate(layer.schemes):
         by_scheme.setdefault(parse_weight_format(sname).name, []).append(ch)
     narrow = inq is not None and not _fits_pot_lanes(inq, cfg)
-    places = {sn: [g for g in lanes_for(sn, cfg) if not (narrow and cfg.group_of(g).format.kind == "pot")]
+    places = {sn: [g for g in lanes_for(sn, cfg) if not (narrow and cfg.narrow_lanes(g))]
               for sn in by_scheme}
     for sname, gs in places.items():
         if not gs:
-            why = (f"; its {inq.bits}-bit input is wider than the power-of-two lanes' {cfg.pot_act_bits}-bit "
-                   "activations" if narrow else "")
+            why = (f"; its {inq.bits}-bit input is wider than the {cfg.pot_act_bits}-bit activations of the "
+                   f"lanes that could ({', '.join(g for g in lanes_for(sname, cfg) if cfg.narrow_lanes(g))})"
+                   if narrow else "")
             raise CompileError(f"layer {layer.name!r}: scheme {sname} has no lane group that can run it in this "
                                f"accelerator ({', '.join(g.scheme for g in cfg.lane_groups)}){why}")
     og_n, slots = _deal_rows(by_scheme, places, _group_rows(cfg))

@@ -9,7 +9,7 @@ from rmsmp.host.quant.formats import parse_weight_format
 
 from .cost import estimate
 
-__all__ = ["lane_layouts", "hardware_layouts", "best_fit"]
+__all__ = ["lane_layouts", "hardware_layouts", "dsp_lut_layouts", "best_fit"]
 
 
 def _groups_for(ratio: dict, rows: int, split_fix: bool = False):
@@ -62,6 +62,14 @@ def hardware_layouts(max_rows: int = 64, max_fix_rows: int = 24) -> list:
     layers and any narrower fixed-point rows)."""
     return sorted(((("pot4", rp), ("fix8", rf)) if rp else (("fix8", rf),))
                   for rf in range(1, max_fix_rows + 1) for rp in range(0, max_rows - rf + 1))
+
+
+def dsp_lut_layouts(lut_scheme: str, max_rows: int = 96, max_dsp_rows: int = 40) -> list:
+    """Lane-group layouts of a fixed-point core that uses both DSPs and LUTs for
+    multipliers: 1 … ``max_dsp_rows`` fix8 rows on DSP lanes (they also run 8-bit edge
+    layers) beside any number of ``lut_scheme`` rows on LUT-built lanes."""
+    return sorted(((("fix8", rd), (lut_scheme, rl)) if rl else (("fix8", rd),))
+                  for rd in range(1, max_dsp_rows + 1) for rl in range(0, max_rows - rd + 1))
 
 
 def best_fit(candidates, family: str, budget: dict):

@@ -198,7 +198,8 @@ def cmd_config(a) -> int:
     from rmsmp.generator.config import AcceleratorConfig
     from rmsmp.generator.cost import estimate
     ratio = {k: float(v) for k, v in parse_ratio_arg(a.ratio).items()} if a.ratio else None
-    cfg = AcceleratorConfig.for_board(a.board, ratio, memory=a.memory, split_fix=a.split_fix)
+    cfg = AcceleratorConfig.for_board(a.board, ratio, memory=a.memory, split_fix=a.split_fix, act_bits=a.act_bits,
+                                      lut_fix=a.lut_fix)
     spec = board(a.board)
     est, avail = estimate(cfg, spec.family), spec.core_budget(a.memory)
     print(cfg.describe())
@@ -260,11 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_build)
     k = sub.add_parser("config", help="size an accelerator for a board (AcceleratorConfig.for_board)")
     k.add_argument("--board", required=True)
-    k.add_argument("--ratio", help="scheme ratio, e.g. pot4=10/16,fix4=5/16,fix8=1/16 (default)")
+    k.add_argument("--ratio", help="scheme ratio, e.g. pot4=10/16,fix4=5/16,fix8=1/16 (default: chosen by the "
+                                   "hardware, pot4 rows on LUTs beside fix8 rows on DSPs)")
     k.add_argument("--memory", choices=("sdram", "spram", "bram"), help="memory backend (default: the board's)")
     k.add_argument("--split-fix", action="store_true",
                    help="also try each fixed-point scheme's rows on lanes of its own (more MACs where block "
                         "RAM is the limit; slower for networks with all-fix8 edge layers)")
+    k.add_argument("--act-bits", type=int, default=4,
+                   help="activation bits of the networks it will run: LUT lanes are built for them (default 4)")
+    k.add_argument("--lut-fix", action="store_true",
+                   help="with an all-fixed-point --ratio (e.g. fix4=1): fix8 rows on DSPs beside LUT-built lanes "
+                        "of the ratio's narrowest scheme (the DSP + LUT fixed-point baseline)")
     k.add_argument("-o", "--output", help="write the config JSON here")
     k.set_defaults(func=cmd_config)
     return p

@@ -30,10 +30,25 @@ def test_hash_is_stable_and_distinguishes_configs():
     ({"columns": 0}, "columns"),
     ({"acc_bits": 64}, "acc_bits"),
     ({"bus_width": 48}, "power of two"),
+    ({"lut_schemes": ("pot4",)}, "not a fixed-point lane group"),
+    ({"lut_schemes": ("fix4",)}, "not a fixed-point lane group"),
+    ({"lut_schemes": ("int4",)}, "lut_schemes: .*unknown scheme"),
 ])
 def test_bad_configs_are_named(kw, msg):
     with pytest.raises(ConfigError, match=msg):
         AcceleratorConfig(**kw)
+
+
+def test_lut_schemes_round_trip_and_leave_older_hashes_alone():
+    """``lut_schemes`` names fixed-point groups built from LUTs: empty, it is left out of the
+    canonical dict (every earlier config keeps its hash); set, it is part of the identity."""
+    a = AcceleratorConfig(lane_groups=(("fix8", 2), ("fix4", 6)))
+    assert "lut_schemes" not in a.to_dict()
+    b = AcceleratorConfig(lane_groups=(("fix8", 2), ("fix4", 6)), lut_schemes=["FIX4"], pot_act_bits=4)
+    assert b.lut_schemes == ("fix4",) and b.config_hash != a.config_hash
+    assert AcceleratorConfig.from_dict(b.to_dict()) == b
+    assert b.narrow_lanes("fix4") and not b.narrow_lanes("fix8") and not a.narrow_lanes("fix4")
+    assert "2×fix8 + 6×fix4 (LUT)" in b.describe()
 
 
 def test_group_lookup():

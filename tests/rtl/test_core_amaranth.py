@@ -409,3 +409,23 @@ def test_narrow_pot_lanes_take_4_bit_activations(pixels):
     block = next(low for low in prog.layers if low.name == "layer1.conv1")
     assert any(block.perm[ch] % cfg.rows in pot_rows for ch in range(len(block.perm)))
     assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:1]), golden(qm, x[:1]))
+
+
+def test_lut_built_fix_lanes_take_4_bit_activations():
+    """A fixed-point core with fix4 lanes built from LUTs (``lut_schemes``, 4-bit
+    activations) beside fix8 DSP lanes: every layer whose input fits runs fix4 rows on the
+    LUT lanes; the first conv (8-bit input, fix4 weights here) keeps them off. Bit-exact."""
+    torch.manual_seed(0)
+    model = _MiniResNet().eval()
+    x = torch.randn(8, 3, 9, 9)
+    qm = quantize(model, x, ratio={"fix4": 1.0}, assign="variance", edge_scheme="fix4")
+    assert set(qm["conv1"].schemes) == {"fix4"} and qm.input.out.bits == 8
+    cfg = AcceleratorConfig(lane_groups=(("fix8", 2), ("fix4", 3)), columns=4, act_depth=2048, weight_depth=512,
+                            acc_depth=64, pot_act_bits=4, lut_schemes=("fix4",))
+    prog = compile_model(qm, cfg, (3, 9, 9))
+    lut_rows = range(2, 5)                                    # the LUT group's array rows
+    first = next(low for low in prog.layers if low.name == "conv1")
+    assert all(first.perm[ch] % cfg.rows not in lut_rows for ch in range(len(first.perm)))
+    block = next(low for low in prog.layers if low.name == "layer1.conv1")
+    assert any(block.perm[ch] % cfg.rows in lut_rows for ch in range(len(block.perm)))
+    assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:1]), golden(qm, x[:1]))

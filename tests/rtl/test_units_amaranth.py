@@ -24,9 +24,16 @@ def run(dut, bench, clock=True):
     sim.run()
 
 
-@pytest.mark.parametrize("fmt", FORMATS, ids=str)
-def test_lane_every_code(fmt):
-    lane = make_lane(fmt, AW)
+LANES = ([(f, "") for f in FORMATS] + [(WeightFormat("fix", b), "lut") for b in FIX_BITS]
+         + [(WeightFormat("pot", b), "folded") for b in POT_BITS])
+
+
+@pytest.mark.parametrize("fmt, kind", LANES, ids=str)
+def test_lane_every_code(fmt, kind):
+    """Every weight code against every corner activation (and random ones): ``a · q``
+    exactly — multiplier and LUT-built (shift-and-add) fixed-point lanes alike, and folded
+    power-of-two lanes as ``p + neg``."""
+    lane = make_lane(fmt, AW, lut=kind == "lut", folded=kind == "folded")
     rnd = random.Random(str(fmt))
     acts = [-256, -255, -129, -128, -1, 0, 1, 127, 128, 255] + [rnd.randrange(-256, 256) for _ in range(6)]
 
@@ -39,16 +46,17 @@ def test_lane_every_code(fmt):
             ctx.set(lane.w, code)
             for a in acts:
                 ctx.set(lane.a, a)
-                assert ctx.get(lane.p) == a * q, (fmt, code, a)
+                got = ctx.get(lane.p) + (ctx.get(lane.neg) if kind == "folded" else 0)
+                assert got == a * q, (fmt, code, a)
 
     run(lane, bench, clock=False)
     assert lane.p.shape().width == product_width(fmt, AW)
 
 
-def test_pot_lane_has_no_multiplier():
+def test_pot_and_lut_lanes_have_no_multiplier():
     from amaranth.back import rtlil
-    text = rtlil.convert(make_lane(parse_weight_format("pot4"), AW))
-    assert "$mul" not in text
+    assert "$mul" not in rtlil.convert(make_lane(parse_weight_format("pot4"), AW))
+    assert "$mul" not in rtlil.convert(make_lane(parse_weight_format("fix4"), AW, lut=True))
     assert "$mul" in rtlil.convert(make_lane(parse_weight_format("fix4"), AW))
 
 
@@ -95,18 +103,22 @@ async def _drive_array(ctx, dut, groups, seqs, rnd, bubbles):
     return outs
 
 
-@pytest.mark.parametrize("C, P", [(1, 1), (3, 1), (4, 1), (8, 1), (3, 2), (4, 3)])
-def test_mac_array_random_dot_products(C, P):
+@pytest.mark.parametrize("C, P, narrow", [(1, 1, 0), (3, 1, 0), (4, 1, 0), (8, 1, 0), (3, 2, 0), (4, 3, 0),
+                                         (4, 1, 5), (3, 2, 5)])
+def test_mac_array_random_dot_products(C, P, narrow):
     """Every row of every pixel lane: the exact dot product of its lane's activations with
-    the row's (shared) weights, over dot products of several lengths, with bubbles."""
+    the row's (shared) weights, over dot products of several lengths, with bubbles.
+    ``narrow``: the pot lanes and the LUT-built fix4 lanes take 5-bit signed activations
+    (the activations are drawn to fit them)."""
     groups = [("pot4", 2), ("fix4", 1), ("fix8", 1), ("pot2", 1)]
     dut = MacArray(lane_groups=[(parse_weight_format(f), n) for f, n in groups], columns=C, act_width=AW,
-                   acc_bits=32, pixels=P)
+                   acc_bits=32, pixels=P, pot_act_width=narrow or None, lut_schemes=("fix4",) if narrow else ())
     fmts = [WeightFormat(f[:3], int(f[3:])) for f, n in groups for _ in range(n)]
     rnd = random.Random(C * 10 + P)
     seqs, exps = [], []
+    lo, hi = (-(1 << (narrow - 1)), (1 << (narrow - 1)) - 1) if narrow else (-256, 255)
     for K in (1, 5, 2, 9):
-        b, e = _beats(rnd, fmts, C, K, -256, 255, pixels=P)
+        b, e = _beats(rnd, fmts, C, K, lo, hi, pixels=P)
         seqs.append(b)
         exps.append(e)
 
