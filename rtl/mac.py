@@ -33,8 +33,8 @@ def row_input_layout(fmt, columns: int, act_width: int) -> data.StructLayout:
 
 #: rows of at least this many lanes sign-fold their power-of-two lanes (rtl/lanes.py): a
 #: popcount and a three-operand accumulation instead of a negation adder a lane.  Measured
-#: in whole-core syntheses: 3–10 % fewer LUTs on ECP5 at 8 and 16 columns; at 4 columns
-#: within ±2 %, and 1–7 % more on iCE40 (1–4 columns), so narrower rows keep the negations
+#: in whole-core syntheses: 3–8 % fewer LUTs on ECP5 at 8 and 16 columns; at 4 columns
+#: −4 … +2 %, and 1–7 % more on iCE40 (1–4 columns), so narrower rows keep the negations
 FOLD_MIN_COLUMNS = 8
 
 

@@ -174,8 +174,8 @@ def _neighbours(cfg):
 @pytest.mark.parametrize("memory", ["sdram", "bram"])
 def test_for_board_fills_the_ulx3s_within_budget(memory):
     """Without a ratio the hardware chooses it — pot4 rows on LUT shift lanes beside fix8 rows
-    on DSP lanes — and the array is bound by LUTs or DSPs, not block RAM (the pixel lanes
-    share each row's weights); with a ratio the array keeps its proportions."""
+    on DSP lanes — and with the SDRAM the array is bound by LUTs or DSPs, not block RAM (the
+    pixel lanes share each row's weights); with a ratio the array keeps its proportions."""
     spec = board("ulx3s-85f")
     avail = spec.core_budget(memory)
     hw = AcceleratorConfig.for_board("ulx3s-85f", memory=memory)
