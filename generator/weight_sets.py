@@ -9,6 +9,9 @@ that does not takes the whole buffers and is loaded behind a SYNC.
 
 This pass makes the sets' blobs (their place in the memory image) and, for resident
 weights, the loads; :mod:`~rmsmp.generator.schedule` decides when each set is loaded.
+A lane group none of whose rows computes a channel of the layer (or of the set's output
+groups) gets no blob: its rows are disabled in the parameters, so whatever its buffer holds
+is never written out — an all-fix8 edge layer does not move the pot lanes' zeros.
 """
 from __future__ import annotations
 
@@ -78,6 +81,17 @@ def plan_weights(pb: ProgramBuilder, cfg, lowered: dict) -> WeightPlan:
     return WeightPlan(False, sets={low.name: _layer_sets(pb, cfg, low, pwidth) for low in convs})
 
 
+def _groups_used(cfg, low: LoweredLayer, og_lo: int = 0, og_hi: int | None = None) -> set:
+    """Lane groups with a row computing some channel of output groups ``[og_lo, og_hi)``."""
+    R, used, r0 = cfg.rows, set(), 0
+    rows = {slot % R for slot in low.perm if og_lo <= slot // R < (og_hi if og_hi is not None else 1 << 30)}
+    for g in cfg.lane_groups:
+        if any(r0 <= r < r0 + g.rows for r in rows):
+            used.add(g.scheme)
+        r0 += g.rows
+    return used
+
+
 def _resident_loads(pb, cfg, convs, pwidth) -> list[BlobLoad]:
     """Each layer's weights at the next free entry (setting its descriptor's bases); one
     load per layer and lane group (each packs at its own width), then all parameters."""
@@ -89,6 +103,8 @@ def _resident_loads(pb, cfg, convs, pwidth) -> list[BlobLoad]:
     loads = []
     for k, g in enumerate(cfg.lane_groups):
         for low in convs:
+            if low.perm and g.scheme not in _groups_used(cfg, low):
+                continue
             wbits, width, words = low.packed[g.scheme]
             blob = pb.blob(f"{low.name}.w_{g.scheme}", words, width, weights=k)
             loads.append(BlobLoad(Buffer.WEIGHT0 + k, blob, wbits, low.desc["w_base"]))
@@ -96,10 +112,14 @@ def _resident_loads(pb, cfg, convs, pwidth) -> list[BlobLoad]:
     return loads
 
 
-def _make_set(pb, cfg, low: LoweredLayer, tag, w: tuple, p: tuple, pwidth: int) -> tuple:
-    """Blobs of one set: weight entries ``w = (w0, w1)`` of every lane group, params ``p``."""
+def _make_set(pb, cfg, low: LoweredLayer, tag, w: tuple, p: tuple, pwidth: int, ogs=None) -> tuple:
+    """Blobs of one set: weight entries ``w = (w0, w1)`` of every lane group with a row in
+    use in output groups ``ogs = (lo, hi)`` (``None``: every group), params ``p``."""
+    used = _groups_used(cfg, low, *ogs) if ogs is not None and low.perm else None
     blobs = []
     for k, g in enumerate(cfg.lane_groups):
+        if used is not None and g.scheme not in used:
+            continue
         wbits, width, words = low.packed[g.scheme]
         blob = pb.blob(f"{low.name}.{tag}.w_{g.scheme}", words[w[0]:w[1]], width, weights=k)
         blobs.append(BlobLoad(Buffer.WEIGHT0 + k, blob, wbits))
@@ -117,8 +137,8 @@ def _layer_sets(pb, cfg, low: LoweredLayer, pwidth: int) -> list[SetSpec]:
                            f"buffers hold {cfg.weight_depth} (input-channel tiling is not implemented)")
     out = []
 
-    def add(lo, hi, w, p, half):
-        blobs = _make_set(pb, cfg, low, lo, w, p, pwidth)
+    def add(lo, hi, w, p, half, ogs=None):
+        blobs = _make_set(pb, cfg, low, lo, w, p, pwidth, ogs)
         out.append(SetSpec(lo, hi, blobs, half, sum(pb.blob_words(b.blob) for b in blobs)))
 
     if low.pool_blocks:
@@ -140,7 +160,7 @@ def _layer_sets(pb, cfg, low: LoweredLayer, pwidth: int) -> list[SetSpec]:
     step = _equal_step(og_n, max(1, min(og_n, cap_w // per_og, cap_p)))
     for og0 in range(0, og_n, step):
         og1 = min(og_n, og0 + step)
-        add(og0, og1, (og0 * per_og, og1 * per_og), (og0, og1), half)
+        add(og0, og1, (og0 * per_og, og1 * per_og), (og0, og1), half, (og0, og1))
     return out
 
 

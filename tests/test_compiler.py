@@ -125,3 +125,30 @@ def test_programs_whose_sums_overflow_the_accumulator_are_refused():
                                            rf"signed {need - 1}-bit accumulator \(needs acc_bits ≥ {need}\)"):
         compile_model(qm, AcceleratorConfig(acc_bits=need - 1, **small), (1, 8, 8))
     compile_model(qm, AcceleratorConfig(acc_bits=need, **small), (1, 8, 8))
+
+
+@pytest.mark.parametrize("depths", [(2048, 512), (160, 16)], ids=["resident", "streamed"])
+def test_lane_groups_without_rows_in_a_layer_load_no_weights(digits_q, monkeypatch, depths):
+    """An all-fix8 edge layer has no row on the pot4 lanes: no pot4 weight blob is made for
+    it (its rows are disabled, so the buffer's stale contents are never written out), while
+    the 10:5:1 layers load both groups. (Bit-exactness with stale pot weights present is what
+    every whole-network test with fix8 edge layers checks.)"""
+    from rmsmp.generator.program import ProgramBuilder
+    names = []
+    real = ProgramBuilder.blob
+
+    def record(self, name, *a, **k):
+        names.append(name)
+        return real(self, name, *a, **k)
+
+    monkeypatch.setattr(ProgramBuilder, "blob", record)
+    cfg = AcceleratorConfig(weight_depth=depths[0], acc_depth=depths[1])
+    prog = compile_model(digits_q, cfg, (1, 8, 8))
+    assert prog.io.resident == (depths[0] == 2048)
+    convs = [lay.name for lay in digits_q.layers if lay.is_compute]
+    first, last, middle = convs[0], convs[-1], convs[1:-1]
+    for edge in (first, last):
+        assert set(digits_q[edge].schemes) == {"fix8"}
+        assert any(n.startswith(f"{edge}.") and n.endswith(".w_fix8") for n in names)
+        assert not any(n.startswith(f"{edge}.") and n.endswith(".w_pot4") for n in names), edge
+    assert all(any(n.startswith(f"{m}.") and n.endswith(".w_pot4") for n in names) for m in middle)
