@@ -9,7 +9,7 @@ from rmsmp.host.quant.formats import parse_weight_format
 
 from .cost import estimate
 
-__all__ = ["lane_layouts", "hardware_layouts", "dsp_lut_layouts", "best_fit"]
+__all__ = ["lane_layouts", "hardware_layouts", "dsp_lut_layouts", "edge_rows", "effective_macs", "best_fit"]
 
 
 def _groups_for(ratio: dict, rows: int, split_fix: bool = False):
@@ -72,9 +72,30 @@ def dsp_lut_layouts(lut_scheme: str, max_rows: int = 96, max_dsp_rows: int = 40)
                   for rd in range(1, max_dsp_rows + 1) for rl in range(0, max_rows - rd + 1))
 
 
-def best_fit(candidates, family: str, budget: dict):
-    """The candidate config with the most MACs/cycle whose core fits ``budget`` ({"LUT",
-    "DSP", "BRAM"} left for the core); ties go to fewer LUTs, then to the earlier candidate.
+def edge_rows(cfg) -> int:
+    """Rows that can run an all-fix8 edge layer (8-bit weights, 8-bit input): fix lanes of at
+    least 8 bits that take full-width activations."""
+    return sum(g.rows for g in cfg.lane_groups
+               if g.format.kind == "fix" and g.format.bits >= 8 and not cfg.narrow_lanes(g.scheme))
+
+
+def effective_macs(cfg, edge_fraction: float = 0.0) -> float:
+    """MACs/cycle on a network whose ``edge_fraction`` of MACs run on the edge rows only
+    (:func:`edge_rows`; all-fix8 first and last layers) and the rest on every row: the
+    harmonic mix ``1 / ((1 - e) / peak + e / edge peak)`` — peak MACs/cycle for ``e = 0``."""
+    peak = cfg.peak_macs_per_cycle
+    if edge_fraction <= 0:
+        return float(peak)
+    edge = edge_rows(cfg) * cfg.columns * cfg.pixels
+    if edge == 0:
+        return 0.0
+    return 1.0 / ((1 - edge_fraction) / peak + edge_fraction / edge)
+
+
+def best_fit(candidates, family: str, budget: dict, edge_fraction: float = 0.0):
+    """The candidate config with the most MACs/cycle (:func:`effective_macs` with
+    ``edge_fraction``) whose core fits ``budget`` ({"LUT", "DSP", "BRAM"} left for the
+    core); ties go to fewer LUTs, then to the earlier candidate.
     Returns (config, estimate), or (None, (the smallest candidate, its estimate)) when
     nothing fits."""
     best = smallest = None
@@ -83,7 +104,7 @@ def best_fit(candidates, family: str, budget: dict):
         if smallest is None or est["LUT"] < smallest[1]["LUT"]:
             smallest = (cfg, est)
         if all(est[k] <= budget[k] for k in ("LUT", "DSP", "BRAM")):
-            key = (cfg.peak_macs_per_cycle, -est["LUT"])
+            key = (effective_macs(cfg, edge_fraction), cfg.peak_macs_per_cycle, -est["LUT"])
             if best is None or key > best[0]:
                 best = (key, cfg, est)
     if best is None:

@@ -19,6 +19,7 @@ from rmsmp.boards.toolchain import toolchain_env
 from rmsmp.generator.catalog import BOARDS, BoardError, board
 from rmsmp.generator.config import AcceleratorConfig, ConfigError
 from rmsmp.generator.cost import bram_blocks, estimate, fit, lut_equivalent
+from rmsmp.generator.sizing import edge_rows, effective_macs
 
 BIN = Path(sys.executable).parent
 
@@ -220,6 +221,22 @@ def test_for_board_dsp_plus_lut_fixed_point_core():
                       ({"fix4": 1.0}, {"split_fix": True})):
         with pytest.raises(ConfigError, match="lut_fix|LUT-built"):
             AcceleratorConfig.for_board("ulx3s-85f", ratio, lut_fix=True, **kw)
+
+
+def test_for_board_for_a_networks_edge_layers():
+    """``edge_fraction``: with ResNet-18's share of all-fix8 edge-layer MACs the choice keeps
+    more fix8 rows — fewer MACs in peak, more on that mix — and still fits; the default
+    (0) is the peak choice. A share outside [0, 1) is refused."""
+    avail = board("ulx3s-85f").core_budget()
+    peak = AcceleratorConfig.for_board("ulx3s-85f")
+    net = AcceleratorConfig.for_board("ulx3s-85f", edge_fraction=0.065)
+    assert all(estimate(net, "ecp5")[k] <= avail[k] for k in avail)
+    assert edge_rows(net) > edge_rows(peak) and net.peak_macs_per_cycle <= peak.peak_macs_per_cycle
+    assert effective_macs(net, 0.065) > effective_macs(peak, 0.065)
+    assert effective_macs(peak, 0.0) == peak.peak_macs_per_cycle
+    for bad in (-0.1, 1.0, "x"):
+        with pytest.raises(ConfigError, match="edge_fraction"):
+            AcceleratorConfig.for_board("ulx3s-85f", edge_fraction=bad)
 
 
 def test_split_fix_needs_a_ratio():
