@@ -3,7 +3,8 @@
     python bench/digits_accuracy.py [--seeds 3] [--board ulx3s-85f]
 
 Every quantized accuracy is measured with the integer golden model.  "hardware ratio" is the
-ratio ``AcceleratorConfig.for_board(board)`` chooses (pot4 rows on LUTs, fix8 rows on DSPs).
+ratio ``AcceleratorConfig.for_board(board)`` chooses (pot4 rows on LUTs, fix8 rows on DSPs),
+and the one it chooses for ResNet-18's mix of edge-layer MACs (``edge_fraction=0.065``).
 """
 import argparse
 import statistics
@@ -28,6 +29,8 @@ def main():
     a = ap.parse_args()
     hw = AcceleratorConfig.for_board(a.board).ratio
     hw_label = "RMSMP hardware " + ":".join(f"{k} {v:.3f}" for k, v in hw.items())
+    hw_edge = AcceleratorConfig.for_board(a.board, edge_fraction=0.065).ratio
+    hw_edge_label = "RMSMP hardware " + ":".join(f"{k} {v:.3f}" for k, v in hw_edge.items())
     rows = {}
     for seed in range(a.seeds):
         xtr, ytr, xte, yte = load_digits(seed=seed)
@@ -39,6 +42,7 @@ def main():
             rows.setdefault("FP32", []).append(acc(fp(xte), yte))
         for label, kw in [("RMSMP 10:5:1 (hessian)", {}),
                           (hw_label, {"ratio": hw}),
+                          (hw_edge_label, {"ratio": hw_edge}),
                           ("RMSMP 10:5:1 (variance)", {"assign": "variance"}),
                           ("RMSMP 10:5:1 (random)", {"assign": "random"}),
                           ("uniform fix4", {"ratio": {"fix4": 1.0}}),

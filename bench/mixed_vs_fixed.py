@@ -8,6 +8,9 @@ Designs, each the largest core ``AcceleratorConfig.for_board`` fits beside the b
 - **mixed, hardware ratio**: ``for_board(board)`` — pot4 rows on LUT shift lanes beside
   fix8 rows on DSP lanes, as many of each as the part holds (its ``cfg.ratio`` is what a
   model is quantized for);
+- **mixed, hardware ratio for ResNet-18's mix**: ``for_board(board, edge_fraction=0.065)`` —
+  the same, chosen by MACs/cycle on a network with ResNet-18's share of all-fix8 edge-layer
+  MACs (more fix8 rows);
 - **mixed 10:5:1**: ``for_board(board, {"pot4": 10/16, "fix4": 5/16, "fix8": 1/16})``;
 - **fix4 DSP-only**: ``for_board(board, {"fix4": 1})`` — the RMSMP paper's baseline;
 - **fix4 DSP + LUT**: ``for_board(board, {"fix4": 1}, lut_fix=True)`` — fix8 rows on the
@@ -40,6 +43,7 @@ from rmsmp.generator.cost import estimate
 RATIO_1051 = {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
 DESIGNS = {
     "mixed-hw": ("mixed, hardware ratio", None, {}),
+    "mixed-edge": ("mixed, hardware ratio for ResNet-18's mix", None, {"edge_fraction": 0.065}),
     "mixed-1051": ("mixed 10:5:1", RATIO_1051, {}),
     "fix4-dsp": ("fix4 DSP-only", {"fix4": 1.0}, {}),
     "fix4-dsp-lut": ("fix4 DSP + LUT", {"fix4": 1.0}, {"lut_fix": True}),
