@@ -340,3 +340,23 @@ def test_cli_config_writes_the_for_board_choice(tmp_path, capsys):
         "ulx3s-85f", r1051)
     assert main(["config", "--board", "icebreaker", "--memory", "bram", "--ratio", ratio]) == 2
     assert "no accelerator fits icebreaker" in capsys.readouterr().err
+
+
+def test_cli_config_lut_fix_and_edge_fraction(tmp_path, capsys):
+    """``--lut-fix`` and ``--edge-fraction`` reach ``for_board``; a bad use is a one-line
+    error with exit 2."""
+    from rmsmp.host.cli import main
+    out = str(tmp_path / "dl.json")
+    assert main(["config", "--board", "ulx3s-85f", "--ratio", "fix4=1", "--lut-fix", "-o", out]) == 0
+    cfg = AcceleratorConfig.from_dict(json.loads((tmp_path / "dl.json").read_text()))
+    assert cfg == AcceleratorConfig.for_board("ulx3s-85f", {"fix4": 1.0}, lut_fix=True) and cfg.lut_schemes
+    assert "(LUT)" in capsys.readouterr().out
+    out = str(tmp_path / "e.json")
+    assert main(["config", "--board", "ulx3s-85f", "--edge-fraction", "0.065", "-o", out]) == 0
+    cfg = AcceleratorConfig.from_dict(json.loads((tmp_path / "e.json").read_text()))
+    assert cfg == AcceleratorConfig.for_board("ulx3s-85f", edge_fraction=0.065)
+    capsys.readouterr()
+    assert main(["config", "--board", "ulx3s-85f", "--lut-fix"]) == 2
+    assert "lut_fix" in capsys.readouterr().err
+    assert main(["config", "--board", "ulx3s-85f", "--edge-fraction", "1.5"]) == 2
+    assert "edge_fraction" in capsys.readouterr().err
