@@ -1,13 +1,13 @@
 """ResNet-18 end to end on the cycle-accurate simulator: cycles, MAC utilization, wall time.
 
-    python bench/resnet18_sim.py [--size 224] [--images 1] [--config cfg.json]
+    python bench/resnet18_sim.py [--size 224] [--images 1] [--config cfg.json] [--edge-scheme fix8|ratio]
                                  [--board ulx3s-85f [--memory sdram|ideal] [--fmax MHz]]
 
 Builds the torchvision-layout ResNet-18 (random init, seed 0), quantizes it with RMSMP
-(default 10:5:1, edge layers fix8), compiles it for the default accelerator, runs it in
-Verilator, checks the logits against the golden model bit for bit, and prints the
-per-layer table (cycles measured by the hardware's STAMPs), the totals and the peak memory
-of this process and of the simulator.  ``--board`` compiles for
+(default 10:5:1, edge layers fix8; ``--edge-scheme ratio``: they follow the ratio too),
+compiles it for the default accelerator, runs it in Verilator, checks the logits against the
+golden model bit for bit, and prints the per-layer table (cycles measured by the
+hardware's STAMPs), the totals and the peak memory of this process and of the simulator.  ``--board`` compiles for
 ``AcceleratorConfig.for_board(board)`` and reports images/s at the board clock and at
 ``--fmax`` (nextpnr's, from the build report); on a board with an SDRAM the core runs
 behind that board's SDRAM controller and a model of the chip (``--memory ideal``: the
@@ -34,6 +34,9 @@ def main(argv=None):
     ap.add_argument("--board", help="size the accelerator for this board (AcceleratorConfig.for_board)")
     ap.add_argument("--config", help="an AcceleratorConfig JSON to run instead (with --board: on that board's memory)")
     ap.add_argument("--fmax", type=float, help="the board build's Fmax in MHz, for images/s")
+    ap.add_argument("--edge-scheme", default="fix8",
+                    help="scheme of every row of the first and last layers (default fix8); 'ratio': those "
+                         "layers' rows follow the ratio like the others (then they run on every lane group)")
     ap.add_argument("--memory", choices=("sdram", "ideal"), default="sdram",
                     help="with --board: the board's SDRAM (default) or the ideal burst memory")
     a = ap.parse_args(argv)
@@ -41,7 +44,8 @@ def main(argv=None):
     model = resnet18().eval()
     x = torch.randn(max(2, a.images), 3, a.size, a.size)
     t = time.perf_counter()
-    qm = quantize(model, x[:2], hessian_images=1, hessian_samples=1)
+    edge = None if a.edge_scheme == "ratio" else a.edge_scheme
+    qm = quantize(model, x[:2], hessian_images=1, hessian_samples=1, edge_scheme=edge)
     t_q = time.perf_counter() - t
     if a.config:
         cfg = AcceleratorConfig.load(a.config)
