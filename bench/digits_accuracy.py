@@ -5,6 +5,8 @@
 Every quantized accuracy is measured with the integer golden model.  "hardware ratio" is the
 ratio ``AcceleratorConfig.for_board(board)`` chooses (pot4 rows on LUTs, fix8 rows on DSPs),
 and the one it chooses for ResNet-18's mix of edge-layer MACs (``edge_fraction=0.065``).
+"edge layers with the ratio": the first and last layers quantized like the others rather
+than all-fix8 (``edge_scheme=None``; then they run on every row of the array).
 """
 import argparse
 import statistics
@@ -41,6 +43,7 @@ def main():
         with torch.no_grad():
             rows.setdefault("FP32", []).append(acc(fp(xte), yte))
         for label, kw in [("RMSMP 10:5:1 (hessian)", {}),
+                          ("RMSMP 10:5:1, edge layers with the ratio", {"edge_scheme": None}),
                           (hw_label, {"ratio": hw}),
                           (hw_edge_label, {"ratio": hw_edge}),
                           ("RMSMP 10:5:1 (variance)", {"assign": "variance"}),

@@ -48,9 +48,9 @@ def overuse_error(spec, cfg, log: str) -> BoardError:
 def make_report(spec, cfg, rep, seconds, out, name: str) -> BuildReport:
     util = rep.get("utilization", {})
     res = {}
-    for name, cell in spec.budget.cells.items():
-        u = util.get(cell, {"used": 0, "available": spec.budget.as_dict()[name]})
-        res[name] = {"cell": cell, "used": u["used"], "available": u["available"]}
+    for kind, cell in spec.budget.cells.items():      # (not ``name``: the design's file name)
+        u = util.get(cell, {"used": 0, "available": spec.budget.as_dict()[kind]})
+        res[kind] = {"cell": cell, "used": u["used"], "available": u["available"]}
     fmax = rep.get("fmax", {})
     # the core's clock: the PLL output (the only constrained clock besides the input pin)
     clocks = {k: v for k, v in fmax.items() if "clk" in k.lower()}

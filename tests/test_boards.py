@@ -360,3 +360,18 @@ def test_cli_config_lut_fix_and_edge_fraction(tmp_path, capsys):
     assert "lut_fix" in capsys.readouterr().err
     assert main(["config", "--board", "ulx3s-85f", "--edge-fraction", "1.5"]) == 2
     assert "edge_fraction" in capsys.readouterr().err
+
+
+def test_build_report_names_the_bitstream_it_finds(tmp_path):
+    """The report points at the written bitstream (``<name>.bit`` on ECP5, ``.bin`` on
+    iCE40) and takes resources and the core clock's Fmax from nextpnr's report."""
+    from rmsmp.boards.report import make_report
+    spec, cfg = board("icebreaker"), AcceleratorConfig.for_board("icebreaker")
+    (tmp_path / "top.bin").write_bytes(b"\x00")
+    rep = {"utilization": {"ICESTORM_LC": {"used": 5234, "available": 5280}},
+           "fmax": {"clk": {"achieved": 15.4, "constraint": 12.0}}}
+    r = make_report(spec, cfg, rep, 1.0, tmp_path, "top")
+    assert r["bitstream"] == str(tmp_path / "top.bin")
+    assert r["fmax_mhz"] == 15.4 and r["timing_met"]
+    assert r["resources"]["LUT"]["used"] == 5234
+    assert make_report(spec, cfg, rep, 1.0, tmp_path, "other")["bitstream"] is None
