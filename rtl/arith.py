@@ -8,12 +8,12 @@ per layer are computed over several cycles by a :class:`SerialMultiplier`.
 """
 from __future__ import annotations
 
-from amaranth import C, Module, Mux, Signal, Value
+from amaranth import C, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["rshift_round", "clamp", "delay", "nested_count", "nested_carries", "nested_address", "small_mul",
-           "SerialMultiplier"]
+           "window_origin", "lane_offsets", "window_inside", "SerialMultiplier"]
 
 
 def delay(m: Module, value: Value, stages: int, name: str = "d") -> Value:
@@ -73,6 +73,44 @@ def nested_address(m, steps, increments, *, start, load, width: int, name: str =
         with (m.If if i == len(increments) - 1 else m.Elif)(steps[i]):
             m.d.sync += [b.eq(nxt) for b in bases[:i + 1]]
     return bases[0]
+
+
+def window_origin(m, *, restart, next_row, next_pixel, pad_top, pad, stride, width: int, name: str = "w"):
+    """The input pixel ``(iy0, ix0)`` of tap (0, 0) of a sliding window, as running sums:
+    ``restart`` (a new layer or plane) puts it at ``(-pad_top, -pad)``, ``next_row`` moves
+    it ``stride`` rows down to the row's start, ``next_pixel`` ``stride`` columns right (the
+    conditions in that priority).  A tap ``(ky, kx)`` reads ``(iy0 + ky, ix0 + kx)``: the
+    conv engine and the vector unit's window walk both use it."""
+    iy0, ix0 = Signal(signed(width), name=f"{name}_iy0"), Signal(signed(width), name=f"{name}_ix0")
+    with m.If(restart):
+        m.d.sync += [iy0.eq(-pad_top), ix0.eq(-pad)]
+    with m.Elif(next_row):
+        m.d.sync += [iy0.eq(iy0 + stride), ix0.eq(-pad)]
+    with m.Elif(next_pixel):
+        m.d.sync += ix0.eq(ix0 + stride)
+    return iy0, ix0
+
+
+def lane_offsets(m, *, load, out_w, stride, pixels: int, width: int, name: str = "off") -> list:
+    """Pixel lane ``p``'s first input column in the global row, ``p · out_w · stride``, set
+    on ``load`` (lane 0's is the constant 0)."""
+    offs = [C(0, width)] + [Signal(width, name=f"{name}{p}") for p in range(1, pixels)]
+    if pixels > 1:
+        with m.If(load):
+            step = small_mul(out_w, stride, width)
+            m.d.sync += [offs[p].eq(p * step) for p in range(1, pixels)]
+    return offs
+
+
+def window_inside(iy, ix, offs, *, in_h, in_w, in_wg) -> list:
+    """Per pixel lane, whether the tap ``(iy, ix)`` of its window is inside the input (not
+    padding): one lane checks the plane ``in_h × in_w``; several check the global row
+    ``in_wg`` from their offset (``lane_offsets``)."""
+    row_in = (iy >= 0) & (iy < in_h)
+    if len(offs) == 1:
+        return [row_in & (ix >= 0) & (ix < in_w)]
+    gx = [ix + off if p else ix for p, off in enumerate(offs)]
+    return [row_in & (g >= 0) & (g < in_wg) for g in gx]
 
 
 def small_mul(wide: Value, narrow: Value, width: int) -> Value:

@@ -24,7 +24,16 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .arith import SerialMultiplier, delay, nested_address, nested_carries, small_mul
+from .arith import (
+    SerialMultiplier,
+    delay,
+    lane_offsets,
+    nested_address,
+    nested_carries,
+    small_mul,
+    window_inside,
+    window_origin,
+)
 from .isa import ACT_BANKS, ADDR_BITS, CH_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
 from .mac import MacArray
 from .ppu import Requantizer
@@ -161,7 +170,8 @@ class ConvEngine(wiring.Component):
         m.d.comb += [in_plane.a.eq(self.desc.in_w), in_plane.b.eq(self.desc.in_h),
                      out_plane.a.eq(self.desc.out_w), out_plane.b.eq(self.desc.out_h)]
         # pixel lane p's first input column in the global row: p·out_w·stride
-        in_off = [Signal(DIM_BITS + 4, name=f"in_off{p}") for p in range(P)]
+        in_off = lane_offsets(m, load=self.start & ~self.busy, out_w=self.desc.out_w, stride=self.desc.stride,
+                              pixels=P, width=DIM_BITS + 4, name="in_off")
 
         with m.If((self.start | self.vec_start) & ~self.busy):
             m.d.sync += [self.cycles.eq(0), self.mac_beats.eq(0)]
@@ -171,8 +181,6 @@ class ConvEngine(wiring.Component):
                 m.d.sync += d.eq(self.desc)
             m.d.sync += [setup.eq(1), cbusy.eq(1), self.cycles.eq(0),
                          self.mac_beats.eq(0), og.eq(0), oy.eq(0), ox.eq(0), cb.eq(0), ky.eq(0), kx.eq(0)]
-            step = small_mul(self.desc.out_w, self.desc.stride, DIM_BITS + 4)
-            m.d.sync += [in_off[p].eq(p * step) for p in range(1, P)]
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
@@ -191,29 +199,19 @@ class ConvEngine(wiring.Component):
         # read nothing) and its weight word w_base + ((og·in_cb + cb)·k + ky)·k + kx.  Every
         # pixel lane reads the same word of its own bank: its columns are stored from its
         # first input column on
-        iy0, ix0 = Signal(signed(DIM_BITS + 3)), Signal(signed(DIM_BITS + 3))     # taps (0, 0)
-        iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))
-        m.d.comb += [iy.eq(iy0 + ky), ix.eq(ix0 + kx)]
-        row_in = (iy >= 0) & (iy < d.in_h)
-        if P == 1:
-            inside = [row_in & (ix >= 0) & (ix < d.in_w)]
-        else:                       # a lane's tap is padding outside the global row
-            gx = [ix + in_off[p] if p else ix for p in range(P)]
-            inside = [row_in & (g >= 0) & (g < d.in_wg) for g in gx]
         w_tap, w_og = Signal(WB), Signal(WB)
         loaded = setup & ~in_plane.busy & ~out_plane.busy
+        iy0, ix0 = window_origin(m, restart=loaded | steps[5], next_row=steps[4], next_pixel=steps[3],
+                                 pad_top=d.pad_top, pad=d.pad, stride=d.stride, width=DIM_BITS + 3)
+        iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))
+        m.d.comb += [iy.eq(iy0 + ky), ix.eq(ix0 + kx)]
+        # a lane's tap is padding outside the plane (several lanes: outside the global row)
+        inside = window_inside(iy, ix, in_off, in_h=d.in_h, in_w=d.in_w, in_wg=d.in_wg)
         act_addr = nested_address(
             m, steps, [1, d.in_w, in_plane.p, d.stride, small_mul(d.in_w, d.stride, AB), None],
             start=(d.in_base - small_mul(d.in_w, d.pad_top, AB) - d.pad)[:AB], load=loaded, width=AB, name="a")
         with m.If(loaded):
-            m.d.sync += [setup.eq(0), running.eq(1), iy0.eq(-d.pad_top), ix0.eq(-d.pad),
-                         w_tap.eq(d.w_base), w_og.eq(d.w_base)]
-        with m.If(steps[5]):                        # next output group (or the end)
-            m.d.sync += [iy0.eq(-d.pad_top), ix0.eq(-d.pad)]
-        with m.Elif(steps[4]):                      # next output row
-            m.d.sync += [iy0.eq(iy0 + d.stride), ix0.eq(-d.pad)]
-        with m.Elif(steps[3]):                      # next output pixel
-            m.d.sync += ix0.eq(ix0 + d.stride)
+            m.d.sync += [setup.eq(0), running.eq(1), w_tap.eq(d.w_base), w_og.eq(d.w_base)]
         with m.If(steps[5]):                        # the next group's weights follow this one's
             m.d.sync += [w_tap.eq(w_tap + 1), w_og.eq(w_tap + 1)]
         with m.Elif(steps[3]):                      # the same group's weights for the next pixel

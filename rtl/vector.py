@@ -26,7 +26,17 @@ from amaranth import C as Const
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import SerialMultiplier, clamp, nested_address, nested_carries, rshift_round, small_mul
+from .arith import (
+    SerialMultiplier,
+    clamp,
+    lane_offsets,
+    nested_address,
+    nested_carries,
+    rshift_round,
+    small_mul,
+    window_inside,
+    window_origin,
+)
 from .isa import ADDR_BITS, AVGPOOL_SUM_BITS, DIM_BITS, VECTOR_OPS, VecDesc, VecKind
 
 __all__ = ["VectorUnit"]
@@ -98,30 +108,19 @@ class VectorUnit(wiring.Component):
         inside = Const(1, 1)
         if window:
             pad, pad_top = Mux(is_max, d.pad, 0), Mux(is_max, d.pad_top, 0)
-            iy0, ix0 = Signal(signed(DIM_BITS + 3)), Signal(signed(DIM_BITS + 3))
             a_tap = nested_address(m, steps, [1, d.in_w, d.stride, small_mul(d.in_w, d.stride, AB), plane.p],
                                    start=(d.a_base - small_mul(d.in_w, pad_top, AB) - pad)[:AB], load=loaded,
                                    width=AB, name="a")
-            with m.If(loaded):
-                m.d.sync += [iy0.eq(-pad_top), ix0.eq(-pad)]
-            with m.If(steps[4]):                     # next channel block
-                m.d.sync += [iy0.eq(-pad_top), ix0.eq(-pad)]
-            with m.Elif(steps[3]):                   # next output row
-                m.d.sync += [iy0.eq(iy0 + d.stride), ix0.eq(-pad)]
-            with m.Elif(steps[2]):                   # next output pixel
-                m.d.sync += ix0.eq(ix0 + d.stride)
+            # the window's tap (0, 0): per channel block, output row and pixel (arith.window_origin)
+            iy0, ix0 = window_origin(m, restart=loaded | steps[4], next_row=steps[3], next_pixel=steps[2],
+                                     pad_top=pad_top, pad=pad, stride=d.stride, width=DIM_BITS + 3)
             if has_max:
                 iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))
                 m.d.comb += [iy.eq(iy0 + ty), ix.eq(ix0 + tx)]
-                if P == 1:
-                    inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
-                else:               # pixel lane p's columns start p·out_w·stride into the row
-                    off = [Signal(DIM_BITS + 4, name=f"off{p}") for p in range(P)]
-                    with m.If(self.start & ~self.busy):
-                        step = small_mul(self.desc.out_w, self.desc.stride, DIM_BITS + 4)
-                        m.d.sync += [off[p].eq(p * step) for p in range(1, P)]
-                    inside = Cat(*((iy >= 0) & (iy < d.in_h) & (ix + off[p] >= 0) & (ix + off[p] < d.in_wg)
-                                   for p in range(P)))
+                # pixel lane p's columns start p·out_w·stride into the row
+                off = lane_offsets(m, load=self.start & ~self.busy, out_w=self.desc.out_w, stride=self.desc.stride,
+                                   pixels=P, width=DIM_BITS + 4)
+                inside = Cat(*window_inside(iy, ix, off, in_h=d.in_h, in_w=d.in_w, in_wg=d.in_wg))
             m.d.comb += self.rd_addr.eq(Mux(is_add, add_addr, a_tap) if has_add else a_tap)
         else:
             m.d.comb += self.rd_addr.eq(add_addr)
