@@ -298,8 +298,14 @@ def _dma_ops(prog):
     raise AssertionError("no END")
 
 
+# whole networks in Amaranth's simulator take 5–20 s each: one of a kind stays in the fast
+# loop (make test-fast), the other variants are `slow` (make test runs them all)
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("pixels, columns, act_depth, weight_depth", [
-    (2, 4, 2048, 512), (3, 4, 2048, 512), (3, 4, 256, 64), (1, 8, 2048, 512), (2, 16, 1024, 512)],
+    (2, 4, 2048, 512), pytest.param(3, 4, 2048, 512, marks=SLOW), pytest.param(3, 4, 256, 64, marks=SLOW),
+    pytest.param(1, 8, 2048, 512, marks=SLOW), pytest.param(2, 16, 1024, 512, marks=SLOW)],
     ids=["P2", "P3", "P3-banded-streamed", "P1-C8-nibbles", "P2-C16-nibbles"])
 def test_pixel_lanes_run_a_network_bit_exact(pixels, columns, act_depth, weight_depth):
     """Lane p computes output columns [p·G, (p+1)·G) of every row from its own bank, with the
@@ -333,6 +339,7 @@ def test_pixel_lanes_run_a_network_bit_exact(pixels, columns, act_depth, weight_
     assert torch.equal(dev.run(x[:1]), golden(qm, x[:1]))
 
 
+@SLOW
 def test_global_pool_runs_in_channel_blocks_when_the_input_does_not_fit():
     """A global average pool whose input exceeds the activation buffer pools a few whole
     channel blocks at a time (32 channels of 6×6 at C = 4: eight 36-entry blocks, three per
@@ -351,6 +358,7 @@ def test_global_pool_runs_in_channel_blocks_when_the_input_does_not_fit():
     assert torch.equal(dev.run(x[:1]), golden(qm, x[:1]))
 
 
+@SLOW
 def test_signed_4_bit_tensors_move_as_sign_extended_nibbles():
     """A conv without ReLU before another conv: its output is a signed 4-bit tensor, stored in
     memory as nibbles and sign-extended when loaded (C = 8: an entry's nibbles fill a word)."""
@@ -366,6 +374,7 @@ def test_signed_4_bit_tensors_move_as_sign_extended_nibbles():
     assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:4]), golden(qm, x[:4]))
 
 
+@SLOW
 @pytest.mark.parametrize("pixels", [1, 2])
 def test_set_major_runs_every_weight_set_once_over_on_chip_bands(monkeypatch, pixels):
     """A layer streamed in several weight sets and run in several bands may run set-major
@@ -390,7 +399,7 @@ def test_set_major_runs_every_weight_set_once_over_on_chip_bands(monkeypatch, pi
     assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:1]), golden(qm, x[:1]))
 
 
-@pytest.mark.parametrize("pixels", [1, 2])
+@pytest.mark.parametrize("pixels", [1, pytest.param(2, marks=SLOW)])
 def test_narrow_pot_lanes_take_4_bit_activations(pixels):
     """Power-of-two lanes built for 4-bit activations (pot_act_bits = 4): every layer whose
     input fits runs its pot rows on them; the first conv (8-bit signed input, quantized here
