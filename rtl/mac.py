@@ -131,7 +131,7 @@ class MacArray(wiring.Component):
     """
 
     def __init__(self, *, lane_groups, columns: int, act_width: int, acc_bits: int, pixels: int = 1,
-                 pot_act_width: int | None = None, lut_schemes=()):
+                 pot_act_width: int | None = None, lut_schemes=(), fold: bool | None = None):
         self._groups = [(lane_format(s), int(r)) for s, r in lane_groups]
         self._columns, self._act_width, self._acc_bits = columns, act_width, acc_bits
         self._pixels = pixels
@@ -139,6 +139,8 @@ class MacArray(wiring.Component):
         # compiler places no pot row on them for a layer whose input does not fit
         self._pot_width = min(pot_act_width or act_width, act_width)
         self._lut = frozenset(lut_schemes)
+        # sign-folded pot lanes (None: where it pays, rows of FOLD_MIN_COLUMNS or more)
+        self._fold = columns >= FOLD_MIN_COLUMNS if fold is None else fold
         rows = sum(r for _, r in self._groups)
         wl = data.StructLayout({f.name: data.ArrayLayout(data.ArrayLayout(unsigned(f.bits), columns), r)
                                 for f, r in self._groups})
@@ -179,8 +181,7 @@ class MacArray(wiring.Component):
                 if aw < self._act_width:
                     acts = [Value.cast(acts[c])[:aw].as_signed() for c in range(self._columns)]
                 for r in range(nrows):
-                    lanes = [make_lane(fmt, aw, lut=lut, folded=self._columns >= FOLD_MIN_COLUMNS)
-                             for _ in range(self._columns)]
+                    lanes = [make_lane(fmt, aw, lut=lut, folded=self._fold) for _ in range(self._columns)]
                     total, carry = _sum_tree(m, lanes, acts, self.i.payload.w[fmt.name][r], f"{px}r{k}_{fmt.name}")
                     acc = Signal(signed(self._acc_bits), name=f"{px}r{k}_acc")
                     _accumulate(m, acc, total, valid, first, carry)
