@@ -10,7 +10,7 @@ nibbles (``packed``: the DMA packs and widens them) when the core can.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rmsmp.rtl.dma import words_per_entry
 
@@ -58,7 +58,7 @@ class TensorPlan:
     alias: dict                  # flatten -> the tensor it views
     offset: dict                 # tensor -> word offset in the work region
     work_words: int              # size of the work region
-    packed: dict = None          # tensor -> (signed,) when stored as nibbles
+    packed: dict = field(default_factory=dict)     # tensor -> (signed,) when stored as nibbles
     nib_wpe: int = 0             # bus words per packed entry
 
     def source(self, name: str) -> str:
@@ -66,7 +66,7 @@ class TensorPlan:
         return self.alias.get(name, name)
 
     def words_per_entry(self, name: str) -> int:
-        return self.nib_wpe if self.source(name) in (self.packed or {}) else self.wpe
+        return self.nib_wpe if self.source(name) in self.packed else self.wpe
 
     def locate(self, name: str, img: int) -> tuple[str, int]:
         """(memory region, word offset) of tensor ``name`` for image ``img``."""

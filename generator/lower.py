@@ -36,7 +36,7 @@ from rmsmp.rtl.isa import (
 )
 
 __all__ = ["LoweredLayer", "lower_conv", "lower_vec", "lower_avgpool_conv", "CompileError", "can_run", "lanes_for",
-           "fix_bits_for", "pack_words"]
+           "fix_bits_for", "pack_words", "group_rows"]
 
 
 class CompileError(RmsmpError):
@@ -137,14 +137,14 @@ def lane_geometry(cfg, W: int, OW: int, k: int, s: int, pad: int) -> LaneGeometr
     return LaneGeometry(W, OW, G, (G - 1) * s + k, G * s, pad, math.ceil(OW / G))
 
 
-def _fits_pot_lanes(inq, cfg) -> bool:
+def _fits_lut_lanes(inq, cfg) -> bool:
     """Whether every value of input format ``inq`` fits the LUT lanes' (power-of-two, and
     LUT-built fixed-point) activations."""
     half = 1 << (cfg.pot_act_width - 1)
     return -half <= inq.value_lo and inq.value_hi < half
 
 
-def _group_rows(cfg) -> dict:
+def group_rows(cfg) -> dict:
     """Lane group scheme -> (first array row, rows)."""
     offsets, r0 = {}, 0
     for g in cfg.lane_groups:
@@ -160,7 +160,7 @@ def place_rows(layer, cfg, inq=None) -> tuple[int, dict]:
     by_scheme: dict[str, list[int]] = {}
     for ch, sname in enumerate(layer.schemes):
         by_scheme.setdefault(parse_weight_format(sname).name, []).append(ch)
-    narrow = inq is not None and not _fits_pot_lanes(inq, cfg)
+    narrow = inq is not None and not _fits_lut_lanes(inq, cfg)
     places = {sn: [g for g in lanes_for(sn, cfg) if not (narrow and cfg.narrow_lanes(g))]
               for sn in by_scheme}
     for sname, gs in places.items():
@@ -170,7 +170,7 @@ def place_rows(layer, cfg, inq=None) -> tuple[int, dict]:
                    if narrow else "")
             raise CompileError(f"layer {layer.name!r}: scheme {sname} has no lane group that can run it in this "
                                f"accelerator ({', '.join(g.scheme for g in cfg.lane_groups)}){why}")
-    og_n, slots = _deal_rows(by_scheme, places, _group_rows(cfg))
+    og_n, slots = _deal_rows(by_scheme, places, group_rows(cfg))
     return og_n, {slot: ch for ch, slot in slots.items()}
 
 
@@ -187,7 +187,7 @@ def _lane_weights(layer, cfg, qw: torch.Tensor, og_n: int, row_of: dict) -> tupl
     weights, packed = {}, {}
     for g in cfg.lane_groups:
         f = g.format
-        off, n = _group_rows(cfg)[g.scheme]
+        off, n = group_rows(cfg)[g.scheme]
         rows = torch.tensor([[row_of.get((og, off + i), O) for i in range(n)] for og in range(og_n)])
         block = qpad[rows].reshape(og_n, n, cb, C, k, k).permute(0, 2, 4, 5, 1, 3)   # og cb ky kx row col
         flat = block.reshape(-1, n * C)

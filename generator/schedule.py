@@ -154,9 +154,10 @@ def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, com
 
 
 def choose_bands(name: str, out_h: int, shape: BandShape, *, act_depth: int, compute: float,
-                 weight_words: int, n_sets: int, n_dma: int) -> tuple[list, bool]:
-    """Row bands for a layer and whether they pipeline (one bank each) or take the whole
-    buffer: the cheapest by :func:`band_cost` (ties: pipelined, then taller bands)."""
+                 weight_words: int, n_sets: int, n_dma: int) -> tuple[list, bool, float]:
+    """Row bands for a layer, whether they pipeline (one bank each) or take the whole
+    buffer, and their cost: the cheapest by :func:`band_cost` (ties: pipelined, then taller
+    bands)."""
     options = []
     for pipelined, cap in ((True, act_depth // ACT_BANKS), (False, act_depth)):
         fits = [t for t in range(1, out_h + 1) if shape.in_rows(t) + shape.out_rows(t) <= cap]
@@ -168,8 +169,8 @@ def choose_bands(name: str, out_h: int, shape: BandShape, *, act_depth: int, com
     if not options:
         raise CompileError(f"layer {name!r}: one output row needs {shape.in_rows(1) + shape.out_rows(1)} "
                            f"activation entries, the buffer holds {act_depth} (column tiling is not implemented)")
-    *_, bands, pipelined = min(options)
-    return bands, pipelined
+    cost, *_, bands, pipelined = min(options)
+    return bands, pipelined, cost
 
 
 def set_major_bands(out_h: int, shape: BandShape, *, act_depth: int, compute: float, weight_words: int,
@@ -224,7 +225,7 @@ class _LayerScheduler:
         ref, off = self.t.locate(name, self.img)
         if self.img == 0:
             self.sch.moved[self.low.name] += n * self.t.words_per_entry(name)
-        nib = (self.t.packed or {}).get(self.t.source(name))
+        nib = self.t.packed.get(self.t.source(name))
         return cls(ref, off + ent_off * self.t.words_per_entry(name), n, buf, rows, nib)
 
     def rows_io(self, cls, name, b0, b1, buf, H, W, pitch=None, rows: RowMap | None = None) -> list:
@@ -295,15 +296,12 @@ class _LayerScheduler:
             out_map = RowMap(OW, g.out_cols, g.out_cols, 0, g.out_cols, g.lane_mask)
         shape = BandShape(icb, H, W, ocb, OW, k, s, g.pitch, g.out_cols, t.words_per_entry(x),
                           t.words_per_entry(low.name))
-        bands, pipelined = choose_bands(low.name, OH, shape, act_depth=self.cfg.act_depth,
-                                        compute=low.beats, weight_words=self.w.set_words(low.name),
-                                        n_sets=n_sets, n_dma=icb + ocb)
+        costs = dict(act_depth=self.cfg.act_depth, compute=low.beats, weight_words=self.w.set_words(low.name),
+                     n_sets=n_sets, n_dma=icb + ocb)
+        bands, pipelined, cost = choose_bands(low.name, OH, shape, **costs)
         if n_sets > 1 and len(bands) > 1 and not low.pool_blocks:
-            costs = dict(act_depth=self.cfg.act_depth, compute=low.beats, weight_words=self.w.set_words(low.name),
-                         n_sets=n_sets, n_dma=icb + ocb)
             sm = set_major_bands(OH, shape, **costs)
-            if sm and sm[1] < band_cost(bands, pipelined, shape=shape, out_h=OH,
-                                        **{k: v for k, v in costs.items() if k != "act_depth"}):
+            if sm and sm[1] < cost:
                 self.sch.set_major.add(low.name)
                 return self.set_major(x, sm[0], sets, g, in_map, out_map, (H, W, OH, OW), shape)
         only = self.use_set(sets[0]) if len(sets) == 1 else None     # one set: loaded once for all bands

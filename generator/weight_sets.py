@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from rmsmp.rtl.engine import buffer_ports
 from rmsmp.rtl.isa import Buffer
 
-from .lower import CompileError, LoweredLayer
+from .lower import CompileError, LoweredLayer, group_rows
 from .program import ProgramBuilder, _width
 
 __all__ = ["BlobLoad", "SetSpec", "WeightSet", "WeightPlan", "plan_weights", "assign_halves"]
@@ -83,13 +83,9 @@ def plan_weights(pb: ProgramBuilder, cfg, lowered: dict) -> WeightPlan:
 
 def _groups_used(cfg, low: LoweredLayer, og_lo: int = 0, og_hi: int | None = None) -> set:
     """Lane groups with a row computing some channel of output groups ``[og_lo, og_hi)``."""
-    R, used, r0 = cfg.rows, set(), 0
-    rows = {slot % R for slot in low.perm if og_lo <= slot // R < (og_hi if og_hi is not None else 1 << 30)}
-    for g in cfg.lane_groups:
-        if any(r0 <= r < r0 + g.rows for r in rows):
-            used.add(g.scheme)
-        r0 += g.rows
-    return used
+    R = cfg.rows
+    rows = {slot % R for slot in low.perm if slot // R >= og_lo and (og_hi is None or slot // R < og_hi)}
+    return {scheme for scheme, (r0, n) in group_rows(cfg).items() if any(r0 <= r < r0 + n for r in rows)}
 
 
 def _resident_loads(pb, cfg, convs, pwidth) -> list[BlobLoad]:
