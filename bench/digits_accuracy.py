@@ -30,9 +30,9 @@ def main():
     ap.add_argument("--board", default="ulx3s-85f", help="for the hardware-chosen ratio")
     a = ap.parse_args()
     hw = AcceleratorConfig.for_board(a.board).ratio
-    hw_label = "RMSMP hardware " + ":".join(f"{k} {v:.3f}" for k, v in hw.items())
     hw_edge = AcceleratorConfig.for_board(a.board, edge_fraction=0.065).ratio
-    hw_edge_label = "RMSMP hardware " + ":".join(f"{k} {v:.3f}" for k, v in hw_edge.items())
+    hw_label, hw_edge_label = ("RMSMP hardware " + ":".join(f"{k} {v:.3f}" for k, v in r.items())
+                               for r in (hw, hw_edge))
     rows = {}
     for seed in range(a.seeds):
         xtr, ytr, xte, yte = load_digits(seed=seed)

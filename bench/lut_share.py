@@ -10,17 +10,23 @@ ratio to each (cost-model estimates; which share the part routes at is a build's
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import rmsmp.generator.catalog as catalog
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.cost import estimate
 
+sys.path.insert(0, str(Path(__file__).parent))
+from mixed_vs_fixed import DESIGNS  # noqa: E402
+
 
 def designs(board: str) -> dict:
-    return {"mixed": AcceleratorConfig.for_board(board),
-            "fix4 DSP-only": AcceleratorConfig.for_board(board, {"fix4": 1.0}),
-            "fix4 DSP + LUT": AcceleratorConfig.for_board(board, {"fix4": 1.0}, lut_fix=True)}
+    """The mixed (hardware ratio), fix4 DSP-only and fix4 DSP + LUT designs of
+    bench/mixed_vs_fixed.py for ``board``."""
+    return {label: AcceleratorConfig.for_board(board, ratio, **kw)
+            for key, (label, ratio, kw) in DESIGNS.items() if key in ("mixed-hw", "fix4-dsp", "fix4-dsp-lut")}
 
 
 def main(argv=None) -> int:
@@ -37,9 +43,10 @@ def main(argv=None) -> int:
         for share in (float(s) for s in a.shares.split(",")):
             catalog.BOARDS[spec.name] = replace(saved, lut_share=share)
             d = designs(spec.name)
-            m, f, fl = (d[k].peak_macs_per_cycle for k in ("mixed", "fix4 DSP-only", "fix4 DSP + LUT"))
-            est = estimate(d["mixed"], spec.family)
-            print(f"| {share:.2f} | {d['mixed'].describe().split(' = ')[0]} = {m} | {est['LUT']:,} / {est['DSP']} / "
+            mixed = d["mixed, hardware ratio"]
+            m, f, fl = (d[k].peak_macs_per_cycle for k in ("mixed, hardware ratio", "fix4 DSP-only", "fix4 DSP + LUT"))
+            est = estimate(mixed, spec.family)
+            print(f"| {share:.2f} | {mixed.describe().split(' = ')[0]} = {m} | {est['LUT']:,} / {est['DSP']} / "
                   f"{est['BRAM']} | {f} | {d['fix4 DSP + LUT'].describe().split(' = ')[0]} = {fl} | "
                   f"{m / f:.2f}× | {m / fl:.2f}× |", flush=True)
     finally:

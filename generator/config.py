@@ -202,6 +202,8 @@ class AcceleratorConfig:
                 parse_weight_format(k)
         except FormatError as e:
             raise ConfigError(f"for_board ratio: {e}") from None
+        if not isinstance(edge_fraction, (int, float)) or not 0 <= edge_fraction < 1:
+            raise ConfigError(f"for_board: edge_fraction must be a number in [0, 1), got {edge_fraction!r}")
         avail = spec.core_budget(memory)
         _check_int("act_bits", act_bits, 2, 8)
         lut = ()
@@ -221,15 +223,13 @@ class AcceleratorConfig:
             layouts = lane_layouts(dict(ratio), split_fix=split_fix) if ratio else hardware_layouts()
         pab = act_bits if act_bits < 8 and (lut or calibrated_narrow_pot(spec.family)) else 0
 
-        def narrow(groups):
-            return any(s.startswith("pot") or s in lut for s, _ in groups)
+        def narrow(groups):         # LUT lanes (pot, or LUT-built fix) take the narrow activations
+            return any(parse_weight_format(s).kind == "pot" or s in lut for s, _ in groups)
 
         candidates = (cls(lane_groups=groups, columns=C, clock_hz=spec.clock_hz, **family_params(spec.family, P),
                           pot_act_bits=pab if narrow(groups) else 0,
                           lut_schemes=tuple(s for s, _ in groups if s in lut))
                       for P in PIXELS[spec.family] for C in COLUMNS[spec.family] for groups in layouts)
-        if not isinstance(edge_fraction, (int, float)) or not 0 <= edge_fraction < 1:
-            raise ConfigError(f"for_board: edge_fraction must be a number in [0, 1), got {edge_fraction!r}")
         cfg, est = best_fit(candidates, spec.family, avail, edge_fraction)
         if cfg is None:
             small_cfg, small = est
