@@ -12,7 +12,7 @@ from amaranth import C, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["rshift_round", "clamp", "delay", "nested_count", "nested_carries", "nested_address", "small_mul",
+__all__ = ["rshift_round", "round_half", "held", "clamp", "delay", "nested_count", "nested_carries", "nested_address", "small_mul",
            "window_origin", "lane_offsets", "window_inside", "SerialMultiplier"]
 
 
@@ -25,11 +25,26 @@ def delay(m: Module, value: Value, stages: int, name: str = "d") -> Value:
     return value
 
 
-def rshift_round(value: Value, amount: Value) -> Value:
+def rshift_round(value: Value, amount: Value, half: Value | None = None) -> Value:
     """``floor(value / 2^amount + 1/2)`` for signed ``value``: add half an LSB of the
-    result (Amaranth widens the sum, so it cannot overflow), then shift arithmetically."""
-    half = (C(1, 1) << amount) >> 1          # 2^(amount-1), or 0 for amount = 0
-    return (value + half) >> amount
+    result (Amaranth widens the sum, so it cannot overflow), then shift arithmetically.
+    ``half``: that half LSB, ``2^(amount-1)`` (0 for ``amount = 0``), when the caller
+    holds it in a register (:func:`round_half`)."""
+    return (value + (round_half(amount) if half is None else half)) >> amount
+
+
+def round_half(amount: Value) -> Value:
+    """``2^(amount-1)``, or 0 for ``amount = 0``: the half LSB :func:`rshift_round` adds."""
+    return (C(1, 1) << amount) >> 1
+
+
+def held(m: Module, value: Value, name: str) -> Signal:
+    """``value`` (a per-operation constant, steady while the unit runs) through a register of
+    the unit's own: the unit's logic then starts from a flip-flop beside it, not from the
+    far descriptor register that fans out to every unit.  Valid one cycle after ``value``."""
+    reg = Signal.like(value, name=name)
+    m.d.sync += reg.eq(value)
+    return reg
 
 
 def clamp(value: Value, lo: Value, hi: Value) -> Value:

@@ -27,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 from .arith import (
     SerialMultiplier,
     delay,
+    held,
     lane_offsets,
     nested_address,
     nested_carries,
@@ -79,6 +80,10 @@ class ConvEngine(wiring.Component):
     #: with several pixel lanes an entry is ``pixels`` times wider and the lanes' requantizers
     #: drain it together; two entries let the array run one dot product ahead
     WIDE_QUEUE_DEPTH = 2
+    #: cycles from a buffer read's address to its data in the registers the array and the
+    #: vector unit take it from (the block RAM's cycle, then flip-flops beside it, so no logic
+    #: follows a block RAM output in the cycle it appears: ECP5's is 5.8 ns clock-to-out)
+    READ_LATENCY = 2
 
     def __init__(self, cfg, *, held_desc: bool = False):
         self._held = held_desc
@@ -117,7 +122,8 @@ class ConvEngine(wiring.Component):
             m.submodules["rq" if p == 0 else f"rq{p}"] = rqs[-1]
         rq = rqs[0]
         m.submodules.vec = vec = VectorUnit(columns=C, requantizer=rq.signature, addr_bits=AB,
-                                             ops=cfg.vector_ops, held_desc=self._held, pixels=P)
+                                             ops=cfg.vector_ops, held_desc=self._held, pixels=P,
+                                             read_latency=self.READ_LATENCY)
         m.d.comb += [vec.start.eq(self.vec_start & ~self.busy), vec.desc.eq(self.vec_desc),
                      self.busy.eq(cbusy | vec.busy), self.done.eq(cdone | vec.done)]
 
@@ -127,6 +133,9 @@ class ConvEngine(wiring.Component):
         act_rd = Signal(data.StructLayout({"addr": ADDR_BITS, "data": data.ArrayLayout(8 * C, P)}))
         act_wr = Signal(data.StructLayout({"addr": ADDR_BITS, "data": data.ArrayLayout(8 * C, P),
                                            "en": data.ArrayLayout(C, P)}))
+        # the read data, registered: a block RAM's output goes straight into flip-flops
+        act_q = Signal(data.ArrayLayout(8 * C, P))
+        m.d.sync += act_q.eq(act_rd.data)
         wmems = {}
         for f, n in self._groups:
             mem = Memory(shape=unsigned(n * C * f.bits), depth=cfg.weight_depth, init=[])
@@ -207,9 +216,13 @@ class ConvEngine(wiring.Component):
         m.d.comb += [iy.eq(iy0 + ky), ix.eq(ix0 + kx)]
         # a lane's tap is padding outside the plane (several lanes: outside the global row)
         inside = window_inside(iy, ix, in_off, in_h=d.in_h, in_w=d.in_w, in_wg=d.in_wg)
-        act_addr = nested_address(
-            m, steps, [1, d.in_w, in_plane.p, d.stride, small_mul(d.in_w, d.stride, AB), None],
-            start=(d.in_base - small_mul(d.in_w, d.pad_top, AB) - d.pad)[:AB], load=loaded, width=AB, name="a")
+        # per-layer terms of the walk, into registers while the plane sizes are computed (the
+        # descriptor is steady from ``start`` on; the walk loads them at ``loaded``, 2+ cycles on)
+        row_step, a_start = Signal(AB), Signal(AB)
+        m.d.sync += [row_step.eq(small_mul(d.in_w, d.stride, AB)),
+                     a_start.eq((d.in_base - small_mul(d.in_w, d.pad_top, AB) - d.pad)[:AB])]
+        act_addr = nested_address(m, steps, [1, d.in_w, in_plane.p, d.stride, row_step, None],
+                                  start=a_start, load=loaded, width=AB, name="a")
         with m.If(loaded):
             m.d.sync += [setup.eq(0), running.eq(1), w_tap.eq(d.w_base), w_og.eq(d.w_base)]
         with m.If(steps[5]):                        # the next group's weights follow this one's
@@ -221,19 +234,21 @@ class ConvEngine(wiring.Component):
         for rd in wmems.values():
             m.d.comb += rd.addr.eq(w_tap)
 
-        # one cycle later the buffers answer: feed the array
-        v1, f1, l1 = Signal(), Signal(), Signal()
-        in1 = Signal(P)
-        m.d.sync += [v1.eq(issue), f1.eq(first), l1.eq(last), in1.eq(Cat(*inside))]
+        # the buffers answer a cycle later into registers (READ_LATENCY): feed the array from them
+        v2, f2, l2 = (delay(m, s, self.READ_LATENCY, n) for s, n in ((issue, "v"), (first, "f"), (last, "l")))
+        in2 = delay(m, Cat(*inside), self.READ_LATENCY, "in")
         pa = array.i.payload
+        in_signed = held(m, d.in_signed, "in_signed")
         for p in range(P):
             for c in range(C):
-                byte = act_rd.data[p][8 * c:8 * c + 8]
-                ext = Mux(d.in_signed, byte.as_signed(), byte.as_unsigned())
-                m.d.comb += pa.a[p][c].eq(Mux(in1[p], ext, 0))
+                byte = act_q[p][8 * c:8 * c + 8]
+                ext = Mux(in_signed, byte.as_signed(), byte.as_unsigned())
+                m.d.comb += pa.a[p][c].eq(Mux(in2[p], ext, 0))
         for f, _ in self._groups:
-            m.d.comb += pa.w[f.name].eq(wmems[f.name].data)
-        m.d.comb += [array.i.valid.eq(v1), pa.first.eq(f1), pa.last.eq(l1)]
+            wq = Signal.like(wmems[f.name].data, name=f"wgt_q_{f.name}")
+            m.d.sync += wq.eq(wmems[f.name].data)
+            m.d.comb += pa.w[f.name].eq(wq)
+        m.d.comb += [array.i.valid.eq(v2), pa.first.eq(f2), pa.last.eq(l2)]
 
         # the queue never overflows: the sequencer stalls with Q dot products in flight
         pop = Signal()
@@ -295,13 +310,19 @@ class ConvEngine(wiring.Component):
         with m.Elif(pop & ~(issue & last)):
             m.d.sync += inflight.eq(inflight - 1)
 
-        rp = prm[r]
+        # row r's parameters and accumulators, selected into registers: the requantizers start
+        # from flip-flops, not from an R-way multiplexer behind a memory's output
+        rp = Signal.like(prm[0], name="row_par")
+        racc = Signal(data.ArrayLayout(signed(cfg.acc_bits), P), name="row_acc")
+        emit_q = Signal()
+        m.d.sync += [rp.eq(prm[r]), emit_q.eq(emit)] + [racc[p].eq(acc[p][r]) for p in range(P)]
         # the requantizers: the conv rows, or (lane 0's) the vector unit's average pool while it runs
         m.d.comb += [vec.rq.o.valid.eq(rq.o.valid & vec.busy), vec.rq.o.payload.eq(rq.o.payload)]
+        out_lo, out_hi = held(m, d.out_lo, "out_lo"), held(m, d.out_hi, "out_hi")
         for p, rqp in enumerate(rqs):
-            conv_in = [rqp.i.valid.eq(emit), rqp.i.payload.acc.eq(acc[p][r]), rqp.i.payload.bias.eq(rp.bias),
+            conv_in = [rqp.i.valid.eq(emit_q), rqp.i.payload.acc.eq(racc[p]), rqp.i.payload.bias.eq(rp.bias),
                        rqp.i.payload.mult.eq(rp.mult), rqp.i.payload.shift.eq(rp.shift),
-                       rqp.i.payload.lo.eq(d.out_lo), rqp.i.payload.hi.eq(d.out_hi)]
+                       rqp.i.payload.lo.eq(out_lo), rqp.i.payload.hi.eq(out_hi)]
             if p == 0:
                 with m.If(vec.busy):
                     m.d.comb += [rq.i.valid.eq(vec.rq.i.valid), rq.i.payload.eq(vec.rq.i.payload)]
@@ -314,12 +335,15 @@ class ConvEngine(wiring.Component):
         lb = (C - 1).bit_length()
         bpos = Signal(CH_BITS + 1)
         m.d.comb += bpos.eq(Mux(d.wide, rp.ch << 1, rp.ch))
-        waddr = Signal(ADDR_BITS)
         block = (bpos >> lb)[:AB]                    # the row's channel block: one product per row
-        m.d.comb += waddr.eq((d.out_base + (block * out_plane.p)[:AB] + cpix)[:AB])
+        # the block's offset (a product) into a register, then the address: the sum
+        boff, bpix = Signal(AB), Signal(AB)
+        m.d.sync += [boff.eq((block * out_plane.p)[:AB]), bpix.eq(cpix)]
+        waddr = Signal(ADDR_BITS)
+        m.d.comb += waddr.eq((d.out_base + boff + bpix)[:AB])
         # (a pixel lane's columns past the row's end are written too, into its own output
         # region, which the gathering store never reads)
-        wmeta = delay(m, Cat(waddr, bpos[:lb], rp.en, d.wide), rq.latency, "wmeta")
+        wmeta = delay(m, Cat(waddr, delay(m, Cat(bpos[:lb], rp.en, d.wide), 1, "wpos")), rq.latency - 1, "wmeta")
         o_addr, o_lane, o_en, o_wide = (wmeta[:ADDR_BITS], wmeta[ADDR_BITS:ADDR_BITS + lb],
                                         wmeta[ADDR_BITS + lb], wmeta[ADDR_BITS + lb + 1])
         pending = Signal(range(rq.latency + 2))       # values inside the requantizer
@@ -333,7 +357,7 @@ class ConvEngine(wiring.Component):
         # bank while the engine works in the other ------------------------------------------
         wen = Mux(o_wide, Const(3, C + 1), Const(1, C)) << o_lane
         with m.If(vec.busy):
-            m.d.comb += [act_rd.addr.eq(vec.rd_addr), act_wr.addr.eq(vec.wr_addr), vec.rd_data.eq(act_rd.data),
+            m.d.comb += [act_rd.addr.eq(vec.rd_addr), act_wr.addr.eq(vec.wr_addr), vec.rd_data.eq(act_q),
                          act_wr.data.eq(vec.wr_data)]
             m.d.comb += [act_wr.en[p].eq(vec.wr_en.replicate(C)) for p in range(P)]
         with m.Else():
@@ -372,7 +396,7 @@ class ConvEngine(wiring.Component):
                     m.d.comb += self.act_r.data.eq(rdp.data)
 
         # -- completion -------------------------------------------------------------------------
-        idle_tail = (~setup & ~running & (inflight == 0) & (queued == 0) & ser.ongoing("IDLE")
+        idle_tail = (~setup & ~running & (inflight == 0) & (queued == 0) & ser.ongoing("IDLE") & ~emit_q
                      & (pending == 0) & ~rq.o.valid)
         with m.If(cbusy & idle_tail):
             m.d.sync += [cbusy.eq(0), cdone.eq(1)]

@@ -1,14 +1,16 @@
 """The vector unit: residual add, max-pool and global average pool on the activation buffer.
 
 One :class:`~rmsmp.rtl.isa.VecDesc` per ``start``.  The sequencer issues one buffer read
-(a "tap") per cycle; a cycle later each of the ``C`` lanes folds the byte into its
+(a "tap") per cycle; ``read_latency`` cycles later (the engine registers the buffer's
+read data: 2) each of the ``C`` lanes folds the byte into its
 reduction, and on an output word's last tap the result word is written.  The arithmetic
 is docs/arithmetic.md §5: the add is the residual adder's (shift, add, round half up,
 clamp), max-pool skips padding taps, and the global average pool sums exactly and
 requantizes with ``(M, n)`` — lane by lane on the conv engine's requantizer, while the
 sequencer waits.  Tap and output addresses are running sums: no multiplier.  The add
 reads two words per output word, so ``ceil(C/2)`` adders serve its ``C`` lanes in two
-halves (the second half from the held words, the cycle after ``b`` arrives).
+halves (the second half from the held words, the cycle after ``b`` arrives), each in two
+stages (shifted sum, then rounding shift and clamp).
 
 ``ops`` names the operations built (``AcceleratorConfig.vector_ops``): an add-only unit
 has no window walk, no plane multiplier and no wide sums.  A descriptor of an operation
@@ -29,9 +31,12 @@ from amaranth.lib.wiring import In, Out
 from .arith import (
     SerialMultiplier,
     clamp,
+    delay,
+    held,
     lane_offsets,
     nested_address,
     nested_carries,
+    round_half,
     rshift_round,
     small_mul,
     window_inside,
@@ -47,8 +52,10 @@ class VectorUnit(wiring.Component):
     ``held_desc``: ``desc`` is held by the driver while ``busy`` (no copy is kept)."""
 
     def __init__(self, *, columns: int, requantizer: wiring.Signature, sum_bits: int = AVGPOOL_SUM_BITS,
-                 addr_bits: int = ADDR_BITS, ops=VECTOR_OPS, held_desc: bool = False, pixels: int = 1):
+                 addr_bits: int = ADDR_BITS, ops=VECTOR_OPS, held_desc: bool = False, pixels: int = 1,
+                 read_latency: int = 1):
         self._C, self._sum_bits, self._addr_bits = columns, sum_bits, addr_bits
+        self._read_latency = read_latency
         self._P = pixels
         self._held = held_desc
         self._ops = frozenset(ops)
@@ -108,9 +115,13 @@ class VectorUnit(wiring.Component):
         inside = Const(1, 1)
         if window:
             pad, pad_top = Mux(is_max, d.pad, 0), Mux(is_max, d.pad_top, 0)
-            a_tap = nested_address(m, steps, [1, d.in_w, d.stride, small_mul(d.in_w, d.stride, AB), plane.p],
-                                   start=(d.a_base - small_mul(d.in_w, pad_top, AB) - pad)[:AB], load=loaded,
-                                   width=AB, name="a")
+            # per-op terms of the walk into registers while the plane size is computed (the
+            # descriptor is steady from ``start``; the walk loads them at ``loaded``, 2+ cycles on)
+            row_step, a_start = Signal(AB), Signal(AB)
+            m.d.sync += [row_step.eq(small_mul(d.in_w, d.stride, AB)),
+                         a_start.eq((d.a_base - small_mul(d.in_w, pad_top, AB) - pad)[:AB])]
+            a_tap = nested_address(m, steps, [1, d.in_w, d.stride, row_step, plane.p], start=a_start,
+                                   load=loaded, width=AB, name="a")
             # the window's tap (0, 0): per channel block, output row and pixel (arith.window_origin)
             iy0, ix0 = window_origin(m, restart=loaded | steps[4], next_row=steps[3], next_pixel=steps[2],
                                      pad_top=pad_top, pad=pad, stride=d.stride, width=DIM_BITS + 3)
@@ -125,14 +136,19 @@ class VectorUnit(wiring.Component):
         else:
             m.d.comb += self.rd_addr.eq(add_addr)
 
-        # one cycle later: fold the data (every pixel lane; the average pool in lane 0)
-        v1, f1, l1, in1 = Signal(), Signal(), Signal(), Signal(P)
-        m.d.sync += [v1.eq(issue), f1.eq(first), l1.eq(last), in1.eq(Mux(is_add | is_avg, (1 << P) - 1, inside))]
+        # ``read_latency`` cycles later: fold the data (every pixel lane; the average pool in lane 0)
+        L = self._read_latency
+        v1, f1, l1 = (delay(m, s, L, n) for s, n in ((issue, "v"), (first, "f"), (last, "l")))
+        in1 = delay(m, Mux(is_add | is_avg, (1 << P) - 1, inside), L, "in")
+        # taps read but not yet folded (the unit is busy until they are)
+        in_flight = Cat(delay(m, issue, k, f"v{k}") for k in range(1, L)).any() if L > 1 else Const(0, 1)
         have = Signal(P)                             # max-pool: an inside tap was seen
         with m.If(v1 & f1):
             m.d.sync += have.eq(in1)
         with m.Elif(v1):
             m.d.sync += have.eq(have | in1)
+        # the per-op operands of the lanes, held beside them
+        a_sgn, lo, hi = held(m, d.a_signed, "a_signed"), held(m, d.lo, "lo"), held(m, d.hi, "hi")
         words, accs = [], []
         for p in range(P):
             rd = self.rd_data[p]
@@ -141,7 +157,7 @@ class VectorUnit(wiring.Component):
             for lane in range(C if window else 0):
                 byte = rd[8 * lane:8 * lane + 8]
                 v = Signal(signed(10), name=f"v{lane}{sfx}")
-                m.d.comb += v.eq(Mux(d.a_signed, byte.as_signed(), byte.as_unsigned()))
+                m.d.comb += v.eq(Mux(a_sgn, byte.as_signed(), byte.as_unsigned()))
                 avg_lane = has_avg and p == 0
                 acc = Signal(signed(sum_bits if avg_lane else 10), name=f"acc{lane}{sfx}")
                 if p == 0:
@@ -157,7 +173,7 @@ class VectorUnit(wiring.Component):
                         m.d.comb += cur.eq(Mux(f1, v, acc + v))
                 with m.If(v1):
                     m.d.sync += acc.eq(cur)
-                ys.append(clamp(cur[:10].as_signed(), d.lo, d.hi)[:8])
+                ys.append(clamp(cur[:10].as_signed(), lo, hi)[:8])
             words.append(Cat(*ys))
         write = v1 & l1                              # max-pool: the window's last tap
 
@@ -166,8 +182,17 @@ class VectorUnit(wiring.Component):
         # words), and the word is written then — one word per two cycles, as the reads allow
         if has_add:
             H = (C + 1) // 2
-            p1 = Signal()                            # the second half of a word's lanes
-            m.d.sync += p1.eq(v1 & l1 & is_add & (C > 1))
+            # two stages: the shifted sum of a lane's pair into a register, then its rounding
+            # shift and clamp.  First half's sums when b arrives (q0), the second half's the
+            # cycle after (p1, from the held words); their outputs a cycle later each (q1, p2)
+            q0 = v1 & l1 & is_add
+            q1, p1 = Signal(), Signal()
+            m.d.sync += [q1.eq(q0), p1.eq(q0 & (C > 1))]
+            p2 = delay(m, p1, 1, "p2")
+            # the add's per-op operands, held beside its lanes
+            sa, sb, rs = held(m, d.sa, "add_sa"), held(m, d.sb, "add_sb"), held(m, d.rs, "add_rs")
+            b_sgn = held(m, d.b_signed, "b_signed")
+            half = held(m, round_half(d.rs), "add_half")
             add_words = []
             for p in range(P):
                 rd = self.rd_data[p]
@@ -178,7 +203,7 @@ class VectorUnit(wiring.Component):
                     m.d.sync += abuf.eq(rd)
                 with m.If(v1 & l1):
                     m.d.sync += bbuf.eq(rd)
-                sums = []
+                ys = []
                 for i in range(H):
                     a_byte, b_byte = abuf.word_select(i, 8), rd.word_select(i, 8)
                     if H + i < C:
@@ -186,19 +211,22 @@ class VectorUnit(wiring.Component):
                         b_byte = Mux(p1, bbuf.word_select(H + i, 8), b_byte)
                     a = Signal(signed(10), name=f"add_a{i}{sfx}")
                     b = Signal(signed(10), name=f"add_b{i}{sfx}")
-                    m.d.comb += [a.eq(Mux(d.a_signed, a_byte.as_signed(), a_byte.as_unsigned())),
-                                 b.eq(Mux(d.b_signed, b_byte.as_signed(), b_byte.as_unsigned()))]
-                    sums.append(clamp(rshift_round((a << d.sa) + (b << d.sb), d.rs), d.lo, d.hi)[:8])
-                with m.If(v1 & l1):
-                    m.d.sync += ylo.eq(Cat(*sums))
-                add_words.append(Cat(ylo, Cat(*sums)[:8 * (C - H)]) if C > 1 else Cat(*sums))
-            add_write = p1 if C > 1 else v1 & l1 & is_add
+                    m.d.comb += [a.eq(Mux(a_sgn, a_byte.as_signed(), a_byte.as_unsigned())),
+                                 b.eq(Mux(b_sgn, b_byte.as_signed(), b_byte.as_unsigned()))]
+                    total = (a << sa) + (b << sb)
+                    sreg = Signal(total.shape(), name=f"add_s{i}{sfx}")
+                    m.d.sync += sreg.eq(total)
+                    ys.append(clamp(rshift_round(sreg, rs, half), lo, hi)[:8])
+                with m.If(q1):
+                    m.d.sync += ylo.eq(Cat(*ys))
+                add_words.append(Cat(ylo, Cat(*ys)[:8 * (C - H)]) if C > 1 else Cat(*ys))
+            add_write = p2 if C > 1 else q1
             if window:
                 words = [Mux(is_add, aw, w) for aw, w in zip(add_words, words)]
                 write = Mux(is_add, add_write, write)
             else:
                 words, write = add_words, add_write
-            settling = p1
+            settling = q1 | p1 | p2
         else:
             settling = Const(0, 1)
 
@@ -245,7 +273,7 @@ class VectorUnit(wiring.Component):
             m.d.sync += oa.eq(oa + 1)
         m.d.sync += [self.wr_addr.eq(oa), self.wr_en.eq(write)] + [self.wr_data[p].eq(words[p]) for p in range(P)]
 
-        with m.If(self.busy & ~setup & ~running & ~v1 & ~settling & ~draining & ~self.wr_en):
+        with m.If(self.busy & ~setup & ~running & ~in_flight & ~v1 & ~settling & ~draining & ~self.wr_en):
             m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         with m.Else():
             m.d.sync += self.done.eq(0)
