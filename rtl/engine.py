@@ -356,9 +356,9 @@ class ConvEngine(wiring.Component):
         # op owns, the host port (the DMA) every other bank, so tensors stream in and out of one
         # bank while the engine works in the other ------------------------------------------
         wen = Mux(o_wide, Const(3, C + 1), Const(1, C)) << o_lane
+        m.d.comb += vec.rd_data.eq(act_q)
         with m.If(vec.busy):
-            m.d.comb += [act_rd.addr.eq(vec.rd_addr), act_wr.addr.eq(vec.wr_addr), vec.rd_data.eq(act_q),
-                         act_wr.data.eq(vec.wr_data)]
+            m.d.comb += [act_rd.addr.eq(vec.rd_addr), act_wr.addr.eq(vec.wr_addr), act_wr.data.eq(vec.wr_data)]
             m.d.comb += [act_wr.en[p].eq(vec.wr_en.replicate(C)) for p in range(P)]
         with m.Else():
             m.d.comb += [act_rd.addr.eq(act_addr[:ADDR_BITS]), act_wr.addr.eq(o_addr)]

@@ -173,9 +173,9 @@ class VectorUnit(wiring.Component):
                         m.d.comb += cur.eq(Mux(f1, v, acc + v))
                 with m.If(v1):
                     m.d.sync += acc.eq(cur)
-                ys.append(clamp(cur[:10].as_signed(), lo, hi)[:8])
+                ys.append(clamp(acc[:10].as_signed(), lo, hi)[:8])     # the cycle after the last tap
             words.append(Cat(*ys))
-        write = v1 & l1                              # max-pool: the window's last tap
+        write = delay(m, v1 & l1, 1, "wmax")         # max-pool: the cycle after the window's last tap
 
         # the add reads two words (a, then b) per output word, so ceil(C/2) adders serve the
         # C lanes: lanes [0, H) when b arrives, lanes [H, C) the cycle after (from the held
@@ -273,7 +273,7 @@ class VectorUnit(wiring.Component):
             m.d.sync += oa.eq(oa + 1)
         m.d.sync += [self.wr_addr.eq(oa), self.wr_en.eq(write)] + [self.wr_data[p].eq(words[p]) for p in range(P)]
 
-        with m.If(self.busy & ~setup & ~running & ~in_flight & ~v1 & ~settling & ~draining & ~self.wr_en):
+        with m.If(self.busy & ~setup & ~running & ~in_flight & ~v1 & ~settling & ~draining & ~write & ~self.wr_en):
             m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         with m.Else():
             m.d.sync += self.done.eq(0)
