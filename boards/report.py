@@ -6,7 +6,7 @@ import re
 
 from rmsmp.generator.catalog import BoardError
 
-__all__ = ["parse_utilization", "BuildReport", "overuse_error", "make_report"]
+__all__ = ["parse_utilization", "BuildReport", "overuse_error", "critical_paths", "make_report"]
 
 
 def parse_utilization(log: str) -> dict:
@@ -33,6 +33,10 @@ class BuildReport(dict):
                   f"({'met' if r['timing_met'] else 'NOT met'}); peak {r['peak_macs_per_cycle']} MACs/cycle = "
                   f"{r['peak_gmacs_at_target']:.2f} GMAC/s at the target clock.",
                   f"Build {r['build_s']:.0f} s; bitstream {r['bitstream']}."]
+        for c in r.get("critical_paths", [])[:3]:
+            lines.append(f"Critical path ({c['clocks']}): {c['delay_ns']:.2f} ns ({c['logic_ns']:.2f} logic, "
+                         f"{c['routing_ns']:.2f} routing) from {c['from_cell']} to {c['to_cell']}, "
+                         f"through {' → '.join(c['units'])}.")
         return "\n".join(lines) + "\n"
 
 
@@ -43,6 +47,40 @@ def overuse_error(spec, cfg, log: str) -> BoardError:
     return BoardError(f"the design does not fit {spec.name} ({spec.device}): "
                       f"{'; '.join(over) or 'placement failed'} — utilization: {lines}. "
                       f"Use a smaller configuration (AcceleratorConfig.for_board('{spec.name}', ratio)).")
+
+
+def _unit(cell: str) -> str:
+    """The design unit of a nextpnr cell: its hierarchical name up to the cell's own part
+    (``top.core.engine.vec.busy_TRELLIS_FF_Q`` → ``core.engine.vec``)."""
+    parts = cell.split(".")
+    path = [q for q in parts[:-1] if q != "top"] if len(parts) > 1 else []
+    return ".".join(path) or "(board top)"
+
+
+def critical_paths(rep: dict) -> list:
+    """nextpnr's worst path of each clock pair (its report gives one per pair), summarized by
+    unit: where it starts and ends, the units it crosses in order, and its delay split into
+    logic and routing (ns), worst first."""
+    out = []
+    for cp in rep.get("critical_paths", []):
+        steps = cp.get("path", [])
+        if not steps:
+            continue
+        units = []
+        for st in steps:
+            if "." not in st["to"]["cell"]:          # a cell nextpnr made (a carry chain's split)
+                continue
+            u = _unit(st["to"]["cell"])
+            if not units or units[-1] != u:
+                units.append(u)
+        logic = sum(st["delay"] for st in steps if st["type"] != "routing")
+        routing = sum(st["delay"] for st in steps if st["type"] == "routing")
+        out.append({"from": _unit(steps[0]["from"]["cell"]), "to": _unit(steps[-1]["to"]["cell"]),
+                    "from_cell": steps[0]["from"]["cell"], "to_cell": steps[-1]["to"]["cell"],
+                    "clocks": f"{cp.get('from', '?')} -> {cp.get('to', '?')}", "units": units,
+                    "delay_ns": round(logic + routing, 2), "logic_ns": round(logic, 2),
+                    "routing_ns": round(routing, 2)})
+    return sorted(out, key=lambda c: -c["delay_ns"])
 
 
 def make_report(spec, cfg, rep, seconds, out, name: str) -> BuildReport:
@@ -64,4 +102,5 @@ def make_report(spec, cfg, rep, seconds, out, name: str) -> BuildReport:
                        peak_macs_per_cycle=cfg.peak_macs_per_cycle,
                        peak_gmacs_at_target=cfg.peak_macs_per_cycle * spec.clock_hz / 1e9,
                        peak_gmacs_at_fmax=cfg.peak_macs_per_cycle * achieved / 1e3,
-                       build_s=seconds, bitstream=str(bit) if bit else None)
+                       build_s=seconds, bitstream=str(bit) if bit else None,
+                       critical_paths=critical_paths(rep))
