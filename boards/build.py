@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rmsmp.generator.catalog import BoardError, board
 from rmsmp.generator.config import AcceleratorConfig
 
 from .design import BoardDesign
+from .pll import PllError
 from .report import BuildReport, make_report, overuse_error, parse_utilization
 from .toolchain import NAME, abc9_crashed, pnr_defaults, run_build, toolchain_env
 
@@ -37,9 +39,15 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     memory, _ = BoardDesign.check(spec, init=init, memory=memory)
     if cfg is None:
         cfg = AcceleratorConfig.for_board(spec.name, memory=memory)
-    if cfg.clock_hz != spec.clock_hz:
-        raise BoardError(f"config clock {cfg.clock_hz / 1e6:g} MHz; {spec.name} builds run at "
-                         f"{spec.clock_hz / 1e6:g} MHz (use AcceleratorConfig.for_board)")
+    # the build runs at the config's clock (for_board's default: the board's target): the PLL,
+    # the host link's divisor and the SDRAM's timings follow it
+    spec = replace(spec, clock_hz=cfg.clock_hz)
+    try:
+        if spec.clock_hz != spec.clk_in_hz:          # (else the oscillator clocks the core)
+            BoardDesign.pll_for(spec)
+        spec.link_baud()
+    except (PllError, BoardError) as e:
+        raise BoardError(f"{spec.name} cannot run at {cfg.clock_hz / 1e6:g} MHz: {e}") from None
     if program is not None and program.config_hash != cfg.config_hash:
         raise BoardError(f"program compiled for accelerator {program.config_hash:08x}, the build is "
                          f"{cfg.config_hash:08x} ({cfg.describe()}); recompile for this config")

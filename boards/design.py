@@ -4,6 +4,7 @@ target clock (or straight from the oscillator when that is the target)."""
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
 from amaranth.lib import io
@@ -31,16 +32,18 @@ class BoardDesign(Elaboratable):
 
     def __init__(self, spec: BoardSpec, cfg: AcceleratorConfig, *, init=(), mem_words: int | None = None,
                  memory: str | None = None):
-        self.spec, self.cfg = spec, cfg
+        # the design runs at the config's clock (the PLL, the link divisor, the SDRAM timings)
+        self.spec, self.cfg = replace(spec, clock_hz=cfg.clock_hz), cfg
+        spec = self.spec
         try:
             self.memory, self.mem_words = self.check(spec, init=init, mem_words=mem_words, memory=memory)
         except BoardError:
             self._MustUse__silence = True          # refused: never to be elaborated
             raise
         if self.memory == "sdram":
-            self.top = BoardTop(cfg, divisor=spec.divisor, sdram=(spec.sdram, spec.sdram_timing()))
+            self.top = BoardTop(cfg, divisor=spec.divisor(), sdram=(spec.sdram, spec.sdram_timing()))
         else:
-            self.top = BoardTop(cfg, mem_words=self.mem_words, divisor=spec.divisor, init=init,
+            self.top = BoardTop(cfg, mem_words=self.mem_words, divisor=spec.divisor(), init=init,
                                 single_port=self.memory == "spram")
 
     @staticmethod
@@ -61,8 +64,12 @@ class BoardDesign(Elaboratable):
         return memory, mem_words
 
     def pll(self):
-        s = self.spec
-        return (ecp5_pll if s.family == "ecp5" else ice40_pll)(s.clk_in_hz, s.clock_hz)
+        return self.pll_for(self.spec)
+
+    @staticmethod
+    def pll_for(spec: BoardSpec):
+        """The PLL from ``spec``'s oscillator to its target clock (:class:`PllError` if none)."""
+        return (ecp5_pll if spec.family == "ecp5" else ice40_pll)(spec.clk_in_hz, spec.clock_hz)
 
     def elaborate(self, platform):
         m = Module()

@@ -47,7 +47,7 @@ class BoardSpec:
     budget: Budget
     clk_in_hz: float         # board oscillator
     clock_hz: int            # target clock of the design (PLL output)
-    baud: int                # host link
+    max_baud: int            # the board's USB-UART's fastest rate (host link: see link_baud)
     mem_words: int           # on-chip memory of the board top (32-bit words)
     platform: str            # amaranth-boards platform class, "module:Class"
     programmer: str          # tool named by the platform's env variable
@@ -93,11 +93,35 @@ class BoardSpec:
         return {"LUT": int(self.budget.luts * self.lut_share) - self.top_luts, "DSP": self.budget.dsps,
                 "BRAM": self.budget.brams - mem}
 
-    @property
-    def divisor(self) -> int:
-        """UART clock divisor of the host link at the target clock."""
-        return round(self.clock_hz / self.baud)
+    def link_baud(self, clock_hz: float | None = None) -> int:
+        """The host link's rate for a design clocked at ``clock_hz`` (default: the target):
+        the fastest rate the USB-UART makes exactly (an FTDI chip divides 24 MHz by an integer
+        ``m``, eighths of its 3 MHz bit clock; below ``m = 16`` only 3 and 2 Mbaud) up to
+        ``max_baud``, whose clock divisor ``round(clock / baud)`` the design's UART runs
+        within ``MAX_BAUD_ERROR`` of it."""
+        clock = clock_hz or self.clock_hz
+        for m in (8, 12, *range(16, 24_000_000 // 9_600 + 1)):
+            baud = 24_000_000 // m
+            if 24_000_000 % m or baud > self.max_baud:
+                continue
+            div = round(clock / baud)
+            if div >= MIN_DIVISOR and abs(clock / div - baud) <= MAX_BAUD_ERROR * baud:
+                return baud
+        raise BoardError(f"no host-link rate of {self.name}'s USB-UART fits a {clock / 1e6:g} MHz clock")
 
+    def divisor(self, clock_hz: float | None = None) -> int:
+        """UART clock divisor of the host link (:meth:`link_baud`) at ``clock_hz``."""
+        clock = clock_hz or self.clock_hz
+        return round(clock / self.link_baud(clock))
+
+
+#: the largest error of the host link's rate the design's UART may make (its clock divided by
+#: an integer) against the USB-UART's exact rate: a frame's stop bit, sampled mid-bit, then
+#: drifts by 10 × 2 % = 20 % of a bit
+MAX_BAUD_ERROR = 0.02
+#: fewest clock cycles per bit the host link is built with (the receiver samples mid-bit, two
+#: cycles behind its synchronizer: 8 keeps that within a quarter of a bit)
+MIN_DIVISOR = 8
 
 ECP5_CELLS = {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DSP": "MULT18X18D", "BRAM": "DP16KD"}
 ICE40_CELLS = {"LUT": "ICESTORM_LC", "FF": "ICESTORM_LC", "DSP": "ICESTORM_DSP", "BRAM": "ICESTORM_RAM"}
@@ -105,13 +129,13 @@ ICE40_CELLS = {"LUT": "ICESTORM_LC", "FF": "ICESTORM_LC", "DSP": "ICESTORM_DSP",
 BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
     BoardSpec("ulx3s-85f", "Radiona ULX3S (LFE5U-85F, 32 MB SDRAM, FTDI USB-UART)", "ecp5", "LFE5U-85F-6BG381C",
               Budget(luts=83_640, ffs=83_640, dsps=156, brams=208, cells=ECP5_CELLS),
-              clk_in_hz=25e6, clock_hz=12_500_000, baud=500_000, mem_words=16_384,
+              clk_in_hz=25e6, clock_hz=12_500_000, max_baud=3_000_000, mem_words=16_384,   # FT231X
               platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
               programmer="openFPGALoader", programmer_env="OPENFPGALOADER",
               sdram=SdramGeometry(row_bits=13, col_bits=9, bank_bits=2)),     # AS4C16M16SA, 32 MB
     BoardSpec("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K)", "ice40", "iCE40UP5K-SG48",
               Budget(luts=5_280, ffs=5_280, dsps=8, brams=30, cells=ICE40_CELLS),
-              clk_in_hz=12e6, clock_hz=12_000_000, baud=1_000_000, mem_words=2_048,
+              clk_in_hz=12e6, clock_hz=12_000_000, max_baud=3_000_000, mem_words=2_048,    # FT2232H
               platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
               programmer="iceprog", programmer_env="ICEPROG", spram_words=32_768,    # 4 × SB_SPRAM256KA
               # measured (yosys + nextpnr) on the 4-MAC core's build: 4,416 LUTs in all, 3,478

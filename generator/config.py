@@ -159,7 +159,7 @@ class AcceleratorConfig:
     @classmethod
     def for_board(cls, board: str, ratio: dict | None = None, *, memory: str | None = None,
                   split_fix: bool = False, act_bits: int = 4, lut_fix: bool = False,
-                  edge_fraction: float = 0.0) -> "AcceleratorConfig":
+                  edge_fraction: float = 0.0, clock_hz: int | None = None) -> "AcceleratorConfig":
         """The accelerator with the most MACs/cycle that fits ``board``'s LUT/DSP/block-RAM
         budget beside the board top (host link, and with ``memory="bram"`` the on-chip
         memory; default: the board's SDRAM if it has one), by the synthesis-calibrated cost
@@ -188,7 +188,11 @@ class AcceleratorConfig:
         which only fix8 rows taking 8-bit inputs can run (ResNet-18 224×224: 0.065, its
         ``conv1`` and ``fc``); the choice then maximizes the MACs/cycle on that mix
         (:func:`~rmsmp.generator.sizing.effective_macs`) instead of the peak — more fix8
-        rows, fewer MACs in peak, more images/s."""
+        rows, fewer MACs in peak, more images/s.
+
+        ``clock_hz``: the design's clock (default: the board's target clock,
+        ``board(name).clock_hz``); a build runs its PLL there and derives the host link's
+        rate and divisor and the SDRAM's timings from it."""
         from .catalog import BoardError
         from .catalog import board as board_spec
         from .cost import COLUMNS, PIXELS, calibrated_lut_fix, calibrated_narrow_pot, family_params
@@ -226,7 +230,8 @@ class AcceleratorConfig:
         def narrow(groups):         # LUT lanes (pot, or LUT-built fix) take the narrow activations
             return any(parse_weight_format(s).kind == "pot" or s in lut for s, _ in groups)
 
-        candidates = (cls(lane_groups=groups, columns=C, clock_hz=spec.clock_hz, **family_params(spec.family, P),
+        clock = int(clock_hz or spec.clock_hz)
+        candidates = (cls(lane_groups=groups, columns=C, clock_hz=clock, **family_params(spec.family, P),
                           pot_act_bits=pab if narrow(groups) else 0,
                           lut_schemes=tuple(s for s, _ in groups if s in lut))
                       for P in PIXELS[spec.family] for C in COLUMNS[spec.family] for groups in layouts)

@@ -56,6 +56,6 @@ def open_device(target: str, cfg: AcceleratorConfig | None = None, *, board: str
         port = target[len("serial:"):]
         memory = spec.memory(memory)
         cfg = cfg or AcceleratorConfig.for_board(spec.name, memory=memory)
-        link = LinkClient(SerialTransport(port, kw.pop("baud", spec.baud)))
+        link = LinkClient(SerialTransport(port, kw.pop("baud", spec.link_baud(cfg.clock_hz))))
         return SerialDevice(link, cfg, mem_words=spec.memory_words(memory), name=f"{spec.name} on {port}", **kw)
     raise RmsmpError(f"unknown device {target!r}; available: 'sim', 'serial:PORT'")

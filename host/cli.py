@@ -184,6 +184,12 @@ def cmd_build(a) -> int:
             cfg = AcceleratorConfig.load(a.config)
         except (OSError, ValueError, TypeError, KeyError) as e:    # JSON and ConfigError are ValueErrors
             raise BoardError(f"bad config {a.config!r}: {e}") from None
+    if a.clock_mhz is not None:
+        clock = round(a.clock_mhz * 1e6)
+        if cfg is not None and cfg.clock_hz != clock:
+            raise BoardError(f"--clock-mhz {a.clock_mhz:g} but the config {a.config!r} is for "
+                             f"{cfg.clock_hz / 1e6:g} MHz (size it with rmsmp config --clock-mhz)")
+        cfg = cfg or AcceleratorConfig.for_board(spec.name, memory=a.memory, clock_hz=clock)
     program = Program.load(a.program) if a.program else None
     r = build_bitstream(spec.name, cfg, out_dir=a.output, program=program, synth_opts=a.synth_opts.split(),
                         pnr_opts=a.pnr_opts.split(), memory=a.memory)
@@ -199,7 +205,8 @@ def cmd_config(a) -> int:
     from rmsmp.generator.cost import estimate
     ratio = {k: float(v) for k, v in parse_ratio_arg(a.ratio).items()} if a.ratio else None
     cfg = AcceleratorConfig.for_board(a.board, ratio, memory=a.memory, split_fix=a.split_fix, act_bits=a.act_bits,
-                                      lut_fix=a.lut_fix, edge_fraction=a.edge_fraction)
+                                      lut_fix=a.lut_fix, edge_fraction=a.edge_fraction,
+                                      clock_hz=None if a.clock_mhz is None else round(a.clock_mhz * 1e6))
     spec = board(a.board)
     est, avail = estimate(cfg, spec.family), spec.core_budget(a.memory)
     print(cfg.describe())
@@ -254,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", help="build directory (default build/<board>)")
     b.add_argument("--memory", choices=("sdram", "spram", "bram"),
                    help="memory backend (default: the board's SDRAM or SPRAM if it has one; block RAM with --program)")
+    b.add_argument("--clock-mhz", type=float,
+                   help="the design's clock (default: the board's target; the link rate and SDRAM timings follow it)")
     b.add_argument("--synth-opts", default="", help="extra yosys synth_<family> options, e.g. -nowidelut")
     b.add_argument("--pnr-opts", default="",
                    help="extra nextpnr options, e.g. '--router router1' "
@@ -275,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--edge-fraction", type=float, default=0.0,
                    help="share of the network's MACs in all-fix8 edge layers (ResNet-18: 0.065): maximize "
                         "MACs/cycle on that mix instead of the peak")
+    k.add_argument("--clock-mhz", type=float, help="the design's clock (default: the board's target clock)")
     k.add_argument("-o", "--output", help="write the config JSON here")
     k.set_defaults(func=cmd_config)
     return p

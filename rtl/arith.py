@@ -12,7 +12,8 @@ from amaranth import C, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["rshift_round", "round_half", "held", "clamp", "delay", "nested_count", "nested_carries", "nested_address", "small_mul",
+__all__ = ["rshift_round", "round_half", "held", "clamp",
+           "delay", "nested_count", "nested_carries", "nested_address", "small_mul",
            "window_origin", "lane_offsets", "window_inside", "SerialMultiplier"]
 
 

@@ -69,7 +69,7 @@ class Requantizer(wiring.Component):
         lo_p = Signal(unsigned(k + self._mult_bits))
         hi_p = Signal(signed(len(v) - k + self._mult_bits + 1))
         m.d.sync += [lo_p.eq(v[:k] * s1.mult), hi_p.eq(v[k:].as_signed() * s1.mult)]
-        s2 = follow(2)
+        follow(2)
         # stage 3: the product
         prod = Signal(signed(self._acc_bits + 1 + self._mult_bits + 1))
         m.d.sync += prod.eq((hi_p << k) + lo_p)

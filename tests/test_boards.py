@@ -14,7 +14,7 @@ import pytest
 from rmsmp.boards.build import build_bitstream
 from rmsmp.boards.design import BoardDesign, platform
 from rmsmp.boards.pll import PllError, ecp5_pll, ice40_pll
-from rmsmp.boards.report import parse_utilization
+from rmsmp.boards.report import make_report, parse_utilization
 from rmsmp.boards.toolchain import toolchain_env
 from rmsmp.generator.catalog import BOARDS, BoardError, board
 from rmsmp.generator.config import AcceleratorConfig, ConfigError
@@ -143,9 +143,33 @@ def test_icebreaker_design_puts_its_memory_in_the_four_sprams():
     assert "SB_SPRAM256KA" not in baked
 
 
-def test_build_refuses_a_config_for_another_clock():
-    with pytest.raises(BoardError, match="builds run at 12 MHz"):
-        build_bitstream("icebreaker", AcceleratorConfig(**SMALL))
+def test_build_refuses_a_clock_the_board_cannot_make():
+    """A build runs at its config's clock; one the PLL cannot reach (the iCE40's floor is
+    16 MHz) is refused before anything is built."""
+    with pytest.raises(BoardError, match="cannot run at 5 MHz.*16..275"):
+        build_bitstream("icebreaker", AcceleratorConfig(**SMALL, clock_hz=5_000_000))
+
+
+def test_host_link_rate_and_divisor_follow_the_clock():
+    """The link runs at the fastest rate the FTDI chip makes exactly (24 MHz / m) that the
+    design's divided clock meets within 2 %: 3 Mbaud from 48 MHz up, 960 kbaud at 12.5 MHz
+    (a divisor of 13); the board design's UART takes that divisor."""
+    spec = board("ulx3s-85f")
+    assert (spec.link_baud(100e6), spec.divisor(100e6)) == (3_000_000, 33)
+    assert (spec.link_baud(48e6), spec.divisor(48e6)) == (3_000_000, 16)
+    assert (spec.link_baud(12.5e6), spec.divisor(12.5e6)) == (960_000, 13)
+    for clock in (12e6, 12.5e6, 25e6, 33.3e6, 50e6, 62.5e6, 100e6, 133e6):
+        baud, div = spec.link_baud(clock), spec.divisor(clock)
+        assert 24_000_000 % (24_000_000 // baud) == 0 and div >= 8
+        assert abs(clock / div - baud) <= 0.02 * baud
+        assert not any(abs(clock / round(clock / b) - b) <= 0.02 * b and round(clock / b) >= 8
+                       for b in (24_000_000 // m for m in (8, 12, *range(16, 200)) if 24_000_000 % m == 0)
+                       if baud < b <= spec.max_baud)
+    design = BoardDesign(spec, AcceleratorConfig(**SMALL, clock_hz=100_000_000))
+    design._MustUse__silence = design.top._MustUse__silence = True      # inspected, not built
+    assert design.spec.clock_hz == 100_000_000 and design.top._div == 33
+    with pytest.raises(BoardError, match="no host-link rate"):
+        spec.link_baud(50e3)
 
 
 def test_cost_model_matches_its_synthesis_data():
@@ -375,3 +399,26 @@ def test_build_report_names_the_bitstream_it_finds(tmp_path):
     assert r["fmax_mhz"] == 15.4 and r["timing_met"]
     assert r["resources"]["LUT"]["used"] == 5234
     assert make_report(spec, cfg, rep, 1.0, tmp_path, "other")["bitstream"] is None
+
+
+def test_build_report_names_the_units_of_the_critical_path():
+    """nextpnr's worst path per clock pair, by unit: where it starts and ends, the units
+    it crosses, logic and routing delay; worst first."""
+    from rmsmp.boards.report import critical_paths
+
+    def step(kind, delay, cell):
+        return {"type": kind, "delay": delay, "from": {"cell": cell}, "to": {"cell": cell}}
+    rep = {"critical_paths": [
+        {"from": "posedge clk", "to": "<async>", "path": [step("clk-to-q", 0.5, "top.utx.tx_FF"),
+                                                          step("routing", 3.0, "tx.buf.buf0")]},
+        {"from": "posedge clk", "to": "posedge clk", "path": [
+            step("clk-to-q", 0.5, "top.core.engine.desc_FF"), step("routing", 2.0, "top.core.engine.vec.x_LUT4"),
+            step("logic", 0.25, "$nextpnr_CCU2C_1$COMB"), step("routing", 4.0, "top.core.engine.vec.wr_FF"),
+            step("setup", 0.1, "top.core.engine.vec.wr_FF")]}]}
+    worst, link = critical_paths(rep)
+    assert worst["from"] == "core.engine" and worst["to"] == "core.engine.vec"
+    assert worst["units"] == ["core.engine", "core.engine.vec"]
+    assert (worst["delay_ns"], worst["logic_ns"], worst["routing_ns"]) == (6.85, 0.85, 6.0)
+    assert link["from"] == "utx" and link["delay_ns"] == 3.5
+    r = make_report(board("ulx3s-85f"), AcceleratorConfig.for_board("ulx3s-85f"), rep, 1.0, Path("/nonexistent"), "t")
+    assert "Critical path (posedge clk -> posedge clk): 6.85 ns" in r.markdown()
