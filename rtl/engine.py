@@ -136,19 +136,28 @@ class ConvEngine(wiring.Component):
         # the read data, registered: a block RAM's output goes straight into flip-flops
         act_q = Signal(data.ArrayLayout(8 * C, P))
         m.d.sync += act_q.eq(act_rd.data)
+        # the host ports' writes (the DMA's, from the memory far across the chip) through a
+        # register: they land a cycle later, long before an op can read them (an op starts
+        # with two or more cycles of setup after the transfer has finished)
+        host_w = {}
+        for name in ("act_w", "par_w", *(f"wgt_w_{g.scheme}" for g in cfg.lane_groups)):
+            port = getattr(self, name)
+            fields = {k: mb.shape for k, mb in port.signature.members.items()}
+            host_w[name] = reg = Signal(data.StructLayout(fields), name=f"{name}_q")
+            m.d.sync += [getattr(reg, k).eq(getattr(port, k)) for k in fields]
         wmems = {}
         for f, n in self._groups:
             mem = Memory(shape=unsigned(n * C * f.bits), depth=cfg.weight_depth, init=[])
             m.submodules[f"wgt_{f.name}"] = mem
             wr = mem.write_port()
-            hw = getattr(self, f"wgt_w_{f.name}")
+            hw = host_w[f"wgt_w_{f.name}"]
             m.d.comb += [wr.addr.eq(hw.addr), wr.data.eq(hw.data), wr.en.eq(hw.en)]
             wmems[f.name] = mem.read_port()
         m.submodules.par = par = Memory(shape=data.ArrayLayout(self._plo, R), depth=cfg.acc_depth, init=[])
         par_wr = par.write_port()
         par_rd = par.read_port()        # read at pop; its output holds the word until the next
-        m.d.comb += [par_wr.addr.eq(self.par_w.addr), par_wr.data.eq(self.par_w.data),
-                     par_wr.en.eq(self.par_w.en)]
+        m.d.comb += [par_wr.addr.eq(host_w["par_w"].addr), par_wr.data.eq(host_w["par_w"].data),
+                     par_wr.en.eq(host_w["par_w"].en)]
 
         m.submodules.array = array = MacArray.for_config(cfg)
         # the queue of finished dot products (R accumulators of every pixel lane), in issue
@@ -382,14 +391,15 @@ class ConvEngine(wiring.Component):
                 m.submodules[f"act{b}" if P == 1 else f"act{p}_{b}"] = mem
                 rdp, wp = mem.read_port(), mem.write_port(granularity=8)
                 mine = self.busy & own[b]
-                hw_addr = self.act_w.addr[p]
+                hw_addr = host_w["act_w"].addr[p]
                 with m.If(mine):
                     m.d.comb += [rdp.addr.eq(act_rd.addr[:lb]), wp.addr.eq(act_wr.addr[:lb]),
                                  wp.data.eq(act_wr.data[p]),
                                  wp.en.eq(Mux(act_wr.addr[lb:] == b, act_wr.en[p], 0))]
                 with m.Else():
                     m.d.comb += [rdp.addr.eq(self.act_r.addr[:lb]), wp.addr.eq(hw_addr[:lb]),
-                                 wp.data.eq(self.act_w.data), wp.en.eq(Mux(hw_addr[lb:] == b, self.act_w.en[p], 0))]
+                                 wp.data.eq(host_w["act_w"].data),
+                                 wp.en.eq(Mux(hw_addr[lb:] == b, host_w["act_w"].en[p], 0))]
                 with m.If(e_rbank == b):
                     m.d.comb += act_rd.data[p].eq(rdp.data)
                 with m.If((h_rbank == b) & (h_lane == p)):
