@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .arith import small_mul
@@ -77,6 +78,10 @@ def weight_slot(width: int, bus_width: int) -> int:
     entries take whole words."""
     slot = 1 << max(0, width - 1).bit_length()
     return slot if 2 * slot <= bus_width else 0
+
+
+#: entries a streaming store reads ahead of the memory's write channel
+STORE_AHEAD = 4
 
 
 class Dma(wiring.Component):
@@ -273,6 +278,10 @@ class Dma(wiring.Component):
                     with m.Elif(j == last_j):
                         m.next = "RECV"
             # -- store: activation entries split into bus words ----------------------------
+            streams = act_wpe == 1 or (nib_ok and nib_wpe == 1)     # some stores move a word an entry
+            if streams:
+                m.submodules.store_ahead = sfifo = SyncFIFOBuffered(width=bus, depth=STORE_AHEAD)
+                sent, s_inflight = Signal(ADDR_BITS + 1), Signal()
             # a 4-bit tensor's entry leaves as its bytes' low nibbles
             packed = Cat(self.act_r.data[8 * j:8 * j + 4] for j in range(self._act_width // 8))
             entry = Mux(nib, packed, self.act_r.data) if nib_ok else self.act_r.data
@@ -283,33 +292,41 @@ class Dma(wiring.Component):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
                 with m.Elif(wr.ready):
-                    m.next = "READ"
+                    if streams:
+                        m.d.sync += [sent.eq(0), s_inflight.eq(0)]
+                        with m.If(s_wpe == 1):
+                            m.next = "STREAM"
+                        with m.Else():
+                            m.next = "READ"
+                    else:
+                        m.next = "READ"
             with m.State("READ"):
                 m.d.comb += [self.act_r.addr.eq(cur_addr), self.act_r.lane.eq(cur_lane)]
-                if act_wpe == 1 or (nib_ok and nib_wpe == 1):
-                    with m.If(s_wpe == 1):
-                        m.next = "STREAM"
-                    with m.Else():
-                        m.next = "LATCH"
-                else:
-                    m.next = "LATCH"
+                m.next = "LATCH"
             with m.State("LATCH"):
                 m.d.sync += [sr.eq(entry), k.eq(0)]
                 m.next = "SEND"
-            # one bus word an entry: the read port answers the address of the cycle before,
-            # so the next entry's address is presented as this one is taken (else held)
-            with m.State("STREAM"):
-                take = self.mem.wr_data.ready
-                m.d.comb += [self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(entry[:bus]),
-                             self.act_r.addr.eq(Mux(take, next_addr, cur_addr)),
-                             self.act_r.lane.eq(Mux(take, next_lane, cur_lane))]
-                with m.If(take):
-                    m.d.sync += i.eq(i + 1)
-                    if P > 1:
-                        m.d.sync += [x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
-                    with m.If(i == d.count - 1):
-                        m.d.sync += self.busy.eq(0)
-                        m.next = "IDLE"
+            # one bus word an entry: entries are read ahead into a small FIFO while it has
+            # room, and the memory's write channel takes them from it — the memory's ready
+            # never reaches the buffer's read address in the same cycle
+            if streams:
+                with m.State("STREAM"):
+                    room = (sfifo.level + s_inflight) < STORE_AHEAD
+                    issue = room & (i != d.count)
+                    m.d.comb += [self.act_r.addr.eq(cur_addr), self.act_r.lane.eq(cur_lane),
+                                 sfifo.w_en.eq(s_inflight), sfifo.w_data.eq(entry[:bus]),
+                                 self.mem.wr_data.valid.eq(sfifo.r_rdy), self.mem.wr_data.payload.eq(sfifo.r_data),
+                                 sfifo.r_en.eq(self.mem.wr_data.ready)]
+                    m.d.sync += s_inflight.eq(issue)
+                    with m.If(issue):
+                        m.d.sync += i.eq(i + 1)
+                        if P > 1:
+                            m.d.sync += [x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
+                    with m.If(sfifo.r_rdy & self.mem.wr_data.ready):
+                        m.d.sync += sent.eq(sent + 1)
+                        with m.If(sent == d.count - 1):
+                            m.d.sync += self.busy.eq(0)
+                            m.next = "IDLE"
             with m.State("SEND"):
                 # the next entry's address is presented while this one is sent, so with two
                 # or more bus words per entry the store streams one word per cycle

@@ -240,24 +240,31 @@ class ConvEngine(wiring.Component):
             m.d.sync += w_tap.eq(w_og)
         with m.Elif(steps[0]):
             m.d.sync += w_tap.eq(w_tap + 1)
+        # the weights are read a cycle after the activations: both reach the array together,
+        # the activations through one more register (below)
+        w_tap_d = delay(m, w_tap, 1, "w_tap")
         for rd in wmems.values():
-            m.d.comb += rd.addr.eq(w_tap)
+            m.d.comb += rd.addr.eq(w_tap_d)
 
-        # the buffers answer a cycle later into registers (READ_LATENCY): feed the array from them
-        v2, f2, l2 = (delay(m, s, self.READ_LATENCY, n) for s, n in ((issue, "v"), (first, "f"), (last, "l")))
+        # the buffers answer a cycle later into registers (READ_LATENCY); the activations,
+        # masked where a tap is padding, go through one more register that drives the whole
+        # array (every row takes every activation: the widest fan-out of the design)
+        v3, f3, l3 = (delay(m, s, self.READ_LATENCY + 1, n) for s, n in ((issue, "v"), (first, "f"), (last, "l")))
         in2 = delay(m, Cat(*inside), self.READ_LATENCY, "in")
         pa = array.i.payload
         in_signed = held(m, d.in_signed, "in_signed")
+        a_in = Signal.like(pa.a, name="a_in")
         for p in range(P):
             for c in range(C):
                 byte = act_q[p][8 * c:8 * c + 8]
                 ext = Mux(in_signed, byte.as_signed(), byte.as_unsigned())
-                m.d.comb += pa.a[p][c].eq(Mux(in2[p], ext, 0))
+                m.d.sync += a_in[p][c].eq(Mux(in2[p], ext, 0))
+        m.d.comb += pa.a.eq(a_in)
         for f, _ in self._groups:
             wq = Signal.like(wmems[f.name].data, name=f"wgt_q_{f.name}")
             m.d.sync += wq.eq(wmems[f.name].data)
             m.d.comb += pa.w[f.name].eq(wq)
-        m.d.comb += [array.i.valid.eq(v2), pa.first.eq(f2), pa.last.eq(l2)]
+        m.d.comb += [array.i.valid.eq(v3), pa.first.eq(f3), pa.last.eq(l3)]
 
         # the queue never overflows: the sequencer stalls with Q dot products in flight
         pop = Signal()
