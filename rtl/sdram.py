@@ -67,8 +67,13 @@ class SdramTiming:
 
     @classmethod
     def at(cls, clock_hz: float, *, t_rp=18e-9, t_rcd=18e-9, t_rc=60e-9, t_ras=42e-9, t_wr=12e-9,
-           t_refi=7.8e-6, t_init=200e-6, cl=2) -> "SdramTiming":
+           t_refi=7.8e-6, t_init=200e-6, cl=None, t_ck_cl2=10e-9) -> "SdramTiming":
+        """The datasheet's nanoseconds (AS4C16M16SA-6, the ULX3S's chip) in cycles of
+        ``clock_hz``; the CAS latency the chip allows at that clock (``cl`` None: 2 down to
+        a ``t_ck_cl2`` period — 10 ns, 100 MHz — else 3)."""
         c = lambda t: max(1, ceil(t * clock_hz - 1e-9))  # noqa: E731
+        if cl is None:
+            cl = 2 if 1 / clock_hz >= t_ck_cl2 - 1e-12 else 3
         return cls(rp=c(t_rp), rcd=c(t_rcd), rc=c(t_rc), ras=c(t_ras), wr=c(t_wr) + 1, cl=cl,
                    refresh_cycles=int(t_refi * clock_hz) - 16, init_cycles=c(t_init))
 

@@ -3,6 +3,7 @@ init sequence, mode register, open/closed banks, tRCD/tRP/tRC/tRAS/tWR, read-bur
 truncation, refresh interval; data read back equals what was written (random bursts
 across row and bank boundaries, with back-pressure on the read stream)."""
 import random
+from dataclasses import replace
 
 import pytest
 from amaranth.sim import Simulator
@@ -37,10 +38,12 @@ def simulate(top, model, ctl, bench, seconds):
     assert not model.errors, "\n".join(model.errors[:10])
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_sdram_controller_against_the_chip_model(seed):
-    dut = SdramController(GEOM, TIMING)
-    model = SdramModel(GEOM, TIMING)
+@pytest.mark.parametrize("seed,cl", [(0, 2), (1, 2), (2, 3)])
+def test_sdram_controller_against_the_chip_model(seed, cl):
+    """(CL 3: the chip above 100 MHz.)"""
+    timing = replace(TIMING, cl=cl)
+    dut = SdramController(GEOM, timing)
+    model = SdramModel(GEOM, timing)
     rng = random.Random(seed)
     words = GEOM.words
     ref = {}
@@ -110,6 +113,8 @@ def test_sdram_timing_from_nanoseconds():
     t = SdramTiming.at(50e6)
     assert (t.rp, t.rcd, t.rc, t.ras, t.cl) == (1, 1, 3, 3, 2)        # 18, 18, 60, 42 ns at 20 ns
     assert t.refresh_cycles == 374 and t.init_cycles == 10_000
+    # at 100 MHz CL 2 still holds (10 ns); faster, the chip needs CL 3
+    assert SdramTiming.at(100e6).cl == 2 and (SdramTiming.at(125e6).cl, SdramTiming.at(125e6).rcd) == (3, 3)
 
 
 @pytest.mark.slow      # the core behind the SDRAM controller, in Amaranth's simulator
