@@ -21,17 +21,21 @@ from __future__ import annotations
 
 from amaranth import Module, Signal
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from rmsmp.rtl.bridge import MAX_BURST, HostBridge
 from rmsmp.rtl.burst_ram import BurstRam
 from rmsmp.rtl.core import Core
 from rmsmp.rtl.csr import CsrBank
-from rmsmp.rtl.dma import mux_mem_ports
+from rmsmp.rtl.dma import mem_port_signature, mux_mem_ports
 from rmsmp.rtl.sdram import PIN_NAMES, SdramController, SdramGeometry, SdramTiming, sdram_pins_signature
 from rmsmp.rtl.uart import UartRx, UartTx
 
 __all__ = ["BoardTop"]
+
+#: words of memory read data in flight between the memory controller and the units
+READ_FIFO_DEPTH = 3
 
 
 class BoardTop(wiring.Component):
@@ -86,7 +90,17 @@ class BoardTop(wiring.Component):
         m.d.comb += [core.start.eq(csr.start), core.prog_addr.eq(csr.prog_addr), csr.busy.eq(core.busy),
                      csr.done.eq(core.done), csr.id.eq(core.id), csr.cycles.eq(core.cycles),
                      csr.mac_beats.eq(core.mac_beats), csr.pc.eq(core.pc)]
-        mux_mem_ports(m, core.busy, core.mem, br.mem, mem.port)
+        # the memory's read data through a small FIFO (registered on both sides): the memory
+        # controller sits by its pins, the units that take the words across the chip
+        port = mem_port_signature(32).create(path=("mem_port",))
+        m.submodules.read_ahead = rq = SyncFIFOBuffered(width=32, depth=READ_FIFO_DEPTH)
+        for name in ("rd_cmd", "wr_cmd", "wr_data"):
+            src, dst = getattr(port, name), getattr(mem.port, name)
+            m.d.comb += [dst.valid.eq(src.valid), dst.payload.eq(src.payload), src.ready.eq(dst.ready)]
+        m.d.comb += [rq.w_en.eq(mem.port.rd_data.valid), rq.w_data.eq(mem.port.rd_data.payload),
+                     mem.port.rd_data.ready.eq(rq.w_rdy),
+                     port.rd_data.valid.eq(rq.r_rdy), port.rd_data.payload.eq(rq.r_data), rq.r_en.eq(port.rd_data.ready)]
+        mux_mem_ports(m, core.busy, core.mem, br.mem, port)
         done = Signal()
         with m.If(core.done):
             m.d.sync += done.eq(1)

@@ -93,6 +93,10 @@ class AcceleratorConfig:
             fixed-point lanes (the DSP + LUT baseline the mixed-scheme array is compared
             with).  Their lanes, like the power-of-two ones, take ``pot_act_bits``-bit
             activations; a layer whose input does not fit runs on the other groups.
+        pipelined: registers on the long paths — buffer reads and writes, the row select
+            and six stages of the requantizer, two of the residual add — for a fast clock
+            on a large part (ECP5: the paths run across the chip).  ``False`` builds the
+            compact core the iCE40 gets (a register costs a logic cell per bit there).
     """
 
     lane_groups: tuple = DEFAULT_LANE_GROUPS
@@ -112,6 +116,7 @@ class AcceleratorConfig:
     pixels: int = 1
     pot_act_bits: int = 0
     lut_schemes: tuple = ()
+    pipelined: bool = True
 
     def __post_init__(self):
         groups = tuple(g if isinstance(g, LaneGroup) else LaneGroup(*g) for g in self.lane_groups)
@@ -290,7 +295,7 @@ class AcceleratorConfig:
         d["vector_ops"] = list(self.vector_ops)
         d["lut_schemes"] = list(self.lut_schemes)
         # fields added later are left out at their defaults: earlier configs keep their hashes
-        for k, default in (("pixels", 1), ("pot_act_bits", 0), ("lut_schemes", [])):
+        for k, default in (("pixels", 1), ("pot_act_bits", 0), ("lut_schemes", []), ("pipelined", True)):
             if d[k] == default:
                 del d[k]
         return d
@@ -324,5 +329,6 @@ class AcceleratorConfig:
         pix = f" × {self.pixels} pixels" if self.pixels > 1 else ""
         lanes = "LUT lanes" if self.lut_schemes else "pot lanes"
         pix += f", {lanes} {self.pot_act_bits}-bit activations" if self.pot_act_bits else ""
+        pix += "" if self.pipelined else ", compact"
         return (f"{groups} rows × {self.columns} columns{pix} = {self.peak_macs_per_cycle} MACs/cycle, "
                 f"acc {self.acc_bits} b{vec}, {self.clock_hz / 1e6:g} MHz, id {self.config_hash:08x}")

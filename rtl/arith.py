@@ -12,7 +12,7 @@ from amaranth import C, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["rshift_round", "round_half", "held", "clamp",
+__all__ = ["stage", "rshift_round", "round_half", "clamp",
            "delay", "nested_count", "nested_carries", "nested_address", "small_mul",
            "window_origin", "lane_offsets", "window_inside", "SerialMultiplier"]
 
@@ -26,6 +26,16 @@ def delay(m: Module, value: Value, stages: int, name: str = "d") -> Value:
     return value
 
 
+def stage(m: Module, value, on: bool, name: str):
+    """``value`` through a register when ``on`` (a pipelined core's optional stage), else
+    ``value`` itself; a register keeps ``value``'s shape (a layout's view stays a view)."""
+    if not on:
+        return value
+    reg = Signal.like(value, name=name)
+    m.d.sync += reg.eq(value)
+    return reg
+
+
 def rshift_round(value: Value, amount: Value, half: Value | None = None) -> Value:
     """``floor(value / 2^amount + 1/2)`` for signed ``value``: add half an LSB of the
     result (Amaranth widens the sum, so it cannot overflow), then shift arithmetically.
@@ -37,15 +47,6 @@ def rshift_round(value: Value, amount: Value, half: Value | None = None) -> Valu
 def round_half(amount: Value) -> Value:
     """``2^(amount-1)``, or 0 for ``amount = 0``: the half LSB :func:`rshift_round` adds."""
     return (C(1, 1) << amount) >> 1
-
-
-def held(m: Module, value: Value, name: str) -> Signal:
-    """``value`` (a per-operation constant, steady while the unit runs) through a register of
-    the unit's own: the unit's logic then starts from a flip-flop beside it, not from the
-    far descriptor register that fans out to every unit.  Valid one cycle after ``value``."""
-    reg = Signal.like(value, name=name)
-    m.d.sync += reg.eq(value)
-    return reg
 
 
 def clamp(value: Value, lo: Value, hi: Value) -> Value:

@@ -27,11 +27,11 @@ from amaranth.lib.wiring import In, Out
 from .arith import (
     SerialMultiplier,
     delay,
-    held,
     lane_offsets,
     nested_address,
     nested_carries,
     small_mul,
+    stage,
     window_inside,
     window_origin,
 )
@@ -81,8 +81,9 @@ class ConvEngine(wiring.Component):
     #: drain it together; two entries let the array run one dot product ahead
     WIDE_QUEUE_DEPTH = 2
     #: cycles from a buffer read's address to its data in the registers the array and the
-    #: vector unit take it from (the block RAM's cycle, then flip-flops beside it, so no logic
-    #: follows a block RAM output in the cycle it appears: ECP5's is 5.8 ns clock-to-out)
+    #: vector unit take it from, in a pipelined core (the block RAM's cycle, then flip-flops
+    #: beside it, so no logic follows a block RAM output in the cycle it appears: ECP5's is
+    #: 5.8 ns clock-to-out); a compact core takes the data from the block RAM (1)
     READ_LATENCY = 2
 
     def __init__(self, cfg, *, held_desc: bool = False):
@@ -118,12 +119,14 @@ class ConvEngine(wiring.Component):
         rqs = []
         for p in range(P):
             rqs.append(Requantizer(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits, shift_bits=cfg.shift_bits,
-                                   out_bits=cfg.out_bits, held_bounds=True))
+                                   out_bits=cfg.out_bits, held_bounds=True, pipelined=cfg.pipelined))
             m.submodules["rq" if p == 0 else f"rq{p}"] = rqs[-1]
         rq = rqs[0]
+        S = int(cfg.pipelined)                       # the optional pipeline stages
+        read_latency = self.READ_LATENCY if S else 1
         m.submodules.vec = vec = VectorUnit(columns=C, requantizer=rq.signature, addr_bits=AB,
                                              ops=cfg.vector_ops, held_desc=self._held, pixels=P,
-                                             read_latency=self.READ_LATENCY)
+                                             read_latency=read_latency, pipelined=cfg.pipelined)
         m.d.comb += [vec.start.eq(self.vec_start & ~self.busy), vec.desc.eq(self.vec_desc),
                      self.busy.eq(cbusy | vec.busy), self.done.eq(cdone | vec.done)]
 
@@ -134,8 +137,7 @@ class ConvEngine(wiring.Component):
         act_wr = Signal(data.StructLayout({"addr": ADDR_BITS, "data": data.ArrayLayout(8 * C, P),
                                            "en": data.ArrayLayout(C, P)}))
         # the read data, registered: a block RAM's output goes straight into flip-flops
-        act_q = Signal(data.ArrayLayout(8 * C, P))
-        m.d.sync += act_q.eq(act_rd.data)
+        act_q = stage(m, act_rd.data, S, "act_q")
         # the host ports' writes (the DMA's, from the memory far across the chip) through a
         # register: they land a cycle later, long before an op can read them (an op starts
         # with two or more cycles of setup after the transfer has finished)
@@ -143,6 +145,9 @@ class ConvEngine(wiring.Component):
         for name in ("act_w", "par_w", *(f"wgt_w_{g.scheme}" for g in cfg.lane_groups)):
             port = getattr(self, name)
             fields = {k: mb.shape for k, mb in port.signature.members.items()}
+            if not S:
+                host_w[name] = port
+                continue
             host_w[name] = reg = Signal(data.StructLayout(fields), name=f"{name}_q")
             m.d.sync += [getattr(reg, k).eq(getattr(port, k)) for k in fields]
         wmems = {}
@@ -242,28 +247,26 @@ class ConvEngine(wiring.Component):
             m.d.sync += w_tap.eq(w_tap + 1)
         # the weights are read a cycle after the activations: both reach the array together,
         # the activations through one more register (below)
-        w_tap_d = delay(m, w_tap, 1, "w_tap")
+        w_tap_d = delay(m, w_tap, S, "w_tap")
         for rd in wmems.values():
             m.d.comb += rd.addr.eq(w_tap_d)
 
         # the buffers answer a cycle later into registers (READ_LATENCY); the activations,
         # masked where a tap is padding, go through one more register that drives the whole
         # array (every row takes every activation: the widest fan-out of the design)
-        v3, f3, l3 = (delay(m, s, self.READ_LATENCY + 1, n) for s, n in ((issue, "v"), (first, "f"), (last, "l")))
-        in2 = delay(m, Cat(*inside), self.READ_LATENCY, "in")
+        v3, f3, l3 = (delay(m, s, read_latency + S, n) for s, n in ((issue, "v"), (first, "f"), (last, "l")))
+        in2 = delay(m, Cat(*inside), read_latency, "in")
         pa = array.i.payload
-        in_signed = held(m, d.in_signed, "in_signed")
+        in_signed = stage(m, d.in_signed, S, "in_signed")
         a_in = Signal.like(pa.a, name="a_in")
         for p in range(P):
             for c in range(C):
                 byte = act_q[p][8 * c:8 * c + 8]
                 ext = Mux(in_signed, byte.as_signed(), byte.as_unsigned())
-                m.d.sync += a_in[p][c].eq(Mux(in2[p], ext, 0))
-        m.d.comb += pa.a.eq(a_in)
+                m.d.comb += a_in[p][c].eq(Mux(in2[p], ext, 0))
+        m.d.comb += pa.a.eq(stage(m, a_in, S, "a_in_q"))
         for f, _ in self._groups:
-            wq = Signal.like(wmems[f.name].data, name=f"wgt_q_{f.name}")
-            m.d.sync += wq.eq(wmems[f.name].data)
-            m.d.comb += pa.w[f.name].eq(wq)
+            m.d.comb += pa.w[f.name].eq(stage(m, wmems[f.name].data, S, f"wgt_q_{f.name}"))
         m.d.comb += [array.i.valid.eq(v3), pa.first.eq(f3), pa.last.eq(l3)]
 
         # the queue never overflows: the sequencer stalls with Q dot products in flight
@@ -328,13 +331,12 @@ class ConvEngine(wiring.Component):
 
         # row r's parameters and accumulators, selected into registers: the requantizers start
         # from flip-flops, not from an R-way multiplexer behind a memory's output
-        rp = Signal.like(prm[0], name="row_par")
-        racc = Signal(data.ArrayLayout(signed(cfg.acc_bits), P), name="row_acc")
-        emit_q = Signal()
-        m.d.sync += [rp.eq(prm[r]), emit_q.eq(emit)] + [racc[p].eq(acc[p][r]) for p in range(P)]
+        row_par, row_acc = Signal.like(prm[0], name="row_par"), Signal(data.ArrayLayout(signed(cfg.acc_bits), P))
+        m.d.comb += [row_par.eq(prm[r])] + [row_acc[p].eq(acc[p][r]) for p in range(P)]
+        rp, racc, emit_q = stage(m, row_par, S, "rp"), stage(m, row_acc, S, "racc"), stage(m, emit, S, "emit_q")
         # the requantizers: the conv rows, or (lane 0's) the vector unit's average pool while it runs
         m.d.comb += [vec.rq.o.valid.eq(rq.o.valid & vec.busy), vec.rq.o.payload.eq(rq.o.payload)]
-        out_lo, out_hi = held(m, d.out_lo, "out_lo"), held(m, d.out_hi, "out_hi")
+        out_lo, out_hi = stage(m, d.out_lo, S, "out_lo"), stage(m, d.out_hi, S, "out_hi")
         for p, rqp in enumerate(rqs):
             conv_in = [rqp.i.valid.eq(emit_q), rqp.i.payload.acc.eq(racc[p]), rqp.i.payload.bias.eq(rp.bias),
                        rqp.i.payload.mult.eq(rp.mult), rqp.i.payload.shift.eq(rp.shift),
@@ -353,13 +355,12 @@ class ConvEngine(wiring.Component):
         m.d.comb += bpos.eq(Mux(d.wide, rp.ch << 1, rp.ch))
         block = (bpos >> lb)[:AB]                    # the row's channel block: one product per row
         # the block's offset (a product) into a register, then the address: the sum
-        boff, bpix = Signal(AB), Signal(AB)
-        m.d.sync += [boff.eq((block * out_plane.p)[:AB]), bpix.eq(cpix)]
+        boff, bpix = stage(m, (block * out_plane.p)[:AB], S, "boff"), stage(m, cpix, S, "bpix")
         waddr = Signal(ADDR_BITS)
         m.d.comb += waddr.eq((d.out_base + boff + bpix)[:AB])
         # (a pixel lane's columns past the row's end are written too, into its own output
         # region, which the gathering store never reads)
-        wmeta = delay(m, Cat(waddr, delay(m, Cat(bpos[:lb], rp.en, d.wide), 1, "wpos")), rq.latency - 1, "wmeta")
+        wmeta = delay(m, Cat(waddr, delay(m, Cat(bpos[:lb], rp.en, d.wide), S, "wpos")), rq.latency - S, "wmeta")
         o_addr, o_lane, o_en, o_wide = (wmeta[:ADDR_BITS], wmeta[ADDR_BITS:ADDR_BITS + lb],
                                         wmeta[ADDR_BITS + lb], wmeta[ADDR_BITS + lb + 1])
         pending = Signal(range(rq.latency + 2))       # values inside the requantizer

@@ -12,13 +12,14 @@ from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import clamp, delay, round_half
+from .arith import clamp, delay, round_half, rshift_round
 
 __all__ = ["Requantizer"]
 
 
 class Requantizer(wiring.Component):
-    """``y = clamp(rshift_round((acc + bias) · mult, shift), lo, hi)``; 6-cycle latency.
+    """``y = clamp(rshift_round((acc + bias) · mult, shift), lo, hi)``; 6-cycle latency
+    (``pipelined=False``: 4, the product and the rounding shift in one stage each).
 
     ``mult`` is unsigned ``mult_bits`` (``M``), ``shift`` unsigned ``shift_bits`` (``n``);
     ``mult = 1`` is the pure-shift mode.  ``y``, ``lo`` and ``hi`` are signed
@@ -33,13 +34,14 @@ class Requantizer(wiring.Component):
     inside (the engine's are per layer); saves ``5 · 2 · (out_bits + 1)`` flip-flops.
     """
 
-    latency = 6
     #: low bits of the biased sum in the first partial product (unsigned; the DSP block's
     #: signed 18-bit inputs take 17 unsigned bits)
     SPLIT = 17
 
     def __init__(self, *, acc_bits: int = 32, mult_bits: int = 16, shift_bits: int = 6, out_bits: int = 16,
-                 held_bounds: bool = False):
+                 held_bounds: bool = False, pipelined: bool = True):
+        self.latency = 6 if pipelined else 4
+        self._pipe = pipelined
         self._acc_bits, self._mult_bits, self._shift_bits, self._out_bits = acc_bits, mult_bits, shift_bits, out_bits
         self._held = held_bounds
         ow = out_bits + 1
@@ -53,38 +55,47 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.i.payload
-        stage = [p]                     # the operands beside each stage's value
+        # the operands a later stage needs travel beside the value, and only those (the
+        # bounds only without ``held_bounds``)
+        ow = self._out_bits + 1
+        carried = {"mult": unsigned(self._mult_bits), "shift": unsigned(self._shift_bits)}
+        if not self._held:
+            carried.update(lo=signed(ow), hi=signed(ow))
+        stage = [p]
 
-        def follow(k):
-            s = Signal(p.shape(), name=f"s{k}")
-            m.d.sync += s.eq(stage[-1])
+        def follow(k, *names):
+            s = Signal(data.StructLayout({n: carried[n] for n in names}), name=f"s{k}")
+            m.d.sync += [getattr(s, n).eq(getattr(stage[-1], n)) for n in names]
             stage.append(s)
             return s
+        bounds = () if self._held else ("lo", "hi")
+
+        def reg(value, name):
+            r = Signal(value.shape(), name=name)
+            m.d.sync += r.eq(value)
+            return r
         # stage 1: bias (acc + bias cannot wrap: one bit wider)
-        v = Signal(signed(self._acc_bits + 1))
-        m.d.sync += v.eq(p.acc + p.bias)
-        s1 = follow(1)
-        # stage 2: two partial products (DSP); signed × unsigned
-        k = min(self.SPLIT, len(v) - 1)
-        lo_p = Signal(unsigned(k + self._mult_bits))
-        hi_p = Signal(signed(len(v) - k + self._mult_bits + 1))
-        m.d.sync += [lo_p.eq(v[:k] * s1.mult), hi_p.eq(v[k:].as_signed() * s1.mult)]
-        follow(2)
-        # stage 3: the product
-        prod = Signal(signed(self._acc_bits + 1 + self._mult_bits + 1))
-        m.d.sync += prod.eq((hi_p << k) + lo_p)
-        s3 = follow(3)
-        # stage 4: round half up ...
-        total = prod + round_half(s3.shift)       # (as wide as the half LSB may be)
-        rounded = Signal(total.shape())
-        m.d.sync += rounded.eq(total)
-        s4 = follow(4)
-        # stage 5: ... and shift
-        r = Signal.like(rounded)
-        m.d.sync += r.eq(rounded >> s4.shift)
-        s5 = follow(5)
-        # stage 6: saturate to the output format
-        b = p if self._held else s5
+        v = reg(p.acc + p.bias, "v")
+        s1 = follow(1, "mult", "shift", *bounds)
+        if self._pipe:
+            # stages 2, 3: two partial products (DSP; signed × unsigned), then their sum
+            k = min(self.SPLIT, len(v) - 1)
+            lo_p, hi_p = reg(v[:k] * s1.mult, "lo_p"), reg(v[k:].as_signed() * s1.mult, "hi_p")
+            follow(2, "shift", *bounds)
+            prod = reg((hi_p << k) + lo_p, "prod")
+            s3 = follow(3, "shift", *bounds)
+            # stages 4, 5: round half up (as wide as the half LSB may be), then shift
+            rounded = reg(prod + round_half(s3.shift), "rounded")
+            s4 = follow(4, "shift", *bounds)
+            r = reg(rounded >> s4.shift, "r")
+        else:
+            # stage 2: the product; stage 3: round half up and shift
+            prod = reg(v * s1.mult, "prod")
+            s2 = follow(2, "shift", *bounds)
+            r = reg(rshift_round(prod, s2.shift), "r")
+        sl = follow(self.latency - 1, *bounds)
+        # last stage: saturate to the output format
+        b = p if self._held else sl
         m.d.sync += self.o.payload.eq(clamp(r, b.lo, b.hi))
         m.d.comb += self.o.valid.eq(delay(m, self.i.valid, self.latency, "valid"))
         return m

@@ -32,13 +32,13 @@ from .arith import (
     SerialMultiplier,
     clamp,
     delay,
-    held,
     lane_offsets,
     nested_address,
     nested_carries,
     round_half,
     rshift_round,
     small_mul,
+    stage,
     window_inside,
     window_origin,
 )
@@ -53,9 +53,10 @@ class VectorUnit(wiring.Component):
 
     def __init__(self, *, columns: int, requantizer: wiring.Signature, sum_bits: int = AVGPOOL_SUM_BITS,
                  addr_bits: int = ADDR_BITS, ops=VECTOR_OPS, held_desc: bool = False, pixels: int = 1,
-                 read_latency: int = 1):
+                 read_latency: int = 1, pipelined: bool = False):
         self._C, self._sum_bits, self._addr_bits = columns, sum_bits, addr_bits
         self._read_latency = read_latency
+        self._pipe = pipelined
         self._P = pixels
         self._held = held_desc
         self._ops = frozenset(ops)
@@ -138,6 +139,7 @@ class VectorUnit(wiring.Component):
 
         # ``read_latency`` cycles later: fold the data (every pixel lane; the average pool in lane 0)
         L = self._read_latency
+        S = int(self._pipe)                          # the optional pipeline stages
         v1, f1, l1 = (delay(m, s, L, n) for s, n in ((issue, "v"), (first, "f"), (last, "l")))
         in1 = delay(m, Mux(is_add | is_avg, (1 << P) - 1, inside), L, "in")
         # taps read but not yet folded (the unit is busy until they are)
@@ -148,7 +150,7 @@ class VectorUnit(wiring.Component):
         with m.Elif(v1):
             m.d.sync += have.eq(have | in1)
         # the per-op operands of the lanes, held beside them
-        a_sgn, lo, hi = held(m, d.a_signed, "a_signed"), held(m, d.lo, "lo"), held(m, d.hi, "hi")
+        a_sgn, lo, hi = stage(m, d.a_signed, S, "a_signed"), stage(m, d.lo, S, "lo"), stage(m, d.hi, S, "hi")
         words, accs = [], []
         for p in range(P):
             rd = self.rd_data[p]
@@ -173,26 +175,27 @@ class VectorUnit(wiring.Component):
                         m.d.comb += cur.eq(Mux(f1, v, acc + v))
                 with m.If(v1):
                     m.d.sync += acc.eq(cur)
-                ys.append(clamp(acc[:10].as_signed(), lo, hi)[:8])     # the cycle after the last tap
+                # (pipelined: from the register, the cycle after the last tap)
+                ys.append(clamp((acc if S else cur)[:10].as_signed(), lo, hi)[:8])
             words.append(Cat(*ys))
-        write = delay(m, v1 & l1, 1, "wmax")         # max-pool: the cycle after the window's last tap
+        write = delay(m, v1 & l1, S, "wmax")         # max-pool: the window's last tap (+ S)
 
         # the add reads two words (a, then b) per output word, so ceil(C/2) adders serve the
         # C lanes: lanes [0, H) when b arrives, lanes [H, C) the cycle after (from the held
         # words), and the word is written then — one word per two cycles, as the reads allow
         if has_add:
             H = (C + 1) // 2
-            # two stages: the shifted sum of a lane's pair into a register, then its rounding
-            # shift and clamp.  First half's sums when b arrives (q0), the second half's the
-            # cycle after (p1, from the held words); their outputs a cycle later each (q1, p2)
+            # pipelined, two stages: the shifted sum of a lane's pair into a register, then its
+            # rounding shift and clamp.  First half's sums when b arrives (q0), the second
+            # half's the cycle after (p1, from the held words); their outputs S cycles later
             q0 = v1 & l1 & is_add
-            q1, p1 = Signal(), Signal()
-            m.d.sync += [q1.eq(q0), p1.eq(q0 & (C > 1))]
-            p2 = delay(m, p1, 1, "p2")
+            p1 = Signal()
+            m.d.sync += p1.eq(q0 & (C > 1))
+            q1, p2 = delay(m, q0, S, "q1"), delay(m, p1, S, "p2")
             # the add's per-op operands, held beside its lanes
-            sa, sb, rs = held(m, d.sa, "add_sa"), held(m, d.sb, "add_sb"), held(m, d.rs, "add_rs")
-            b_sgn = held(m, d.b_signed, "b_signed")
-            half = held(m, round_half(d.rs), "add_half")
+            sa, sb, rs = stage(m, d.sa, S, "add_sa"), stage(m, d.sb, S, "add_sb"), stage(m, d.rs, S, "add_rs")
+            b_sgn = stage(m, d.b_signed, S, "b_signed")
+            half = stage(m, round_half(d.rs), S, "add_half")
             add_words = []
             for p in range(P):
                 rd = self.rd_data[p]
@@ -214,8 +217,7 @@ class VectorUnit(wiring.Component):
                     m.d.comb += [a.eq(Mux(a_sgn, a_byte.as_signed(), a_byte.as_unsigned())),
                                  b.eq(Mux(b_sgn, b_byte.as_signed(), b_byte.as_unsigned()))]
                     total = (a << sa) + (b << sb)
-                    sreg = Signal(total.shape(), name=f"add_s{i}{sfx}")
-                    m.d.sync += sreg.eq(total)
+                    sreg = stage(m, total, S, f"add_s{i}{sfx}")
                     ys.append(clamp(rshift_round(sreg, rs, half), lo, hi)[:8])
                 with m.If(q1):
                     m.d.sync += ylo.eq(Cat(*ys))

@@ -1,4 +1,5 @@
 """The whole core in Amaranth's simulator: program in memory, DMA, compute, store."""
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -23,6 +24,8 @@ from rmsmp.sim.layer_cases import mini_block, one_layer_model, vec_case
 CFG = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix4", 1), ("fix8", 1)), columns=4,
                         act_depth=2048, weight_depth=512, acc_depth=64)
 RATIO = {"pot4": 0.5, "fix4": 0.25, "fix8": 0.25}
+#: the compact core (no optional pipeline stages: what iCE40 builds get)
+COMPACT = replace(CFG, pipelined=False)
 
 
 def run_core(cfg, prog, spare=64):
@@ -63,14 +66,15 @@ def run_core(cfg, prog, spare=64):
     dict(op="conv", cin=6, cout=8, k=3, s=2, p=1, hw=7),
     dict(op="linear", cin=9, cout=6, relu=False),
 ], ids=["3x3s2", "linear"])
-def test_core_runs_a_layer_program_bit_exact(case):
+@pytest.mark.parametrize("cfg", [CFG, COMPACT], ids=["pipelined", "compact"])
+def test_core_runs_a_layer_program_bit_exact(case, cfg):
     qm, layer, x, y = one_layer_model(**case, ratio=RATIO)
     hw = case.get("hw", 1)
-    prog = layer_program(qm, layer, CFG, x, in_hw=(hw, hw))
-    res = run_core(CFG, prog)
+    prog = layer_program(qm, layer, cfg, x, in_hw=(hw, hw))
+    res = run_core(cfg, prog)
     low = prog.layers[0]
     OH, OW = low.desc["out_h"], low.desc["out_w"]
-    got = unpack_activations(prog.read_entries(res["image"], "y"), layer.rows, OH, OW, CFG.columns,
+    got = unpack_activations(prog.read_entries(res["image"], "y"), layer.rows, OH, OW, cfg.columns,
                              layer.out.signed)
     assert got == y.reshape(layer.rows, OH, OW).tolist()
     assert res["beats"] == low.beats
@@ -78,14 +82,15 @@ def test_core_runs_a_layer_program_bit_exact(case):
 
 
 @pytest.mark.parametrize("name", ["maxpool", "add", "avgpool"])
-def test_core_runs_vector_ops_bit_exact(name):
+@pytest.mark.parametrize("cfg", [CFG, COMPACT], ids=["pipelined", "compact"])
+def test_core_runs_vector_ops_bit_exact(name, cfg):
     """max-pool 3x3/2 p1, residual add + ReLU, global average pool, vs golden."""
     qm, tr = mini_block()
     layer, inputs, y = vec_case(qm, tr, name)
-    prog = vec_program(qm, layer, CFG, inputs)
-    res = run_core(CFG, prog)
+    prog = vec_program(qm, layer, cfg, inputs)
+    res = run_core(cfg, prog)
     o = prog.io.outputs[0]
-    got = unpack_activations(prog.read_entries(res["image"], o.name), *o.shape, CFG.columns, o.signed)
+    got = unpack_activations(prog.read_entries(res["image"], o.name), *o.shape, cfg.columns, o.signed)
     assert got == y.reshape(o.shape).tolist()
 
 
@@ -303,11 +308,13 @@ def _dma_ops(prog):
 SLOW = pytest.mark.slow
 
 
-@pytest.mark.parametrize("pixels, columns, act_depth, weight_depth", [
-    (2, 4, 2048, 512), pytest.param(3, 4, 2048, 512, marks=SLOW), pytest.param(3, 4, 256, 64, marks=SLOW),
-    pytest.param(1, 8, 2048, 512, marks=SLOW), pytest.param(2, 16, 1024, 512, marks=SLOW)],
-    ids=["P2", "P3", "P3-banded-streamed", "P1-C8-nibbles", "P2-C16-nibbles"])
-def test_pixel_lanes_run_a_network_bit_exact(pixels, columns, act_depth, weight_depth):
+@pytest.mark.parametrize("pixels, columns, act_depth, weight_depth, pipelined", [
+    (2, 4, 2048, 512, True), pytest.param(3, 4, 2048, 512, True, marks=SLOW),
+    pytest.param(3, 4, 256, 64, True, marks=SLOW),
+    pytest.param(1, 8, 2048, 512, True, marks=SLOW), pytest.param(2, 16, 1024, 512, True, marks=SLOW),
+    pytest.param(1, 4, 2048, 512, False, marks=SLOW)],
+    ids=["P2", "P3", "P3-banded-streamed", "P1-C8-nibbles", "P2-C16-nibbles", "P1-compact"])
+def test_pixel_lanes_run_a_network_bit_exact(pixels, columns, act_depth, weight_depth, pipelined):
     """Lane p computes output columns [p·G, (p+1)·G) of every row from its own bank, with the
     row's weights shared: the whole network bit-exact against golden, with partial last
     chunks, halos on both sides, stride 2, im2col input, vector ops in every lane — with
@@ -318,7 +325,8 @@ def test_pixel_lanes_run_a_network_bit_exact(pixels, columns, act_depth, weight_
     x = torch.randn(8, 3, 9, 9)
     qm = quantize(model, x, ratio=RATIO, assign="variance")
     cfg = AcceleratorConfig(lane_groups=CFG.lane_groups, columns=columns, act_depth=act_depth,
-                            weight_depth=weight_depth, acc_depth=64 if weight_depth > 64 else 8, pixels=pixels)
+                            weight_depth=weight_depth, acc_depth=64 if weight_depth > 64 else 8, pixels=pixels,
+                            pipelined=pipelined)
     prog = compile_model(qm, cfg, (3, 9, 9))
     nibbles = [d for d in _dma_ops(prog) if d.nib]
     assert bool(nibbles) == (columns >= 8)

@@ -205,8 +205,9 @@ def _requant_cases(rnd, n):
     return cases
 
 
-def test_requantizer_matches_golden():
-    dut = Requantizer()
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_requantizer_matches_golden(pipelined):
+    dut = Requantizer(pipelined=pipelined)
     rnd = random.Random(7)
     cases = _requant_cases(rnd, 300)
     exp = [int(requantize(torch.tensor(acc + b), m, n, q, relu)) for acc, b, m, n, q, relu in cases]
@@ -215,7 +216,8 @@ def test_requantizer_matches_golden():
     assert run_stream(dut, payloads) == exp
 
 
-def test_requantizer_with_held_bounds_matches_golden():
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_requantizer_with_held_bounds_matches_golden(pipelined):
     """``held_bounds``: the clamp takes the bounds on the input when the value leaves, so a
     stream whose bounds stay put (the engine's: one per layer) gives the golden values."""
     rnd = random.Random(8)
@@ -228,7 +230,7 @@ def test_requantizer_with_held_bounds_matches_golden():
         exp = [int(requantize(torch.tensor(acc + b), m, n, q, relu)) for acc, b, m, n, q, relu in cases]
         payloads = [{"acc": acc, "bias": b, "mult": mm, "shift": n, "lo": lo, "hi": hi}
                     for acc, b, mm, n, _, _ in cases]
-        assert run_stream(Requantizer(held_bounds=True), payloads) == exp
+        assert run_stream(Requantizer(held_bounds=True, pipelined=pipelined), payloads) == exp
 
 
 def add_params(fa, fb, fo):
