@@ -99,7 +99,8 @@ class BoardTop(wiring.Component):
             m.d.comb += [dst.valid.eq(src.valid), dst.payload.eq(src.payload), src.ready.eq(dst.ready)]
         m.d.comb += [rq.w_en.eq(mem.port.rd_data.valid), rq.w_data.eq(mem.port.rd_data.payload),
                      mem.port.rd_data.ready.eq(rq.w_rdy),
-                     port.rd_data.valid.eq(rq.r_rdy), port.rd_data.payload.eq(rq.r_data), rq.r_en.eq(port.rd_data.ready)]
+                     port.rd_data.valid.eq(rq.r_rdy), port.rd_data.payload.eq(rq.r_data),
+                     rq.r_en.eq(port.rd_data.ready)]
         mux_mem_ports(m, core.busy, core.mem, br.mem, port)
         done = Signal()
         with m.If(core.done):
