@@ -92,15 +92,18 @@ class BoardTop(wiring.Component):
                      csr.mac_beats.eq(core.mac_beats), csr.pc.eq(core.pc)]
         # the memory's read data through a small FIFO (registered on both sides): the memory
         # controller sits by its pins, the units that take the words across the chip
-        port = mem_port_signature(32).create(path=("mem_port",))
-        m.submodules.read_ahead = rq = SyncFIFOBuffered(width=32, depth=READ_FIFO_DEPTH)
-        for name in ("rd_cmd", "wr_cmd", "wr_data"):
-            src, dst = getattr(port, name), getattr(mem.port, name)
-            m.d.comb += [dst.valid.eq(src.valid), dst.payload.eq(src.payload), src.ready.eq(dst.ready)]
-        m.d.comb += [rq.w_en.eq(mem.port.rd_data.valid), rq.w_data.eq(mem.port.rd_data.payload),
-                     mem.port.rd_data.ready.eq(rq.w_rdy),
-                     port.rd_data.valid.eq(rq.r_rdy), port.rd_data.payload.eq(rq.r_data),
-                     rq.r_en.eq(port.rd_data.ready)]
+        # (a pipelined core's board: the compact one takes it straight)
+        port = mem.port
+        if self._cfg.pipelined:
+            port = mem_port_signature(32).create(path=("mem_port",))
+            m.submodules.read_ahead = rq = SyncFIFOBuffered(width=32, depth=READ_FIFO_DEPTH)
+            for name in ("rd_cmd", "wr_cmd", "wr_data"):
+                src, dst = getattr(port, name), getattr(mem.port, name)
+                m.d.comb += [dst.valid.eq(src.valid), dst.payload.eq(src.payload), src.ready.eq(dst.ready)]
+            m.d.comb += [rq.w_en.eq(mem.port.rd_data.valid), rq.w_data.eq(mem.port.rd_data.payload),
+                         mem.port.rd_data.ready.eq(rq.w_rdy),
+                         port.rd_data.valid.eq(rq.r_rdy), port.rd_data.payload.eq(rq.r_data),
+                         rq.r_en.eq(port.rd_data.ready)]
         mux_mem_ports(m, core.busy, core.mem, br.mem, port)
         done = Signal()
         with m.If(core.done):

@@ -280,7 +280,8 @@ class Dma(wiring.Component):
             # -- store: activation entries split into bus words ----------------------------
             streams = act_wpe == 1 or (nib_ok and nib_wpe == 1)     # some stores move a word an entry
             if streams:
-                m.submodules.store_ahead = sfifo = SyncFIFOBuffered(width=bus, depth=STORE_AHEAD)
+                ahead = STORE_AHEAD
+                m.submodules.store_ahead = sfifo = SyncFIFOBuffered(width=bus, depth=ahead)
                 sent, s_inflight = Signal(ADDR_BITS + 1), Signal()
             # a 4-bit tensor's entry leaves as its bytes' low nibbles
             packed = Cat(self.act_r.data[8 * j:8 * j + 4] for j in range(self._act_width // 8))
@@ -311,7 +312,9 @@ class Dma(wiring.Component):
             # never reaches the buffer's read address in the same cycle
             if streams:
                 with m.State("STREAM"):
-                    room = (sfifo.level + s_inflight) < STORE_AHEAD
+                    # (one entry short of full: the FIFO's inner part takes a write whatever
+                    # its output register holds)
+                    room = (sfifo.level + s_inflight) < ahead - 1
                     issue = room & (i != d.count)
                     m.d.comb += [self.act_r.addr.eq(cur_addr), self.act_r.lane.eq(cur_lane),
                                  sfifo.w_en.eq(s_inflight), sfifo.w_data.eq(entry[:bus]),

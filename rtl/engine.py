@@ -230,11 +230,10 @@ class ConvEngine(wiring.Component):
         m.d.comb += [iy.eq(iy0 + ky), ix.eq(ix0 + kx)]
         # a lane's tap is padding outside the plane (several lanes: outside the global row)
         inside = window_inside(iy, ix, in_off, in_h=d.in_h, in_w=d.in_w, in_wg=d.in_wg)
-        # per-layer terms of the walk, into registers while the plane sizes are computed (the
-        # descriptor is steady from ``start`` on; the walk loads them at ``loaded``, 2+ cycles on)
-        row_step, a_start = Signal(AB), Signal(AB)
-        m.d.sync += [row_step.eq(small_mul(d.in_w, d.stride, AB)),
-                     a_start.eq((d.in_base - small_mul(d.in_w, d.pad_top, AB) - d.pad)[:AB])]
+        # per-layer terms of the walk (pipelined: into registers while the plane sizes are computed (the
+        # descriptor is steady from ``start`` on; the walk loads them at ``loaded``, 2+ cycles on))
+        row_step = stage(m, small_mul(d.in_w, d.stride, AB), S, "row_step")
+        a_start = stage(m, (d.in_base - small_mul(d.in_w, d.pad_top, AB) - d.pad)[:AB], S, "a_start")
         act_addr = nested_address(m, steps, [1, d.in_w, in_plane.p, d.stride, row_step, None],
                                   start=a_start, load=loaded, width=AB, name="a")
         with m.If(loaded):

@@ -73,6 +73,7 @@ class VectorUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         C, AB, P = self._C, self._addr_bits, self._P
+        S = int(self._pipe)                          # the optional pipeline stages
         has_add, has_max, has_avg = (k.name.lower() in self._ops
                                      for k in (VecKind.ADD, VecKind.MAXPOOL, VecKind.AVGPOOL))
         window = has_max or has_avg                  # ops that walk a window of the input plane
@@ -116,11 +117,10 @@ class VectorUnit(wiring.Component):
         inside = Const(1, 1)
         if window:
             pad, pad_top = Mux(is_max, d.pad, 0), Mux(is_max, d.pad_top, 0)
-            # per-op terms of the walk into registers while the plane size is computed (the
-            # descriptor is steady from ``start``; the walk loads them at ``loaded``, 2+ cycles on)
-            row_step, a_start = Signal(AB), Signal(AB)
-            m.d.sync += [row_step.eq(small_mul(d.in_w, d.stride, AB)),
-                         a_start.eq((d.a_base - small_mul(d.in_w, pad_top, AB) - pad)[:AB])]
+            # per-op terms of the walk (pipelined: into registers while the plane size is computed (the
+            # descriptor is steady from ``start``; the walk loads them at ``loaded``, 2+ cycles on))
+            row_step = stage(m, small_mul(d.in_w, d.stride, AB), S, "row_step")
+            a_start = stage(m, (d.a_base - small_mul(d.in_w, pad_top, AB) - pad)[:AB], S, "a_start")
             a_tap = nested_address(m, steps, [1, d.in_w, d.stride, row_step, plane.p], start=a_start,
                                    load=loaded, width=AB, name="a")
             # the window's tap (0, 0): per channel block, output row and pixel (arith.window_origin)
@@ -139,7 +139,6 @@ class VectorUnit(wiring.Component):
 
         # ``read_latency`` cycles later: fold the data (every pixel lane; the average pool in lane 0)
         L = self._read_latency
-        S = int(self._pipe)                          # the optional pipeline stages
         v1, f1, l1 = (delay(m, s, L, n) for s, n in ((issue, "v"), (first, "f"), (last, "l")))
         in1 = delay(m, Mux(is_add | is_avg, (1 << P) - 1, inside), L, "in")
         # taps read but not yet folded (the unit is busy until they are)
