@@ -26,13 +26,16 @@ __all__ = ["build_bitstream"]
 
 
 def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, out_dir=None, program=None,
-                    quiet: bool = False, synth_opts=(), pnr_opts=(), memory: str | None = None) -> BuildReport:
+                    quiet: bool = False, synth_opts=(), pnr_opts=(), memory: str | None = None,
+                    allow_timing_fail: bool = False) -> BuildReport:
     """Build the bitstream of ``cfg`` (default: ``AcceleratorConfig.for_board``) for
     ``board_name`` in ``out_dir``; ``program`` (a :class:`Program`) is baked into the
     on-chip memory; ``memory`` is the backend ("sdram", "spram" or "bram"; default: "bram" with a
     baked program, else the board's default); ``synth_opts`` are extra options of yosys'
     ``synth_<family>``, ``pnr_opts`` of nextpnr (ECP5 default: ``--placer static --router router2``).
-    Returns the report (also written as report.json/report.md)."""
+    Returns the report (also written as report.json/report.md).  A design that routes but
+    misses its clock gets its report written, then :class:`BoardError` naming the Fmax and
+    the worst path (``allow_timing_fail``: the report is returned, ``timing_met`` false)."""
     spec = board(board_name)
     init = program.image if program is not None else ()
     # the backend, and a bad image/backend refused, before anything is built
@@ -62,6 +65,8 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     # ice40: multipliers on the SB_MAC16s
     synth_opts = (["-dsp"] if spec.family == "ice40" else []) + list(synth_opts)
     pnr_opts = pnr_defaults(spec, pnr_opts)
+    if "--timing-allow-fail" not in pnr_opts:        # routed but slow: a report, then our error
+        pnr_opts = [*pnr_opts, "--timing-allow-fail"]
     design = lambda: BoardDesign(spec, cfg, init=init, memory=memory)  # noqa: E731
     rc, text = run_build(spec, design, out, env, synth_opts, pnr_opts)
     if rc and abc9_crashed(out) and spec.family == "ecp5":
@@ -87,4 +92,11 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
                   memory_words=spec.memory_words(memory))
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(report.markdown())
+    if not report["timing_met"] and not allow_timing_fail:
+        worst = report["critical_paths"][0] if report["critical_paths"] else None
+        where = (f"; worst path {worst['delay_ns']:.1f} ns from {worst['from_cell']} to {worst['to_cell']}"
+                 if worst else "")
+        raise BoardError(f"the {spec.name} design routed but misses its clock: Fmax {report['fmax_mhz']:.1f} MHz "
+                         f"< {report['target_mhz']:g} MHz target{where} (report: {out / 'report.md'}); build at "
+                         f"a lower clock (--clock-mhz / CLOCK_MHZ=) or with a smaller config")
     return report

@@ -59,7 +59,8 @@ class Core(wiring.Component):
         unpack = {f"wgt_w_{g.scheme}": g.format.bits for g in cfg.lane_groups
                   if cfg.packed_weights and g.format.kind == "fix" and g.format.bits > 2}
         m.submodules.dma = dma = Dma(bus_width=bus, buffer_ports=buffer_ports(cfg), act_width=8 * cfg.columns,
-                                     unpack=unpack, held_desc=True, pixels=cfg.pixels)
+                                     unpack=unpack, held_desc=True, pixels=cfg.pixels,
+                                     pipelined=cfg.pipelined)
         for name in buffer_ports(cfg):
             wiring.connect(m, getattr(dma, name), getattr(engine, name))
 

@@ -91,8 +91,9 @@ class Dma(wiring.Component):
     into a register of its own), so the DMA keeps no copy."""
 
     def __init__(self, *, bus_width: int, buffer_ports: dict, act_width: int, unpack: dict | None = None,
-                 held_desc: bool = False, pixels: int = 1):
+                 held_desc: bool = False, pixels: int = 1, pipelined: bool = True):
         self._bus = bus_width
+        self._pipelined = pipelined
         self._pixels = pixels
         self._held = held_desc
         self._ports = buffer_ports            # name -> (code, signature as the engine sees it)
@@ -279,7 +280,8 @@ class Dma(wiring.Component):
                         m.next = "RECV"
             # -- store: activation entries split into bus words ----------------------------
             streams = act_wpe == 1 or (nib_ok and nib_wpe == 1)     # some stores move a word an entry
-            if streams:
+            ahead_fifo = streams and self._pipelined                  # (a compact core: no FIFO)
+            if ahead_fifo:
                 ahead = STORE_AHEAD
                 m.submodules.store_ahead = sfifo = SyncFIFOBuffered(width=bus, depth=ahead)
                 sent, s_inflight = Signal(ADDR_BITS + 1), Signal()
@@ -293,7 +295,7 @@ class Dma(wiring.Component):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
                 with m.Elif(wr.ready):
-                    if streams:
+                    if ahead_fifo:
                         m.d.sync += [sent.eq(0), s_inflight.eq(0)]
                         with m.If(s_wpe == 1):
                             m.next = "STREAM"
@@ -303,14 +305,20 @@ class Dma(wiring.Component):
                         m.next = "READ"
             with m.State("READ"):
                 m.d.comb += [self.act_r.addr.eq(cur_addr), self.act_r.lane.eq(cur_lane)]
-                m.next = "LATCH"
+                if streams and not ahead_fifo:
+                    with m.If(s_wpe == 1):
+                        m.next = "STREAM"
+                    with m.Else():
+                        m.next = "LATCH"
+                else:
+                    m.next = "LATCH"
             with m.State("LATCH"):
                 m.d.sync += [sr.eq(entry), k.eq(0)]
                 m.next = "SEND"
             # one bus word an entry: entries are read ahead into a small FIFO while it has
             # room, and the memory's write channel takes them from it — the memory's ready
             # never reaches the buffer's read address in the same cycle
-            if streams:
+            if ahead_fifo:
                 with m.State("STREAM"):
                     # (one entry short of full: the FIFO's inner part takes a write whatever
                     # its output register holds)
@@ -328,6 +336,21 @@ class Dma(wiring.Component):
                     with m.If(sfifo.r_rdy & self.mem.wr_data.ready):
                         m.d.sync += sent.eq(sent + 1)
                         with m.If(sent == d.count - 1):
+                            m.d.sync += self.busy.eq(0)
+                            m.next = "IDLE"
+            elif streams:
+                # (compact) the read port answers the address of the cycle before, so the next
+                # entry's address is presented as this one is taken (else held)
+                with m.State("STREAM"):
+                    take = self.mem.wr_data.ready
+                    m.d.comb += [self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(entry[:bus]),
+                                 self.act_r.addr.eq(Mux(take, next_addr, cur_addr)),
+                                 self.act_r.lane.eq(Mux(take, next_lane, cur_lane))]
+                    with m.If(take):
+                        m.d.sync += i.eq(i + 1)
+                        if P > 1:
+                            m.d.sync += [x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
+                        with m.If(i == d.count - 1):
                             m.d.sync += self.busy.eq(0)
                             m.next = "IDLE"
             with m.State("SEND"):

@@ -70,8 +70,8 @@ class Requantizer(wiring.Component):
             return s
         bounds = () if self._held else ("lo", "hi")
 
-        def reg(value, name):
-            r = Signal(value.shape(), name=name)
+        def reg(value, name, width=None):
+            r = Signal(value.shape() if width is None else signed(width), name=name)
             m.d.sync += r.eq(value)
             return r
         # stage 1: bias (acc + bias cannot wrap: one bit wider)
@@ -87,12 +87,14 @@ class Requantizer(wiring.Component):
             # stages 4, 5: round half up (as wide as the half LSB may be), then shift
             rounded = reg(prod + round_half(s3.shift), "rounded")
             s4 = follow(4, "shift", *bounds)
-            r = reg(rounded >> s4.shift, "r")
+            r = reg(rounded >> s4.shift, "r", len(prod) + 1)
         else:
             # stage 2: the product; stage 3: round half up and shift
             prod = reg(v * s1.mult, "prod")
             s2 = follow(2, "shift", *bounds)
-            r = reg(rshift_round(prod, s2.shift), "r")
+            r = reg(rshift_round(prod, s2.shift), "r", len(prod) + 1)
+        # (|r| ≤ |prod| / 2^shift + 1: a bit wider than the product holds it, whatever the
+        # width of the rounding sum)
         sl = follow(self.latency - 1, *bounds)
         # last stage: saturate to the output format
         b = p if self._held else sl

@@ -422,3 +422,25 @@ def test_build_report_names_the_units_of_the_critical_path():
     assert link["from"] == "utx" and link["delay_ns"] == 3.5
     r = make_report(board("ulx3s-85f"), AcceleratorConfig.for_board("ulx3s-85f"), rep, 1.0, Path("/nonexistent"), "t")
     assert "Critical path (posedge clk -> posedge clk): 6.85 ns" in r.markdown()
+
+
+def test_a_build_that_misses_its_clock_reports_then_refuses(tmp_path, monkeypatch):
+    """nextpnr finishes a design that routes below its target (``--timing-allow-fail``): the
+    report is written, then a one-line error names the Fmax and the worst path; with
+    ``allow_timing_fail`` the report comes back with ``timing_met`` false."""
+    import rmsmp.boards.build as build
+
+    def fake_run(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None):
+        assert "--timing-allow-fail" in pnr_opts
+        step = {"type": "clk-to-q", "delay": 20.0, "from": {"cell": "top.core.a_FF"}, "to": {"cell": "top.core.b_FF"}}
+        (out / "rmsmp_top.report.json").write_text(json.dumps({
+            "fmax": {"clocking.pll_clk": {"achieved": 41.5, "constraint": 50.0}},
+            "critical_paths": [{"from": "posedge clk", "to": "posedge clk", "path": [step]}]}))
+        return 0, ""
+    monkeypatch.setattr(build, "run_build", fake_run)
+    cfg = AcceleratorConfig(**SMALL)
+    with pytest.raises(BoardError, match=r"misses its clock: Fmax 41.5 MHz < 50 MHz.*top.core.a_FF"):
+        build_bitstream("ulx3s-85f", cfg, out_dir=tmp_path, quiet=True)
+    assert json.loads((tmp_path / "report.json").read_text())["timing_met"] is False
+    r = build_bitstream("ulx3s-85f", cfg, out_dir=tmp_path, quiet=True, allow_timing_fail=True)
+    assert r["fmax_mhz"] == 41.5 and not r["timing_met"]
