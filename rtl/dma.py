@@ -295,23 +295,17 @@ class Dma(wiring.Component):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
                 with m.Elif(wr.ready):
-                    if ahead_fifo:
+                    m.next = "READ"
+                    if ahead_fifo:                  # one word an entry: straight to the read-ahead
                         m.d.sync += [sent.eq(0), s_inflight.eq(0)]
                         with m.If(s_wpe == 1):
                             m.next = "STREAM"
-                        with m.Else():
-                            m.next = "READ"
-                    else:
-                        m.next = "READ"
             with m.State("READ"):
                 m.d.comb += [self.act_r.addr.eq(cur_addr), self.act_r.lane.eq(cur_lane)]
-                if streams and not ahead_fifo:
+                m.next = "LATCH"
+                if streams and not ahead_fifo:      # (compact) one word an entry: stream it
                     with m.If(s_wpe == 1):
                         m.next = "STREAM"
-                    with m.Else():
-                        m.next = "LATCH"
-                else:
-                    m.next = "LATCH"
             with m.State("LATCH"):
                 m.d.sync += [sr.eq(entry), k.eq(0)]
                 m.next = "SEND"
