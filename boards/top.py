@@ -89,7 +89,7 @@ class BoardTop(wiring.Component):
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), br.rx_error.eq(urx.error), br.core_busy.eq(core.busy)]
         m.d.comb += [core.start.eq(csr.start), core.prog_addr.eq(csr.prog_addr), csr.busy.eq(core.busy),
                      csr.done.eq(core.done), csr.id.eq(core.id), csr.cycles.eq(core.cycles),
-                     csr.mac_beats.eq(core.mac_beats), csr.pc.eq(core.pc)]
+                     csr.mac_beats.eq(core.mac_beats), csr.pc.eq(core.pc), csr.error.eq(core.error)]
         # the memory's read data through a small FIFO (registered on both sides): the memory
         # controller sits by its pins, the units that take the words across the chip
         # (a pipelined core's board: the compact one takes it straight)

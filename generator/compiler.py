@@ -125,7 +125,7 @@ def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, ba
     emit_program(pb, cfg, weights, sch, len(sch.moved))
     prog = pb.build()
     prog.io = _network_io(qm, pb, tensors, shapes, tuple(input_shape), batch, im2col, weights, sch)
-    return prog
+    return prog.seal()
 
 
 def _network_io(qm, pb: ProgramBuilder, tensors: TensorPlan, shapes: dict, input_shape: tuple, batch: int,

@@ -16,8 +16,8 @@ from rmsmp.rtl.isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode
 from .layout import pack_activations
 from .lower import CompileError, LoweredLayer, lower_conv, lower_vec
 
-__all__ = ["Program", "ProgramIO", "TensorSlot", "RowMap", "ProgramBuilder", "split_words", "layer_program",
-           "vec_program"]
+__all__ = ["Program", "CorruptProgramError", "ProgramIO", "TensorSlot", "RowMap", "ProgramBuilder", "split_words",
+           "layer_program", "vec_program"]
 
 
 def split_words(value: int, width: int, bus: int) -> list[int]:
@@ -119,6 +119,10 @@ class ProgramIO:
                    d["resident"], list(d["trace"]), list(d["moved_words"]), list(d.get("set_major", [])))
 
 
+class CorruptProgramError(CompileError):
+    """A program file or object whose contents do not match its checksum, or that cannot be read."""
+
+
 @dataclass
 class Program:
     config_hash: int
@@ -129,15 +133,42 @@ class Program:
     layers: list = field(default_factory=list)    # LoweredLayer, in order
     io: ProgramIO | None = None                   # what it takes and gives
     config: dict = field(default_factory=dict)    # AcceleratorConfig.to_dict() it was compiled for
+    checksum: str | None = None                   # digest() when compiled (seal()); checked on load
 
-    FORMAT, VERSION = "rmsmp.Program", 3
+    FORMAT, VERSION = "rmsmp.Program", 4
+
+    def digest(self) -> str:
+        """SHA-256 of what the program is: its memory image (instructions and data), where it
+        starts, its I/O map and the accelerator it is for."""
+        import hashlib
+        import json
+
+        import numpy as np
+        h = hashlib.sha256()
+        h.update(json.dumps([self.config_hash, self.bus_width, self.prog_addr, sorted(self.outputs.items()),
+                             self.io.to_dict() if self.io else None], sort_keys=True, default=list).encode())
+        h.update(np.asarray(self.image, dtype=np.uint64).tobytes())
+        return h.hexdigest()
+
+    def seal(self) -> "Program":
+        """Record the program's :meth:`digest` (the compiler does, once it is complete)."""
+        self.checksum = self.digest()
+        return self
+
+    def verify(self, what: str = "program") -> None:
+        """Raise :class:`CorruptProgramError` if the program changed since :meth:`seal`."""
+        if self.checksum is not None and self.digest() != self.checksum:
+            raise CorruptProgramError(f"{what}: its instructions, memory image or I/O map changed since it was "
+                                      f"compiled (checksum mismatch): the program is corrupt; recompile it")
 
     def save(self, path) -> None:
-        """One ``.npz`` file: the memory image and a JSON header (config, I/O map, layer stats)."""
+        """One ``.npz`` file: the memory image and a JSON header (config, I/O map, layer stats,
+        the checksum :meth:`load` verifies)."""
         import json
 
         import numpy as np
         head = {"format": self.FORMAT, "version": self.VERSION, "config_hash": self.config_hash,
+                "checksum": self.checksum or self.digest(),
                 "bus_width": self.bus_width, "prog_addr": self.prog_addr, "outputs": self.outputs,
                 "io": self.io.to_dict() if self.io else None, "config": self.config,
                 "layers": [{"name": l.name, "kind": l.kind, "macs": l.macs, "beats": l.beats} for l in self.layers]}
@@ -156,15 +187,23 @@ class Program:
         except FileNotFoundError:
             raise
         except Exception as e:
-            raise CompileError(f"{path}: not a readable rmsmp program file ({type(e).__name__}: {e})") from None
+            raise CorruptProgramError(f"{path}: not a readable rmsmp program file ({type(e).__name__}: {e})") from None
         if head.get("format") != cls.FORMAT or head.get("version") != cls.VERSION:
             raise CompileError(f"{path}: not an rmsmp program file of version {cls.VERSION}"
                                + (f" (version {head.get('version')}: recompile it)" if head.get("format") == cls.FORMAT
                                   else ""))
-        io = ProgramIO.from_dict(head["io"]) if head["io"] else None
-        layers = [LoweredLayer(d["name"], {}, macs=d["macs"], beats=d["beats"], kind=d["kind"]) for d in head["layers"]]
-        return cls(head["config_hash"], head["bus_width"], image, head["prog_addr"],
-                   {k: tuple(v) for k, v in head["outputs"].items()}, layers, io, head["config"])
+        try:
+            io = ProgramIO.from_dict(head["io"]) if head["io"] else None
+            layers = [LoweredLayer(d["name"], {}, macs=d["macs"], beats=d["beats"], kind=d["kind"])
+                      for d in head["layers"]]
+            prog = cls(head["config_hash"], head["bus_width"], image, head["prog_addr"],
+                       {k: tuple(v) for k, v in head["outputs"].items()}, layers, io, head["config"],
+                       head["checksum"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CorruptProgramError(f"{path}: the program's header is incomplete or corrupt "
+                                      f"({type(e).__name__}: {e})") from None
+        prog.verify(str(path))
+        return prog
 
     def read_entries(self, image, name) -> list[int]:
         """Entries of output ``name`` from a memory image after the run."""
@@ -351,7 +390,7 @@ def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
     prog = pb.build()
     prog.io = ProgramIO([TensorSlot("x", tuple(xin.shape), addr=pb.blob_addr["x"])],
                         [TensorSlot("y", (layer.rows, low.desc["out_h"], low.desc["out_w"]), bool(layer.out.signed))])
-    return prog
+    return prog.seal()
 
 
 
@@ -376,4 +415,4 @@ def vec_program(qm, layer, cfg, inputs) -> Program:
     prog = pb.build()
     prog.io = ProgramIO([TensorSlot(f"x{k}", tuple(t.shape), addr=pb.blob_addr[f"x{k}"]) for k, t in enumerate(inputs)],
                         [TensorSlot("y", (ch, oh, ow), bool(layer.out.signed))])
-    return prog
+    return prog.seal()

@@ -19,12 +19,18 @@ from rmsmp.host.quant.layer import quantize_input
 
 from .layout import network_input, pack_activation_words, unpack_activations
 from .program import Program
+from .validate import ProgramError, check_program, cycle_budget, describe_instruction
 
-__all__ = ["Device", "ProgramMismatchError"]
+__all__ = ["Device", "ProgramMismatchError", "ProgramError", "RunError"]
 
 
 class ProgramMismatchError(RmsmpError):
     """A program compiled for another accelerator configuration."""
+
+
+class RunError(RmsmpError):
+    """A run that did not finish as compiled: the core flagged an error, or it ran past its
+    cycle budget."""
 
 
 class Device:
@@ -36,8 +42,19 @@ class Device:
         self.cfg = cfg
         self.program = None
         self.stats: dict = {}
+        self.budget = 0              # cycles a run of the loaded program may take
+
+    def _fault(self, what: str, pc: int, cycles: int) -> RunError:
+        """The error of a run that stopped at word ``pc`` after ``cycles``."""
+        where = describe_instruction(self.program, pc)
+        return RunError(f"{what} at {where} after {cycles:,} cycles; nothing was read back")
+
+    #: the memory behind the device, for the cycle budget (:data:`~rmsmp.generator.validate.WORD_CYCLES`)
+    memory: str = "ideal"
 
     def _check_program(self, program) -> None:
+        """Refuse a program that is not for this device or not intact: another config, a
+        changed image (checksum), an instruction the core cannot run (``check_program``)."""
         if program.config_hash != self.cfg.config_hash:
             raise ProgramMismatchError(
                 f"program was compiled for accelerator {program.config_hash:08x}, this device is "
@@ -45,6 +62,11 @@ class Device:
         if self.mem_words and len(program.image) > self.mem_words:
             raise RmsmpError(f"program image of {len(program.image):,} words exceeds the device's "
                              f"{self.mem_words:,}-word memory")
+        if program.checksum is None:           # assembled by hand (ProgramBuilder): trusted as it is
+            program.seal()
+        program.verify()
+        check_program(program, self.cfg)
+        self.budget = cycle_budget(program, self.cfg, self.memory)
 
     def load(self, program: Program) -> None:
         self._check_program(program)

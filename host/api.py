@@ -57,5 +57,6 @@ def open_device(target: str, cfg: AcceleratorConfig | None = None, *, board: str
         memory = spec.memory(memory)
         cfg = cfg or AcceleratorConfig.for_board(spec.name, memory=memory)
         link = LinkClient(SerialTransport(port, kw.pop("baud", spec.link_baud(cfg.clock_hz))))
-        return SerialDevice(link, cfg, mem_words=spec.memory_words(memory), name=f"{spec.name} on {port}", **kw)
+        return SerialDevice(link, cfg, mem_words=spec.memory_words(memory), name=f"{spec.name} on {port}",
+                            memory=memory, **kw)
     raise RmsmpError(f"unknown device {target!r}; available: 'sim', 'serial:PORT'")

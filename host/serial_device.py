@@ -50,8 +50,9 @@ class SerialDevice(Device):
     register (a board built for another configuration is refused)."""
 
     def __init__(self, link: LinkClient, cfg, *, mem_words: int, progress: bool = True,
-                 run_timeout: float = 600.0, poll_s: float = 0.01, name: str = "board"):
+                 run_timeout: float = 600.0, poll_s: float = 0.01, name: str = "board", memory: str = "ideal"):
         super().__init__(cfg)
+        self.memory = "sdram" if memory == "sdram" else "ideal"      # for the cycle budget
         self.link = link
         self.mem_words = mem_words
         self.progress = progress
@@ -124,11 +125,18 @@ class SerialDevice(Device):
             st = self._status()
             if st.done and not st.busy:
                 break
+            cycles = self.link.read_csr(CsrAddr.CYCLES)
+            if self.budget and cycles > self.budget:
+                raise self._fault(f"the program ran past its cycle budget of {self.budget:,} cycles (it still "
+                                  f"runs: reset {self.name})", self.link.read_csr(CsrAddr.PC), cycles)
             if time.perf_counter() - t1 > self.run_timeout:
                 raise LinkError(f"{self.name}: the program did not finish within {self.run_timeout} s "
                                 f"(pc {self.link.read_csr(CsrAddr.PC):#x})")
             time.sleep(self.poll_s)
         t2 = time.perf_counter()
+        if st.error:
+            raise self._fault("the core stopped on an instruction it cannot run", self.link.read_csr(CsrAddr.PC),
+                              self.link.read_csr(CsrAddr.CYCLES))
         stats = {"cycles": self.link.read_csr(CsrAddr.CYCLES), "mac_beats": self.link.read_csr(CsrAddr.MAC_BEATS)}
         out = list(image)
         # the program wrote its output regions (workspace included): unknown until read

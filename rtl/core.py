@@ -6,6 +6,13 @@ each, least significant bus word first), runs them one after another, and raises
 ``done`` at ``END``.  ``id`` is the configuration hash, so a host can refuse a program
 built for another config; ``cycles`` and ``mac_beats`` count the whole program.
 
+Each fetched instruction is checked before it issues: an opcode the core does not have, a
+transfer naming a buffer the config lacks (or a store from one other than the activation
+buffer), or a descriptor whose first buffer address lies outside its buffer stops the core
+once the units are idle, with ``done`` and ``error`` set and ``pc`` on that instruction — a
+corrupted image never runs on.  (The host checks every instruction in full before upload:
+:func:`rmsmp.generator.validate.check_program`.)
+
 The DMA and the engine run concurrently.  An instruction issues once its hazards are
 clear, then the core fetches the next one:
 
@@ -32,7 +39,7 @@ from amaranth.lib.wiring import In, Out
 
 from .dma import Dma, mem_port_signature, mux_mem_ports
 from .engine import ConvEngine, buffer_ports
-from .isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode
+from .isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode, VecKind
 
 __all__ = ["Core"]
 
@@ -43,7 +50,7 @@ class Core(wiring.Component):
         super().__init__({
             "mem": Out(mem_port_signature(cfg.bus_width)),
             "start": In(1), "prog_addr": In(32),
-            "busy": Out(1), "done": Out(1), "id": Out(32, init=cfg.config_hash),
+            "busy": Out(1), "done": Out(1), "error": Out(1), "id": Out(32, init=cfg.config_hash),
             "cycles": Out(32), "mac_beats": Out(32), "pc": Out(32),
         })
 
@@ -87,13 +94,36 @@ class Core(wiring.Component):
         with m.If(engine.beat):
             m.d.sync += self.mac_beats.eq(self.mac_beats + 1)
 
+        # what makes an instruction one the core cannot run (registered in CHECK)
+        n_bufs = Buffer.WEIGHT0 + len(cfg.lane_groups)
+        dd, cd, vd = di.arg.dma, ei.arg.conv, ei.arg.vec
+        depth = Signal(range(max(cfg.act_depth, cfg.acc_depth, cfg.weight_depth) + 1))
+        m.d.comb += depth.eq(Mux(dd.buf == Buffer.ACT, cfg.act_depth,
+                                 Mux(dd.buf == Buffer.PARAM, cfg.acc_depth, cfg.weight_depth)))
+        fault = Signal()
+        with m.Switch(op):
+            with m.Case(Opcode.LOAD):
+                m.d.comb += fault.eq((dd.buf >= n_bufs) | (dd.buf_addr >= depth))
+            with m.Case(Opcode.STORE):
+                m.d.comb += fault.eq((dd.buf != Buffer.ACT) | (dd.buf_addr >= cfg.act_depth))
+            with m.Case(Opcode.CONV):
+                m.d.comb += fault.eq((cd.in_base >= cfg.act_depth) | (cd.out_base >= cfg.act_depth)
+                                     | (cd.w_base >= cfg.weight_depth) | (cd.p_base >= cfg.acc_depth))
+            with m.Case(Opcode.VEC):
+                m.d.comb += fault.eq((vd.a_base >= cfg.act_depth) | (vd.b_base >= cfg.act_depth)
+                                     | (vd.out_base >= cfg.act_depth) | (vd.kind.as_value() >= len(VecKind)))
+            with m.Case(Opcode.END, Opcode.STAMP, Opcode.SYNC):
+                pass
+            with m.Default():
+                m.d.comb += fault.eq(1)
+
         # the units run from the fetch registers, which hold while they are busy
         m.d.comb += [dma.desc.eq(di.arg.dma), dma.store.eq(op == Opcode.STORE),
                      engine.desc.eq(ei.arg.conv), engine.vec_desc.eq(ei.arg.vec)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.pc.eq(self.prog_addr), self.busy.eq(1), self.done.eq(0),
+                    m.d.sync += [self.pc.eq(self.prog_addr), self.busy.eq(1), self.done.eq(0), self.error.eq(0),
                                  self.cycles.eq(0), self.mac_beats.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
@@ -115,7 +145,16 @@ class Core(wiring.Component):
                     with m.Else():
                         m.d.sync += dreg.word_select(k, bus).eq(rdd.payload)
                     with m.If(k == words - 1):
-                        m.next = "DECODE"
+                        m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If(fault):
+                    m.next = "FAULT"
+                with m.Else():
+                    m.next = "DECODE"
+            with m.State("FAULT"):               # stop on this instruction once the units are idle
+                with m.If(~dma.busy & ~engine.busy):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(1)]
+                    m.next = "IDLE"
             with m.State("DECODE"):
                 idle = ~dma.busy & ~engine.busy      # both raise busy the cycle after start
                 act_dma = (op == Opcode.STORE) | (di.arg.dma.buf == Buffer.ACT)
@@ -151,7 +190,7 @@ class Core(wiring.Component):
                         with m.If(idle):
                             m.d.sync += self.pc.eq(self.pc + words)
                             m.next = "FETCH"
-                    with m.Default():                     # END (and unknown opcodes) stop
+                    with m.Default():                     # END (CHECK stopped any other opcode)
                         with m.If(idle):
                             m.d.sync += [self.pc.eq(self.pc + words), self.busy.eq(0), self.done.eq(1)]
                             m.next = "IDLE"

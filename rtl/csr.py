@@ -30,7 +30,8 @@ class Ctrl(data.Struct):
 class Status(data.Struct):
     busy: 1
     done: 1
-    _reserved: 30
+    error: 1          # the last program stopped at an instruction it could not run (PC names it)
+    _reserved: 29
 
 
 def csr_signature() -> wiring.Signature:
@@ -46,6 +47,7 @@ class CsrBank(wiring.Component):
     prog_addr: Out(32)
     busy: In(1)
     done: In(1)
+    error: In(1)
     id: In(32)
     cycles: In(32)
     mac_beats: In(32)
@@ -62,7 +64,7 @@ class CsrBank(wiring.Component):
                     m.d.comb += b.rdata.eq(sig)
             with m.Case(CsrAddr.STATUS):
                 st = Status(b.rdata)
-                m.d.comb += [st.busy.eq(self.busy), st.done.eq(self.done)]
+                m.d.comb += [st.busy.eq(self.busy), st.done.eq(self.done), st.error.eq(self.error)]
         with m.If(b.we):
             with m.Switch(b.addr):
                 with m.Case(CsrAddr.PROG_ADDR):

@@ -67,7 +67,7 @@ class SimDevice(Device):
             try:
                 self._model.run("rmsmp.sim.benches.program",
                                 {"config_hash": self.program.config_hash, "prog_addr": self.program.prog_addr,
-                                 "stats": str(d / "stats.json")},
+                                 "stats": str(d / "stats.json"), "max_cycles": self.budget},
                                 plusargs=[f"+MEMFILE={d / 'in.hex'}", f"+DUMPFILE={d / 'out.hex'}",
                                           f"+DUMPWORDS={len(image)}"], test_dir=d, log_file=log)
             except (RuntimeError, SystemExit, AssertionError) as e:
@@ -75,6 +75,11 @@ class SimDevice(Device):
                 raise RmsmpError(f"simulation failed ({e}):\n{tail}") from None
             wall = time.perf_counter() - t
             stats = json.loads((d / "stats.json").read_text())
+            if stats["timeout"]:
+                raise self._fault(f"the program ran past its cycle budget of {self.budget:,} cycles and was "
+                                  "stopped", stats["pc"], stats["cycles"])
+            if stats["error"]:
+                raise self._fault("the core stopped on an instruction it cannot run", stats["pc"], stats["cycles"])
             out = [int(line, 16) for line in (d / "out.hex").read_text().split() if not line.startswith("//")]
         stats.update({"process_s": wall,
                       "sim_cycles_per_s": stats["cycles"] / stats["wall_s"] if stats["wall_s"] else 0.0})

@@ -67,5 +67,6 @@ class SimTop(wiring.Component):
         wiring.connect(m, wiring.flipped(self.csr), csr.bus)
         m.d.comb += [core.start.eq(csr.start), core.prog_addr.eq(csr.prog_addr), csr.busy.eq(core.busy),
                      csr.done.eq(core.done), csr.id.eq(core.id), csr.cycles.eq(core.cycles),
-                     csr.mac_beats.eq(core.mac_beats), csr.pc.eq(core.pc), self.done.eq(core.done)]
+                     csr.mac_beats.eq(core.mac_beats), csr.pc.eq(core.pc), csr.error.eq(core.error),
+                     self.done.eq(core.done)]
         return m

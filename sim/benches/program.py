@@ -3,14 +3,16 @@
 The memory image arrives in bulk (+MEMFILE) and leaves in bulk (+DUMPFILE); Python only
 starts the core and waits for ``done`` (the clock is cocotb's GPI clock, not Python).
 Parameters (``RMSMP_BENCH``): ``config_hash``, ``prog_addr``, ``stats`` (path of the JSON
-with cycles, MAC beats and wall time), ``max_cycles``.
+with cycles, MAC beats and wall time), ``max_cycles`` (the run's cycle budget: past it the
+simulation stops and the stats say ``"timeout": true``).  A core that stops with ``error``
+set (an instruction it cannot run) gives ``"error": true``; both carry the ``pc``.
 """
 import json
 import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 
 from rmsmp.rtl.csr import CsrAddr, Ctrl, Status
 from rmsmp.sim.benches import bench_params
@@ -52,12 +54,20 @@ async def run_program(dut):
     await csr.write(CsrAddr.PROG_ADDR, p.get("prog_addr", 0))
     await csr.write(CsrAddr.CTRL, Ctrl.const({"start": 1}).as_bits())
     t0 = time.perf_counter()
-    await with_timeout(RisingEdge(dut.done), p.get("max_cycles", 10 ** 9) * 10, "ns")
+    try:
+        await with_timeout(RisingEdge(dut.done), p.get("max_cycles", 10 ** 9) * 10, "ns")
+        timeout = False
+    except SimTimeoutError:
+        timeout = True
     wall = time.perf_counter() - t0
     st = Status.as_shape().from_bits(await csr.read(CsrAddr.STATUS))
-    assert st.done and not st.busy, st
+    assert timeout or (st.done and not st.busy), st
     stats = {"cycles": await csr.read(CsrAddr.CYCLES), "mac_beats": await csr.read(CsrAddr.MAC_BEATS),
-             "wall_s": wall}
+             "wall_s": wall, "timeout": timeout, "error": bool(st.error), "pc": await csr.read(CsrAddr.PC)}
+    if timeout or st.error:
+        with open(p["stats"], "w") as f:
+            json.dump(stats, f)
+        return
     dut.dump.value = 1
     await RisingEdge(dut.clk)
     dut.dump.value = 0

@@ -13,10 +13,11 @@ from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.layout import unpack_activations
 from rmsmp.generator.program import layer_program, vec_program
 from rmsmp.generator.runtime import Device
+from rmsmp.generator.validate import check_program
 from rmsmp.host import compile_model, quantize
 from rmsmp.rtl.burst_ram import BurstRam
 from rmsmp.rtl.core import Core
-from rmsmp.rtl.isa import Buffer
+from rmsmp.rtl.isa import INSTR_BITS, Buffer, Instruction, Opcode
 from rmsmp.sim import golden
 from rmsmp.sim.collisions import PoisonCollisions
 from rmsmp.sim.layer_cases import mini_block, one_layer_model, vec_case
@@ -26,6 +27,7 @@ CFG = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix4", 1), ("fix8", 1)), col
 RATIO = {"pot4": 0.5, "fix4": 0.25, "fix8": 0.25}
 #: the compact core (no optional pipeline stages: what iCE40 builds get)
 COMPACT = replace(CFG, pipelined=False)
+INSTR_WORDS = INSTR_BITS // CFG.bus_width
 
 
 def run_core(cfg, prog, spare=64):
@@ -52,6 +54,7 @@ def run_core(cfg, prog, spare=64):
             n += 1
             assert n < 300000, "core never finished"
         out["cycles"], out["beats"] = ctx.get(core.cycles), ctx.get(core.mac_beats)
+        out["error"], out["pc"] = ctx.get(core.error), ctx.get(core.pc)
         out["image"] = [ctx.get(mem.mem.data[i]) for i in range(len(prog.image))]
         out["collisions"] = {k: ctx.get(v) for k, v in poison.hits.items()}
 
@@ -78,6 +81,7 @@ def test_core_runs_a_layer_program_bit_exact(case, cfg):
                              layer.out.signed)
     assert got == y.reshape(layer.rows, OH, OW).tolist()
     assert res["beats"] == low.beats
+    assert res["error"] == 0 and res["pc"] == len(check_program(prog, cfg)) * INSTR_WORDS    # past END
     print(f"\n{case}: {res['cycles']} cycles for the program ({low.beats} MAC beats)")
 
 
@@ -446,3 +450,50 @@ def test_lut_built_fix_lanes_take_4_bit_activations():
     block = next(low for low in prog.layers if low.name == "layer1.conv1")
     assert any(block.perm[ch] % cfg.rows in lut_rows for ch in range(len(block.perm)))
     assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:1]), golden(qm, x[:1]))
+
+
+def _patched(prog, index, **fields):
+    """A copy of ``prog`` with instruction ``index`` re-encoded with ``fields`` changed
+    (``op`` an opcode value, others fields of its descriptor)."""
+    from copy import deepcopy
+
+    from rmsmp.generator.program import split_words
+    bus = prog.bus_width
+    bad = deepcopy(prog)
+    at = index * INSTR_WORDS
+    bits = sum(w << (bus * i) for i, w in enumerate(bad.image[at:at + INSTR_WORDS]))
+    ins = Instruction.as_shape().from_bits(bits)
+    op = ins.op
+    arg = {Opcode.CONV: "conv", Opcode.VEC: "vec"}.get(op, "dma")
+    layout = Instruction.as_shape().members["arg"].members[arg].as_shape()
+    desc = {n: getattr(getattr(ins.arg, arg), n) for n, _ in layout}
+    code = fields.pop("op", None)
+    desc.update(fields)
+    new = Instruction.const({"op": op, "arg": {arg: desc}}).as_bits()
+    if code is not None:
+        new = new & ~0xF | code
+    bad.image[at:at + INSTR_WORDS] = split_words(new, INSTR_BITS, bus)
+    return bad
+
+
+@pytest.mark.parametrize("cfg", [CFG, COMPACT], ids=["pipelined", "compact"])
+def test_core_stops_on_an_instruction_it_cannot_run(cfg):
+    """An illegal opcode, a load into a buffer the config lacks, a layer whose input lies
+    outside the activation buffer: the core stops there with ``error`` and ``pc`` on it,
+    and what follows never runs (the output stays as loaded)."""
+    qm, layer, x, y = one_layer_model("conv", cin=6, cout=8, k=3, s=2, p=1, hw=7, ratio=RATIO)
+    prog = layer_program(qm, layer, cfg, x, in_hw=(7, 7))
+    steps = check_program(prog, cfg)
+    first_load = next(s.index for s in steps if s.op == "LOAD")
+    conv = next(s.index for s in steps if s.op == "CONV")
+    cases = {"illegal opcode": (conv, {"op": 11}),
+             "buffer code": (first_load, {"buf": Buffer.WEIGHT0 + len(cfg.lane_groups)}),
+             "conv input outside": (conv, {"in_base": cfg.act_depth})}
+    y_words = prog.outputs["y"]
+    for what, (index, fields) in cases.items():
+        bad = _patched(prog, index, **fields)
+        res = run_core(cfg, bad)
+        assert res["error"] == 1, what
+        assert res["pc"] == index * INSTR_WORDS, what
+        addr, n, _ = y_words
+        assert res["image"][addr:addr + n] == bad.image[addr:addr + n], what    # nothing stored

@@ -51,3 +51,36 @@ def test_program_for_another_config_is_refused(dev):
     prog = layer_program(qm, layer, other, x)
     with pytest.raises(ProgramMismatchError, match="recompile"):
         dev.load(prog)
+
+
+def test_a_run_past_its_cycle_budget_is_stopped_and_named(dev):
+    from rmsmp.generator.runtime import RunError
+    qm, layer, x, y = one_layer_model(**LAYER_CASES[next(iter(LAYER_CASES))])
+    hw = LAYER_CASES[next(iter(LAYER_CASES))].get("hw", 1)
+    dev.load(layer_program(qm, layer, CFG, x, in_hw=(hw, hw)))
+    assert dev.budget > 0
+    dev.budget = 300                         # as if the program never reached END
+    with pytest.raises(RunError, match=r"past its cycle budget of 300 cycles.* at instruction \d+ \((LOAD|CONV|SYNC)"):
+        dev.run(x)
+
+
+def test_the_core_stops_on_an_instruction_the_host_check_would_refuse(dev):
+    """Past the host's check (a program put straight into the device): the core itself stops
+    on the illegal opcode, and the device raises naming it; nothing is returned."""
+    from copy import deepcopy
+
+    from rmsmp.generator.program import split_words
+    from rmsmp.generator.runtime import RunError
+    from rmsmp.generator.validate import decode
+    from rmsmp.rtl.isa import INSTR_BITS
+    qm, layer, x, y = one_layer_model("linear", 8, 16, relu=False)
+    prog = layer_program(qm, layer, CFG, x)
+    conv = next(s for s in decode(prog) if s.op == "CONV")
+    bad = deepcopy(prog)
+    w = INSTR_BITS // prog.bus_width
+    bits = sum(v << (prog.bus_width * i) for i, v in enumerate(bad.image[conv.addr:conv.addr + w]))
+    bad.image[conv.addr:conv.addr + w] = split_words(bits | 0xF, INSTR_BITS, prog.bus_width)
+    dev.load(prog)
+    dev.program = bad                        # bypasses load()'s checks
+    with pytest.raises(RunError, match=f"cannot run at instruction {conv.index} \\(illegal opcode 15\\)"):
+        dev.run(x)
