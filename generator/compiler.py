@@ -35,12 +35,24 @@ __all__ = ["compile_model", "infer_shapes", "plan_im2col", "lower_layers"]
 
 def infer_shapes(qm, input_shape) -> dict:
     """[C, H, W] of every layer's output (linear: [O, 1, 1])."""
-    shapes = {qm.input.name: tuple(input_shape)}
+    try:
+        shape = tuple(int(v) for v in input_shape)
+    except (TypeError, ValueError):
+        raise CompileError(f"input shape {input_shape!r}: expected [C, H, W] integers") from None
+    if len(shape) != 3 or min(shape) < 1 or shape != tuple(input_shape):
+        raise CompileError(f"input shape {list(input_shape)}: expected [C, H, W], each at least 1")
+    shapes = {qm.input.name: shape}
     for l in qm.layers[1:]:
         c, h, w = shapes[l.inputs[0]]
+        if l.op == "conv" and c != l.weight.shape[1]:
+            raise CompileError(f"layer {l.name!r} takes {l.weight.shape[1]} input channels, its input "
+                               f"{l.inputs[0]!r} has {c} (input shape {list(shape)})")
         if l.op in ("conv", "maxpool"):
             k, s, p = l.attrs["kernel"], l.attrs["stride"], l.attrs["padding"]
             shapes[l.name] = (l.rows if l.op == "conv" else c, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+            if min(shapes[l.name][1:]) < 1:
+                raise CompileError(f"layer {l.name!r}: a {k}×{k} window (stride {s}, padding {p}) does not fit its "
+                                   f"{h}×{w} input (input shape {list(shape)} is too small)")
         elif l.op == "linear":
             if c != l.weight.shape[1] or (h, w) != (1, 1):
                 raise CompileError(f"layer {l.name!r}: linear over a {c}×{h}×{w} tensor; only over [C, 1, 1] "
@@ -107,6 +119,8 @@ def lower_layers(qm, cfg, shapes: dict, im2col: tuple | None) -> dict:
 def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, batch: int = 1) -> Program:
     """Compile ``qm`` for ``cfg`` and an input of ``input_shape`` ([C, H, W]); the program
     runs ``batch`` images one after another."""
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise CompileError(f"batch {batch!r}: a program runs at least one image (batch >= 1)")
     _check_fixed_point(qm)
     shapes = infer_shapes(qm, input_shape)
     im2col = plan_im2col(qm, cfg, shapes)

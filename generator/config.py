@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from rmsmp.host.errors import RmsmpError
 from rmsmp.host.quant.formats import FormatError, WeightFormat, parse_weight_format
@@ -302,8 +302,22 @@ class AcceleratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AcceleratorConfig":
+        """The config of ``to_dict``'s output; a missing ``lane_groups`` or an unknown key is a
+        :class:`ConfigError` naming it (other keys default)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"an accelerator config is a JSON object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {', '.join(map(repr, unknown))}; "
+                              f"known: {', '.join(sorted(known))}")
+        if "lane_groups" not in d:
+            raise ConfigError("the config has no 'lane_groups' (a list of [scheme, rows])")
         d = dict(d)
-        d["lane_groups"] = tuple(LaneGroup(s, r) for s, r in d["lane_groups"])
+        try:
+            d["lane_groups"] = tuple(LaneGroup(s, r) for s, r in d["lane_groups"])
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"lane_groups {d['lane_groups']!r}: expected a list of [scheme, rows] ({e})") from None
         for k in ("vector_ops", "lut_schemes"):
             if k in d:
                 d[k] = tuple(d[k])
@@ -312,8 +326,15 @@ class AcceleratorConfig:
     @classmethod
     def load(cls, path) -> "AcceleratorConfig":
         """The config of a JSON file (as ``rmsmp config -o`` writes it)."""
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not a JSON config ({e})") from None
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
     @property
     def config_hash(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rmsmp.host.quant.fileio import atomic_path
 from rmsmp.host.quant.qmodel import TensorQ
 from rmsmp.rtl.dma import weight_slot, words_per_entry
 from rmsmp.rtl.isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode
@@ -172,7 +173,7 @@ class Program:
                 "bus_width": self.bus_width, "prog_addr": self.prog_addr, "outputs": self.outputs,
                 "io": self.io.to_dict() if self.io else None, "config": self.config,
                 "layers": [{"name": l.name, "kind": l.kind, "macs": l.macs, "beats": l.beats} for l in self.layers]}
-        with open(path, "wb") as f:
+        with atomic_path(path, "program file") as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, image=np.asarray(self.image, dtype=np.uint64), header=json.dumps(head))
 
     @classmethod

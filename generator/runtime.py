@@ -12,10 +12,12 @@ the per-layer report are the same for all of them and live here.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from rmsmp.host.errors import RmsmpError
-from rmsmp.host.quant.layer import quantize_input
+from rmsmp.host.quant.layer import as_images, quantize_input
 
 from .layout import network_input, pack_activation_words, unpack_activations
 from .program import Program
@@ -94,6 +96,7 @@ class Device:
         io = self.program.io
         if io is None:
             raise RmsmpError("the loaded program does not declare its input and output tensors")
+        xs = tuple(as_images(x, "input" if len(xs) == 1 else f"input {k}") for k, x in enumerate(xs))
         if io.is_network:
             if len(xs) != 1:
                 raise RmsmpError("a network program takes one batch of images")
@@ -121,9 +124,12 @@ class Device:
 
         Images run in chunks of the program's batch; per-layer stats accumulate in
         ``stats`` over all chunks."""
-        if tuple(images.shape[1:]) != tuple(io.input_shape):
-            raise RmsmpError(f"images of shape {tuple(images.shape[1:])}; the program was compiled for "
-                             f"{tuple(io.input_shape)}")
+        if images.dim() != 1 + len(io.input_shape) or tuple(images.shape[1:]) != tuple(io.input_shape):
+            raise RmsmpError(f"images of shape {list(images.shape)}; the program takes a batch [N, "
+                             f"{', '.join(map(str, io.input_shape))}]")
+        if len(images) == 0:                  # nothing to run: an empty batch of outputs
+            self.stats = {"images": 0, "cycles": 0, "cycles_per_image": 0.0}
+            return torch.zeros(0, math.prod(io.output_shape), dtype=torch.float64)
         C, bus, B = self.cfg.columns, self.program.bus_width, io.batch
         xi = quantize_input(images, io.input_q)
         outs, total = [], {}

@@ -37,6 +37,8 @@ def parse_ratio_arg(text: str) -> dict:
         if "=" not in part:
             raise RmsmpError(f"--ratio entry {part!r}: expected scheme=fraction, e.g. pot4=10/16")
         k, v = part.split("=", 1)
+        if k.strip() in out:
+            raise RmsmpError(f"--ratio names {k.strip()!r} twice")
         try:
             out[k.strip()] = float(Fraction(v.strip()))
         except (ValueError, ZeroDivisionError):
@@ -70,19 +72,39 @@ def _calibration(spec: str, shape, seed: int):
         n, _, size = body.partition("x")
         if shape is None and not size:
             raise RmsmpError("--calib random:N needs the input shape for a custom model: random:NxCxHxW")
-        if size:
-            shape = tuple(int(s) for s in size.split("x"))
+        dims = _dims(f"--calib {spec!r}", f"{n}x{size}" if size else n)
+        if dims[0] < 1:
+            raise RmsmpError(f"--calib {spec!r}: calibrate on at least one image")
         g = torch.Generator().manual_seed(seed)
-        return torch.randn(int(n), *shape, generator=g)
-    p = Path(spec)
-    if not p.exists():
-        raise RmsmpError(f"--calib {spec!r}: no such file (give a tensor saved with torch.save, or random:N)")
-    data = torch.load(p, map_location="cpu", weights_only=True)
-    return data
+        return torch.randn(dims[0], *(dims[1:] if size else shape), generator=g)
+    return _load_tensor("--calib", spec)
+
+
+def _dims(what: str, text: str) -> list[int]:
+    """``"3x8x8"`` → ``[3, 8, 8]``, each a non-negative integer."""
+    try:
+        dims = [int(v) for v in text.split("x")]
+    except ValueError:
+        dims = [-1]
+    if min(dims) < 0:
+        raise RmsmpError(f"{what}: {text!r} is not a list of sizes like 3x8x8")
+    return dims
+
+
+def _load_tensor(what: str, path: str):
+    p = Path(path)
+    if not p.is_file():
+        raise RmsmpError(f"{what} {path!r}: no such file (give a tensor saved with torch.save)")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:              # torch raises many types for a file it cannot read
+        raise RmsmpError(f"{what} {path!r}: not a tensor file saved with torch.save ({type(e).__name__})") from None
 
 
 def cmd_quantize(a) -> int:
     from .quant import quantize
+    from .quant.fileio import check_writable
+    check_writable(a.output)                     # before the work, not after it
     model, shape = _load_model(a.model, a.weights, a.num_classes)
     calib = _calibration(a.calib, shape, a.seed)
     ratio = parse_ratio_arg(a.ratio) if a.ratio else None
@@ -117,9 +139,11 @@ def _config(path):
 def cmd_compile(a) -> int:
     from . import compile_model
     from .quant import QuantizedModel
+    from .quant.fileio import check_writable
+    check_writable(a.output)
     qm = QuantizedModel.load(a.model)
     cfg = _config(a.config)
-    shape = [int(v) for v in a.input_shape.split("x")] if a.input_shape else None
+    shape = _dims("--input-shape", a.input_shape) if a.input_shape else None
     t = time.perf_counter()
     prog = compile_model(qm, cfg, shape, batch=a.batch)
     prog.save(a.output)
@@ -140,11 +164,20 @@ def cmd_sim(a) -> int:
     cfg = AcceleratorConfig.from_dict(prog.config)
     if prog.io is None or not prog.io.is_network:
         raise RmsmpError(f"{a.program}: not a whole-network program")
+    if a.images < 1:
+        raise RmsmpError(f"--images {a.images}: run at least one image")
     if a.input:
-        x = torch.load(a.input, weights_only=True).float()
+        x = _load_tensor("--input", a.input)
+        if not isinstance(x, torch.Tensor):
+            raise RmsmpError(f"--input {a.input!r}: holds a {type(x).__name__}, not a tensor of images")
         x = x.unsqueeze(0) if x.dim() == 3 else x
     else:
         x = torch.randn(a.images, *prog.io.input_shape, generator=torch.Generator().manual_seed(a.seed))
+    from .quant.layer import as_images
+    x = as_images(x, f"--input {a.input!r}" if a.input else "input")     # before the model is built
+    if tuple(x.shape[1:]) != tuple(prog.io.input_shape) or x.dim() != 4:
+        raise RmsmpError(f"--input {a.input!r}: images of shape {list(x.shape)}; {a.program} takes "
+                         f"[N, {', '.join(map(str, prog.io.input_shape))}]")
     dev = open_device("sim", cfg)
     print(f"building/loading the Verilator model of {cfg.describe()} …")
     dev.build()
@@ -294,8 +327,9 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     try:
         return a.func(a)
-    except (ValueError, FileNotFoundError) as e:       # RmsmpError, CompileError, ConfigError
-        print(f"rmsmp {a.cmd}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:       # RmsmpError, CompileError, ConfigError; missing or unwritable files
+        msg = " ".join(str(e).split()) if isinstance(e, ValueError) else str(e)
+        print(f"rmsmp {a.cmd}: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -9,8 +9,9 @@ built for another config; ``cycles`` and ``mac_beats`` count the whole program.
 Each fetched instruction is checked before it issues: an opcode the core does not have, a
 transfer naming a buffer the config lacks (or a store from one other than the activation
 buffer), or a descriptor whose first buffer address lies outside its buffer stops the core
-once the units are idle, with ``done`` and ``error`` set and ``pc`` on that instruction — a
-corrupted image never runs on.  (The host checks every instruction in full before upload:
+once the units are idle (compact cores, to fit the iCE40, check only the opcode), with
+``done`` and ``error`` set and ``pc`` on that instruction — a corrupted image never runs on.
+(The host checks every instruction in full before upload:
 :func:`rmsmp.generator.validate.check_program`.)
 
 The DMA and the engine run concurrently.  An instruction issues once its hazards are
@@ -94,28 +95,30 @@ class Core(wiring.Component):
         with m.If(engine.beat):
             m.d.sync += self.mac_beats.eq(self.mac_beats + 1)
 
-        # what makes an instruction one the core cannot run (registered in CHECK)
-        n_bufs = Buffer.WEIGHT0 + len(cfg.lane_groups)
-        dd, cd, vd = di.arg.dma, ei.arg.conv, ei.arg.vec
-        depth = Signal(range(max(cfg.act_depth, cfg.acc_depth, cfg.weight_depth) + 1))
-        m.d.comb += depth.eq(Mux(dd.buf == Buffer.ACT, cfg.act_depth,
-                                 Mux(dd.buf == Buffer.PARAM, cfg.acc_depth, cfg.weight_depth)))
+        # what makes an instruction one the core cannot run (registered in CHECK).  Compact
+        # cores (iCE40) have no CHECK: an unknown opcode stops them with ``error`` in DECODE
         fault = Signal()
-        with m.Switch(op):
-            with m.Case(Opcode.LOAD):
-                m.d.comb += fault.eq((dd.buf >= n_bufs) | (dd.buf_addr >= depth))
-            with m.Case(Opcode.STORE):
-                m.d.comb += fault.eq((dd.buf != Buffer.ACT) | (dd.buf_addr >= cfg.act_depth))
-            with m.Case(Opcode.CONV):
-                m.d.comb += fault.eq((cd.in_base >= cfg.act_depth) | (cd.out_base >= cfg.act_depth)
-                                     | (cd.w_base >= cfg.weight_depth) | (cd.p_base >= cfg.acc_depth))
-            with m.Case(Opcode.VEC):
-                m.d.comb += fault.eq((vd.a_base >= cfg.act_depth) | (vd.b_base >= cfg.act_depth)
-                                     | (vd.out_base >= cfg.act_depth) | (vd.kind.as_value() >= len(VecKind)))
-            with m.Case(Opcode.END, Opcode.STAMP, Opcode.SYNC):
-                pass
-            with m.Default():
-                m.d.comb += fault.eq(1)
+        if cfg.pipelined:
+            n_bufs = Buffer.WEIGHT0 + len(cfg.lane_groups)
+            dd, cd, vd = di.arg.dma, ei.arg.conv, ei.arg.vec
+            depth = Signal(range(max(cfg.act_depth, cfg.acc_depth, cfg.weight_depth) + 1))
+            m.d.comb += depth.eq(Mux(dd.buf == Buffer.ACT, cfg.act_depth,
+                                     Mux(dd.buf == Buffer.PARAM, cfg.acc_depth, cfg.weight_depth)))
+            with m.Switch(op):
+                with m.Case(Opcode.LOAD):
+                    m.d.comb += fault.eq((dd.buf >= n_bufs) | (dd.buf_addr >= depth))
+                with m.Case(Opcode.STORE):
+                    m.d.comb += fault.eq((dd.buf != Buffer.ACT) | (dd.buf_addr >= cfg.act_depth))
+                with m.Case(Opcode.CONV):
+                    m.d.comb += fault.eq((cd.in_base >= cfg.act_depth) | (cd.out_base >= cfg.act_depth)
+                                         | (cd.w_base >= cfg.weight_depth) | (cd.p_base >= cfg.acc_depth))
+                with m.Case(Opcode.VEC):
+                    m.d.comb += fault.eq((vd.a_base >= cfg.act_depth) | (vd.b_base >= cfg.act_depth)
+                                         | (vd.out_base >= cfg.act_depth) | (vd.kind.as_value() >= len(VecKind)))
+                with m.Case(Opcode.END, Opcode.STAMP, Opcode.SYNC):
+                    pass
+                with m.Default():
+                    m.d.comb += fault.eq(1)
 
         # the units run from the fetch registers, which hold while they are busy
         m.d.comb += [dma.desc.eq(di.arg.dma), dma.store.eq(op == Opcode.STORE),
@@ -145,7 +148,7 @@ class Core(wiring.Component):
                     with m.Else():
                         m.d.sync += dreg.word_select(k, bus).eq(rdd.payload)
                     with m.If(k == words - 1):
-                        m.next = "CHECK"
+                        m.next = "CHECK" if cfg.pipelined else "DECODE"
             with m.State("CHECK"):
                 with m.If(fault):
                     m.next = "FAULT"
@@ -190,9 +193,11 @@ class Core(wiring.Component):
                         with m.If(idle):
                             m.d.sync += self.pc.eq(self.pc + words)
                             m.next = "FETCH"
-                    with m.Default():                     # END (CHECK stopped any other opcode)
+                    with m.Default():                     # END (or, compact, an unknown opcode: error)
                         with m.If(idle):
-                            m.d.sync += [self.pc.eq(self.pc + words), self.busy.eq(0), self.done.eq(1)]
+                            end = op == Opcode.END
+                            m.d.sync += [self.pc.eq(Mux(end, self.pc + words, self.pc)), self.busy.eq(0),
+                                         self.done.eq(1), self.error.eq(~end)]
                             m.next = "IDLE"
             with m.State("STAMP_CMD"):       # the STAMP's address is in the DMA's fetch register
                 m.d.comb += [stamping.eq(1), wc.valid.eq(1), wc.payload.addr.eq(di.arg.dma.ext_addr),

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from rmsmp.host.errors import RmsmpError
+from rmsmp.host.quant.layer import as_images
 from rmsmp.host.quant.qmodel import QuantizedModel, TensorQ, accumulator_bits, quantize_input, requant_multiplier
 from rmsmp.host.quant.schemes import parse_scheme
 
@@ -62,6 +63,7 @@ def _check_width(qm: QuantizedModel, l) -> None:
 def golden_trace(qm: QuantizedModel, x: torch.Tensor, *, integer_input: bool = False) -> dict:
     """Run ``qm`` on ``x`` and return every layer's integer output tensor by name."""
     inq = qm.input.out
+    x = as_images(x, "golden input")
     xi = x.to(torch.int64) if integer_input else quantize_input(x, inq)
     if integer_input and (xi.min() < inq.lo or xi.max() > inq.hi):
         raise RmsmpError(f"integer input outside [{inq.lo}, {inq.hi}]")

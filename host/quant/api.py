@@ -63,6 +63,20 @@ def _tensor_bits(layers: list[Layer], first: str, last: str, *, act_bits, edge_a
     return fmt
 
 
+def _check_calibration_shape(layers, batches) -> None:
+    """The calibration images fit the layers that read the network input (a conv takes
+    [N, C, H, W] with its channels, a linear [N, features]) — refused naming the layer."""
+    x = batches[0][0]
+    for l in layers[1:]:
+        if l.inputs[:1] != (layers[0].name,) or l.weight is None:
+            continue
+        want = {"conv": 4, "linear": 2}.get(l.op)
+        if want is not None and (x.dim() != want or x.shape[1] != l.weight.shape[1]):
+            form = f"[N, {l.weight.shape[1]}, H, W]" if l.op == "conv" else f"[N, {l.weight.shape[1]}]"
+            raise RmsmpError(f"calibration images of shape {list(x.shape)}; the model's first layer {l.name!r} "
+                             f"({l.op}) takes {form}")
+
+
 def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
              ratio: Mapping | None = None, act_bits: int = 4, edge_scheme: str | None = "fix8",
              edge_act_bits: int | None = 8, res_bits: int = 8, out_bits: int = 16,
@@ -135,6 +149,7 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
     gen = torch.Generator().manual_seed(seed)
 
     layers = capture(model)
+    _check_calibration_shape(layers, batches)
     compute = [l for l in layers if l.is_compute]
     first, last = compute[0].name, compute[-1].name
     gm = GraphModule(layers, mode="float")

@@ -6,9 +6,14 @@ import math
 import torch
 
 from ..errors import RmsmpError
+from .layer import as_images
 from .qmodel import TensorQ
 
 __all__ = ["as_batches", "ActivationRecorder", "fit_frac", "frac_candidates"]
+
+
+def _arraylike(obj) -> bool:
+    return isinstance(obj, torch.Tensor) or hasattr(obj, "__array__")      # numpy arrays
 
 
 def as_batches(calib) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -17,18 +22,29 @@ def as_batches(calib) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     Accepts one tensor (a single batch), or an iterable of tensors, of ``(x, y)``
     pairs, or a ``DataLoader`` yielding either.
     """
-    if isinstance(calib, torch.Tensor):
+    if _arraylike(calib):
         calib = [calib]
     out = []
-    for item in calib:
+    for k, item in enumerate(calib):
         if isinstance(item, (tuple, list)):
-            if not item or not isinstance(item[0], torch.Tensor):
+            if not item or not _arraylike(item[0]):
                 raise RmsmpError("calibration batches must be tensors or (tensor, labels) pairs")
-            out.append((item[0], item[1] if len(item) > 1 else None))
-        elif isinstance(item, torch.Tensor):
-            out.append((item, None))
+            x, y = item[0], item[1] if len(item) > 1 else None
+        elif _arraylike(item):
+            x, y = item, None
         else:
             raise RmsmpError(f"calibration batch of type {type(item).__name__}: expected a tensor or (tensor, labels)")
+        x = as_images(x, f"calibration batch {k}").float()
+        if x.dim() < 2 or len(x) == 0:
+            raise RmsmpError(f"calibration batch {k} of shape {list(x.shape)}: expected a non-empty batch "
+                             "[N, C, H, W] (or [N, features])")
+        if out and x.shape[1:] != out[0][0].shape[1:]:
+            raise RmsmpError(f"calibration batch {k} of shape {list(x.shape)}; batch 0 was {list(out[0][0].shape)}")
+        if y is not None:
+            y = torch.as_tensor(y)
+            if len(y) != len(x):
+                raise RmsmpError(f"calibration batch {k}: {len(y)} labels for {len(x)} images")
+        out.append((x, y))
     if not out:
         raise RmsmpError("no calibration batches given")
     return out

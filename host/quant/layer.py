@@ -201,6 +201,26 @@ class Layer:
         return 0 if self.weight is None else self.weight[0].numel()
 
 
+def as_images(x, what: str = "images") -> torch.Tensor:
+    """``x`` as a tensor of real values (numpy arrays and nested lists are taken), refusing
+    what no network input can be: non-numeric data, NaN or infinity (named by position)."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise RmsmpError(f"{what}: a {type(x).__name__} is not a tensor of numbers ({e})") from None
+    if x.dtype == torch.bool or x.is_complex():
+        raise RmsmpError(f"{what}: {x.dtype} values; give real numbers")
+    if x.is_floating_point():
+        bad = ~torch.isfinite(x)
+        if bad.any():
+            pos = tuple(int(i) for i in bad.nonzero()[0])
+            raise RmsmpError(f"{what}: {float(x[pos])} at index {list(pos)} ({int(bad.sum())} non-finite value(s) "
+                             f"in a tensor of shape {list(x.shape)})")
+    return x
+
+
 def quantize_input(x: torch.Tensor, q: TensorQ) -> torch.Tensor:
     """Real network input -> integers: ``clamp(floor(x * 2^frac + 1/2))`` in float64."""
+    x = as_images(x)
     return torch.floor(x.double() * 2.0 ** q.frac + 0.5).clamp(q.lo, q.hi).to(torch.int64)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelFormatError, RmsmpError
+from .fileio import atomic_path
 from .formats import MULT_BITS, requant_multiplier
 from .layer import (
     BIAS_LIMIT,
@@ -194,11 +195,9 @@ class QuantizedModel:
 
     def save(self, path) -> Path:
         """Write the model to one file (torch serialization, tensors and plain types only)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.to_dict(), tmp)
-        tmp.replace(path)          # never leave a half-written model behind
-        return path
+        with atomic_path(path, "model file") as tmp:     # never leave a half-written model behind
+            torch.save(self.to_dict(), tmp)
+        return Path(path)
 
     @classmethod
     def load(cls, path) -> "QuantizedModel":
