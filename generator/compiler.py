@@ -139,7 +139,21 @@ def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, ba
     emit_program(pb, cfg, weights, sch, len(sch.moved))
     prog = pb.build()
     prog.io = _network_io(qm, pb, tensors, shapes, tuple(input_shape), batch, im2col, weights, sch)
+    prog.io.tensors = _tensor_map(qm, cfg, prog, pb, tensors, shapes, sch)
     return prog.seal()
+
+
+def _tensor_map(qm, cfg, prog: Program, pb: ProgramBuilder, tensors: TensorPlan, shapes: dict, sch: Schedule) -> dict:
+    """Where each traced layer's output lies for the first image after its STAMP."""
+    out = {}
+    for name in sch.moved:
+        src = tensors.source(name)
+        region, off = tensors.locate(name, 0)
+        base = prog.outputs[region][0] if region in prog.outputs else pb.blob_addr[region]
+        q = qm[name].out
+        out[name] = {"addr": base + off, "shape": list(shapes[src]), "signed": bool(q.signed), "wide": q.bits > 8,
+                     "nib": src in tensors.packed, "wpe": tensors.words_per_entry(name)}
+    return out
 
 
 def _network_io(qm, pb: ProgramBuilder, tensors: TensorPlan, shapes: dict, input_shape: tuple, batch: int,

@@ -91,6 +91,10 @@ class ProgramIO:
     trace: list = field(default_factory=list)
     moved_words: list = field(default_factory=list)
     set_major: list = field(default_factory=list)    # layers run a weight set at a time over on-chip bands
+    #: where each traced layer's output lies in memory for the first image once its STAMP has
+    #: run (:mod:`rmsmp.sim.localize` reads them): name -> addr (word), shape [C, H, W],
+    #: signed, wide (16-bit), nib (stored as nibbles), wpe (bus words per entry)
+    tensors: dict = field(default_factory=dict)
 
     @property
     def is_network(self) -> bool:
@@ -110,14 +114,15 @@ class ProgramIO:
                 "output_q": self.output_q.to_dict() if self.output_q else None,
                 "batch": self.batch, "im2col": list(self.im2col) if self.im2col else None,
                 "resident": self.resident, "trace": list(self.trace), "moved_words": list(self.moved_words),
-                "set_major": list(self.set_major)}
+                "set_major": list(self.set_major), "tensors": self.tensors}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProgramIO":
         q = {k: TensorQ(**d[k]) if d[k] else None for k in ("input_q", "output_q")}
         return cls([TensorSlot.from_dict(s) for s in d["inputs"]], [TensorSlot.from_dict(s) for s in d["outputs"]],
                    q["input_q"], q["output_q"], d["batch"], tuple(d["im2col"]) if d["im2col"] else None,
-                   d["resident"], list(d["trace"]), list(d["moved_words"]), list(d.get("set_major", [])))
+                   d["resident"], list(d["trace"]), list(d["moved_words"]), list(d.get("set_major", [])),
+                   dict(d.get("tensors", {})))
 
 
 class CorruptProgramError(CompileError):

@@ -18,6 +18,7 @@ import torch
 
 from rmsmp.host.errors import RmsmpError
 from rmsmp.host.quant.layer import as_images, quantize_input
+from rmsmp.rtl.isa import INSTR_BITS
 
 from .layout import network_input, pack_activation_words, unpack_activations
 from .program import Program
@@ -46,9 +47,10 @@ class Device:
         self.stats: dict = {}
         self.budget = 0              # cycles a run of the loaded program may take
 
-    def _fault(self, what: str, pc: int, cycles: int) -> RunError:
-        """The error of a run that stopped at word ``pc`` after ``cycles``."""
-        where = describe_instruction(self.program, pc)
+    def _fault(self, what: str, pc: int, cycles: int, *, stopped: bool = False) -> RunError:
+        """The error of a run that stopped after ``cycles`` with ``pc``: on the instruction
+        before it when the core ``stopped`` itself (``error``), else the one it fetches."""
+        where = describe_instruction(self.program, pc - INSTR_BITS // self.program.bus_width if stopped else pc)
         return RunError(f"{what} at {where} after {cycles:,} cycles; nothing was read back")
 
     #: the memory behind the device, for the cycle budget (:data:`~rmsmp.generator.validate.WORD_CYCLES`)
@@ -130,15 +132,12 @@ class Device:
         if len(images) == 0:                  # nothing to run: an empty batch of outputs
             self.stats = {"images": 0, "cycles": 0, "cycles_per_image": 0.0}
             return torch.zeros(0, math.prod(io.output_shape), dtype=torch.float64)
-        C, bus, B = self.cfg.columns, self.program.bus_width, io.batch
+        B = io.batch
         xi = quantize_input(images, io.input_q)
         outs, total = [], {}
         for start in range(0, len(xi), B):
             chunk = xi[start:start + B]
-            image = list(self.program.image)
-            for x, slot in zip(chunk, io.inputs):
-                flat = pack_activation_words(network_input(x, io), C, bus)
-                image[slot.addr:slot.addr + len(flat)] = flat
+            image = self.network_image(chunk)
             slots = io.outputs[:len(chunk)]
             mem = self.run_image(image, read=[s.name for s in slots] + (["trace"] if io.trace else []))
             outs += [torch.tensor(self._unpack(mem, s), dtype=torch.int64).reshape(-1) for s in slots]
@@ -154,6 +153,16 @@ class Device:
                       "sim_cycles_per_s": total["cycles"] / total["wall_s"]})
         self.stats = total
         return torch.stack(outs).double() * io.output_q.step
+
+    def network_image(self, xi: torch.Tensor) -> list[int]:
+        """The loaded network program's memory image with quantized images ``xi`` (at most
+        its batch, integers [n, C, H, W]) in its input slots."""
+        io, C, bus = self.program.io, self.cfg.columns, self.program.bus_width
+        image = list(self.program.image)
+        for x, slot in zip(xi, io.inputs):
+            flat = pack_activation_words(network_input(x, io), C, bus)
+            image[slot.addr:slot.addr + len(flat)] = flat
+        return image
 
     def _layer_report(self, mem, io) -> list[dict]:
         """Per-layer cycles from the first image's STAMPs, with MACs, utilization, bytes moved."""

@@ -4,6 +4,7 @@
     rmsmp quantize --model mypkg.nets:build --weights w.pth --calib calib.pt -o m.rmsmp
     rmsmp compile r18.rmsmp -o r18.prog
     rmsmp sim r18.prog --model r18.rmsmp          # runs on Verilator, checks vs golden
+    rmsmp sim r18.prog --model other.rmsmp --localize   # on a mismatch: the first layer that differs
     rmsmp report r18.rmsmp
     rmsmp config --board ulx3s-85f -o cfg.json    # AcceleratorConfig.for_board
     rmsmp build --board ulx3s-85f [--config cfg.json] [--program net.prog]   # make bitstream BOARD=…
@@ -164,6 +165,8 @@ def cmd_sim(a) -> int:
     cfg = AcceleratorConfig.from_dict(prog.config)
     if prog.io is None or not prog.io.is_network:
         raise RmsmpError(f"{a.program}: not a whole-network program")
+    if a.localize and not a.model:
+        raise RmsmpError("--localize compares against golden: give the model with --model")
     if a.images < 1:
         raise RmsmpError(f"--images {a.images}: run at least one image")
     if a.input:
@@ -190,9 +193,19 @@ def cmd_sim(a) -> int:
         from rmsmp.sim import golden
 
         from .quant import QuantizedModel
-        ok = torch.equal(logits, golden(QuantizedModel.load(a.model), x))
+        qm = QuantizedModel.load(a.model)
+        ref = golden(qm, x)
+        ok = torch.equal(logits, ref)
         print(f"simulator vs golden: {'bit-exact' if ok else 'MISMATCH'}")
         if not ok:
+            bad = int((logits != ref).any(1).nonzero()[0])
+            print(f"first differing image: {bad} of {len(x)}")
+            if a.localize:
+                from rmsmp.sim import localize
+                print("localizing (layer by layer on the simulator) …")
+                m = localize(qm, prog, x, device=dev, image=bad)
+                print(m if m else "every traced layer matches golden: the difference is in the output "
+                                  "read-back or dequantization")
             return 1
     s = dev.stats
     print(dev.layer_table())
@@ -283,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", help="images as a saved tensor [N, C, H, W] (default: random)")
     s.add_argument("--images", type=int, default=1)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--localize", action="store_true",
+                   help="on a mismatch, run the program layer by layer and name the first layer that differs")
     s.set_defaults(func=cmd_sim)
     r = sub.add_parser("report", help="show a quantized model's layers, schemes and formats")
     r.add_argument("model")

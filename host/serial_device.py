@@ -136,7 +136,7 @@ class SerialDevice(Device):
         t2 = time.perf_counter()
         if st.error:
             raise self._fault("the core stopped on an instruction it cannot run", self.link.read_csr(CsrAddr.PC),
-                              self.link.read_csr(CsrAddr.CYCLES))
+                              self.link.read_csr(CsrAddr.CYCLES), stopped=True)
         stats = {"cycles": self.link.read_csr(CsrAddr.CYCLES), "mac_beats": self.link.read_csr(CsrAddr.MAC_BEATS)}
         out = list(image)
         # the program wrote its output regions (workspace included): unknown until read

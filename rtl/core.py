@@ -9,8 +9,9 @@ built for another config; ``cycles`` and ``mac_beats`` count the whole program.
 Each fetched instruction is checked before it issues: an opcode the core does not have, a
 transfer naming a buffer the config lacks (or a store from one other than the activation
 buffer), or a descriptor whose first buffer address lies outside its buffer stops the core
-once the units are idle (compact cores, to fit the iCE40, check only the opcode), with
-``done`` and ``error`` set and ``pc`` on that instruction — a corrupted image never runs on.
+once the units are idle (compact cores, to fit the iCE40, leave all of it to the host), with
+``done`` and ``error`` set and ``pc`` just past that instruction (as after ``END``) — a
+corrupted image never runs on.
 (The host checks every instruction in full before upload:
 :func:`rmsmp.generator.validate.check_program`.)
 
@@ -96,7 +97,8 @@ class Core(wiring.Component):
             m.d.sync += self.mac_beats.eq(self.mac_beats + 1)
 
         # what makes an instruction one the core cannot run (registered in CHECK).  Compact
-        # cores (iCE40) have no CHECK: an unknown opcode stops them with ``error`` in DECODE
+        # cores (iCE40: every cell counts) have no CHECK and take an unknown opcode for END;
+        # the host's check_program is their guard
         fault = Signal()
         if cfg.pipelined:
             n_bufs = Buffer.WEIGHT0 + len(cfg.lane_groups)
@@ -156,7 +158,7 @@ class Core(wiring.Component):
                     m.next = "DECODE"
             with m.State("FAULT"):               # stop on this instruction once the units are idle
                 with m.If(~dma.busy & ~engine.busy):
-                    m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(1)]
+                    m.d.sync += [self.pc.eq(self.pc + words), self.busy.eq(0), self.done.eq(1), self.error.eq(1)]
                     m.next = "IDLE"
             with m.State("DECODE"):
                 idle = ~dma.busy & ~engine.busy      # both raise busy the cycle after start
@@ -193,11 +195,9 @@ class Core(wiring.Component):
                         with m.If(idle):
                             m.d.sync += self.pc.eq(self.pc + words)
                             m.next = "FETCH"
-                    with m.Default():                     # END (or, compact, an unknown opcode: error)
+                    with m.Default():                     # END (CHECK stopped any other opcode)
                         with m.If(idle):
-                            end = op == Opcode.END
-                            m.d.sync += [self.pc.eq(Mux(end, self.pc + words, self.pc)), self.busy.eq(0),
-                                         self.done.eq(1), self.error.eq(~end)]
+                            m.d.sync += [self.pc.eq(self.pc + words), self.busy.eq(0), self.done.eq(1)]
                             m.next = "IDLE"
             with m.State("STAMP_CMD"):       # the STAMP's address is in the DMA's fetch register
                 m.d.comb += [stamping.eq(1), wc.valid.eq(1), wc.payload.addr.eq(di.arg.dma.ext_addr),

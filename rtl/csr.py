@@ -30,7 +30,7 @@ class Ctrl(data.Struct):
 class Status(data.Struct):
     busy: 1
     done: 1
-    error: 1          # the last program stopped at an instruction it could not run (PC names it)
+    error: 1          # the last program stopped at an instruction it could not run (the one before PC)
     _reserved: 29
 
 

@@ -2,4 +2,13 @@
 memory models and the simulated device (:class:`rmsmp.sim.device.SimDevice`)."""
 from .golden import golden, golden_trace
 
-__all__ = ["golden", "golden_trace"]
+__all__ = ["golden", "golden_trace", "localize", "Mismatch"]
+
+
+def __getattr__(name):
+    # the localizer runs programs (generator, devices): imported on first use, so importing the
+    # golden model keeps to the bottom layers
+    if name in ("localize", "Mismatch"):
+        from . import mismatch
+        return getattr(mismatch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -79,7 +79,8 @@ class SimDevice(Device):
                 raise self._fault(f"the program ran past its cycle budget of {self.budget:,} cycles and was "
                                   "stopped", stats["pc"], stats["cycles"])
             if stats["error"]:
-                raise self._fault("the core stopped on an instruction it cannot run", stats["pc"], stats["cycles"])
+                raise self._fault("the core stopped on an instruction it cannot run", stats["pc"], stats["cycles"],
+                                  stopped=True)
             out = [int(line, 16) for line in (d / "out.hex").read_text().split() if not line.startswith("//")]
         stats.update({"process_s": wall,
                       "sim_cycles_per_s": stats["cycles"] / stats["wall_s"] if stats["wall_s"] else 0.0})

@@ -92,6 +92,7 @@ BAD_INVOCATIONS = [
     ("quantize --model digits --calib random:4 --quiet -o {d}/missing/x.rmsmp", "does not exist"),
     ("quantize --model digits --calib random:4 --quiet -o {d}/adir", "is a directory"),
     ("sim {d}/d.prog --images 0", "--images 0: run at least one image"),
+    ("sim {d}/d.prog --localize", "--localize compares against golden: give the model with --model"),
     ("sim {d}/d.rmsmp", "not a readable rmsmp program file"),
     ("sim {d}/d.prog --input {d}/nan.pt", "nan.pt': nan at index [3, 0, 2, 5]"),
     ("sim {d}/d.prog --input {d}/rgb.pt", "images of shape [16, 3, 8, 8];"),

@@ -122,3 +122,30 @@ def test_cli_compile_and_sim(tmp_path, capsys):
     bad.write_bytes(b"not a program")
     assert main(["sim", str(bad)]) == 2
     assert "not a readable rmsmp program" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_localizer_names_a_planted_faulty_layer(digits_q):
+    """A program compiled from the model, checked against a copy of the model with one layer's
+    weight codes changed: the localizer names that layer, channel and pixel with both values
+    (and finds nothing against the model itself — every traced tensor read back right)."""
+    from copy import deepcopy
+
+    from rmsmp.sim import localize
+    from rmsmp.sim.device import SimDevice
+    qm, xte, _ = digits_q
+    prog = compile_model(qm, CFG)
+    dev = SimDevice(CFG)
+    x = xte[:2]
+    assert localize(qm, prog, x, device=dev, image=1) is None
+    planted = deepcopy(qm)
+    name = [l.name for l in qm.layers if l.op == "conv"][3]
+    layer = planted[name]
+    layer.qweight[2] = -layer.qweight[2]              # row 2's codes negated (still on its level set)
+    m = localize(planted, prog, x, device=dev, image=1)
+    assert m is not None and m.layer == name and m.channel == 2, m
+    assert m.golden != m.device and 0 < m.differing <= m.total
+    assert m.runs <= 6                                 # bisected, not one run per layer
+    print(f"\n{m} ({m.runs} runs)")
+    dev.load(prog)
+    assert torch.equal(dev.run(x), golden(qm, x))     # the program itself is unchanged and still exact
