@@ -60,6 +60,7 @@ class SerialDevice(Device):
         self.poll_s = poll_s
         self.name = name
         self._held: list[int] | None = None          # what the board's memory holds (as uploaded)
+        self._expect_done = False                     # a run completed: STATUS.done stays set until a reset
         board_id = self.board_id()
         if board_id != cfg.config_hash:
             raise ProgramMismatchError(
@@ -93,9 +94,11 @@ class SerialDevice(Device):
                                        f"runs {board_id:08x}")
         if self._status().busy:
             raise LinkError(f"{self.name} is busy running a program; wait for it or reset the board")
+        self._held = None                             # until the upload has completed
         if upload:
             self._upload(0, list(program.image), "program")
         self._held = list(program.image)
+        self._expect_done = False
         self.program = program
 
     def _regions(self, names) -> list[tuple[int, int]]:
@@ -113,11 +116,16 @@ class SerialDevice(Device):
         if len(image) > self.mem_words:
             raise RmsmpError(f"memory image of {len(image):,} words exceeds {self.name}'s {self.mem_words:,} words")
         t0 = time.perf_counter()
+        if self._held is not None and self._expect_done and not self._status().done:
+            self._held = None                         # reset since the last run: its memory is unknown
+        held, self._held = self._held, None           # unknown while words are on the way
+        runs = changed_runs(held, image) if held is not None else [(0, len(image))]
         sent = 0
-        for a, b in changed_runs(self._held, image):
-            self._upload(a, image[a:b], "inputs")
+        for a, b in runs:
+            self._upload(a, image[a:b], "inputs" if held is not None else "program")
             sent += b - a
         self._held = list(image)
+        self._expect_done = False
         self.link.write_csr(CsrAddr.PROG_ADDR, self.program.prog_addr)
         self.link.write_csr(CsrAddr.CTRL, Ctrl.const({"start": 1}).as_bits())
         t1 = time.perf_counter()
@@ -125,6 +133,10 @@ class SerialDevice(Device):
             st = self._status()
             if st.done and not st.busy:
                 break
+            if not st.busy:                           # neither running nor finished: the board was reset
+                self._held = None
+                raise LinkError(f"{self.name} was reset during the run (STATUS shows it idle, not done): its "
+                                f"memory is no longer known, so the next run uploads the whole image again")
             cycles = self.link.read_csr(CsrAddr.CYCLES)
             if self.budget and cycles > self.budget:
                 raise self._fault(f"the program ran past its cycle budget of {self.budget:,} cycles (it still "
@@ -137,6 +149,7 @@ class SerialDevice(Device):
         if st.error:
             raise self._fault("the core stopped on an instruction it cannot run", self.link.read_csr(CsrAddr.PC),
                               self.link.read_csr(CsrAddr.CYCLES), stopped=True)
+        self._expect_done = True
         stats = {"cycles": self.link.read_csr(CsrAddr.CYCLES), "mac_beats": self.link.read_csr(CsrAddr.MAC_BEATS)}
         out = list(image)
         # the program wrote its output regions (workspace included): unknown until read
@@ -145,6 +158,9 @@ class SerialDevice(Device):
         names = read if read is not None else list(self.program.outputs)
         for addr, n in self._regions(names):
             out[addr:addr + n] = self._held[addr:addr + n] = self.link.read_mem(addr, n)
+        if not self._status().done:                   # reset while the results were read: they may be zeros
+            self._held = None
+            raise LinkError(f"{self.name} was reset while its results were read; run again")
         stats.update({"wall_s": t2 - t1, "process_s": time.perf_counter() - t0, "uploaded_words": sent,
                       "link_retries": self.link.retried})
         self.stats = self._finish_stats(stats)
