@@ -128,8 +128,10 @@ class Core(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.pc.eq(self.prog_addr), self.busy.eq(1), self.done.eq(0), self.error.eq(0),
+                    m.d.sync += [self.pc.eq(self.prog_addr), self.busy.eq(1), self.done.eq(0),
                                  self.cycles.eq(0), self.mac_beats.eq(0)]
+                    if cfg.pipelined:                 # compact cores never set it: a constant 0
+                        m.d.sync += self.error.eq(0)
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += fetching.eq(~dma.busy)
