@@ -37,6 +37,7 @@ from amaranth.lib.wiring import In, Out
 
 from rmsmp.host.errors import RmsmpError
 from rmsmp.host.quant.formats import parse_weight_format
+from rmsmp.rtl.arith import delay
 from rmsmp.rtl.lanes import make_lane
 from rmsmp.rtl.mac import MacArray, MacRow
 
@@ -127,25 +128,12 @@ class RowMiter(wiring.Component):
         for c in range(columns):
             m.d.comb += [p.a[c].eq(self.a[c]), p.w[c].eq(ws[c])]
         if self._lanes == "own":
-            terms = [lane.p for lane in row.lanes]
-            terms += [lane.neg for lane in row.lanes if getattr(lane, "folded", False)]
+            terms = _lane_terms(row.lanes)
         else:
             terms = [self.a[c] * _level(m, fmt, ws[c], fmt.qmax.bit_length() + 1, f"level{c}")
                      for c in range(columns)]
-        wide = max(acc_bits, max(len(t) for t in terms) + columns.bit_length() + 1) + 8
-        beat = Signal(signed(wide))
-        m.d.comb += beat.eq(_exact_sum(m, terms, wide))
-        # the beat and its flags reach the reference accumulator when the row's reach its own
-        chain = [(beat, self.valid, self.first)]
-        for k in range(row.latency - 1):
-            s = Signal(signed(wide), name=f"beat_d{k}")
-            v, f = Signal(name=f"valid_d{k}"), Signal(name=f"first_d{k}")
-            m.d.sync += [s.eq(chain[-1][0]), v.eq(chain[-1][1]), f.eq(chain[-1][2])]
-            chain.append((s, v, f))
-        d_beat, d_valid, d_first = chain[-1]
-        exact = Signal(signed(wide))
-        with m.If(d_valid):
-            m.d.sync += exact.eq(Mux(d_first, 0, exact) + d_beat)
+        flags = delay(m, Cat(self.valid, self.first), row.latency - 1, "flags")
+        exact = _exact_accumulator(m, terms, flags[0], flags[1], row.latency, acc_bits, "ref")
         # the invariant proved, in every cycle: the row's accumulator is the exact sum modulo
         # 2^acc_bits — so whenever the exact sum fits acc_bits, the row presents it exactly
         m.d.comb += self.ok.eq(row.o.payload == exact[:acc_bits].as_signed())
@@ -167,26 +155,12 @@ class ArrayMiter(wiring.Component):
         arr = self._array
         m.submodules.array = arr
         m.d.comb += [arr.i.payload.eq(self.i), arr.i.valid.eq(self.valid)]
-        chain = [(self.valid, self.i.first)]
-        for k in range(arr.latency - 1):
-            v, f = Signal(name=f"valid_d{k}"), Signal(name=f"first_d{k}")
-            m.d.sync += [v.eq(chain[-1][0]), f.eq(chain[-1][1])]
-            chain.append((v, f))
-        d_valid, d_first = chain[-1]
+        flags = delay(m, Cat(self.valid, self.i.first), arr.latency - 1, "flags")
         oks = []
         for p, rows in enumerate(arr.lanes):
             for k, lanes in enumerate(rows):
-                terms = [lane.p for lane in lanes] + [lane.neg for lane in lanes if getattr(lane, "folded", False)]
-                wide = max(arr._acc_bits, max(len(t) for t in terms) + len(lanes).bit_length() + 1) + 8
-                beat = Signal(signed(wide), name=f"p{p}_r{k}_beat")
-                m.d.comb += beat.eq(_exact_sum(m, terms, wide))
-                for j in range(arr.latency - 1):
-                    d = Signal(signed(wide), name=f"p{p}_r{k}_beat_d{j}")
-                    m.d.sync += d.eq(beat)
-                    beat = d
-                exact = Signal(signed(wide), name=f"p{p}_r{k}_exact")
-                with m.If(d_valid):
-                    m.d.sync += exact.eq(Mux(d_first, 0, exact) + beat)
+                exact = _exact_accumulator(m, _lane_terms(lanes), flags[0], flags[1], arr.latency, arr._acc_bits,
+                                           f"p{p}_r{k}")
                 oks.append(arr.o.payload[p][k] == exact[:arr._acc_bits].as_signed())
         m.d.comb += self.ok.eq(Cat(*oks).all())
         return m
@@ -196,6 +170,25 @@ def array_miter(**kwargs) -> ArrayMiter:
     """:class:`ArrayMiter` of ``MacArray(**kwargs)`` (lane_groups as (scheme name, rows))."""
     kwargs["lane_groups"] = [(parse_weight_format(s), r) for s, r in kwargs["lane_groups"]]
     return ArrayMiter(MacArray(**kwargs))
+
+
+def _lane_terms(lanes) -> list:
+    """What a row of ``lanes`` adds up: their products, and a folded lane's ``neg`` bit."""
+    return [lane.p for lane in lanes] + [lane.neg for lane in lanes if getattr(lane, "folded", False)]
+
+
+def _exact_accumulator(m: Module, terms, valid, first, latency: int, acc_bits: int, name: str) -> Signal:
+    """The reference accumulator: Σ ``terms`` of a beat, delayed to reach it when the unit's
+    own sum reaches its accumulator (``valid``/``first`` already delayed ``latency - 1``),
+    added exactly at 8 bits more than the sum or ``acc_bits`` can need."""
+    wide = max(acc_bits, max(len(t) for t in terms) + len(terms).bit_length()) + 8
+    beat = Signal(signed(wide), name=f"{name}_beat")
+    m.d.comb += beat.eq(_exact_sum(m, terms, wide))
+    beat = delay(m, beat, latency - 1, f"{name}_beat").as_signed()
+    exact = Signal(signed(wide), name=f"{name}_exact")
+    with m.If(valid):
+        m.d.sync += exact.eq(Mux(first, 0, exact) + beat)
+    return exact
 
 
 def _exact_sum(m: Module, terms, wide: int):

@@ -9,7 +9,7 @@ many, ``tests/rtl/test_fuzz_verilator.py`` a few.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -36,7 +36,6 @@ class NetSpec:
     ratio: int               # index into RATIOS
     batch: int
     seed: int
-    notes: dict = field(default_factory=dict, compare=False)
 
 
 class _Res(nn.Module):

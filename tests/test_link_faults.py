@@ -182,23 +182,25 @@ def test_faulty_links_give_the_exact_result_or_raise(prog):
     assert faults > 50 and ok > 20, (faults, ok, raised)
 
 
-def test_a_reset_during_a_run_raises_and_the_next_run_is_exact(prog):
-    images = _images(prog, 2, 1)
+def _after_one_run(prog, seed):
+    """A device and its transport after one exact run, the second image and its result."""
+    images = _images(prog, 2, seed)
     want = _expected(prog, images)
     dev, t = _device(prog)
     dev.load(prog)
     assert dev.run_image(images[0]) == want[0]
+    return dev, t, images[1], want[1]
+
+
+def test_a_reset_during_a_run_raises_and_the_next_run_is_exact(prog):
+    dev, t, image, want = _after_one_run(prog, 1)
     t.reset_on_poll = 1
     with pytest.raises(LinkError, match="reset during the run"):
-        dev.run_image(images[1])
-    assert dev.run_image(images[1]) == want[1]            # the whole image went up again
+        dev.run_image(image)
+    assert dev.run_image(image) == want                   # the whole image went up again
 
 
 def test_a_reset_between_runs_is_noticed(prog):
-    images = _images(prog, 2, 2)
-    want = _expected(prog, images)
-    dev, t = _device(prog)
-    dev.load(prog)
-    assert dev.run_image(images[0]) == want[0]
+    dev, t, image, want = _after_one_run(prog, 2)
     t.board.reset()                                        # power cycle: memory and STATUS gone
-    assert dev.run_image(images[1]) == want[1]
+    assert dev.run_image(image) == want
