@@ -67,8 +67,9 @@ class BoardTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = Core(self._cfg)
-        m.submodules.csr = csr = CsrBank()
+        addr_bits = max(1, (self.mem_words - 1).bit_length())    # addresses past the memory mean nothing
+        m.submodules.core = core = Core(self._cfg, addr_bits=addr_bits)
+        m.submodules.csr = csr = CsrBank(addr_bits=addr_bits)
         m.submodules.bridge = br = HostBridge(max_burst=self._burst, timeout=self._timeout)
         m.submodules.urx = urx = UartRx(self._div)
         m.submodules.utx = utx = UartTx(self._div)

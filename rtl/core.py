@@ -47,8 +47,13 @@ __all__ = ["Core"]
 
 
 class Core(wiring.Component):
-    def __init__(self, cfg):
+    def __init__(self, cfg, *, addr_bits: int = 32):
+        """``addr_bits``: width of the program counter, enough for the memory it runs from (a
+        board with a small on-chip memory saves the counter's upper cells; its upper bits of ``pc`` read 0)."""
+        if not 1 <= addr_bits <= 32:
+            raise ValueError(f"addr_bits must be 1..32, not {addr_bits}")
         self._cfg = cfg
+        self._addr_bits = addr_bits
         super().__init__({
             "mem": Out(mem_port_signature(cfg.bus_width)),
             "start": In(1), "prog_addr": In(32),
@@ -74,6 +79,8 @@ class Core(wiring.Component):
             wiring.connect(m, getattr(dma, name), getattr(engine, name))
 
         words = INSTR_BITS // bus
+        pc = Signal(self._addr_bits)      # address of the next instruction
+        m.d.comb += self.pc.eq(pc)
         op_bits = Opcode.as_shape().width
         op = Signal(op_bits)              # the fetched instruction's opcode
         ereg, dreg = Signal(INSTR_BITS), Signal(INSTR_BITS)   # yosys keeps the bits a unit reads
@@ -128,7 +135,7 @@ class Core(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.pc.eq(self.prog_addr), self.busy.eq(1), self.done.eq(0),
+                    m.d.sync += [pc.eq(self.prog_addr), self.busy.eq(1), self.done.eq(0),
                                  self.cycles.eq(0), self.mac_beats.eq(0)]
                     if cfg.pipelined:                 # compact cores never set it: a constant 0
                         m.d.sync += self.error.eq(0)
@@ -136,7 +143,7 @@ class Core(wiring.Component):
             with m.State("FETCH"):
                 m.d.comb += fetching.eq(~dma.busy)
                 with m.If(~dma.busy):
-                    m.d.comb += [rd.valid.eq(1), rd.payload.addr.eq(self.pc), rd.payload.len.eq(words)]
+                    m.d.comb += [rd.valid.eq(1), rd.payload.addr.eq(pc), rd.payload.len.eq(words)]
                     with m.If(rd.ready):
                         m.d.sync += k.eq(0)
                         m.next = "RECV"
@@ -160,7 +167,7 @@ class Core(wiring.Component):
                     m.next = "DECODE"
             with m.State("FAULT"):               # stop on this instruction once the units are idle
                 with m.If(~dma.busy & ~engine.busy):
-                    m.d.sync += [self.pc.eq(self.pc + words), self.busy.eq(0), self.done.eq(1), self.error.eq(1)]
+                    m.d.sync += [pc.eq(pc + words), self.busy.eq(0), self.done.eq(1), self.error.eq(1)]
                     m.next = "IDLE"
             with m.State("DECODE"):
                 idle = ~dma.busy & ~engine.busy      # both raise busy the cycle after start
@@ -175,31 +182,31 @@ class Core(wiring.Component):
                     with m.Case(Opcode.LOAD, Opcode.STORE):
                         with m.If(Mux(act_dma, dma_ok, ~dma.busy)):
                             m.d.comb += dma.start.eq(1)
-                            m.d.sync += [self.pc.eq(self.pc + words),
+                            m.d.sync += [pc.eq(pc + words),
                                          dma_banks.eq(Mux(act_dma, di.arg.dma.banks, 0))]
                             m.next = "FETCH"
                     with m.Case(Opcode.CONV):
                         with m.If(op_ok):
                             m.d.comb += engine.start.eq(1)
-                            m.d.sync += [self.pc.eq(self.pc + words), eng_banks.eq(op_banks)]
+                            m.d.sync += [pc.eq(pc + words), eng_banks.eq(op_banks)]
                             m.next = "FETCH"
                     with m.Case(Opcode.VEC):
                         with m.If(op_ok):
                             m.d.sync += eng_banks.eq(op_banks)
                             m.d.comb += engine.vec_start.eq(1)
-                            m.d.sync += self.pc.eq(self.pc + words)
+                            m.d.sync += pc.eq(pc + words)
                             m.next = "FETCH"
                     with m.Case(Opcode.STAMP):
                         with m.If(idle):
-                            m.d.sync += self.pc.eq(self.pc + words)
+                            m.d.sync += pc.eq(pc + words)
                             m.next = "STAMP_CMD"
                     with m.Case(Opcode.SYNC):
                         with m.If(idle):
-                            m.d.sync += self.pc.eq(self.pc + words)
+                            m.d.sync += pc.eq(pc + words)
                             m.next = "FETCH"
                     with m.Default():                     # END (CHECK stopped any other opcode)
                         with m.If(idle):
-                            m.d.sync += [self.pc.eq(self.pc + words), self.busy.eq(0), self.done.eq(1)]
+                            m.d.sync += [pc.eq(pc + words), self.busy.eq(0), self.done.eq(1)]
                             m.next = "IDLE"
             with m.State("STAMP_CMD"):       # the STAMP's address is in the DMA's fetch register
                 m.d.comb += [stamping.eq(1), wc.valid.eq(1), wc.payload.addr.eq(di.arg.dma.ext_addr),

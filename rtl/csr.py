@@ -5,7 +5,7 @@ cocotb benches) addresses registers by :class:`CsrAddr` and decodes them with th
 :class:`Ctrl` / :class:`Status` layouts.  Reads are combinational; a write to ``CTRL`` with ``start``
 set starts the program at ``PROG_ADDR``.
 """
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -53,9 +53,18 @@ class CsrBank(wiring.Component):
     mac_beats: In(32)
     pc: In(32)
 
+    def __init__(self, *, addr_bits: int = 32):
+        """``addr_bits``: bits of ``PROG_ADDR`` kept (the memory's address width; the rest read 0)."""
+        if not 1 <= addr_bits <= 32:
+            raise ValueError(f"addr_bits must be 1..32, not {addr_bits}")
+        self._addr_bits = addr_bits
+        super().__init__()
+
     def elaborate(self, platform):
         m = Module()
         b = self.bus
+        prog_addr = Signal(self._addr_bits)
+        m.d.comb += self.prog_addr.eq(prog_addr)
         regs = {CsrAddr.ID: self.id, CsrAddr.PROG_ADDR: self.prog_addr, CsrAddr.CYCLES: self.cycles,
                 CsrAddr.MAC_BEATS: self.mac_beats, CsrAddr.PC: self.pc}
         with m.Switch(b.addr):
@@ -68,7 +77,7 @@ class CsrBank(wiring.Component):
         with m.If(b.we):
             with m.Switch(b.addr):
                 with m.Case(CsrAddr.PROG_ADDR):
-                    m.d.sync += self.prog_addr.eq(b.wdata)
+                    m.d.sync += prog_addr.eq(b.wdata)
                 with m.Case(CsrAddr.CTRL):
                     m.d.comb += self.start.eq(Ctrl(b.wdata).start)
         return m
