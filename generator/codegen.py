@@ -65,7 +65,7 @@ def _emit_conv(pb, cfg, sets: list, op: Conv, loaded: set, first_conv_done: set)
             pb.sync()
             _load_set(pb, cfg, s)
             loaded.add(j)
-        low = replace(low, desc={**low.desc, "w_base": _half_base(cfg, Buffer.WEIGHT0, s.half),
+        low = replace(low, desc={**low.desc, "w_base": _half_base(cfg, Buffer.WEIGHT0, s.half) + op.w_off,
                                  "p_base": _half_base(cfg, Buffer.PARAM, s.half) + op.p_off})
     pb.conv(low)
     if j is not None and j not in first_conv_done:

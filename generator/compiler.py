@@ -20,12 +20,13 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from rmsmp.host.quant.layer import pad_after, window_out
 from rmsmp.host.quant.qmodel import QuantizedModel
 
 from .allocate import TensorPlan, plan_tensors
 from .codegen import emit_program
 from .config import AcceleratorConfig
-from .lower import CompileError, lower_avgpool_conv, lower_conv, lower_vec
+from .lower import MAX_KERNEL, CompileError, lower_avgpool_conv, lower_conv, lower_depthwise, lower_vec
 from .program import Program, ProgramBuilder, ProgramIO, TensorSlot
 from .schedule import Schedule, schedule
 from .weight_sets import WeightPlan, plan_weights
@@ -44,26 +45,29 @@ def infer_shapes(qm, input_shape) -> dict:
     shapes = {qm.input.name: shape}
     for l in qm.layers[1:]:
         c, h, w = shapes[l.inputs[0]]
-        if l.op == "conv" and c != l.weight.shape[1]:
-            raise CompileError(f"layer {l.name!r} takes {l.weight.shape[1]} input channels, its input "
+        if l.op == "conv" and c != l.weight.shape[1] * l.attrs.get("groups", 1):
+            raise CompileError(f"layer {l.name!r} takes {l.weight.shape[1] * l.attrs.get('groups', 1)} input "
+                               f"channels, its input "
                                f"{l.inputs[0]!r} has {c} (input shape {list(shape)})")
         if l.op in ("conv", "maxpool"):
             k, s, p = l.attrs["kernel"], l.attrs["stride"], l.attrs["padding"]
-            shapes[l.name] = (l.rows if l.op == "conv" else c, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+            shapes[l.name] = (l.rows if l.op == "conv" else c, *window_out(l.attrs, h, w))
             if min(shapes[l.name][1:]) < 1:
                 raise CompileError(f"layer {l.name!r}: a {k}×{k} window (stride {s}, padding {p}) does not fit its "
                                    f"{h}×{w} input (input shape {list(shape)} is too small)")
         elif l.op == "linear":
-            if c != l.weight.shape[1] or (h, w) != (1, 1):
-                raise CompileError(f"layer {l.name!r}: linear over a {c}×{h}×{w} tensor; only over [C, 1, 1] "
-                                   "(after global pooling) is supported")
+            if c * h * w != l.weight.shape[1]:
+                raise CompileError(f"layer {l.name!r} takes {l.weight.shape[1]} features, its input "
+                                   f"{l.inputs[0]!r} has {c}×{h}×{w} = {c * h * w} (input shape {list(shape)})")
+            if (h, w) != (1, 1) and (h != w or h > MAX_KERNEL):
+                raise CompileError(f"layer {l.name!r}: linear over a flattened {c}×{h}×{w} map runs as a {h}×{w} "
+                                   f"conv; the engine takes square kernels up to {MAX_KERNEL}×{MAX_KERNEL} (pool "
+                                   "or convolve the map down first)")
             shapes[l.name] = (l.rows, 1, 1)
         elif l.op == "avgpool":
             shapes[l.name] = (c, 1, 1)
-        elif l.op == "flatten":
-            if (h, w) != (1, 1):
-                raise CompileError(f"layer {l.name!r}: flatten of a {c}×{h}×{w} tensor (only 1×1 is supported)")
-            shapes[l.name] = (c, 1, 1)
+        elif l.op == "flatten":          # a view of its input: a following linear reads the map as it is stored
+            shapes[l.name] = (c, h, w)
         elif l.op == "add":
             if shapes[l.inputs[1]] != (c, h, w):
                 raise CompileError(f"layer {l.name!r}: add of {shapes[l.inputs[1]]} and {(c, h, w)}")
@@ -74,18 +78,20 @@ def infer_shapes(qm, input_shape) -> dict:
 
 
 def plan_im2col(qm, cfg, shapes) -> tuple | None:
-    """``(layer, kernel, stride, padding)`` of the first layer's im2col transform, when it
-    fills the columns better; else ``None``."""
+    """``(layer, kernel, stride, padding, padding after)`` of the first layer's im2col
+    transform, when it fills the columns better; else ``None``."""
     inp = qm.input.name
     users = [l for l in qm.layers[1:] if inp in l.inputs]
     if len(users) != 1 or users[0].op != "conv":
         return None
     l, C = users[0], cfg.columns
+    if l.attrs.get("groups", 1) > 1:
+        return None
     k, s, p = l.attrs["kernel"], l.attrs["stride"], l.attrs["padding"]
     cin = shapes[inp][0]
     if k == 1 or math.ceil(cin * k * k / C) >= math.ceil(cin / C) * k * k:
         return None
-    return l.name, k, s, p
+    return l.name, k, s, p, pad_after(l.attrs)
 
 
 def _check_fixed_point(qm) -> None:
@@ -107,8 +113,15 @@ def lower_layers(qm, cfg, shapes: dict, im2col: tuple | None) -> dict:
             if im2col and l.name == im2col[0]:          # a 1×1 conv over the im2col columns
                 q = l.qweight
                 l = replace(l, qweight=q.reshape(q.shape[0], -1, 1, 1),
-                            attrs={**l.attrs, "kernel": 1, "stride": 1, "padding": 0})
-            lowered[l.name] = lower_conv(qm, l, cfg, in_hw=(h, w), in_base=0, out_base=0)
+                            attrs={**l.attrs, "kernel": 1, "stride": 1, "padding": 0, "pad_after": 0})
+            elif l.op == "linear" and (h, w) != (1, 1):   # over a flattened c×h×w map: an h×h conv
+                q = l.qweight                             # (flatten's order is c, y, x)
+                l = replace(l, op="conv", qweight=q.reshape(q.shape[0], c, h, w),
+                            attrs={**l.attrs, "kernel": h, "stride": 1, "padding": 0})
+            if l.attrs.get("groups", 1) > 1:
+                lowered[l.name] = lower_depthwise(qm, l, cfg, in_hw=(h, w))
+            else:
+                lowered[l.name] = lower_conv(qm, l, cfg, in_hw=(h, w), in_base=0, out_base=0)
         elif l.op == "avgpool" and "avgpool" not in cfg.vector_ops:
             lowered[l.name] = lower_avgpool_conv(qm, l, cfg, channels=c, in_hw=(h, w))
         elif l.op in ("add", "maxpool", "avgpool"):
@@ -125,7 +138,7 @@ def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, ba
     shapes = infer_shapes(qm, input_shape)
     im2col = plan_im2col(qm, cfg, shapes)
     if im2col:
-        _, k, s, _ = im2col
+        k = im2col[1]
         shapes[qm.input.name] = (shapes[qm.input.name][0] * k * k, *shapes[im2col[0]][1:])
     tensors = plan_tensors(qm, cfg, shapes)
     lowered = lower_layers(qm, cfg, shapes, im2col)

@@ -47,15 +47,18 @@ def pack_activation_words(x, C: int, bus: int) -> list[int]:
     return [(e >> (bus * i)) & mask for e in pack_activations(x, C) for i in range(n)]
 
 
-def im2col_input(x, kernel: int, stride: int, padding: int) -> torch.Tensor:
+def im2col_input(x, kernel: int, stride: int, padding: int, pad_after: int | None = None) -> torch.Tensor:
     """Integer image [Ch, H, W] → [Ch·k·k, OH, OW]: channel ``(c·k + ky)·k + kx`` of output
     pixel (oy, ox) is input pixel ``(oy·s + ky − p, ox·s + kx − p)`` of channel ``c`` (0 in
-    the padding) — the first layer's im2col, done by the host so a 3-channel 7×7 conv fills
-    the array's columns as a 1×1 conv over 147 channels."""
+    the padding; ``pad_after`` rows/columns of it after the image, default ``padding``) — the
+    first layer's im2col, done by the host so a 3-channel 7×7 conv fills the array's columns
+    as a 1×1 conv over 147 channels."""
     x = torch.as_tensor(x)
     Ch, H, W = x.shape
-    cols = torch.nn.functional.unfold(x.to(torch.float64)[None], kernel, padding=padding, stride=stride)[0]
-    OH, OW = (H + 2 * padding - kernel) // stride + 1, (W + 2 * padding - kernel) // stride + 1
+    p1 = padding if pad_after is None else pad_after
+    xp = torch.nn.functional.pad(x.to(torch.float64)[None], (padding, p1, padding, p1))
+    cols = torch.nn.functional.unfold(xp, kernel, stride=stride)[0]
+    OH, OW = (H + padding + p1 - kernel) // stride + 1, (W + padding + p1 - kernel) // stride + 1
     return cols.reshape(Ch * kernel * kernel, OH, OW).round().to(torch.int64)
 
 

@@ -23,6 +23,7 @@ from amaranth.lib import data
 
 from rmsmp.host.errors import RmsmpError
 from rmsmp.host.quant.formats import FormatError, parse_weight_format, requant_multiplier
+from rmsmp.host.quant.layer import clip_code, window_out
 from rmsmp.rtl.isa import (
     ACT_BANKS,
     AVGPOOL_SUM_BITS,
@@ -35,12 +36,25 @@ from rmsmp.rtl.isa import (
     param_layout,
 )
 
-__all__ = ["LoweredLayer", "lower_conv", "lower_vec", "lower_avgpool_conv", "CompileError", "can_run", "lanes_for",
-           "fix_bits_for", "pack_words", "group_rows"]
+__all__ = ["MAX_KERNEL", "out_bounds", "LoweredLayer", "lower_conv", "lower_depthwise", "lower_vec",
+           "lower_avgpool_conv", "CompileError", "can_run", "lanes_for", "fix_bits_for", "pack_words", "group_rows"]
 
 
 class CompileError(RmsmpError):
     """A layer the configuration cannot run; names the layer and the reason."""
+
+
+#: the largest square kernel the conv engine's descriptor takes
+MAX_KERNEL = field_max(ConvDesc, "kernel")
+
+
+def out_bounds(layer) -> tuple[int, int]:
+    """The output clamp of a compute or add layer: ``[lo, hi]`` of its format, ``lo = 0``
+    with a fused ReLU, ``hi`` at most the fused clip (ReLU6) in output units."""
+    out = layer.out
+    clip = clip_code(layer.attrs, out)
+    lo = max(out.lo, 0) if layer.attrs.get("relu") else out.lo
+    return lo, out.hi if clip is None else min(out.hi, clip)
 
 
 @dataclass
@@ -59,17 +73,22 @@ class LoweredLayer:
                                      # block; it runs once per block b, reading input block b, with
                                      # the ``out_groups`` parameter words from p_base + b·out_groups
     lanes: "LaneGeometry | None" = None   # a conv-engine layer's spread over the pixel lanes
+    block_w: int = 0                 # with pool_blocks: weight entries of each block's own kernel
+                                     # (a depthwise conv: block b's at w_base + b·block_w); 0: the
+                                     # blocks share one kernel (a global pool)
 
     @property
     def desc_bits(self) -> int:
         return ConvDesc.const(self.desc).as_bits()
 
 
-def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, requant=None) -> LoweredLayer:
+def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, requant=None,
+               placement=None) -> LoweredLayer:
     """Lower ``layer`` (op ``conv`` or ``linear``) for ``cfg``.
 
     ``in_hw``: input (H, W); ``in_base``/``out_base``: activation-buffer word addresses;
-    ``requant``: per-row {"mult", "shift", "bias"} (default: the model's for ``layer``).
+    ``requant``: per-row {"mult", "shift", "bias"} (default: the model's for ``layer``);
+    ``placement``: ``(output groups, {(og, row): channel})`` (default: :func:`place_rows`).
     """
     C = cfg.columns
     if layer.op == "linear":
@@ -82,8 +101,11 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
         raise CompileError(f"layer {layer.name!r}: op {layer.op!r} does not run on the conv engine")
     O, Cin = layer.qweight.shape[0], layer.qweight.shape[1]
     cb = math.ceil(Cin / C)
-    OH, OW = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
-    og_n, row_of = place_rows(layer, cfg, qm.in_q(layer))
+    OH, OW = window_out({**layer.attrs, "kernel": k, "stride": s, "padding": p}, H, W) if layer.op == "conv" else (1, 1)
+    if k > MAX_KERNEL or p > field_max(ConvDesc, "pad"):     # (padding after is implied by the output size)
+        raise CompileError(f"layer {layer.name!r}: a {k}×{k} kernel with padding {p} exceeds the engine "
+                           f"(kernels up to {MAX_KERNEL}, padding up to {field_max(ConvDesc, 'pad')})")
+    og_n, row_of = placement or place_rows(layer, cfg, qm.in_q(layer))
     perm = [0] * O
     for (og, row), ch in row_of.items():
         perm[ch] = og * cfg.rows + row
@@ -93,12 +115,12 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
     inq, out = qm.in_q(layer), layer.out
     _check_accumulator(layer.name, cfg, qw, inq, rq["bias"])
     params = _param_words(layer.name, cfg, rq, og_n, row_of)
-    relu = bool(layer.attrs.get("relu"))
+    lo, hi = out_bounds(layer)
     geo = lane_geometry(cfg, W, OW, k, s, p)
     desc = {"in_base": in_base, "out_base": out_base, "w_base": w_base, "p_base": p_base,
             "in_h": H, "in_w": geo.pitch, "in_cb": cb, "out_h": OH, "out_w": geo.out_cols, "out_groups": og_n,
             "kernel": k, "stride": s, "pad": p, "pad_top": p, "in_signed": int(inq.signed), "wide": int(out.bits > 8),
-            "out_lo": max(out.lo, 0) if relu else out.lo, "out_hi": out.hi, "banks": (1 << ACT_BANKS) - 1}
+            "out_lo": lo, "out_hi": hi, "banks": (1 << ACT_BANKS) - 1}
     if cfg.pixels > 1:
         desc["in_wg"] = W
     if out.bits > 16 or inq.bits > 8 or (out.bits > 8 and C < 2):
@@ -365,6 +387,45 @@ def lower_avgpool_conv(qm, layer, cfg, *, channels: int, in_hw) -> LoweredLayer:
                         beats=nb * one.beats, pool_blocks=nb, lanes=one.lanes)
 
 
+def lower_depthwise(qm, layer, cfg, *, in_hw) -> LoweredLayer:
+    """A depthwise conv (groups = channels) on the conv engine, one channel block at a time.
+
+    The array broadcasts one ``C``-channel activation word to every row, so a row whose
+    output channel reads a single input channel can use one lane of it: block ``b``'s ``C``
+    channels run as a ``C → C`` conv whose kernel is diagonal (row ``c`` has channel
+    ``b·C + c``'s ``k×k`` taps in lane ``c``, zeros elsewhere) over input block ``b`` alone —
+    ``k²`` beats per output pixel and block, where a dense ``channels × channels`` conv would
+    take ``channels / C`` times more.  At most ``C`` of the ``R`` rows work, one lane each:
+    MAC utilization ≤ 1/R (what a broadcast array gives a layer without reuse across output
+    channels).  Each block's rows are placed by scheme like a conv's (``out_groups`` per
+    block, the most any block needs), and its kernel and parameter words follow the previous
+    block's, so the op for block ``b`` reads weights ``w_base + b·block_w`` and parameters
+    ``p_base + b·out_groups``."""
+    C = cfg.columns
+    G, k = layer.qweight.shape[0], layer.attrs["kernel"]
+    nb = math.ceil(G / C)
+    if (nb * C - 1).bit_length() > CH_BITS:
+        raise CompileError(f"layer {layer.name!r}: {G} channels exceed the parameter word's {CH_BITS}-bit "
+                           "channel field")
+    inq = qm.in_q(layer)
+    blocks = []
+    for b in range(nb):
+        chans = range(b * C, min(G, (b + 1) * C))
+        sub = replace(layer, schemes=tuple(layer.schemes[c] for c in chans))
+        blocks.append(place_rows(sub, cfg, inq))
+    ogb = max(og for og, _ in blocks)
+    row_of = {(b * ogb + og, row): b * C + c for b, (_, rows) in enumerate(blocks) for (og, row), c in rows.items()}
+    qw = torch.zeros(G, C, k, k, dtype=torch.int64)      # channel ch's taps in lane ch % C
+    qw[torch.arange(G), torch.arange(G) % C] = layer.qweight[:, 0]
+    dense = replace(layer, qweight=qw, attrs={**layer.attrs, "groups": 1})
+    low = lower_conv(qm, dense, cfg, in_hw=in_hw, in_base=0, out_base=0, placement=(nb * ogb, row_of))
+    low.desc["out_groups"], low.desc["in_cb"] = ogb, 1
+    H, W = in_hw
+    OH, OW = window_out(layer.attrs, H, W)
+    return replace(low, macs=G * k * k * OH * OW, beats=nb * ogb * OH * low.lanes.out_cols * k * k,
+                   pool_blocks=nb, block_w=ogb * k * k)
+
+
 def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: int, b_base: int = 0) -> LoweredLayer:
     """Lower a residual ``add``, ``maxpool`` or global ``avgpool`` layer to a VecDesc."""
     if layer.op not in cfg.vector_ops:
@@ -374,8 +435,7 @@ def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: in
     H, W = in_hw
     cb = math.ceil(channels / C)
     iq, out = qm[layer.inputs[0]].out, layer.out
-    relu = bool(layer.attrs.get("relu"))
-    lo, hi = (max(out.lo, 0) if relu else out.lo), out.hi
+    lo, hi = out_bounds(layer)
     if out.bits > 8 or iq.bits > 8:
         raise CompileError(f"layer {layer.name!r}: tensors wider than 8 bits do not fit the activation buffer")
     base = {"a_base": a_base, "b_base": b_base, "out_base": out_base, "kernel": 0, "stride": 0, "pad": 0, "pad_top": 0,
@@ -395,7 +455,7 @@ def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: in
         oh, ow, taps = H, W, 2 * words
     elif layer.op == "maxpool":
         k, s, p = layer.attrs["kernel"], layer.attrs["stride"], layer.attrs["padding"]
-        oh, ow = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+        oh, ow = window_out(layer.attrs, H, W)
         geo = lane_geometry(cfg, W, ow, k, s, p)          # spread over the pixel lanes as a conv is
         desc = {**base, "kind": VecKind.MAXPOOL, "kernel": k, "stride": s, "pad": p, "pad_top": p, "cb": cb,
                 "in_h": H, "in_w": geo.pitch, "out_h": oh, "out_w": geo.out_cols, "lo": iq.lo, "hi": iq.hi}

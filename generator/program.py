@@ -77,7 +77,7 @@ class ProgramIO:
     """What a program takes and gives.  A compiled network (``input_q`` set) takes real
     images: one per input slot (``batch`` of them), quantized with ``input_q`` and, when
     ``im2col`` is set, laid out as the first layer's im2col columns (kernel, stride,
-    padding); its outputs are real (``output_q``).  A single-layer program takes and gives
+    padding[, padding after]); its outputs are real (``output_q``).  A single-layer program takes and gives
     integer tensors, one per slot.  ``trace`` names the layers the program stamps the cycle
     counter after (``moved_words``: bus words each moves for the first image)."""
 

@@ -60,10 +60,12 @@ class Store:
 @dataclass(frozen=True)
 class Conv:
     """Run ``layer.desc`` on the conv engine; ``set`` indexes :attr:`Schedule.sets` (``None``:
-    resident weights), ``p_off`` is its parameter words' offset from the set's base."""
+    resident weights), ``p_off``/``w_off`` its parameter words' and weight entries' offsets
+    from the set's base."""
     layer: LoweredLayer
     set: int | None = None
     p_off: int = 0
+    w_off: int = 0
 
 
 @dataclass(frozen=True)
@@ -238,28 +240,30 @@ class _LayerScheduler:
         return [self._dma(cls, name, (cb * H + b0) * W, n, buf + cb * nbuf, rows) for cb in range(nb)]
 
     # compute ---------------------------------------------------------------------------
-    def op(self, cls, desc, set_=None, p_off=0):
+    def op(self, cls, desc, set_=None, p_off=0, w_off=0):
         """An op of this layer; the layer's MACs and beats count on its first op only."""
         v = replace(self.low, desc=desc, macs=self.low.macs if self.first else 0,
                     beats=self.low.beats if self.first else 0)
         self.first = False
-        return cls(v) if cls is Vec else Conv(v, set_, p_off)
+        return cls(v) if cls is Vec else Conv(v, set_, p_off, w_off)
 
     def use_set(self, spec) -> int:
         self.sch.sets.append(WeightSet(self.low.name, spec))
         return len(self.sch.sets) - 1
 
     def pool_ops(self, band, b_lo, b_hi, set_=None) -> list:
-        """The pool's op for each channel block b in [b_lo, b_hi): input block b (its band
-        rows start at in_base + b·rows·W), block b's parameter words."""
-        og = self.low.desc["out_groups"]
+        """The op for each channel block b in [b_lo, b_hi) of a layer run block by block (a
+        pool or depthwise conv): input block b (its band rows start at in_base + b·rows·W),
+        block b's parameter words and (depthwise) its own kernel."""
+        og, bw = self.low.desc["out_groups"], self.low.block_w
         ops = []
         for b in range(b_lo, b_hi):
             desc = {**band, "in_base": band["in_base"] + b * band["in_h"] * band["in_w"]}
             if set_ is None:
-                ops.append(self.op(Conv, {**desc, "p_base": band["p_base"] + b * og}))
+                ops.append(self.op(Conv, {**desc, "p_base": band["p_base"] + b * og,
+                                          "w_base": band["w_base"] + b * bw}))
             else:
-                ops.append(self.op(Conv, desc, set_, (b - b_lo) * og))
+                ops.append(self.op(Conv, desc, set_, (b - b_lo) * og, (b - b_lo) * bw))
         return ops
 
     def band_compute(self, band: dict, only) -> list:

@@ -3,7 +3,8 @@
 When every conv layer's weights and parameters fit the buffers together they are
 *resident*: loaded once, before the first image, each layer at its own base address.
 Otherwise each layer streams them in *sets* of output groups (a global pool on the conv
-engine: sets of channel blocks sharing its one kernel).  A set that fits half of every
+engine: sets of channel blocks sharing its one kernel; a depthwise conv: sets of channel
+blocks, each with its own kernel).  A set that fits half of every
 buffer is loaded into the half the running set does not use, while that set computes; one
 that does not takes the whole buffers and is loaded behind a SYNC.
 
@@ -128,7 +129,7 @@ def _layer_sets(pb, cfg, low: LoweredLayer, pwidth: int) -> list[SetSpec]:
     buffer — or, when one does not, all of them — in equal sets (those overlap best)."""
     og_n = low.desc["out_groups"]
     per_og = len(low.weights[cfg.lane_groups[0].scheme]) // og_n
-    if per_og > cfg.weight_depth:
+    if per_og > cfg.weight_depth and not low.block_w:
         raise CompileError(f"layer {low.name!r}: one output group needs {per_og} weight entries, the "
                            f"buffers hold {cfg.weight_depth} (input-channel tiling is not implemented)")
     out = []
@@ -137,6 +138,21 @@ def _layer_sets(pb, cfg, low: LoweredLayer, pwidth: int) -> list[SetSpec]:
         blobs = _make_set(pb, cfg, low, lo, w, p, pwidth, ogs)
         out.append(SetSpec(lo, hi, blobs, half, sum(pb.blob_words(b.blob) for b in blobs)))
 
+    if low.pool_blocks and low.block_w:
+        # a depthwise conv: sets of whole channel blocks, each with its kernel and parameters
+        bw = low.block_w
+        if bw > cfg.weight_depth or og_n > cfg.acc_depth:
+            raise CompileError(f"layer {low.name!r}: a channel block needs {bw} weight and {og_n} parameter "
+                               f"entries, the buffers hold {cfg.weight_depth} and {cfg.acc_depth}")
+        half = bw <= cfg.weight_depth // 2 and og_n <= cfg.acc_depth // 2
+        cap_w = cfg.weight_depth // 2 if half else cfg.weight_depth
+        cap_p = cfg.acc_depth // 2 if half else cfg.acc_depth
+        nb = low.pool_blocks
+        step = _equal_step(nb, max(1, min(nb, cap_w // bw, cap_p // og_n)))
+        for b0 in range(0, nb, step):
+            b1 = min(nb, b0 + step)
+            add(b0, b1, (b0 * bw, b1 * bw), (b0 * og_n, b1 * og_n), half, (b0 * og_n, b1 * og_n))
+        return out
     if low.pool_blocks:
         # a pool on the conv engine: every set holds its one kernel and whole blocks' parameters
         if og_n * per_og > cfg.weight_depth or og_n > cfg.acc_depth:

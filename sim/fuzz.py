@@ -3,7 +3,8 @@ simulated accelerator and compared with the golden model (bit-exact or it is a f
 
 :func:`networks` is a ``hypothesis`` strategy for :class:`NetSpec` — layer kinds (conv 1×1
 and 3×3 with strides 1/2 and paddings 0/1, BatchNorm, ReLU, residual adds, max-pool, global
-average pool, flatten + Linear), channel counts, input sizes, schemes and ratios, batch
+average pool, flatten + Linear of a 1×1 or spatial map, ReLU6, depthwise convs, TensorFlow-
+style asymmetric "same" padding), channel counts, input sizes, schemes and ratios, batch
 sizes.  :func:`run_case` is one differential test; ``bench/fuzz_networks.py --count N`` runs
 many, ``tests/rtl/test_fuzz_verilator.py`` a few.
 """
@@ -30,7 +31,8 @@ RATIOS = (
 class NetSpec:
     in_ch: int
     size: int
-    blocks: tuple            # ("conv", cout, k, stride, pad, bn, relu) | ("res", k) | ("pool",)
+    blocks: tuple            # ("conv", cout, k, stride, pad, bn, act) | ("dw", k, stride, bn, act) |
+                             # ("tfpad", cout, stride) | ("res", k) | ("pool",); act 0 none, 1 ReLU, 2 ReLU6
     head: str                # "gap" (global average pool) or "flatten"
     classes: int
     ratio: int               # index into RATIOS
@@ -55,14 +57,23 @@ def build(spec: NetSpec) -> tuple[nn.Module, tuple]:
     torch.manual_seed(spec.seed)
     layers, ch, size = [], spec.in_ch, spec.size
     for b in spec.blocks:
-        if b[0] == "conv":
-            _, cout, k, stride, pad, bn, relu = b
-            layers.append(nn.Conv2d(ch, cout, k, stride=stride, padding=pad, bias=not bn))
+        if b[0] in ("conv", "dw"):
+            if b[0] == "conv":
+                _, cout, k, stride, pad, bn, act = b
+                groups = 1
+            else:
+                _, k, stride, bn, act = b
+                cout, pad, groups = ch, k // 2, ch
+            layers.append(nn.Conv2d(ch, cout, k, stride=stride, padding=pad, groups=groups, bias=not bn))
             if bn:
                 layers.append(nn.BatchNorm2d(cout))
-            if relu:
-                layers.append(nn.ReLU())
+            if act:
+                layers.append(nn.ReLU() if act == 1 else nn.ReLU6())
             ch, size = cout, (size + 2 * pad - k) // stride + 1
+        elif b[0] == "tfpad":                   # Keras "same" at stride 2: 0 before, 1 after
+            _, cout, stride = b
+            layers += [nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(ch, cout, 3, stride=stride), nn.ReLU()]
+            ch, size = cout, (size + 1 - 3) // stride + 1
         elif b[0] == "res":
             layers.append(_Res(ch, b[1]))
         elif b[0] == "pool":
@@ -93,18 +104,25 @@ def networks():
         size = draw(st.integers(6, 12))
         blocks, s = [], size
         for _ in range(draw(st.integers(1, 4))):
-            kind = draw(st.sampled_from(["conv", "conv", "res", "pool"]))
+            kind = draw(st.sampled_from(["conv", "conv", "res", "pool", "dw", "tfpad"]))
+            stride = draw(st.sampled_from([1, 2])) if s >= 6 else 1
             if kind == "pool" and s >= 4:
                 blocks.append(("pool",))
                 s //= 2
             elif kind == "res" and blocks:
                 blocks.append(("res", draw(st.sampled_from([1, 3]))))
+            elif kind == "dw" and blocks:
+                k = draw(st.sampled_from([3, 5])) if s >= 5 else 3
+                blocks.append(("dw", k, stride, draw(st.booleans()), draw(st.integers(0, 2))))
+                s = (s + 2 * (k // 2) - k) // stride + 1
+            elif kind == "tfpad" and s >= 3:
+                blocks.append(("tfpad", draw(st.integers(1, 20)), stride))
+                s = (s + 1 - 3) // stride + 1
             else:
                 k = draw(st.sampled_from([1, 3])) if s >= 3 else 1     # every network is a valid one
-                stride = draw(st.sampled_from([1, 2])) if s >= 6 else 1
                 pad = draw(st.integers(0, k // 2))
                 cout = draw(st.integers(1, 20))
-                blocks.append(("conv", cout, k, stride, pad, draw(st.booleans()), draw(st.booleans())))
+                blocks.append(("conv", cout, k, stride, pad, draw(st.booleans()), draw(st.integers(0, 2))))
                 s = (s + 2 * pad - k) // stride + 1
         return NetSpec(in_ch, size, tuple(blocks), draw(st.sampled_from(["gap", "gap", "gap", "flatten"])),
                        draw(st.integers(2, 12)), draw(st.integers(0, len(RATIOS) - 1)),

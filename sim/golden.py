@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from rmsmp.host.errors import RmsmpError
-from rmsmp.host.quant.layer import as_images
+from rmsmp.host.quant.layer import as_images, clip_code, conv2d
 from rmsmp.host.quant.qmodel import QuantizedModel, TensorQ, accumulator_bits, quantize_input, requant_multiplier
 from rmsmp.host.quant.schemes import parse_scheme
 
@@ -26,10 +26,13 @@ def rshift_round(x: torch.Tensor, n) -> torch.Tensor:
     return (x + half) >> n
 
 
-def requantize(v: torch.Tensor, mult, shift, out: TensorQ, relu: bool) -> torch.Tensor:
-    """``clamp(rshift_round(v * M, n))``, lower bound 0 with ReLU (docs §4); a logarithmic
-    ``out`` encodes the rounded value (in units of ``2^-out.value_frac``) to its code."""
+def requantize(v: torch.Tensor, mult, shift, out: TensorQ, relu: bool, clip: int | None = None) -> torch.Tensor:
+    """``clamp(rshift_round(v * M, n))``, lower bound 0 with ReLU, upper bound ``clip`` too
+    with a fused ReLU6 (docs §4); a logarithmic ``out`` encodes the rounded value (in units
+    of ``2^-out.value_frac``) to its code."""
     y = rshift_round(v * mult, shift)
+    if clip is not None:
+        y = y.clamp(max=clip)
     if out.is_log:
         return out.encode(y)
     lo = max(out.lo, 0) if relu else out.lo
@@ -77,13 +80,14 @@ def golden_trace(qm: QuantizedModel, x: torch.Tensor, *, integer_input: bool = F
             _check_width(qm, l)
             rq = qm.requant[l.name]
             if l.op == "conv":
-                acc = _exact_f64(F.conv2d, a, l.qweight, stride=l.attrs["stride"], padding=l.attrs["padding"])
+                acc = _exact_f64(conv2d, a, l.qweight, None, l.attrs)
                 shape = (1, -1, 1, 1)
             else:
                 acc = _exact_f64(F.linear, a, l.qweight)
                 shape = (1, -1)
             v = acc + rq["bias"].reshape(shape)
-            y = requantize(v, rq["mult"].reshape(shape), rq["shift"].reshape(shape), l.out, relu)
+            y = requantize(v, rq["mult"].reshape(shape), rq["shift"].reshape(shape), l.out, relu,
+                           clip_code(l.attrs, l.out))
         elif l.op == "add":
             qa, qb = qm[l.inputs[0]].out, qm[l.inputs[1]].out
             b = qb.decode(vals[l.inputs[1]])
@@ -94,6 +98,9 @@ def golden_trace(qm: QuantizedModel, x: torch.Tensor, *, integer_input: bool = F
                 s = s << (fo - f)
             else:
                 s = rshift_round(s, f - fo)
+            clip = clip_code(l.attrs, l.out)
+            if clip is not None:
+                s = s.clamp(max=clip)
             y = l.out.encode(s) if l.out.is_log else s.clamp(max(l.out.lo, 0) if relu else l.out.lo, l.out.hi)
         elif l.op == "relu":
             y = a.clamp(min=0)

@@ -96,7 +96,7 @@ def test_resnet18_program_respects_the_buffers(resnet18_224):
                 assert b * half <= c.out_base < (b + 1) * half
             assert c.w_base + c.out_groups <= cfg.weight_depth
     assert kinds[Opcode.CONV] > 21 and kinds[Opcode.VEC] > 9 and kinds[Opcode.STAMP] == 32
-    assert prog.io.im2col == (7, 2, 3)
+    assert prog.io.im2col == (7, 2, 3, 3)
 
 
 @pytest.mark.slow      # quantizes ResNet-18 at 224×224 (shared)

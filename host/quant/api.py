@@ -71,8 +71,9 @@ def _check_calibration_shape(layers, batches) -> None:
         if l.inputs[:1] != (layers[0].name,) or l.weight is None:
             continue
         want = {"conv": 4, "linear": 2}.get(l.op)
-        if want is not None and (x.dim() != want or x.shape[1] != l.weight.shape[1]):
-            form = f"[N, {l.weight.shape[1]}, H, W]" if l.op == "conv" else f"[N, {l.weight.shape[1]}]"
+        cin = l.weight.shape[1] * l.attrs.get("groups", 1)
+        if want is not None and (x.dim() != want or x.shape[1] != cin):
+            form = f"[N, {cin}, H, W]" if l.op == "conv" else f"[N, {cin}]"
             raise RmsmpError(f"calibration images of shape {list(x.shape)}; the model's first layer {l.name!r} "
                              f"({l.op}) takes {form}")
 

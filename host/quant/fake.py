@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layer import Layer, TensorQ, legal_pow2_exponent, legal_scale
+from .layer import Layer, TensorQ, activation, conv2d, legal_pow2_exponent, legal_scale
 from .schemes import parse_scheme
 
 __all__ = ["GraphModule", "fake_quant_tensor", "ste_weight"]
@@ -143,8 +143,7 @@ class GraphModule(nn.Module):
                 if fake:
                     s = self.row_scale(l.name)
                     wq = ste_weight(w, s, self._groups[l.name])
-                    z = F.conv2d(a, wq, None, l.attrs["stride"], l.attrs["padding"]) if l.op == "conv" \
-                        else F.linear(a, wq)
+                    z = conv2d(a, wq, None, l.attrs) if l.op == "conv" else F.linear(a, wq)
                     shape = (1, -1, 1, 1) if l.op == "conv" else (1, -1)
                     # the hardware adds an integer bias in accumulator units (docs §4)
                     unit = s * 2.0 ** -self._qm.in_q(l).value_frac
@@ -152,8 +151,7 @@ class GraphModule(nn.Module):
                     bq = bq + (torch.round(bq) - bq).detach()
                     y = z * s.reshape(shape) + (bq * unit).reshape(shape)
                 else:
-                    y = F.conv2d(a, w, b, l.attrs["stride"], l.attrs["padding"]) if l.op == "conv" \
-                        else F.linear(a, w, b)
+                    y = conv2d(a, w, b, l.attrs) if l.op == "conv" else F.linear(a, w, b)
             elif l.op == "add":
                 y = a + args[1]
             elif l.op == "relu":
@@ -166,8 +164,7 @@ class GraphModule(nn.Module):
                 y = a.flatten(1)
             else:  # pragma: no cover
                 raise ValueError(f"unknown op {l.op}")
-            if l.attrs.get("relu"):
-                y = F.relu(y)
+            y = activation(y, l.attrs)
         if fake and l.op not in ("maxpool", "flatten", "relu"):
             y = fake_quant_tensor(y, l.out)
         return y

@@ -1,11 +1,14 @@
 """Capture a ``torch.nn.Module`` as a list of :class:`Layer` (torch.fx), folding BatchNorm.
 
-Supported: Conv2d (square kernel 1..7, stride 1/2, zero padding, groups=1, dilation=1),
-Linear, BatchNorm1d/2d directly after a conv/linear (folded), ReLU (module or function,
-fused into the producing conv/linear/add when it is the only user), residual add
-(``+``, ``+=``, ``torch.add``), MaxPool2d, AdaptiveAvgPool2d(1)/global mean, flatten,
-and Identity/Dropout (dropped).  Anything else raises
-:class:`~rmsmp.errors.UnsupportedLayerError` naming the node and the op.
+Supported: Conv2d (square kernel 1..7, stride 1/2, zero padding — numbers, ``"same"`` or
+``"valid"`` — groups=1 or depthwise (groups = in = out channels), dilation=1), zero padding before a conv (``F.pad``, ``ZeroPad2d``,
+``ConstantPad2d(…, 0)``; folded into the conv, also asymmetric as TensorFlow's "same" at
+stride 2: the same amount before on both axes and the same after), Linear, BatchNorm1d/2d
+directly after a conv/linear (folded), ReLU and ReLU6 (modules, functions, ``Hardtanh(0, c)``
+and ``clamp(0, c)``; fused into the producing conv/linear/add when it is the only user — a
+ReLU6 must be), residual add (``+``, ``+=``, ``torch.add``), MaxPool2d,
+AdaptiveAvgPool2d(1)/global mean, flatten, and Identity/Dropout (dropped).  Anything else
+raises :class:`~rmsmp.errors.UnsupportedLayerError` naming the node and the op.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from .qmodel import Layer
 __all__ = ["capture", "fold_bn"]
 
 _RELU_FUNCS = {F.relu, torch.relu, torch.relu_}
+_CLAMP_FUNCS = {torch.clamp, torch.clip}
+_PAD_MODULES = (nn.ZeroPad2d, nn.ConstantPad2d)
 _ADD_FUNCS = {operator.add, operator.iadd, torch.add}
 _FLATTEN_FUNCS = {torch.flatten}
 _PASS_MODULES = (nn.Identity, nn.Dropout)
@@ -34,6 +39,13 @@ def _pair(v, what, node):
             raise UnsupportedLayerError(node, what, f"non-square {v}")
         return int(v[0])
     return int(v)
+
+
+def _arg(node, i: int, name: str, default):
+    """Argument ``i`` (or keyword ``name``) of an fx call, ``default`` when absent."""
+    if len(node.args) > i:
+        return node.args[i]
+    return node.kwargs.get(name, default)
 
 
 def fold_bn(weight, bias, bn: nn.modules.batchnorm._BatchNorm):
@@ -77,15 +89,42 @@ def capture(model: nn.Module) -> list[Layer]:
     def only_user(name) -> bool:
         return len(owner_node[name].users) == 1
 
-    def relu(node):
+    def relu(node, clip=None, what="ReLU"):
         s = src(node)
         prod = by_name[s]
         if prod.op in ("conv", "linear", "add") and not prod.attrs.get("relu") and only_user(s):
             prod.attrs["relu"] = True
+            if clip is not None:
+                prod.attrs["clip"] = float(clip)
             env[node] = s
             owner_node[s] = node
+        elif clip is not None:
+            raise UnsupportedLayerError(node.name, what, f"a clamp to [0, {clip:g}] must directly follow a "
+                                        "conv/linear/add whose only user it is (it runs in that layer's requantizer)")
         else:
             add(Layer(node.name, "relu", (s,)), node)
+
+    def clamp(node, lo, hi, what):
+        """``clamp(lo, hi)``: ReLU (0, None) or ReLU6-style (0, c > 0); nothing else runs."""
+        if lo != 0 or (hi is not None and not (isinstance(hi, (int, float)) and hi > 0)):
+            raise UnsupportedLayerError(node.name, what, f"clamp to [{lo}, {hi}]; only [0, c] with c > 0 "
+                                        "(ReLU, ReLU6) is supported")
+        relu(node, None if hi is None else float(hi), what)
+
+    pads: dict = {}     # pad node -> (before, after), folded into the conv that reads it
+
+    def pad(node, amounts, value, what):
+        if value != 0:
+            raise UnsupportedLayerError(node.name, what, f"padding value {value}; only zeros are supported")
+        if len(amounts) != 4 or amounts[0] != amounts[2] or amounts[1] != amounts[3] or min(amounts) < 0:
+            raise UnsupportedLayerError(node.name, what, f"padding {tuple(amounts)}; supported: (left, right, top, "
+                                        "bottom) with top = left ≥ 0 and bottom = right ≥ 0")
+        for u in node.users:
+            if u.op != "call_module" or not isinstance(mods.get(u.target), nn.Conv2d):
+                raise UnsupportedLayerError(node.name, what, f"used by {u.name}; zero padding runs only folded "
+                                            "into the Conv2d that directly reads it")
+        pads[node] = (int(amounts[0]), int(amounts[1]))
+        env[node] = src(node)
 
     for node in gm.graph.nodes:
         if node.op == "placeholder":
@@ -103,22 +142,36 @@ def capture(model: nn.Module) -> list[Layer]:
             m = mods[node.target]
             tname = str(node.target)
             if isinstance(m, nn.Conv2d):
-                if m.groups != 1:
-                    raise UnsupportedLayerError(tname, "Conv2d", f"groups={m.groups}; only groups=1 is supported")
+                if m.groups != 1 and not m.groups == m.in_channels == m.out_channels:
+                    raise UnsupportedLayerError(tname, "Conv2d", f"groups={m.groups} ({m.in_channels} → "
+                                                f"{m.out_channels} channels); supported: groups=1 and depthwise "
+                                                "(groups = in_channels = out_channels)")
                 if _pair(m.dilation, "Conv2d dilation", tname) != 1:
                     raise UnsupportedLayerError(tname, "Conv2d", f"dilation={m.dilation}; only 1 is supported")
-                if m.padding_mode != "zeros" or isinstance(m.padding, str):
-                    raise UnsupportedLayerError(tname, "Conv2d", f"padding={m.padding!r} mode={m.padding_mode}; "
-                                                "only explicit zero padding is supported")
+                if m.padding_mode != "zeros":
+                    raise UnsupportedLayerError(tname, "Conv2d", f"padding_mode={m.padding_mode!r}; "
+                                                "only zero padding is supported")
                 k = _pair(m.kernel_size, "Conv2d kernel", tname)
                 s = _pair(m.stride, "Conv2d stride", tname)
-                p = _pair(m.padding, "Conv2d padding", tname)
+                if m.padding == "valid":
+                    p0 = p1 = 0
+                elif m.padding == "same":            # (torch allows it at stride 1 only)
+                    p0 = (k - 1) // 2
+                    p1 = k - 1 - p0
+                else:
+                    p0 = p1 = _pair(m.padding, "Conv2d padding", tname)
                 if not 1 <= k <= 7 or s not in (1, 2):
                     raise UnsupportedLayerError(tname, "Conv2d",
                                                 f"kernel {k}, stride {s}; supported kernel 1..7, stride 1/2")
+                if node.args[0] in pads:             # F.pad / ZeroPad2d folded in
+                    before, after = pads[node.args[0]]
+                    p0, p1 = p0 + before, p1 + after
+                geom = {"padding": p0} if p0 == p1 else {"padding": p0, "pad_after": p1}
+                if m.groups > 1:
+                    geom["groups"] = m.groups
                 b = None if m.bias is None else m.bias.detach().float().clone()
                 add(Layer(tname, "conv", (src(node),),
-                          {"kernel": k, "stride": s, "padding": p,
+                          {"kernel": k, "stride": s, **geom,
                            "in_channels": m.in_channels, "out_channels": m.out_channels},
                           weight=m.weight.detach().float().clone(),
                           bias=b if b is not None else torch.zeros(m.out_channels)), node)
@@ -140,6 +193,12 @@ def capture(model: nn.Module) -> list[Layer]:
                 owner_node[s] = node
             elif isinstance(m, nn.ReLU):
                 relu(node)
+            elif isinstance(m, nn.ReLU6):
+                relu(node, 6.0, "ReLU6")
+            elif isinstance(m, nn.Hardtanh):
+                clamp(node, m.min_val, m.max_val, "Hardtanh")
+            elif isinstance(m, _PAD_MODULES):
+                pad(node, m.padding, getattr(m, "value", 0), type(m).__name__)
             elif isinstance(m, nn.MaxPool2d):
                 if _pair(m.dilation, "MaxPool2d dilation", tname) != 1 or m.ceil_mode:
                     raise UnsupportedLayerError(tname, "MaxPool2d", "dilation and ceil_mode are not supported")
@@ -162,8 +221,19 @@ def capture(model: nn.Module) -> list[Layer]:
                 raise UnsupportedLayerError(tname, type(m).__name__)
         elif node.op in ("call_function", "call_method"):
             t = node.target
+            kw = node.kwargs
             if t in _RELU_FUNCS or t in ("relu", "relu_"):
                 relu(node)
+            elif t is F.relu6:
+                relu(node, 6.0, "relu6")
+            elif t is F.hardtanh:
+                clamp(node, _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0), "hardtanh")
+            elif t in _CLAMP_FUNCS or t in ("clamp", "clip", "clamp_", "clip_"):
+                clamp(node, _arg(node, 1, "min", None), _arg(node, 2, "max", None), str(getattr(t, "__name__", t)))
+            elif t is F.pad:
+                if _arg(node, 2, "mode", "constant") != "constant":
+                    raise UnsupportedLayerError(node.name, "pad", f"mode {kw.get('mode')!r}; only zeros are supported")
+                pad(node, tuple(_arg(node, 1, "pad", ())), _arg(node, 3, "value", 0) or 0, "pad")
             elif t in _ADD_FUNCS or t in ("add", "add_", "__add__", "__iadd__"):
                 if len(node.args) != 2 or node.kwargs or not all(isinstance(a, torch.fx.Node) for a in node.args):
                     raise UnsupportedLayerError(node.name, str(t), "only tensor + tensor is supported")

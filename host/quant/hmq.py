@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .fake import GraphModule, _key, fake_quant_tensor
+from .layer import activation, conv2d
 from .pow2 import msqe_pow2_exponent, pow2_error
 from .schemes import parse_scheme
 
@@ -76,9 +77,8 @@ class HmqSearch(GraphModule):
             x = w / 2.0 ** e
             q = parse_scheme(f"fix{bits}").round(x)
             weff = weff + pi * (x + (q - x).detach()) * 2.0 ** e
-        y = F.conv2d(a, weff, b, l.attrs["stride"], l.attrs["padding"]) if l.op == "conv" else F.linear(a, weff, b)
-        if l.attrs.get("relu"):
-            y = F.relu(y)
+        y = conv2d(a, weff, b, l.attrs) if l.op == "conv" else F.linear(a, weff, b)
+        y = activation(y, l.attrs)
         return fake_quant_tensor(y, l.out)
 
     @torch.no_grad()

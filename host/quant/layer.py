@@ -12,7 +12,8 @@ import torch
 
 from ..errors import RmsmpError
 
-__all__ = ["TensorQ", "Layer", "LOG_FRAC", "LOG_SQRT2", "LOG_MAX_BITS", "BIAS_LIMIT", "COMPUTE_OPS", "OPS", "CODES",
+__all__ = ["TensorQ", "Layer", "pad_after", "window_out", "conv2d", "activation", "clip_code", "LOG_FRAC",
+           "LOG_SQRT2", "LOG_MAX_BITS", "BIAS_LIMIT", "COMPUTE_OPS", "OPS", "CODES",
            "bias_to_int", "legal_scale", "legal_pow2_exponent", "accumulator_bits", "quantize_input"]
 
 #: Integer biases are clamped by the quantizer's choice of scale to ``|B| <= 2^30``.
@@ -199,6 +200,50 @@ class Layer:
     @property
     def fan_in(self) -> int:
         return 0 if self.weight is None else self.weight[0].numel()
+
+
+# -- window geometry and activation functions, shared by every executor ---------------------
+# A conv or max-pool has ``padding`` zero rows/columns before its input (top, left) and
+# ``pad_after`` after it (bottom, right; absent: the same), as TensorFlow's "same" padding
+# (0 before, 1 after at stride 2) or an ``F.pad`` folded into the conv leaves it.
+# A ReLU6 (or any ``clamp(0, c)``) fused into its producer is ``relu`` plus ``clip = c``.
+
+def pad_after(attrs: dict) -> int:
+    return int(attrs.get("pad_after", attrs["padding"]))
+
+
+def window_out(attrs: dict, h: int, w: int) -> tuple[int, int]:
+    """Output (H, W) of a conv/max-pool window over an ``h × w`` input."""
+    k, s, p0, p1 = attrs["kernel"], attrs["stride"], attrs["padding"], pad_after(attrs)
+    return (h + p0 + p1 - k) // s + 1, (w + p0 + p1 - k) // s + 1
+
+
+def conv2d(a: torch.Tensor, w: torch.Tensor, b, attrs: dict) -> torch.Tensor:
+    """``F.conv2d`` with the layer's (possibly asymmetric) zero padding, stride and groups
+    (``groups`` > 1: depthwise, one input channel per output channel)."""
+    p0, p1 = attrs["padding"], pad_after(attrs)
+    if p0 != p1:
+        a = torch.nn.functional.pad(a, (p0, p1, p0, p1))
+        p0 = 0
+    return torch.nn.functional.conv2d(a, w, b, attrs["stride"], p0, 1, attrs.get("groups", 1))
+
+
+def activation(y: torch.Tensor, attrs: dict) -> torch.Tensor:
+    """The fused activation on real values: ReLU, and with ``clip`` ReLU6-style ``min(·, clip)``."""
+    if attrs.get("relu"):
+        y = torch.relu(y)
+        if "clip" in attrs:
+            y = y.clamp(max=float(attrs["clip"]))
+    return y
+
+
+def clip_code(attrs: dict, out: "TensorQ") -> int | None:
+    """The fused clip as an integer in units of ``2^-out.value_frac``: ``clip · 2^value_frac``
+    rounded half up (as requantization rounds, so clipping before or after rounding agree);
+    ``None`` without a clip."""
+    if not attrs.get("relu") or "clip" not in attrs:
+        return None
+    return math.floor(float(attrs["clip"]) * 2.0 ** out.value_frac + 0.5)
 
 
 def as_images(x, what: str = "images") -> torch.Tensor:

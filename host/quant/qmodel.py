@@ -160,7 +160,7 @@ class QuantizedModel:
             if l.is_compute:
                 c = Counter(l.schemes)
                 sch = " ".join(f"{k}:{v}" for k, v in sorted(c.items()))
-            relu = "+relu" if l.attrs.get("relu") else ""
+            relu = ("+relu6" if "clip" in l.attrs else "+relu") if l.attrs.get("relu") else ""
             o = f"{'s' if l.out.signed else 'u'}{l.out.bits} 2^{-l.out.frac}" + (" log√2" if l.out.is_log else "")
             lines.append(f"{l.name:28s} {l.op + relu:8s} {sch:34s} {o}")
         return "\n".join(lines)

@@ -22,7 +22,7 @@ def test_digits_network_bit_exact_on_the_simulator(digits_q):
     qm, xte, yte = digits_q
     dev = open_device("sim", CFG)
     prog = compile_model(qm, CFG, batch=128)
-    assert prog.io.im2col == (3, 1, 1)      # 1-channel 3×3 conv1
+    assert prog.io.im2col == (3, 1, 1, 1)   # 1-channel 3×3 conv1
     dev.load(prog)
     y = dev.run(xte)
     g = golden(qm, xte)
@@ -94,7 +94,7 @@ def test_resnet18_end_to_end_bit_exact_at_224x224(resnet18_224):
     model: row bands through external memory, streamed weight sets, first-layer im2col."""
     _, x, qm = resnet18_224
     prog = compile_model(qm, CFG)
-    assert not prog.io.resident and prog.io.im2col == (7, 2, 3)
+    assert not prog.io.resident and prog.io.im2col == (7, 2, 3, 3)
     dev = open_device("sim", CFG)
     dev.load(prog)
     y = dev.run(x[:1])
@@ -149,3 +149,26 @@ def test_the_localizer_names_a_planted_faulty_layer(digits_q):
     print(f"\n{m} ({m.runs} runs)")
     dev.load(prog)
     assert torch.equal(dev.run(x), golden(qm, x))     # the program itself is unchanged and still exact
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", [CFG, AcceleratorConfig(pixels=2, weight_depth=64, acc_depth=8)],
+                         ids=["default", "pixel-lanes-streamed"])
+def test_mobilenet_style_layers_bit_exact(cfg):
+    """Issue 22's layer kinds on the cycle-accurate model: a Keras-padded stem (F.pad 0/1 +
+    stride-2 conv, im2col'd), ReLU6 clips that bind, a MobileNetV2 inverted residual with a
+    depthwise conv, a stride-2 conv with asymmetric padding and a LeNet-style flatten of a
+    4×4 map into Linear — resident on the default core, and on pixel lanes with buffers so
+    small that every layer streams its weights (the depthwise conv block by block)."""
+    from test_layer_kinds import mobile_net
+    m = mobile_net()
+    x = torch.randn(20, 3, 16, 16) * 3
+    qm = quantize(m, [x[:16]], act_bits=8)
+    prog = compile_model(qm, cfg, [3, 16, 16], batch=4)
+    assert prog.io.resident == (cfg is CFG)
+    dev = open_device("sim", cfg)
+    dev.load(prog)
+    assert torch.equal(dev.run(x[16:]), golden(qm, x[16:]))
+    rows = {r["layer"]: r for r in dev.stats["layers"]}
+    assert 0 < rows["dw"]["mac_utilization"] <= 1 / cfg.rows      # one lane per working row
+    print("\n" + dev.layer_table())
