@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from rmsmp.host.errors import RmsmpError
@@ -24,7 +25,26 @@ from .layout import network_input, pack_activation_words, unpack_activations
 from .program import Program
 from .validate import ProgramError, check_program, cycle_budget, describe_instruction
 
-__all__ = ["Device", "ProgramMismatchError", "ProgramError", "RunError"]
+__all__ = ["Device", "ProgramMismatchError", "ProgramError", "RunError", "changed_runs"]
+
+
+def changed_runs(old: list, new: list[int], gap: int = 8) -> list[tuple[int, int]]:
+    """(start, end) ranges where ``new`` differs from ``old`` (``None`` in ``old``: unknown,
+    so different; runs closer than ``gap`` words merged, since sending a run has a cost of
+    about that much) — what a device holding ``old`` must be sent to hold ``new``."""
+    n = len(new)
+    if n == 0:
+        return []
+    a = np.full(n, -1, dtype=np.int64)
+    m = min(n, len(old))
+    a[:m] = [-1 if v is None else v for v in old[:m]]
+    diff = np.flatnonzero(a != np.asarray(new, dtype=np.int64))
+    if len(diff) == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(diff) > gap)         # differences more than ``gap`` apart
+    starts = np.concatenate(([diff[0]], diff[cuts + 1]))
+    ends = np.concatenate((diff[cuts], [diff[-1]])) + 1
+    return [(int(s), int(e)) for s, e in zip(starts, ends)]
 
 
 class ProgramMismatchError(RmsmpError):

@@ -11,13 +11,14 @@ beats, taps, words moved): a run past it has gone wrong (the devices stop and ra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from amaranth import Shape
 
 from rmsmp.host.errors import RmsmpError
 from rmsmp.rtl.dma import words_per_entry
 from rmsmp.rtl.engine import buffer_ports
-from rmsmp.rtl.isa import INSTR_BITS, Buffer, Instruction, Opcode, VecKind
+from rmsmp.rtl.isa import INSTR_BITS, Buffer, ConvDesc, DmaDesc, Instruction, Opcode, VecDesc, VecKind
 
 __all__ = ["ProgramError", "Step", "decode", "check_program", "cycle_estimate", "cycle_budget",
            "describe_instruction"]
@@ -65,6 +66,26 @@ def describe_instruction(program, addr: int) -> str:
     return f"instruction {k} ({name}) at word {addr:#x}"
 
 
+@lru_cache(maxsize=None)
+def _field_map(struct) -> dict:
+    """name -> (offset, width, signed) of ``struct``'s fields (read once: Amaranth's layout
+    lookups per field would cost milliseconds per instruction)."""
+    out = {}
+    for name, fld in struct.as_shape():
+        sh = Shape.cast(fld.shape)
+        out[name] = (fld.offset, sh.width, sh.signed)
+    return out
+
+
+def _unpack(bits: int, struct, names) -> dict:
+    fm, out = _field_map(struct), {}
+    for n in names:
+        off, w, signed = fm[n]
+        v = (bits >> off) & ((1 << w) - 1)
+        out[n] = v - (1 << w) if signed and v >> (w - 1) else v
+    return out
+
+
 def decode(program) -> list[Step]:
     """The instructions from ``prog_addr`` to the first ``END`` (included)."""
     bus = program.bus_width
@@ -81,20 +102,18 @@ def decode(program) -> list[Step]:
         if code not in ops:
             raise ProgramError(f"instruction {k} at word {addr:#x}: illegal opcode {code} (the core has "
                                f"{', '.join(o.name for o in Opcode)}): the program is corrupt")
-        ins = Instruction.as_shape().from_bits(bits)
         op = ops[code]
+        arg = bits >> ARG_OFFSET
         if op in (Opcode.LOAD, Opcode.STORE, Opcode.STAMP):
-            f = {n: int(getattr(ins.arg.dma, n)) for n in ("buf", "ext_addr", "buf_addr", "count", "banks", "wbits",
-                                                           "row_w", "pitch", "step", "lo", "hi", "lanes", "nib")}
+            f = _unpack(arg, DmaDesc, ("buf", "ext_addr", "buf_addr", "count", "banks", "wbits", "row_w", "pitch",
+                                       "step", "lo", "hi", "lanes", "nib"))
         elif op == Opcode.CONV:
-            c = ins.arg.conv
-            f = {n: int(getattr(c, n)) for n in ("in_base", "out_base", "w_base", "p_base", "in_h", "in_w", "in_cb",
-                                                 "out_h", "out_w", "out_groups", "kernel", "stride", "pad", "in_wg")}
+            f = _unpack(arg, ConvDesc, ("in_base", "out_base", "w_base", "p_base", "in_h", "in_w", "in_cb", "out_h",
+                                        "out_w", "out_groups", "kernel", "stride", "pad", "in_wg"))
         elif op == Opcode.VEC:
-            v = ins.arg.vec
-            f = {n: int(getattr(v, n)) for n in ("a_base", "b_base", "out_base", "cb", "in_h", "in_w", "out_h",
-                                                 "out_w", "kernel", "stride", "in_wg")}
-            f["kind"] = int(bits >> ARG_OFFSET & ((1 << VecKind.as_shape().width) - 1))    # may be no VecKind
+            f = _unpack(arg, VecDesc, ("a_base", "b_base", "out_base", "cb", "in_h", "in_w", "out_h", "out_w",
+                                       "kernel", "stride", "in_wg"))
+            f["kind"] = int(arg & ((1 << VecKind.as_shape().width) - 1))    # may be no VecKind
         else:
             f = {}
         steps.append(Step(k, addr, op.name, f))

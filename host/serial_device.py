@@ -15,34 +15,13 @@ from __future__ import annotations
 import time
 
 from rmsmp.generator.program import Program, words_per_entry
-from rmsmp.generator.runtime import Device, ProgramMismatchError
+from rmsmp.generator.runtime import Device, ProgramMismatchError, changed_runs
 from rmsmp.rtl.csr import CsrAddr, Ctrl, Status
 
 from .errors import RmsmpError
 from .link import LinkClient, LinkError
 
 __all__ = ["SerialDevice", "changed_runs"]
-
-
-def changed_runs(old: list[int], new: list[int], gap: int = 8) -> list[tuple[int, int]]:
-    """(start, end) ranges where ``new`` differs from ``old`` (runs closer than ``gap``
-    words merged, since a frame header costs about that much)."""
-    runs = []
-    n = len(new)
-    i = 0
-    while i < n:
-        if i < len(old) and old[i] == new[i]:
-            i += 1
-            continue
-        j = i + 1
-        last = i
-        while j < n and j - last <= gap:
-            if j >= len(old) or old[j] != new[j]:
-                last = j
-            j += 1
-        runs.append((i, last + 1))
-        i = last + 1
-    return runs
 
 
 class SerialDevice(Device):

@@ -2,7 +2,7 @@
 memory models and the simulated device (:class:`rmsmp.sim.device.SimDevice`)."""
 from .golden import golden, golden_trace
 
-__all__ = ["golden", "golden_trace", "localize", "Mismatch"]
+__all__ = ["golden", "golden_trace", "localize", "Mismatch", "run_dataset"]
 
 
 def __getattr__(name):
@@ -11,4 +11,7 @@ def __getattr__(name):
     if name in ("localize", "Mismatch"):
         from . import mismatch
         return getattr(mismatch, name)
+    if name == "run_dataset":
+        from .dataset_run import run_dataset
+        return run_dataset
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

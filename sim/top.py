@@ -2,8 +2,8 @@
 (``sim/hdl/rmsmp_burst_mem.v``: one word per cycle each way) or, with ``sdram``, the SDRAM
 controller of the board top and a Verilog SDRAM chip (``sim/hdl/rmsmp_sdram_chip.v``),
 wired as on the ULX3S (chip clocked on the falling edge, read data through an input
-register).  Ports: the CSR bus, ``done`` (an interrupt line) and ``dump`` (write the
-memory image out)."""
+register).  Ports: the CSR bus, ``done`` (an interrupt line), ``load`` (read words into
+the memory from its load file) and ``dump`` (write words ``dump_lo..dump_hi`` out)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,7 +33,8 @@ class SimTop(wiring.Component):
         self._sdram = sdram
         self.mem_words = sdram[0].words if sdram else MEM_WORDS
         self.mem_model = SDRAM_MODEL if sdram else MEM_MODEL
-        super().__init__({"csr": In(csr_signature()), "dump": In(1), "done": Out(1)})
+        super().__init__({"csr": In(csr_signature()), "load": In(1), "dump": In(1), "dump_lo": In(32),
+                          "dump_hi": In(32), "done": Out(1)})
 
     def _sdram_chip(self, m, port):
         g, t = self._sdram
@@ -45,7 +46,7 @@ class SimTop(wiring.Component):
             "rmsmp_sdram_chip", p_ROW_BITS=g.row_bits, p_COL_BITS=g.col_bits, p_BANK_BITS=g.bank_bits,
             p_ABITS=len(ctl.a), p_CL=t.cl, i_clk=ClockSignal(), i_cs_n=ctl.cs_n, i_ras_n=ctl.ras_n,
             i_cas_n=ctl.cas_n, i_we_n=ctl.we_n, i_ba=ctl.ba, i_a=ctl.a, i_dq_o=ctl.dq_o, i_dq_oe=ctl.dq_oe,
-            o_dq_i=dq_i, i_dump=self.dump)
+            o_dq_i=dq_i, i_load=self.load, i_dump=self.dump, i_dump_lo=self.dump_lo, i_dump_hi=self.dump_hi)
 
     def _burst_mem(self, m, p):
         m.submodules.mem = Instance(
@@ -57,7 +58,7 @@ class SimTop(wiring.Component):
             i_wr_cmd_valid=p.wr_cmd.valid, o_wr_cmd_ready=p.wr_cmd.ready,
             i_wr_cmd_addr=p.wr_cmd.payload.addr, i_wr_cmd_len=p.wr_cmd.payload.len,
             i_wr_data_valid=p.wr_data.valid, o_wr_data_ready=p.wr_data.ready, i_wr_data=p.wr_data.payload,
-            i_dump=self.dump)
+            i_load=self.load, i_dump=self.dump, i_dump_lo=self.dump_lo, i_dump_hi=self.dump_hi)
 
     def elaborate(self, platform):
         m = Module()

@@ -70,9 +70,11 @@ class VerilatorBuild:
     ``platform``), built on first use."""
 
     def __init__(self, component, name: str, *, build_root: Path | None = None, extra_sources=(),
-                 build_args=None, platform=None):
+                 build_args=None, platform=None, verilog: str | None = None):
+        """``verilog``: the component's Verilog when the caller has it already (elaborating
+        a whole core takes seconds)."""
         self.name = name
-        self.verilog = emit_verilog(component, name, platform)
+        self.verilog = verilog if verilog is not None else emit_verilog(component, name, platform)
         self.build_args = list(DEFAULT_BUILD_ARGS if build_args is None else build_args)
         extra = [Path(p) for p in extra_sources]
         h = hashlib.sha256(self.verilog.encode())

@@ -326,17 +326,19 @@ def test_a_design_that_does_not_fit_reports_its_utilization(tmp_path):
 def test_changed_runs_cover_exactly_the_differences():
     import random
 
-    from rmsmp.host.serial_device import changed_runs
+    from rmsmp.generator.runtime import changed_runs
     rng = random.Random(0)
     for _ in range(200):
-        old = [rng.randrange(4) for _ in range(rng.randrange(0, 60))]
+        old = [rng.choice([0, 1, 2, 3, None]) for _ in range(rng.randrange(0, 60))]    # None: unknown
         new = [rng.randrange(4) for _ in range(rng.randrange(0, 60))]
         runs = changed_runs(old, new, gap=3)
         patched = list(old[:len(new)]) + [None] * max(0, len(new) - len(old))
         for a, b in runs:
             patched[a:b] = new[a:b]
         assert patched == new
-        assert all(b > a for a, b in runs) and all(r[1] <= s[0] for r, s in zip(runs, runs[1:]))
+        assert all(b > a for a, b in runs) and all(s[0] - r[1] >= 3 for r, s in zip(runs, runs[1:]))
+        assert all(old[a] != new[a] and (b > len(old) or old[b - 1] != new[b - 1]) for a, b in runs
+                   if a < len(old))                                   # runs start and end on a difference
 
 
 def test_open_device_serial_errors_name_the_problem():

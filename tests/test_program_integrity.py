@@ -137,3 +137,16 @@ def test_the_instruction_check_names_what_the_core_cannot_run(prog):
     with pytest.raises(ProgramError):                 # and the device refuses it at load
         _Loader(CFG).load(_resealed(prog, xor4))
 
+
+
+def test_decode_reads_every_field_as_the_isa_layouts_do(prog):
+    """The checker's fast field extraction equals Amaranth's view of the same bits."""
+    from rmsmp.generator.validate import ARG_OFFSET, _word_bits
+    for s in decode(prog):
+        ins = Instruction.as_shape().from_bits(_word_bits(prog.image, s.addr, prog.bus_width))
+        view = {"LOAD": ins.arg.dma, "STORE": ins.arg.dma, "STAMP": ins.arg.dma, "CONV": ins.arg.conv,
+                "VEC": ins.arg.vec}.get(s.op)
+        for name, v in s.fields.items():
+            want = int(getattr(view, name)) if name != "kind" else int(_word_bits(prog.image, s.addr, prog.bus_width)
+                                                                         >> ARG_OFFSET) & 3
+            assert v == want, (s, name)

@@ -1,8 +1,9 @@
 // Burst memory model for Verilator runs of the rmsmp core (the Verilog twin of
 // rmsmp.sim.memory.BurstMemory): one word per cycle each way on the core's generic
-// memory port.  The image is loaded in bulk at time 0 from +MEMFILE=<hex file> and
-// written back with +DUMPFILE=<hex file> (+DUMPWORDS=<n>) when `dump` is high, so a
-// run never steps memory from Python.
+// memory port.  Words arrive in bulk: while `load` is high at a clock edge the memory
+// reads +LOADFILE=<hex file> (its @address lines place each run of words), and while
+// `dump` is high it writes words dump_lo..dump_hi to +DUMPFILE=<hex file>, so a run
+// never steps memory from Python and one simulation serves many runs.
 module rmsmp_burst_mem #(
     parameter integer DEPTH = 1 << 22,
     parameter integer BUS = 32
@@ -23,18 +24,21 @@ module rmsmp_burst_mem #(
     input  wire           wr_data_valid,
     output wire           wr_data_ready,
     input  wire [BUS-1:0] wr_data,
-    input  wire           dump
+    input  wire           load,
+    input  wire           dump,
+    input  wire [31:0]    dump_lo,
+    input  wire [31:0]    dump_hi
 );
     reg [BUS-1:0] mem [0:DEPTH-1];
     reg [31:0] raddr, waddr;
     reg [23:0] rleft, wleft;
-    reg [1023:0] memfile, dumpfile;
-    integer dumpwords;
+    reg [1023:0] loadfile, dumpfile;
+    reg has_load, has_dump;
 
     initial begin
         rleft = 0; wleft = 0; rd_data_valid = 0;
-        if ($value$plusargs("MEMFILE=%s", memfile)) $readmemh(memfile, mem);
-        if (!$value$plusargs("DUMPWORDS=%d", dumpwords)) dumpwords = 0;
+        has_load = $value$plusargs("LOADFILE=%s", loadfile);
+        has_dump = $value$plusargs("DUMPFILE=%s", dumpfile);
     end
 
     assign rd_cmd_ready = (rleft == 0);
@@ -61,7 +65,7 @@ module rmsmp_burst_mem #(
                 mem[waddr[21:0]] <= wr_data; waddr <= waddr + 1; wleft <= wleft - 1;
             end
         end
-        if (dump && dumpwords > 0 && $value$plusargs("DUMPFILE=%s", dumpfile))
-            $writememh(dumpfile, mem, 0, dumpwords - 1);
+        if (load && has_load) $readmemh(loadfile, mem);
+        if (dump && has_dump) $writememh(dumpfile, mem, dump_lo[21:0], dump_hi[21:0]);
     end
 endmodule

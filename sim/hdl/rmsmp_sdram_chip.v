@@ -4,8 +4,8 @@
 // models data, not timing: the timing rules are checked by the Python chip model in the
 // tests (rmsmp.sim.sdram_model); this one is fast enough for whole networks.
 // Storage is by 32-bit word in the controller's mapping (word w = column pair w mod 2^(COL_BITS-1),
-// then bank, then row), so the image is loaded from +MEMFILE=<hex> and written back to
-// +DUMPFILE=<hex> (+DUMPWORDS=<n>) when `dump` is high, like rmsmp_burst_mem.
+// then bank, then row), so words are loaded from +LOADFILE=<hex> while `load` is high and
+// words dump_lo..dump_hi written to +DUMPFILE=<hex> while `dump` is high, like rmsmp_burst_mem.
 module rmsmp_sdram_chip #(
     parameter integer ROW_BITS = 13,
     parameter integer COL_BITS = 9,
@@ -23,7 +23,10 @@ module rmsmp_sdram_chip #(
     input  wire [15:0]          dq_o,
     input  wire                 dq_oe,
     output wire [15:0]          dq_i,
-    input  wire                 dump
+    input  wire                 load,
+    input  wire                 dump,
+    input  wire [31:0]          dump_lo,
+    input  wire [31:0]          dump_hi
 );
     localparam integer WB = ROW_BITS + BANK_BITS + COL_BITS - 1;
     reg [31:0] mem [0:(1 << WB) - 1];
@@ -34,8 +37,9 @@ module rmsmp_sdram_chip #(
     reg          p_h [0:CL];
     reg          rd2, wr2;
     reg [WB-1:0] rd2_w, wr2_w;
-    reg [1023:0] memfile, dumpfile;
-    integer dumpwords, i;
+    reg [1023:0] loadfile, dumpfile;
+    reg has_load, has_dump;
+    integer i;
 
     wire [WB-1:0] widx = {open_row[ba], ba, a[COL_BITS-1:1]};
     wire [31:0] out_word = mem[p_w[CL-1]];
@@ -44,8 +48,8 @@ module rmsmp_sdram_chip #(
     initial begin
         for (i = 0; i <= CL; i = i + 1) p_v[i] = 0;
         rd2 = 0; wr2 = 0;
-        if ($value$plusargs("MEMFILE=%s", memfile)) $readmemh(memfile, mem);
-        if (!$value$plusargs("DUMPWORDS=%d", dumpwords)) dumpwords = 0;
+        has_load = $value$plusargs("LOADFILE=%s", loadfile);
+        has_dump = $value$plusargs("DUMPFILE=%s", dumpfile);
     end
 
     always @(negedge clk) begin
@@ -71,7 +75,7 @@ module rmsmp_sdram_chip #(
     end
 
     always @(posedge clk) begin
-        if (dump && dumpwords > 0 && $value$plusargs("DUMPFILE=%s", dumpfile))
-            $writememh(dumpfile, mem, 0, dumpwords - 1);
+        if (load && has_load) $readmemh(loadfile, mem);
+        if (dump && has_dump) $writememh(dumpfile, mem, dump_lo[WB-1:0], dump_hi[WB-1:0]);
     end
 endmodule

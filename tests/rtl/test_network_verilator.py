@@ -172,3 +172,31 @@ def test_mobilenet_style_layers_bit_exact(cfg):
     rows = {r["layer"]: r for r in dev.stats["layers"]}
     assert 0 < rows["dw"]["mac_utilization"] <= 1 / cfg.rows      # one lane per working row
     print("\n" + dev.layer_table())
+
+
+@pytest.mark.slow
+def test_one_simulation_serves_many_runs(digits_q):
+    """Runs after the first send only the words that changed (the next images) to the same
+    simulation, and stay bit-exact; a new program is sent whole; a closed device starts a
+    new simulation; ``run_dataset`` shards a data set over two simulations, in order."""
+    from rmsmp.sim import run_dataset
+    qm, xte, _ = digits_q
+    prog = compile_model(qm, CFG, batch=4)
+    with open_device("sim", CFG) as dev:
+        dev.load(prog)
+        assert torch.equal(dev.run(xte[:4]), golden(qm, xte[:4]))
+        first, server = dev.stats["uploaded_words"], dev._server
+        assert first >= len(prog.image) - 8
+        for k in range(1, 3):
+            assert torch.equal(dev.run(xte[4 * k:4 * k + 4]), golden(qm, xte[4 * k:4 * k + 4]))
+            assert dev._server is server and dev.stats["uploaded_words"] < first / 4
+        assert torch.equal(dev.run(xte[:4]), golden(qm, xte[:4]))             # the first images again
+        other = compile_model(qm, CFG, batch=2)
+        dev.load(other)
+        assert torch.equal(dev.run(xte[:2]), golden(qm, xte[:2]))
+        assert dev.stats["uploaded_words"] >= len(other.image) - 8 and dev._server is server
+        dev.close()
+        assert torch.equal(dev.run(xte[2:4]), golden(qm, xte[2:4])) and dev._server is not server
+    y, st = run_dataset(prog, CFG, xte[:22], workers=2, progress=False)
+    assert st["workers"] == 2 and st["images"] == 22 and torch.equal(y, golden(qm, xte[:22]))
+
