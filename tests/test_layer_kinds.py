@@ -257,3 +257,20 @@ def test_flatten_of_a_wide_or_oblong_map_is_refused_by_name():
         qm = quantize(Head(h, w), [torch.randn(4, 1, h, w)])
         with pytest.raises(CompileError, match=rf"'fc'.*{h}×{w}"):
             compile_model(qm, AcceleratorConfig(), [1, h, w])
+
+
+def test_mobilenet_v2_has_torchvisions_layout_and_compiles():
+    from rmsmp.host.models import mobilenet_v2
+    full = mobilenet_v2()
+    sd = full.state_dict()
+    assert sum(p.numel() for p in full.parameters()) == 3_504_872 and len(sd) == 314     # torchvision's figures
+    assert tuple(sd["features.3.conv.1.0.weight"].shape) == (144, 1, 3, 3)                # a depthwise kernel
+    torch.manual_seed(0)
+    m = mobilenet_v2(num_classes=10, width_mult=0.35).eval()
+    qm = quantize(m, [torch.randn(2, 3, 32, 32)], hessian_images=2)
+    ops = [l.op for l in qm.layers]
+    assert ops.count("conv") == 52 and ops.count("add") == 10
+    assert sum(1 for l in qm.layers if l.attrs.get("groups", 1) > 1) == 17
+    assert sum(1 for l in qm.layers if "clip" in l.attrs) == 35                             # every ReLU6
+    prog = compile_model(qm, AcceleratorConfig(), [3, 32, 32])
+    assert prog.io.im2col == (3, 2, 1, 1)

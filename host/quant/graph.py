@@ -1,9 +1,10 @@
 """Capture a ``torch.nn.Module`` as a list of :class:`Layer` (torch.fx), folding BatchNorm.
 
 Supported: Conv2d (square kernel 1..7, stride 1/2, zero padding — numbers, ``"same"`` or
-``"valid"`` — groups=1 or depthwise (groups = in = out channels), dilation=1), zero padding before a conv (``F.pad``, ``ZeroPad2d``,
-``ConstantPad2d(…, 0)``; folded into the conv, also asymmetric as TensorFlow's "same" at
-stride 2: the same amount before on both axes and the same after), Linear, BatchNorm1d/2d
+``"valid"`` — groups=1 or depthwise (groups = in = out channels), dilation=1), zero
+padding before a conv (``F.pad``, ``ZeroPad2d``, ``ConstantPad2d(…, 0)``; folded into the
+conv, also asymmetric as TensorFlow's "same" at stride 2: the same amount before on both
+axes and the same after), Linear, BatchNorm1d/2d
 directly after a conv/linear (folded), ReLU and ReLU6 (modules, functions, ``Hardtanh(0, c)``
 and ``clamp(0, c)``; fused into the producing conv/linear/add when it is the only user — a
 ReLU6 must be), residual add (``+``, ``+=``, ``torch.add``), MaxPool2d,
@@ -140,7 +141,7 @@ def capture(model: nn.Module) -> list[Layer]:
                 layers.append(layers.pop(layers.index(by_name[name])))
         elif node.op == "call_module":
             m = mods[node.target]
-            tname = str(node.target)
+            tname = str(node.target) if str(node.target) not in by_name else node.name   # a module used twice
             if isinstance(m, nn.Conv2d):
                 if m.groups != 1 and not m.groups == m.in_channels == m.out_channels:
                     raise UnsupportedLayerError(tname, "Conv2d", f"groups={m.groups} ({m.in_channels} → "

@@ -19,7 +19,7 @@ def dev():
 @pytest.mark.slow
 def test_random_networks_are_bit_exact(dev):
     @seed(1)
-    @settings(max_examples=4, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=24, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(networks())
     def check(spec):
         r = run_case(spec, dev, CFG)          # raises AssertionError when the device differs from golden

@@ -200,3 +200,21 @@ def test_one_simulation_serves_many_runs(digits_q):
     y, st = run_dataset(prog, CFG, xte[:22], workers=2, progress=False)
     assert st["workers"] == 2 and st["images"] == 22 and torch.equal(y, golden(qm, xte[:22]))
 
+
+@pytest.mark.slow
+def test_mobilenet_v2_bit_exact():
+    """torchvision-layout MobileNetV2 (width 0.35: 17 depthwise convs, 35 ReLU6, 10 residual
+    adds) at 32×32 on the cycle-accurate model."""
+    from rmsmp.host.models import mobilenet_v2
+    torch.manual_seed(0)
+    m = mobilenet_v2(num_classes=10, width_mult=0.35).eval()
+    with torch.no_grad():
+        for bn in m.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.running_var.uniform_(0.5, 1.5)
+                bn.running_mean.uniform_(-0.1, 0.1)
+    x = torch.randn(6, 3, 32, 32)
+    qm = quantize(m, [x[:4]], hessian_images=2)
+    with open_device("sim", CFG) as dev:
+        dev.load(compile_model(qm, CFG, [3, 32, 32]))
+        assert torch.equal(dev.run(x[4:]), golden(qm, x[4:]))
