@@ -161,8 +161,9 @@ class Device:
             slots = io.outputs[:len(chunk)]
             mem = self.run_image(image, read=[s.name for s in slots] + (["trace"] if io.trace else []))
             outs += [torch.tensor(self._unpack(mem, s), dtype=torch.int64).reshape(-1) for s in slots]
-            for key in ("cycles", "mac_beats", "wall_s", "process_s"):
-                total[key] = total.get(key, 0) + self.stats[key]
+            for key in ("cycles", "mac_beats", "wall_s", "process_s", "uploaded_words"):
+                if key in self.stats:                 # (uploaded_words: devices that send only changes)
+                    total[key] = total.get(key, 0) + self.stats[key]
             if start == 0 and io.trace:
                 total["layers"] = self._layer_report(mem, io)
         n = len(xi)

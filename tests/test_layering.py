@@ -21,6 +21,8 @@ LAYERS = [
     ("rmsmp.host.quant", "quant"),
     ("rmsmp.host.errors", "quant"),
     ("rmsmp.host.models", "quant"),
+    ("rmsmp.host.wheels", "quant"),
+    ("rmsmp.host.datasets", "quant"),
     ("rmsmp.host", "host"),
     ("rmsmp.rtl", "rtl"),
     ("rmsmp.generator", "generator"),
