@@ -137,8 +137,8 @@ def test_icebreaker_design_puts_its_memory_in_the_four_sprams():
     design = BoardDesign(spec, cfg)
     assert design.memory == "spram" and design.mem_words == 32_768
     il = platform(spec).prepare(design, name="t").files["t.il"]
-    # the core runs on the board's 12 MHz oscillator, no PLL
-    assert il.count("cell \\SB_SPRAM256KA ") == 4 and "SB_PLL40_PAD" not in il
+    # the core runs at 20 MHz from the board's 12 MHz oscillator through the PLL
+    assert il.count("cell \\SB_SPRAM256KA ") == 4 and "SB_PLL40_PAD" in il
     baked = platform(spec).prepare(BoardDesign(spec, cfg, init=[1, 2, 3]), name="t").files["t.il"]
     assert "SB_SPRAM256KA" not in baked
 
@@ -395,10 +395,10 @@ def test_build_report_names_the_bitstream_it_finds(tmp_path):
     spec, cfg = board("icebreaker"), AcceleratorConfig.for_board("icebreaker")
     (tmp_path / "top.bin").write_bytes(b"\x00")
     rep = {"utilization": {"ICESTORM_LC": {"used": 5234, "available": 5280}},
-           "fmax": {"clk": {"achieved": 15.4, "constraint": 12.0}}}
+           "fmax": {"clk": {"achieved": 20.7, "constraint": 20.0}}}
     r = make_report(spec, cfg, rep, 1.0, tmp_path, "top")
     assert r["bitstream"] == str(tmp_path / "top.bin")
-    assert r["fmax_mhz"] == 15.4 and r["timing_met"]
+    assert r["fmax_mhz"] == 20.7 and r["timing_met"]
     assert r["resources"]["LUT"]["used"] == 5234
     assert make_report(spec, cfg, rep, 1.0, tmp_path, "other")["bitstream"] is None
 
