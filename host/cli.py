@@ -2,6 +2,7 @@
 
     rmsmp quantize --model resnet18 --calib random:8x3x32x32 -o r18.rmsmp
     rmsmp quantize --model mypkg.nets:build --weights w.pth --calib calib.pt -o m.rmsmp
+    rmsmp quantize --model resnet8 --calib samples:cifar10 -o r8.rmsmp   # MLPerf Tiny, real images
     rmsmp compile r18.rmsmp -o r18.prog
     rmsmp sim r18.prog --model r18.rmsmp          # runs on Verilator, checks vs golden
     rmsmp sim r18.prog --model other.rmsmp --localize   # on a mismatch: the first layer that differs
@@ -25,9 +26,15 @@ import torch
 from .errors import RmsmpError
 from .quant.api import METHODS
 
+#: name -> (module, factory, input shape, factory keywords); the MLPerf Tiny models come with
+#: their published weights (and take no --num-classes / --weights)
 BUILTIN_MODELS = {
-    "resnet18": ("rmsmp.host.models", "resnet18", (3, 224, 224)),
-    "digits": ("rmsmp.host.models", "DigitsNet", (1, 8, 8)),
+    "resnet18": ("rmsmp.host.models", "resnet18", (3, 224, 224), {}),
+    "digits": ("rmsmp.host.models", "DigitsNet", (1, 8, 8), {}),
+    "lenet": ("rmsmp.host.models", "LeNet", (1, 28, 28), {}),
+    "mobilenet_v2": ("rmsmp.host.models", "mobilenet_v2", (3, 224, 224), {}),
+    "resnet8": ("rmsmp.host.models", "mlperf_tiny", (3, 32, 32), {"name": "resnet8"}),
+    "mobilenet_v1_vww": ("rmsmp.host.models", "mlperf_tiny", (3, 96, 96), {"name": "mobilenet_v1_vww"}),
 }
 
 
@@ -48,8 +55,12 @@ def parse_ratio_arg(text: str) -> dict:
 
 
 def _load_model(spec: str, weights: str | None, num_classes: int | None):
+    kw = {}
     if spec in BUILTIN_MODELS:
-        mod, fn, shape = BUILTIN_MODELS[spec]
+        mod, fn, shape, kw = BUILTIN_MODELS[spec]
+        if kw and (weights or num_classes):
+            raise RmsmpError(f"--model {spec}: the MLPerf Tiny model comes with its published weights "
+                             "(no --weights / --num-classes)")
     else:
         if ":" not in spec:
             raise RmsmpError(f"--model {spec!r}: use a built-in name ({', '.join(BUILTIN_MODELS)}) "
@@ -60,14 +71,33 @@ def _load_model(spec: str, weights: str | None, num_classes: int | None):
         factory = getattr(importlib.import_module(mod), fn)
     except (ImportError, AttributeError) as e:
         raise RmsmpError(f"--model {spec!r}: cannot import ({e})") from None
-    model = factory(num_classes=num_classes) if num_classes else factory()
+    model = factory(num_classes=num_classes, **kw) if num_classes else factory(**kw)
     if weights:
         sd = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(sd.get("state_dict", sd) if isinstance(sd, dict) else sd)
     return model.eval(), shape
 
 
-def _calibration(spec: str, shape, seed: int):
+def _calibration(spec: str, shape, seed: int, model=None):
+    """``--calib``: ``random:N[xCxHxW]``, ``samples:NAME[:N]`` (foolbox's real images),
+    ``mnist:N`` (the first N MNIST training images) or a tensor file.  Real images go
+    through the model's ``preprocess`` when it has one (the MLPerf Tiny models)."""
+    if spec.startswith(("samples:", "mnist:")):
+        from .datasets import mnist, samples
+        kind, _, rest = spec.partition(":")
+        name, _, n = rest.partition(":") if kind == "samples" else ("", "", rest)
+        try:
+            count = int(n) if n else None
+        except ValueError:
+            raise RmsmpError(f"--calib {spec!r}: {n!r} is not a number of images") from None
+        x = samples(name)[0] if kind == "samples" else mnist("train")[0]
+        x = x[:count] if count else x
+        if len(x) == 0:
+            raise RmsmpError(f"--calib {spec!r}: calibrate on at least one image")
+        if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+            raise RmsmpError(f"--calib {spec!r}: images of shape {list(x.shape[1:])}; the model takes {list(shape)}")
+        pre = getattr(model, "preprocess", None)
+        return pre(x) if pre is not None else x
     if spec.startswith("random:"):
         body = spec[len("random:"):]
         n, _, size = body.partition("x")
@@ -107,7 +137,7 @@ def cmd_quantize(a) -> int:
     from .quant.fileio import check_writable
     check_writable(a.output)                     # before the work, not after it
     model, shape = _load_model(a.model, a.weights, a.num_classes)
-    calib = _calibration(a.calib, shape, a.seed)
+    calib = _calibration(a.calib, shape, a.seed, model)
     ratio = parse_ratio_arg(a.ratio) if a.ratio else None
     t = time.perf_counter()
     extra = {"target_compression": a.target_compression} if a.method == "hmq" else {}
@@ -267,11 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rmsmp", description="RMSMP quantization and FPGA accelerator generator")
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("quantize", help="quantize a PyTorch model post-training (RMSMP)")
-    q.add_argument("--model", default="resnet18", help="resnet18 | digits | module.path:callable")
+    q.add_argument("--model", default="resnet18",
+                   help="resnet18 | digits | lenet | mobilenet_v2 | resnet8 | mobilenet_v1_vww | module.path:callable")
     q.add_argument("--weights", help="state_dict file (e.g. torchvision resnet18 weights)")
     q.add_argument("--num-classes", type=int)
     q.add_argument("--calib", default="random:32",
-                   help="calibration tensor file (torch.save of images or [(images, labels)]) or random:N[xCxHxW]")
+                   help="calibration tensor file (torch.save of images or [(images, labels)]), random:N[xCxHxW], "
+                        "samples:cifar10[:N] (real images; also cifar100, mnist, fashion_mnist, imagenet) or mnist:N")
     q.add_argument("--method", default="rmsmp", choices=list(METHODS),
                    help="rmsmp (default) | msqe | mxqn | grad, hmq (need a calibration file of (images, labels))")
     q.add_argument("--target-compression", type=float, default=8.0, help="hmq: weight compression vs fp32")

@@ -91,6 +91,12 @@ BAD_INVOCATIONS = [
     ("quantize --model digits --calib random:4 --ratio pot4=1,pot4=0 --quiet -o {d}/x.rmsmp", "names 'pot4' twice"),
     ("quantize --model digits --calib random:4 --quiet -o {d}/missing/x.rmsmp", "does not exist"),
     ("quantize --model digits --calib random:4 --quiet -o {d}/adir", "is a directory"),
+    ("quantize --model digits --calib samples:cifar10 --quiet -o {d}/x.rmsmp",
+     "images of shape [3, 32, 32]; the model takes [1, 8, 8]"),
+    ("quantize --model digits --calib samples:svhn --quiet -o {d}/x.rmsmp", "sample set 'svhn'"),
+    ("quantize --model digits --calib mnist:x --quiet -o {d}/x.rmsmp", "'x' is not a number of images"),
+    ("quantize --model resnet8 --num-classes 5 --calib samples:cifar10 --quiet -o {d}/x.rmsmp",
+     "comes with its published weights"),
     ("sim {d}/d.prog --images 0", "--images 0: run at least one image"),
     ("sim {d}/d.prog --localize", "--localize compares against golden: give the model with --model"),
     ("sim {d}/d.rmsmp", "not a readable rmsmp program file"),
@@ -107,3 +113,13 @@ def test_bad_input_is_one_line_and_exit_2(digits_files, capsys, args, says):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("rmsmp ") and says in err, err
     assert sorted(p.name for p in d.iterdir()) == before          # nothing written, no temporaries
+
+
+def test_quantize_an_mlperf_tiny_model_on_real_images(tmp_path, capsys):
+    """``--model resnet8 --calib samples:cifar10``: the published weights, calibrated on the
+    real CIFAR-10 images through the model's own preprocessing; ``report`` reads it back."""
+    out = tmp_path / "r8.rmsmp"
+    assert main(["quantize", "--model", "resnet8", "--calib", "samples:cifar10:8", "--quiet", "-o", str(out)]) == 0
+    assert main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mods.depthwise" not in text and "mods.conv2d_8" in text and "mods.dense" in text
