@@ -101,7 +101,7 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
         raise CompileError(f"layer {layer.name!r}: op {layer.op!r} does not run on the conv engine")
     O, Cin = layer.qweight.shape[0], layer.qweight.shape[1]
     cb = math.ceil(Cin / C)
-    OH, OW = window_out({**layer.attrs, "kernel": k, "stride": s, "padding": p}, H, W) if layer.op == "conv" else (1, 1)
+    OH, OW = window_out(layer.attrs, H, W) if layer.op == "conv" else (1, 1)
     if k > MAX_KERNEL or p > field_max(ConvDesc, "pad"):     # (padding after is implied by the output size)
         raise CompileError(f"layer {layer.name!r}: a {k}×{k} kernel with padding {p} exceeds the engine "
                            f"(kernels up to {MAX_KERNEL}, padding up to {field_max(ConvDesc, 'pad')})")

@@ -211,6 +211,14 @@ class Program:
         prog.verify(str(path))
         return prog
 
+    def regions(self, names) -> list[tuple[int, int]]:
+        """(word address, words) of each output region in ``names``."""
+        out = []
+        for name in names:
+            addr, n, width = self.outputs[name]
+            out.append((addr, n * words_per_entry(width, self.bus_width)))
+        return out
+
     def read_entries(self, image, name) -> list[int]:
         """Entries of output ``name`` from a memory image after the run."""
         addr, n, width = self.outputs[name]

@@ -138,22 +138,7 @@ def _layer_sets(pb, cfg, low: LoweredLayer, pwidth: int) -> list[SetSpec]:
         blobs = _make_set(pb, cfg, low, lo, w, p, pwidth, ogs)
         out.append(SetSpec(lo, hi, blobs, half, sum(pb.blob_words(b.blob) for b in blobs)))
 
-    if low.pool_blocks and low.block_w:
-        # a depthwise conv: sets of whole channel blocks, each with its kernel and parameters
-        bw = low.block_w
-        if bw > cfg.weight_depth or og_n > cfg.acc_depth:
-            raise CompileError(f"layer {low.name!r}: a channel block needs {bw} weight and {og_n} parameter "
-                               f"entries, the buffers hold {cfg.weight_depth} and {cfg.acc_depth}")
-        half = bw <= cfg.weight_depth // 2 and og_n <= cfg.acc_depth // 2
-        cap_w = cfg.weight_depth // 2 if half else cfg.weight_depth
-        cap_p = cfg.acc_depth // 2 if half else cfg.acc_depth
-        nb = low.pool_blocks
-        step = _equal_step(nb, max(1, min(nb, cap_w // bw, cap_p // og_n)))
-        for b0 in range(0, nb, step):
-            b1 = min(nb, b0 + step)
-            add(b0, b1, (b0 * bw, b1 * bw), (b0 * og_n, b1 * og_n), half, (b0 * og_n, b1 * og_n))
-        return out
-    if low.pool_blocks:
+    if low.pool_blocks and not low.block_w:
         # a pool on the conv engine: every set holds its one kernel and whole blocks' parameters
         if og_n * per_og > cfg.weight_depth or og_n > cfg.acc_depth:
             raise CompileError(f"layer {low.name!r}: the average pool's kernel needs {og_n * per_og} "
@@ -166,13 +151,22 @@ def _layer_sets(pb, cfg, low: LoweredLayer, pwidth: int) -> list[SetSpec]:
             b1 = min(nb, b0 + step)
             add(b0, b1, (0, og_n * per_og), (b0 * og_n, b1 * og_n), half)
         return out
-    half = per_og <= cfg.weight_depth // 2 and cfg.acc_depth >= 2
+    # sets of whole units, each with its own weights and parameters: an output group, or (a
+    # depthwise conv) a channel block's kernel and its out_groups parameter words
+    if low.block_w:
+        n, wu, gu = low.pool_blocks, low.block_w, og_n
+        if wu > cfg.weight_depth or gu > cfg.acc_depth:
+            raise CompileError(f"layer {low.name!r}: a channel block needs {wu} weight and {gu} parameter "
+                               f"entries, the buffers hold {cfg.weight_depth} and {cfg.acc_depth}")
+    else:
+        n, wu, gu = og_n, per_og, 1
+    half = wu <= cfg.weight_depth // 2 and gu <= cfg.acc_depth // 2
     cap_w = cfg.weight_depth // 2 if half else cfg.weight_depth
     cap_p = cfg.acc_depth // 2 if half else cfg.acc_depth
-    step = _equal_step(og_n, max(1, min(og_n, cap_w // per_og, cap_p)))
-    for og0 in range(0, og_n, step):
-        og1 = min(og_n, og0 + step)
-        add(og0, og1, (og0 * per_og, og1 * per_og), (og0, og1), half, (og0, og1))
+    step = _equal_step(n, max(1, min(n, cap_w // wu, cap_p // gu)))
+    for u0 in range(0, n, step):
+        u1 = min(n, u0 + step)
+        add(u0, u1, (u0 * wu, u1 * wu), (u0 * gu, u1 * gu), half, (u0 * gu, u1 * gu))
     return out
 
 

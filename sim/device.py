@@ -169,14 +169,6 @@ class SimDevice(Device):
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
-    def _regions(self, names) -> list[tuple[int, int]]:
-        from rmsmp.rtl.dma import words_per_entry
-        out = []
-        for name in names:
-            addr, n, width = self.program.outputs[name]
-            out.append((addr, n * words_per_entry(width, self.program.bus_width)))
-        return out
-
     def run_image(self, image: list[int], read: list[str] | None = None) -> list[int]:
         """Run the loaded program on memory ``image``; returns ``image`` with the regions named
         in ``read`` (default: every region the program writes) as the run left them."""
@@ -193,7 +185,7 @@ class SimDevice(Device):
             with open(self._server.load_file, "w") as f:
                 for a, b in runs:
                     f.write(f"@{a:x}\n" + "\n".join(f"{w:08x}" for w in image[a:b]) + "\n")
-        regions = self._regions(read if read is not None else list(self.program.outputs))
+        regions = self.program.regions(read if read is not None else self.program.outputs)
         res = self._server.request({"op": "run", "load": bool(runs), "prog_addr": self.program.prog_addr,
                                     "max_cycles": self.budget, "dumps": [[a, a + n - 1] for a, n in regions if n]})
         if res["timeout"] or res["error"] or not res["done"]:
@@ -206,7 +198,7 @@ class SimDevice(Device):
                                   stopped=True)
             raise RmsmpError(f"the simulated core is neither done nor busy after the run (pc {res['pc']:#x})")
         held = list(image)
-        for addr, n in self._regions(self.program.outputs):    # the run wrote these: unknown unless read
+        for addr, n in self.program.regions(self.program.outputs):    # the run wrote these: unknown unless read
             held[addr:addr + n] = [None] * n
         out = list(image)
         for (addr, n), words in zip([r for r in regions if r[1]], res["dumps"]):
