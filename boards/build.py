@@ -5,7 +5,10 @@ ecppack/icepack), and the utilization/timing report of each build.
 BOARD=… [CONFIG=…] [PROGRAM=…]``) runs :func:`build_bitstream`: the design
 (:mod:`~rmsmp.boards.design`), the tools (:mod:`~rmsmp.boards.toolchain`), the report
 (:mod:`~rmsmp.boards.report`: ``report.json`` and ``report.md`` in the build directory).
-A ``program`` (``rmsmp compile``) is baked into the on-chip RAM's initial contents.
+A ``program`` (``rmsmp compile``) goes into a flash image (``flash.bin``: the bitstream and
+past it the program, which the board copies into its memory after configuration —
+:mod:`~rmsmp.boards.flash`), or with the block-RAM memory (``memory="bram"``) into the
+on-chip RAM's initial contents.
 """
 from __future__ import annotations
 
@@ -16,8 +19,10 @@ from pathlib import Path
 
 from rmsmp.generator.catalog import BoardError, board
 from rmsmp.generator.config import AcceleratorConfig
+from rmsmp.generator.lower import CompileError
 
 from .design import BoardDesign
+from .flash import boot_image, boot_seconds, flash_image
 from .pll import PllError
 from .report import BuildReport, make_report, overuse_error, parse_utilization
 from .toolchain import NAME, abc9_crashed, pnr_defaults, run_build, toolchain_env
@@ -27,7 +32,7 @@ __all__ = ["build_bitstream"]
 
 def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, out_dir=None, program=None,
                     quiet: bool = False, synth_opts=(), pnr_opts=(), memory: str | None = None,
-                    allow_timing_fail: bool = False) -> BuildReport:
+                    allow_timing_fail: bool = False, flash_boot: bool | None = None) -> BuildReport:
     """Build the bitstream of ``cfg`` (default: ``AcceleratorConfig.for_board``) for
     ``board_name`` in ``out_dir``; ``program`` (a :class:`Program`) is baked into the
     on-chip memory; ``memory`` is the backend ("sdram", "spram" or "bram"; default: "bram" with a
@@ -37,11 +42,14 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     misses its clock gets its report written, then :class:`BoardError` naming the Fmax and
     the worst path (``allow_timing_fail``: the report is returned, ``timing_met`` false)."""
     spec = board(board_name)
-    init = program.image if program is not None else ()
+    if program is not None and memory is None and not spec.flash_offset:
+        memory = "bram"                               # no flash to boot from: baked in
+    init = program.image if program is not None and memory == "bram" else ()
     # the backend, and a bad image/backend refused, before anything is built
-    memory, _ = BoardDesign.check(spec, init=init, memory=memory)
+    memory, mem_words = BoardDesign.check(spec, init=init, memory=memory)
     if cfg is None:
-        cfg = AcceleratorConfig.for_board(spec.name, memory=memory)
+        cfg = (AcceleratorConfig.from_dict(program.config) if program is not None and program.config
+               else AcceleratorConfig.for_board(spec.name, memory=memory, flash_boot=flash_boot))
     # the build runs at the config's clock (for_board's default: the board's target): the PLL,
     # the host link's divisor and the SDRAM's timings follow it
     spec = replace(spec, clock_hz=cfg.clock_hz)
@@ -54,6 +62,16 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     if program is not None and program.config_hash != cfg.config_hash:
         raise BoardError(f"program compiled for accelerator {program.config_hash:08x}, the build is "
                          f"{cfg.config_hash:08x} ({cfg.describe()}); recompile for this config")
+    boot = None
+    if program is not None and not init:              # a flash image: refused before the build if it cannot fit
+        if flash_boot is False:
+            raise BoardError("a program to boot from the flash needs the flash boot unit (flash_boot=False given)")
+        flash_boot = spec.boots_from_flash(True)
+        try:
+            boot = boot_image(program, mem_words)
+        except CompileError as e:
+            raise BoardError(f"{spec.name}'s {memory} cannot boot this program: {e}") from None
+        flash_image(spec, b"", boot)
     out = Path(out_dir or Path("build") / spec.name)
     out.mkdir(parents=True, exist_ok=True)
     env = toolchain_env(spec)
@@ -67,7 +85,7 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     pnr_opts = pnr_defaults(spec, pnr_opts)
     if "--timing-allow-fail" not in pnr_opts:        # routed but slow: a report, then our error
         pnr_opts = [*pnr_opts, "--timing-allow-fail"]
-    design = lambda: BoardDesign(spec, cfg, init=init, memory=memory)  # noqa: E731
+    design = lambda: BoardDesign(spec, cfg, init=init, memory=memory, flash_boot=flash_boot)  # noqa: E731
     rc, text = run_build(spec, design, out, env, synth_opts, pnr_opts)
     if rc and abc9_crashed(out) and spec.family == "ecp5":
         # yosys 0.70's ABC9 reintegration trips an internal assertion on some designs (the
@@ -83,13 +101,26 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     if rc:
         util = parse_utilization(tim)
         if any(a and u > a for u, a in util.values()) or "Unable to place" in tim:
-            raise overuse_error(spec, cfg, tim)
+            err = overuse_error(spec, cfg, tim)
+            if spec.boots_from_flash(flash_boot) and not spec.flash_boot_default:
+                err = BoardError(f"{err} With the flash boot unit the core must leave it room: size it with "
+                                 f"AcceleratorConfig.for_board('{spec.name}', flash_boot=True) (rmsmp config --board "
+                                 f"{spec.name} --flash-boot) and compile the program for that config.")
+            raise err
         raise BoardError(f"the {spec.name} build failed (exit {rc}); last lines of its logs ({out}):\n"
                          + "\n".join((text + tim).splitlines()[-25:]))
     rep = json.loads((out / f"{NAME}.report.json").read_text())
     report = make_report(spec, cfg, rep, time.perf_counter() - t0, out, NAME)
     report.update(synth_opts=" ".join(synth_opts), pnr_opts=" ".join(pnr_opts), memory=memory,
-                  memory_words=spec.memory_words(memory))
+                  memory_words=spec.memory_words(memory), flash_boot=spec.boots_from_flash(flash_boot))
+    if boot is not None:
+        bitstream = Path(report["bitstream"]).read_bytes()
+        (out / "program.bin").write_bytes(boot)
+        (out / "flash.bin").write_bytes(flash_image(spec, bitstream, boot))
+        report.update(flash={"image": str(out / "flash.bin"), "program_image": str(out / "program.bin"),
+                             "bitstream_bytes": len(bitstream), "program_offset": spec.flash_offset,
+                             "program_bytes": len(boot), "program_fingerprint": f"{program.fingerprint():016x}",
+                             "boot_s": round(boot_seconds(program, spec, boot), 3)})
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(report.markdown())
     if not report["timing_met"] and not allow_timing_fail:

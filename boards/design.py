@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import replace
 
-from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
 from amaranth.lib import io
 
 from rmsmp.generator.catalog import BoardError, BoardSpec
@@ -31,7 +31,7 @@ class BoardDesign(Elaboratable):
     board's default backend."""
 
     def __init__(self, spec: BoardSpec, cfg: AcceleratorConfig, *, init=(), mem_words: int | None = None,
-                 memory: str | None = None):
+                 memory: str | None = None, flash_boot: bool | None = None):
         # the design runs at the config's clock (the PLL, the link divisor, the SDRAM timings)
         self.spec, self.cfg = replace(spec, clock_hz=cfg.clock_hz), cfg
         spec = self.spec
@@ -40,11 +40,13 @@ class BoardDesign(Elaboratable):
         except BoardError:
             self._MustUse__silence = True          # refused: never to be elaborated
             raise
+        # with the flash boot unit where asked (default: the board's)
+        self.flash = flash = spec.flash_boot() if spec.boots_from_flash(flash_boot) else None
         if self.memory == "sdram":
-            self.top = BoardTop(cfg, divisor=spec.divisor(), sdram=(spec.sdram, spec.sdram_timing()))
+            self.top = BoardTop(cfg, divisor=spec.divisor(), sdram=(spec.sdram, spec.sdram_timing()), flash=flash)
         else:
             self.top = BoardTop(cfg, mem_words=self.mem_words, divisor=spec.divisor(), init=init,
-                                single_port=self.memory == "spram")
+                                single_port=self.memory == "spram", flash=flash)
 
     @staticmethod
     def check(spec: BoardSpec, *, init=(), mem_words: int | None = None, memory: str | None = None):
@@ -105,7 +107,27 @@ class BoardDesign(Elaboratable):
         m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx), led0.o.eq(top.led_busy), led1.o.eq(top.led_done)]
         if self.memory == "sdram":
             self._sdram_pins(m, platform.request("sdram", 0, dir="-"), top.sdram)
+        if self.flash:
+            self._flash_pins(m, platform, top.flash)
         return m
+
+    def _flash_pins(self, m, platform, pins):
+        """The configuration flash on the board top's ``flash`` pins, in single-bit SPI (the
+        write-protect and hold pins held inactive).  On ECP5 its clock pin is the
+        configuration clock, reached after configuration through the ``USRMCLK`` primitive."""
+        if self.spec.family == "ecp5":
+            res = platform.request("spi_flash", 0, dir="-")
+            m.submodules.flash_clk = Instance("USRMCLK", i_USRMCLKI=pins.sck, i_USRMCLKTS=0)
+        else:
+            res = platform.request("spi_flash_1x", 0, dir="-")
+            m.submodules.flash_sck = sck = io.Buffer("o", res.clk)
+            m.d.comb += sck.o.eq(pins.sck)
+        bufs = {"cs": ("o", pins.cs), "copi": ("o", pins.copi), "wp": ("o", 0), "hold": ("o", 0)}
+        for name, (d, value) in bufs.items():             # (cs, wp, hold: active-low pins, inverted by the buffers)
+            m.submodules[f"flash_{name}"] = buf = io.Buffer(d, getattr(res, name))
+            m.d.comb += buf.o.eq(value)
+        m.submodules.flash_cipo = cipo = io.Buffer("i", res.cipo)
+        m.d.comb += pins.cipo.eq(cipo.i)
 
     @staticmethod
     def _sdram_pins(m, res, pins):

@@ -33,6 +33,11 @@ class BuildReport(dict):
                   f"({'met' if r['timing_met'] else 'NOT met'}); peak {r['peak_macs_per_cycle']} MACs/cycle = "
                   f"{r['peak_gmacs_at_target']:.2f} GMAC/s at the target clock.",
                   f"Build {r['build_s']:.0f} s; bitstream {r['bitstream']}."]
+        if r.get("flash"):
+            fl = r["flash"]
+            lines.append(f"Flash image {fl['image']}: the bitstream ({fl['bitstream_bytes']:,} bytes) at 0, the "
+                         f"program {fl['program_fingerprint']} ({fl['program_bytes']:,} bytes, {fl['program_image']}) "
+                         f"at {fl['program_offset']:#x}; the board boots it in ~{fl['boot_s']:.2f} s.")
         for c in r.get("critical_paths", [])[:3]:
             lines.append(f"Critical path ({c['clocks']}): {c['delay_ns']:.2f} ns ({c['logic_ns']:.2f} logic, "
                          f"{c['routing_ns']:.2f} routing) from {c['from_cell']} to {c['to_cell']}, "

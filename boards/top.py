@@ -14,12 +14,18 @@ takes commands and write data in the middle of the cycle they are on the pins, a
 read data is captured by an input register here: the controller's read latency is then
 the CAS latency.
 
+Boot from flash (``flash``: the program's offset and the SPI reader's timing): after reset
+:class:`~rmsmp.rtl.flash_boot.FlashBoot` feeds the program stored in the board's SPI flash
+(``flash`` pins) to the bridge as if it came over the UART, and the bridge writes it to
+memory; the UART is cut off from the bridge until the copy ends (the host's requests meanwhile
+go unanswered: it retries), and STATUS tells how it went.
+
 Memory sharing: the host link reaches the memory only while the core is idle (the bridge
 answers ``BUSY`` otherwise), so the port is switched by the core's ``busy`` flag.
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -29,6 +35,7 @@ from rmsmp.rtl.burst_ram import BurstRam
 from rmsmp.rtl.core import Core
 from rmsmp.rtl.csr import CsrBank
 from rmsmp.rtl.dma import mem_port_signature, mux_mem_ports
+from rmsmp.rtl.flash_boot import FlashBoot, spi_signature
 from rmsmp.rtl.sdram import PIN_NAMES, SdramController, SdramGeometry, SdramTiming, sdram_pins_signature
 from rmsmp.rtl.uart import UartRx, UartTx
 
@@ -41,11 +48,12 @@ READ_FIFO_DEPTH = 3
 class BoardTop(wiring.Component):
     """``cfg``'s core and a UART host link at ``clk / divisor`` baud, with ``mem_words`` of
     on-chip memory (``init``: a baked-in image) or, given ``sdram=(geometry, timing)``, an
-    SDR SDRAM (``mem_words`` is then the chip's size)."""
+    SDR SDRAM (``mem_words`` is then the chip's size); ``flash`` ({"offset", "half",
+    "wake_cycles"} of :class:`~rmsmp.rtl.flash_boot.FlashBoot`): boot from the SPI flash."""
 
     def __init__(self, cfg, *, mem_words: int | None = None, divisor: int, init=(), max_burst: int = MAX_BURST,
                  link_timeout: int = 1 << 20, sdram: tuple[SdramGeometry, SdramTiming] | None = None,
-                 single_port: bool = False):
+                 single_port: bool = False, flash: dict | None = None):
         if cfg.bus_width != 32:
             raise ValueError("the board memory backends are 32 bits wide")
         if sdram is not None and init:
@@ -60,9 +68,12 @@ class BoardTop(wiring.Component):
         self._burst = max_burst
         self._timeout = link_timeout
         self._single = single_port
+        self._flash = flash
         members = {"rx": In(1, init=1), "tx": Out(1, init=1), "led_busy": Out(1), "led_done": Out(1)}
         if sdram:
             members["sdram"] = Out(sdram_pins_signature(sdram[0]))
+        if flash:
+            members["flash"] = Out(spi_signature())
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -84,10 +95,27 @@ class BoardTop(wiring.Component):
             m.submodules.mem = mem = BurstRam(depth=self.mem_words, bus_width=32, init=self._init,
                                               single_port=self._single)
 
-        wiring.connect(m, urx.data, br.rx)
-        wiring.connect(m, br.tx, utx.data)
         wiring.connect(m, br.csr, csr.bus)
-        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), br.rx_error.eq(urx.error), br.core_busy.eq(core.busy)]
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), br.core_busy.eq(core.busy)]
+        if self._flash:
+            # the bridge takes the flash's frames while booting (its answers go nowhere), then the UART's
+            m.submodules.boot = boot = FlashBoot(config_hash=self._cfg.config_hash, **self._flash)
+            wiring.connect(m, boot.spi, wiring.flipped(self.flash))
+            booting = boot.booting
+            m.d.comb += [boot.listening.eq(br.listening), boot.at_sync.eq(br.at_sync),
+                         boot.answered.eq(br.answered), boot.answer_ok.eq(br.answer_ok),
+                         csr.boot_ok.eq(boot.ok), csr.boot_bad.eq(boot.bad)]
+            with m.If(booting):
+                m.d.comb += [br.rx.valid.eq(boot.valid), br.rx.payload.eq(boot.byte), br.tx.ready.eq(1)]
+            with m.Else():
+                m.d.comb += [br.rx.valid.eq(urx.data.valid), br.rx.payload.eq(urx.data.payload),
+                             br.rx_error.eq(urx.error), utx.data.valid.eq(br.tx.valid),
+                             utx.data.payload.eq(br.tx.payload), br.tx.ready.eq(utx.data.ready)]
+        else:
+            booting = Const(0)
+            wiring.connect(m, urx.data, br.rx)
+            wiring.connect(m, br.tx, utx.data)
+            m.d.comb += br.rx_error.eq(urx.error)
         m.d.comb += [core.start.eq(csr.start), core.prog_addr.eq(csr.prog_addr), csr.busy.eq(core.busy),
                      csr.done.eq(core.done), csr.id.eq(core.id), csr.cycles.eq(core.cycles),
                      csr.mac_beats.eq(core.mac_beats), csr.pc.eq(core.pc), csr.error.eq(core.error)]
@@ -111,5 +139,5 @@ class BoardTop(wiring.Component):
             m.d.sync += done.eq(1)
         with m.If(csr.start):
             m.d.sync += done.eq(0)
-        m.d.comb += [self.led_busy.eq(core.busy), self.led_done.eq(done)]
+        m.d.comb += [self.led_busy.eq(core.busy | booting), self.led_done.eq(done)]
         return m

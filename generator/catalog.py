@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from rmsmp.host.errors import RmsmpError
 from rmsmp.rtl.bridge import MAX_BURST
+from rmsmp.rtl.flash_boot import boot_timing
 from rmsmp.rtl.sdram import SdramGeometry, SdramTiming
 
 from .cost import memory_blocks
@@ -61,6 +62,28 @@ class BoardSpec:
     #: 32-bit words of the device's single-port RAM (iCE40 UltraPlus SPRAM), if any: then
     #: the default backend where there is no SDRAM (no block RAM, no baked-in image)
     spram_words: int = 0
+    #: the SPI flash that configures the device: its size, and the byte offset past the
+    #: bitstream where a program to boot with is stored (0: the board does not boot programs)
+    flash_bytes: int = 0
+    flash_offset: int = 0
+    #: whether the board top boots from the flash unless told (``flash_boot=``), and the LUTs
+    #: its boot unit takes (measured: the iCEBreaker top with and without it, 4,716 and 4,425)
+    flash_boot_default: bool = True
+    flash_boot_luts: int = 300
+
+    def boots_from_flash(self, flash_boot: bool | None = None) -> bool:
+        """``flash_boot`` checked against the board (None: its default)."""
+        if flash_boot and not self.flash_offset:
+            raise BoardError(f"{self.name} cannot boot a program from its flash (no program offset in it)")
+        return bool(self.flash_offset) and (self.flash_boot_default if flash_boot is None else flash_boot)
+
+    def flash_boot(self, clock_hz: float | None = None) -> dict | None:
+        """The board top's flash boot parameters at ``clock_hz`` (default: the target):
+        {"offset", "half", "wake_cycles"} (:class:`rmsmp.rtl.flash_boot.FlashBoot`)."""
+        if not self.flash_offset:
+            return None
+        half, wake = boot_timing(clock_hz or self.clock_hz)
+        return {"offset": self.flash_offset, "half": half, "wake_cycles": wake}
 
     @property
     def memories(self) -> tuple:
@@ -84,13 +107,15 @@ class BoardSpec:
         """The SDRAM's timings in cycles of the target clock (datasheet nanoseconds)."""
         return SdramTiming.at(self.clock_hz)
 
-    def core_budget(self, memory: str | None = None) -> dict:
+    def core_budget(self, memory: str | None = None, flash_boot: bool | None = None) -> dict:
         """{"LUT", "DSP", "BRAM"} left for the core beside the board top: the bridge's burst
-        buffer, and with on-chip block-RAM memory the memory itself, take block RAMs."""
+        buffer, and with on-chip block-RAM memory the memory itself, take block RAMs; the
+        flash boot unit (``flash_boot``, default: the board's) takes LUTs."""
         mem = memory_blocks(32, MAX_BURST, self.family)
         if self.memory(memory) == "bram":
             mem += memory_blocks(32, self.mem_words, self.family)
-        return {"LUT": int(self.budget.luts * self.lut_share) - self.top_luts, "DSP": self.budget.dsps,
+        top = self.top_luts + (self.flash_boot_luts if self.boots_from_flash(flash_boot) else 0)
+        return {"LUT": int(self.budget.luts * self.lut_share) - top, "DSP": self.budget.dsps,
                 "BRAM": self.budget.brams - mem}
 
     def link_baud(self, clock_hz: float | None = None) -> int:
@@ -132,7 +157,11 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
               clk_in_hz=25e6, clock_hz=12_500_000, max_baud=3_000_000, mem_words=16_384,   # FT231X
               platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
               programmer="openFPGALoader", programmer_env="OPENFPGALOADER",
-              sdram=SdramGeometry(row_bits=13, col_bits=9, bank_bits=2)),     # AS4C16M16SA, 32 MB
+              sdram=SdramGeometry(row_bits=13, col_bits=9, bank_bits=2),      # AS4C16M16SA, 32 MB
+              # 16 MB SPI flash (IS25LP128); the 85F's bitstream is under 3 MiB.  The board top's
+              # 4,000-LUT allowance (an estimate with margin) is split: 300 for the flash boot
+              # unit (as measured on the iCE40), the rest for the link and SDRAM control
+              flash_bytes=16 << 20, flash_offset=0x300000, top_luts=3_700, flash_boot_luts=300),
     BoardSpec("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K)", "ice40", "iCE40UP5K-SG48",
               Budget(luts=5_280, ffs=5_280, dsps=8, brams=30, cells=ICE40_CELLS),
               # the core at 20 MHz from the 12 MHz oscillator through the PLL (the default core's
@@ -146,7 +175,12 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
               # into 5,136 cells (0.86 LUT per cell, 97.3 % of the device), Fmax 16.0 MHz
               # against 12.  A build of that core at 98.6 % of the cells (5,205) also routed
               # and met timing (16.2 MHz), so LUTs may take up to 0.86 × 0.986 = 0.848 of them
-              lut_share=0.848, top_luts=940),
+              lut_share=0.848, top_luts=940,
+              # 16 MB SPI flash (W25Q128JV); the UP5K's bitstream is 104 KB.  The boot unit is
+              # built when asked (flash_boot=True, or a build with a program to boot): the
+              # default core fills the device, and a core sized to leave room for it has half
+              # the MACs (3 instead of 6 a cycle)
+              flash_bytes=16 << 20, flash_offset=0x100000, flash_boot_default=False, flash_boot_luts=300),
 )}
 
 

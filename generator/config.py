@@ -164,7 +164,8 @@ class AcceleratorConfig:
     @classmethod
     def for_board(cls, board: str, ratio: dict | None = None, *, memory: str | None = None,
                   split_fix: bool = False, act_bits: int = 4, lut_fix: bool = False,
-                  edge_fraction: float = 0.0, clock_hz: int | None = None) -> "AcceleratorConfig":
+                  edge_fraction: float = 0.0, clock_hz: int | None = None,
+                  flash_boot: bool | None = None) -> "AcceleratorConfig":
         """The accelerator with the most MACs/cycle that fits ``board``'s LUT/DSP/block-RAM
         budget beside the board top (host link, and with ``memory="bram"`` the on-chip
         memory; default: the board's SDRAM if it has one), by the synthesis-calibrated cost
@@ -197,7 +198,11 @@ class AcceleratorConfig:
 
         ``clock_hz``: the design's clock (default: the board's target clock,
         ``board(name).clock_hz``); a build runs its PLL there and derives the host link's
-        rate and divisor and the SDRAM's timings from it."""
+        rate and divisor and the SDRAM's timings from it.
+
+        ``flash_boot``: leave room for the board top's flash boot unit (a board that copies a
+        program from its flash at power-up: ``make bitstream PROGRAM=…``); default: the
+        board's (the ULX3S has it, the iCEBreaker only when asked — it halves its core)."""
         from .catalog import BoardError
         from .catalog import board as board_spec
         from .cost import COLUMNS, PIXELS, calibrated_lut_fix, calibrated_narrow_pot, family_params
@@ -213,7 +218,7 @@ class AcceleratorConfig:
             raise ConfigError(f"for_board ratio: {e}") from None
         if not isinstance(edge_fraction, (int, float)) or not 0 <= edge_fraction < 1:
             raise ConfigError(f"for_board: edge_fraction must be a number in [0, 1), got {edge_fraction!r}")
-        avail = spec.core_budget(memory)
+        avail = spec.core_budget(memory, flash_boot)
         _check_int("act_bits", act_bits, 2, 8)
         lut = ()
         if lut_fix:

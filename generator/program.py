@@ -17,8 +17,8 @@ from rmsmp.rtl.isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode
 from .layout import pack_activations
 from .lower import CompileError, LoweredLayer, lower_conv, lower_vec
 
-__all__ = ["Program", "CorruptProgramError", "ProgramIO", "TensorSlot", "RowMap", "ProgramBuilder", "split_words",
-           "layer_program", "vec_program"]
+__all__ = ["Program", "CorruptProgramError", "RESIDENT_WORDS", "RESIDENT_MAGIC", "ProgramIO", "TensorSlot", "RowMap",
+           "ProgramBuilder", "split_words", "layer_program", "vec_program"]
 
 
 def split_words(value: int, width: int, bus: int) -> list[int]:
@@ -125,6 +125,11 @@ class ProgramIO:
                    dict(d.get("tensors", {})))
 
 
+#: words at the top of a board's memory that name the program it holds (``Program.resident_record``)
+RESIDENT_WORDS = 8
+RESIDENT_MAGIC = int.from_bytes(b"RRES", "little")
+
+
 class CorruptProgramError(CompileError):
     """A program file or object whose contents do not match its checksum, or that cannot be read."""
 
@@ -210,6 +215,45 @@ class Program:
                                       f"({type(e).__name__}: {e})") from None
         prog.verify(str(path))
         return prog
+
+    # -- the resident record: which program a board's memory holds -------------------------
+    def fingerprint(self) -> int:
+        """64 bits of the program's :meth:`digest` (its identity on a board)."""
+        return int((self.checksum or self.digest())[:16], 16)
+
+    @staticmethod
+    def resident_addr(mem_words: int) -> int:
+        """Word address of the resident record in a memory of ``mem_words``."""
+        return mem_words - RESIDENT_WORDS
+
+    def resident_record(self, mem_words: int) -> list[int]:
+        """The words a board's memory holds at :meth:`resident_addr` when it holds this
+        program (written after a complete upload or flash boot), or a ``CompileError`` if the
+        image leaves no room for them."""
+        if len(self.image) > self.resident_addr(mem_words):
+            raise CompileError(f"the program's memory image ({len(self.image):,} words) leaves no room for the "
+                               f"{RESIDENT_WORDS}-word resident record at the top of the {mem_words:,}-word memory")
+        fp = self.fingerprint()
+        words = [RESIDENT_MAGIC, fp & 0xFFFFFFFF, fp >> 32, self.config_hash, len(self.image), self.prog_addr]
+        check = RESIDENT_MAGIC
+        for w in words:
+            check = (check * 0x01000193 ^ w) & 0xFFFFFFFF
+        return words + [check, 0]
+
+    @staticmethod
+    def parse_resident(words) -> dict | None:
+        """{"fingerprint", "config_hash", "words", "prog_addr"} from a resident record read
+        back, or None when the words are not one (memory after power-up, an image over it)."""
+        words = [int(w) for w in words]
+        if len(words) < RESIDENT_WORDS - 1 or words[0] != RESIDENT_MAGIC:
+            return None
+        check = RESIDENT_MAGIC
+        for w in words[:6]:
+            check = (check * 0x01000193 ^ w) & 0xFFFFFFFF
+        if check != words[6]:
+            return None
+        return {"fingerprint": words[1] | words[2] << 32, "config_hash": words[3], "words": words[4],
+                "prog_addr": words[5]}
 
     def regions(self, names) -> list[tuple[int, int]]:
         """(word address, words) of each output region in ``names``."""

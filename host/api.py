@@ -25,14 +25,21 @@ def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape=None, 
     return _compile(qm, cfg, shape, batch=batch)
 
 
+def _program(program):
+    """A :class:`Program`, or one read from its file."""
+    return program if isinstance(program, Program) else Program.load(program)
+
+
 def open_device(target: str, cfg: AcceleratorConfig | None = None, *, board: str | None = None,
-                memory: str | None = None, **kw) -> Device:
+                memory: str | None = None, program=None, **kw) -> Device:
     """A device to run programs on: ``"sim"`` (the Verilator model of ``cfg``) or
     ``"serial:PORT"`` (a board programmed with ``make bitstream BOARD=…``, reached over its
     USB-UART; ``board`` names it, ``memory`` the backend it was built with (default: the
     board's default, e.g. the ULX3S's SDRAM), ``cfg`` defaults to
     ``AcceleratorConfig.for_board(board, memory=memory)`` and is checked against the board's
-    ID register).
+    ID register).  ``program`` (a :class:`Program` or its file): with a board, the program it
+    already holds — booted from its flash (``make bitstream PROGRAM=…``) or uploaded earlier —
+    used without an upload, or refused naming what the board holds; with the simulator, loaded.
 
     Example::
 
@@ -45,7 +52,10 @@ def open_device(target: str, cfg: AcceleratorConfig | None = None, *, board: str
         if cfg is None:
             raise RmsmpError("open_device('sim', cfg): the simulator needs an AcceleratorConfig")
         from rmsmp.sim.device import SimDevice
-        return SimDevice(cfg, board=board, **kw)
+        dev = SimDevice(cfg, board=board, **kw)
+        if program is not None:
+            dev.load(_program(program))
+        return dev
     if target.startswith("serial:"):
         from .link import LinkClient, SerialTransport
         from .serial_device import SerialDevice
@@ -57,6 +67,9 @@ def open_device(target: str, cfg: AcceleratorConfig | None = None, *, board: str
         memory = spec.memory(memory)
         cfg = cfg or AcceleratorConfig.for_board(spec.name, memory=memory)
         link = LinkClient(SerialTransport(port, kw.pop("baud", spec.link_baud(cfg.clock_hz))))
-        return SerialDevice(link, cfg, mem_words=spec.memory_words(memory), name=f"{spec.name} on {port}",
-                            memory=memory, **kw)
+        dev = SerialDevice(link, cfg, mem_words=spec.memory_words(memory), name=f"{spec.name} on {port}",
+                           memory=memory, **kw)
+        if program is not None:
+            dev.attach(_program(program))
+        return dev
     raise RmsmpError(f"unknown device {target!r}; available: 'sim', 'serial:PORT'")

@@ -265,10 +265,10 @@ def cmd_build(a) -> int:
         if cfg is not None and cfg.clock_hz != clock:
             raise BoardError(f"--clock-mhz {a.clock_mhz:g} but the config {a.config!r} is for "
                              f"{cfg.clock_hz / 1e6:g} MHz (size it with rmsmp config --clock-mhz)")
-        cfg = cfg or AcceleratorConfig.for_board(spec.name, memory=a.memory, clock_hz=clock)
+        cfg = cfg or AcceleratorConfig.for_board(spec.name, memory=a.memory, clock_hz=clock, flash_boot=a.flash_boot)
     program = Program.load(a.program) if a.program else None
     r = build_bitstream(spec.name, cfg, out_dir=a.output, program=program, synth_opts=a.synth_opts.split(),
-                        pnr_opts=a.pnr_opts.split(), memory=a.memory)
+                        pnr_opts=a.pnr_opts.split(), memory=a.memory, flash_boot=a.flash_boot)
     print(r.markdown())
     return 0
 
@@ -282,9 +282,10 @@ def cmd_config(a) -> int:
     ratio = {k: float(v) for k, v in parse_ratio_arg(a.ratio).items()} if a.ratio else None
     cfg = AcceleratorConfig.for_board(a.board, ratio, memory=a.memory, split_fix=a.split_fix, act_bits=a.act_bits,
                                       lut_fix=a.lut_fix, edge_fraction=a.edge_fraction,
-                                      clock_hz=None if a.clock_mhz is None else round(a.clock_mhz * 1e6))
+                                      clock_hz=None if a.clock_mhz is None else round(a.clock_mhz * 1e6),
+                                      flash_boot=a.flash_boot)
     spec = board(a.board)
-    est, avail = estimate(cfg, spec.family), spec.core_budget(a.memory)
+    est, avail = estimate(cfg, spec.family), spec.core_budget(a.memory, a.flash_boot)
     print(cfg.describe())
     print("estimated core: " + ", ".join(f"{k} {est[k]:,}/{avail[k]:,}" for k in ("LUT", "DSP", "BRAM")))
     if a.output:
@@ -337,7 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build a board's bitstream with the open toolchain (yosys, nextpnr)")
     b.add_argument("--board", help="ulx3s-85f | icebreaker")
     b.add_argument("--config", help="AcceleratorConfig JSON (default: AcceleratorConfig.for_board)")
-    b.add_argument("--program", help="a compiled program (rmsmp compile) to bake into the on-chip memory")
+    b.add_argument("--program", help="a compiled program (rmsmp compile) for the board to boot with: written into "
+                                     "flash.bin beside the bitstream (with --memory bram: baked into the on-chip RAM)")
+    b.add_argument("--flash-boot", action="store_true", default=None,
+                   help="build the unit that boots a program from the board's flash (default: with --program; "
+                        "the ULX3S always has it)")
     b.add_argument("-o", "--output", help="build directory (default build/<board>)")
     b.add_argument("--memory", choices=("sdram", "spram", "bram"),
                    help="memory backend (default: the board's SDRAM or SPRAM if it has one; block RAM with --program)")
@@ -365,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the network's MACs in all-fix8 edge layers (ResNet-18: 0.065): maximize "
                         "MACs/cycle on that mix instead of the peak")
     k.add_argument("--clock-mhz", type=float, help="the design's clock (default: the board's target clock)")
+    k.add_argument("--flash-boot", action="store_true", default=None,
+                   help="leave room for the unit that boots a program from the board's flash (make bitstream "
+                        "PROGRAM=…; default: the board's — the ULX3S has it, the iCEBreaker only when asked)")
     k.add_argument("-o", "--output", help="write the config JSON here")
     k.set_defaults(func=cmd_config)
     return p

@@ -9,10 +9,9 @@ response for another sequence number is discarded.  What cannot be recovered rai
 """
 from __future__ import annotations
 
-import binascii
 import struct
 
-from rmsmp.rtl.bridge import MAX_BURST, SYNC_REQ, SYNC_RESP, Cmd, RequestHeader, ResponseHeader, Status
+from rmsmp.rtl.bridge import MAX_BURST, SYNC_RESP, Cmd, ResponseHeader, Status, crc16, encode_request
 from rmsmp.rtl.csr import CsrAddr
 
 from .errors import RmsmpError
@@ -24,20 +23,7 @@ class LinkError(RmsmpError):
     """The board link failed (no answer, persistent errors, refused request)."""
 
 
-REQUEST_BYTES = RequestHeader.as_shape().size // 8
 RESPONSE_BYTES = ResponseHeader.as_shape().size // 8
-
-
-def crc16(data: bytes) -> int:
-    """The link's CRC (:data:`rmsmp.rtl.bridge.LINK_CRC`, CRC-16/IBM-3740), computed by
-    ``binascii.crc_hqx`` — the same function, in C (tests/test_link.py checks they agree)."""
-    return binascii.crc_hqx(bytes(data), 0xFFFF)
-
-
-def encode_request(cmd: Cmd, seq: int, addr: int, length: int, words=()) -> bytes:
-    head = RequestHeader.const({"cmd": int(cmd), "seq": seq & 0xFF, "addr": addr, "len": length})
-    body = head.as_bits().to_bytes(REQUEST_BYTES, "little") + b"".join(struct.pack("<I", w) for w in words)
-    return bytes([SYNC_REQ]) + body + struct.pack(">H", crc16(body))
 
 
 #: statuses worth another try: the frame was damaged on the way

@@ -7,14 +7,26 @@
 
 ``load`` uploads the whole image once; ``run`` sends only the words that differ from what
 the board holds (the inputs), starts the program, polls ``done`` and reads back only the
-output regions.  Everything goes through :class:`rmsmp.host.link.LinkClient`, the code the
-board-top simulation test drives through the UART pins.
+output regions.
+
+A board remembers which program its memory holds in a resident record at the top of its
+memory (:meth:`Program.resident_record`), written by the host after an upload and by the
+board itself when it boots a program from its flash (``make bitstream PROGRAM=…``,
+:mod:`rmsmp.boards.flash`).  ``load`` skips the upload when the program is resident;
+``attach(program)`` (``open_device(…, program=…)``) runs the resident program and refuses,
+saying what the board holds, when it is another.
+
+Everything goes through :class:`rmsmp.host.link.LinkClient`, the code the board-top
+simulation test drives through the UART pins.
 """
 from __future__ import annotations
 
 import time
 
-from rmsmp.generator.program import Program
+import torch
+
+from rmsmp.generator.layout import pack_activation_words
+from rmsmp.generator.program import RESIDENT_WORDS, Program
 from rmsmp.generator.runtime import Device, ProgramMismatchError, changed_runs
 from rmsmp.rtl.csr import CsrAddr, Ctrl, Status
 
@@ -29,7 +41,8 @@ class SerialDevice(Device):
     register (a board built for another configuration is refused)."""
 
     def __init__(self, link: LinkClient, cfg, *, mem_words: int, progress: bool = True,
-                 run_timeout: float = 600.0, poll_s: float = 0.01, name: str = "board", memory: str = "ideal"):
+                 run_timeout: float = 600.0, poll_s: float = 0.01, name: str = "board", memory: str = "ideal",
+                 boot_wait: float = 60.0):
         super().__init__(cfg)
         self.memory = "sdram" if memory == "sdram" else "ideal"      # for the cycle budget
         self.link = link
@@ -40,7 +53,7 @@ class SerialDevice(Device):
         self.name = name
         self._held: list[int] | None = None          # what the board's memory holds (as uploaded)
         self._expect_done = False                     # a run completed: STATUS.done stays set until a reset
-        board_id = self.board_id()
+        board_id = self._wait_for_board(boot_wait)
         if board_id != cfg.config_hash:
             raise ProgramMismatchError(
                 f"{name} runs accelerator {board_id:08x}, not {cfg.config_hash:08x} ({cfg.describe()}): "
@@ -48,6 +61,69 @@ class SerialDevice(Device):
 
     def board_id(self) -> int:
         return self.link.read_csr(CsrAddr.ID)
+
+    def _wait_for_board(self, boot_wait: float) -> int:
+        """The board's ID, waiting up to ``boot_wait`` s for a board that copies a program from
+        its flash after configuration (its link answers once the copy is done)."""
+        t0 = time.perf_counter()
+        while True:
+            try:
+                return self.board_id()
+            except LinkError:
+                if time.perf_counter() - t0 > boot_wait:
+                    raise LinkError(f"{self.name} does not answer (waited {boot_wait:g} s, also for a boot from "
+                                    f"its flash): is the bitstream loaded and the port right?") from None
+
+    def resident(self) -> dict | None:
+        """What the board's memory holds: {"fingerprint", "config_hash", "words", "prog_addr",
+        "from_flash"} (the program's record, :meth:`Program.parse_resident`), or None."""
+        st = self._status()
+        if st.busy:
+            raise LinkError(f"{self.name} is busy running a program; wait for it or reset the board")
+        rec = Program.parse_resident(self.link.read_mem(Program.resident_addr(self.mem_words), RESIDENT_WORDS))
+        if rec is not None:
+            rec["from_flash"] = bool(st.boot_ok)
+        return rec
+
+    def _resident_is(self, program: Program, rec: dict | None) -> bool:
+        return (rec is not None and rec["fingerprint"] == program.fingerprint()
+                and rec["config_hash"] == program.config_hash and rec["words"] == len(program.image))
+
+    def _use_resident(self, program: Program) -> None:
+        """The board holds ``program``: what a run changes (inputs, outputs, workspace) is unknown."""
+        held = list(program.image)
+        io = program.io
+        if io is not None:
+            for slot in io.inputs:
+                n = len(pack_activation_words(torch.zeros(slot.shape, dtype=torch.int64), self.cfg.columns,
+                                              program.bus_width))
+                held[slot.addr:slot.addr + n] = [None] * n
+        for addr, n in program.regions(program.outputs):
+            held[addr:addr + n] = [None] * n
+        self._held = held
+        self._expect_done = False
+        self.program = program
+
+    def attach(self, program: Program) -> None:
+        """Run ``program`` as the board holds it (booted from its flash, or uploaded before),
+        without uploading; :class:`ProgramMismatchError` saying what the board holds if it is
+        another program."""
+        self._check_program(program)
+        st = self._status()
+        rec = self.resident()
+        if self._resident_is(program, rec):
+            self._use_resident(program)
+            return
+        if rec is not None:
+            held = (f"program {rec['fingerprint']:016x} ({rec['words']:,} words, "
+                    f"{'booted from its flash' if rec['from_flash'] else 'uploaded'})")
+        elif st.boot_bad:
+            held = "no valid program: its flash holds one that failed its checks (config hash, checksum)"
+        else:
+            held = "no program (its flash has none, and none was uploaded)"
+        raise ProgramMismatchError(f"{self.name} holds {held}, not program {program.fingerprint():016x}: "
+                                   f"load(program) uploads it ({len(program.image):,} words), or write a flash image "
+                                   f"built for it (make bitstream BOARD=… PROGRAM=…)")
 
     def _status(self):
         return Status.as_shape().from_bits(self.link.read_csr(CsrAddr.STATUS))
@@ -73,9 +149,17 @@ class SerialDevice(Device):
                                        f"runs {board_id:08x}")
         if self._status().busy:
             raise LinkError(f"{self.name} is busy running a program; wait for it or reset the board")
+        if upload and self._resident_is(program, self.resident()):
+            self._use_resident(program)               # booted from flash, or uploaded before
+            return
         self._held = None                             # until the upload has completed
+        record = self.mem_words - len(program.image) >= RESIDENT_WORDS
         if upload:
+            if record:                                # what the memory holds is unknown meanwhile
+                self.link.write_mem(Program.resident_addr(self.mem_words), [0] * RESIDENT_WORDS)
             self._upload(0, list(program.image), "program")
+            if record:
+                self.link.write_mem(Program.resident_addr(self.mem_words), program.resident_record(self.mem_words))
         self._held = list(program.image)
         self._expect_done = False
         self.program = program

@@ -28,7 +28,9 @@ response carries seq 0), and a frame that stops arriving mid-way is dropped afte
 
 (No ``from __future__ import annotations`` here: ``data.Struct`` reads its annotations.)
 """
+import binascii
 import enum as _pyenum
+import struct
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import crc, data, stream, wiring
@@ -39,7 +41,7 @@ from .csr import csr_signature
 from .dma import mem_port_signature
 
 __all__ = ["Cmd", "Status", "SYNC_REQ", "SYNC_RESP", "MAX_BURST", "RequestHeader", "ResponseHeader", "LINK_CRC",
-           "HostBridge"]
+           "HostBridge", "REQUEST_BYTES", "crc16", "encode_request"]
 
 SYNC_REQ = 0xA5
 SYNC_RESP = 0x5A
@@ -78,6 +80,22 @@ class Status(_pyenum.IntEnum):
     FRAMING = 5       # UART stop bit missing: the frame was abandoned
 
 
+REQUEST_BYTES = RequestHeader.as_shape().size // 8
+
+
+def crc16(data: bytes) -> int:
+    """The link's CRC (:data:`LINK_CRC`, CRC-16/IBM-3740), computed by ``binascii.crc_hqx`` —
+    the same function, in C (tests/test_link.py checks they agree)."""
+    return binascii.crc_hqx(bytes(data), 0xFFFF)
+
+
+def encode_request(cmd: Cmd, seq: int, addr: int, length: int, words=()) -> bytes:
+    """One request frame, as the host sends it (and a flash image stores it)."""
+    head = RequestHeader.const({"cmd": int(cmd), "seq": seq & 0xFF, "addr": addr, "len": length})
+    body = head.as_bits().to_bytes(REQUEST_BYTES, "little") + b"".join(struct.pack("<I", w) for w in words)
+    return bytes([SYNC_REQ]) + body + struct.pack(">H", crc16(body))
+
+
 class HostBridge(wiring.Component):
     """``rx``/``tx`` byte streams (from/to the UART) → ``mem`` (burst master) and ``csr``."""
 
@@ -91,6 +109,10 @@ class HostBridge(wiring.Component):
             "tx": Out(stream.Signature(8)),
             "mem": Out(mem_port_signature(bus_width)), "csr": Out(csr_signature()),
             "core_busy": In(1),
+            # where the frame parser is (a boot unit feeding it frames needs to know):
+            # ``listening``: a byte on ``rx`` is taken this cycle; ``at_sync``: between frames;
+            # ``answered``: a frame is being answered, ``answer_ok`` with status OK
+            "listening": Out(1), "at_sync": Out(1), "answered": Out(1), "answer_ok": Out(1),
         })
 
     def elaborate(self, platform):
@@ -145,12 +167,13 @@ class HostBridge(wiring.Component):
         with m.FSM():
             # ------------------------------------------------------------ receive
             with m.State("SYNC"):
-                m.d.comb += crcu.start.eq(1)
+                m.d.comb += [crcu.start.eq(1), self.listening.eq(1), self.at_sync.eq(1)]
                 m.d.sync += [idx.eq(0), idle.eq(0)]
                 with m.If(rx.valid & (byte == SYNC_REQ)):
                     m.next = "HDR"
                 guard(False)
             with m.State("HDR"):
+                m.d.comb += self.listening.eq(1)
                 with m.If(rx.valid):
                     m.d.comb += crcu.valid.eq(1)
                     m.d.sync += [hdr.as_value().word_select(idx, 8).eq(byte), idx.eq(idx + 1), idle.eq(0)]
@@ -165,6 +188,7 @@ class HostBridge(wiring.Component):
                             m.next = "CRC"
                 guard(True)
             with m.State("PAYLOAD"):
+                m.d.comb += self.listening.eq(1)
                 with m.If(rx.valid):
                     m.d.comb += crcu.valid.eq(1)
                     m.d.sync += [idle.eq(0), nbytes.eq(nbytes - 1),
@@ -178,6 +202,7 @@ class HostBridge(wiring.Component):
                         m.next = "CRC"
                 guard(True)
             with m.State("CRC"):
+                m.d.comb += self.listening.eq(1)
                 with m.If(rx.valid):          # the request's CRC bytes go through the CRC too
                     m.d.comb += crcu.valid.eq(1)
                     m.d.sync += [idx.eq(idx + 1), idle.eq(0)]
@@ -241,7 +266,7 @@ class HostBridge(wiring.Component):
                 m.d.comb += [send_byte.eq(Mux(idx == 0, SYNC_RESP, resp.as_value().word_select((idx - 1)[:2], 8))),
                              tx.valid.eq(1), sending.eq(1)]
                 with m.If(idx == 0):
-                    m.d.comb += crcu.start.eq(1)
+                    m.d.comb += [crcu.start.eq(1), self.answered.eq(1), self.answer_ok.eq(status == Status.OK)]
                 with m.If(tx.ready):
                     with m.If(idx != 0):
                         m.d.comb += crcu.valid.eq(1)

@@ -31,7 +31,9 @@ class Status(data.Struct):
     busy: 1
     done: 1
     error: 1          # the last program stopped at an instruction it could not run (the one before PC)
-    _reserved: 29
+    boot_ok: 1        # a program was copied from the board's flash after configuration (rtl/flash_boot.py)
+    boot_bad: 1       # the flash held a program that failed its checks (not copied, or not all of it)
+    _reserved: 27
 
 
 def csr_signature() -> wiring.Signature:
@@ -52,6 +54,8 @@ class CsrBank(wiring.Component):
     cycles: In(32)
     mac_beats: In(32)
     pc: In(32)
+    boot_ok: In(1)
+    boot_bad: In(1)
 
     def __init__(self, *, addr_bits: int = 32):
         """``addr_bits``: bits of ``PROG_ADDR`` kept (the memory's address width; the rest read 0)."""
@@ -73,7 +77,8 @@ class CsrBank(wiring.Component):
                     m.d.comb += b.rdata.eq(sig)
             with m.Case(CsrAddr.STATUS):
                 st = Status(b.rdata)
-                m.d.comb += [st.busy.eq(self.busy), st.done.eq(self.done), st.error.eq(self.error)]
+                m.d.comb += [st.busy.eq(self.busy), st.done.eq(self.done), st.error.eq(self.error),
+                                     st.boot_ok.eq(self.boot_ok), st.boot_bad.eq(self.boot_bad)]
         with m.If(b.we):
             with m.Switch(b.addr):
                 with m.Case(CsrAddr.PROG_ADDR):

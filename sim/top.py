@@ -16,10 +16,11 @@ from rmsmp.rtl.core import Core
 from rmsmp.rtl.csr import CsrBank, csr_signature
 from rmsmp.rtl.sdram import SdramController
 
-__all__ = ["SimTop", "MEM_MODEL", "SDRAM_MODEL", "MEM_WORDS"]
+__all__ = ["SimTop", "FlashBoardTop", "MEM_MODEL", "SDRAM_MODEL", "FLASH_MODEL", "MEM_WORDS"]
 
 MEM_MODEL = Path(__file__).parent / "hdl" / "rmsmp_burst_mem.v"
 SDRAM_MODEL = Path(__file__).parent / "hdl" / "rmsmp_sdram_chip.v"
+FLASH_MODEL = Path(__file__).parent / "hdl" / "rmsmp_spi_flash.v"
 MEM_WORDS = 1 << 22          # 16 MiB at 32 bits: ResNet-18 weights and activations fit
 
 
@@ -70,4 +71,27 @@ class SimTop(wiring.Component):
                      csr.done.eq(core.done), csr.id.eq(core.id), csr.cycles.eq(core.cycles),
                      csr.mac_beats.eq(core.mac_beats), csr.pc.eq(core.pc), csr.error.eq(core.error),
                      self.done.eq(core.done)]
+        return m
+
+
+class FlashBoardTop(wiring.Component):
+    """A board top (:class:`rmsmp.boards.top.BoardTop`, built with ``flash``) with the Verilog
+    SPI flash (``sim/hdl/rmsmp_spi_flash.v``, its contents from the plusarg ``+flash=<file>``)
+    on its flash pins, the chip's timing checked at a ``clk_ns`` clock.  Ports: the board top's
+    UART and LEDs, and the flash model's ``flash_errors`` and ``flash_reads``."""
+
+    def __init__(self, top, *, clk_ns: int = 10, flash_bytes: int = 1 << 20):
+        self._top, self._clk_ns, self._bytes = top, clk_ns, flash_bytes
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "led_busy": Out(1), "led_done": Out(1),
+                          "flash_errors": Out(4), "flash_reads": Out(32)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.top = top = self._top
+        m.d.comb += [top.rx.eq(self.rx), self.tx.eq(top.tx), self.led_busy.eq(top.led_busy),
+                     self.led_done.eq(top.led_done)]
+        m.submodules.flash = Instance(
+            "rmsmp_spi_flash", p_BYTES=self._bytes, p_CLK_NS=self._clk_ns,
+            i_clk=ClockSignal(), i_sck=top.flash.sck, i_cs_n=~top.flash.cs, i_copi=top.flash.copi,
+            o_cipo=top.flash.cipo, o_errors=self.flash_errors, o_reads=self.flash_reads)
         return m

@@ -3,8 +3,8 @@ is tested on the board top in Verilator: tests/rtl/test_board_verilator.py)."""
 import random
 import struct
 
-from rmsmp.host.link import REQUEST_BYTES, RESPONSE_BYTES, crc16, encode_request
-from rmsmp.rtl.bridge import LINK_CRC, SYNC_REQ, Cmd, RequestHeader, ResponseHeader
+from rmsmp.host.link import RESPONSE_BYTES, crc16, encode_request
+from rmsmp.rtl.bridge import LINK_CRC, REQUEST_BYTES, SYNC_REQ, Cmd, RequestHeader, ResponseHeader
 
 
 def test_the_host_crc_is_the_bridges_crc():
