@@ -66,8 +66,8 @@ def boot_timing(clock_hz: float) -> tuple[int, int]:
     """(half, wake_cycles) of the SPI reader at ``clock_hz``: clock cycles per half SCK period
     (SCK ≤ :data:`FLASH_SCK_MAX_HZ`) and cycles of the wake-up wait."""
     import math
-    half = max(1, math.ceil(clock_hz / (2 * FLASH_SCK_MAX_HZ)))
-    return half, max(1, math.ceil(clock_hz * FLASH_WAKE_S))
+    half = max(1, math.ceil(clock_hz / (2 * FLASH_SCK_MAX_HZ) - 1e-9))
+    return half, max(1, math.ceil(clock_hz * FLASH_WAKE_S - 1e-6))
 
 
 def spi_signature() -> wiring.Signature:

@@ -165,3 +165,40 @@ def test_an_upload_invalidates_the_record_until_it_completes(prog):
     with pytest.raises(RuntimeError):
         dev.load(other)
     assert Program.parse_resident(board_.mem[-RESIDENT_WORDS:]) is None
+
+
+def test_which_boards_build_the_boot_unit_and_what_it_costs_the_core():
+    """The ULX3S always boots from its flash (the unit inside its board-top allowance: the
+    same core); the iCEBreaker only when asked, with a core that leaves the unit room."""
+    ulx, ice = board("ulx3s-85f"), board("icebreaker")
+    assert ulx.boots_from_flash() and not ice.boots_from_flash() and ice.boots_from_flash(True)
+    assert ice.core_budget(flash_boot=True)["LUT"] == ice.core_budget()["LUT"] - ice.flash_boot_luts
+    full, room = AcceleratorConfig.for_board("icebreaker"), AcceleratorConfig.for_board("icebreaker", flash_boot=True)
+    assert full.peak_macs_per_cycle == 6 and room.peak_macs_per_cycle == 4 and room.columns >= 2
+    with pytest.raises(BoardError, match="cannot boot a program from its flash"):
+        replace(ice, flash_offset=0).boots_from_flash(True)
+    assert ulx.flash_boot(100e6)["half"] == 2 and ulx.flash_boot(12.5e6)["half"] == 1   # SCK ≤ 25 MHz
+    assert ulx.flash_boot(100e6)["wake_cycles"] == 1000                                # 10 µs
+
+
+@pytest.mark.parametrize("name", ["ulx3s-85f", "icebreaker"])
+def test_the_board_design_wires_the_flash_pins(name):
+    """The boot unit on the board's flash pins: on the ECP5 its clock through USRMCLK (the
+    configuration clock pin), on the iCE40 its own pin; write-protect and hold held off."""
+    from rmsmp.boards.design import BoardDesign, platform
+    spec = board(name)
+    cfg = AcceleratorConfig(lane_groups=(("pot4", 1), ("fix8", 1)), columns=2, act_depth=256, weight_depth=64,
+                            acc_depth=16, clock_hz=spec.clock_hz, vector_ops=("add",), pipelined=spec.family == "ecp5")
+    design = BoardDesign(spec, cfg, flash_boot=True)
+    files = platform(spec).prepare(design, name="t").files
+    il = files["t.il"]
+    if spec.family == "ecp5":
+        assert "USRMCLK" in il
+        for pin in ("R2", "W2", "V2", "W1", "Y2"):           # cs, copi, cipo, hold, wp
+            assert f'SITE "{pin}"' in files["t.lpf"]
+    else:
+        pcf = files["t.pcf"]
+        assert all(f" {p}\n" in pcf for p in ("16", "15", "14", "17", "12", "13"))
+    assert "boot" in il
+    without = platform(spec).prepare(BoardDesign(spec, cfg, flash_boot=False), name="t").files["t.il"]
+    assert "USRMCLK" not in without and "FlashBoot" not in without and "spi_flash" not in without
