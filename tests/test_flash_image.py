@@ -202,3 +202,45 @@ def test_the_board_design_wires_the_flash_pins(name):
     assert "boot" in il
     without = platform(spec).prepare(BoardDesign(spec, cfg, flash_boot=False), name="t").files["t.il"]
     assert "USRMCLK" not in without and "FlashBoot" not in without and "spi_flash" not in without
+
+
+def test_a_build_with_a_program_writes_the_flash_image_and_names_its_offset(tmp_path, monkeypatch, prog):
+    """``make bitstream BOARD=ulx3s-85f PROGRAM=…`` (the tools faked: a bitstream and nextpnr's
+    report): flash.bin = the bitstream, erased bytes, the boot image at the board's offset;
+    report.json names the offset, the files and the boot time; the flash boot unit is in the
+    design; a program compiled for another core is refused before any tool runs."""
+    import json
+
+    import rmsmp.boards.build as build
+    designs = []
+
+    def fake_run(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None):
+        d = design()
+        d._MustUse__silence = d.top._MustUse__silence = True       # (not elaborated: the tools are faked)
+        designs.append((d.flash, d.memory))
+        (out / "rmsmp_top.bit").write_bytes(b"\x5a" * 5000)
+        (out / "rmsmp_top.report.json").write_text(json.dumps({
+            "fmax": {"clocking.pll_clk": {"achieved": 30.0, "constraint": 12.5}}, "critical_paths": []}))
+        return 0, ""
+    monkeypatch.setattr(build, "run_build", fake_run)
+    spec = board("ulx3s-85f")
+    p = Program(**{**prog.__dict__})
+    p.config = {**prog.config, "clock_hz": spec.clock_hz}
+    cfg = AcceleratorConfig.from_dict(p.config)
+    p.config_hash = cfg.config_hash
+    p.checksum = p.digest()
+    r = build_bitstream("ulx3s-85f", program=p, out_dir=tmp_path, quiet=True)
+    assert designs[0][0] is not None and designs[0][1] == "sdram"
+    fl = json.loads((tmp_path / "report.json").read_text())["flash"]
+    assert fl["program_offset"] == spec.flash_offset == r["flash"]["program_offset"]
+    img = (tmp_path / "flash.bin").read_bytes()
+    boot = (tmp_path / "program.bin").read_bytes()
+    assert img[:5000] == b"\x5a" * 5000 and set(img[5000:spec.flash_offset]) == {0xFF}
+    assert img[spec.flash_offset:] == boot == boot_image(p, spec.memory_words())
+    assert fl["program_fingerprint"] == f"{p.fingerprint():016x}" and 0 < fl["boot_s"] < 1
+    assert "Flash image" in (tmp_path / "report.md").read_text()
+    other = Program(**{**p.__dict__, "config_hash": p.config_hash ^ 1})
+    designs.clear()
+    with pytest.raises(BoardError, match="program compiled for accelerator"):
+        build_bitstream("ulx3s-85f", cfg, program=other, out_dir=tmp_path / "o", quiet=True)
+    assert designs == []
