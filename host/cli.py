@@ -56,6 +56,13 @@ def parse_ratio_arg(text: str) -> dict:
 
 def _load_model(spec: str, weights: str | None, num_classes: int | None):
     kw = {}
+    if spec.endswith(".onnx"):
+        from .quant.onnx_net import from_onnx, onnx_input_shape
+        if weights or num_classes:
+            raise RmsmpError(f"--model {spec}: an ONNX model carries its weights (no --weights / --num-classes)")
+        if not Path(spec).exists():
+            raise RmsmpError(f"--model {spec}: no such file")
+        return from_onnx(spec), onnx_input_shape(spec)
     if spec in BUILTIN_MODELS:
         mod, fn, shape, kw = BUILTIN_MODELS[spec]
         if kw and (weights or num_classes):
@@ -63,8 +70,8 @@ def _load_model(spec: str, weights: str | None, num_classes: int | None):
                              "(no --weights / --num-classes)")
     else:
         if ":" not in spec:
-            raise RmsmpError(f"--model {spec!r}: use a built-in name ({', '.join(BUILTIN_MODELS)}) "
-                             "or module.path:callable")
+            raise RmsmpError(f"--model {spec!r}: use a built-in name ({', '.join(BUILTIN_MODELS)}), "
+                             "module.path:callable or an ONNX file (net.onnx)")
         mod, fn = spec.split(":", 1)
         shape = None
     try:

@@ -1,6 +1,7 @@
 """``quantize()``: PyTorch model + calibration data → :class:`QuantizedModel`."""
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import torch
@@ -96,7 +97,9 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
     on the calibration data (:mod:`rmsmp.host.quant.mxqn`; no retraining).
 
     Args:
-        model: a float ``nn.Module`` (conv/linear/BN/ReLU/add/pool/flatten graph).
+        model: a float ``nn.Module`` (conv/linear/BN/ReLU/add/pool/flatten graph), or an
+            ONNX model — a ``.onnx`` path or an ``onnx.ModelProto`` — of the same op set
+            (:func:`rmsmp.host.quant.onnx_net.from_onnx`).
         calib_batches: a tensor, or an iterable of tensors or ``(images, labels)``.
         method: ``"rmsmp"``, ``"msqe"``, ``"grad"`` (msqe, then ``grad_steps`` steps of
             training a learned log2 scale per layer whose exponent is rounded in the forward
@@ -130,6 +133,11 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
     """
     if method not in METHODS:
         raise RmsmpError(f"unknown quantization method {method!r}; available: {', '.join(METHODS)}")
+    if not isinstance(model, nn.Module):
+        if isinstance(model, (str, os.PathLike)) and not str(model).endswith(".onnx"):
+            raise RmsmpError(f"quantize({str(model)!r}): give an nn.Module or an ONNX model (.onnx)")
+        from .onnx_net import from_onnx
+        model = from_onnx(model)
     if assign not in ASSIGN_MODES:
         raise RmsmpError(f"unknown row assignment {assign!r}; available: {', '.join(ASSIGN_MODES)}")
     _check_bits("act_bits", act_bits, 2, 8)
