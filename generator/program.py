@@ -130,6 +130,14 @@ RESIDENT_WORDS = 8
 RESIDENT_MAGIC = int.from_bytes(b"RRES", "little")
 
 
+def _record_check(words) -> int:
+    """The resident record's check word: an FNV-style hash of its first six words."""
+    check = RESIDENT_MAGIC
+    for w in words:
+        check = (check * 0x01000193 ^ w) & 0xFFFFFFFF
+    return check
+
+
 class CorruptProgramError(CompileError):
     """A program file or object whose contents do not match its checksum, or that cannot be read."""
 
@@ -235,10 +243,7 @@ class Program:
                                f"{RESIDENT_WORDS}-word resident record at the top of the {mem_words:,}-word memory")
         fp = self.fingerprint()
         words = [RESIDENT_MAGIC, fp & 0xFFFFFFFF, fp >> 32, self.config_hash, len(self.image), self.prog_addr]
-        check = RESIDENT_MAGIC
-        for w in words:
-            check = (check * 0x01000193 ^ w) & 0xFFFFFFFF
-        return words + [check, 0]
+        return words + [_record_check(words), 0]
 
     @staticmethod
     def parse_resident(words) -> dict | None:
@@ -247,10 +252,7 @@ class Program:
         words = [int(w) for w in words]
         if len(words) < RESIDENT_WORDS - 1 or words[0] != RESIDENT_MAGIC:
             return None
-        check = RESIDENT_MAGIC
-        for w in words[:6]:
-            check = (check * 0x01000193 ^ w) & 0xFFFFFFFF
-        if check != words[6]:
+        if _record_check(words[:6]) != words[6]:
             return None
         return {"fingerprint": words[1] | words[2] << 32, "config_hash": words[3], "words": words[4],
                 "prog_addr": words[5]}

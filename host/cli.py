@@ -57,12 +57,13 @@ def parse_ratio_arg(text: str) -> dict:
 def _load_model(spec: str, weights: str | None, num_classes: int | None):
     kw = {}
     if spec.endswith(".onnx"):
-        from .quant.onnx_net import from_onnx, onnx_input_shape
+        from .quant.onnx_net import from_onnx
         if weights or num_classes:
             raise RmsmpError(f"--model {spec}: an ONNX model carries its weights (no --weights / --num-classes)")
         if not Path(spec).exists():
             raise RmsmpError(f"--model {spec}: no such file")
-        return from_onnx(spec), onnx_input_shape(spec)
+        net = from_onnx(spec)
+        return net, net.input_shape
     if spec in BUILTIN_MODELS:
         mod, fn, shape, kw = BUILTIN_MODELS[spec]
         if kw and (weights or num_classes):

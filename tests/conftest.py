@@ -106,3 +106,15 @@ def layerwise_agreement(qm, x):
             d = (got - vals[l.name].double()).abs()
             out[l.name] = (float(d.max()), float((d > 0.5).double().mean()))
     return out
+
+
+@pytest.fixture(scope="session")
+def prog():
+    """A real program for the host-side tests (link, flash image, integrity checks): the
+    untrained digits CNN (seed 0) quantized on random images, compiled for
+    ``AcceleratorConfig()``.  Tests copy it before changing it."""
+    from rmsmp.generator.config import AcceleratorConfig
+    from rmsmp.host import compile_model
+    torch.manual_seed(0)
+    qm = quantize(DigitsNet().eval(), torch.randn(16, 1, 8, 8), progress=False)
+    return compile_model(qm, AcceleratorConfig(), (1, 8, 8))

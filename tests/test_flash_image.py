@@ -6,7 +6,6 @@ import struct
 from dataclasses import replace
 
 import pytest
-import torch
 from test_link_faults import MEM_WORDS, FakeBoard, _device, _images
 
 from rmsmp.boards.build import build_bitstream
@@ -16,20 +15,11 @@ from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.lower import CompileError
 from rmsmp.generator.program import RESIDENT_WORDS, Program
 from rmsmp.generator.runtime import ProgramMismatchError
-from rmsmp.host import compile_model, quantize
 from rmsmp.host.link import crc16
-from rmsmp.host.models import DigitsNet
 from rmsmp.rtl.bridge import MAX_BURST, REQUEST_BYTES, SYNC_REQ, Cmd, RequestHeader
 from rmsmp.rtl.flash_boot import FLASH_END, FLASH_MAGIC, HEADER_BYTES, FlashHeader
 
 CFG = AcceleratorConfig()
-
-
-@pytest.fixture(scope="module")
-def prog():
-    torch.manual_seed(0)
-    qm = quantize(DigitsNet().eval(), torch.randn(16, 1, 8, 8), progress=False)
-    return compile_model(qm, CFG, (1, 8, 8))
 
 
 def frames(data: bytes) -> list[tuple]:

@@ -9,13 +9,10 @@ import random
 import struct
 
 import pytest
-import torch
 
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.program import RESIDENT_WORDS
-from rmsmp.host import compile_model, quantize
 from rmsmp.host.link import LinkClient, LinkError, crc16
-from rmsmp.host.models import DigitsNet
 from rmsmp.host.serial_device import SerialDevice
 from rmsmp.rtl.bridge import REQUEST_BYTES, SYNC_REQ, SYNC_RESP, Cmd, RequestHeader, ResponseHeader, Status
 from rmsmp.rtl.csr import CsrAddr
@@ -23,13 +20,6 @@ from rmsmp.rtl.dma import words_per_entry
 
 CFG = AcceleratorConfig()
 MEM_WORDS = 1 << 16
-
-
-@pytest.fixture(scope="module")
-def prog():
-    torch.manual_seed(0)
-    qm = quantize(DigitsNet().eval(), torch.randn(16, 1, 8, 8), progress=False)
-    return compile_model(qm, CFG, (1, 8, 8))
 
 
 class FakeBoard:

@@ -4,25 +4,15 @@ import random
 from copy import deepcopy
 
 import pytest
-import torch
 
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.program import CorruptProgramError, Program, split_words
 from rmsmp.generator.runtime import Device
 from rmsmp.generator.validate import ProgramError, check_program, cycle_budget, cycle_estimate, decode
-from rmsmp.host import compile_model, quantize
 from rmsmp.host.errors import RmsmpError
-from rmsmp.host.models import DigitsNet
 from rmsmp.rtl.isa import INSTR_BITS, Instruction, Opcode
 
 CFG = AcceleratorConfig()
-
-
-@pytest.fixture(scope="module")
-def prog():
-    torch.manual_seed(0)
-    qm = quantize(DigitsNet().eval(), torch.randn(16, 1, 8, 8), progress=False)
-    return compile_model(qm, CFG, (1, 8, 8))
 
 
 class _Loader(Device):

@@ -63,7 +63,10 @@ def _graph_inputs(g):
 
 def onnx_input_shape(model) -> tuple:
     """(C, H, W) of an ONNX model's one image input."""
-    g = _load(model).graph
+    return _input_shape(_load(model).graph)
+
+
+def _input_shape(g) -> tuple:
     ins = _graph_inputs(g)
     if len(ins) != 1:
         raise RmsmpError(f"the ONNX model has {len(ins)} inputs; one image input is supported")
@@ -74,10 +77,12 @@ def onnx_input_shape(model) -> tuple:
 
 
 class OnnxNet(nn.Module):
-    """The rebuilt network: modules named after the ONNX nodes, run in the graph's order."""
+    """The rebuilt network: modules named after the ONNX nodes, run in the graph's order;
+    ``input_shape``: (C, H, W) of its image input (None if it is not one)."""
 
-    def __init__(self, plan, input_name: str, output_name: str, modules: dict):
+    def __init__(self, plan, input_name: str, output_name: str, modules: dict, input_shape: tuple):
         super().__init__()
+        self.input_shape = input_shape
         self._plan = plan                # (kind, module name | None, inputs, output)
         self._input, self._output = input_name, output_name
         self.layers = nn.ModuleDict(modules)
@@ -339,4 +344,8 @@ def from_onnx(model) -> nn.Module:
     result = g.output[0].name
     if result not in alias:
         raise RmsmpError(f"the ONNX model's output {result!r} is not computed from its input")
-    return OnnxNet(plan, ins[0].name, alias[result], modules).eval()
+    try:
+        shape = _input_shape(g)
+    except RmsmpError:                            # not an [N, C, H, W] image input
+        shape = None
+    return OnnxNet(plan, ins[0].name, alias[result], modules, shape).eval()
