@@ -147,14 +147,28 @@ def cmd_quantize(a) -> int:
     model, shape = _load_model(a.model, a.weights, a.num_classes)
     calib = _calibration(a.calib, shape, a.seed, model)
     ratio = parse_ratio_arg(a.ratio) if a.ratio else None
+    from .quant.distributed import is_main, join_from_env, world_size
+    join_from_env(a.device)                      # under torchrun: one process group for every rank
     t = time.perf_counter()
-    extra = {"target_compression": a.target_compression} if a.method == "hmq" else {}
+    extra = {"target_compression": a.target_compression, "hmq_steps": a.hmq_steps} if a.method == "hmq" else {}
+    if a.qat_steps:
+        from .quant.calibrate import as_batches
+        if any(y is None for _, y in as_batches(calib)):
+            raise RmsmpError("--qat-steps trains on the task loss: give a calibration file of [(images, labels)]")
     qm = quantize(model, calib, a.method, ratio=ratio, act_bits=a.act_bits, assign=a.assign, **extra,
-                  edge_scheme=None if a.edge_scheme == "none" else a.edge_scheme,
-                  seed=a.seed, progress=not a.quiet)
+                  edge_scheme=None if a.edge_scheme == "none" else a.edge_scheme, grad_steps=a.grad_steps,
+                  seed=a.seed, progress=not a.quiet, device=a.device)
+    if a.qat_steps:
+        from .quant import qat
+        qm = qat(qm, calib, steps=a.qat_steps, seed=a.seed, progress=not a.quiet, device=a.device,
+                 pow2=a.method in ("grad", "hmq"))
+        qm = qm.with_meta({**qm.meta, "qat_steps": a.qat_steps})
     dt = time.perf_counter() - t
+    if not is_main():                            # torchrun: every rank holds the same model
+        return 0
     qm.save(a.output)
-    print(f"quantized {a.model} in {dt:.1f} s -> {a.output}")
+    ranks = f" on {world_size()} ranks" if world_size() > 1 else ""
+    print(f"quantized {a.model} in {dt:.1f} s{ranks} -> {a.output}")
     print(f"rows per scheme: {dict(sorted(qm.scheme_rows().items()))}; "
           f"weights {qm.weight_bits() / 8 / 1024:.1f} KiB packed")
     return 0
@@ -316,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--method", default="rmsmp", choices=list(METHODS),
                    help="rmsmp (default) | msqe | mxqn | grad, hmq (need a calibration file of (images, labels))")
     q.add_argument("--target-compression", type=float, default=8.0, help="hmq: weight compression vs fp32")
+    q.add_argument("--hmq-steps", type=int, default=200, help="hmq: search steps (default 200)")
+    q.add_argument("--grad-steps", type=int, default=200,
+                   help="grad, hmq: training steps of the learned scales / the fine-tuning (default 200)")
+    q.add_argument("--qat-steps", type=int, default=0,
+                   help="quantization-aware fine-tuning steps after the method (default 0: post-training only)")
+    q.add_argument("--device", default="cpu",
+                   help="where grad/hmq/QAT steps train: cpu (default) or cuda (under torchrun: each rank's GPU)")
     q.add_argument("--ratio", help="scheme ratio, e.g. pot4=10/16,fix4=5/16,fix8=1/16 (default)")
     q.add_argument("--act-bits", type=int, default=4)
     q.add_argument("--assign", default="hessian", choices=["hessian", "variance", "random"])

@@ -85,7 +85,7 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
              assign: str = "hessian", hessian_samples: int = 2, hessian_images: int = 16,
              outlier_sigma: float | None = 3.0, error_weight: str | None = "grad2", grad_steps: int = 200,
              target_compression: float = 8.0, hmq_steps: int = 200, log_activations: bool = True,
-             seed: int = 0, progress: bool = False) -> QuantizedModel:
+             seed: int = 0, progress: bool = False, device: str = "cpu") -> QuantizedModel:
     """Quantize ``model`` post-training.
 
     ``method="rmsmp"``: row-wise mixed schemes and precisions.  ``method="msqe"``: uniform
@@ -125,6 +125,10 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
         error_weight (msqe): ``"grad2"`` weights each weight's error by its gradient second
             moment on the calibration data; ``None`` weights all alike.
         progress: show a progress bar.
+        device (grad, hmq): where the training steps run (e.g. ``"cuda:0"``).  Under
+            ``torchrun`` they are data-parallel over the ranks, each taking its share of
+            every batch (:mod:`rmsmp.host.quant.distributed`); the result is the same on
+            every rank.
 
     Example::
 
@@ -205,7 +209,7 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
                         edge_act_bits=edge_act_bits, res_bits=res_bits, out_bits=out_bits,
                         hessian_images=hessian_images, outlier_sigma=outlier_sigma, error_weight=None, seed=seed)
         out, pick = hmq_quantize(init, batches, target_compression=target_compression, steps=hmq_steps,
-                                 finetune=grad_steps, seed=seed, progress=progress)
+                                 finetune=grad_steps, seed=seed, progress=progress, device=device)
         return out.with_meta({**out.meta, "method": "hmq", "target_compression": target_compression,
                               "hmq_steps": hmq_steps, "finetune_steps": grad_steps,
                               "layer_bits": {k: v[0] for k, v in pick.items()}})
@@ -215,7 +219,8 @@ def quantize(model: nn.Module, calib_batches, method: str = "rmsmp", *,
                         edge_act_bits=edge_act_bits, res_bits=res_bits, out_bits=out_bits,
                         hessian_images=hessian_images, outlier_sigma=outlier_sigma, error_weight=error_weight,
                         seed=seed)
-        out = qat(init, batches, steps=grad_steps, seed=seed, progress=progress, pow2=True, freeze_at=0.8)
+        out = qat(init, batches, steps=grad_steps, seed=seed, progress=progress, pow2=True, freeze_at=0.8,
+                  device=device)
         return out.with_meta({**out.meta, "method": "grad", "init": "msqe", "grad_steps": grad_steps,
                               "freeze_at": 0.8})
     if method == "mxqn":

@@ -33,9 +33,9 @@ def fake_quant_tensor(y: torch.Tensor, q: TensorQ) -> torch.Tensor:
     level of the code the golden model's thresholds give."""
     if q.is_log:
         s = 2.0 ** q.value_frac
-        lv = torch.tensor(q.levels(), dtype=y.dtype)
+        lv = torch.tensor(q.levels(), dtype=y.dtype, device=y.device)
         u = torch.clamp(y * s, 0, float(lv[-1]))
-        code = torch.bucketize(torch.floor(u.detach() + 0.5), torch.tensor(q.thresholds(), dtype=y.dtype),
+        code = torch.bucketize(torch.floor(u.detach() + 0.5), torch.tensor(q.thresholds(), dtype=y.dtype, device=y.device),
                                right=True)
         return (u + (lv[code] - u).detach()) / s
     s = 2.0 ** q.frac
@@ -114,7 +114,9 @@ class GraphModule(nn.Module):
             return torch.exp2(p)
         rows = self._rows[name]
         if name in self.frozen:
-            return torch.full((rows,), 2.0 ** self.frozen[name])
+            # `0 * p` keeps the parameter in the graph (a zero gradient), so every step uses every
+            # parameter: DistributedDataParallel needs no search for unused ones
+            return torch.full((rows,), 2.0 ** self.frozen[name], device=p.device) + 0 * p
         with torch.no_grad():
             w = self.weight[_key(name)].detach().double()
             best = None

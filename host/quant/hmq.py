@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .distributed import DataParallel
 from .fake import GraphModule, _key, fake_quant_tensor
 from .layer import activation, conv2d
 from .pow2 import msqe_pow2_exponent, pow2_error
@@ -35,6 +36,8 @@ class HmqSearch(GraphModule):
     def __init__(self, init, searched, *, bits=BITS, tau: float = 1.0):
         super().__init__(init, mode="fake", pow2=True)
         self.searched = list(searched)
+        for name in self.searched:        # a searched layer's scales are its candidates' exponents
+            del self.log2_scale[_key(name)]
         self.tau = tau
         self.cands: dict[str, list[tuple[int, int]]] = {}
         self.logits = nn.ParameterDict()
@@ -57,10 +60,11 @@ class HmqSearch(GraphModule):
 
     def expected_bits(self) -> torch.Tensor:
         """Expected bits per weight over all compute layers (searched ones by their softmax)."""
-        tot = torch.zeros(())
+        dev = next(iter(self.logits.values())).device
+        tot = torch.zeros((), device=dev)
         for name, n in self._n.items():
             if name in self.cands:
-                b = torch.tensor([float(c[0]) for c in self.cands[name]])
+                b = torch.tensor([float(c[0]) for c in self.cands[name]], device=dev)
                 tot = tot + n * (self.probs(name, sample=False) * b).sum()
             else:
                 tot = tot + n * self._fixed_bits[name]
@@ -124,11 +128,15 @@ def search_schedule(steps: int, tau0: float = 1.0, tau1: float = 0.05):
 
 
 def hmq_quantize(init, batches, *, target_compression: float, steps: int = 200, finetune: int = 200,
-                 penalty: float = 1.0, seed: int = 0, progress: bool = False):
+                 penalty: float = 1.0, seed: int = 0, progress: bool = False,
+                 device: str | torch.device = "cpu", shard: bool = True):
     """Search, take the argmax (repaired to the target), build the QuantizedModel, fine-tune.
 
     ``init``: the msqe model with every row fix8 (edge layers stay as they are).  Returns
-    ``(QuantizedModel, {layer: (bits, exponent)})``."""
+    ``(QuantizedModel, {layer: (bits, exponent)})``.  Under ``torchrun`` the search and the
+    fine-tuning are data-parallel (:mod:`.distributed`; ``shard``, ``device`` as in
+    :func:`~.qat.qat`): every rank draws the same Gumbel samples (same seed) and anneals
+    the temperature on the same schedule, so the ranks search one set of logits."""
     from .layer import Layer, legal_pow2_exponent
     from .qat import qat
     target = target_bits_of(target_compression)
@@ -136,20 +144,21 @@ def hmq_quantize(init, batches, *, target_compression: float, steps: int = 200, 
     compute = init.compute_layers()
     searched = [l.name for l in compute[1:-1]]
     net = HmqSearch(init, searched).train()
+    dp = DataParallel(net, device, shard=shard)
     opt = torch.optim.Adam([{"params": list(net.weight.values()) + list(net.bias.values()), "lr": 1e-4},
                             {"params": list(net.logits.values()), "lr": 0.05}])
     it = range(steps)
     if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc="rmsmp: HMQ search", unit="step")
+        it = dp.progress(it, desc="rmsmp: HMQ search", unit="step")
     for k, tau in zip(it, search_schedule(steps)):
         net.tau = tau
-        x, y = batches[k % len(batches)]
-        loss = F.cross_entropy(net(x), y) + penalty * F.relu(net.expected_bits() - target) ** 2
+        x, y, n = dp.local(*batches[k % len(batches)])
+        # the penalty is the same on every rank: DDP's average leaves its gradient whole
+        loss = dp.cross_entropy(dp.model(x), y, n) + penalty * F.relu(net.expected_bits() - target) ** 2
         opt.zero_grad()
         loss.backward()
         opt.step()
-    net.eval()
+    net.cpu().eval()
     pick = net.choice(target)
     layers = []
     for l in init.layers:
@@ -166,5 +175,6 @@ def hmq_quantize(init, batches, *, target_compression: float, steps: int = 200, 
         layers.append(l)
     qm = init.with_layers(layers)
     if finetune:
-        qm = qat(qm, batches, steps=finetune, seed=seed, progress=progress, pow2=True, freeze_at=0.8)
+        qm = qat(qm, batches, steps=finetune, seed=seed, progress=progress, pow2=True, freeze_at=0.8,
+                 device=device, shard=shard)
     return qm, pick

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .calibrate import as_batches
+from .distributed import DataParallel
 from .fake import GraphModule
 from .qmodel import QuantizedModel
 
@@ -13,7 +13,7 @@ __all__ = ["qat"]
 
 def qat(qm: QuantizedModel, batches, steps: int = 200, lr: float = 1e-4, scale_lr: float = 1e-3,
         seed: int = 0, progress: bool = False, *, pow2: bool = False, freeze_at: float | None = None,
-        ema: float = 0.9) -> QuantizedModel:
+        ema: float = 0.9, device: str | torch.device = "cpu", shard: bool = True) -> QuantizedModel:
     """Fine-tune ``qm`` for ``steps`` optimizer steps on labelled ``(x, y)`` batches (cycled).
 
     Weights and biases (Adam, ``lr``) and the log2 row scales (Adam, ``scale_lr``: a
@@ -27,6 +27,12 @@ def qat(qm: QuantizedModel, batches, steps: int = 200, lr: float = 1e-4, scale_l
     ``steps``): from then on every exponent is frozen to the rounded exponential moving
     average (decay ``ema``) of its exponents so far, so the last steps train the weights
     against fixed scales.
+
+    Under ``torchrun`` the ranks train one model with DistributedDataParallel
+    (:mod:`.distributed`): with ``shard=True`` every rank is given the same global batches
+    and trains on its share of each, and the result equals the one-process result on those
+    batches (up to float summation order); ``shard=False``: each rank's batches are its own.
+    ``device``: where to train (``"cuda:N"`` for rank N's GPU); the result is on the CPU.
     """
     data = as_batches(batches)
     if any(y is None for _, y in data):
@@ -38,17 +44,17 @@ def qat(qm: QuantizedModel, batches, steps: int = 200, lr: float = 1e-4, scale_l
     freeze_step = None if freeze_at is None else int(freeze_at * steps)
     groups = [{"params": list(fq.weight.values()) + list(fq.bias.values()), "lr": lr},
               {"params": list(fq.log2_scale.values()), "lr": scale_lr}]
+    dp = DataParallel(fq, device, shard=shard)
     opt = torch.optim.Adam(groups)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     it = range(steps)
     if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc="rmsmp: QAT", unit="step")
+        it = dp.progress(it, desc="rmsmp: QAT", unit="step")
     for k in it:
         if pow2 and k == freeze_step:
             fq.frozen.update({n: round(v) for n, v in avg.items()})
-        x, y = data[k % len(data)]
-        loss = F.cross_entropy(fq(x), y)
+        x, y, n = dp.local(*data[k % len(data)])
+        loss = dp.cross_entropy(dp.model(x), y, n)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -56,4 +62,4 @@ def qat(qm: QuantizedModel, batches, steps: int = 200, lr: float = 1e-4, scale_l
         if pow2 and not fq.frozen:
             for n in names:
                 avg[n] = ema * avg[n] + (1 - ema) * fq.pow2_exponent(n)
-    return fq.eval().to_quantized()
+    return fq.cpu().eval().to_quantized()
