@@ -7,6 +7,7 @@
     rmsmp sim r18.prog --model r18.rmsmp          # runs on Verilator, checks vs golden
     rmsmp sim r18.prog --model other.rmsmp --localize   # on a mismatch: the first layer that differs
     rmsmp report r18.rmsmp
+    rmsmp report r18.rmsmp --html r18.html --program r18.prog --run run.json --build build/ulx3s-85f/report.json
     rmsmp config --board ulx3s-85f -o cfg.json    # AcceleratorConfig.for_board
     rmsmp build --board ulx3s-85f [--config cfg.json] [--program net.prog]   # make bitstream BOARD=…
 
@@ -177,6 +178,13 @@ def cmd_quantize(a) -> int:
 def cmd_report(a) -> int:
     from .quant import QuantizedModel
     qm = QuantizedModel.load(a.model)
+    if a.html:
+        from .report import write_report
+        out = write_report(a.html, qm, program=a.program, run=a.run, build=a.build)
+        print(f"wrote {out}")
+        return 0
+    if a.program or a.run or a.build:
+        raise RmsmpError("--program / --run / --build go into the HTML report: add --html report.html")
     print(qm.summary())
     print()
     print(f"{qm!r}; meta {qm.meta}")
@@ -260,6 +268,9 @@ def cmd_sim(a) -> int:
                                   "read-back or dequantization")
             return 1
     s = dev.stats
+    if a.stats:
+        from .report import stats_json
+        Path(a.stats).write_text(stats_json(s))
     print(dev.layer_table())
     print(f"{s['cycles_per_image']:,.0f} cycles/image, MAC utilization {s['mac_utilization']:.1%}, "
           f"{s['time_per_image_at_clock_s'] * 1e3:.3f} ms/image at {cfg.clock_hz / 1e6:g} MHz, "
@@ -360,9 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--localize", action="store_true",
                    help="on a mismatch, run the program layer by layer and name the first layer that differs")
+    s.add_argument("--stats", help="write the run's stats (cycles, per-layer table) as JSON, for rmsmp report --run")
     s.set_defaults(func=cmd_sim)
-    r = sub.add_parser("report", help="show a quantized model's layers, schemes and formats")
+    r = sub.add_parser("report", help="a quantized model's layers, schemes and formats (text, or an HTML page)")
     r.add_argument("model")
+    r.add_argument("--html", help="write a self-contained HTML page with plots (matplotlib) here")
+    r.add_argument("--program", help="with --html: the compiled program (its config and MACs)")
+    r.add_argument("--run", help="with --html: a run's stats (rmsmp sim … --stats run.json)")
+    r.add_argument("--build", help="with --html: a board build's report.json (make bitstream)")
     r.set_defaults(func=cmd_report)
     b = sub.add_parser("build", help="build a board's bitstream with the open toolchain (yosys, nextpnr)")
     b.add_argument("--board", help="ulx3s-85f | icebreaker")

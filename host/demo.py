@@ -4,7 +4,8 @@
 
 Prints the top-5 classes, checks the simulator's logits against the golden model bit for
 bit, and reports the per-layer table, cycles, MAC utilization and the latency at the
-config's clock.
+config's clock; writes the same as an HTML page with plots (``--report``, default
+``build/demo/report.html``).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", help="torchvision resnet18 state_dict file (default: random init)")
     ap.add_argument("--image", help="input image as a saved tensor [3, H, W], normalised (default: random)")
     ap.add_argument("--calib", type=int, default=8, help="calibration images (random unless --image)")
+    ap.add_argument("--report", default="build/demo/report.html", help="the HTML report (default %(default)s)")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     model = resnet18(weights=a.weights).eval()
@@ -66,6 +68,10 @@ def main(argv=None) -> int:
     print(f"{s['cycles']:,} cycles, MAC utilization {s['mac_utilization']:.1%}, "
           f"latency {s['time_per_image_at_clock_s'] * 1e3:.2f} ms at {cfg.clock_hz / 1e6:g} MHz; "
           f"simulated {s['sim_cycles_per_s'] / 1e3:.0f} kcycles/s ({s['wall_s']:.0f} s)")
+    from .report import write_report
+    page = write_report(a.report, qm, program=prog, run=s,
+                        title=f"rmsmp demo: ResNet-18 {a.size}×{a.size} on {cfg.describe()}")
+    print(f"report: {page.resolve()}")
     return 0 if exact else 1
 
 

@@ -80,7 +80,7 @@ def plot_rows(rows: list[dict]) -> str:
         "".join(ch for ch in s if ch.isdigit()) or 0)))
     fig, ax = _figure(0.28 * len(rows) + 1.2)
     left = [0] * len(rows)
-    for k, s in enumerate(schemes):
+    for s in schemes:
         same = [x for x in schemes if x.rstrip("0123456789") == s.rstrip("0123456789")]
         v = [r["schemes"].get(s, 0) for r in rows]
         ax.barh(names, v, left=left, label=s, color=_scheme_colour(s, same.index(s), len(same)))
@@ -88,7 +88,7 @@ def plot_rows(rows: list[dict]) -> str:
     ax.invert_yaxis()
     ax.set_xlabel("rows (output channels)")
     ax.set_title("rows per scheme")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
     return _png(fig)
 
@@ -101,6 +101,7 @@ def plot_sqnr(rows: list[dict]) -> str:
     ax2 = ax.twiny()
     ax2.plot([r["weight_bits"] for r in rows], names, "o-", color="#c44e52", ms=3, lw=1)
     ax2.set_xlabel("mean weight bits", color="#c44e52")
+    ax2.set_xlim(0, 9)
     ax.invert_yaxis()
     ax.set_xlabel("weight SQNR (dB)")
     ax.tick_params(axis="y", labelsize=7)
@@ -220,7 +221,8 @@ def write_report(path, qm, *, program=None, run=None, build=None, title: str | N
     parts.append(_table(["layer", "op", "rows", "rows per scheme", "mean weight bits", "in bits", "out bits",
                          "weight SQNR dB"],
                         [[r["layer"], r["op"], r["rows"], " ".join(f"{k}:{v}" for k, v in r["schemes"].items()),
-                          f"{r['weight_bits']:.2f}", r["in_bits"], f"{r['out_bits']}" + (" log" if r["out_log"] else ""),
+                          f"{r['weight_bits']:.2f}", r["in_bits"],
+                          f"{r['out_bits']}" + (" log" if r["out_log"] else ""),
                           f"{r['sqnr_db']:.1f}"] for r in rows]))
 
     if program is not None:
@@ -262,7 +264,7 @@ def write_report(path, qm, *, program=None, run=None, build=None, title: str | N
         paths = build.get("critical_paths") or []
         if paths:
             parts.append("<h3>Worst paths</h3>")
-            cols = [k for k in ("unit", "from", "to", "ns", "mhz", "clock") if k in paths[0]]
+            cols = [k for k in ("from", "to", "delay_ns", "logic_ns", "routing_ns", "clocks") if k in paths[0]]
             parts.append(_table(cols, [[p.get(c, "") for c in cols] for p in paths[:10]]))
 
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")

@@ -35,8 +35,8 @@ def fake_quant_tensor(y: torch.Tensor, q: TensorQ) -> torch.Tensor:
         s = 2.0 ** q.value_frac
         lv = torch.tensor(q.levels(), dtype=y.dtype, device=y.device)
         u = torch.clamp(y * s, 0, float(lv[-1]))
-        code = torch.bucketize(torch.floor(u.detach() + 0.5), torch.tensor(q.thresholds(), dtype=y.dtype, device=y.device),
-                               right=True)
+        thr = torch.tensor(q.thresholds(), dtype=y.dtype, device=y.device)
+        code = torch.bucketize(torch.floor(u.detach() + 0.5), thr, right=True)
         return (u + (lv[code] - u).detach()) / s
     s = 2.0 ** q.frac
     yc = torch.clamp(y * s, q.lo, q.hi)

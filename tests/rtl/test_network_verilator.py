@@ -1,4 +1,6 @@
 """A whole network on the cycle-accurate model: the digits CNN, bit-exact vs golden."""
+import json
+
 import pytest
 import torch
 
@@ -115,9 +117,17 @@ def test_cli_compile_and_sim(tmp_path, capsys):
     assert main(["compile", str(m), "-o", str(p), "--batch", "2"]) == 0
     prog = Program.load(p)
     assert prog.io.batch == 2 and prog.config_hash == CFG.config_hash
-    assert main(["sim", str(p), "--model", str(m), "--images", "2"]) == 0
+    assert main(["sim", str(p), "--model", str(m), "--images", "2", "--stats", str(tmp_path / "run.json")]) == 0
     out = capsys.readouterr().out
     assert "bit-exact" in out and "cycles/image" in out
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["images"] == 2 and run["layers"][0]["layer"] == "conv1"
+    # the run's figures reach the HTML report, as printed
+    html = tmp_path / "r.html"
+    assert main(["report", str(m), "--html", str(html), "--program", str(p), "--run", str(tmp_path / "run.json")]) == 0
+    page = html.read_text()
+    assert f"{run['cycles_per_image']:,.0f}" in out and f"{run['cycles_per_image']:,.0f}" in page
+    assert all(f"{r['cycles']:,}" in page for r in run["layers"])
     bad = tmp_path / "bad.prog"
     bad.write_bytes(b"not a program")
     assert main(["sim", str(bad)]) == 2
