@@ -191,6 +191,23 @@ class Dma(wiring.Component):
             next_addr = Mux(rows, n_rbase + n_lx, d.buf_addr + i + 1)
             cur_lane, next_lane = Mux(rows, s_lane, 0), Mux(rows, n_lane, 0)
 
+        # a store reads the buffer at registered addresses: ``ra``/``rl`` the entry being read,
+        # ``na``/``nl`` the one after it, and the walker one entry ahead of ``ra`` (primed as the
+        # write command is taken) — no adder or descriptor decode between a register here and
+        # the banks' read address across the chip
+        ra, na = Signal(ADDR_BITS, name="st_addr"), Signal(ADDR_BITS, name="st_next_addr")
+        rl, nl = Signal(range(max(P, 2)), name="st_lane"), Signal(range(max(P, 2)), name="st_next_lane")
+
+        def store_prime():
+            walk = [] if P == 1 else [x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
+            return [ra.eq(cur_addr), rl.eq(cur_lane), na.eq(next_addr), nl.eq(next_lane)] + walk
+
+        def store_advance():
+            if P == 1:
+                return [ra.eq(na), na.eq(na + 1)]
+            return [ra.eq(na), rl.eq(nl), na.eq(Mux(rows, n_rbase + n_lx, na + 1)), nl.eq(Mux(rows, n_lane, 0)),
+                    x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
+
         # a buffer port's address and data follow the entry being assembled; only its
         # enable is gated (the entry is written the cycle its last bus word arrives).  A
         # shared word's later slots come from ``hold``, shifted down a slot per entry
@@ -295,13 +312,14 @@ class Dma(wiring.Component):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
                 with m.Elif(wr.ready):
+                    m.d.sync += store_prime()
                     m.next = "READ"
                     if ahead_fifo:                  # one word an entry: straight to the read-ahead
                         m.d.sync += [sent.eq(0), s_inflight.eq(0)]
                         with m.If(s_wpe == 1):
                             m.next = "STREAM"
             with m.State("READ"):
-                m.d.comb += [self.act_r.addr.eq(cur_addr), self.act_r.lane.eq(cur_lane)]
+                m.d.comb += [self.act_r.addr.eq(ra), self.act_r.lane.eq(rl)]
                 m.next = "LATCH"
                 if streams and not ahead_fifo:      # (compact) one word an entry: stream it
                     with m.If(s_wpe == 1):
@@ -318,15 +336,13 @@ class Dma(wiring.Component):
                     # its output register holds)
                     room = (sfifo.level + s_inflight) < ahead - 1
                     issue = room & (i != d.count)
-                    m.d.comb += [self.act_r.addr.eq(cur_addr), self.act_r.lane.eq(cur_lane),
+                    m.d.comb += [self.act_r.addr.eq(ra), self.act_r.lane.eq(rl),
                                  sfifo.w_en.eq(s_inflight), sfifo.w_data.eq(entry[:bus]),
                                  self.mem.wr_data.valid.eq(sfifo.r_rdy), self.mem.wr_data.payload.eq(sfifo.r_data),
                                  sfifo.r_en.eq(self.mem.wr_data.ready)]
                     m.d.sync += s_inflight.eq(issue)
                     with m.If(issue):
-                        m.d.sync += i.eq(i + 1)
-                        if P > 1:
-                            m.d.sync += [x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
+                        m.d.sync += [i.eq(i + 1)] + store_advance()
                     with m.If(sfifo.r_rdy & self.mem.wr_data.ready):
                         m.d.sync += sent.eq(sent + 1)
                         with m.If(sent == d.count - 1):
@@ -338,12 +354,9 @@ class Dma(wiring.Component):
                 with m.State("STREAM"):
                     take = self.mem.wr_data.ready
                     m.d.comb += [self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(entry[:bus]),
-                                 self.act_r.addr.eq(Mux(take, next_addr, cur_addr)),
-                                 self.act_r.lane.eq(Mux(take, next_lane, cur_lane))]
+                                 self.act_r.addr.eq(Mux(take, na, ra)), self.act_r.lane.eq(Mux(take, nl, rl))]
                     with m.If(take):
-                        m.d.sync += i.eq(i + 1)
-                        if P > 1:
-                            m.d.sync += [x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
+                        m.d.sync += [i.eq(i + 1)] + store_advance()
                         with m.If(i == d.count - 1):
                             m.d.sync += self.busy.eq(0)
                             m.next = "IDLE"
@@ -351,13 +364,11 @@ class Dma(wiring.Component):
                 # the next entry's address is presented while this one is sent, so with two
                 # or more bus words per entry the store streams one word per cycle
                 m.d.comb += [self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(sr[:bus]),
-                             self.act_r.addr.eq(next_addr), self.act_r.lane.eq(next_lane)]
+                             self.act_r.addr.eq(na), self.act_r.lane.eq(nl)]
                 with m.If(self.mem.wr_data.ready):
                     m.d.sync += [sr.eq(sr >> bus), k.eq(k + 1)]
                     with m.If(k == s_wpe - 1):
-                        m.d.sync += [i.eq(i + 1), k.eq(0)]
-                        if P > 1:
-                            m.d.sync += [x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
+                        m.d.sync += [i.eq(i + 1), k.eq(0)] + store_advance()
                         with m.If(i == d.count - 1):
                             m.d.sync += self.busy.eq(0)
                             m.next = "IDLE"
