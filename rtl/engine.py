@@ -126,7 +126,10 @@ class ConvEngine(wiring.Component):
         read_latency = self.READ_LATENCY if S else 1
         m.submodules.vec = vec = VectorUnit(columns=C, requantizer=rq.signature, addr_bits=AB,
                                              ops=cfg.vector_ops, held_desc=self._held, pixels=P,
-                                             read_latency=read_latency, pipelined=cfg.pipelined)
+                                             read_latency=read_latency + S, pipelined=cfg.pipelined)
+        # (pipelined: the vector unit's read address through a register on its way to the banks
+        # — its walk's counters, muxes and adders were the critical path — so it reads a cycle later)
+        vec_rd_addr = stage(m, vec.rd_addr, S, "vec_rd_addr")
         m.d.comb += [vec.start.eq(self.vec_start & ~self.busy), vec.desc.eq(self.vec_desc),
                      self.busy.eq(cbusy | vec.busy), self.done.eq(cdone | vec.done)]
 
@@ -374,7 +377,7 @@ class ConvEngine(wiring.Component):
         wen = Mux(o_wide, Const(3, C + 1), Const(1, C)) << o_lane
         m.d.comb += vec.rd_data.eq(act_q)
         with m.If(vec.busy):
-            m.d.comb += [act_rd.addr.eq(vec.rd_addr), act_wr.addr.eq(vec.wr_addr), act_wr.data.eq(vec.wr_data)]
+            m.d.comb += [act_rd.addr.eq(vec_rd_addr), act_wr.addr.eq(vec.wr_addr), act_wr.data.eq(vec.wr_data)]
             m.d.comb += [act_wr.en[p].eq(vec.wr_en.replicate(C)) for p in range(P)]
         with m.Else():
             m.d.comb += [act_rd.addr.eq(act_addr[:ADDR_BITS]), act_wr.addr.eq(o_addr)]
