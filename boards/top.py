@@ -43,6 +43,8 @@ __all__ = ["BoardTop"]
 
 #: words of memory read data in flight between the memory controller and the units
 READ_FIFO_DEPTH = 3
+#: words of write data waiting between the units and the memory controller
+WRITE_FIFO_DEPTH = 3
 
 
 class BoardTop(wiring.Component):
@@ -119,20 +121,32 @@ class BoardTop(wiring.Component):
         m.d.comb += [core.start.eq(csr.start), core.prog_addr.eq(csr.prog_addr), csr.busy.eq(core.busy),
                      csr.done.eq(core.done), csr.id.eq(core.id), csr.cycles.eq(core.cycles),
                      csr.mac_beats.eq(core.mac_beats), csr.pc.eq(core.pc), csr.error.eq(core.error)]
-        # the memory's read data through a small FIFO (registered on both sides): the memory
-        # controller sits by its pins, the units that take the words across the chip
-        # (a pipelined core's board: the compact one takes it straight)
+        # the memory's read and write data through small FIFOs (registered on both sides): the
+        # memory controller sits by its pins, the units that give and take the words across the
+        # chip, so neither side's ready reaches the other's logic in the same cycle (a pipelined
+        # core's board: the compact one is wired straight).  Commands pass straight: the
+        # controller serves one burst at a time, taking a write burst's words from the FIFO, so
+        # a later command cannot overtake words still waiting in it.  (The on-chip memory reads
+        # and writes at once, so its write data goes straight: a load right after a store
+        # could read a word still in the FIFO.)
         port = mem.port
         if self._cfg.pipelined:
             port = mem_port_signature(32).create(path=("mem_port",))
             m.submodules.read_ahead = rq = SyncFIFOBuffered(width=32, depth=READ_FIFO_DEPTH)
-            for name in ("rd_cmd", "wr_cmd", "wr_data"):
+            straight = ("rd_cmd", "wr_cmd") if self._sdram else ("rd_cmd", "wr_cmd", "wr_data")
+            for name in straight:
                 src, dst = getattr(port, name), getattr(mem.port, name)
                 m.d.comb += [dst.valid.eq(src.valid), dst.payload.eq(src.payload), src.ready.eq(dst.ready)]
             m.d.comb += [rq.w_en.eq(mem.port.rd_data.valid), rq.w_data.eq(mem.port.rd_data.payload),
                          mem.port.rd_data.ready.eq(rq.w_rdy),
                          port.rd_data.valid.eq(rq.r_rdy), port.rd_data.payload.eq(rq.r_data),
                          rq.r_en.eq(port.rd_data.ready)]
+            if self._sdram:
+                m.submodules.write_behind = wq = SyncFIFOBuffered(width=32, depth=WRITE_FIFO_DEPTH)
+                m.d.comb += [wq.w_en.eq(port.wr_data.valid), wq.w_data.eq(port.wr_data.payload),
+                             port.wr_data.ready.eq(wq.w_rdy),
+                             mem.port.wr_data.valid.eq(wq.r_rdy), mem.port.wr_data.payload.eq(wq.r_data),
+                             wq.r_en.eq(mem.port.wr_data.ready)]
         mux_mem_ports(m, core.busy, core.mem, br.mem, port)
         done = Signal()
         with m.If(core.done):

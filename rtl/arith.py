@@ -53,17 +53,30 @@ def clamp(value: Value, lo: Value, hi: Value) -> Value:
     return Mux(value < lo, lo, Mux(value > hi, hi, value))
 
 
-def nested_carries(m, enable, counters):
+def nested_carries(m, enable, counters, *, load=None):
     """Advance ``counters`` [(signal, limit), …], innermost first, like nested loops.
 
     On an ``enable`` cycle the innermost counter steps; a counter at ``limit - 1`` wraps to
     0 and carries into the next.  Returns ``len(counters) + 1`` conditions: element ``i``
     is "counter ``i`` steps this cycle" (it wraps if the next one steps too); the last is
     "the outermost wraps", i.e. the last iteration is being issued.
+
+    Given ``load`` (a cycle when every counter is 0 and the limits are steady), "counter ``i``
+    is at its last value" is kept in a register, set as the counter moves from a comparison
+    of the value it leaves: the carries are then a chain of ANDs of registers, with no
+    comparator between ``enable`` and the counters and addresses they step (a pipelined
+    core's walk; one flip-flop a level).
     """
     carries = [enable]
     for sig, limit in counters:
-        at_last = sig == limit - 1
+        if load is None:
+            at_last = sig == limit - 1
+        else:
+            at_last = Signal(name=f"{sig.name}_at_last")
+            with m.If(load):
+                m.d.sync += at_last.eq(limit == 1)
+            with m.Elif(carries[-1]):               # it moves to 0 (wraps) or to sig + 1
+                m.d.sync += at_last.eq(Mux(at_last, limit == 1, sig == limit - 2))
         with m.If(carries[-1]):
             m.d.sync += sig.eq(Mux(at_last, 0, sig + 1))
         carries.append(carries[-1] & at_last)

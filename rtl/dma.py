@@ -147,6 +147,15 @@ class Dma(wiring.Component):
             with m.If((d.buf == Buffer.ACT) & nib):
                 m.d.comb += n_wpe.eq(nib_wpe)
         rd, wr = self.mem.rd_cmd, self.mem.wr_cmd
+        # the last entry and the last bus word of an entry, as the walk's comparisons take them
+        # (pipelined: in registers, valid from the cycle after ``start`` on — the descriptor is
+        # steady by then and no comparison is made before — so no subtractor or decode of the
+        # descriptor sits before the decisions that steer the assembly register and the buffers)
+        last_i, last_nk, last_sk = d.count - 1, n_wpe - 1, s_wpe - 1
+        if self._pipelined:
+            last_i = Signal.like(d.count, name="last_entry")
+            last_nk, last_sk = Signal.like(n_wpe, name="last_load_word"), Signal.like(k, name="last_store_word")
+            m.d.sync += [last_i.eq(d.count - 1), last_nk.eq(n_wpe - 1), last_sk.eq(s_wpe - 1)]
 
         # -- the activation walker: entry i's row base, column x, and per pixel lane its
         # column in the lane (loads) / the lane and column an entry is read from (stores).
@@ -267,13 +276,13 @@ class Dma(wiring.Component):
                 m.d.comb += self.mem.rd_data.ready.eq(1)
                 with m.If(self.mem.rd_data.valid):
                     m.d.sync += sr.eq(nxt)
-                    with m.If(k == n_wpe - 1):
+                    with m.If(k == last_nk):
                         m.d.comb += entry_done.eq(1)
                         for n, (code, port) in writers.items():
                             if n != "act_w":
                                 m.d.comb += port.en.eq(((d.buf == code).replicate(len(port.en))))
                         m.d.sync += [k.eq(0), i.eq(i + 1)]
-                        with m.If(i == d.count - 1):
+                        with m.If(i == last_i):
                             m.d.sync += self.busy.eq(0)
                             m.next = "IDLE"
                         if shares:
@@ -290,7 +299,7 @@ class Dma(wiring.Component):
                         if n != "act_w":
                             m.d.comb += port.en.eq(((d.buf == code).replicate(len(port.en))))
                     m.d.sync += [hold.eq(after), j.eq(j + 1), i.eq(i + 1)]
-                    with m.If(i == d.count - 1):
+                    with m.If(i == last_i):
                         m.d.sync += self.busy.eq(0)
                         m.next = "IDLE"
                     with m.Elif(j == last_j):
@@ -345,7 +354,7 @@ class Dma(wiring.Component):
                         m.d.sync += [i.eq(i + 1)] + store_advance()
                     with m.If(sfifo.r_rdy & self.mem.wr_data.ready):
                         m.d.sync += sent.eq(sent + 1)
-                        with m.If(sent == d.count - 1):
+                        with m.If(sent == last_i):
                             m.d.sync += self.busy.eq(0)
                             m.next = "IDLE"
             elif streams:
@@ -357,7 +366,7 @@ class Dma(wiring.Component):
                                  self.act_r.addr.eq(Mux(take, na, ra)), self.act_r.lane.eq(Mux(take, nl, rl))]
                     with m.If(take):
                         m.d.sync += [i.eq(i + 1)] + store_advance()
-                        with m.If(i == d.count - 1):
+                        with m.If(i == last_i):
                             m.d.sync += self.busy.eq(0)
                             m.next = "IDLE"
             with m.State("SEND"):
@@ -367,9 +376,9 @@ class Dma(wiring.Component):
                              self.act_r.addr.eq(na), self.act_r.lane.eq(nl)]
                 with m.If(self.mem.wr_data.ready):
                     m.d.sync += [sr.eq(sr >> bus), k.eq(k + 1)]
-                    with m.If(k == s_wpe - 1):
+                    with m.If(k == last_sk):
                         m.d.sync += [i.eq(i + 1), k.eq(0)] + store_advance()
-                        with m.If(i == d.count - 1):
+                        with m.If(i == last_i):
                             m.d.sync += self.busy.eq(0)
                             m.next = "IDLE"
                         with m.Else():

@@ -183,7 +183,8 @@ class ConvEngine(wiring.Component):
         inflight = Signal(range(Q + 1))
         og, oy, ox = (Signal(DIM_BITS, name=n) for n in ("og", "oy", "ox"))
         cb, ky, kx = Signal(DIM_BITS), Signal(4), Signal(4)
-        first = (cb == 0) & (ky == 0) & (kx == 0)
+        # the first tap of a dot product (pipelined: a register, set below as the walk moves)
+        first = Signal(name="first") if S else (cb == 0) & (ky == 0) & (kx == 0)
         last = (cb == d.in_cb - 1) & (ky == d.kernel - 1) & (kx == d.kernel - 1)
         stall = first & (inflight == Q)
         issue = running & ~stall
@@ -214,8 +215,16 @@ class ConvEngine(wiring.Component):
         m.d.comb += self.beat.eq(issue)
         with m.If(issue):
             m.d.sync += self.mac_beats.eq(self.mac_beats + 1)
+        loaded = setup & ~in_plane.busy & ~out_plane.busy
+        # (pipelined: each level's "at its last value" in a register, arith.nested_carries)
         steps = nested_carries(m, issue, [(kx, d.kernel), (ky, d.kernel), (cb, d.in_cb),
-                                          (ox, d.out_w), (oy, d.out_h), (og, d.out_groups)])
+                                          (ox, d.out_w), (oy, d.out_h), (og, d.out_groups)],
+                               load=loaded if S else None)
+        if S:                                       # the three inner counters all wrap: tap 0
+            with m.If(loaded):
+                m.d.sync += first.eq(1)
+            with m.Elif(issue):
+                m.d.sync += first.eq(steps[3])
         with m.If(steps[-1]):
             m.d.sync += running.eq(0)
 
@@ -226,7 +235,6 @@ class ConvEngine(wiring.Component):
         # pixel lane reads the same word of its own bank: its columns are stored from its
         # first input column on
         w_tap, w_og = Signal(WB), Signal(WB)
-        loaded = setup & ~in_plane.busy & ~out_plane.busy
         iy0, ix0 = window_origin(m, restart=loaded | steps[5], next_row=steps[4], next_pixel=steps[3],
                                  pad_top=d.pad_top, pad=d.pad, stride=d.stride, width=DIM_BITS + 3)
         iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))

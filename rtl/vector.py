@@ -102,7 +102,10 @@ class VectorUnit(wiring.Component):
                 m.d.sync += d.eq(self.desc)
             m.d.sync += [setup.eq(1), self.busy.eq(1),
                          cb.eq(0), oy.eq(0), ox.eq(0), ty.eq(0), tx.eq(0)]
-        steps = nested_carries(m, issue, [(tx, tw), (ty, th), (ox, d.out_w), (oy, d.out_h), (cb, d.cb)])
+        loaded = setup & ~plane.busy if window else setup
+        # (pipelined: each level's "at its last value" in a register, arith.nested_carries)
+        steps = nested_carries(m, issue, [(tx, tw), (ty, th), (ox, d.out_w), (oy, d.out_h), (cb, d.cb)],
+                               load=loaded if self._pipe else None)
         with m.If(steps[-1]):
             m.d.sync += running.eq(0)
 
@@ -110,7 +113,6 @@ class VectorUnit(wiring.Component):
         # max-pool reads a_base + cb·in_h·in_w + iy·in_w + ix with (iy, ix) = (oy·stride + ty -
         # pad_top, ox·stride + tx - pad); the average pool walks a block's plane (no padding,
         # one output pixel); the add reads a_base + ox, then b_base + ox
-        loaded = setup & ~plane.busy if window else setup
         with m.If(loaded):                           # an operation the unit lacks: nothing runs
             m.d.sync += [setup.eq(0), running.eq(known)]
         add_addr = Mux(tx == 0, d.a_base, d.b_base) + ox
