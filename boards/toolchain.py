@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 from rmsmp.generator.catalog import BoardError, BoardSpec
+from rmsmp.rtl.mac import REPLICA
 
 from .design import platform
 
-__all__ = ["NAME", "NO_COLLISION_BYPASS", "toolchain_env", "run_build", "abc9_crashed", "pnr_defaults"]
+__all__ = ["NAME", "NO_COLLISION_BYPASS", "KEEP_REPLICAS", "toolchain_env", "run_build", "abc9_crashed", "pnr_defaults"]
 
 NAME = "rmsmp_top"
 
@@ -31,6 +32,12 @@ NAME = "rmsmp_top"
 #: the core's Amaranth tests and the board top's UART test run with every collided read
 #: garbled and stay bit-exact.
 NO_COLLISION_BYPASS = "setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:TRANSPARENCY_MASK=1'0 %i"
+
+#: yosys step run after reading the design: the registers that copy a broadcast value (the
+#: MAC array's activations and flags, one copy per few rows: ``rtl.mac.REPLICA`` in their
+#: names) are kept apart — opt_merge would fold copies of the same input back into one
+#: register driving every row across the chip (a 24 ns net on the ULX3S for_board core)
+KEEP_REPLICAS = f"setattr -set keep 1 w:*_{REPLICA} %ci1 t:*dff* %i"
 
 
 def _tool(name: str) -> str | None:
@@ -73,7 +80,7 @@ def run_build(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synt
     """Extract Amaranth's build plan for the board design into ``out`` and run it; returns
     (exit code, the tool output and yosys log tail)."""
     opts = {"nextpnr_opts": " ".join([f"--report {NAME}.report.json", *pnr_opts]),
-            "script_after_read": NO_COLLISION_BYPASS}
+            "script_after_read": "\n".join([NO_COLLISION_BYPASS, KEEP_REPLICAS])}
     if script_after_synth:
         opts["script_after_synth"] = script_after_synth
     if synth_opts:

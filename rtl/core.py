@@ -75,6 +75,7 @@ class Core(wiring.Component):
         m.submodules.dma = dma = Dma(bus_width=bus, buffer_ports=buffer_ports(cfg), act_width=8 * cfg.columns,
                                      unpack=unpack, held_desc=True, pixels=cfg.pixels,
                                      pipelined=cfg.pipelined)
+        assert dma.act_read_latency == engine.act_read_latency
         for name in buffer_ports(cfg):
             wiring.connect(m, getattr(dma, name), getattr(engine, name))
 

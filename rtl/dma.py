@@ -81,7 +81,9 @@ def weight_slot(width: int, bus_width: int) -> int:
 
 
 #: entries a streaming store reads ahead of the memory's write channel
-STORE_AHEAD = 4
+STORE_AHEAD = 5
+#: words of a load's read data waiting for the assembly register (pipelined)
+LOAD_IN = 3
 
 
 class Dma(wiring.Component):
@@ -94,6 +96,8 @@ class Dma(wiring.Component):
                  held_desc: bool = False, pixels: int = 1, pipelined: bool = True):
         self._bus = bus_width
         self._pipelined = pipelined
+        #: cycles from ``act_r.addr`` to its data that the store logic is built for
+        self.act_read_latency = 1 + int(pipelined)
         self._pixels = pixels
         self._held = held_desc
         self._ports = buffer_ports            # name -> (code, signature as the engine sees it)
@@ -223,7 +227,17 @@ class Dma(wiring.Component):
         spill = Signal()
         hold = Signal(bus)
         j = Signal(range(max(2, 1 << max_lg)))          # the slot being written
-        top = Mux(spill, hold, self.mem.rd_data.payload)
+        # (pipelined) the memory's read data lands in a small FIFO first: what steers the
+        # assembly register — a word is here — is then a register of this unit, not the
+        # memory's valid through the core's and the board's port multiplexers
+        if self._pipelined:
+            m.submodules.load_in = lfifo = SyncFIFOBuffered(width=bus, depth=LOAD_IN)
+            m.d.comb += [lfifo.w_en.eq(self.mem.rd_data.valid), lfifo.w_data.eq(self.mem.rd_data.payload),
+                         self.mem.rd_data.ready.eq(lfifo.w_rdy)]
+            word, word_valid, take_word = lfifo.r_data, lfifo.r_rdy, lfifo.r_en
+        else:
+            word, word_valid, take_word = self.mem.rd_data.payload, self.mem.rd_data.valid, self.mem.rd_data.ready
+        top = Mux(spill, hold, word)
         after = Signal(bus)                              # ``top`` without its lowest slot
         last_j = Signal.like(j)                          # a shared word's last slot
         len_words = Signal(LEN_BITS)                     # bus words a load reads
@@ -273,8 +287,8 @@ class Dma(wiring.Component):
                     m.next = "RECV"
             with m.State("RECV"):
                 # an entry is written the cycle its last bus word arrives: one word per cycle
-                m.d.comb += self.mem.rd_data.ready.eq(1)
-                with m.If(self.mem.rd_data.valid):
+                m.d.comb += take_word.eq(1)
+                with m.If(word_valid):
                     m.d.sync += sr.eq(nxt)
                     with m.If(k == last_nk):
                         m.d.comb += entry_done.eq(1)
@@ -307,10 +321,17 @@ class Dma(wiring.Component):
             # -- store: activation entries split into bus words ----------------------------
             streams = act_wpe == 1 or (nib_ok and nib_wpe == 1)     # some stores move a word an entry
             ahead_fifo = streams and self._pipelined                  # (a compact core: no FIFO)
-            if ahead_fifo:
+            if self._pipelined:
+                # (pipelined) every store's words leave through a small FIFO: the memory's ready
+                # steers only the FIFO's read side, the assembly register and the buffer's read
+                # address follow the FIFO's room, a register of this unit
                 ahead = STORE_AHEAD
                 m.submodules.store_ahead = sfifo = SyncFIFOBuffered(width=bus, depth=ahead)
-                sent, s_inflight = Signal(ADDR_BITS + 1), Signal()
+                m.d.comb += [self.mem.wr_data.valid.eq(sfifo.r_rdy), self.mem.wr_data.payload.eq(sfifo.r_data),
+                             sfifo.r_en.eq(self.mem.wr_data.ready)]
+            if ahead_fifo:
+                # s_inflight bit n: an entry was read n + 1 cycles ago (the buffer answers in two)
+                sent, s_inflight = Signal(ADDR_BITS + 1), Signal(2)
             # a 4-bit tensor's entry leaves as its bytes' low nibbles
             packed = Cat(self.act_r.data[8 * j:8 * j + 4] for j in range(self._act_width // 8))
             entry = Mux(nib, packed, self.act_r.data) if nib_ok else self.act_r.data
@@ -329,7 +350,11 @@ class Dma(wiring.Component):
                             m.next = "STREAM"
             with m.State("READ"):
                 m.d.comb += [self.act_r.addr.eq(ra), self.act_r.lane.eq(rl)]
-                m.next = "LATCH"
+                m.next = "READ2" if self._pipelined else "LATCH"
+            if self._pipelined:                     # the buffer answers two cycles on
+                with m.State("READ2"):
+                    m.d.comb += [self.act_r.addr.eq(ra), self.act_r.lane.eq(rl)]
+                    m.next = "LATCH"
                 if streams and not ahead_fifo:      # (compact) one word an entry: stream it
                     with m.If(s_wpe == 1):
                         m.next = "STREAM"
@@ -343,13 +368,11 @@ class Dma(wiring.Component):
                 with m.State("STREAM"):
                     # (one entry short of full: the FIFO's inner part takes a write whatever
                     # its output register holds)
-                    room = (sfifo.level + s_inflight) < ahead - 1
+                    room = (sfifo.level + s_inflight[0] + s_inflight[1]) < ahead - 1
                     issue = room & (i != d.count)
                     m.d.comb += [self.act_r.addr.eq(ra), self.act_r.lane.eq(rl),
-                                 sfifo.w_en.eq(s_inflight), sfifo.w_data.eq(entry[:bus]),
-                                 self.mem.wr_data.valid.eq(sfifo.r_rdy), self.mem.wr_data.payload.eq(sfifo.r_data),
-                                 sfifo.r_en.eq(self.mem.wr_data.ready)]
-                    m.d.sync += s_inflight.eq(issue)
+                                 sfifo.w_en.eq(s_inflight[1]), sfifo.w_data.eq(entry[:bus])]
+                    m.d.sync += s_inflight.eq(Cat(issue, s_inflight[0]))
                     with m.If(issue):
                         m.d.sync += [i.eq(i + 1)] + store_advance()
                     with m.If(sfifo.r_rdy & self.mem.wr_data.ready):
@@ -372,18 +395,36 @@ class Dma(wiring.Component):
             with m.State("SEND"):
                 # the next entry's address is presented while this one is sent, so with two
                 # or more bus words per entry the store streams one word per cycle
-                m.d.comb += [self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(sr[:bus]),
-                             self.act_r.addr.eq(na), self.act_r.lane.eq(nl)]
-                with m.If(self.mem.wr_data.ready):
+                m.d.comb += [self.act_r.addr.eq(na), self.act_r.lane.eq(nl)]
+                if self._pipelined:
+                    m.d.comb += [sfifo.w_en.eq(1), sfifo.w_data.eq(sr[:bus])]
+                    take = sfifo.w_rdy
+                else:
+                    m.d.comb += [self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(sr[:bus])]
+                    take = self.mem.wr_data.ready
+                with m.If(take):
                     m.d.sync += [sr.eq(sr >> bus), k.eq(k + 1)]
                     with m.If(k == last_sk):
                         m.d.sync += [i.eq(i + 1), k.eq(0)] + store_advance()
                         with m.If(i == last_i):
-                            m.d.sync += self.busy.eq(0)
-                            m.next = "IDLE"
+                            if self._pipelined:         # done when the FIFO has passed it all on
+                                m.next = "DRAIN"
+                            else:
+                                m.d.sync += self.busy.eq(0)
+                                m.next = "IDLE"
                         with m.Else():
-                            if act_wpe >= 2:
+                            if self._pipelined:
+                                # the next entry's address has been presented since this
+                                # entry's first word (two or more cycles): its data is there
+                                # a cycle from now
+                                m.next = "LATCH"
+                            elif act_wpe >= 2:
                                 m.d.sync += sr.eq(entry)
                             else:
                                 m.next = "READ"
+            if self._pipelined:
+                with m.State("DRAIN"):
+                    with m.If(sfifo.level == 0):
+                        m.d.sync += self.busy.eq(0)
+                        m.next = "IDLE"
         return m

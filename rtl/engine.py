@@ -88,6 +88,8 @@ class ConvEngine(wiring.Component):
 
     def __init__(self, cfg, *, held_desc: bool = False):
         self._held = held_desc
+        #: cycles from ``act_r.addr`` to its ``act_r.data`` (pipelined: through a register)
+        self.act_read_latency = 1 + int(cfg.pipelined)
         if cfg.act_bits != 8:
             raise ValueError(f"ConvEngine stores 8-bit activations; config has act_bits={cfg.act_bits}")
         if cfg.columns & (cfg.columns - 1):
@@ -402,6 +404,7 @@ class ConvEngine(wiring.Component):
         lb = (cfg.act_depth // ACT_BANKS - 1).bit_length()
         e_rbank, h_rbank = Signal(range(ACT_BANKS)), Signal(range(ACT_BANKS))
         h_lane = Signal(range(max(P, 2)))
+        act_r_data = Signal.like(self.act_r.data)
         m.d.sync += [e_rbank.eq(act_rd.addr[lb:]), h_rbank.eq(self.act_r.addr[lb:]), h_lane.eq(self.act_r.lane)]
         for p in range(P):
             for b in range(ACT_BANKS):
@@ -421,7 +424,11 @@ class ConvEngine(wiring.Component):
                 with m.If(e_rbank == b):
                     m.d.comb += act_rd.data[p].eq(rdp.data)
                 with m.If((h_rbank == b) & (h_lane == p)):
-                    m.d.comb += self.act_r.data.eq(rdp.data)
+                    m.d.comb += act_r_data.eq(rdp.data)
+        # (pipelined: the DMA's read data through a register beside the banks — a block RAM's
+        # output is slow, and the DMA sits by the memory across the chip — so ``act_r``
+        # answers two cycles after its address: Dma.act_read_latency)
+        m.d.comb += self.act_r.data.eq(stage(m, act_r_data, S, "act_r_q"))
 
         # -- completion -------------------------------------------------------------------------
         idle_tail = (~setup & ~running & (inflight == 0) & (queued == 0) & ser.ongoing("IDLE") & ~emit_q

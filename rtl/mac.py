@@ -19,7 +19,14 @@ from amaranth.lib.wiring import In, Out
 from .arith import delay
 from .lanes import lane_format, make_lane
 
-__all__ = ["MacRow", "MacArray", "row_input_layout"]
+__all__ = ["MacRow", "MacArray", "row_input_layout", "REPLICA", "COPY_ROWS"]
+
+#: the name mark of registers that copy one value to drive part of a wide fan-out: yosys
+#: would merge them back into one (same input), so the board builds mark them ``keep``
+#: (boards/toolchain.py)
+REPLICA = "replica"
+#: rows of a pipelined core's array that share one copy of the broadcast activations and flags
+COPY_ROWS = 4
 
 
 def row_input_layout(fmt, columns: int, act_width: int) -> data.StructLayout:
@@ -131,8 +138,14 @@ class MacArray(wiring.Component):
     """
 
     def __init__(self, *, lane_groups, columns: int, act_width: int, acc_bits: int, pixels: int = 1,
-                 pot_act_width: int | None = None, lut_schemes=(), fold: bool | None = None):
+                 pot_act_width: int | None = None, lut_schemes=(), fold: bool | None = None,
+                 copy_rows: int | None = None):
         self._groups = [(lane_format(s), int(r)) for s, r in lane_groups]
+        # ``copy_rows``: the broadcast inputs (a pixel lane's activations and the flags) go
+        # through one more register, a copy per ``copy_rows`` rows (``REPLICA`` in its name:
+        # the board builds keep such copies apart), and the weights through a register
+        # beside their row: no net drives every row of the array (it spans the chip)
+        self._copy_rows = copy_rows
         self._columns, self._act_width, self._acc_bits = columns, act_width, acc_bits
         self._pixels = pixels
         # power-of-two lanes may take narrower activations (the low bits, signed): the
@@ -162,7 +175,8 @@ class MacArray(wiring.Component):
     def for_config(cls, cfg) -> "MacArray":
         return cls(lane_groups=[(g.format, g.rows) for g in cfg.lane_groups], columns=cfg.columns,
                    act_width=cfg.act_width, acc_bits=cfg.acc_bits, pixels=cfg.pixels,
-                   pot_act_width=cfg.pot_act_width, lut_schemes=cfg.lut_schemes)
+                   pot_act_width=cfg.pot_act_width, lut_schemes=cfg.lut_schemes,
+                   copy_rows=COPY_ROWS if cfg.pipelined else None)
 
     @property
     def rows(self) -> int:
@@ -170,30 +184,55 @@ class MacArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 2 + _tree_levels(self._columns)
+        return 2 + _tree_levels(self._columns) + (self._copy_rows is not None)
 
     def _lane_width(self, fmt) -> int:
         return self._pot_width if fmt.kind == "pot" or fmt.name in self._lut else self._act_width
 
     def elaborate(self, platform):
         m = Module()
-        flags = delay(m, Cat(self.i.valid, self.i.payload.first, self.i.payload.last),
-                      1 + _tree_levels(self._columns), "flags")
-        valid, first, last = flags[0], flags[1], flags[2]
+        tree = 1 + _tree_levels(self._columns)
+        inputs = Cat(self.i.valid, self.i.payload.first, self.i.payload.last)
+        cr = self._copy_rows
+        copies = {}                     # (pixel lane, block of rows) -> (activations, flags)
+
+        def block(p, k):
+            """The activations of pixel lane ``p`` and the flags (delayed to the accumulators)
+            that row ``k`` takes."""
+            key = (p, k // cr if cr else 0)
+            if key not in copies:
+                if cr:
+                    tag = f"p{p}_b{key[1]}"
+                    a = Signal.like(self.i.payload.a[p], name=f"{tag}_a_{REPLICA}")
+                    f = Signal(3, name=f"{tag}_flags_{REPLICA}")
+                    m.d.sync += [a.eq(self.i.payload.a[p]), f.eq(inputs)]
+                    copies[key] = (a, delay(m, f, tree, f"{tag}_flags"))
+                elif not copies:
+                    copies[key] = (self.i.payload.a[p], delay(m, inputs, tree, "flags"))
+                else:
+                    copies[key] = (self.i.payload.a[p], next(iter(copies.values()))[1])
+            return copies[key]
+
         for p in range(self._pixels):
             k = 0
             px = f"p{p}_" if self._pixels > 1 else ""
             for fmt, nrows in self._groups:
                 aw = self._lane_width(fmt)
-                acts = self.i.payload.a[p]
-                if aw < self._act_width:
-                    acts = [Value.cast(acts[c])[:aw].as_signed() for c in range(self._columns)]
                 for r in range(nrows):
+                    acts, flags = block(p, k)
+                    if aw < self._act_width:
+                        acts = [Value.cast(acts[c])[:aw].as_signed() for c in range(self._columns)]
+                    w = self.i.payload.w[fmt.name][r]
+                    if cr:                      # (beside the row, one cycle like the activations)
+                        w_q = Signal.like(w, name=f"{px}r{k}_w")
+                        m.d.sync += w_q.eq(w)
+                        w = w_q
                     lanes = self.lanes[p][k]
-                    total, carry = _sum_tree(m, lanes, acts, self.i.payload.w[fmt.name][r], f"{px}r{k}_{fmt.name}")
+                    total, carry = _sum_tree(m, lanes, acts, w, f"{px}r{k}_{fmt.name}")
                     acc = Signal(signed(self._acc_bits), name=f"{px}r{k}_acc")
-                    _accumulate(m, acc, total, valid, first, carry)
+                    _accumulate(m, acc, total, flags[0], flags[1], carry)
                     m.d.comb += self.o.payload[p][k].eq(acc)
                     k += 1
-        m.d.sync += self.o.valid.eq(valid & last)
+        _, flags = block(0, 0)
+        m.d.sync += self.o.valid.eq(flags[0] & flags[2])
         return m

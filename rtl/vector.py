@@ -191,11 +191,14 @@ class VectorUnit(wiring.Component):
             # half's the cycle after (p1, from the held words); their outputs S cycles later
             # — in compact cores too: the shifted sum, rounding shift and clamp in one cycle
             # were the iCE40 build's critical path (64 ns), for a dozen flip-flops
-            SA = 1
+            # (pipelined, a third: the rounding shift into a register before the clamp — the
+            # adder, variable shift and clamp in one cycle were the small ULX3S design's worst path)
+            SA, SR = 1, S
             q0 = v1 & l1 & is_add
             p1 = Signal()
             m.d.sync += p1.eq(q0 & (C > 1))
-            q1, p2 = delay(m, q0, SA, "q1"), delay(m, p1, SA, "p2")
+            q_s, p_s = delay(m, q0, SA, "q_s"), delay(m, p1, SA, "p_s")
+            q1, p2 = delay(m, q_s, SR, "q1"), delay(m, p_s, SR, "p2")
             # the add's per-op operands, held beside its lanes
             sa, sb, rs = stage(m, d.sa, SA, "add_sa"), stage(m, d.sb, SA, "add_sb"), stage(m, d.rs, SA, "add_rs")
             b_sgn = stage(m, d.b_signed, SA, "b_signed")
@@ -222,7 +225,8 @@ class VectorUnit(wiring.Component):
                                  b.eq(Mux(b_sgn, b_byte.as_signed(), b_byte.as_unsigned()))]
                     total = (a << sa) + (b << sb)
                     sreg = stage(m, total, SA, f"add_s{i}{sfx}")
-                    ys.append(clamp(rshift_round(sreg, rs, half), lo, hi)[:8])
+                    rnd = stage(m, rshift_round(sreg, rs, half), SR, f"add_r{i}{sfx}")
+                    ys.append(clamp(rnd, lo, hi)[:8])
                 with m.If(q1):
                     m.d.sync += ylo.eq(Cat(*ys))
                 add_words.append(Cat(ylo, Cat(*ys)[:8 * (C - H)]) if C > 1 else Cat(*ys))
@@ -232,7 +236,7 @@ class VectorUnit(wiring.Component):
                 write = Mux(is_add, add_write, write)
             else:
                 words, write = add_words, add_write
-            settling = q1 | p1 | p2
+            settling = q_s | q1 | p1 | p_s | p2
         else:
             settling = Const(0, 1)
 

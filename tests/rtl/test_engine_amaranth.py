@@ -53,7 +53,7 @@ def run_engine(cfg, low, x_words, in_base, out_base, out_words):
         words = []
         for a in range(out_words):
             ctx.set(dut.act_r.addr, out_base + a)
-            await ctx.tick()
+            await ctx.tick().repeat(dut.act_read_latency)
             words.append(ctx.get(dut.act_r.data))
         result["words"] = words
 
