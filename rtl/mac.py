@@ -194,23 +194,21 @@ class MacArray(wiring.Component):
         tree = 1 + _tree_levels(self._columns)
         inputs = Cat(self.i.valid, self.i.payload.first, self.i.payload.last)
         cr = self._copy_rows
+        shared = None if cr else delay(m, inputs, tree, "flags")
         copies = {}                     # (pixel lane, block of rows) -> (activations, flags)
 
         def block(p, k):
             """The activations of pixel lane ``p`` and the flags (delayed to the accumulators)
             that row ``k`` takes."""
-            key = (p, k // cr if cr else 0)
+            if not cr:
+                return self.i.payload.a[p], shared
+            key = (p, k // cr)
             if key not in copies:
-                if cr:
-                    tag = f"p{p}_b{key[1]}"
-                    a = Signal.like(self.i.payload.a[p], name=f"{tag}_a_{REPLICA}")
-                    f = Signal(3, name=f"{tag}_flags_{REPLICA}")
-                    m.d.sync += [a.eq(self.i.payload.a[p]), f.eq(inputs)]
-                    copies[key] = (a, delay(m, f, tree, f"{tag}_flags"))
-                elif not copies:
-                    copies[key] = (self.i.payload.a[p], delay(m, inputs, tree, "flags"))
-                else:
-                    copies[key] = (self.i.payload.a[p], next(iter(copies.values()))[1])
+                tag = f"p{p}_b{key[1]}"
+                a = Signal.like(self.i.payload.a[p], name=f"{tag}_a_{REPLICA}")
+                f = Signal(3, name=f"{tag}_flags_{REPLICA}")
+                m.d.sync += [a.eq(self.i.payload.a[p]), f.eq(inputs)]
+                copies[key] = (a, delay(m, f, tree, f"{tag}_flags"))
             return copies[key]
 
         for p in range(self._pixels):
