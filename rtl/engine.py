@@ -36,7 +36,7 @@ from .arith import (
     window_origin,
 )
 from .isa import ACT_BANKS, ADDR_BITS, CH_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
-from .mac import MacArray
+from .mac import REPLICA, MacArray
 from .ppu import Requantizer
 from .vector import VectorUnit
 
@@ -165,7 +165,7 @@ class ConvEngine(wiring.Component):
             wmems[f.name] = mem.read_port()
         m.submodules.par = par = Memory(shape=data.ArrayLayout(self._plo, R), depth=cfg.acc_depth, init=[])
         par_wr = par.write_port()
-        par_rd = par.read_port()        # read at pop; its output holds the word until the next
+        par_rd = par.read_port()        # the parameter word of the next dot product to pop
         m.d.comb += [par_wr.addr.eq(host_w["par_w"].addr), par_wr.data.eq(host_w["par_w"].data),
                      par_wr.en.eq(host_w["par_w"].en)]
 
@@ -306,7 +306,17 @@ class ConvEngine(wiring.Component):
             with m.Else():
                 m.d.sync += npix.eq(npix + 1)
         acc = q_rd.data                 # the popped dot product (held)
-        prm = par_rd.data               # its parameter word (held)
+        if S:
+            # (pipelined: the parameter word is read continuously at the next pop's address —
+            # ``nog`` moves only at a pop, and pops are two or more cycles apart, so the word at
+            # the port when a pop happens is that pop's — and latched into a register then: the
+            # row select and the requantizers start from flip-flops, not from a block RAM's
+            # output across the chip)
+            prm = Signal.like(par_rd.data, name="prm_q")
+            with m.If(pop):
+                m.d.sync += prm.eq(par_rd.data)
+        else:
+            prm = par_rd.data           # its parameter word (held: read at pop)
         r = Signal(range(R))
         emit = Signal()
         # enabled rows: the first of the word being read, and the next after r of the latched one
@@ -319,7 +329,7 @@ class ConvEngine(wiring.Component):
                 m.d.comb += first_en.eq(i)
             with m.If(later[i]):
                 m.d.comb += next_en.eq(i)
-        m.d.comb += [par_rd.addr.eq(d.p_base + nog), par_rd.en.eq(pop)]
+        m.d.comb += [par_rd.addr.eq(d.p_base + nog), par_rd.en.eq(1 if S else pop)]
         with m.FSM() as ser:
             with m.State("IDLE"):
                 with m.If(queued != 0):
@@ -396,11 +406,21 @@ class ConvEngine(wiring.Component):
                 m.d.comb += [act_wr.data[p].eq(Mux(o_wide, half.replicate(C // 2 if C > 1 else 1),
                                                    half[:8].replicate(C))),
                              act_wr.en[p].eq(Mux(rqp.o.valid & o_en, wen, 0))]
+        # the conv op's last busy cycle: nothing issuing, queued, in the requantizers or writing
+        c_ending = cbusy & ~setup & ~running & (inflight == 0) & (queued == 0) & ser.ongoing("IDLE") & ~emit_q \
+            & (pending == 0) & ~rq.o.valid
         own = Signal(ACT_BANKS)
-        with m.If(self.start & ~self.busy):
+        start_c, start_v = self.start & ~self.busy, self.vec_start & ~self.busy
+        with m.If(start_c):
             m.d.sync += own.eq(self.desc.banks)
-        with m.Elif(self.vec_start & ~self.busy):
+        with m.Elif(start_v):
             m.d.sync += own.eq(self.vec_desc.banks)
+        # (pipelined: whether the running op owns bank b is a register per bank, set from the
+        # next cycle's busy and owner — the same value as busy & own[b] every cycle — so no
+        # single busy flag fans out to the address, data and enable multiplexers of every bank
+        # across the chip; the copies are kept apart in board builds: ``REPLICA``)
+        busy_next = start_c | start_v | (self.busy & ~(c_ending | vec.ending))
+        own_next = Mux(start_c, self.desc.banks, Mux(start_v, self.vec_desc.banks, own))
         lb = (cfg.act_depth // ACT_BANKS - 1).bit_length()
         e_rbank, h_rbank = Signal(range(ACT_BANKS)), Signal(range(ACT_BANKS))
         h_lane = Signal(range(max(P, 2)))
@@ -411,7 +431,11 @@ class ConvEngine(wiring.Component):
                 mem = Memory(shape=unsigned(8 * C), depth=cfg.act_depth // ACT_BANKS, init=[])
                 m.submodules[f"act{b}" if P == 1 else f"act{p}_{b}"] = mem
                 rdp, wp = mem.read_port(), mem.write_port(granularity=8)
-                mine = self.busy & own[b]
+                if S:
+                    mine = Signal(name=f"mine{p}_{b}_{REPLICA}")
+                    m.d.sync += mine.eq(busy_next & own_next[b])
+                else:
+                    mine = self.busy & own[b]
                 hw_addr = host_w["act_w"].addr[p]
                 with m.If(mine):
                     m.d.comb += [rdp.addr.eq(act_rd.addr[:lb]), wp.addr.eq(act_wr.addr[:lb]),
@@ -431,9 +455,7 @@ class ConvEngine(wiring.Component):
         m.d.comb += self.act_r.data.eq(stage(m, act_r_data, S, "act_r_q"))
 
         # -- completion -------------------------------------------------------------------------
-        idle_tail = (~setup & ~running & (inflight == 0) & (queued == 0) & ser.ongoing("IDLE") & ~emit_q
-                     & (pending == 0) & ~rq.o.valid)
-        with m.If(cbusy & idle_tail):
+        with m.If(c_ending):
             m.d.sync += [cbusy.eq(0), cdone.eq(1)]
         with m.Else():
             m.d.sync += cdone.eq(0)

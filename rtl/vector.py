@@ -49,7 +49,8 @@ __all__ = ["VectorUnit"]
 
 class VectorUnit(wiring.Component):
     """``rq`` drives a :class:`~rmsmp.rtl.ppu.Requantizer` (the engine shares its own).
-    ``held_desc``: ``desc`` is held by the driver while ``busy`` (no copy is kept)."""
+    ``held_desc``: ``desc`` is held by the driver while ``busy`` (no copy is kept).
+    ``ending`` is high in the op's last busy cycle (``busy`` falls after it)."""
 
     def __init__(self, *, columns: int, requantizer: wiring.Signature, sum_bits: int = AVGPOOL_SUM_BITS,
                  addr_bits: int = ADDR_BITS, ops=VECTOR_OPS, held_desc: bool = False, pixels: int = 1,
@@ -65,7 +66,7 @@ class VectorUnit(wiring.Component):
             raise ValueError(f"vector unit operations {sorted(unknown)} do not exist")
         super().__init__({
             "rq": In(requantizer),
-            "start": In(1), "desc": In(VecDesc), "busy": Out(1), "done": Out(1),
+            "start": In(1), "desc": In(VecDesc), "busy": Out(1), "done": Out(1), "ending": Out(1),
             "rd_addr": Out(ADDR_BITS), "rd_data": In(data.ArrayLayout(8 * columns, pixels)),
             "wr_addr": Out(ADDR_BITS), "wr_data": Out(data.ArrayLayout(8 * columns, pixels)), "wr_en": Out(1),
         })
@@ -283,7 +284,9 @@ class VectorUnit(wiring.Component):
             m.d.sync += oa.eq(oa + 1)
         m.d.sync += [self.wr_addr.eq(oa), self.wr_en.eq(write)] + [self.wr_data[p].eq(words[p]) for p in range(P)]
 
-        with m.If(self.busy & ~setup & ~running & ~in_flight & ~v1 & ~settling & ~draining & ~write & ~self.wr_en):
+        m.d.comb += self.ending.eq(self.busy & ~setup & ~running & ~in_flight & ~v1 & ~settling & ~draining
+                                   & ~write & ~self.wr_en)
+        with m.If(self.ending):
             m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         with m.Else():
             m.d.sync += self.done.eq(0)
