@@ -114,6 +114,21 @@ class Dma(wiring.Component):
         bus = self._bus
         d = self.desc if self._held else Signal(DmaDesc)
         writers = {n: (code, getattr(self, n)) for n, (code, _) in self._ports.items() if n != "act_r"}
+        busy = self.busy
+        if self._pipelined:
+            # (pipelined) the buffer ports' address, data and enables leave through a register:
+            # the unpacking (``wbits``, nibbles, slots) is logic beside this unit, and the route to
+            # the engine's buffers across the chip starts from flip-flops.  ``busy`` stays high a
+            # cycle longer, so an entry lands in its buffer as many cycles before ``busy`` falls
+            # as without the register
+            busy, tail = Signal(name="busy_walk"), Signal(name="busy_tail")
+            m.d.sync += tail.eq(busy)
+            m.d.comb += self.busy.eq(busy | tail)
+            for n, (code, port) in list(writers.items()):
+                fields = {k: mb.shape for k, mb in port.signature.members.items()}
+                shadow = Signal(data.StructLayout(fields), name=f"{n}_next")
+                m.d.sync += [getattr(port, k).eq(getattr(shadow, k)) for k in fields]
+                writers[n] = (code, shadow)
         wpe = {n: words_per_entry(len(p.data), bus) for n, (_, p) in writers.items()}
         max_wpe = max(wpe.values())
         sr = Signal(max_wpe * bus)
@@ -165,10 +180,11 @@ class Dma(wiring.Component):
         # column in the lane (loads) / the lane and column an entry is read from (stores).
         # One pixel lane: entries consecutive from buf_addr (the compiler never sets row_w)
         P = self._pixels
+        act_w = writers["act_w"][1]
         entry_done = Signal()                          # a load's entry is written this cycle
         if P == 1:
-            m.d.comb += [self.act_w.addr[0].eq(d.buf_addr + i),
-                         self.act_w.en[0].eq((entry_done & (d.buf == Buffer.ACT)).replicate(len(self.act_w.en[0])))]
+            m.d.comb += [act_w.addr[0].eq(d.buf_addr + i),
+                         act_w.en[0].eq((entry_done & (d.buf == Buffer.ACT)).replicate(len(act_w.en[0])))]
             cur_addr, next_addr, cur_lane, next_lane = d.buf_addr + i, d.buf_addr + i + 1, 0, 0
             x = rbase = s_lane = s_lx = n_x = n_rbase = n_lane = n_lx = None
         else:
@@ -190,9 +206,9 @@ class Dma(wiring.Component):
                     m.d.sync += [x.eq(x + 1)] + [lx[p].eq(lx[p] + 1) for p in range(P)]
             for p in range(P):
                 ok = Mux(rows, lanes[p] & (lx[p] >= d.lo) & (lx[p] < d.hi), lanes[p])
-                m.d.comb += [self.act_w.addr[p].eq(Mux(rows, rbase + lx[p], d.buf_addr + i)),
-                             self.act_w.en[p].eq((entry_done & (d.buf == Buffer.ACT) & ok)
-                                                 .replicate(len(self.act_w.en[p])))]
+                m.d.comb += [act_w.addr[p].eq(Mux(rows, rbase + lx[p], d.buf_addr + i)),
+                             act_w.en[p].eq((entry_done & (d.buf == Buffer.ACT) & ok)
+                                                 .replicate(len(act_w.en[p])))]
             # a store's next entry: the next column of the lane, the next lane, or the next row
             n_x, n_rbase, n_lane, n_lx = Signal.like(x), Signal.like(rbase), Signal.like(s_lane), Signal.like(s_lx)
             m.d.comb += [n_x.eq(x + 1), n_rbase.eq(rbase), n_lane.eq(s_lane), n_lx.eq(s_lx + 1)]
@@ -272,7 +288,7 @@ class Dma(wiring.Component):
                 with m.If(self.start):
                     if not self._held:
                         m.d.sync += d.eq(self.desc)
-                    m.d.sync += [i.eq(0), k.eq(0), self.busy.eq(1)]
+                    m.d.sync += [i.eq(0), k.eq(0), busy.eq(1)]
                     with m.If(self.store):
                         m.next = "WCMD"
                     with m.Else():
@@ -281,7 +297,7 @@ class Dma(wiring.Component):
             with m.State("RCMD"):
                 m.d.comb += [rd.valid.eq(1), rd.payload.addr.eq(d.ext_addr), rd.payload.len.eq(len_words)]
                 with m.If(d.count == 0):
-                    m.d.sync += self.busy.eq(0)
+                    m.d.sync += busy.eq(0)
                     m.next = "IDLE"
                 with m.Elif(rd.ready):
                     m.next = "RECV"
@@ -297,7 +313,7 @@ class Dma(wiring.Component):
                                 m.d.comb += port.en.eq(((d.buf == code).replicate(len(port.en))))
                         m.d.sync += [k.eq(0), i.eq(i + 1)]
                         with m.If(i == last_i):
-                            m.d.sync += self.busy.eq(0)
+                            m.d.sync += busy.eq(0)
                             m.next = "IDLE"
                         if shares:
                             with m.Elif(lg != 0):
@@ -314,7 +330,7 @@ class Dma(wiring.Component):
                             m.d.comb += port.en.eq(((d.buf == code).replicate(len(port.en))))
                     m.d.sync += [hold.eq(after), j.eq(j + 1), i.eq(i + 1)]
                     with m.If(i == last_i):
-                        m.d.sync += self.busy.eq(0)
+                        m.d.sync += busy.eq(0)
                         m.next = "IDLE"
                     with m.Elif(j == last_j):
                         m.next = "RECV"
@@ -339,7 +355,7 @@ class Dma(wiring.Component):
                 m.d.comb += [wr.valid.eq(1), wr.payload.addr.eq(d.ext_addr),
                              wr.payload.len.eq(small_mul(d.count, s_wpe, LEN_BITS))]
                 with m.If(d.count == 0):
-                    m.d.sync += self.busy.eq(0)
+                    m.d.sync += busy.eq(0)
                     m.next = "IDLE"
                 with m.Elif(wr.ready):
                     m.d.sync += store_prime()
@@ -378,7 +394,7 @@ class Dma(wiring.Component):
                     with m.If(sfifo.r_rdy & self.mem.wr_data.ready):
                         m.d.sync += sent.eq(sent + 1)
                         with m.If(sent == last_i):
-                            m.d.sync += self.busy.eq(0)
+                            m.d.sync += busy.eq(0)
                             m.next = "IDLE"
             elif streams:
                 # (compact) the read port answers the address of the cycle before, so the next
@@ -390,7 +406,7 @@ class Dma(wiring.Component):
                     with m.If(take):
                         m.d.sync += [i.eq(i + 1)] + store_advance()
                         with m.If(i == last_i):
-                            m.d.sync += self.busy.eq(0)
+                            m.d.sync += busy.eq(0)
                             m.next = "IDLE"
             with m.State("SEND"):
                 # the next entry's address is presented while this one is sent, so with two
@@ -410,7 +426,7 @@ class Dma(wiring.Component):
                             if self._pipelined:         # done when the FIFO has passed it all on
                                 m.next = "DRAIN"
                             else:
-                                m.d.sync += self.busy.eq(0)
+                                m.d.sync += busy.eq(0)
                                 m.next = "IDLE"
                         with m.Else():
                             if self._pipelined:
@@ -425,6 +441,6 @@ class Dma(wiring.Component):
             if self._pipelined:
                 with m.State("DRAIN"):
                     with m.If(sfifo.level == 0):
-                        m.d.sync += self.busy.eq(0)
+                        m.d.sync += busy.eq(0)
                         m.next = "IDLE"
         return m
