@@ -144,7 +144,9 @@ class MacArray(wiring.Component):
         # ``copy_rows``: the broadcast inputs (a pixel lane's activations and the flags) go
         # through one more register, a copy per ``copy_rows`` rows (``REPLICA`` in its name:
         # the board builds keep such copies apart), and the weights through a register
-        # beside their row: no net drives every row of the array (it spans the chip)
+        # beside their row: no net drives every row of the array (it spans the chip); then
+        # one more register before the lanes — a multiplier (DSP) lane's own, so the route
+        # into the DSP block starts beside it (two cycles more latency in all)
         self._copy_rows = copy_rows
         self._columns, self._act_width, self._acc_bits = columns, act_width, acc_bits
         self._pixels = pixels
@@ -184,7 +186,7 @@ class MacArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 2 + _tree_levels(self._columns) + (self._copy_rows is not None)
+        return 2 + _tree_levels(self._columns) + 2 * (self._copy_rows is not None)
 
     def _lane_width(self, fmt) -> int:
         return self._pot_width if fmt.kind == "pot" or fmt.name in self._lut else self._act_width
@@ -208,8 +210,20 @@ class MacArray(wiring.Component):
                 a = Signal.like(self.i.payload.a[p], name=f"{tag}_a_{REPLICA}")
                 f = Signal(3, name=f"{tag}_flags_{REPLICA}")
                 m.d.sync += [a.eq(self.i.payload.a[p]), f.eq(inputs)]
-                copies[key] = (a, delay(m, f, tree, f"{tag}_flags"))
+                copies[key] = (a, delay(m, f, tree + 1, f"{tag}_flags"))
             return copies[key]
+
+        later = {}                      # (pixel lane, block of rows) -> the copy a cycle later
+
+        def block_later(p, k):
+            """The activations of row ``k``'s block a cycle later: what LUT-built rows take
+            while the multiplier rows take their own registers (same timing)."""
+            key = (p, k // cr)
+            if key not in later:
+                a = block(p, k)[0]
+                later[key] = Signal.like(a, name=f"p{p}_b{key[1]}_a_later")
+                m.d.sync += later[key].eq(a)
+            return later[key]
 
         for p in range(self._pixels):
             k = 0
@@ -218,13 +232,23 @@ class MacArray(wiring.Component):
                 aw = self._lane_width(fmt)
                 for r in range(nrows):
                     acts, flags = block(p, k)
+                    w = self.i.payload.w[fmt.name][r]
+                    if cr:
+                        # (beside the row, two cycles like the activations; a multiplier row's
+                        # lanes each take the activation from a register of their own — kept
+                        # apart in board builds, ``REPLICA`` — next to their DSP block, other
+                        # rows from their block's copy a cycle later)
+                        w_q, w_q2 = Signal.like(w, name=f"{px}r{k}_w"), Signal.like(w, name=f"{px}r{k}_w2")
+                        m.d.sync += [w_q.eq(w), w_q2.eq(w_q)]
+                        w = w_q2
+                        if fmt.kind == "fix" and fmt.name not in self._lut:
+                            own = [Signal.like(acts[c], name=f"{px}r{k}_a{c}_{REPLICA}") for c in range(self._columns)]
+                            m.d.sync += [own[c].eq(acts[c]) for c in range(self._columns)]
+                            acts = own
+                        else:
+                            acts = block_later(p, k)
                     if aw < self._act_width:
                         acts = [Value.cast(acts[c])[:aw].as_signed() for c in range(self._columns)]
-                    w = self.i.payload.w[fmt.name][r]
-                    if cr:                      # (beside the row, one cycle like the activations)
-                        w_q = Signal.like(w, name=f"{px}r{k}_w")
-                        m.d.sync += w_q.eq(w)
-                        w = w_q
                     lanes = self.lanes[p][k]
                     total, carry = _sum_tree(m, lanes, acts, w, f"{px}r{k}_{fmt.name}")
                     acc = Signal(signed(self._acc_bits), name=f"{px}r{k}_acc")

@@ -103,16 +103,19 @@ async def _drive_array(ctx, dut, groups, seqs, rnd, bubbles):
     return outs
 
 
-@pytest.mark.parametrize("C, P, narrow", [(1, 1, 0), (3, 1, 0), (4, 1, 0), (8, 1, 0), (3, 2, 0), (4, 3, 0),
-                                         (4, 1, 5), (3, 2, 5)])
-def test_mac_array_random_dot_products(C, P, narrow):
+@pytest.mark.parametrize("C, P, narrow, copy_rows", [(1, 1, 0, None), (3, 1, 0, None), (4, 1, 0, None),
+                                                    (8, 1, 0, None), (3, 2, 0, None), (4, 3, 0, None),
+                                                    (4, 1, 5, None), (3, 2, 5, None), (4, 2, 5, 2), (3, 1, 0, 4)])
+def test_mac_array_random_dot_products(C, P, narrow, copy_rows):
     """Every row of every pixel lane: the exact dot product of its lane's activations with
     the row's (shared) weights, over dot products of several lengths, with bubbles.
     ``narrow``: the pot lanes and the LUT-built fix4 lanes take 5-bit signed activations
-    (the activations are drawn to fit them)."""
+    (the activations are drawn to fit them); ``copy_rows``: a pipelined core's array (the
+    broadcast inputs copied per block of rows, multiplier lanes with their own registers)."""
     groups = [("pot4", 2), ("fix4", 1), ("fix8", 1), ("pot2", 1)]
     dut = MacArray(lane_groups=[(parse_weight_format(f), n) for f, n in groups], columns=C, act_width=AW,
-                   acc_bits=32, pixels=P, pot_act_width=narrow or None, lut_schemes=("fix4",) if narrow else ())
+                   acc_bits=32, pixels=P, pot_act_width=narrow or None, lut_schemes=("fix4",) if narrow else (),
+                   copy_rows=copy_rows)
     fmts = [WeightFormat(f[:3], int(f[3:])) for f, n in groups for _ in range(n)]
     rnd = random.Random(C * 10 + P)
     seqs, exps = [], []
