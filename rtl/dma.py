@@ -256,13 +256,21 @@ class Dma(wiring.Component):
         top = Mux(spill, hold, word)
         after = Signal(bus)                              # ``top`` without its lowest slot
         last_j = Signal.like(j)                          # a shared word's last slot
-        len_words = Signal(LEN_BITS)                     # bus words a load reads
+        len_words = Signal(LEN_BITS, name="len_words_next")   # bus words a load reads
         m.d.comb += len_words.eq(small_mul(d.count, n_wpe, LEN_BITS))
         with m.Switch(lg):
             for lgv in sorted(set(shares.values())):
                 with m.Case(lgv):
                     m.d.comb += [after.eq(top >> (bus >> lgv)), last_j.eq((1 << lgv) - 1),
                                  len_words.eq((d.count + (1 << lgv) - 1) >> lgv)]
+        store_len = small_mul(d.count, s_wpe, LEN_BITS)   # bus words a store writes
+        if self._pipelined:
+            # (pipelined) the commands' lengths in registers, set in the cycle after ``start``
+            # (``SETUP``) from the then steady descriptor: no multiplier or ``wbits`` decode
+            # sits before the memory controller's burst counter across the chip
+            len_q, store_len_q = Signal(LEN_BITS, name="len_words"), Signal(LEN_BITS, name="store_len")
+            m.d.sync += [len_q.eq(len_words), store_len_q.eq(store_len)]
+            len_words, store_len = len_q, store_len_q
         nxt = Signal(max_wpe * bus)
         m.d.comb += nxt.eq(Cat(sr[bus:], top))
         for n, (_, port) in writers.items():
@@ -283,13 +291,24 @@ class Dma(wiring.Component):
                         with m.Case(b):
                             m.d.comb += port.data.eq(Cat(Cat(c, c[-1].replicate(lane - b)) for c in codes))
 
+        storing = Signal()                               # (pipelined) the op is a store
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     if not self._held:
                         m.d.sync += d.eq(self.desc)
                     m.d.sync += [i.eq(0), k.eq(0), busy.eq(1)]
-                    with m.If(self.store):
+                    if self._pipelined:
+                        m.d.sync += storing.eq(self.store)
+                        m.next = "SETUP"
+                    else:
+                        with m.If(self.store):
+                            m.next = "WCMD"
+                        with m.Else():
+                            m.next = "RCMD"
+            if self._pipelined:
+                with m.State("SETUP"):          # the command lengths are being registered
+                    with m.If(storing):
                         m.next = "WCMD"
                     with m.Else():
                         m.next = "RCMD"
@@ -353,7 +372,7 @@ class Dma(wiring.Component):
             entry = Mux(nib, packed, self.act_r.data) if nib_ok else self.act_r.data
             with m.State("WCMD"):
                 m.d.comb += [wr.valid.eq(1), wr.payload.addr.eq(d.ext_addr),
-                             wr.payload.len.eq(small_mul(d.count, s_wpe, LEN_BITS))]
+                             wr.payload.len.eq(store_len)]
                 with m.If(d.count == 0):
                     m.d.sync += busy.eq(0)
                     m.next = "IDLE"

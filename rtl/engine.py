@@ -19,6 +19,9 @@ checks the bank masks before it issues.
 """
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
@@ -425,6 +428,7 @@ class ConvEngine(wiring.Component):
         e_rbank, h_rbank = Signal(range(ACT_BANKS)), Signal(range(ACT_BANKS))
         h_lane = Signal(range(max(P, 2)))
         act_r_data = Signal.like(self.act_r.data)
+        picked = []
         m.d.sync += [e_rbank.eq(act_rd.addr[lb:]), h_rbank.eq(self.act_r.addr[lb:]), h_lane.eq(self.act_r.lane)]
         for p in range(P):
             for b in range(ACT_BANKS):
@@ -447,12 +451,18 @@ class ConvEngine(wiring.Component):
                                  wp.en.eq(Mux(hw_addr[lb:] == b, host_w["act_w"].en[p], 0))]
                 with m.If(e_rbank == b):
                     m.d.comb += act_rd.data[p].eq(rdp.data)
-                with m.If((h_rbank == b) & (h_lane == p)):
-                    m.d.comb += act_r_data.eq(rdp.data)
-        # (pipelined: the DMA's read data through a register beside the banks — a block RAM's
-        # output is slow, and the DMA sits by the memory across the chip — so ``act_r``
-        # answers two cycles after its address: Dma.act_read_latency)
-        m.d.comb += self.act_r.data.eq(stage(m, act_r_data, S, "act_r_q"))
+                if S:
+                    # (pipelined: the DMA's read data through a register beside each bank — a
+                    # block RAM's output is slow (5.8 ns), and the DMA sits by the memory across
+                    # the chip — then selected by a one-hot register, so ``act_r`` answers two
+                    # cycles after its address: Dma.act_read_latency)
+                    bank_q, pick = Signal.like(rdp.data, name=f"act_r_q{p}_{b}"), Signal(name=f"act_r_pick{p}_{b}")
+                    m.d.sync += [bank_q.eq(rdp.data), pick.eq((h_rbank == b) & (h_lane == p))]
+                    picked.append(Mux(pick, bank_q, 0))
+                else:
+                    with m.If((h_rbank == b) & (h_lane == p)):
+                        m.d.comb += act_r_data.eq(rdp.data)
+        m.d.comb += self.act_r.data.eq(reduce(operator.or_, picked) if S else act_r_data)
 
         # -- completion -------------------------------------------------------------------------
         with m.If(c_ending):
