@@ -81,7 +81,7 @@ def weight_slot(width: int, bus_width: int) -> int:
 
 
 #: entries a streaming store reads ahead of the memory's write channel
-STORE_AHEAD = 5
+STORE_AHEAD = 6
 #: words of a load's read data waiting for the assembly register (pipelined)
 LOAD_IN = 3
 
@@ -97,7 +97,7 @@ class Dma(wiring.Component):
         self._bus = bus_width
         self._pipelined = pipelined
         #: cycles from ``act_r.addr`` to its data that the store logic is built for
-        self.act_read_latency = 1 + int(pipelined)
+        self.act_read_latency = 1 + 2 * int(pipelined)
         self._pixels = pixels
         self._held = held_desc
         self._ports = buffer_ports            # name -> (code, signature as the engine sees it)
@@ -112,6 +112,7 @@ class Dma(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bus = self._bus
+        L = self.act_read_latency
         d = self.desc if self._held else Signal(DmaDesc)
         writers = {n: (code, getattr(self, n)) for n, (code, _) in self._ports.items() if n != "act_r"}
         busy = self.busy
@@ -365,8 +366,8 @@ class Dma(wiring.Component):
                 m.d.comb += [self.mem.wr_data.valid.eq(sfifo.r_rdy), self.mem.wr_data.payload.eq(sfifo.r_data),
                              sfifo.r_en.eq(self.mem.wr_data.ready)]
             if ahead_fifo:
-                # s_inflight bit n: an entry was read n + 1 cycles ago (the buffer answers in two)
-                sent, s_inflight = Signal(ADDR_BITS + 1), Signal(2)
+                # s_inflight bit n: an entry was read n + 1 cycles ago (the buffer answers in L)
+                sent, s_inflight = Signal(ADDR_BITS + 1), Signal(L)
             # a 4-bit tensor's entry leaves as its bytes' low nibbles
             packed = Cat(self.act_r.data[8 * j:8 * j + 4] for j in range(self._act_width // 8))
             entry = Mux(nib, packed, self.act_r.data) if nib_ok else self.act_r.data
@@ -383,18 +384,16 @@ class Dma(wiring.Component):
                         m.d.sync += [sent.eq(0), s_inflight.eq(0)]
                         with m.If(s_wpe == 1):
                             m.next = "STREAM"
-            with m.State("READ"):
-                m.d.comb += [self.act_r.addr.eq(ra), self.act_r.lane.eq(rl)]
-                m.next = "READ2" if self._pipelined else "LATCH"
-            if self._pipelined:                     # the buffer answers two cycles on
-                with m.State("READ2"):
+            # the entry's address, held until the buffer answers (act_read_latency cycles on)
+            reads = ["READ"] + [f"READ{n}" for n in range(2, L + 1)]
+            for n, name in enumerate(reads):
+                with m.State(name):
                     m.d.comb += [self.act_r.addr.eq(ra), self.act_r.lane.eq(rl)]
-                    m.next = "LATCH"
-                if streams and not ahead_fifo:      # (compact) one word an entry: stream it
-                    with m.If(s_wpe == 1):
-                        m.next = "STREAM"
+                    m.next = reads[n + 1] if n + 1 < L else "LATCH"
             with m.State("LATCH"):
                 m.d.sync += [sr.eq(entry), k.eq(0)]
+                if self._pipelined:                 # the next entry's address from here on
+                    m.d.comb += [self.act_r.addr.eq(na), self.act_r.lane.eq(nl)]
                 m.next = "SEND"
             # one bus word an entry: entries are read ahead into a small FIFO while it has
             # room, and the memory's write channel takes them from it — the memory's ready
@@ -403,11 +402,11 @@ class Dma(wiring.Component):
                 with m.State("STREAM"):
                     # (one entry short of full: the FIFO's inner part takes a write whatever
                     # its output register holds)
-                    room = (sfifo.level + s_inflight[0] + s_inflight[1]) < ahead - 1
+                    room = (sfifo.level + sum(s_inflight[n] for n in range(L))) < ahead - 1
                     issue = room & (i != d.count)
                     m.d.comb += [self.act_r.addr.eq(ra), self.act_r.lane.eq(rl),
-                                 sfifo.w_en.eq(s_inflight[1]), sfifo.w_data.eq(entry[:bus])]
-                    m.d.sync += s_inflight.eq(Cat(issue, s_inflight[0]))
+                                 sfifo.w_en.eq(s_inflight[L - 1]), sfifo.w_data.eq(entry[:bus])]
+                    m.d.sync += s_inflight.eq(Cat(issue, s_inflight[:L - 1]))
                     with m.If(issue):
                         m.d.sync += [i.eq(i + 1)] + store_advance()
                     with m.If(sfifo.r_rdy & self.mem.wr_data.ready):
@@ -449,9 +448,9 @@ class Dma(wiring.Component):
                                 m.next = "IDLE"
                         with m.Else():
                             if self._pipelined:
-                                # the next entry's address has been presented since this
-                                # entry's first word (two or more cycles): its data is there
-                                # a cycle from now
+                                # the next entry's address has been presented since the
+                                # latch before this entry's words (three or more cycles): its
+                                # data is there a cycle from now
                                 m.next = "LATCH"
                             elif act_wpe >= 2:
                                 m.d.sync += sr.eq(entry)

@@ -92,7 +92,7 @@ class ConvEngine(wiring.Component):
     def __init__(self, cfg, *, held_desc: bool = False):
         self._held = held_desc
         #: cycles from ``act_r.addr`` to its ``act_r.data`` (pipelined: through a register)
-        self.act_read_latency = 1 + int(cfg.pipelined)
+        self.act_read_latency = 1 + 2 * int(cfg.pipelined)
         if cfg.act_bits != 8:
             raise ValueError(f"ConvEngine stores 8-bit activations; config has act_bits={cfg.act_bits}")
         if cfg.columns & (cfg.columns - 1):
@@ -453,16 +453,17 @@ class ConvEngine(wiring.Component):
                     m.d.comb += act_rd.data[p].eq(rdp.data)
                 if S:
                     # (pipelined: the DMA's read data through a register beside each bank — a
-                    # block RAM's output is slow (5.8 ns), and the DMA sits by the memory across
-                    # the chip — then selected by a one-hot register, so ``act_r`` answers two
-                    # cycles after its address: Dma.act_read_latency)
+                    # block RAM's output is slow (5.8 ns) — then selected by a one-hot register
+                    # into one more register, whose route to the DMA (by the memory, across the
+                    # chip) starts from flip-flops: ``act_r`` answers three cycles after its
+                    # address, Dma.act_read_latency)
                     bank_q, pick = Signal.like(rdp.data, name=f"act_r_q{p}_{b}"), Signal(name=f"act_r_pick{p}_{b}")
                     m.d.sync += [bank_q.eq(rdp.data), pick.eq((h_rbank == b) & (h_lane == p))]
                     picked.append(Mux(pick, bank_q, 0))
                 else:
                     with m.If((h_rbank == b) & (h_lane == p)):
                         m.d.comb += act_r_data.eq(rdp.data)
-        m.d.comb += self.act_r.data.eq(reduce(operator.or_, picked) if S else act_r_data)
+        m.d.comb += self.act_r.data.eq(stage(m, reduce(operator.or_, picked), 1, "act_r_q") if S else act_r_data)
 
         # -- completion -------------------------------------------------------------------------
         with m.If(c_ending):
