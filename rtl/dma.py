@@ -228,15 +228,30 @@ class Dma(wiring.Component):
         ra, na = Signal(ADDR_BITS, name="st_addr"), Signal(ADDR_BITS, name="st_next_addr")
         rl, nl = Signal(range(max(P, 2)), name="st_lane"), Signal(range(max(P, 2)), name="st_next_lane")
 
+        # (pipelined) what the DMA presents to the banks is itself a register, ``pa``/``pl``, set
+        # with the walk as the state that presents it is entered: no state decode or
+        # multiplexer before the route across the chip to the banks
+        pa, pl = Signal(ADDR_BITS, name="st_read_addr"), Signal(range(max(P, 2)), name="st_read_lane")
+        m.d.comb += [self.act_r.addr.eq(pa), self.act_r.lane.eq(pl)] if self._pipelined else []
+
+        def present(addr, lane):
+            return [pa.eq(addr), pl.eq(lane)] if self._pipelined else []
+
         def store_prime():
             walk = [] if P == 1 else [x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
-            return [ra.eq(cur_addr), rl.eq(cur_lane), na.eq(next_addr), nl.eq(next_lane)] + walk
+            return ([ra.eq(cur_addr), rl.eq(cur_lane), na.eq(next_addr), nl.eq(next_lane)] + walk
+                    + present(cur_addr, cur_lane))
 
-        def store_advance():
+        def store_advance(then_next=False):
+            """The walk one entry on; ``then_next``: the state entered presents the new next entry
+            (else the new current one)."""
             if P == 1:
-                return [ra.eq(na), na.eq(na + 1)]
-            return [ra.eq(na), rl.eq(nl), na.eq(Mux(rows, n_rbase + n_lx, na + 1)), nl.eq(Mux(rows, n_lane, 0)),
-                    x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
+                na_new, nl_new, walk = na + 1, rl, []
+            else:
+                na_new, nl_new = Mux(rows, n_rbase + n_lx, na + 1), Mux(rows, n_lane, 0)
+                walk = [rl.eq(nl), nl.eq(nl_new), x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
+            shown = present(na_new, nl_new) if then_next else present(na, nl)
+            return [ra.eq(na), na.eq(na_new)] + walk + shown
 
         # a buffer port's address and data follow the entry being assembled; only its
         # enable is gated (the entry is written the cycle its last bus word arrives).  A
@@ -388,12 +403,15 @@ class Dma(wiring.Component):
             reads = ["READ"] + [f"READ{n}" for n in range(2, L + 1)]
             for n, name in enumerate(reads):
                 with m.State(name):
-                    m.d.comb += [self.act_r.addr.eq(ra), self.act_r.lane.eq(rl)]
-                    m.next = reads[n + 1] if n + 1 < L else "LATCH"
+                    if not self._pipelined:
+                        m.d.comb += [self.act_r.addr.eq(ra), self.act_r.lane.eq(rl)]
+                    if n + 1 < L:
+                        m.next = reads[n + 1]
+                    else:
+                        m.d.sync += present(na, nl)     # (pipelined) the next entry's, from LATCH on
+                        m.next = "LATCH"
             with m.State("LATCH"):
                 m.d.sync += [sr.eq(entry), k.eq(0)]
-                if self._pipelined:                 # the next entry's address from here on
-                    m.d.comb += [self.act_r.addr.eq(na), self.act_r.lane.eq(nl)]
                 m.next = "SEND"
             # one bus word an entry: entries are read ahead into a small FIFO while it has
             # room, and the memory's write channel takes them from it — the memory's ready
@@ -404,8 +422,7 @@ class Dma(wiring.Component):
                     # its output register holds)
                     room = (sfifo.level + sum(s_inflight[n] for n in range(L))) < ahead - 1
                     issue = room & (i != d.count)
-                    m.d.comb += [self.act_r.addr.eq(ra), self.act_r.lane.eq(rl),
-                                 sfifo.w_en.eq(s_inflight[L - 1]), sfifo.w_data.eq(entry[:bus])]
+                    m.d.comb += [sfifo.w_en.eq(s_inflight[L - 1]), sfifo.w_data.eq(entry[:bus])]
                     m.d.sync += s_inflight.eq(Cat(issue, s_inflight[:L - 1]))
                     with m.If(issue):
                         m.d.sync += [i.eq(i + 1)] + store_advance()
@@ -429,7 +446,8 @@ class Dma(wiring.Component):
             with m.State("SEND"):
                 # the next entry's address is presented while this one is sent, so with two
                 # or more bus words per entry the store streams one word per cycle
-                m.d.comb += [self.act_r.addr.eq(na), self.act_r.lane.eq(nl)]
+                if not self._pipelined:
+                    m.d.comb += [self.act_r.addr.eq(na), self.act_r.lane.eq(nl)]
                 if self._pipelined:
                     m.d.comb += [sfifo.w_en.eq(1), sfifo.w_data.eq(sr[:bus])]
                     take = sfifo.w_rdy
@@ -439,7 +457,7 @@ class Dma(wiring.Component):
                 with m.If(take):
                     m.d.sync += [sr.eq(sr >> bus), k.eq(k + 1)]
                     with m.If(k == last_sk):
-                        m.d.sync += [i.eq(i + 1), k.eq(0)] + store_advance()
+                        m.d.sync += [i.eq(i + 1), k.eq(0)] + store_advance(then_next=True)
                         with m.If(i == last_i):
                             if self._pipelined:         # done when the FIFO has passed it all on
                                 m.next = "DRAIN"
