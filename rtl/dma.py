@@ -246,7 +246,7 @@ class Dma(wiring.Component):
             """The walk one entry on; ``then_next``: the state entered presents the new next entry
             (else the new current one)."""
             if P == 1:
-                na_new, nl_new, walk = na + 1, rl, []
+                na_new, nl_new, walk = na + 1, 0, []        # (one lane: always lane 0)
             else:
                 na_new, nl_new = Mux(rows, n_rbase + n_lx, na + 1), Mux(rows, n_lane, 0)
                 walk = [rl.eq(nl), nl.eq(nl_new), x.eq(n_x), rbase.eq(n_rbase), s_lane.eq(n_lane), s_lx.eq(n_lx)]
@@ -446,13 +446,12 @@ class Dma(wiring.Component):
             with m.State("SEND"):
                 # the next entry's address is presented while this one is sent, so with two
                 # or more bus words per entry the store streams one word per cycle
-                if not self._pipelined:
-                    m.d.comb += [self.act_r.addr.eq(na), self.act_r.lane.eq(nl)]
                 if self._pipelined:
                     m.d.comb += [sfifo.w_en.eq(1), sfifo.w_data.eq(sr[:bus])]
                     take = sfifo.w_rdy
                 else:
-                    m.d.comb += [self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(sr[:bus])]
+                    m.d.comb += [self.act_r.addr.eq(na), self.act_r.lane.eq(nl),
+                                 self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(sr[:bus])]
                     take = self.mem.wr_data.ready
                 with m.If(take):
                     m.d.sync += [sr.eq(sr >> bus), k.eq(k + 1)]

@@ -91,7 +91,7 @@ class ConvEngine(wiring.Component):
 
     def __init__(self, cfg, *, held_desc: bool = False):
         self._held = held_desc
-        #: cycles from ``act_r.addr`` to its ``act_r.data`` (pipelined: through a register)
+        #: cycles from ``act_r.addr`` to its ``act_r.data`` (pipelined: through two registers)
         self.act_read_latency = 1 + 2 * int(cfg.pipelined)
         if cfg.act_bits != 8:
             raise ValueError(f"ConvEngine stores 8-bit activations; config has act_bits={cfg.act_bits}")
@@ -414,16 +414,13 @@ class ConvEngine(wiring.Component):
             & (pending == 0) & ~rq.o.valid
         own = Signal(ACT_BANKS)
         start_c, start_v = self.start & ~self.busy, self.vec_start & ~self.busy
-        with m.If(start_c):
-            m.d.sync += own.eq(self.desc.banks)
-        with m.Elif(start_v):
-            m.d.sync += own.eq(self.vec_desc.banks)
         # (pipelined: whether the running op owns bank b is a register per bank, set from the
         # next cycle's busy and owner — the same value as busy & own[b] every cycle — so no
         # single busy flag fans out to the address, data and enable multiplexers of every bank
         # across the chip; the copies are kept apart in board builds: ``REPLICA``)
         busy_next = start_c | start_v | (self.busy & ~(c_ending | vec.ending))
         own_next = Mux(start_c, self.desc.banks, Mux(start_v, self.vec_desc.banks, own))
+        m.d.sync += own.eq(own_next)
         lb = (cfg.act_depth // ACT_BANKS - 1).bit_length()
         e_rbank, h_rbank = Signal(range(ACT_BANKS)), Signal(range(ACT_BANKS))
         h_lane = Signal(range(max(P, 2)))
@@ -457,8 +454,8 @@ class ConvEngine(wiring.Component):
                     # into one more register, whose route to the DMA (by the memory, across the
                     # chip) starts from flip-flops: ``act_r`` answers three cycles after its
                     # address, Dma.act_read_latency)
-                    bank_q, pick = Signal.like(rdp.data, name=f"act_r_q{p}_{b}"), Signal(name=f"act_r_pick{p}_{b}")
-                    m.d.sync += [bank_q.eq(rdp.data), pick.eq((h_rbank == b) & (h_lane == p))]
+                    bank_q = stage(m, rdp.data, S, f"act_r_q{p}_{b}")
+                    pick = stage(m, (h_rbank == b) & (h_lane == p), S, f"act_r_pick{p}_{b}")
                     picked.append(Mux(pick, bank_q, 0))
                 else:
                     with m.If((h_rbank == b) & (h_lane == p)):

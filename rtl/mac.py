@@ -16,7 +16,7 @@ from amaranth import Cat, Const, Module, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import delay
+from .arith import delay, stage
 from .lanes import lane_format, make_lane
 
 __all__ = ["MacRow", "MacArray", "row_input_layout", "REPLICA", "COPY_ROWS"]
@@ -220,9 +220,7 @@ class MacArray(wiring.Component):
             while the multiplier rows take their own registers (same timing)."""
             key = (p, k // cr)
             if key not in later:
-                a = block(p, k)[0]
-                later[key] = Signal.like(a, name=f"p{p}_b{key[1]}_a_later")
-                m.d.sync += later[key].eq(a)
+                later[key] = stage(m, block(p, k)[0], 1, f"p{p}_b{key[1]}_a_later")
             return later[key]
 
         for p in range(self._pixels):
@@ -238,13 +236,9 @@ class MacArray(wiring.Component):
                         # lanes each take the activation from a register of their own — kept
                         # apart in board builds, ``REPLICA`` — next to their DSP block, other
                         # rows from their block's copy a cycle later)
-                        w_q, w_q2 = Signal.like(w, name=f"{px}r{k}_w"), Signal.like(w, name=f"{px}r{k}_w2")
-                        m.d.sync += [w_q.eq(w), w_q2.eq(w_q)]
-                        w = w_q2
+                        w = stage(m, stage(m, w, 1, f"{px}r{k}_w"), 1, f"{px}r{k}_w2")
                         if fmt.kind == "fix" and fmt.name not in self._lut:
-                            own = [Signal.like(acts[c], name=f"{px}r{k}_a{c}_{REPLICA}") for c in range(self._columns)]
-                            m.d.sync += [own[c].eq(acts[c]) for c in range(self._columns)]
-                            acts = own
+                            acts = [stage(m, acts[c], 1, f"{px}r{k}_a{c}_{REPLICA}") for c in range(self._columns)]
                         else:
                             acts = block_later(p, k)
                     if aw < self._act_width:
