@@ -22,7 +22,7 @@ from __future__ import annotations
 import operator
 from functools import reduce
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -320,35 +320,62 @@ class ConvEngine(wiring.Component):
                 m.d.sync += prm.eq(par_rd.data)
         else:
             prm = par_rd.data           # its parameter word (held: read at pop)
-        r = Signal(range(R))
         emit = Signal()
-        # enabled rows: the first of the word being read, and the next after r of the latched one
-        cur_en = Cat(prm[i].en for i in range(R))
-        later = cur_en & ~((Const(2, R + 1) << r) - 1)[:R]
-        first_en, next_en = Signal(range(R)), Signal(range(R))
-        any_en, more_en = cur_en.any(), later.any()
-        for i in reversed(range(R)):             # lowest set bit wins
-            with m.If(cur_en[i]):
-                m.d.comb += first_en.eq(i)
-            with m.If(later[i]):
-                m.d.comb += next_en.eq(i)
+        cur_en = Cat(prm[i].en for i in range(R))   # the enabled rows of the popped word
+        any_en = cur_en.any()
         m.d.comb += [par_rd.addr.eq(d.p_base + nog), par_rd.en.eq(1 if S else pop)]
+        if S:
+            # (pipelined: the rows are walked as a mask of those still to come, ``rest``: the
+            # next row is its lowest set bit, taken off by ``rest & (rest - 1)`` — a carry
+            # chain beside its register, where a row number and a priority encoder over
+            # ``later`` rows made a loop through the net that also selects every row's
+            # accumulators.  The row being emitted is one-hot, in copies: one for the
+            # parameters and one per pixel lane, each kept apart in board builds, ``REPLICA``)
+            def lowest(v):
+                return v & ~(v - 1)[:R]
+
+            def rest_of(v):
+                return v & (v - 1)[:R]
+            rest = Signal(R, name="row_rest")
+            sels = [Signal(R, name=f"row_sel{k}_{REPLICA}") for k in range(P + 1)]
+            sel_from = Signal(R)                   # the mask whose lowest row is emitted next
+        else:
+            r = Signal(range(R))
+            # enabled rows: the first of the word being read, and the next after r of the latched one
+            later = cur_en & ~((Const(2, R + 1) << r) - 1)[:R]
+            first_en, next_en = Signal(range(R)), Signal(range(R))
+            more = later.any()
+            for i in reversed(range(R)):             # lowest set bit wins
+                with m.If(cur_en[i]):
+                    m.d.comb += first_en.eq(i)
+                with m.If(later[i]):
+                    m.d.comb += next_en.eq(i)
         with m.FSM() as ser:
             with m.State("IDLE"):
                 with m.If(queued != 0):
                     m.d.comb += pop.eq(1)
                     m.next = "PARAM"
             with m.State("PARAM"):              # the parameter word read at pop is here now
-                m.d.sync += r.eq(first_en)
+                if S:
+                    m.d.comb += sel_from.eq(cur_en)
+                else:
+                    m.d.sync += r.eq(first_en)
                 with m.If(any_en):
                     m.next = "EMIT"
                 with m.Else():
                     m.next = "IDLE"
             with m.State("EMIT"):               # only enabled rows: all-fix8 layers use one row
                 m.d.comb += emit.eq(1)
-                m.d.sync += r.eq(next_en)
-                with m.If(~more_en):
-                    m.next = "IDLE"
+                if S:
+                    m.d.comb += sel_from.eq(rest)
+                    with m.If(rest == 0):
+                        m.next = "IDLE"
+                else:
+                    m.d.sync += r.eq(next_en)
+                    with m.If(~more):
+                        m.next = "IDLE"
+        if S:
+            m.d.sync += [rest.eq(rest_of(sel_from))] + [sel.eq(lowest(sel_from)) for sel in sels]
         with m.If(issue & last & ~pop):
             m.d.sync += inflight.eq(inflight + 1)
         with m.Elif(pop & ~(issue & last)):
@@ -357,7 +384,13 @@ class ConvEngine(wiring.Component):
         # row r's parameters and accumulators, selected into registers: the requantizers start
         # from flip-flops, not from an R-way multiplexer behind a memory's output
         row_par, row_acc = Signal.like(prm[0], name="row_par"), Signal(data.ArrayLayout(signed(cfg.acc_bits), P))
-        m.d.comb += [row_par.eq(prm[r])] + [row_acc[p].eq(acc[p][r]) for p in range(P)]
+        if S:                                   # (an AND-OR selection by the one-hot copies)
+            def pick(sel, values):
+                return reduce(operator.or_, (Mux(sel[i], Value.cast(v), 0) for i, v in enumerate(values)))
+            m.d.comb += [row_par.eq(pick(sels[P], [prm[i] for i in range(R)]))]
+            m.d.comb += [row_acc[p].eq(pick(sels[p], [acc[p][i] for i in range(R)])) for p in range(P)]
+        else:
+            m.d.comb += [row_par.eq(prm[r])] + [row_acc[p].eq(acc[p][r]) for p in range(P)]
         rp, racc, emit_q = stage(m, row_par, S, "rp"), stage(m, row_acc, S, "racc"), stage(m, emit, S, "emit_q")
         # the requantizers: the conv rows, or (lane 0's) the vector unit's average pool while it runs
         m.d.comb += [vec.rq.o.valid.eq(rq.o.valid & vec.busy), vec.rq.o.payload.eq(rq.o.payload)]
