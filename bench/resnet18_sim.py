@@ -1,18 +1,21 @@
 """ResNet-18 end to end on the cycle-accurate simulator: cycles, MAC utilization, wall time.
 
     python bench/resnet18_sim.py [--size 224] [--images 1] [--config cfg.json] [--edge-scheme fix8|ratio]
-                                 [--board ulx3s-85f [--memory sdram|ideal] [--fmax MHz]]
+                                 [--board ulx3s-85f [--memory sdram|ideal] [--fmax MHz]] [--ratio pot4=10/16,...]
 
 Builds the torchvision-layout ResNet-18 (random init, seed 0), quantizes it with RMSMP
 (default 10:5:1, edge layers fix8; ``--edge-scheme ratio``: they follow the ratio too),
 compiles it for the default accelerator, runs it in Verilator, checks the logits against the
-golden model bit for bit, and prints the per-layer table (cycles measured by the
-hardware's STAMPs), the totals and the peak memory of this process and of the simulator.  ``--board`` compiles for
-``AcceleratorConfig.for_board(board)`` and reports images/s at the board clock and at
-``--fmax`` (nextpnr's, from the build report); on a board with an SDRAM the core runs
-behind that board's SDRAM controller and a model of the chip (``--memory ideal``: the
-one-word-per-cycle memory instead, the bound without the SDRAM's bandwidth).  ``--config``
-runs another configuration (e.g. one ``rmsmp config`` wrote) instead of ``for_board``'s.
+golden model bit for bit, and prints the per-layer table (cycles measured by the hardware's
+STAMPs), the totals and the peak memory of this process and of the simulator.  ``--board``
+compiles for ``AcceleratorConfig.for_board(board)`` — the array and ratio the board's
+resources choose, the model quantized for that ratio (``cfg.ratio``; a model of another ratio
+runs bound by the rows of its scarcest scheme), or with ``--ratio`` the array sized for that
+ratio — and reports images/s at the board clock and at ``--fmax`` (nextpnr's, from the build
+report); on a board with an SDRAM the core runs behind that board's SDRAM controller and a
+model of the chip (``--memory ideal``: the one-word-per-cycle memory instead, the bound
+without the SDRAM's bandwidth).  ``--config`` runs another configuration (e.g. one ``rmsmp
+config`` wrote) instead of ``for_board``'s.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import time
 import torch
 
 from rmsmp.host import AcceleratorConfig, compile_model, open_device, quantize
+from rmsmp.host.cli import parse_ratio_arg
 from rmsmp.host.models import resnet18
 from rmsmp.sim import golden
 
@@ -37,20 +41,26 @@ def main(argv=None):
     ap.add_argument("--edge-scheme", default="fix8",
                     help="scheme of every row of the first and last layers (default fix8); 'ratio': those "
                          "layers' rows follow the ratio like the others (then they run on every lane group)")
+    ap.add_argument("--ratio", help="quantize for this ratio (e.g. pot4=10/16,fix4=5/16,fix8=1/16; with --board the "
+                                    "array is sized for it); default: 10:5:1, with --board the board's chosen ratio")
     ap.add_argument("--memory", choices=("sdram", "ideal"), default="sdram",
                     help="with --board: the board's SDRAM (default) or the ideal burst memory")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     model = resnet18().eval()
     x = torch.randn(max(2, a.images), 3, a.size, a.size)
-    t = time.perf_counter()
-    edge = None if a.edge_scheme == "ratio" else a.edge_scheme
-    qm = quantize(model, x[:2], hessian_images=1, hessian_samples=1, edge_scheme=edge)
-    t_q = time.perf_counter() - t
+    ratio = parse_ratio_arg(a.ratio) if a.ratio else None
     if a.config:
         cfg = AcceleratorConfig.load(a.config)
+    elif a.board:
+        cfg = AcceleratorConfig.for_board(a.board, ratio=ratio)
+        ratio = ratio or cfg.ratio
     else:
-        cfg = AcceleratorConfig.for_board(a.board) if a.board else AcceleratorConfig()
+        cfg = AcceleratorConfig()
+    t = time.perf_counter()
+    edge = None if a.edge_scheme == "ratio" else a.edge_scheme
+    qm = quantize(model, x[:2], hessian_images=1, hessian_samples=1, edge_scheme=edge, ratio=ratio)
+    t_q = time.perf_counter() - t
     t = time.perf_counter()
     prog = compile_model(qm, cfg, (3, a.size, a.size))
     t_c = time.perf_counter() - t
@@ -62,7 +72,9 @@ def main(argv=None):
     t_run = time.perf_counter() - t
     exact = torch.equal(y, golden(qm, x[:a.images]))
     s = dev.stats
-    print(f"# ResNet-18 {a.size}×{a.size} on {cfg.describe()}, memory: {dev.memory}\n")
+    rows = ", ".join(f"{k} {v:.3f}" for k, v in qm.ratio.items())
+    print(f"# ResNet-18 {a.size}×{a.size} on {cfg.describe()}, memory: {dev.memory}; quantized for {rows}, "
+          f"edge layers {a.edge_scheme}\n")
     print(dev.layer_table())
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20

@@ -33,12 +33,14 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .arith import small_mul
+from .arith import small_mul, stage
 from .isa import ADDR_BITS, DIM_BITS, Buffer, DmaDesc
 
 __all__ = ["mem_port_signature", "mux_mem_ports", "MEM_CHANNELS", "Dma", "words_per_entry", "weight_slot"]
 
 LEN_BITS = 24
+#: registers between a pipelined DMA's buffer-port logic and the engine's buffers
+OUT_STAGES = 2
 
 
 def mem_port_signature(bus_width: int) -> wiring.Signature:
@@ -117,18 +119,22 @@ class Dma(wiring.Component):
         writers = {n: (code, getattr(self, n)) for n, (code, _) in self._ports.items() if n != "act_r"}
         busy = self.busy
         if self._pipelined:
-            # (pipelined) the buffer ports' address, data and enables leave through a register:
-            # the unpacking (``wbits``, nibbles, slots) is logic beside this unit, and the route to
-            # the engine's buffers across the chip starts from flip-flops.  ``busy`` stays high a
-            # cycle longer, so an entry lands in its buffer as many cycles before ``busy`` falls
-            # as without the register
-            busy, tail = Signal(name="busy_walk"), Signal(name="busy_tail")
-            m.d.sync += tail.eq(busy)
-            m.d.comb += self.busy.eq(busy | tail)
+            # (pipelined) the buffer ports' address, data and enables leave through registers
+            # (``OUT_STAGES``): the unpacking (``wbits``, nibbles, slots) is logic beside this
+            # unit, the first register beside it and the last beside the engine's buffers, so
+            # neither the logic nor the route across the chip shares a cycle with the other (with
+            # one register, placement put it by the buffers and the unpacking's path was mostly
+            # route).  ``busy`` stays high as many cycles longer, so an entry lands in its buffer
+            # as many cycles before ``busy`` falls as without the registers
+            busy, tail = Signal(name="busy_walk"), []
+            for s in range(OUT_STAGES):
+                tail.append(stage(m, tail[-1] if tail else busy, True, f"busy_tail{s}"))
+            m.d.comb += self.busy.eq(busy | Cat(*tail).any())
             for n, (code, port) in list(writers.items()):
                 fields = {k: mb.shape for k, mb in port.signature.members.items()}
                 shadow = Signal(data.StructLayout(fields), name=f"{n}_next")
-                m.d.sync += [getattr(port, k).eq(getattr(shadow, k)) for k in fields]
+                out = stage(m, shadow, True, f"{n}_mid") if OUT_STAGES > 1 else shadow
+                m.d.sync += [getattr(port, k).eq(getattr(out, k)) for k in fields]
                 writers[n] = (code, shadow)
         wpe = {n: words_per_entry(len(p.data), bus) for n, (_, p) in writers.items()}
         max_wpe = max(wpe.values())
