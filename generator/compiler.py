@@ -18,6 +18,7 @@ A graph the hardware cannot map fails with the layer named.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 
 from rmsmp.host.quant.layer import pad_after, window_out
@@ -142,6 +143,7 @@ def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, ba
         shapes[qm.input.name] = (shapes[qm.input.name][0] * k * k, *shapes[im2col[0]][1:])
     tensors = plan_tensors(qm, cfg, shapes)
     lowered = lower_layers(qm, cfg, shapes, im2col)
+    _check_row_fit(qm, cfg, lowered)
     pb = ProgramBuilder(cfg)
     for i in range(batch):
         pb.blob(f"x{i}", [0] * tensors.entries[tensors.inp], 8 * cfg.columns)
@@ -154,6 +156,35 @@ def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, ba
     prog.io = _network_io(qm, pb, tensors, shapes, tuple(input_shape), batch, im2col, weights, sch)
     prog.io.tensors = _tensor_map(qm, cfg, prog, pb, tensors, shapes, sch)
     return prog.seal()
+
+
+class RatioMismatchWarning(UserWarning):
+    """The model's row schemes leave much of the array idle: it was quantized for another
+    ratio than the one the array was sized for."""
+
+
+def _check_row_fit(qm, cfg: AcceleratorConfig, lowered, *, lost: float = 0.15) -> None:
+    """Warn when the mixed-scheme layers (more than one scheme among their output channels;
+    a one-scheme edge layer is the user's explicit choice) need ``lost`` or more of their
+    array passes beyond what the array's rows would need for any split: each conv runs in
+    output groups of ``cfg.rows`` rows, every scheme within the rows that can run it, so a
+    model whose ratio does not match ``cfg.ratio`` is bound by its scarcest scheme's rows."""
+    macs = need = 0
+    layers = {layer.name: layer for layer in qm.layers}
+    for name, lw in lowered.items():
+        layer = layers.get(name)
+        if lw.kind != "conv" or not lw.perm or lw.pool_blocks or layer is None or len(set(layer.schemes or ())) < 2:
+            continue
+        groups = max(lw.perm) // cfg.rows + 1
+        macs += lw.macs
+        need += lw.macs * math.ceil(len(lw.perm) / cfg.rows) / groups
+    if macs and need / macs < 1 - lost:
+        mine = ", ".join(f"{k} {v:.3g}" for k, v in (qm.ratio or qm.realized_ratio).items())
+        hw = ", ".join(f"{k} {v:.3g}" for k, v in cfg.ratio.items())
+        warnings.warn(f"the model's mixed-scheme layers use {need / macs:.0%} of the array's row passes "
+                      f"(MAC-weighted): its rows ({mine}) do not match the rows this accelerator was sized "
+                      f"for ({hw}); quantize with ratio=cfg.ratio, or size the accelerator for the model's ratio "
+                      f"(AcceleratorConfig.for_board(board, ratio=...))", RatioMismatchWarning, stacklevel=3)
 
 
 def _tensor_map(qm, cfg, prog: Program, pb: ProgramBuilder, tensors: TensorPlan, shapes: dict, sch: Schedule) -> dict:

@@ -152,3 +152,24 @@ def test_lane_groups_without_rows_in_a_layer_load_no_weights(digits_q, monkeypat
         assert any(n.startswith(f"{edge}.") and n.endswith(".w_fix8") for n in names)
         assert not any(n.startswith(f"{edge}.") and n.endswith(".w_pot4") for n in names), edge
     assert all(any(n.startswith(f"{m}.") and n.endswith(".w_pot4") for n in names) for m in middle)
+
+
+def test_a_model_quantized_for_another_ratio_than_the_array_is_named():
+    """A model whose row schemes do not match the array's rows runs bound by its scarcest
+    scheme's rows: the compiler says so (and how to match them); the matching model compiles
+    without a word."""
+    import warnings
+
+    from rmsmp.generator.compiler import RatioMismatchWarning
+    from rmsmp.host import quantize
+    from rmsmp.host.models.digits import DigitsNet
+    torch.manual_seed(0)
+    net, x = DigitsNet(width=32).eval(), torch.rand(8, 1, 8, 8)
+    cfg = AcceleratorConfig(lane_groups=(("pot4", 13), ("fix8", 2)), columns=4)
+    qm = quantize(net, x, progress=False)                        # 10:5:1: 12 of 32 channels fixed-point
+    with pytest.warns(RatioMismatchWarning, match=r"use \d+% of the array's row passes .* ratio=cfg.ratio"):
+        compile_model(qm, cfg, (1, 8, 8))
+    matched = quantize(net, x, ratio=cfg.ratio, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RatioMismatchWarning)
+        compile_model(matched, cfg, (1, 8, 8))
