@@ -39,6 +39,7 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .arith import stage
 from .dma import Dma, mem_port_signature, mux_mem_ports
 from .engine import ConvEngine, buffer_ports
 from .isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode, VecKind
@@ -133,6 +134,24 @@ class Core(wiring.Component):
         # the units run from the fetch registers, which hold while they are busy
         m.d.comb += [dma.desc.eq(di.arg.dma), dma.store.eq(op == Opcode.STORE),
                      engine.desc.eq(ei.arg.conv), engine.vec_desc.eq(ei.arg.vec)]
+        # whether the decoded instruction may start: the units are idle, or (activation
+        # transfers and ops) their banks are apart
+        idle = ~dma.busy & ~engine.busy      # both raise busy the cycle after start
+        act_dma = (op == Opcode.STORE) | (di.arg.dma.buf == Buffer.ACT)
+        # an activation transfer may run beside an op that owns other banks ...
+        dma_ok = ~dma.busy & (~engine.busy | ((eng_banks & di.arg.dma.banks) == 0))
+        # ... and an op may start beside an activation transfer in other banks (the DMA
+        # runs in order, so every weight load before that transfer has finished)
+        op_banks = Mux(op == Opcode.CONV, ei.arg.conv.banks, ei.arg.vec.banks)
+        op_ok = ~engine.busy & (~dma.busy | ((dma_banks != 0) & ((dma_banks & op_banks) == 0)))
+        if cfg.pipelined:
+            # (pipelined: the three decisions into registers, a cycle late: the units' busy
+            # flags and the bank checks sat before the DMA's and engine's start logic across
+            # the chip.  Late is safe: a unit's busy rises only on a start from DECODE, three or
+            # more cycles (FETCH, RECV, CHECK) before the next DECODE, so a late flag can only
+            # say busy a cycle longer; the instruction's registers are complete in CHECK)
+            idle, dma_ok, op_ok = (stage(m, v, True, n) for v, n in ((idle, "idle_q"), (dma_ok, "dma_ok_q"),
+                                                                      (op_ok, "op_ok_q")))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -171,14 +190,6 @@ class Core(wiring.Component):
                     m.d.sync += [pc.eq(pc + words), self.busy.eq(0), self.done.eq(1), self.error.eq(1)]
                     m.next = "IDLE"
             with m.State("DECODE"):
-                idle = ~dma.busy & ~engine.busy      # both raise busy the cycle after start
-                act_dma = (op == Opcode.STORE) | (di.arg.dma.buf == Buffer.ACT)
-                # an activation transfer may run beside an op that owns other banks ...
-                dma_ok = ~dma.busy & (~engine.busy | ((eng_banks & di.arg.dma.banks) == 0))
-                # ... and an op may start beside an activation transfer in other banks (the DMA
-                # runs in order, so every weight load before that transfer has finished)
-                op_banks = Mux(op == Opcode.CONV, ei.arg.conv.banks, ei.arg.vec.banks)
-                op_ok = ~engine.busy & (~dma.busy | ((dma_banks != 0) & ((dma_banks & op_banks) == 0)))
                 with m.Switch(op):
                     with m.Case(Opcode.LOAD, Opcode.STORE):
                         with m.If(Mux(act_dma, dma_ok, ~dma.busy)):
