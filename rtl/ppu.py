@@ -8,7 +8,7 @@ lower bound of 0; the output format's range is ``[lo, hi]``.
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,7 +18,7 @@ __all__ = ["Requantizer"]
 
 
 class Requantizer(wiring.Component):
-    """``y = clamp(rshift_round((acc + bias) · mult, shift), lo, hi)``; 6-cycle latency
+    """``y = clamp(rshift_round((acc + bias) · mult, shift), lo, hi)``; 7-cycle latency
     (``pipelined=False``: 4, the product and the rounding shift in one stage each).
 
     ``mult`` is unsigned ``mult_bits`` (``M``), ``shift`` unsigned ``shift_bits`` (``n``);
@@ -26,8 +26,8 @@ class Requantizer(wiring.Component):
     ``out_bits + 1`` bits, which holds both signed and unsigned ``out_bits`` formats.
 
     Stages: bias; two partial products (the sum's low ``SPLIT`` bits and the rest, each
-    within one 18×18 DSP block); their sum; the half LSB; the shift; the clamp — each a
-    register, so a 100 MHz clock sees one adder, one multiplier or one shifter per cycle.
+    within one 18×18 DSP block); their sum; the half LSB; the shift; the comparisons with
+    the bounds; the clamp — each a register, so a 100 MHz clock sees one adder, one multiplier or one shifter per cycle.
 
     ``held_bounds=True``: ``lo``/``hi`` are not carried down the pipeline — the last stage
     clamps to the bounds on the input now, so the user must hold them while values are
@@ -40,7 +40,7 @@ class Requantizer(wiring.Component):
 
     def __init__(self, *, acc_bits: int = 32, mult_bits: int = 16, shift_bits: int = 6, out_bits: int = 16,
                  held_bounds: bool = False, pipelined: bool = True):
-        self.latency = 6 if pipelined else 4
+        self.latency = 7 if pipelined else 4
         self._pipe = pipelined
         self._acc_bits, self._mult_bits, self._shift_bits, self._out_bits = acc_bits, mult_bits, shift_bits, out_bits
         self._held = held_bounds
@@ -95,9 +95,18 @@ class Requantizer(wiring.Component):
             r = reg(rshift_round(prod, s2.shift), "r", len(prod) + 1)
         # (|r| ≤ |prod| / 2^shift + 1: a bit wider than the product holds it, whatever the
         # width of the rounding sum)
-        sl = follow(self.latency - 1, *bounds)
+        sl = follow(len(stage), *bounds)
         # last stage: saturate to the output format
         b = p if self._held else sl
-        m.d.sync += self.o.payload.eq(clamp(r, b.lo, b.hi))
+        if self._pipe:
+            # (pipelined: the comparisons with the bounds — carry chains as wide as ``r`` —
+            # into registers first, then the selection: the comparisons' results fanned out
+            # to every output bit across the placement in the same cycle)
+            sc = follow(len(stage), *bounds) if not self._held else p
+            under, over = reg(r < b.lo, "under"), reg(r > b.hi, "over")
+            r_n = reg(r[:ow].as_signed(), "r_n")
+            m.d.sync += self.o.payload.eq(Mux(under, sc.lo, Mux(over, sc.hi, r_n)))
+        else:
+            m.d.sync += self.o.payload.eq(clamp(r, b.lo, b.hi))
         m.d.comb += self.o.valid.eq(delay(m, self.i.valid, self.latency, "valid"))
         return m
