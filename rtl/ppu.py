@@ -27,11 +27,12 @@ class Requantizer(wiring.Component):
 
     Stages: bias; two partial products (the sum's low ``SPLIT`` bits and the rest, each
     within one 18×18 DSP block); their sum; the half LSB; the shift; the comparisons with
-    the bounds; the clamp — each a register, so a 100 MHz clock sees one adder, one multiplier or one shifter per cycle.
+    the bounds; the clamp — each a register, so a 100 MHz clock sees one adder, one
+    multiplier or one shifter per cycle.
 
     ``held_bounds=True``: ``lo``/``hi`` are not carried down the pipeline — the last stage
     clamps to the bounds on the input now, so the user must hold them while values are
-    inside (the engine's are per layer); saves ``5 · 2 · (out_bits + 1)`` flip-flops.
+    inside (the engine's are per layer); saves ``(latency - 1) · 2 · (out_bits + 1)`` flip-flops.
     """
 
     #: low bits of the biased sum in the first partial product (unsigned; the DSP block's
