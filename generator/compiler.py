@@ -170,10 +170,8 @@ def _check_row_fit(qm, cfg: AcceleratorConfig, lowered, *, lost: float = 0.15) -
     output groups of ``cfg.rows`` rows, every scheme within the rows that can run it, so a
     model whose ratio does not match ``cfg.ratio`` is bound by its scarcest scheme's rows."""
     macs = need = 0
-    layers = {layer.name: layer for layer in qm.layers}
-    for name, lw in lowered.items():
-        layer = layers.get(name)
-        if lw.kind != "conv" or not lw.perm or lw.pool_blocks or layer is None or len(set(layer.schemes or ())) < 2:
+    for name, lw in lowered.items():                # (lowered by the model's layer names)
+        if lw.kind != "conv" or not lw.perm or lw.pool_blocks or len(set(qm[name].schemes or ())) < 2:
             continue
         groups = max(lw.perm) // cfg.rows + 1
         macs += lw.macs

@@ -8,12 +8,15 @@ per layer are computed over several cycles by a :class:`SerialMultiplier`.
 """
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 from amaranth import C, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["stage", "rshift_round", "round_half", "clamp",
-           "delay", "nested_count", "nested_carries", "nested_address", "small_mul",
+           "delay", "nested_count", "nested_carries", "nested_address", "small_mul", "one_hot_select",
            "window_origin", "lane_offsets", "window_inside", "SerialMultiplier"]
 
 
@@ -141,6 +144,13 @@ def window_inside(iy, ix, offs, *, in_h, in_w, in_wg) -> list:
         return [row_in & (ix >= 0) & (ix < in_w)]
     gx = [ix + off if p else ix for p, off in enumerate(offs)]
     return [row_in & (g >= 0) & (g < in_wg) for g in gx]
+
+
+def one_hot_select(sel, values) -> Value:
+    """The ``values[i]`` whose ``sel[i]`` is set (``sel`` one-hot, or 0 for 0), as an AND-OR:
+    a register per select bit drives only its own value's gates, where a binary index fans
+    out to every leg of a multiplexer tree."""
+    return reduce(operator.or_, (Mux(s, Value.cast(v), 0) for s, v in zip(sel, values, strict=True)))
 
 
 def small_mul(wide: Value, narrow: Value, width: int) -> Value:

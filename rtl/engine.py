@@ -19,10 +19,7 @@ checks the bank masks before it issues.
 """
 from __future__ import annotations
 
-import operator
-from functools import reduce
-
-from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -33,6 +30,7 @@ from .arith import (
     lane_offsets,
     nested_address,
     nested_carries,
+    one_hot_select,
     small_mul,
     stage,
     window_inside,
@@ -384,11 +382,9 @@ class ConvEngine(wiring.Component):
         # row r's parameters and accumulators, selected into registers: the requantizers start
         # from flip-flops, not from an R-way multiplexer behind a memory's output
         row_par, row_acc = Signal.like(prm[0], name="row_par"), Signal(data.ArrayLayout(signed(cfg.acc_bits), P))
-        if S:                                   # (an AND-OR selection by the one-hot copies)
-            def pick(sel, values):
-                return reduce(operator.or_, (Mux(sel[i], Value.cast(v), 0) for i, v in enumerate(values)))
-            m.d.comb += [row_par.eq(pick(sels[P], [prm[i] for i in range(R)]))]
-            m.d.comb += [row_acc[p].eq(pick(sels[p], [acc[p][i] for i in range(R)])) for p in range(P)]
+        if S:                                   # (selected by the one-hot copies)
+            m.d.comb += [row_par.eq(one_hot_select(sels[P], [prm[i] for i in range(R)]))]
+            m.d.comb += [row_acc[p].eq(one_hot_select(sels[p], [acc[p][i] for i in range(R)])) for p in range(P)]
         else:
             m.d.comb += [row_par.eq(prm[r])] + [row_acc[p].eq(acc[p][r]) for p in range(P)]
         rp, racc, emit_q = stage(m, row_par, S, "rp"), stage(m, row_acc, S, "racc"), stage(m, emit, S, "emit_q")
@@ -458,7 +454,7 @@ class ConvEngine(wiring.Component):
         e_rbank, h_rbank = Signal(range(ACT_BANKS)), Signal(range(ACT_BANKS))
         h_lane = Signal(range(max(P, 2)))
         act_r_data = Signal.like(self.act_r.data)
-        picked = []
+        picks, banks_q = [], []
         m.d.sync += [e_rbank.eq(act_rd.addr[lb:]), h_rbank.eq(self.act_r.addr[lb:]), h_lane.eq(self.act_r.lane)]
         for p in range(P):
             for b in range(ACT_BANKS):
@@ -487,13 +483,12 @@ class ConvEngine(wiring.Component):
                     # into one more register, whose route to the DMA (by the memory, across the
                     # chip) starts from flip-flops: ``act_r`` answers three cycles after its
                     # address, Dma.act_read_latency)
-                    bank_q = stage(m, rdp.data, S, f"act_r_q{p}_{b}")
-                    pick = stage(m, (h_rbank == b) & (h_lane == p), S, f"act_r_pick{p}_{b}")
-                    picked.append(Mux(pick, bank_q, 0))
+                    banks_q.append(stage(m, rdp.data, S, f"act_r_q{p}_{b}"))
+                    picks.append(stage(m, (h_rbank == b) & (h_lane == p), S, f"act_r_pick{p}_{b}"))
                 else:
                     with m.If((h_rbank == b) & (h_lane == p)):
                         m.d.comb += act_r_data.eq(rdp.data)
-        m.d.comb += self.act_r.data.eq(stage(m, reduce(operator.or_, picked), 1, "act_r_q") if S else act_r_data)
+        m.d.comb += self.act_r.data.eq(stage(m, one_hot_select(picks, banks_q), 1, "act_r_q") if S else act_r_data)
 
         # -- completion -------------------------------------------------------------------------
         with m.If(c_ending):

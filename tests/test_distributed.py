@@ -55,6 +55,19 @@ def _pairs(a: QuantizedModel, b: QuantizedModel):
         yield x, y
 
 
+def _rank_gaps(one: QuantizedModel, two: QuantizedModel, before):
+    """Integer weights that differ between the two results (and of how many), and per layer
+    the mean gap between their float weights and how far ``one`` moved from ``before(name)``."""
+    differ = total = 0
+    gap, moved = [], []
+    for x, y in _pairs(one, two):
+        differ += int((x.qweight != y.qweight).sum())
+        total += x.qweight.numel()
+        gap.append((x.weight - y.weight).abs().mean())
+        moved.append((x.weight - before(x.name)).abs().mean())
+    return differ, total, gap, moved
+
+
 def test_hmq_search_on_two_ranks_equals_one_process(files):
     """Search (Gumbel samples and temperature the same on every rank) + pow2 fine-tuning:
     the same bit-widths and exponents.  Adam normalises each step, so the float summation
@@ -65,17 +78,12 @@ def test_hmq_search_on_two_ranks_equals_one_process(files):
     one = _quantize(files, "hmq1.rmsmp", method, 1)
     two = _quantize(files, "hmq2.rmsmp", method, 2)
     assert one.meta["layer_bits"] == two.meta["layer_bits"]
-    w0 = torch.load(files / "w.pt")
-    differ = total = 0
-    gap, moved = [], []
     for x, y in _pairs(one, two):
         assert torch.equal(x.scale, y.scale), x.name
         assert torch.allclose(x.weight, y.weight, atol=36e-4, rtol=0), x.name
         assert torch.allclose(x.bias, y.bias, atol=36e-4, rtol=0), x.name
-        differ += int((x.qweight != y.qweight).sum())
-        total += x.qweight.numel()
-        gap.append((x.weight - y.weight).abs().mean())
-        moved.append((x.weight - w0[f"{x.name}.weight"]).abs().mean())
+    w0 = torch.load(files / "w.pt")
+    differ, total, gap, moved = _rank_gaps(one, two, lambda name: w0[f"{name}.weight"])
     assert differ <= total // 1000, f"{differ} of {total} integer weights differ"
     # the search and fine-tuning moved every layer's weights ten times further than the ranks differ
     assert min(m / g for m, g in zip(moved, gap)) > 10, (moved, gap)
@@ -89,17 +97,12 @@ def test_rmsmp_qat_on_two_ranks_equals_one_process(files):
     one = _quantize(files, "qat1.rmsmp", method, 1, "calib63.pt")
     two = _quantize(files, "qat2.rmsmp", method, 2, "calib63.pt")
     assert one.meta["qat_steps"] == two.meta["qat_steps"] == 20
-    differ = total = 0
-    gap, moved = [], []
     ptq = _quantize(files, "ptq.rmsmp", ["--method", "rmsmp"], 1, "calib63.pt")
-    for (x, y), (p, _) in zip(_pairs(one, two), _pairs(ptq, one)):
+    for (x, y), _ in zip(_pairs(one, two), _pairs(ptq, one)):     # (_pairs: PTQ's schemes stay too)
         assert torch.allclose(x.scale, y.scale, rtol=1e-3, atol=0), x.name
         # Adam's step is at most about lr (1e-4): a near-zero gradient may step differently
         assert torch.allclose(x.weight, y.weight, atol=5e-4, rtol=0), x.name
-        differ += int((x.qweight != y.qweight).sum())
-        total += x.qweight.numel()
-        gap.append((x.weight - y.weight).abs().mean())
-        moved.append((x.weight - p.weight).abs().mean())
+    differ, total, gap, moved = _rank_gaps(one, two, lambda name: ptq[name].weight)
     assert differ <= total // 1000, f"{differ} of {total} integer weights differ"
     # training moved the weights a hundred times further than the ranks' results differ
     assert min(moved) > 100 * max(gap), (moved, gap)
