@@ -1,6 +1,7 @@
 """Routed Fmax of board designs against a target clock, and where the clock goes.
 
     python bench/fmax.py [--board ulx3s-85f] [--clock-mhz 100] [--design small] [--design for_board]
+                         [--pnr-opts "--router router1"]
 
 Builds each design with the open toolchain (``rmsmp build``'s path, nextpnr allowed to
 finish when timing fails so the report exists) at ``--clock-mhz`` and prints, per design:
@@ -39,6 +40,7 @@ def main() -> None:
     ap.add_argument("--board", default="ulx3s-85f")
     ap.add_argument("--clock-mhz", type=float, default=100.0)
     ap.add_argument("--design", action="append", help="small | for_board (default: small)")
+    ap.add_argument("--pnr-opts", default="", help="extra nextpnr options, e.g. '--router router1'")
     ap.add_argument("-o", "--out", default="build/fmax")
     a = ap.parse_args()
     clock = round(a.clock_mhz * 1e6)
@@ -47,7 +49,7 @@ def main() -> None:
         cfg = design(name, a.board, clock)
         out = Path(a.out) / f"{name}-{a.clock_mhz:g}"
         t = time.perf_counter()
-        r = build_bitstream(a.board, cfg, out_dir=out, allow_timing_fail=True)
+        r = build_bitstream(a.board, cfg, out_dir=out, allow_timing_fail=True, pnr_opts=a.pnr_opts.split())
         crit = r["critical_paths"][0] if r["critical_paths"] else None
         where = (f"{crit['from_cell']} → {crit['to_cell']} ({crit['logic_ns']:.1f} ns logic, "
                  f"{crit['routing_ns']:.1f} ns routing)") if crit else "-"

@@ -68,7 +68,9 @@ class AcceleratorConfig:
             ResNet-18 layer with its bias).
         mult_bits / shift_bits: requantizer multiplier and shift widths.
         out_bits: widest output tensor (signed) the post-processing unit produces.
-        weight_depth / act_depth / acc_depth: on-chip buffer depths (entries).
+        weight_depth / act_depth / acc_depth: on-chip buffer depths: weight and
+            activation entries, and the output groups whose requantization parameters the
+            parameter buffer holds (``param_slots(rows)`` entries of one row each a group).
         bus_width: memory port data width in bits.
         clock_hz: target clock.
         packed_weights: the DMA unpacks fixed-point weights stored at their own width
@@ -108,7 +110,7 @@ class AcceleratorConfig:
     out_bits: int = 16
     weight_depth: int = 2048
     act_depth: int = 8192
-    acc_depth: int = 512
+    acc_depth: int = 64
     bus_width: int = 32
     clock_hz: int = 50_000_000
     packed_weights: bool = True

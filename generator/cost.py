@@ -24,7 +24,7 @@ import numpy as np
 
 from rmsmp.host.quant.formats import parse_weight_format
 from rmsmp.rtl.engine import ConvEngine
-from rmsmp.rtl.isa import ACT_BANKS, param_layout
+from rmsmp.rtl.isa import ACT_BANKS, param_entry_bits, param_slots
 
 __all__ = ["estimate", "bram_blocks", "memory_blocks", "fit", "DATA", "lut_equivalent", "FAMILY_PARAMS", "COLUMNS",
            "PIXELS", "family_params", "calibrated_narrow_pot", "calibrated_lut_fix"]
@@ -32,7 +32,7 @@ __all__ = ["estimate", "bram_blocks", "memory_blocks", "fit", "DATA", "lut_equiv
 #: buffer depths and accumulator width the calibration uses per family (and ``for_board``
 #: keeps).  iCE40 parts hold small networks: a 24-bit accumulator (the compiler refuses a
 #: layer whose worst-case sum needs more) saves ~200 LUTs and ~200 flip-flops there.
-FAMILY_PARAMS = {"ecp5": {"weight_depth": 2048, "act_depth": 8192, "acc_depth": 512},
+FAMILY_PARAMS = {"ecp5": {"weight_depth": 2048, "act_depth": 8192, "acc_depth": 64},
                  "ice40": {"weight_depth": 512, "act_depth": 1024, "acc_depth": 64, "acc_bits": 24,
                            "vector_ops": ("add",), "pipelined": False}}
 #: column counts and pixel-lane counts ``for_board`` tries per family (the calibration spans them)
@@ -78,7 +78,12 @@ def bram_blocks(cfg, family: str) -> int:
     n = 0
     for g in cfg.lane_groups:
         n += memory_blocks(g.rows * C * g.format.bits, cfg.weight_depth, family)
-    n += memory_blocks(param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits).size * R, cfg.acc_depth, family)
+    # the parameters a row an entry, and each output group's mask of enabled rows (ECP5 keeps
+    # up to 64 masks in LUT RAM, as it does the queue)
+    n += memory_blocks(param_entry_bits(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits, R),
+                       cfg.acc_depth * param_slots(R), family)
+    if family == "ice40" or cfg.acc_depth > 64:
+        n += memory_blocks(R, cfg.acc_depth, family)
     n += cfg.pixels * ACT_BANKS * memory_blocks(8 * C, cfg.act_depth // ACT_BANKS, family)
     if family == "ice40":       # no LUT RAM there: the queue of R accumulators takes blocks
         depth = ConvEngine.QUEUE_DEPTH if cfg.pixels == 1 else ConvEngine.WIDE_QUEUE_DEPTH

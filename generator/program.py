@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from rmsmp.host.quant.fileio import atomic_path
 from rmsmp.host.quant.qmodel import TensorQ
 from rmsmp.rtl.dma import weight_slot, words_per_entry
-from rmsmp.rtl.isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode
+from rmsmp.rtl.isa import (
+    ACT_BANKS,
+    INSTR_BITS,
+    Buffer,
+    Instruction,
+    Opcode,
+    param_entries,
+    param_entry_bits,
+    param_slots,
+)
 
 from .layout import pack_activations
 from .lower import CompileError, LoweredLayer, lower_conv, lower_vec
@@ -288,6 +297,7 @@ class ProgramBuilder:
         self._blobs = []         # (name, list of entries, entry width)
         self._blob_words = {}
         self._blob_meta = {}     # name -> (lane group index of a weight blob or None, slot bits or 0)
+        self._param_blobs = set()
         self._outputs = []       # (name, entries, width)
         self.layers = []
 
@@ -305,6 +315,18 @@ class ProgramBuilder:
                                   else len(entries) * words_per_entry(width, self.bus))
         return name
 
+    def param_blob(self, name, words):
+        """Place the requantization parameters of output groups (``words``: one
+        ``ArrayLayout(param_layout(...), R)`` value each, as the compiler lowers them) as the
+        parameter buffer holds them: :func:`~rmsmp.rtl.isa.param_slots` entries a group, a
+        row each and the group's mask of enabled rows (:func:`~rmsmp.rtl.isa.param_entries`).
+        A LOAD of it names its buffer address in output groups."""
+        c = self.cfg
+        entries = [e for w in words for e in param_entries(w, c.acc_bits, c.mult_bits, c.shift_bits, c.rows)]
+        self.blob(name, entries, param_entry_bits(c.acc_bits, c.mult_bits, c.shift_bits, c.rows))
+        self._param_blobs.add(name)
+        return name
+
     def blob_words(self, name: str) -> int:
         """Bus words that blob ``name`` occupies (what a LOAD of it moves)."""
         return self._blob_words[name]
@@ -313,7 +335,14 @@ class ProgramBuilder:
              wbits: int = 0, rows: RowMap | None = None, nib: tuple | None = None):
         """DMA ``count`` entries (default: all of blob ``ref``) from blob or region ``ref``,
         starting ``offset`` bus words in, to entry ``buf_addr`` of buffer ``buf``; ``wbits``:
-        the packed code width of a weight blob (0: the lane's width)."""
+        the packed code width of a weight blob (0: the lane's width).  The parameter buffer
+        (``Buffer.PARAM``) takes only :meth:`param_blob` blobs, and ``buf_addr`` counts its
+        output groups there."""
+        if (buf == Buffer.PARAM) != (ref in self._param_blobs):
+            raise ValueError(f"blob {ref!r}: the parameter buffer loads blobs made by param_blob(), and only "
+                             f"it does (this LOAD is for buffer {buf})")
+        if buf == Buffer.PARAM:
+            buf_addr *= param_slots(self.cfg.rows)
         group = buf - Buffer.WEIGHT0 if buf >= Buffer.WEIGHT0 else None
         if ref in self._blob_meta and self._blob_meta[ref][0] != group:
             k = self._blob_meta[ref][0]
@@ -426,7 +455,6 @@ def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
     """A complete program running one conv/linear ``layer`` on integer input ``x_int``
     ([C, H, W], or [C] for linear): load input, weights and parameters, convolve, store.
     The output is ``Program.outputs["y"]``."""
-    from rmsmp.rtl.engine import buffer_ports
     C = cfg.columns
     xin = x_int if x_int.dim() == 3 else x_int.reshape(-1, 1, 1)
     xw = pack_activations(xin, C)
@@ -435,7 +463,6 @@ def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
     if out_base + low.out_channels_padded // C * low.desc["out_h"] * low.desc["out_w"] > cfg.act_depth:
         raise ValueError(f"layer {layer.name!r}: input + output need more than the {cfg.act_depth}-entry "
                          "activation buffer (compile_model bands a layer through it)")
-    ports = buffer_ports(cfg)
     pb = ProgramBuilder(cfg)
     pb.load(Buffer.ACT, pb.blob("x", xw, 8 * C))
     for k, g in enumerate(cfg.lane_groups):
@@ -444,7 +471,7 @@ def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
                              f"{cfg.weight_depth}-entry {g.scheme} buffer")
         wbits, width, words = low.packed[g.scheme]
         pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", words, width, weights=k), wbits=wbits)
-    pb.load(Buffer.PARAM, pb.blob("p", low.params, _width(ports["par_w"][1])))
+    pb.load(Buffer.PARAM, pb.param_blob("p", low.params))
     pb.conv(low)
     pb.store("y", out_base, low.out_channels_padded // C * low.desc["out_h"] * low.desc["out_w"])
     prog = pb.build()

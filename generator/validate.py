@@ -18,7 +18,7 @@ from amaranth import Shape
 from rmsmp.host.errors import RmsmpError
 from rmsmp.rtl.dma import words_per_entry
 from rmsmp.rtl.engine import buffer_ports
-from rmsmp.rtl.isa import INSTR_BITS, Buffer, ConvDesc, DmaDesc, Instruction, Opcode, VecDesc, VecKind
+from rmsmp.rtl.isa import INSTR_BITS, Buffer, ConvDesc, DmaDesc, Instruction, Opcode, VecDesc, VecKind, param_slots
 
 __all__ = ["ProgramError", "Step", "decode", "check_program", "cycle_estimate", "cycle_budget",
            "describe_instruction"]
@@ -124,7 +124,7 @@ def decode(program) -> list[Step]:
 
 def _buffer_depths(cfg) -> dict:
     """Entries of each DMA buffer code (the activation buffer: per pixel lane)."""
-    depths = {Buffer.ACT.value: cfg.act_depth, Buffer.PARAM.value: cfg.acc_depth}
+    depths = {Buffer.ACT.value: cfg.act_depth, Buffer.PARAM.value: cfg.acc_depth * param_slots(cfg.rows)}
     for code, _sig in buffer_ports(cfg).values():
         if code >= Buffer.WEIGHT0:
             depths[int(code)] = cfg.weight_depth

@@ -19,11 +19,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from rmsmp.rtl.engine import buffer_ports
 from rmsmp.rtl.isa import Buffer
 
 from .lower import CompileError, LoweredLayer, group_rows
-from .program import ProgramBuilder, _width
+from .program import ProgramBuilder
 
 __all__ = ["BlobLoad", "SetSpec", "WeightSet", "WeightPlan", "plan_weights", "assign_halves"]
 
@@ -76,10 +75,9 @@ def plan_weights(pb: ProgramBuilder, cfg, lowered: dict) -> WeightPlan:
     g0 = cfg.lane_groups[0].scheme
     resident = (sum(len(low.weights[g0]) for low in convs) <= cfg.weight_depth
                 and sum(len(low.params) for low in convs) <= cfg.acc_depth)
-    pwidth = _width(buffer_ports(cfg)["par_w"][1])
     if resident:
-        return WeightPlan(True, preload=_resident_loads(pb, cfg, convs, pwidth))
-    return WeightPlan(False, sets={low.name: _layer_sets(pb, cfg, low, pwidth) for low in convs})
+        return WeightPlan(True, preload=_resident_loads(pb, cfg, convs))
+    return WeightPlan(False, sets={low.name: _layer_sets(pb, cfg, low) for low in convs})
 
 
 def _groups_used(cfg, low: LoweredLayer, og_lo: int = 0, og_hi: int | None = None) -> set:
@@ -89,7 +87,7 @@ def _groups_used(cfg, low: LoweredLayer, og_lo: int = 0, og_hi: int | None = Non
     return {scheme for scheme, (r0, n) in group_rows(cfg).items() if any(r0 <= r < r0 + n for r in rows)}
 
 
-def _resident_loads(pb, cfg, convs, pwidth) -> list[BlobLoad]:
+def _resident_loads(pb, cfg, convs) -> list[BlobLoad]:
     """Each layer's weights at the next free entry (setting its descriptor's bases); one
     load per layer and lane group (each packs at its own width), then all parameters."""
     w_next = p_next = 0
@@ -105,11 +103,11 @@ def _resident_loads(pb, cfg, convs, pwidth) -> list[BlobLoad]:
             wbits, width, words = low.packed[g.scheme]
             blob = pb.blob(f"{low.name}.w_{g.scheme}", words, width, weights=k)
             loads.append(BlobLoad(Buffer.WEIGHT0 + k, blob, wbits, low.desc["w_base"]))
-    loads.append(BlobLoad(Buffer.PARAM, pb.blob("params", [p for low in convs for p in low.params], pwidth)))
+    loads.append(BlobLoad(Buffer.PARAM, pb.param_blob("params", [p for low in convs for p in low.params])))
     return loads
 
 
-def _make_set(pb, cfg, low: LoweredLayer, tag, w: tuple, p: tuple, pwidth: int, ogs=None) -> tuple:
+def _make_set(pb, cfg, low: LoweredLayer, tag, w: tuple, p: tuple, ogs=None) -> tuple:
     """Blobs of one set: weight entries ``w = (w0, w1)`` of every lane group with a row in
     use in output groups ``ogs = (lo, hi)`` (``None``: every group), params ``p``."""
     used = _groups_used(cfg, low, *ogs) if ogs is not None and low.perm else None
@@ -120,11 +118,11 @@ def _make_set(pb, cfg, low: LoweredLayer, tag, w: tuple, p: tuple, pwidth: int, 
         wbits, width, words = low.packed[g.scheme]
         blob = pb.blob(f"{low.name}.{tag}.w_{g.scheme}", words[w[0]:w[1]], width, weights=k)
         blobs.append(BlobLoad(Buffer.WEIGHT0 + k, blob, wbits))
-    blobs.append(BlobLoad(Buffer.PARAM, pb.blob(f"{low.name}.{tag}.p", low.params[p[0]:p[1]], pwidth)))
+    blobs.append(BlobLoad(Buffer.PARAM, pb.param_blob(f"{low.name}.{tag}.p", low.params[p[0]:p[1]])))
     return tuple(blobs)
 
 
-def _layer_sets(pb, cfg, low: LoweredLayer, pwidth: int) -> list[SetSpec]:
+def _layer_sets(pb, cfg, low: LoweredLayer) -> list[SetSpec]:
     """A streamed layer's sets: as many output groups (channel blocks) as fit half of every
     buffer — or, when one does not, all of them — in equal sets (those overlap best)."""
     og_n = low.desc["out_groups"]
@@ -135,7 +133,7 @@ def _layer_sets(pb, cfg, low: LoweredLayer, pwidth: int) -> list[SetSpec]:
     out = []
 
     def add(lo, hi, w, p, half, ogs=None):
-        blobs = _make_set(pb, cfg, low, lo, w, p, pwidth, ogs)
+        blobs = _make_set(pb, cfg, low, lo, w, p, ogs)
         out.append(SetSpec(lo, hi, blobs, half, sum(pb.blob_words(b.blob) for b in blobs)))
 
     if low.pool_blocks and not low.block_w:

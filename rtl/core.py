@@ -42,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 from .arith import stage
 from .dma import Dma, mem_port_signature, mux_mem_ports
 from .engine import ConvEngine, buffer_ports
-from .isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode, VecKind
+from .isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode, VecKind, param_slots
 
 __all__ = ["Core"]
 
@@ -112,9 +112,10 @@ class Core(wiring.Component):
         if cfg.pipelined:
             n_bufs = Buffer.WEIGHT0 + len(cfg.lane_groups)
             dd, cd, vd = di.arg.dma, ei.arg.conv, ei.arg.vec
-            depth = Signal(range(max(cfg.act_depth, cfg.acc_depth, cfg.weight_depth) + 1))
+            par_depth = cfg.acc_depth * param_slots(cfg.rows)      # parameter entries: a row each
+            depth = Signal(range(max(cfg.act_depth, par_depth, cfg.weight_depth) + 1))
             m.d.comb += depth.eq(Mux(dd.buf == Buffer.ACT, cfg.act_depth,
-                                     Mux(dd.buf == Buffer.PARAM, cfg.acc_depth, cfg.weight_depth)))
+                                     Mux(dd.buf == Buffer.PARAM, par_depth, cfg.weight_depth)))
             with m.Switch(op):
                 with m.Case(Opcode.LOAD):
                     m.d.comb += fault.eq((dd.buf >= n_bufs) | (dd.buf_addr >= depth))

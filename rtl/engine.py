@@ -36,7 +36,18 @@ from .arith import (
     window_inside,
     window_origin,
 )
-from .isa import ACT_BANKS, ADDR_BITS, CH_BITS, DIM_BITS, Buffer, ConvDesc, VecDesc, param_layout
+from .isa import (
+    ACT_BANKS,
+    ADDR_BITS,
+    CH_BITS,
+    DIM_BITS,
+    Buffer,
+    ConvDesc,
+    VecDesc,
+    param_entry_bits,
+    param_layout,
+    param_slots,
+)
 from .mac import REPLICA, MacArray
 from .ppu import Requantizer
 from .vector import VectorUnit
@@ -53,15 +64,16 @@ def buffer_ports(cfg) -> dict:
 
     The activation buffer has a bank per pixel lane: ``act_w`` writes one entry into any of
     them, each at its own address (``addr[p]``, byte enables ``en[p]``); ``act_r`` reads an
-    entry of lane ``lane``."""
+    entry of lane ``lane``; ``par_w`` one row's parameters (or a group's mask of enabled rows,
+    :func:`~rmsmp.rtl.isa.param_entries`)."""
     R, C, P = cfg.rows, cfg.columns, cfg.pixels
-    plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
     ports = {
         "act_w": (Buffer.ACT, wiring.Signature({"addr": Out(data.ArrayLayout(ADDR_BITS, P)), "data": Out(8 * C),
                                                 "en": Out(data.ArrayLayout(C, P))})),
         "act_r": (Buffer.ACT, wiring.Signature({"addr": Out(ADDR_BITS), "lane": Out(range(max(P, 2))),
                                                 "data": In(8 * C)})),
-        "par_w": (Buffer.PARAM, _wr_sig(ADDR_BITS, data.ArrayLayout(plo, R).size)),
+        "par_w": (Buffer.PARAM, _wr_sig(ADDR_BITS, param_entry_bits(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits,
+                                                                      R))),
     }
     for k, g in enumerate(cfg.lane_groups):
         ports[f"wgt_w_{g.scheme}"] = (Buffer.WEIGHT0.value + k, _wr_sig(ADDR_BITS, g.rows * C * g.format.bits))
@@ -164,11 +176,22 @@ class ConvEngine(wiring.Component):
             hw = host_w[f"wgt_w_{f.name}"]
             m.d.comb += [wr.addr.eq(hw.addr), wr.data.eq(hw.data), wr.en.eq(hw.en)]
             wmems[f.name] = mem.read_port()
-        m.submodules.par = par = Memory(shape=data.ArrayLayout(self._plo, R), depth=cfg.acc_depth, init=[])
+        # the parameters, a row an entry (output group g's row r at g·slots + r: the
+        # requantizer reads the row it emits, so the buffer is one row wide, not R), and
+        # beside them each group's mask of enabled rows (the group's last slot, also written
+        # into a memory of its own that the walk reads at once)
+        slots = param_slots(R)
+        sb = slots.bit_length() - 1
+        hp = host_w["par_w"]
+        m.submodules.par = par = Memory(shape=unsigned(len(hp.data)), depth=cfg.acc_depth * slots, init=[])
         par_wr = par.write_port()
-        par_rd = par.read_port()        # the parameter word of the next dot product to pop
-        m.d.comb += [par_wr.addr.eq(host_w["par_w"].addr), par_wr.data.eq(host_w["par_w"].data),
-                     par_wr.en.eq(host_w["par_w"].en)]
+        par_rd = par.read_port()        # the parameters of the row being emitted
+        m.d.comb += [par_wr.addr.eq(hp.addr), par_wr.data.eq(hp.data), par_wr.en.eq(hp.en)]
+        m.submodules.par_en = par_en = Memory(shape=unsigned(R), depth=cfg.acc_depth, init=[])
+        en_wr = par_en.write_port()
+        en_rd = par_en.read_port()      # the mask of the next dot product to pop
+        m.d.comb += [en_wr.addr.eq(hp.addr[sb:]), en_wr.data.eq(hp.data[:R]),
+                     en_wr.en.eq(hp.en & (hp.addr[:sb] == slots - 1))]
 
         m.submodules.array = array = MacArray.for_config(cfg)
         # the queue of finished dot products (R accumulators of every pixel lane), in issue
@@ -307,21 +330,22 @@ class ConvEngine(wiring.Component):
             with m.Else():
                 m.d.sync += npix.eq(npix + 1)
         acc = q_rd.data                 # the popped dot product (held)
+        # the popped dot product's output group (its parameters' entries start at cgrp·slots)
+        cgrp = Signal(ADDR_BITS - sb)
+        with m.If(pop):
+            m.d.sync += cgrp.eq(d.p_base + nog)
         if S:
-            # (pipelined: the parameter word is read continuously at the next pop's address —
-            # ``nog`` moves only at a pop, and pops are two or more cycles apart, so the word at
-            # the port when a pop happens is that pop's — and latched into a register then: the
-            # row select and the requantizers start from flip-flops, not from a block RAM's
-            # output across the chip)
-            prm = Signal.like(par_rd.data, name="prm_q")
+            # (pipelined: the mask is read continuously at the next pop's group — ``nog`` moves
+            # only at a pop, and pops are two or more cycles apart, so the mask at the port
+            # when a pop happens is that pop's — and latched into a register then)
+            cur_en = Signal(R, name="en_q")
             with m.If(pop):
-                m.d.sync += prm.eq(par_rd.data)
+                m.d.sync += cur_en.eq(en_rd.data)
         else:
-            prm = par_rd.data           # its parameter word (held: read at pop)
+            cur_en = en_rd.data         # (held: read at pop)
         emit = Signal()
-        cur_en = Cat(prm[i].en for i in range(R))   # the enabled rows of the popped word
         any_en = cur_en.any()
-        m.d.comb += [par_rd.addr.eq(d.p_base + nog), par_rd.en.eq(1 if S else pop)]
+        m.d.comb += [en_rd.addr.eq(d.p_base + nog), en_rd.en.eq(1 if S else pop)]
         if S:
             # (pipelined: the rows are walked as a mask of those still to come, ``rest``: the
             # next row is its lowest set bit, taken off by ``rest & (rest - 1)`` — a carry
@@ -379,15 +403,28 @@ class ConvEngine(wiring.Component):
         with m.Elif(pop & ~(issue & last)):
             m.d.sync += inflight.eq(inflight - 1)
 
-        # row r's parameters and accumulators, selected into registers: the requantizers start
-        # from flip-flops, not from an R-way multiplexer behind a memory's output
-        row_par, row_acc = Signal.like(prm[0], name="row_par"), Signal(data.ArrayLayout(signed(cfg.acc_bits), P))
-        if S:                                   # (selected by the one-hot copies)
-            m.d.comb += [row_par.eq(one_hot_select(sels[P], [prm[i] for i in range(R)]))]
+        # the emitted row's accumulators, selected (pipelined: by the one-hot copies, into
+        # registers), and its parameters, read from the buffer at the row's slot (pipelined: the
+        # slot's address into a register — the one-hot row encoded — then the block RAM's
+        # cycle, then a register: the requantizers start from flip-flops).  The accumulators,
+        # the emit flag and the pixel wait for the parameters: ``lat`` cycles from the emit
+        row_acc = Signal(data.ArrayLayout(signed(cfg.acc_bits), P))
+        if S:
             m.d.comb += [row_acc[p].eq(one_hot_select(sels[p], [acc[p][i] for i in range(R)])) for p in range(P)]
+            row_idx = Cat(Cat(Const(0, 1), *(sels[P][i] for i in range(R) if i >> b & 1)).any() for b in range(sb))
+            m.d.comb += par_rd.addr.eq(stage(m, Cat(row_idx, cgrp), S, "par_addr"))
         else:
-            m.d.comb += [row_par.eq(prm[r])] + [row_acc[p].eq(acc[p][r]) for p in range(P)]
-        rp, racc, emit_q = stage(m, row_par, S, "rp"), stage(m, row_acc, S, "racc"), stage(m, emit, S, "emit_q")
+            m.d.comb += [row_acc[p].eq(acc[p][r]) for p in range(P)]
+            m.d.comb += par_rd.addr.eq(Cat(r, Const(0, sb - len(r)), cgrp))
+        lat = 3 if S else 1
+        rp = Signal(self._plo, name="rp")
+        m.d.comb += rp.eq(stage(m, par_rd.data[:self._plo.size], S, "rp_q"))
+        racc = Signal.like(row_acc, name="racc")
+        m.d.comb += racc.eq(delay(m, row_acc.as_value(), lat, "racc"))
+        emit_line = Signal(lat, name="emit_line")      # emitted rows on their way to the requantizers
+        m.d.sync += emit_line.eq(Cat(emit, emit_line[:-1]))
+        emit_q = emit_line[-1]
+        cpix_q = delay(m, cpix, lat, "cpix")            # the emitted row's pixel
         # the requantizers: the conv rows, or (lane 0's) the vector unit's average pool while it runs
         m.d.comb += [vec.rq.o.valid.eq(rq.o.valid & vec.busy), vec.rq.o.payload.eq(rq.o.payload)]
         out_lo, out_hi = stage(m, d.out_lo, S, "out_lo"), stage(m, d.out_hi, S, "out_hi")
@@ -409,7 +446,7 @@ class ConvEngine(wiring.Component):
         m.d.comb += bpos.eq(Mux(d.wide, rp.ch << 1, rp.ch))
         block = (bpos >> lb)[:AB]                    # the row's channel block: one product per row
         # the block's offset (a product) into a register, then the address: the sum
-        boff, bpix = stage(m, (block * out_plane.p)[:AB], S, "boff"), stage(m, cpix, S, "bpix")
+        boff, bpix = stage(m, (block * out_plane.p)[:AB], S, "boff"), stage(m, cpix_q, S, "bpix")
         waddr = Signal(ADDR_BITS)
         m.d.comb += waddr.eq((d.out_base + boff + bpix)[:AB])
         # (a pixel lane's columns past the row's end are written too, into its own output
@@ -439,8 +476,8 @@ class ConvEngine(wiring.Component):
                                                    half[:8].replicate(C))),
                              act_wr.en[p].eq(Mux(rqp.o.valid & o_en, wen, 0))]
         # the conv op's last busy cycle: nothing issuing, queued, in the requantizers or writing
-        c_ending = cbusy & ~setup & ~running & (inflight == 0) & (queued == 0) & ser.ongoing("IDLE") & ~emit_q \
-            & (pending == 0) & ~rq.o.valid
+        c_ending = cbusy & ~setup & ~running & (inflight == 0) & (queued == 0) & ser.ongoing("IDLE") \
+            & (emit_line == 0) & (pending == 0) & ~rq.o.valid
         own = Signal(ACT_BANKS)
         start_c, start_v = self.start & ~self.busy, self.vec_start & ~self.busy
         # (pipelined: whether the running op owns bank b is a register per bank, set from the

@@ -4,7 +4,8 @@
 
 :class:`ConvDesc` describes one conv/linear layer for the :class:`~rmsmp.rtl.engine.ConvEngine`;
 the compiler packs it with ``ConvDesc.const({...}).as_bits()`` and the engine decodes the
-same bits.  :func:`param_layout` is one array row's requantization parameters.
+same bits.  :func:`param_layout` is one array row's requantization parameters; the
+parameter buffer holds them a row an entry (:func:`param_slots`, :func:`param_entries`).
 
 Activation buffer layout (channel-blocked, ``C`` channels of 8 bits per word): channel
 ``ch`` of pixel ``(y, x)`` of a tensor at ``base`` with ``H×W`` pixels lives in word
@@ -17,13 +18,15 @@ from amaranth import Shape, signed, unsigned
 from amaranth.lib import data, enum
 
 __all__ = ["ACT_BANKS", "ConvDesc", "DmaDesc", "VecDesc", "VecKind", "Instruction", "Opcode", "Buffer", "param_layout",
-           "ADDR_BITS", "DIM_BITS", "INSTR_BITS", "CH_BITS", "ISA_REVISION", "VECTOR_OPS", "AVGPOOL_SUM_BITS",
+           "param_slots", "param_entry_bits", "param_entries", "ADDR_BITS", "DIM_BITS",
+           "INSTR_BITS", "CH_BITS", "ISA_REVISION", "VECTOR_OPS", "AVGPOOL_SUM_BITS",
            "field_width", "field_max"]
 
 #: Revision of what a core reads from memory (instructions, weight layout); part of the
 #: config hash (the ID register), so a program for another revision is refused like one for
-#: another config.  2: weight entries of at most half a bus word share words.
-ISA_REVISION = 2
+#: another config.  2: weight entries of at most half a bus word share words.  3: the
+#: parameter buffer holds a row's parameters an entry (:func:`param_entries`).
+ISA_REVISION = 3
 
 ADDR_BITS = 20
 DIM_BITS = 10
@@ -69,6 +72,31 @@ def param_layout(acc_bits: int, mult_bits: int, shift_bits: int) -> data.StructL
     scheme permutation never reaches memory), and ``en`` (0: an unused row)."""
     return data.StructLayout({"bias": signed(acc_bits), "mult": unsigned(mult_bits),
                               "shift": unsigned(shift_bits), "ch": unsigned(CH_BITS), "en": 1})
+
+
+def param_slots(rows: int) -> int:
+    """Parameter-buffer entries of one output group: a power of two above ``rows`` — row
+    ``r``'s parameters at slot ``r``, the group's mask of enabled rows at the last slot,
+    unused slots between.  Output group ``g``'s entries start at ``g · param_slots(rows)``,
+    so the engine addresses a row by concatenation."""
+    return 1 << rows.bit_length()
+
+
+def param_entry_bits(acc_bits: int, mult_bits: int, shift_bits: int, rows: int) -> int:
+    """Width of a parameter-buffer entry: one row's :func:`param_layout`, or the mask of
+    ``rows`` rows if wider."""
+    return max(param_layout(acc_bits, mult_bits, shift_bits).size, rows)
+
+
+def param_entries(word: int, acc_bits: int, mult_bits: int, shift_bits: int, rows: int) -> list[int]:
+    """The :func:`param_slots` entries of one output group, from its parameter word (an
+    ``ArrayLayout(param_layout(...), rows)`` value): each row's parameters, zeros, then the
+    mask of the rows whose ``en`` is set (the rows the requantizer walks)."""
+    plo = param_layout(acc_bits, mult_bits, shift_bits)
+    w, en_at = plo.size, plo["en"].offset
+    row = [(word >> (r * w)) & ((1 << w) - 1) for r in range(rows)]
+    mask = sum(((v >> en_at) & 1) << r for r, v in enumerate(row))
+    return row + [0] * (param_slots(rows) - rows - 1) + [mask]
 
 
 class Opcode(enum.Enum, shape=4):

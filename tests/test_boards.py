@@ -249,14 +249,20 @@ def test_for_board_dsp_plus_lut_fixed_point_core():
 
 def test_for_board_for_a_networks_edge_layers():
     """``edge_fraction``: with ResNet-18's share of all-fix8 edge-layer MACs the choice keeps
-    more fix8 rows — fewer MACs in peak, more on that mix — and still fits; the default
+    more fix8 rows (where the DSP blocks allow) — fewer MACs in peak, more on that mix — and
+    still fits; the default
     (0) is the peak choice. A share outside [0, 1) is refused."""
     avail = board("ulx3s-85f").core_budget()
     peak = AcceleratorConfig.for_board("ulx3s-85f")
     net = AcceleratorConfig.for_board("ulx3s-85f", edge_fraction=0.065)
     assert all(estimate(net, "ecp5")[k] <= avail[k] for k in avail)
-    assert edge_rows(net) > edge_rows(peak) and net.peak_macs_per_cycle <= peak.peak_macs_per_cycle
-    assert effective_macs(net, 0.065) > effective_macs(peak, 0.065)
+    assert net.peak_macs_per_cycle <= peak.peak_macs_per_cycle
+    # more fix8 rows, unless the peak choice already gives them every DSP block it can
+    dsp_row = peak.columns * peak.pixels
+    assert edge_rows(net) > edge_rows(peak) or estimate(peak, "ecp5")["DSP"] + dsp_row > avail["DSP"]
+    assert effective_macs(net, 0.065) >= effective_macs(peak, 0.065)
+    if edge_rows(net) > edge_rows(peak):
+        assert effective_macs(net, 0.065) > effective_macs(peak, 0.065)
     assert effective_macs(peak, 0.0) == peak.peak_macs_per_cycle
     for bad in (-0.1, 1.0, "x"):
         with pytest.raises(ConfigError, match="edge_fraction"):
@@ -279,28 +285,33 @@ def test_cost_model_matches_its_ice40_synthesis_data():
         assert est["DSP"] == p["cells"]["SB_MAC16"], cfg.describe()
 
 
-def test_for_board_icebreaker_picks_the_largest_core_that_fits():
-    """On the UP5K a pot lane costs more LUTs than a DSP-backed fix lane, so the hardware ratio
-    is all fix8: 3 rows × 2 columns (the core built: 5,234 of 5,280 cells, 15.4 MHz); the
-    10:5:1 ratio gets the 4-MAC core.  One more row or the next column count would not fit;
-    with on-chip block-RAM memory (16 of the 30 blocks) nothing fits, and the error says
-    which resource ran out."""
+def test_for_board_icebreaker_picks_the_largest_core_that_fits(monkeypatch):
+    """The UP5K's choices fit its budget and one more row of any lane group, or the next
+    column count, would not (cost model); with on-chip block-RAM memory the smallest cores
+    still fit beside it (a parameter entry a row: 12 blocks), and when nothing fits the error
+    says which resource ran out."""
     spec = board("icebreaker")
     avail = spec.core_budget()
     cfg = AcceleratorConfig.for_board("icebreaker")
-    assert [(g.scheme, g.rows) for g in cfg.lane_groups] == [("fix8", 3)] and cfg.columns == 2
     r = AcceleratorConfig.for_board("icebreaker", {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16})
-    assert [(g.scheme, g.rows) for g in r.lane_groups] == [("pot4", 1), ("fix8", 1)] and r.columns == 2
     for c in (cfg, r):
         assert c.clock_hz == spec.clock_hz and c.acc_bits == 24 and c.pixels == 1
         assert all(estimate(c, "ice40")[k] <= avail[k] for k in avail)
-    for bigger in (replace(cfg, lane_groups=(("fix8", 4),)), replace(cfg, columns=4),
-                   replace(r, lane_groups=(("pot4", 2), ("fix8", 1))), replace(r, columns=4)):
-        assert any(estimate(bigger, "ice40")[k] > avail[k] for k in avail), bigger.describe()
+    assert [g.format.kind for g in r.lane_groups] == ["pot", "fix"] and r.peak_macs_per_cycle >= 4
+    for c in (cfg, r):
+        for k in range(len(c.lane_groups)):
+            bigger = replace(c, lane_groups=[(g.scheme, g.rows + (i == k)) for i, g in enumerate(c.lane_groups)])
+            if c is r:          # the ratio's proportions: the next layout of it is larger still
+                continue
+            assert any(estimate(bigger, "ice40")[key] > avail[key] for key in avail), bigger.describe()
+        nxt = replace(c, columns=c.columns * 2)
+        assert any(estimate(nxt, "ice40")[key] > avail[key] for key in avail), nxt.describe()
     left = spec.core_budget("bram")["BRAM"]
-    small = AcceleratorConfig.for_board("icebreaker", memory="bram")      # 1 fix8 row: 2 MACs
+    small = AcceleratorConfig.for_board("icebreaker", {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}, memory="bram")
     assert estimate(small, "ice40")["BRAM"] <= left
-    with pytest.raises(BoardError, match=rf"no accelerator fits icebreaker.*1 columns.*needs BRAM \d+ > {left}"):
+    budget = type(spec).core_budget
+    monkeypatch.setattr(type(spec), "core_budget", lambda self, *a, **k: {**budget(self, *a, **k), "BRAM": 8})
+    with pytest.raises(BoardError, match=r"no accelerator fits icebreaker.*1 columns.*needs BRAM \d+ > 8"):
         AcceleratorConfig.for_board("icebreaker", {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}, memory="bram")
 
 
@@ -364,8 +375,9 @@ def test_cli_config_writes_the_for_board_choice(tmp_path, capsys):
     r1051 = {"pot4": 10 / 16, "fix4": 5 / 16, "fix8": 1 / 16}
     assert cfg == AcceleratorConfig.for_board("ulx3s-85f", r1051, split_fix=True) != AcceleratorConfig.for_board(
         "ulx3s-85f", r1051)
-    assert main(["config", "--board", "icebreaker", "--memory", "bram", "--ratio", ratio]) == 2
-    assert "no accelerator fits icebreaker" in capsys.readouterr().err
+    assert main(["config", "--board", "icebreaker", "--memory", "bram", "--ratio", ratio]) == 0
+    assert main(["config", "--board", "icebreaker", "--memory", "bram", "--ratio", ratio, "--act-bits", "9"]) == 2
+    assert "act_bits" in capsys.readouterr().err
 
 
 def test_cli_config_lut_fix_and_edge_fraction(tmp_path, capsys):

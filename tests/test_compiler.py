@@ -173,3 +173,46 @@ def test_a_model_quantized_for_another_ratio_than_the_array_is_named():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RatioMismatchWarning)
         compile_model(matched, cfg, (1, 8, 8))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 16, 29, 32])
+def test_parameter_entries_hold_a_row_each_and_the_groups_mask(rows):
+    """A group's parameter word becomes ``param_slots(rows)`` entries (a power of two above
+    ``rows``): row r's fields at slot r, zeros, then the mask of its enabled rows — read back
+    through the layout the engine decodes."""
+    import random
+
+    from amaranth.lib import data
+
+    from rmsmp.rtl.isa import param_entries, param_entry_bits, param_layout, param_slots
+    plo = param_layout(32, 16, 6)
+    rng = random.Random(rows)
+    rows_v = [{"bias": rng.randrange(-2**31, 2**31), "mult": rng.randrange(1 << 16), "shift": rng.randrange(64),
+               "ch": rng.randrange(1 << 12), "en": rng.randrange(2)} for _ in range(rows)]
+    word = data.ArrayLayout(plo, rows).const(rows_v).as_bits()
+    ent = param_entries(word, 32, 16, 6, rows)
+    S = param_slots(rows)
+    assert len(ent) == S > rows and S & (S - 1) == 0 and S // 2 <= rows
+    assert all(e < 1 << param_entry_bits(32, 16, 6, rows) for e in ent)
+    for r, v in enumerate(rows_v):
+        got = plo.from_bits(ent[r])
+        assert {k: int(getattr(got, k)) for k in v} == v
+    assert ent[rows:S - 1] == [0] * (S - 1 - rows)
+    assert ent[-1] == sum(v["en"] << r for r, v in enumerate(rows_v))
+
+
+def test_parameter_loads_take_parameter_blobs_at_group_addresses():
+    """A LOAD of the parameter buffer names output groups; the instruction carries the
+    group's first entry.  A plain blob for it (or a parameter blob for another buffer) is
+    refused by name."""
+    from rmsmp.generator.program import ProgramBuilder
+    from rmsmp.rtl.isa import Buffer, param_slots
+    cfg = AcceleratorConfig()
+    pb = ProgramBuilder(cfg)
+    p = pb.param_blob("p", [0, 0])
+    pb.load(Buffer.PARAM, p, 3)
+    assert pb._instrs[-1][3] == 3 * param_slots(cfg.rows)
+    with pytest.raises(ValueError, match="param_blob"):
+        pb.load(Buffer.PARAM, pb.blob("x", [0], 8))
+    with pytest.raises(ValueError, match="param_blob"):
+        pb.load(Buffer.ACT, p)

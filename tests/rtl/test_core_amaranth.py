@@ -153,8 +153,7 @@ def test_engine_op_fetched_while_the_engine_runs():
     the first runs, and must not reach the engine's descriptor register before it is done."""
     from rmsmp.generator.layout import pack_activations
     from rmsmp.generator.lower import lower_conv
-    from rmsmp.generator.program import ProgramBuilder, _width
-    from rmsmp.rtl.engine import buffer_ports
+    from rmsmp.generator.program import ProgramBuilder
     from rmsmp.rtl.isa import Buffer
     qm, layer, x, y = one_layer_model("conv", cin=6, cout=8, k=3, s=2, p=1, hw=7, ratio=RATIO)
     C = CFG.columns
@@ -167,7 +166,7 @@ def test_engine_op_fetched_while_the_engine_runs():
     for k, g in enumerate(CFG.lane_groups):
         wbits, width, words = first.packed[g.scheme]
         pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", words, width, weights=k), wbits=wbits)
-    pb.load(Buffer.PARAM, pb.blob("p", first.params, _width(buffer_ports(CFG)["par_w"][1])))
+    pb.load(Buffer.PARAM, pb.param_blob("p", first.params))
     pb.conv(first)
     pb.conv(second)
     pb.store("y1", len(xw), n)

@@ -7,6 +7,7 @@ from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.layout import pack_activations, unpack_activations
 from rmsmp.generator.lower import CompileError, lower_conv
 from rmsmp.rtl.engine import ConvEngine
+from rmsmp.rtl.isa import param_entries, param_slots
 from rmsmp.sim.collisions import PoisonCollisions
 from rmsmp.sim.layer_cases import one_layer_model
 
@@ -34,8 +35,11 @@ def run_engine(cfg, low, x_words, in_base, out_base, out_words):
                 ctx.set(port.en, 1)
                 await ctx.tick()
             ctx.set(port.en, 0)
-        for a, w in enumerate(low.params):
-            ctx.set(dut.par_w.addr, low.desc["p_base"] + a)
+        slots = param_slots(cfg.rows)
+        entries = [e for w in low.params for e in param_entries(w, cfg.acc_bits, cfg.mult_bits, cfg.shift_bits,
+                                                                  cfg.rows)]
+        for a, w in enumerate(entries):
+            ctx.set(dut.par_w.addr, low.desc["p_base"] * slots + a)
             ctx.set(dut.par_w.data, w)
             ctx.set(dut.par_w.en, 1)
             await ctx.tick()
