@@ -35,8 +35,10 @@ __all__ = ["estimate", "bram_blocks", "memory_blocks", "fit", "DATA", "lut_equiv
 FAMILY_PARAMS = {"ecp5": {"weight_depth": 2048, "act_depth": 8192, "acc_depth": 64},
                  "ice40": {"weight_depth": 512, "act_depth": 1024, "acc_depth": 64, "acc_bits": 24,
                            "vector_ops": ("add",), "pipelined": False}}
-#: column counts and pixel-lane counts ``for_board`` tries per family (the calibration spans them)
-COLUMNS = {"ecp5": (4, 8, 16), "ice40": (1, 2, 4)}
+#: column counts and pixel-lane counts ``for_board`` tries per family (the calibration spans
+#: them; one column cannot hold a 16-bit output such as a classifier's logits, two bytes of
+#: one entry, so the smallest board core has two)
+COLUMNS = {"ecp5": (4, 8, 16), "ice40": (2, 4)}
 PIXELS = {"ecp5": (1, 2, 4), "ice40": (1,)}
 
 
