@@ -23,7 +23,7 @@ from amaranth.back import rtlil
 sys.path.insert(0, str(Path(__file__).parent))
 from synth_ecp5 import yosys  # noqa: E402
 
-from rmsmp.boards.toolchain import NO_COLLISION_BYPASS  # noqa: E402
+from rmsmp.boards.toolchain import NO_COLLISION_BYPASS, plain_abc_after_luts  # noqa: E402
 from rmsmp.generator.config import AcceleratorConfig  # noqa: E402
 from rmsmp.generator.cost import family_params  # noqa: E402
 from rmsmp.rtl.core import Core  # noqa: E402
@@ -81,8 +81,7 @@ def synth_core(cfg, family: str) -> dict:
             # yosys' ABC9 step dies on some designs (as in boards/build.py, which then maps the
             # LUTs with plain ABC: the same here, so the point is what a build of it gets)
             print(f"{cfg.describe()}: ABC9 failed, mapping with plain ABC", flush=True)
-            out = run("synth_ecp5 -top core -run :map_luts; techmap -map +/lattice/latches_map.v; "
-                      "abc -lut 4:7 -dress; clean; synth_ecp5 -top core -run map_cells:")
+            out = run(f"synth_ecp5 -top core -run :map_luts; {plain_abc_after_luts('core')}")
         if out.returncode:
             raise RuntimeError(f"yosys failed (exit {out.returncode}):\n{(out.stdout + out.stderr)[-2000:]}")
         cells = json.loads((Path(d) / "stat.json").read_text())["design"]["num_cells_by_type"]

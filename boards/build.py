@@ -25,7 +25,7 @@ from .design import BoardDesign
 from .flash import boot_image, boot_seconds, flash_image
 from .pll import PllError
 from .report import BuildReport, make_report, overuse_error, parse_utilization
-from .toolchain import NAME, abc9_crashed, pnr_defaults, run_build, toolchain_env
+from .toolchain import NAME, abc9_crashed, plain_abc_after_luts, pnr_defaults, run_build, toolchain_env
 
 __all__ = ["build_bitstream"]
 
@@ -94,9 +94,8 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
         if not quiet:
             print("yosys ABC9 mapping failed with an internal error; retrying with plain ABC", flush=True)
         synth_opts += ["-run", ":map_luts"]
-        rc, text = run_build(spec, design, out, env, synth_opts, pnr_opts, script_after_synth=(
-            f"techmap -map +/lattice/latches_map.v; abc -lut 4:7 -dress; clean; "
-            f"synth_ecp5 -run map_cells: -top {NAME}"))
+        rc, text = run_build(spec, design, out, env, synth_opts, pnr_opts,
+                             script_after_synth=plain_abc_after_luts(NAME))
     tim = (out / f"{NAME}.tim").read_text(errors="replace") if (out / f"{NAME}.tim").exists() else ""
     if rc:
         util = parse_utilization(tim)

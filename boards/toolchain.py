@@ -13,7 +13,8 @@ from rmsmp.rtl.mac import REPLICA
 
 from .design import platform
 
-__all__ = ["NAME", "NO_COLLISION_BYPASS", "KEEP_REPLICAS", "toolchain_env", "run_build", "abc9_crashed", "pnr_defaults"]
+__all__ = ["NAME", "NO_COLLISION_BYPASS", "KEEP_REPLICAS", "toolchain_env", "run_build", "abc9_crashed", "pnr_defaults",
+           "plain_abc_after_luts"]
 
 NAME = "rmsmp_top"
 
@@ -95,6 +96,13 @@ def run_build(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synt
     rpt = out / f"{NAME}.rpt"
     tail = "\n".join(rpt.read_text(errors="replace").splitlines()[-15:]) if rpt.exists() else ""
     return rc, log.read_text(errors="replace") + tail
+
+
+def plain_abc_after_luts(top: str) -> str:
+    """The rest of an ECP5 synthesis stopped before its LUT mapping (``synth_ecp5 -run
+    :map_luts``), with the LUTs mapped by plain ABC: yosys 0.70's ABC9 reintegration trips an
+    internal assertion on some designs (the for_board ULX3S core)."""
+    return f"techmap -map +/lattice/latches_map.v; abc -lut 4:7 -dress; clean; synth_ecp5 -run map_cells: -top {top}"
 
 
 def abc9_crashed(out) -> bool:

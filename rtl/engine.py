@@ -411,7 +411,7 @@ class ConvEngine(wiring.Component):
         row_acc = Signal(data.ArrayLayout(signed(cfg.acc_bits), P))
         if S:
             m.d.comb += [row_acc[p].eq(one_hot_select(sels[p], [acc[p][i] for i in range(R)])) for p in range(P)]
-            row_idx = Cat(Cat(Const(0, 1), *(sels[P][i] for i in range(R) if i >> b & 1)).any() for b in range(sb))
+            row_idx = one_hot_select(sels[P], [Const(i, sb) for i in range(R)])
             m.d.comb += par_rd.addr.eq(stage(m, Cat(row_idx, cgrp), S, "par_addr"))
         else:
             m.d.comb += [row_acc[p].eq(acc[p][r]) for p in range(P)]
