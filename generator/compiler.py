@@ -29,10 +29,10 @@ from .codegen import emit_program
 from .config import AcceleratorConfig
 from .lower import MAX_KERNEL, CompileError, lower_avgpool_conv, lower_conv, lower_depthwise, lower_vec
 from .program import Program, ProgramBuilder, ProgramIO, TensorSlot
-from .schedule import Schedule, schedule
-from .weight_sets import WeightPlan, plan_weights
+from .schedule import Schedule, band_shape, min_parts, run_cost, schedule
+from .weight_sets import WeightPlan, plan_weights, stream_estimate, weights_resident
 
-__all__ = ["compile_model", "infer_shapes", "plan_im2col", "lower_layers"]
+__all__ = ["compile_model", "infer_shapes", "plan_im2col", "lower_layers", "split_outputs"]
 
 
 def infer_shapes(qm, input_shape) -> dict:
@@ -105,10 +105,13 @@ def _check_fixed_point(qm) -> None:
                                "method='mxqn', log_activations=False to run it here (golden runs it as is)")
 
 
-def lower_layers(qm, cfg, shapes: dict, im2col: tuple | None) -> dict:
-    """Every layer that runs on the core, lowered with buffer addresses 0 (set per band)."""
+def lower_layers(qm, cfg, shapes: dict, im2col: tuple | None, parts: dict | None = None) -> dict:
+    """Every layer that runs on the core, lowered with buffer addresses 0 (set per band);
+    with ``parts`` ({layer: n}) only those layers, each dealt in ``n`` output parts."""
     lowered = {}
     for l in qm.layers[1:]:
+        if parts is not None and l.name not in parts:
+            continue
         c, h, w = shapes[l.inputs[0]]
         if l.op in ("conv", "linear"):
             if im2col and l.name == im2col[0]:          # a 1×1 conv over the im2col columns
@@ -122,7 +125,8 @@ def lower_layers(qm, cfg, shapes: dict, im2col: tuple | None) -> dict:
             if l.attrs.get("groups", 1) > 1:
                 lowered[l.name] = lower_depthwise(qm, l, cfg, in_hw=(h, w))
             else:
-                lowered[l.name] = lower_conv(qm, l, cfg, in_hw=(h, w), in_base=0, out_base=0)
+                lowered[l.name] = lower_conv(qm, l, cfg, in_hw=(h, w), in_base=0, out_base=0,
+                                             parts=(parts or {}).get(l.name, 1))
         elif l.op == "avgpool" and "avgpool" not in cfg.vector_ops:
             lowered[l.name] = lower_avgpool_conv(qm, l, cfg, channels=c, in_hw=(h, w))
         elif l.op in ("add", "maxpool", "avgpool"):
@@ -143,6 +147,7 @@ def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, ba
         shapes[qm.input.name] = (shapes[qm.input.name][0] * k * k, *shapes[im2col[0]][1:])
     tensors = plan_tensors(qm, cfg, shapes)
     lowered = lower_layers(qm, cfg, shapes, im2col)
+    lowered.update(split_outputs(qm, cfg, shapes, tensors, lowered, im2col))
     _check_row_fit(qm, cfg, lowered)
     pb = ProgramBuilder(cfg)
     for i in range(batch):
@@ -156,6 +161,36 @@ def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, ba
     prog.io = _network_io(qm, pb, tensors, shapes, tuple(input_shape), batch, im2col, weights, sch)
     prog.io.tensors = _tensor_map(qm, cfg, prog, pb, tensors, shapes, sch)
     return prog.seal()
+
+
+def split_outputs(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, im2col) -> dict:
+    """The streamed convs that run cheaper in output parts (:func:`~.schedule.parts_cost`),
+    lowered so: a layer whose weights stream in several sets and whose input fits the
+    activation buffer whole, but not beside its whole output, otherwise reloads either its
+    input for every set (set-major) or its sets for every band; in parts the input loads
+    once and the sets go by once, at the price of dealing each part's channels into output
+    groups of its own (a group more at most, per part)."""
+    if weights_resident(cfg, lowered):
+        return {}
+    out = {}
+    for l in qm.layers[1:]:
+        low = lowered.get(l.name)
+        if (low is None or low.kind != "conv" or low.pool_blocks or low.lanes is None or l.op != "conv"
+                or l.out.bits > 8 or not l.schemes):
+            continue
+        x = l.inputs[0]
+        shape, _ = band_shape(tensors, low, x, shapes[tensors.source(x)], shapes[l.name])
+        out_h = shapes[l.name][1]
+        n_sets, words = stream_estimate(cfg, low)
+        n = min_parts(shape, out_h, cfg.act_depth)
+        if n_sets < 2 or not n:
+            continue
+        alt = lower_layers(qm, cfg, shapes, im2col, parts={l.name: n})[l.name]
+        alt_sets, alt_words = stream_estimate(cfg, alt)
+        if (run_cost(alt, shape, out_h, act_depth=cfg.act_depth, weight_words=alt_words, n_sets=alt_sets)
+                < run_cost(low, shape, out_h, act_depth=cfg.act_depth, weight_words=words, n_sets=n_sets)):
+            out[l.name] = alt
+    return out
 
 
 class RatioMismatchWarning(UserWarning):
@@ -205,4 +240,5 @@ def _network_io(qm, pb: ProgramBuilder, tensors: TensorPlan, shapes: dict, input
         inputs=[TensorSlot(f"x{i}", input_shape, iq.signed, addr=pb.blob_addr[f"x{i}"]) for i in range(batch)],
         outputs=[TensorSlot(f"y{i}", shapes[tensors.out], oq.signed, oq.bits > 8) for i in range(batch)],
         input_q=iq, output_q=oq, batch=batch, im2col=im2col[1:] if im2col else None, resident=weights.resident,
-        trace=list(sch.moved), moved_words=list(sch.moved.values()), set_major=sorted(sch.set_major))
+        trace=list(sch.moved), moved_words=list(sch.moved.values()), set_major=sorted(sch.set_major),
+        in_parts=sorted(sch.in_parts))

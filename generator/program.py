@@ -104,6 +104,7 @@ class ProgramIO:
     #: run (:mod:`rmsmp.sim.localize` reads them): name -> addr (word), shape [C, H, W],
     #: signed, wide (16-bit), nib (stored as nibbles), wpe (bus words per entry)
     tensors: dict = field(default_factory=dict)
+    in_parts: list = field(default_factory=list)     # layers run with the input on chip, the output in parts
 
     @property
     def is_network(self) -> bool:
@@ -123,7 +124,7 @@ class ProgramIO:
                 "output_q": self.output_q.to_dict() if self.output_q else None,
                 "batch": self.batch, "im2col": list(self.im2col) if self.im2col else None,
                 "resident": self.resident, "trace": list(self.trace), "moved_words": list(self.moved_words),
-                "set_major": list(self.set_major), "tensors": self.tensors}
+                "set_major": list(self.set_major), "tensors": self.tensors, "in_parts": list(self.in_parts)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProgramIO":
@@ -131,7 +132,7 @@ class ProgramIO:
         return cls([TensorSlot.from_dict(s) for s in d["inputs"]], [TensorSlot.from_dict(s) for s in d["outputs"]],
                    q["input_q"], q["output_q"], d["batch"], tuple(d["im2col"]) if d["im2col"] else None,
                    d["resident"], list(d["trace"]), list(d["moved_words"]), list(d.get("set_major", [])),
-                   dict(d.get("tensors", {})))
+                   dict(d.get("tensors", {})), list(d.get("in_parts", [])))
 
 
 #: words at the top of a board's memory that name the program it holds (``Program.resident_record``)

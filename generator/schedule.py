@@ -30,7 +30,7 @@ from .program import RowMap
 from .weight_sets import WeightPlan, WeightSet
 
 __all__ = ["Load", "Store", "Conv", "Vec", "Stamp", "Schedule", "schedule", "band_rows", "band_cost",
-           "choose_bands", "BandShape"]
+           "choose_bands", "BandShape", "band_shape", "min_parts", "parts_cost", "run_cost"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,7 @@ class Schedule:
     sets: list = field(default_factory=list)         # WeightSet, in order of use
     moved: dict = field(default_factory=dict)        # layer -> bus words moved (first image)
     set_major: set = field(default_factory=set)      # layers run set by set over on-chip bands
+    in_parts: set = field(default_factory=set)       # layers run over their whole input, the output in parts
 
 
 # -- row bands ----------------------------------------------------------------------------
@@ -194,6 +195,64 @@ def set_major_bands(out_h: int, shape: BandShape, *, act_depth: int, compute: fl
     return bands, cost + (16 * n_dma + 32) * len(bands) * n_sets
 
 
+def band_shape(tensors: TensorPlan, low: LoweredLayer, x: str, in_shape, out_shape) -> tuple:
+    """(:class:`BandShape`, :class:`LaneGeometry`) of windowed layer ``low`` reading tensor
+    ``x``: its channel blocks in and out and how its rows spread over the pixel lanes."""
+    _, H, W = in_shape
+    _, OH, OW = out_shape
+    d = low.desc
+    g = low.lanes or LaneGeometry(W, OW, OW, W, OW * d["stride"], 0, 1)        # the vector unit: lane 0
+    shape = BandShape(tensors.blocks[tensors.source(x)], H, W, tensors.blocks[low.name], OW, d["kernel"],
+                      d["stride"], g.pitch, g.out_cols, tensors.words_per_entry(x),
+                      tensors.words_per_entry(low.name))
+    return shape, g
+
+
+def _part_fits(shape: BandShape, out_h: int, blocks: int, act_depth: int) -> bool:
+    return shape.in_rows(out_h) + blocks * (shape.out_pitch or shape.out_w) * out_h <= act_depth
+
+
+def min_parts(shape: BandShape, out_h: int, act_depth: int) -> int:
+    """The fewest output parts (≥ 2, of whole channel blocks) whose largest fits the
+    activation buffer beside the whole input; 0 when input and output fit together, or the
+    input does not fit even beside one block."""
+    if _part_fits(shape, out_h, shape.out_blocks, act_depth):
+        return 0
+    return next((n for n in range(2, shape.out_blocks + 1)
+                 if _part_fits(shape, out_h, -(-shape.out_blocks // n), act_depth)), 0)
+
+
+def parts_cost(shape: BandShape, out_h: int, parts: tuple, *, act_depth: int, compute: float, weight_words: int,
+               n_sets: int, **_) -> float | None:
+    """Cycles of a streamed layer run in output ``parts`` (:attr:`LoweredLayer.parts`, an
+    estimate): the whole input loaded once, the sets once each (the next set's weights load
+    while one computes), each part's output stored after its last set.  ``None`` when the
+    input and the largest part do not fit the buffer together."""
+    if not _part_fits(shape, out_h, max(cb1 - cb0 for *_, cb0, cb1 in parts), act_depth):
+        return None
+    cost = (shape.in_wpe * shape.in_moved(out_h) + n_sets * max(compute / n_sets, weight_words / n_sets)
+            + shape.out_wpe * shape.out_moved(out_h))
+    return cost + 48 * (len(parts) + 1)
+
+
+def run_cost(low: LoweredLayer, shape: BandShape, out_h: int, *, act_depth: int, weight_words: int,
+             n_sets: int) -> float:
+    """Estimated cycles of windowed layer ``low`` as :func:`schedule` runs it: in output
+    parts when it has them, else the cheaper of row bands and (several sets and bands) a
+    set-major run."""
+    costs = dict(act_depth=act_depth, compute=low.beats, weight_words=weight_words, n_sets=n_sets,
+                 n_dma=shape.in_blocks + shape.out_blocks)
+    if low.parts:
+        cost = parts_cost(shape, out_h, low.parts, **costs)
+        return float("inf") if cost is None else cost
+    bands, _, cost = choose_bands(low.name, out_h, shape, **costs)
+    if n_sets > 1 and len(bands) > 1 and not low.pool_blocks:
+        sm = set_major_bands(out_h, shape, **costs)
+        if sm:
+            cost = min(cost, sm[1])
+    return cost
+
+
 def pipeline(bands: list, pipelined: bool) -> list:
     """The ops of bands, each ``(loads, computes, stores)``, in issue order: pipelined bands
     alternate banks, so band i+1 loads and band i−1 stores while band i computes."""
@@ -293,13 +352,14 @@ class _LayerScheduler:
         k, s, p = d["kernel"], d["stride"], d["pad"]
         sets = self.w.sets.get(low.name, []) if low.kind == "conv" and not self.w.resident else []
         n_sets = max(1, len(sets))
-        g = low.lanes or LaneGeometry(W, OW, OW, W, OW * s, 0, 1)        # the vector unit: lane 0
+        shape, g = band_shape(t, low, x, in_shape, out_shape)
         in_map = out_map = None
         if g.pitch != W or g.out_cols != OW:        # spread over the pixel lanes
             in_map = RowMap(W, g.pitch, g.step, -g.pad, g.pitch - g.pad, g.lane_mask)
             out_map = RowMap(OW, g.out_cols, g.out_cols, 0, g.out_cols, g.lane_mask)
-        shape = BandShape(icb, H, W, ocb, OW, k, s, g.pitch, g.out_cols, t.words_per_entry(x),
-                          t.words_per_entry(low.name))
+        if low.parts:
+            self.sch.in_parts.add(low.name)
+            return self.in_parts(x, sets, g, in_map, out_map, (H, W, OH, OW), shape)
         costs = dict(act_depth=self.cfg.act_depth, compute=low.beats, weight_words=self.w.set_words(low.name),
                      n_sets=n_sets, n_dma=icb + ocb)
         bands, pipelined, cost = choose_bands(low.name, OH, shape, **costs)
@@ -351,6 +411,25 @@ class _LayerScheduler:
                                           "out_groups": spec.hi - spec.lo}, j))
         for i, (oy0, oy1) in enumerate(bands):
             ops += self.rows_io(Store, low.name, oy0, oy1, out_at[i], OH, OW, g.out_cols, out_map)
+        return ops
+
+    def in_parts(self, x, sets, g: LaneGeometry, in_map, out_map, dims, shape: BandShape) -> list:
+        """The whole input loaded once; then per output part (:attr:`LoweredLayer.parts`) its
+        sets, each over the whole input, writing the part's channel blocks above the input
+        (its parameter words count channels from the part's first block), and one store of
+        those blocks."""
+        low, d = self.low, self.low.desc
+        H, W, OH, OW = dims
+        b0, b1, pad_top = band_rows(0, OH, d["kernel"], d["stride"], d["pad"], H)
+        out_at = shape.in_rows(OH)
+        ops = self.rows_io(Load, x, b0, b1, g.pad, H, W, g.pitch, in_map)
+        for og_lo, og_hi, cb_lo, cb_hi in low.parts:
+            for spec in sets:
+                if og_lo <= spec.lo < og_hi:
+                    ops.append(self.op(Conv, {**d, "in_base": g.pad, "in_h": b1 - b0, "pad_top": pad_top,
+                                              "out_base": out_at, "out_h": OH, "banks": (1 << ACT_BANKS) - 1,
+                                              "out_groups": spec.hi - spec.lo}, self.use_set(spec)))
+            ops.append(self._dma(Store, low.name, cb_lo * OH * OW, (cb_hi - cb_lo) * OH * OW, out_at, out_map))
         return ops
 
     def add(self, a, b) -> list:

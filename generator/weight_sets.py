@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from rmsmp.rtl.isa import Buffer
+from rmsmp.rtl.isa import Buffer, param_entry_bits, param_slots
 
 from .lower import CompileError, LoweredLayer, group_rows
 from .program import ProgramBuilder
 
-__all__ = ["BlobLoad", "SetSpec", "WeightSet", "WeightPlan", "plan_weights", "assign_halves"]
+__all__ = ["BlobLoad", "SetSpec", "WeightSet", "WeightPlan", "plan_weights", "assign_halves", "stream_estimate",
+           "weights_resident"]
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,7 @@ class WeightPlan:
 def plan_weights(pb: ProgramBuilder, cfg, lowered: dict) -> WeightPlan:
     """Resident weights when every conv fits, else each layer's sets; makes their blobs."""
     convs = [low for low in lowered.values() if low.kind == "conv"]
-    g0 = cfg.lane_groups[0].scheme
-    resident = (sum(len(low.weights[g0]) for low in convs) <= cfg.weight_depth
-                and sum(len(low.params) for low in convs) <= cfg.acc_depth)
-    if resident:
+    if weights_resident(cfg, lowered):
         return WeightPlan(True, preload=_resident_loads(pb, cfg, convs))
     return WeightPlan(False, sets={low.name: _layer_sets(pb, cfg, low) for low in convs})
 
@@ -158,14 +156,45 @@ def _layer_sets(pb, cfg, low: LoweredLayer) -> list[SetSpec]:
                                f"entries, the buffers hold {cfg.weight_depth} and {cfg.acc_depth}")
     else:
         n, wu, gu = og_n, per_og, 1
+    spans, half = _unit_spans(cfg, n, wu, gu, [(lo, hi) for lo, hi, *_ in low.parts])
+    for u0, u1 in spans:
+        add(u0, u1, (u0 * wu, u1 * wu), (u0 * gu, u1 * gu), half, (u0 * gu, u1 * gu))
+    return out
+
+
+def _unit_spans(cfg, n: int, wu: int, gu: int, parts=()) -> tuple[list, bool]:
+    """Sets of ``n`` units of ``wu`` weight and ``gu`` parameter entries: ``([(u0, u1)], half)``,
+    as many units a set as fit half of every buffer (``half``) or, when one does not, all
+    of them, in equal sets within each of ``parts`` (unit ranges; default: all ``n``)."""
     half = wu <= cfg.weight_depth // 2 and gu <= cfg.acc_depth // 2
     cap_w = cfg.weight_depth // 2 if half else cfg.weight_depth
     cap_p = cfg.acc_depth // 2 if half else cfg.acc_depth
-    step = _equal_step(n, max(1, min(n, cap_w // wu, cap_p // gu)))
-    for u0 in range(0, n, step):
-        u1 = min(n, u0 + step)
-        add(u0, u1, (u0 * wu, u1 * wu), (u0 * gu, u1 * gu), half, (u0 * gu, u1 * gu))
-    return out
+    spans = []
+    for a, b in parts or [(0, n)]:
+        step = _equal_step(b - a, max(1, min(b - a, cap_w // wu, cap_p // gu)))
+        spans += [(u0, min(b, u0 + step)) for u0 in range(a, b, step)]
+    return spans, half
+
+
+def stream_estimate(cfg, low: LoweredLayer) -> tuple[int, int]:
+    """(sets, bus words of all of them) of a conv streamed in sets of output groups — what
+    :func:`plan_weights` makes of it, without making blobs (the words a little over: every
+    lane group counts, and every entry at its group's packed width)."""
+    og_n = low.desc["out_groups"]
+    per_og = len(low.weights[cfg.lane_groups[0].scheme]) // og_n
+    spans, _ = _unit_spans(cfg, og_n, per_og, 1, [(lo, hi) for lo, hi, *_ in low.parts])
+    bits = sum(len(words) * width for _, width, words in low.packed.values())
+    bits += len(low.params) * param_slots(cfg.rows) * param_entry_bits(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits,
+                                                                          cfg.rows)
+    return len(spans), math.ceil(bits / cfg.bus_width)
+
+
+def weights_resident(cfg, lowered: dict) -> bool:
+    """Whether every conv layer's weights and parameters fit the buffers together."""
+    convs = [low for low in lowered.values() if low.kind == "conv"]
+    g0 = cfg.lane_groups[0].scheme
+    return (sum(len(low.weights[g0]) for low in convs) <= cfg.weight_depth
+            and sum(len(low.params) for low in convs) <= cfg.acc_depth)
 
 
 def _equal_step(n: int, step: int) -> int:

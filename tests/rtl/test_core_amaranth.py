@@ -410,6 +410,32 @@ def test_set_major_runs_every_weight_set_once_over_on_chip_bands(monkeypatch, pi
     assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:1]), golden(qm, x[:1]))
 
 
+@pytest.mark.parametrize("pixels, parts", [(1, 4), pytest.param(2, 2, marks=SLOW)])
+def test_output_parts_load_the_input_once_and_each_set_once(pixels, parts):
+    """A streamed layer whose input fits the buffer whole but not beside its whole output
+    (ResNet-18's layer4 on the ULX3S core) runs in output parts: its channels dealt part by
+    part (each part's output groups compute only its channel blocks), the input loaded once,
+    every set once, each part stored after its last set.  Bit-exact against golden."""
+    from rmsmp.generator.config import LaneGroup
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3)).eval()
+    x = torch.randn(8, 3, 7, 7)
+    qm = quantize(model, x, ratio={"pot4": 0.75, "fix8": 0.25}, assign="variance")
+    cfg = AcceleratorConfig(lane_groups=(LaneGroup("pot4", 2), LaneGroup("fix8", 2)), columns=4, act_depth=512,
+                            weight_depth=160, acc_depth=8, pixels=pixels)
+    prog = compile_model(qm, cfg, (3, 7, 7))
+    assert "2" in prog.io.in_parts and "2" not in prog.io.set_major and not prog.io.resident
+    ops = [low for low in prog.layers if low.name == "2"]
+    bounds = ops[0].parts
+    assert len(bounds) == parts
+    for og_lo, og_hi, cb_lo, cb_hi in bounds:                 # each part's groups: its own channels
+        assert {ch for ch, slot in enumerate(ops[0].perm) if og_lo <= slot // cfg.rows < og_hi} \
+            == set(range(cb_lo * cfg.columns, cb_hi * cfg.columns))
+    assert sum(low.desc["out_groups"] for low in ops) == bounds[-1][1]   # every group once: no band reloads
+    assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:1]), golden(qm, x[:1]))
+
+
 @pytest.mark.parametrize("pixels", [1, pytest.param(2, marks=SLOW)])
 def test_narrow_pot_lanes_take_4_bit_activations(pixels):
     """Power-of-two lanes built for 4-bit activations (pot_act_bits = 4): every layer whose
