@@ -169,7 +169,7 @@ def split_outputs(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, im2
     activation buffer whole, but not beside its whole output, otherwise reloads either its
     input for every set (set-major) or its sets for every band; in parts the input loads
     once and the sets go by once, at the price of dealing each part's channels into output
-    groups of its own (a group more at most, per part)."""
+    groups of its own (a part may take a group more than its share; the cost decides)."""
     if weights_resident(cfg, lowered):
         return {}
     out = {}
