@@ -113,12 +113,12 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
     if k > MAX_KERNEL or p > field_max(ConvDesc, "pad"):     # (padding after is implied by the output size)
         raise CompileError(f"layer {layer.name!r}: a {k}×{k} kernel with padding {p} exceeds the engine "
                            f"(kernels up to {MAX_KERNEL}, padding up to {field_max(ConvDesc, 'pad')})")
-    bounds, ch_base = (), None
+    bounds = ()
     if parts > 1:
         if placement is not None or layer.out.bits > 8 or parts > math.ceil(O / C):
             raise ValueError(f"layer {layer.name!r}: {parts} output parts need a narrow output of at least "
                              f"{parts} channel blocks and the layer's own placement")
-        placement, bounds, ch_base = _place_parts(layer, cfg, qm.in_q(layer), parts)
+        placement, bounds = _place_parts(layer, cfg, qm.in_q(layer), parts)
     og_n, row_of = placement or place_rows(layer, cfg, qm.in_q(layer))
     perm = [0] * O
     for (og, row), ch in row_of.items():
@@ -128,7 +128,7 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
     rq = qm.requant[layer.name] if requant is None else requant
     inq, out = qm.in_q(layer), layer.out
     _check_accumulator(layer.name, cfg, qw, inq, rq["bias"])
-    params = _param_words(layer.name, cfg, rq, og_n, row_of, ch_base)
+    params = _param_words(layer.name, cfg, rq, og_n, row_of, bounds)
     lo, hi = out_bounds(layer)
     geo = lane_geometry(cfg, W, OW, k, s, p)
     desc = {"in_base": in_base, "out_base": out_base, "w_base": w_base, "p_base": p_base,
@@ -148,20 +148,19 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
 
 def _place_parts(layer, cfg, inq, parts: int) -> tuple:
     """:func:`place_rows` for each of ``parts`` near-equal runs of whole output channel
-    blocks, the parts' output groups one after another: ``((og_n, row_of), parts, ch_base)``
-    with ``ch_base[og]`` the first channel of og's part."""
+    blocks, the parts' output groups one after another: ``((og_n, row_of), parts)`` (see
+    :attr:`LoweredLayer.parts`)."""
     C, O = cfg.columns, layer.qweight.shape[0]
     ocb = math.ceil(O / C)
     cuts = [round(i * ocb / parts) for i in range(parts + 1)]
-    row_of, bounds, ch_base, og_n = {}, [], [], 0
+    row_of, bounds, og_n = {}, [], 0
     for b0, b1 in zip(cuts, cuts[1:]):
         chans = range(b0 * C, min(O, b1 * C))
         n, rows = place_rows(replace(layer, schemes=tuple(layer.schemes[c] for c in chans)), cfg, inq)
         row_of.update({(og_n + og, row): chans[c] for (og, row), c in rows.items()})
         bounds.append((og_n, og_n + n, b0, b1))
-        ch_base += [b0 * C] * n
         og_n += n
-    return (og_n, row_of), tuple(bounds), ch_base
+    return (og_n, row_of), tuple(bounds)
 
 
 @dataclass(frozen=True)
@@ -279,10 +278,11 @@ def _check_accumulator(name: str, cfg, qw: torch.Tensor, inq, bias) -> None:
                            f"{cfg.acc_bits}-bit accumulator (needs acc_bits ≥ {max(worst, bmax).bit_length() + 1})")
 
 
-def _param_words(name: str, cfg, rq: dict, og_n: int, row_of: dict, ch_base=None) -> list[int]:
+def _param_words(name: str, cfg, rq: dict, og_n: int, row_of: dict, parts=()) -> list[int]:
     """Requantization parameters: one word of ``R`` rows per output group (unused rows off);
-    a row's channel counts from ``ch_base[og]`` (default 0)."""
+    in output ``parts`` a row's channel counts from its part's first block."""
     arr = data.ArrayLayout(param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits), cfg.rows)
+    ch_base = {og: cb_lo * cfg.columns for og_lo, og_hi, cb_lo, _ in parts for og in range(og_lo, og_hi)}
     params = []
     for og in range(og_n):
         rows = []
@@ -296,7 +296,7 @@ def _param_words(name: str, cfg, rq: dict, og_n: int, row_of: dict, ch_base=None
                 raise CompileError(f"layer {name!r}: requantizer M={m}, n={n} exceeds "
                                    f"{cfg.mult_bits}/{cfg.shift_bits} bits")
             rows.append({"bias": int(rq["bias"][ch]), "mult": m, "shift": n,
-                         "ch": ch - (ch_base[og] if ch_base else 0), "en": 1})
+                         "ch": ch - ch_base.get(og, 0), "en": 1})
         params.append(arr.const(rows).as_bits())
     return params
 

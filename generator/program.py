@@ -27,7 +27,23 @@ from .layout import pack_activations
 from .lower import CompileError, LoweredLayer, lower_conv, lower_vec
 
 __all__ = ["Program", "CorruptProgramError", "RESIDENT_WORDS", "RESIDENT_MAGIC", "ProgramIO", "TensorSlot", "RowMap",
-           "ProgramBuilder", "split_words", "layer_program", "vec_program"]
+           "ProgramBuilder", "blob_slot", "blob_words", "split_words", "layer_program", "vec_program"]
+
+
+def blob_slot(cfg, weights: int | None) -> int:
+    """Bits of the bus-word slot an entry of lane group ``weights``' weight blobs takes
+    (:func:`~rmsmp.rtl.dma.weight_slot`; 0: whole words, and for any other blob)."""
+    if weights is None:
+        return 0
+    g = cfg.lane_groups[weights]
+    return weight_slot(g.rows * cfg.columns * g.format.bits, cfg.bus_width)
+
+
+def blob_words(cfg, n: int, width: int, weights: int | None = None) -> int:
+    """Bus words a blob of ``n`` entries of ``width`` bits takes (``weights``: the lane group
+    whose weight buffer it fills, whose small entries share words), as a LOAD moves it."""
+    slot = blob_slot(cfg, weights)
+    return -(-n // (cfg.bus_width // slot)) if slot else n * words_per_entry(width, cfg.bus_width)
 
 
 def split_words(value: int, width: int, bus: int) -> list[int]:
@@ -306,14 +322,9 @@ class ProgramBuilder:
         """Place ``entries`` of ``width`` bits; ``weights=k``: for lane group ``k``'s weight
         buffer, whose entries share bus words when the group's full entry is at most half a
         word (:func:`~rmsmp.rtl.dma.weight_slot`), as the DMA unpacks them."""
-        slot = 0
-        if weights is not None:
-            g = self.cfg.lane_groups[weights]
-            slot = weight_slot(g.rows * self.cfg.columns * g.format.bits, self.bus)
         self._blobs.append((name, list(entries), width))
-        self._blob_meta[name] = (weights, slot)
-        self._blob_words[name] = (-(-len(entries) // (self.bus // slot)) if slot
-                                  else len(entries) * words_per_entry(width, self.bus))
+        self._blob_meta[name] = (weights, blob_slot(self.cfg, weights))
+        self._blob_words[name] = blob_words(self.cfg, len(entries), width, weights)
         return name
 
     def param_blob(self, name, words):

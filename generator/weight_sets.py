@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from rmsmp.rtl.isa import Buffer, param_entry_bits, param_slots
 
 from .lower import CompileError, LoweredLayer, group_rows
-from .program import ProgramBuilder
+from .program import ProgramBuilder, blob_words
 
 __all__ = ["BlobLoad", "SetSpec", "WeightSet", "WeightPlan", "plan_weights", "assign_halves", "stream_estimate",
            "weights_resident"]
@@ -178,15 +178,17 @@ def _unit_spans(cfg, n: int, wu: int, gu: int, parts=()) -> tuple[list, bool]:
 
 def stream_estimate(cfg, low: LoweredLayer) -> tuple[int, int]:
     """(sets, bus words of all of them) of a conv streamed in sets of output groups — what
-    :func:`plan_weights` makes of it, without making blobs (the words a little over: every
-    lane group counts, and every entry at its group's packed width)."""
+    :func:`plan_weights` makes of it, without making blobs (the words counted for the whole
+    layer, not set by set, and every lane group with a row in use anywhere in it)."""
     og_n = low.desc["out_groups"]
     per_og = len(low.weights[cfg.lane_groups[0].scheme]) // og_n
     spans, _ = _unit_spans(cfg, og_n, per_og, 1, [(lo, hi) for lo, hi, *_ in low.parts])
-    bits = sum(len(words) * width for _, width, words in low.packed.values())
-    bits += len(low.params) * param_slots(cfg.rows) * param_entry_bits(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits,
-                                                                          cfg.rows)
-    return len(spans), math.ceil(bits / cfg.bus_width)
+    used = _groups_used(cfg, low) if low.perm else {g.scheme for g in cfg.lane_groups}
+    words = sum(blob_words(cfg, len(low.packed[g.scheme][2]), low.packed[g.scheme][1], k)
+                for k, g in enumerate(cfg.lane_groups) if g.scheme in used)
+    words += blob_words(cfg, len(low.params) * param_slots(cfg.rows),
+                        param_entry_bits(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits, cfg.rows))
+    return len(spans), words
 
 
 def weights_resident(cfg, lowered: dict) -> bool:
