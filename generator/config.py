@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 
 from rmsmp.host.errors import RmsmpError
 from rmsmp.host.quant.formats import FormatError, WeightFormat, parse_weight_format
-from rmsmp.rtl.isa import ISA_REVISION, MAX_PIXELS, VECTOR_OPS
+from rmsmp.rtl.isa import ACT_BANKS, ISA_REVISION, MAX_PIXELS, VECTOR_OPS
 
 __all__ = ["LaneGroup", "AcceleratorConfig", "ConfigError", "DEFAULT_LANE_GROUPS", "VECTOR_OPS"]
 
@@ -139,6 +139,10 @@ class AcceleratorConfig:
         _check_int("out_bits", self.out_bits, 2, 32)
         for n in ("weight_depth", "act_depth", "acc_depth"):
             _check_int(n, getattr(self, n), 2, 1 << 24)
+        if self.act_depth & (self.act_depth - 1) or self.act_depth < 2 * ACT_BANKS:
+            # the engine's buffer addresses wrap modulo the depth, a bank each half
+            raise ConfigError(f"act_depth must be a power of two of at least {2 * ACT_BANKS} (entries a pixel "
+                              f"lane), got {self.act_depth}")
         _check_int("bus_width", self.bus_width, 8, 512)
         if self.bus_width & (self.bus_width - 1):
             raise ConfigError(f"bus_width must be a power of two, got {self.bus_width}")

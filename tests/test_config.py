@@ -30,6 +30,8 @@ def test_hash_is_stable_and_distinguishes_configs():
     ({"columns": 0}, "columns"),
     ({"acc_bits": 64}, "acc_bits"),
     ({"bus_width": 48}, "power of two"),
+    ({"act_depth": 3000}, "act_depth must be a power of two"),
+    ({"act_depth": 2}, "act_depth must be a power of two of at least 4"),
     ({"lut_schemes": ("pot4",)}, "not a fixed-point lane group"),
     ({"lut_schemes": ("fix4",)}, "not a fixed-point lane group"),
     ({"lut_schemes": ("int4",)}, "lut_schemes: .*unknown scheme"),
