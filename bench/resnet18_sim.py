@@ -1,6 +1,6 @@
 """ResNet-18 end to end on the cycle-accurate simulator: cycles, MAC utilization, wall time.
 
-    python bench/resnet18_sim.py [--size 224] [--images 1] [--config cfg.json] [--edge-scheme fix8|ratio]
+    python bench/resnet18_sim.py [--size 224] [--images 1] [--batch 1] [--config cfg.json] [--edge-scheme fix8|ratio]
                                  [--board ulx3s-85f [--memory sdram|ideal] [--fmax MHz]] [--ratio pot4=10/16,...]
 
 Builds the torchvision-layout ResNet-18 (random init, seed 0), quantizes it with RMSMP
@@ -15,7 +15,9 @@ ratio — and reports images/s at the board clock and at ``--fmax`` (nextpnr's, 
 report); on a board with an SDRAM the core runs behind that board's SDRAM controller and a
 model of the chip (``--memory ideal``: the one-word-per-cycle memory instead, the bound
 without the SDRAM's bandwidth).  ``--config`` runs another configuration (e.g. one ``rmsmp
-config`` wrote) instead of ``for_board``'s.
+config`` wrote) instead of ``for_board``'s.  ``--batch B`` compiles the program for batches of
+``B`` images (``--images`` defaults to one batch): with streamed weights each weight set loads
+once a batch; the per-layer table is then the batch's cycles per image.
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ from rmsmp.sim import golden
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--images", type=int, default=1)
+    ap.add_argument("--images", type=int, help="images to run (default: one batch)")
+    ap.add_argument("--batch", type=int, default=1, help="images a program runs at once (weights once a batch)")
     ap.add_argument("--board", help="size the accelerator for this board (AcceleratorConfig.for_board)")
     ap.add_argument("--config", help="an AcceleratorConfig JSON to run instead (with --board: on that board's memory)")
     ap.add_argument("--fmax", type=float, help="the board build's Fmax in MHz, for images/s")
@@ -46,6 +49,7 @@ def main(argv=None):
     ap.add_argument("--memory", choices=("sdram", "ideal"), default="sdram",
                     help="with --board: the board's SDRAM (default) or the ideal burst memory")
     a = ap.parse_args(argv)
+    a.images = a.images or a.batch
     torch.manual_seed(0)
     model = resnet18().eval()
     x = torch.randn(max(2, a.images), 3, a.size, a.size)
@@ -61,10 +65,10 @@ def main(argv=None):
     edge = None if a.edge_scheme == "ratio" else a.edge_scheme
     qm = quantize(model, x[:2], hessian_images=1, hessian_samples=1, edge_scheme=edge, ratio=ratio)
     t_q = time.perf_counter() - t
-    t = time.perf_counter()
-    prog = compile_model(qm, cfg, (3, a.size, a.size))
-    t_c = time.perf_counter() - t
     dev = open_device("sim", cfg, board=a.board if a.memory == "sdram" else None)
+    t = time.perf_counter()
+    prog = compile_model(qm, cfg, (3, a.size, a.size), batch=a.batch, memory_words=dev.mem_words)
+    t_c = time.perf_counter() - t
     t_b = dev.build()
     dev.load(prog)
     t = time.perf_counter()
@@ -80,7 +84,7 @@ def main(argv=None):
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20
     print(f"\nquantize {t_q:.1f} s, compile {t_c:.1f} s ({len(prog.image):,} memory words), "
           f"Verilator build {t_b:.1f} s (cached when 0)")
-    print(f"{a.images} image(s): {s['cycles_per_image']:,.0f} cycles/image, MAC utilization "
+    print(f"{a.images} image(s) in batches of {a.batch}: {s['cycles_per_image']:,.0f} cycles/image, MAC utilization "
           f"{s['mac_utilization']:.1%} of {cfg.peak_macs_per_cycle} MACs/cycle, "
           f"{s['time_per_image_at_clock_s'] * 1e3:.1f} ms/image at {cfg.clock_hz / 1e6:g} MHz")
     print(f"simulation: {s['wall_s']:.1f} s in Verilator ({s['sim_cycles_per_s'] / 1e3:.0f} kcycles/s), "

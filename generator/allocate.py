@@ -1,8 +1,9 @@
 """Compiler pass: where every activation tensor of a network lives in external memory.
 
 Tensors other than the network input and output share one ``work`` region, allocated
-first-fit by liveness (a skip tensor stays as long as its add needs it); the network input
-and output have regions of their own per image (``x{i}``, ``y{i}``).  A flatten is an alias
+first-fit by liveness (a skip tensor stays as long as its add needs it) — one copy an image
+when a batch runs layer by layer (``images``); the network input and output have regions of
+their own per image (``x{i}``, ``y{i}``).  A flatten is an alias
 of its input.  Sizes are in activation-buffer entries of ``C`` channels (16-bit tensors take
 two bytes a channel) and in bus words.  A work tensor of at most 4-bit values is stored as
 nibbles (``packed``: the DMA packs and widens them) when the core can.
@@ -60,6 +61,7 @@ class TensorPlan:
     work_words: int              # size of the work region
     packed: dict = field(default_factory=dict)     # tensor -> (signed,) when stored as nibbles
     nib_wpe: int = 0             # bus words per packed entry
+    images: int = 1              # work regions, one an image (a batch run layer by layer), else shared
 
     def source(self, name: str) -> str:
         """The tensor ``name`` is stored as (a flatten is its input)."""
@@ -75,7 +77,7 @@ class TensorPlan:
             return f"x{img}", 0
         if name == self.out:
             return f"y{img}", 0
-        return "work", self.offset[name]
+        return "work", (img % self.images) * self.work_words + self.offset[name]
 
 
 def plan_tensors(qm, cfg, shapes: dict) -> TensorPlan:

@@ -23,16 +23,17 @@ from dataclasses import replace
 
 from rmsmp.host.quant.layer import pad_after, window_out
 from rmsmp.host.quant.qmodel import QuantizedModel
+from rmsmp.rtl.isa import INSTR_BITS
 
 from .allocate import TensorPlan, plan_tensors
 from .codegen import emit_program
 from .config import AcceleratorConfig
-from .lower import MAX_KERNEL, CompileError, lower_avgpool_conv, lower_conv, lower_depthwise, lower_vec
+from .lower import MAX_KERNEL, CompileError, lower_avgpool_conv, lower_conv, lower_depthwise, lower_vec, part_cuts
 from .program import Program, ProgramBuilder, ProgramIO, TensorSlot
-from .schedule import Schedule, band_shape, min_parts, run_cost, schedule
-from .weight_sets import WeightPlan, plan_weights, stream_estimate, weights_resident
+from .schedule import Schedule, band_shape, batch_parts_cost, min_parts, run_cost, schedule
+from .weight_sets import WeightPlan, plan_weights, set_groups, stream_estimate, weights_resident
 
-__all__ = ["compile_model", "infer_shapes", "plan_im2col", "lower_layers", "split_outputs"]
+__all__ = ["compile_model", "infer_shapes", "plan_im2col", "lower_layers", "split_outputs", "batch_outputs"]
 
 
 def infer_shapes(qm, input_shape) -> dict:
@@ -134,9 +135,33 @@ def lower_layers(qm, cfg, shapes: dict, im2col: tuple | None, parts: dict | None
     return lowered
 
 
-def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, batch: int = 1) -> Program:
+def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, batch: int = 1,
+                  memory_words: int | None = None) -> Program:
     """Compile ``qm`` for ``cfg`` and an input of ``input_shape`` ([C, H, W]); the program
-    runs ``batch`` images one after another."""
+    runs ``batch`` images (with streamed weights layer by layer, each set once a batch).
+    ``memory_words``: the external memory the program must fit (a device's ``mem_words``):
+    a batch gives up output parts (:func:`batch_outputs`: their extra output groups take
+    weight words, their bands over every image instructions), those adding the most first,
+    until it fits; a program that cannot fit is refused naming its size."""
+    whole: set = set()
+    while True:
+        prog = _compile(qm, cfg, input_shape, batch, frozenset(whole))
+        over = len(prog.image) - (memory_words if memory_words is not None else len(prog.image))
+        added = prog.io.batch_added
+        if over <= 0:
+            return prog
+        if not added:
+            raise CompileError(f"the program takes {len(prog.image):,} memory words (batch {batch}: inputs, weights "
+                               f"and tensors), the memory holds {memory_words:,}; compile a smaller batch")
+        for name in sorted(added, key=added.get, reverse=True):     # (an estimate: check by compiling)
+            whole.add(name)
+            over -= added[name]
+            if over <= 0:
+                break
+
+
+def _compile(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, batch: int, whole: frozenset) -> Program:
+    """:func:`compile_model`, the layers in ``whole`` kept out of :func:`batch_outputs`."""
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise CompileError(f"batch {batch!r}: a program runs at least one image (batch >= 1)")
     _check_fixed_point(qm)
@@ -148,17 +173,27 @@ def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, ba
     tensors = plan_tensors(qm, cfg, shapes)
     lowered = lower_layers(qm, cfg, shapes, im2col)
     lowered.update(split_outputs(qm, cfg, shapes, tensors, lowered, im2col))
+    added = {}                        # layer -> weight words its batch parts add
+    if batch > 1 and not weights_resident(cfg, lowered):
+        # the batch runs layer by layer (each weight set once a batch): a work region an image
+        tensors.images = batch
+        parts = batch_outputs(qm, cfg, shapes, tensors, {n: v for n, v in lowered.items() if n not in whole},
+                              im2col, batch)
+        added = {n: stream_estimate(cfg, v)[1] - stream_estimate(cfg, lowered[n])[1] for n, v in parts.items()}
+        lowered.update(parts)
     _check_row_fit(qm, cfg, lowered)
     pb = ProgramBuilder(cfg)
     for i in range(batch):
         pb.blob(f"x{i}", [0] * tensors.entries[tensors.inp], 8 * cfg.columns)
         pb.region(f"y{i}", tensors.entries[tensors.out], 8 * cfg.columns)
-    pb.region("work", tensors.work_words, cfg.bus_width)
+    pb.region("work", tensors.work_words * tensors.images, cfg.bus_width)
     weights = plan_weights(pb, cfg, lowered)
     sch = schedule(qm, cfg, shapes, tensors, lowered, weights, batch)
     emit_program(pb, cfg, weights, sch, len(sch.moved))
     prog = pb.build()
     prog.io = _network_io(qm, pb, tensors, shapes, tuple(input_shape), batch, im2col, weights, sch)
+    words_per_op = INSTR_BITS // cfg.bus_width
+    prog.io.batch_added = {n: w + words_per_op * sch.ops_of.get(n, 0) for n, w in added.items()}
     prog.io.tensors = _tensor_map(qm, cfg, prog, pb, tensors, shapes, sch)
     return prog.seal()
 
@@ -173,11 +208,7 @@ def split_outputs(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, im2
     if weights_resident(cfg, lowered):
         return {}
     out = {}
-    for l in qm.layers[1:]:
-        low = lowered.get(l.name)
-        if (low is None or low.kind != "conv" or low.pool_blocks or low.lanes is None or l.op != "conv"
-                or l.out.bits > 8 or not l.schemes):
-            continue
+    for l, low in _streamed_convs(qm, cfg, lowered):
         x = l.inputs[0]
         shape, _ = band_shape(tensors, low, x, shapes[tensors.source(x)], shapes[l.name])
         out_h = shapes[l.name][1]
@@ -189,6 +220,41 @@ def split_outputs(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, im2
         alt_sets, alt_words = stream_estimate(cfg, alt)
         if (run_cost(alt, shape, out_h, act_depth=cfg.act_depth, weight_words=alt_words, n_sets=alt_sets)
                 < run_cost(low, shape, out_h, act_depth=cfg.act_depth, weight_words=words, n_sets=n_sets)):
+            out[l.name] = alt
+    return out
+
+
+def _streamed_convs(qm, cfg, lowered: dict):
+    """(layer, lowered) of the convs that may run in output parts: narrow-output convs of
+    row schemes on the conv engine's lanes, whose weights stream."""
+    for l in qm.layers[1:]:
+        low = lowered.get(l.name)
+        if (low is not None and low.kind == "conv" and not low.pool_blocks and low.lanes is not None
+                and l.op == "conv" and l.out.bits <= 8 and l.schemes):
+            yield l, low
+
+
+def batch_outputs(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, im2col, batch: int) -> dict:
+    """The streamed convs that run a batch cheaper in output parts of one weight set each
+    (:func:`~.schedule.batch_parts_cost`: each set loads once and runs over every image's
+    bands) than image by image, lowered so (:func:`~.lower.part_cuts`: runs of whole
+    channel blocks, each as long as a set's output groups place)."""
+    out = {}
+    for l, low in _streamed_convs(qm, cfg, lowered):
+        x = l.inputs[0]
+        shape, _ = band_shape(tensors, low, x, shapes[tensors.source(x)], shapes[l.name])
+        out_h = shapes[l.name][1]
+        n_sets, words = stream_estimate(cfg, low)
+        if n_sets < 2 or batch * (shape.in_rows(out_h) + shape.out_rows(out_h)) <= cfg.act_depth:
+            continue                  # one set (loaded once a batch anyway), or every image on chip
+        cuts = part_cuts(l, cfg, qm.in_q(l), set_groups(cfg, low))
+        if cuts is None or len(cuts) < 3:
+            continue
+        alt = lower_layers(qm, cfg, shapes, im2col, parts={l.name: cuts})[l.name]
+        alt_sets, alt_words = stream_estimate(cfg, alt)
+        if alt_sets == len(alt.parts) and (
+                batch_parts_cost(alt, shape, out_h, act_depth=cfg.act_depth, weight_words=alt_words, batch=batch)
+                < batch * run_cost(low, shape, out_h, act_depth=cfg.act_depth, weight_words=words, n_sets=n_sets)):
             out[l.name] = alt
     return out
 
@@ -241,4 +307,5 @@ def _network_io(qm, pb: ProgramBuilder, tensors: TensorPlan, shapes: dict, input
         outputs=[TensorSlot(f"y{i}", shapes[tensors.out], oq.signed, oq.bits > 8) for i in range(batch)],
         input_q=iq, output_q=oq, batch=batch, im2col=im2col[1:] if im2col else None, resident=weights.resident,
         trace=list(sch.moved), moved_words=list(sch.moved.values()), set_major=sorted(sch.set_major),
-        in_parts=sorted(sch.in_parts))
+        in_parts=sorted(sch.in_parts), layer_major=sch.layer_major, batch_parts=sorted(sch.batch_parts),
+        images_on_chip=sorted(sch.images_on_chip))

@@ -37,7 +37,8 @@ from rmsmp.rtl.isa import (
 )
 
 __all__ = ["MAX_KERNEL", "out_bounds", "LoweredLayer", "lower_conv", "lower_depthwise", "lower_vec",
-           "lower_avgpool_conv", "CompileError", "can_run", "lanes_for", "fix_bits_for", "pack_words", "group_rows"]
+           "lower_avgpool_conv", "CompileError", "can_run", "lanes_for", "fix_bits_for", "pack_words", "group_rows",
+           "part_cuts"]
 
 
 class CompileError(RmsmpError):
@@ -94,9 +95,10 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
     ``in_hw``: input (H, W); ``in_base``/``out_base``: activation-buffer word addresses;
     ``requant``: per-row {"mult", "shift", "bias"} (default: the model's for ``layer``);
     ``placement``: ``(output groups, {(og, row): channel})`` (default: :func:`place_rows`);
-    ``parts``: deal the output channels in that many parts of whole channel blocks, each
-    part's rows in output groups of its own (:attr:`LoweredLayer.parts`), so the schedule can
-    write and store the output a part at a time.
+    ``parts``: deal the output channels in that many parts of whole channel blocks — or in
+    parts between the given block cuts (:func:`part_cuts`) — each part's rows in output groups
+    of its own (:attr:`LoweredLayer.parts`), so the schedule can write and store the output
+    a part at a time.
     """
     C = cfg.columns
     if layer.op == "linear":
@@ -114,10 +116,11 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
         raise CompileError(f"layer {layer.name!r}: a {k}×{k} kernel with padding {p} exceeds the engine "
                            f"(kernels up to {MAX_KERNEL}, padding up to {field_max(ConvDesc, 'pad')})")
     bounds = ()
-    if parts > 1:
-        if placement is not None or layer.out.bits > 8 or parts > math.ceil(O / C):
-            raise ValueError(f"layer {layer.name!r}: {parts} output parts need a narrow output of at least "
-                             f"{parts} channel blocks and the layer's own placement")
+    n_parts = parts if isinstance(parts, int) else len(parts) - 1
+    if n_parts > 1:
+        if placement is not None or layer.out.bits > 8 or n_parts > math.ceil(O / C):
+            raise ValueError(f"layer {layer.name!r}: {n_parts} output parts need a narrow output of at least "
+                             f"{n_parts} channel blocks and the layer's own placement")
         placement, bounds = _place_parts(layer, cfg, qm.in_q(layer), parts)
     og_n, row_of = placement or place_rows(layer, cfg, qm.in_q(layer))
     perm = [0] * O
@@ -146,21 +149,46 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
                         parts=bounds)
 
 
-def _place_parts(layer, cfg, inq, parts: int) -> tuple:
+def _place_block_run(layer, cfg, inq, b0: int, b1: int) -> tuple[range, int, dict]:
+    """:func:`place_rows` of output channel blocks ``[b0, b1)`` alone: (their channels,
+    output groups, {(og, row): index in the run})."""
+    C, O = cfg.columns, layer.qweight.shape[0]
+    chans = range(b0 * C, min(O, b1 * C))
+    return (chans, *place_rows(replace(layer, schemes=tuple(layer.schemes[c] for c in chans)), cfg, inq))
+
+
+def _place_parts(layer, cfg, inq, parts) -> tuple:
     """:func:`place_rows` for each of ``parts`` near-equal runs of whole output channel
-    blocks, the parts' output groups one after another: ``((og_n, row_of), parts)`` (see
-    :attr:`LoweredLayer.parts`)."""
+    blocks (or the runs between block cuts ``parts``), the parts' output groups one after
+    another: ``((og_n, row_of), parts)`` (see :attr:`LoweredLayer.parts`)."""
     C, O = cfg.columns, layer.qweight.shape[0]
     ocb = math.ceil(O / C)
-    cuts = [round(i * ocb / parts) for i in range(parts + 1)]
+    cuts = [round(i * ocb / parts) for i in range(parts + 1)] if isinstance(parts, int) else list(parts)
+    if cuts[0] != 0 or cuts[-1] != ocb or any(a >= b for a, b in zip(cuts, cuts[1:])):
+        raise ValueError(f"layer {layer.name!r}: output part cuts {cuts} do not split its {ocb} channel blocks")
     row_of, bounds, og_n = {}, [], 0
     for b0, b1 in zip(cuts, cuts[1:]):
-        chans = range(b0 * C, min(O, b1 * C))
-        n, rows = place_rows(replace(layer, schemes=tuple(layer.schemes[c] for c in chans)), cfg, inq)
+        chans, n, rows = _place_block_run(layer, cfg, inq, b0, b1)
         row_of.update({(og_n + og, row): chans[c] for (og, row), c in rows.items()})
         bounds.append((og_n, og_n + n, b0, b1))
         og_n += n
     return (og_n, row_of), tuple(bounds)
+
+
+def part_cuts(layer, cfg, inq, groups: int) -> tuple | None:
+    """Block cuts of output parts whose channels each take at most ``groups`` output groups
+    (one weight set, when that many fill a set): runs of whole channel blocks, each as long
+    as it can be, left to right.  ``None`` when one block alone needs more groups."""
+    ocb = math.ceil(layer.qweight.shape[0] / cfg.columns)
+    cuts = [0]
+    while cuts[-1] < ocb:
+        b1 = cuts[-1]
+        while b1 < ocb and _place_block_run(layer, cfg, inq, cuts[-1], b1 + 1)[1] <= groups:
+            b1 += 1
+        if b1 == cuts[-1]:
+            return None
+        cuts.append(b1)
+    return tuple(cuts)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from rmsmp.rtl.isa import (
     Buffer,
     Instruction,
     Opcode,
+    encode,
     param_entries,
     param_entry_bits,
     param_slots,
@@ -121,6 +122,12 @@ class ProgramIO:
     #: signed, wide (16-bit), nib (stored as nibbles), wpe (bus words per entry)
     tensors: dict = field(default_factory=dict)
     in_parts: list = field(default_factory=list)     # layers run with the input on chip, the output in parts
+    #: the batch runs layer by layer, each weight set once a batch: a traced layer's STAMP
+    #: follows the whole batch (and ``moved_words`` count the sets' words a batch ÷ ``batch``)
+    layer_major: bool = False
+    batch_parts: list = field(default_factory=list)  # layers run a part (one set) at a time over the batch
+    images_on_chip: list = field(default_factory=list)  # layers holding the whole batch on chip
+    batch_added: dict = field(default_factory=dict)  # batch_parts layer -> weight words its parts add
 
     @property
     def is_network(self) -> bool:
@@ -140,7 +147,9 @@ class ProgramIO:
                 "output_q": self.output_q.to_dict() if self.output_q else None,
                 "batch": self.batch, "im2col": list(self.im2col) if self.im2col else None,
                 "resident": self.resident, "trace": list(self.trace), "moved_words": list(self.moved_words),
-                "set_major": list(self.set_major), "tensors": self.tensors, "in_parts": list(self.in_parts)}
+                "set_major": list(self.set_major), "tensors": self.tensors, "in_parts": list(self.in_parts),
+                "layer_major": self.layer_major, "batch_parts": list(self.batch_parts),
+                "images_on_chip": list(self.images_on_chip), "batch_added": dict(self.batch_added)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProgramIO":
@@ -148,7 +157,8 @@ class ProgramIO:
         return cls([TensorSlot.from_dict(s) for s in d["inputs"]], [TensorSlot.from_dict(s) for s in d["outputs"]],
                    q["input_q"], q["output_q"], d["batch"], tuple(d["im2col"]) if d["im2col"] else None,
                    d["resident"], list(d["trace"]), list(d["moved_words"]), list(d.get("set_major", [])),
-                   dict(d.get("tensors", {})), list(d.get("in_parts", [])))
+                   dict(d.get("tensors", {})), list(d.get("in_parts", [])), bool(d.get("layer_major", False)),
+                   list(d.get("batch_parts", [])), list(d.get("images_on_chip", [])), dict(d.get("batch_added", {})))
 
 
 #: words at the top of a board's memory that name the program it holds (``Program.resident_record``)
@@ -435,24 +445,24 @@ class ProgramBuilder:
         image = []
         for ins in self._instrs + [("END",)]:
             if ins[0] in ("CONV", "VEC"):
-                c = Instruction.const({"op": Opcode[ins[0]], "arg": {ins[0].lower(): ins[1]}})
+                c = encode(Instruction, {"op": Opcode[ins[0]], "arg": {ins[0].lower(): ins[1]}})
             elif ins[0] == "STAMP":
-                c = Instruction.const({"op": Opcode.STAMP, "arg": {"dma": {
+                c = encode(Instruction, {"op": Opcode.STAMP, "arg": {"dma": {
                     "buf": 0, "ext_addr": outputs[ins[1]][0] + ins[2], "buf_addr": 0, "count": 1}}})
             elif ins[0] in ("LOAD", "STORE"):
                 _, buf, ref, buf_addr, offset, count, wbits, rows, nib = ins
                 ext, n, _ = where[ref] if ref in where else outputs[ref]
                 n = n if count is None else count
-                c = Instruction.const({"op": Opcode[ins[0]], "arg": {"dma": {
+                c = encode(Instruction, {"op": Opcode[ins[0]], "arg": {"dma": {
                     "buf": buf, "ext_addr": ext + offset, "buf_addr": buf_addr, "count": n,
                     "banks": self._banks(buf, buf_addr, n, rows, ins[0] == "STORE"), "wbits": wbits,
                     **(rows.fields() if rows else {}),
                     **({"nib": 1, "nib_signed": int(nib[0])} if nib else {})}}})
             elif ins[0] == "SYNC":
-                c = Instruction.const({"op": Opcode.SYNC})
+                c = encode(Instruction, {"op": Opcode.SYNC})
             else:
-                c = Instruction.const({"op": Opcode.END})
-            image += split_words(c.as_bits(), INSTR_BITS, self.bus)
+                c = encode(Instruction, {"op": Opcode.END})
+            image += split_words(c, INSTR_BITS, self.bus)
         image += data
         image += [0] * (addr - len(image))
         return Program(self.cfg.config_hash, self.bus, image, 0, outputs, self.layers, config=self.cfg.to_dict())

@@ -186,7 +186,8 @@ class Device:
         return image
 
     def _layer_report(self, mem, io) -> list[dict]:
-        """Per-layer cycles from the first image's STAMPs, with MACs, utilization, bytes moved."""
+        """Per-layer cycles from the first image's STAMPs (a batch run layer by layer: the
+        batch's, per image), with MACs, utilization, bytes moved."""
         stamps = self.program.read_entries(mem, "trace")
         macs = {}
         for l in self.program.layers:
@@ -195,6 +196,8 @@ class Device:
         rows = []
         for k, name in enumerate(io.trace):
             cyc = stamps[k + 1] - stamps[k]
+            if io.layer_major:
+                cyc = round(cyc / B)
             m = macs.get(name, 0) // B
             rows.append({"layer": name, "cycles": cyc, "macs": m,
                          "mac_utilization": m / (cyc * self.cfg.peak_macs_per_cycle) if cyc else 0.0,

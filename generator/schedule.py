@@ -13,6 +13,12 @@ Each layer moves its operands through the on-chip activation buffer:
   needs its input on chip.
 * With several bands and several weight sets, bands are outer: every set is applied to
   the band on chip, so no partial output is ever stored.
+* **A batch** of streamed weights runs *layer-major*: every image passes a layer before the
+  next layer starts, and each weight set loads once for the batch (each image's tensors in
+  a work region of its own).  A layer dealt in output parts of one set each runs part by
+  part, every image's bands in turn under the part's set; one whose images all fit on chip
+  at once (the classifier) loads them, runs each set over every image, then stores them;
+  the others run image by image, a single set shared by all.
 
 :func:`schedule` returns the ops (:class:`Load`, :class:`Store`, :class:`Conv`,
 :class:`Vec`, :class:`Stamp`) and the weight sets in the order they are used;
@@ -30,7 +36,8 @@ from .program import RowMap
 from .weight_sets import WeightPlan, WeightSet
 
 __all__ = ["Load", "Store", "Conv", "Vec", "Stamp", "Schedule", "schedule", "band_rows", "band_cost",
-           "choose_bands", "BandShape", "band_shape", "min_parts", "parts_cost", "run_cost"]
+           "choose_bands", "BandShape", "band_shape", "min_parts", "parts_cost", "run_cost", "part_bands",
+           "batch_parts_cost"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,10 @@ class Schedule:
     moved: dict = field(default_factory=dict)        # layer -> bus words moved (first image)
     set_major: set = field(default_factory=set)      # layers run set by set over on-chip bands
     in_parts: set = field(default_factory=set)       # layers run over their whole input, the output in parts
+    layer_major: bool = False                        # a batch runs layer by layer (weights once a batch)
+    batch_parts: set = field(default_factory=set)    # layers run a part (one set) at a time over the batch
+    images_on_chip: set = field(default_factory=set)  # layers holding every image of the batch on chip
+    ops_of: dict = field(default_factory=dict)       # batch_parts layer -> its ops (instructions)
 
 
 # -- row bands ----------------------------------------------------------------------------
@@ -157,16 +168,17 @@ def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, com
 
 
 def choose_bands(name: str, out_h: int, shape: BandShape, *, act_depth: int, compute: float,
-                 weight_words: int, n_sets: int, n_dma: int) -> tuple[list, bool, float]:
+                 weight_words: int, n_sets: int, n_dma: int, repeat: int = 1) -> tuple[list, bool, float]:
     """Row bands for a layer, whether they pipeline (one bank each) or take the whole
     buffer, and their cost: the cheapest by :func:`band_cost` (ties: pipelined, then taller
-    bands)."""
+    bands) — for ``repeat`` images run one after another in one pipeline (a batch's
+    images under one weight set)."""
     options = []
     for pipelined, cap in ((True, act_depth // ACT_BANKS), (False, act_depth)):
         fits = [t for t in range(1, out_h + 1) if shape.in_rows(t) + shape.out_rows(t) <= cap]
         for t in (fits if pipelined else fits[-1:]):
             bands = [(r, min(out_h, r + t)) for r in range(0, out_h, t)]
-            cost = band_cost(bands, pipelined, shape=shape, out_h=out_h, compute=compute,
+            cost = band_cost(bands * repeat, pipelined, shape=shape, out_h=out_h, compute=compute,
                              weight_words=weight_words, n_sets=n_sets, n_dma=n_dma)
             options.append((cost, not pipelined, -t, bands, pipelined))
     if not options:
@@ -253,6 +265,25 @@ def run_cost(low: LoweredLayer, shape: BandShape, out_h: int, *, act_depth: int,
     return cost
 
 
+def part_bands(low: LoweredLayer, shape: BandShape, out_h: int, groups: int, blocks: int,
+               act_depth: int, batch: int) -> tuple[list, bool, float]:
+    """:func:`choose_bands` for one output part of ``groups`` output groups writing ``blocks``
+    channel blocks, its weights on chip, over ``batch`` images (the cost is the batch's)."""
+    return choose_bands(low.name, out_h, replace(shape, out_blocks=blocks), act_depth=act_depth,
+                        compute=low.beats * groups / low.desc["out_groups"], weight_words=0, n_sets=1,
+                        n_dma=shape.in_blocks + blocks, repeat=batch)
+
+
+def batch_parts_cost(low: LoweredLayer, shape: BandShape, out_h: int, *, act_depth: int, weight_words: int,
+                     batch: int) -> float:
+    """Cycles of a batch through ``low`` run part by part (:meth:`_LayerScheduler.batched_parts`,
+    an estimate): the first set's load, then per part the longer of the next set's load and
+    the part's bands over every image."""
+    w = weight_words / len(low.parts)
+    return w + sum(max(w, part_bands(low, shape, out_h, og1 - og0, cb1 - cb0, act_depth, batch)[2])
+                   for og0, og1, cb0, cb1 in low.parts)
+
+
 def pipeline(bands: list, pipelined: bool) -> list:
     """The ops of bands, each ``(loads, computes, stores)``, in issue order: pipelined bands
     alternate banks, so band i+1 loads and band i−1 stores while band i computes."""
@@ -279,7 +310,7 @@ class _LayerScheduler:
     def __init__(self, sch: Schedule, cfg, tensors: TensorPlan, weights: WeightPlan, low: LoweredLayer,
                  img: int):
         self.sch, self.cfg, self.t, self.w, self.low, self.img = sch, cfg, tensors, weights, low, img
-        self.first = True
+        self.counted: set = set()         # images whose MACs and beats an op already carries
 
     # transfers -------------------------------------------------------------------------
     def _dma(self, cls, name, ent_off, n, buf, rows: RowMap | None = None):
@@ -289,24 +320,30 @@ class _LayerScheduler:
         nib = self.t.packed.get(self.t.source(name))
         return cls(ref, off + ent_off * self.t.words_per_entry(name), n, buf, rows, nib)
 
-    def rows_io(self, cls, name, b0, b1, buf, H, W, pitch=None, rows: RowMap | None = None) -> list:
-        """Load (or store) rows [b0, b1) of every channel block of tensor ``name`` (rows of
-        ``W`` entries in memory, ``pitch`` in the buffer, spread over the lanes by ``rows``)."""
-        nb, n = self.t.blocks[self.t.source(name)], (b1 - b0) * W
-        nbuf = (b1 - b0) * (pitch or W)
+    def rows_io(self, cls, name, b0, b1, buf, H, W, pitch=None, rows: RowMap | None = None,
+                blocks: tuple | None = None) -> list:
+        """Load (or store) rows [b0, b1) of every channel block of tensor ``name`` — or of
+        blocks ``[cb0, cb1)`` — (rows of ``W`` entries in memory, ``pitch`` in the buffer,
+        spread over the lanes by ``rows``)."""
+        cb0, cb1 = blocks or (0, self.t.blocks[self.t.source(name)])
+        n, nbuf = (b1 - b0) * W, (b1 - b0) * (pitch or W)
         if b0 == 0 and b1 == H:
-            return [self._dma(cls, name, 0, nb * n, buf, rows)]
-        return [self._dma(cls, name, (cb * H + b0) * W, n, buf + cb * nbuf, rows) for cb in range(nb)]
+            return [self._dma(cls, name, cb0 * H * W, (cb1 - cb0) * n, buf, rows)]
+        return [self._dma(cls, name, (cb * H + b0) * W, n, buf + (cb - cb0) * nbuf, rows) for cb in range(cb0, cb1)]
 
     # compute ---------------------------------------------------------------------------
     def op(self, cls, desc, set_=None, p_off=0, w_off=0):
-        """An op of this layer; the layer's MACs and beats count on its first op only."""
-        v = replace(self.low, desc=desc, macs=self.low.macs if self.first else 0,
-                    beats=self.low.beats if self.first else 0)
-        self.first = False
+        """An op of this layer; the layer's MACs and beats count on each image's first op."""
+        first = self.img not in self.counted
+        self.counted.add(self.img)
+        v = replace(self.low, desc=desc, macs=self.low.macs if first else 0, beats=self.low.beats if first else 0)
         return cls(v) if cls is Vec else Conv(v, set_, p_off, w_off)
 
     def use_set(self, spec) -> int:
+        """The index of a load of ``spec``: the last one when the previous op's set is this
+        one (an image of a batch after another: still on chip), else a new load."""
+        if self.sch.sets and self.sch.sets[-1].spec is spec:
+            return len(self.sch.sets) - 1
         self.sch.sets.append(WeightSet(self.low.name, spec))
         return len(self.sch.sets) - 1
 
@@ -352,11 +389,7 @@ class _LayerScheduler:
         k, s, p = d["kernel"], d["stride"], d["pad"]
         sets = self.w.sets.get(low.name, []) if low.kind == "conv" and not self.w.resident else []
         n_sets = max(1, len(sets))
-        shape, g = band_shape(t, low, x, in_shape, out_shape)
-        in_map = out_map = None
-        if g.pitch != W or g.out_cols != OW:        # spread over the pixel lanes
-            in_map = RowMap(W, g.pitch, g.step, -g.pad, g.pitch - g.pad, g.lane_mask)
-            out_map = RowMap(OW, g.out_cols, g.out_cols, 0, g.out_cols, g.lane_mask)
+        shape, g, in_map, out_map = self.geometry(x, in_shape, out_shape)
         if low.parts:
             self.sch.in_parts.add(low.name)
             return self.in_parts(x, sets, g, in_map, out_map, (H, W, OH, OW), shape)
@@ -387,6 +420,85 @@ class _LayerScheduler:
                                              "out_base": a_out, "out_h": oy1 - oy0, "banks": banks}, only)
             parts.append((loads, compute, stores))
         return pipeline(parts, pipelined)
+
+    def geometry(self, x, in_shape, out_shape) -> tuple:
+        """(:class:`BandShape`, :class:`LaneGeometry`, input and output :class:`RowMap` — ``None``
+        on one lane) of this windowed layer reading ``x``."""
+        _, _, W = in_shape
+        _, _, OW = out_shape
+        shape, g = band_shape(self.t, self.low, x, in_shape, out_shape)
+        if g.pitch == W and g.out_cols == OW:
+            return shape, g, None, None
+        # spread over the pixel lanes
+        return (shape, g, RowMap(W, g.pitch, g.step, -g.pad, g.pitch - g.pad, g.lane_mask),
+                RowMap(OW, g.out_cols, g.out_cols, 0, g.out_cols, g.lane_mask))
+
+    def batched_parts(self, x, in_shape, out_shape, batch: int) -> list:
+        """A batch through a layer dealt in output parts of one weight set each: part by part,
+        the set loaded once and every image's row bands run under it (pipelined across the
+        images when a band fits a bank), each band's output rows of the part's blocks stored."""
+        low, d, t = self.low, self.low.desc, self.t
+        _, H, W = in_shape
+        _, OH, OW = out_shape
+        k, s, p = d["kernel"], d["stride"], d["pad"]
+        icb = t.blocks[t.source(x)]
+        shape, g, in_map, out_map = self.geometry(x, in_shape, out_shape)
+        half_a, all_banks = self.cfg.act_depth // ACT_BANKS, (1 << ACT_BANKS) - 1
+        self.sch.batch_parts.add(low.name)
+        ops = []
+        for og_lo, og_hi, cb_lo, cb_hi in low.parts:
+            (spec,) = [sp for sp in self.w.sets[low.name] if og_lo <= sp.lo < og_hi]
+            j = self.use_set(spec)
+            bands, pipelined = part_bands(low, shape, OH, og_hi - og_lo, cb_hi - cb_lo, self.cfg.act_depth,
+                                          batch)[:2]
+            items = []
+            for img in range(batch):
+                self.img = img
+                for oy0, oy1 in bands:
+                    i = len(items)
+                    b0, b1, pad_top = band_rows(oy0, oy1, k, s, p, H)
+                    base = (i % ACT_BANKS) * half_a if pipelined else 0
+                    a_out = base + icb * g.pitch * (b1 - b0)
+                    conv = self.op(Conv, {**d, "in_base": base + g.pad, "in_h": b1 - b0, "pad_top": pad_top,
+                                          "out_base": a_out, "out_h": oy1 - oy0, "out_groups": spec.hi - spec.lo,
+                                          "banks": 1 << (i % ACT_BANKS) if pipelined else all_banks}, j)
+                    items.append((self.rows_io(Load, x, b0, b1, base + g.pad, H, W, g.pitch, in_map), [conv],
+                                  self.rows_io(Store, low.name, oy0, oy1, a_out, OH, OW, g.out_cols, out_map,
+                                               (cb_lo, cb_hi))))
+            ops += pipeline(items, pipelined)
+        self.img = 0
+        return ops
+
+    def images_on_chip(self, x, in_shape, out_shape, batch: int) -> list | None:
+        """A batch through a streamed layer whose every image's input and output fit the
+        buffer at once (a classifier): each image's input loaded, every set once over all the
+        images, the outputs stored.  ``None`` when they do not fit."""
+        low, d = self.low, self.low.desc
+        _, H, W = in_shape
+        _, OH, OW = out_shape
+        shape, g, in_map, out_map = self.geometry(x, in_shape, out_shape)
+        at = shape.in_rows(OH) + shape.out_rows(OH)          # one image's area
+        if batch * at > self.cfg.act_depth or low.parts or low.pool_blocks:
+            return None
+        self.sch.images_on_chip.add(low.name)
+        b0, b1, pad_top = band_rows(0, OH, d["kernel"], d["stride"], d["pad"], H)
+        out_at = shape.in_rows(OH)
+        ops = []
+        for img in range(batch):
+            self.img = img
+            ops += self.rows_io(Load, x, b0, b1, img * at + g.pad, H, W, g.pitch, in_map)
+        for spec in self.w.sets[low.name]:
+            j = self.use_set(spec)
+            for img in range(batch):
+                self.img = img
+                ops.append(self.op(Conv, {**d, "in_base": img * at + g.pad, "in_h": b1 - b0, "pad_top": pad_top,
+                                          "out_base": img * at + out_at, "out_h": OH, "banks": (1 << ACT_BANKS) - 1,
+                                          "out_groups": spec.hi - spec.lo}, j))
+        for img in range(batch):
+            self.img = img
+            ops += self.rows_io(Store, low.name, 0, OH, img * at + out_at, OH, OW, g.out_cols, out_map)
+        self.img = 0
+        return ops
 
     def set_major(self, x, bands, sets, g: LaneGeometry, in_map, out_map, dims, shape: BandShape) -> list:
         """Every set once, applied to every band in turn: the bands' outputs stay on chip (one
@@ -429,7 +541,7 @@ class _LayerScheduler:
                     ops.append(self.op(Conv, {**d, "in_base": g.pad, "in_h": b1 - b0, "pad_top": pad_top,
                                               "out_base": out_at, "out_h": OH, "banks": (1 << ACT_BANKS) - 1,
                                               "out_groups": spec.hi - spec.lo}, self.use_set(spec)))
-            ops.append(self._dma(Store, low.name, cb_lo * OH * OW, (cb_hi - cb_lo) * OH * OW, out_at, out_map))
+            ops += self.rows_io(Store, low.name, 0, OH, out_at, OH, OW, g.out_cols, out_map, (cb_lo, cb_hi))
         return ops
 
     def add(self, a, b) -> list:
@@ -472,24 +584,55 @@ class _LayerScheduler:
 
 def schedule(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, weights: WeightPlan,
              batch: int) -> Schedule:
-    """Every image's layers in order, each followed (first image only) by a :class:`Stamp`."""
+    """Every layer in order — image by image, or (a batch of streamed weights) layer by layer
+    for the whole batch — each followed (the first image, or the batch) by a :class:`Stamp`."""
     names = [l.name for l in qm.layers[1:] if l.name in lowered]
-    sch = Schedule(moved={n: 0 for n in names})
+    sch = Schedule(moved={n: 0 for n in names}, layer_major=batch > 1 and not weights.resident)
+    layers = [l for l in qm.layers[1:] if l.name in lowered]
+    if sch.layer_major:
+        for l in layers:
+            sch.ops += _batch_layer(sch, cfg, shapes, tensors, weights, lowered[l.name], l, batch)
+            sch.ops.append(Stamp(names.index(l.name) + 1))
+        for s in sch.sets:                          # a set's words shared by the batch
+            sch.moved[s.layer] += s.spec.words / batch
+        sch.moved = {n: round(w) for n, w in sch.moved.items()}
+        return sch
     for img in range(batch):
-        for l in qm.layers[1:]:
-            if l.name not in lowered:
-                continue
-            low = lowered[l.name]
-            ls = _LayerScheduler(sch, cfg, tensors, weights, low, img)
-            x = l.inputs[0]
-            if l.op in ("conv", "linear", "maxpool") or low.kind == "conv":     # (an avgpool may be a conv)
-                sch.ops += ls.windowed(x, shapes[tensors.source(x)], shapes[l.name])
-            elif l.op == "add":
-                sch.ops += ls.add(l.inputs[0], l.inputs[1])
-            else:
-                sch.ops += ls.global_pool(x)
+        for l in layers:
+            sch.ops += _image_layer(_LayerScheduler(sch, cfg, tensors, weights, lowered[l.name], img), l, shapes)
             if img == 0:
                 sch.ops.append(Stamp(names.index(l.name) + 1))
     for s in sch.sets[:len(sch.sets) // batch]:                      # the first image's sets
         sch.moved[s.layer] += s.spec.words
     return sch
+
+
+def _image_layer(ls: _LayerScheduler, l, shapes: dict) -> list:
+    """The ops of layer ``l`` for one image."""
+    x, t = l.inputs[0], ls.t
+    if l.op in ("conv", "linear", "maxpool") or ls.low.kind == "conv":     # (an avgpool may be a conv)
+        return ls.windowed(x, shapes[t.source(x)], shapes[l.name])
+    if l.op == "add":
+        return ls.add(l.inputs[0], l.inputs[1])
+    return ls.global_pool(x)
+
+
+def _batch_layer(sch: Schedule, cfg, shapes: dict, tensors: TensorPlan, weights: WeightPlan, low: LoweredLayer,
+                 l, batch: int) -> list:
+    """The ops of layer ``l`` for every image of a batch (weights streamed): a layer in parts
+    of one set each part by part, one whose images fit on chip together with each set over
+    all of them, else image by image (a single set loads once: :meth:`_LayerScheduler.use_set`)."""
+    sets = weights.sets.get(low.name, [])
+    if low.kind == "conv" and len(sets) > 1:
+        ls = _LayerScheduler(sch, cfg, tensors, weights, low, 0)
+        x = l.inputs[0]
+        dims = shapes[tensors.source(x)], shapes[l.name]
+        if low.parts and len(sets) == len(low.parts):
+            ops = ls.batched_parts(x, *dims, batch)
+            sch.ops_of[low.name] = len(ops) + len(sets)
+            return ops
+        ops = ls.images_on_chip(x, *dims, batch)
+        if ops is not None:
+            return ops
+    return [op for img in range(batch)
+            for op in _image_layer(_LayerScheduler(sch, cfg, tensors, weights, low, img), l, shapes)]

@@ -25,7 +25,7 @@ from .lower import CompileError, LoweredLayer, group_rows
 from .program import ProgramBuilder, blob_words
 
 __all__ = ["BlobLoad", "SetSpec", "WeightSet", "WeightPlan", "plan_weights", "assign_halves", "stream_estimate",
-           "weights_resident"]
+           "weights_resident", "set_groups"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,14 @@ def _layer_sets(pb, cfg, low: LoweredLayer) -> list[SetSpec]:
     for u0, u1 in spans:
         add(u0, u1, (u0 * wu, u1 * wu), (u0 * gu, u1 * gu), half, (u0 * gu, u1 * gu))
     return out
+
+
+def set_groups(cfg, low: LoweredLayer) -> int:
+    """Output groups a set of conv ``low`` holds when it streams (:func:`_unit_spans`)."""
+    per_og = len(low.weights[cfg.lane_groups[0].scheme]) // low.desc["out_groups"]
+    half = per_og <= cfg.weight_depth // 2 and 1 <= cfg.acc_depth // 2
+    return max(1, min((cfg.weight_depth // 2 if half else cfg.weight_depth) // per_og,
+                      cfg.acc_depth // 2 if half else cfg.acc_depth))
 
 
 def _unit_spans(cfg, n: int, wu: int, gu: int, parts=()) -> tuple[list, bool]:

@@ -14,15 +14,18 @@ from .quant.qmodel import QuantizedModel
 __all__ = ["compile_model", "open_device"]
 
 
-def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape=None, *, batch: int = 1) -> Program:
+def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape=None, *, batch: int = 1,
+                  memory_words: int | None = None) -> Program:
     """Compile a :class:`QuantizedModel` for an accelerator config into a ``Program``.
 
-    ``input_shape`` ([C, H, W]) defaults to the calibration images' shape.
+    ``input_shape`` ([C, H, W]) defaults to the calibration images' shape.  ``batch``: images
+    a run takes (with streamed weights each weight set loads once a batch); ``memory_words``:
+    the device memory the program must fit (``dev.mem_words``).
     """
     shape = input_shape or qm.meta.get("input_shape")
     if not shape:
         raise RmsmpError("compile_model: give input_shape (the model does not record one)")
-    return _compile(qm, cfg, shape, batch=batch)
+    return _compile(qm, cfg, shape, batch=batch, memory_words=memory_words)
 
 
 def _program(program):

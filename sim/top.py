@@ -21,7 +21,7 @@ __all__ = ["SimTop", "FlashBoardTop", "MEM_MODEL", "SDRAM_MODEL", "FLASH_MODEL",
 MEM_MODEL = Path(__file__).parent / "hdl" / "rmsmp_burst_mem.v"
 SDRAM_MODEL = Path(__file__).parent / "hdl" / "rmsmp_sdram_chip.v"
 FLASH_MODEL = Path(__file__).parent / "hdl" / "rmsmp_spi_flash.v"
-MEM_WORDS = 1 << 22          # 16 MiB at 32 bits: ResNet-18 weights and activations fit
+MEM_WORDS = 1 << 23          # 32 MiB at 32 bits, the ULX3S SDRAM's size: ResNet-18 fits with a batch of 8
 
 
 class SimTop(wiring.Component):

@@ -26,6 +26,36 @@ def test_im2col_input_is_the_convolution():
     assert torch.equal(got, ref)
 
 
+def test_instruction_encoding_matches_amaranths_constants():
+    """``isa.encode`` (the compiler's fast path) gives the bits of ``Instruction.const`` for
+    every descriptor kind, with random in-range fields — negative signed ones, enums, the
+    union's members — and truncates an out-of-range integer as Amaranth does."""
+    from amaranth import Shape
+    from amaranth.lib import data
+
+    from rmsmp.rtl.isa import ConvDesc, DmaDesc, VecDesc, VecKind, encode
+    g = torch.Generator().manual_seed(0)
+
+    def rand(struct):
+        out = {}
+        for name, f in data.Layout.cast(struct):
+            if name == "kind":
+                out[name] = list(VecKind)[int(torch.randint(0, 3, (), generator=g))]
+                continue
+            s = Shape.cast(f.shape)
+            lo, hi = (-(1 << (s.width - 1)), 1 << (s.width - 1)) if s.signed else (0, 1 << s.width)
+            out[name] = int(torch.randint(lo, hi, (), generator=g, dtype=torch.int64))
+        return out
+
+    for _ in range(50):
+        for op, key, struct in ((Opcode.CONV, "conv", ConvDesc), (Opcode.LOAD, "dma", DmaDesc),
+                                (Opcode.VEC, "vec", VecDesc)):
+            value = {"op": op, "arg": {key: rand(struct)}}
+            assert encode(Instruction, value) == Instruction.const(value).as_bits()
+    assert encode(Instruction, {"op": Opcode.END}) == Instruction.const({"op": Opcode.END}).as_bits()
+    assert encode(DmaDesc, {"count": 1 << 21, "lo": -3}) == DmaDesc.const({"count": 1 << 21, "lo": -3}).as_bits()
+
+
 @pytest.mark.parametrize("C,bus", [(8, 32), (4, 32), (8, 16), (2, 8)])
 def test_vectorised_packing_matches_the_entry_layout(C, bus):
     torch.manual_seed(1)
@@ -73,6 +103,35 @@ def test_resnet18_program_respects_the_buffers(resnet18_224):
     _, _, qm = resnet18_224
     cfg = AcceleratorConfig()
     prog = compile_model(qm, cfg, (3, 224, 224))
+    kinds = _check_buffers(prog, cfg)
+    assert kinds[Opcode.CONV] > 21 and kinds[Opcode.VEC] > 9 and kinds[Opcode.STAMP] == 32
+    assert prog.io.im2col == (7, 2, 3, 3)
+
+
+@pytest.mark.slow      # three ResNet-18 batch programs, ~10⁵ instructions decoded
+def test_a_resnet18_batch_loads_its_sets_once_within_the_memory_given(resnet18_224):
+    """A batch of 4 on the ULX3S core runs layer by layer: the weight-heavy convs (layer3,
+    layer4) in output parts of one set each, every transfer and op inside the buffers, each
+    weight blob loaded once.  Given less memory than that program takes, the compiler gives
+    up parts (most words first) until it fits; given far too little, it refuses naming both."""
+    _, _, qm = resnet18_224
+    cfg = AcceleratorConfig.for_board("ulx3s-85f")
+    prog = compile_model(qm, cfg, (3, 224, 224), batch=4)
+    io = prog.io
+    assert io.layer_major and io.batch_parts and io.images_on_chip == ["fc"]
+    _check_buffers(prog, cfg)
+    loads = [(i.arg.dma.buf, i.arg.dma.ext_addr) for i in _decode(prog) if i.op == Opcode.LOAD and i.arg.dma.buf]
+    assert len(loads) == len(set(loads))
+    limit = len(prog.image) - 1
+    small = compile_model(qm, cfg, (3, 224, 224), batch=4, memory_words=limit)
+    assert len(small.image) <= limit and set(small.io.batch_parts) < set(io.batch_parts)
+    with pytest.raises(CompileError, match=r"the program takes [\d,]+ memory words \(batch 4.*the memory holds 1,000"):
+        compile_model(qm, cfg, (3, 224, 224), batch=4, memory_words=1000)
+
+
+def _check_buffers(prog, cfg) -> dict:
+    """Every activation transfer and op of ``prog`` inside the buffer, naming the banks it
+    touches; weight sets within their half.  Returns the count of each opcode."""
     half = cfg.act_depth // ACT_BANKS
     kinds = {}
     for ins in _decode(prog):
@@ -95,8 +154,7 @@ def test_resnet18_program_respects_the_buffers(resnet18_224):
                 assert b * half <= c.in_base and c.in_base + n_in <= (b + 1) * half
                 assert b * half <= c.out_base < (b + 1) * half
             assert c.w_base + c.out_groups <= cfg.weight_depth
-    assert kinds[Opcode.CONV] > 21 and kinds[Opcode.VEC] > 9 and kinds[Opcode.STAMP] == 32
-    assert prog.io.im2col == (7, 2, 3, 3)
+    return kinds
 
 
 @pytest.mark.slow      # quantizes ResNet-18 at 224×224 (shared)

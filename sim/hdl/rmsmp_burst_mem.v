@@ -5,7 +5,7 @@
 // `dump` is high it writes words dump_lo..dump_hi to +DUMPFILE=<hex file>, so a run
 // never steps memory from Python and one simulation serves many runs.
 module rmsmp_burst_mem #(
-    parameter integer DEPTH = 1 << 22,
+    parameter integer DEPTH = 1 << 23,
     parameter integer BUS = 32
 ) (
     input  wire           clk,
@@ -29,6 +29,7 @@ module rmsmp_burst_mem #(
     input  wire [31:0]    dump_lo,
     input  wire [31:0]    dump_hi
 );
+    localparam integer AW = $clog2(DEPTH);   // word address bits the memory decodes
     reg [BUS-1:0] mem [0:DEPTH-1];
     reg [31:0] raddr, waddr;
     reg [23:0] rleft, wleft;
@@ -54,7 +55,7 @@ module rmsmp_burst_mem #(
                 raddr <= rd_cmd_addr; rleft <= rd_cmd_len;
             end
             if (advance) begin
-                rd_data <= mem[raddr[21:0]]; raddr <= raddr + 1; rleft <= rleft - 1; rd_data_valid <= 1;
+                rd_data <= mem[raddr[AW-1:0]]; raddr <= raddr + 1; rleft <= rleft - 1; rd_data_valid <= 1;
             end else if (rd_data_ready) begin
                 rd_data_valid <= 0;
             end
@@ -62,10 +63,10 @@ module rmsmp_burst_mem #(
                 waddr <= wr_cmd_addr; wleft <= wr_cmd_len;
             end
             if (wr_data_valid && wleft != 0) begin
-                mem[waddr[21:0]] <= wr_data; waddr <= waddr + 1; wleft <= wleft - 1;
+                mem[waddr[AW-1:0]] <= wr_data; waddr <= waddr + 1; wleft <= wleft - 1;
             end
         end
         if (load && has_load) $readmemh(loadfile, mem);
-        if (dump && has_dump) $writememh(dumpfile, mem, dump_lo[21:0], dump_hi[21:0]);
+        if (dump && has_dump) $writememh(dumpfile, mem, dump_lo[AW-1:0], dump_hi[AW-1:0]);
     end
 endmodule
