@@ -109,6 +109,7 @@ def test_resnet18_program_respects_the_buffers(resnet18_224):
 
 
 @pytest.mark.slow      # three ResNet-18 batch programs, ~10⁵ instructions decoded
+@pytest.mark.filterwarnings("ignore::rmsmp.generator.compiler.RatioMismatchWarning")   # a 10:5:1 model
 def test_a_resnet18_batch_loads_its_sets_once_within_the_memory_given(resnet18_224):
     """A batch of 4 on the ULX3S core runs layer by layer: the weight-heavy convs (layer3,
     layer4) in output parts of one set each, every transfer and op inside the buffers, each
