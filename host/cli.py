@@ -205,8 +205,12 @@ def cmd_compile(a) -> int:
     qm = QuantizedModel.load(a.model)
     cfg = _config(a.config)
     shape = _dims("--input-shape", a.input_shape) if a.input_shape else None
+    words = None
+    if a.board:
+        from rmsmp.generator.catalog import board
+        words = board(a.board).memory_words()
     t = time.perf_counter()
-    prog = compile_model(qm, cfg, shape, batch=a.batch)
+    prog = compile_model(qm, cfg, shape, batch=a.batch, memory_words=words)
     prog.save(a.output)
     io = prog.io
     print(f"compiled {a.model} for {cfg.describe()} in {time.perf_counter() - t:.1f} s -> {a.output}")
@@ -361,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="AcceleratorConfig JSON (default: 10 pot4 + 6 fix8 rows x 8 columns)")
     c.add_argument("--input-shape", help="CxHxW (default: the calibration images' shape)")
     c.add_argument("--batch", type=int, default=1)
+    c.add_argument("--board", help="fit the program in this board's memory (its default backend; e.g. ulx3s-85f: "
+                                   "the 32 MB SDRAM): a batch gives up output parts to fit, or is refused")
     c.add_argument("-o", "--output", required=True)
     c.set_defaults(func=cmd_compile)
     s = sub.add_parser("sim", help="run a compiled program on the cycle-accurate simulator")
