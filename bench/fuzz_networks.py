@@ -3,7 +3,10 @@ networks, each quantized, compiled, run on the Verilator model of the config and
 with golden.  Prints how many ran bit-exact, how many the tools refused (and why), and the
 first failure (hypothesis shrinks it to a small network).
 
-    python bench/fuzz_networks.py --count 50 [--seed 0] [--board ulx3s-85f]
+    python bench/fuzz_networks.py --count 50 [--seed 0] [--board ulx3s-85f | --config cfg.json]
+
+``--config`` runs another configuration, e.g. one whose buffers are small enough that every
+network streams its weights (and a batch runs layer by layer).
 """
 from __future__ import annotations
 
@@ -23,8 +26,12 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=20, help="networks to run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--board", default=None, help="size the core for a board (default: AcceleratorConfig())")
+    ap.add_argument("--config", help="an AcceleratorConfig JSON to run instead")
     a = ap.parse_args()
-    cfg = AcceleratorConfig.for_board(a.board) if a.board else AcceleratorConfig()
+    if a.config:
+        cfg = AcceleratorConfig.load(a.config)
+    else:
+        cfg = AcceleratorConfig.for_board(a.board) if a.board else AcceleratorConfig()
     dev = open_device("sim", cfg)
     outcomes, reasons, t0 = collections.Counter(), collections.Counter(), time.time()
 
@@ -44,7 +51,7 @@ def main() -> int:
         fuzz()
     except AssertionError as e:
         failed = e
-    print(f"\n{sum(outcomes.values())} networks in {time.time() - t0:.0f} s ({a.board or 'AcceleratorConfig()'}): "
+    print(f"\n{sum(outcomes.values())} networks in {time.time() - t0:.0f} s ({a.config or a.board or 'AcceleratorConfig()'}): "
           f"{outcomes['exact']} bit-exact, {outcomes['refused']} refused, {1 if failed else 0} failed")
     for why, n in reasons.most_common():
         print(f"  refused ×{n}: {why}")
