@@ -51,7 +51,8 @@ def main() -> int:
         fuzz()
     except AssertionError as e:
         failed = e
-    print(f"\n{sum(outcomes.values())} networks in {time.time() - t0:.0f} s ({a.config or a.board or 'AcceleratorConfig()'}): "
+    what = a.config or a.board or "AcceleratorConfig()"
+    print(f"\n{sum(outcomes.values())} networks in {time.time() - t0:.0f} s ({what}): "
           f"{outcomes['exact']} bit-exact, {outcomes['refused']} refused, {1 if failed else 0} failed")
     for why, n in reasons.most_common():
         print(f"  refused ×{n}: {why}")
