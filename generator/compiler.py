@@ -173,7 +173,7 @@ def _compile(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, batch: int
     tensors = plan_tensors(qm, cfg, shapes)
     lowered = lower_layers(qm, cfg, shapes, im2col)
     lowered.update(split_outputs(qm, cfg, shapes, tensors, lowered, im2col))
-    added = {}                        # layer -> weight words its batch parts add
+    added = {}                        # layer -> weight words its batch parts add (+ their instructions, below)
     if batch > 1 and not weights_resident(cfg, lowered):
         # the batch runs layer by layer (each weight set once a batch): a work region an image
         tensors.images = batch

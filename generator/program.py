@@ -127,7 +127,7 @@ class ProgramIO:
     layer_major: bool = False
     batch_parts: list = field(default_factory=list)  # layers run a part (one set) at a time over the batch
     images_on_chip: list = field(default_factory=list)  # layers holding the whole batch on chip
-    batch_added: dict = field(default_factory=dict)  # batch_parts layer -> weight words its parts add
+    batch_added: dict = field(default_factory=dict)  # batch_parts layer -> memory words its parts add
 
     @property
     def is_network(self) -> bool:
