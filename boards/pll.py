@@ -119,8 +119,7 @@ def ice40_pll(fin_hz: float, fout_hz: float) -> Ice40Pll:
 class PllDomain(Elaboratable):
     """Drives the ``sync`` domain (defined by the design's top) at ``pll.fout_hz`` from the
     board clock ``clk_in`` (a signal on ECP5; the clock pin's I/O port on iCE40, whose PLL
-    takes the pad directly); reset is held until the PLL locks (and while ``rst_in`` is high)
-    and, on ECP5, reaches the registers on a global network."""
+    takes the pad directly); reset is held until the PLL locks (and while ``rst_in`` is high)."""
 
     def __init__(self, pll, clk_in, rst_in=None):
         self.pll = pll
@@ -164,12 +163,5 @@ class PllDomain(Elaboratable):
             m.d.pll_raw += hold.eq(0b11)
         with m.Else():
             m.d.pll_raw += hold.eq(hold >> 1)
-        rst = hold[0]
-        if isinstance(p, Ecp5Pll):
-            # the reset reaches every register of the core (~35 k on the 528-MAC ULX3S core): on
-            # the fabric's routing it was the most congested net of the design (router2's
-            # congestion map), so it takes a global network through a clock buffer, as a clock does
-            rst = Signal()
-            m.submodules.rst_global = Instance("DCCA", i_CLKI=hold[0], i_CE=1, o_CLKO=rst)
-        m.d.comb += [ClockSignal("sync").eq(clk), ResetSignal("sync").eq(rst)]
+        m.d.comb += [ClockSignal("sync").eq(clk), ResetSignal("sync").eq(hold[0])]
         return m
