@@ -208,11 +208,7 @@ def split_outputs(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, im2
     if weights_resident(cfg, lowered):
         return {}
     out = {}
-    for l, low in _streamed_convs(qm, cfg, lowered):
-        x = l.inputs[0]
-        shape, _ = band_shape(tensors, low, x, shapes[tensors.source(x)], shapes[l.name])
-        out_h = shapes[l.name][1]
-        n_sets, words = stream_estimate(cfg, low)
+    for l, low, shape, out_h, n_sets, words in _streamed_convs(qm, cfg, shapes, tensors, lowered):
         n = min_parts(shape, out_h, cfg.act_depth)
         if n_sets < 2 or not n:
             continue
@@ -224,14 +220,18 @@ def split_outputs(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, im2
     return out
 
 
-def _streamed_convs(qm, cfg, lowered: dict):
-    """(layer, lowered) of the convs that may run in output parts: narrow-output convs of
-    row schemes on the conv engine's lanes, whose weights stream."""
+def _streamed_convs(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict):
+    """The convs that may run in output parts — narrow-output convs of row schemes on the
+    conv engine's lanes, whose weights stream — each as (layer, lowered, its
+    :class:`~.schedule.BandShape`, output rows, and its sets and their bus words as
+    :func:`~.weight_sets.stream_estimate` counts them)."""
     for l in qm.layers[1:]:
         low = lowered.get(l.name)
         if (low is not None and low.kind == "conv" and not low.pool_blocks and low.lanes is not None
                 and l.op == "conv" and l.out.bits <= 8 and l.schemes):
-            yield l, low
+            x = l.inputs[0]
+            shape, _ = band_shape(tensors, low, x, shapes[tensors.source(x)], shapes[l.name])
+            yield (l, low, shape, shapes[l.name][1], *stream_estimate(cfg, low))
 
 
 def batch_outputs(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, im2col, batch: int) -> dict:
@@ -240,11 +240,7 @@ def batch_outputs(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, im2
     bands) than image by image, lowered so (:func:`~.lower.part_cuts`: runs of whole
     channel blocks, each as long as a set's output groups place)."""
     out = {}
-    for l, low in _streamed_convs(qm, cfg, lowered):
-        x = l.inputs[0]
-        shape, _ = band_shape(tensors, low, x, shapes[tensors.source(x)], shapes[l.name])
-        out_h = shapes[l.name][1]
-        n_sets, words = stream_estimate(cfg, low)
+    for l, low, shape, out_h, n_sets, words in _streamed_convs(qm, cfg, shapes, tensors, lowered):
         if n_sets < 2 or batch * (shape.in_rows(out_h) + shape.out_rows(out_h)) <= cfg.act_depth:
             continue                  # one set (loaded once a batch anyway), or every image on chip
         cuts = part_cuts(l, cfg, qm.in_q(l), set_groups(cfg, low))

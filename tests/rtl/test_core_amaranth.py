@@ -410,20 +410,28 @@ def test_set_major_runs_every_weight_set_once_over_on_chip_bands(monkeypatch, pi
     assert torch.equal(_AmaranthDevice(cfg).run_loaded(prog, x[:1]), golden(qm, x[:1]))
 
 
+def _streamed_two_convs(pixels, classes):
+    """Two 3×3 convs (32 channels, 7×7), a global pool and a classifier, quantized pot4 3 :
+    fix8 1, on a 2 + 2-row core whose buffers are small enough that every layer streams its
+    weights in several sets: ``(qm, x, cfg)``."""
+    from rmsmp.generator.config import LaneGroup
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, classes)).eval()
+    x = torch.randn(8, 3, 7, 7)
+    qm = quantize(model, x, ratio={"pot4": 0.75, "fix8": 0.25}, assign="variance")
+    cfg = AcceleratorConfig(lane_groups=(LaneGroup("pot4", 2), LaneGroup("fix8", 2)), columns=4, act_depth=512,
+                            weight_depth=160, acc_depth=8, pixels=pixels)
+    return qm, x, cfg
+
+
 @pytest.mark.parametrize("pixels, parts", [(1, 4), pytest.param(2, 2, marks=SLOW)])
 def test_output_parts_load_the_input_once_and_each_set_once(pixels, parts):
     """A streamed layer whose input fits the buffer whole but not beside its whole output
     (ResNet-18's layer4 on the ULX3S core) runs in output parts: its channels dealt part by
     part (each part's output groups compute only its channel blocks), the input loaded once,
     every set once, each part stored after its last set.  Bit-exact against golden."""
-    from rmsmp.generator.config import LaneGroup
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3)).eval()
-    x = torch.randn(8, 3, 7, 7)
-    qm = quantize(model, x, ratio={"pot4": 0.75, "fix8": 0.25}, assign="variance")
-    cfg = AcceleratorConfig(lane_groups=(LaneGroup("pot4", 2), LaneGroup("fix8", 2)), columns=4, act_depth=512,
-                            weight_depth=160, acc_depth=8, pixels=pixels)
+    qm, x, cfg = _streamed_two_convs(pixels, classes=3)
     prog = compile_model(qm, cfg, (3, 7, 7))
     assert "2" in prog.io.in_parts and "2" not in prog.io.set_major and not prog.io.resident
     ops = [low for low in prog.layers if low.name == "2"]
@@ -444,15 +452,8 @@ def test_a_batch_loads_each_weight_set_once(monkeypatch, pixels):
     parts are forced here (the cost model picks them for weight-heavy layers, ResNet-18's
     layer3 and layer4); bit-exact against golden for every image."""
     import rmsmp.generator.compiler as compiler
-    from rmsmp.generator.config import LaneGroup
     monkeypatch.setattr(compiler, "batch_parts_cost", lambda *a, **k: 0.0)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
-    x = torch.randn(8, 3, 7, 7)
-    qm = quantize(model, x, ratio={"pot4": 0.75, "fix8": 0.25}, assign="variance")
-    cfg = AcceleratorConfig(lane_groups=(LaneGroup("pot4", 2), LaneGroup("fix8", 2)), columns=4, act_depth=512,
-                            weight_depth=160, acc_depth=8, pixels=pixels)
+    qm, x, cfg = _streamed_two_convs(pixels, classes=10)
     B = 3
     prog = compile_model(qm, cfg, (3, 7, 7), batch=B)
     io = prog.io
