@@ -24,6 +24,7 @@ from amaranth.lib import data
 from rmsmp.host.errors import RmsmpError
 from rmsmp.host.quant.formats import FormatError, parse_weight_format, requant_multiplier
 from rmsmp.host.quant.layer import clip_code, window_out
+from rmsmp.rtl.dma import packed_widths
 from rmsmp.rtl.isa import (
     ACT_BANKS,
     AVGPOOL_SUM_BITS,
@@ -277,7 +278,8 @@ def _lane_weights(layer, cfg, qw: torch.Tensor, og_n: int, row_of: dict) -> tupl
         pw = f.bits
         if cfg.packed_weights and f.kind == "fix":
             placed = {layer.schemes[ch] for (_, row), ch in row_of.items() if off <= row < off + n}
-            pw = max([2] + [fix_bits_for(sn) for sn in placed])
+            need = max([2] + [fix_bits_for(sn) for sn in placed])
+            pw = next((b for b in packed_widths(f.bits) if b >= need), f.bits)   # the widths the DMA unpacks
         if pw < f.bits:
             codes = _encode(layer.name, parse_weight_format(f"fix{pw}"), flat)
             packed[g.scheme] = (pw, n * C * pw, pack_words(codes, pw))

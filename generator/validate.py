@@ -16,7 +16,7 @@ from functools import lru_cache
 from amaranth import Shape
 
 from rmsmp.host.errors import RmsmpError
-from rmsmp.rtl.dma import words_per_entry
+from rmsmp.rtl.dma import packed_widths, words_per_entry
 from rmsmp.rtl.engine import buffer_ports
 from rmsmp.rtl.isa import INSTR_BITS, Buffer, ConvDesc, DmaDesc, Instruction, Opcode, VecDesc, VecKind, param_slots
 
@@ -145,6 +145,9 @@ def check_program(program, cfg) -> list[Step]:
     steps = decode(program)
     depths = _buffer_depths(cfg)
     n_words = len(program.image)
+    # weight buffer code -> the packed widths its DMA port unpacks (rtl/core.py's ``unpack``)
+    unpacks = {Buffer.WEIGHT0 + k: packed_widths(g.format.bits) for k, g in enumerate(cfg.lane_groups)
+               if cfg.packed_weights and g.format.kind == "fix" and g.format.bits > 2}
 
     def bad(step, why):
         raise ProgramError(f"{step}: {why}: the program is corrupt or not for this accelerator")
@@ -162,6 +165,9 @@ def check_program(program, cfg) -> list[Step]:
                 bad(s, f"entries {f['buf_addr']}..{f['buf_addr'] + f['count'] - 1} of a {depth}-entry buffer")
             if f["ext_addr"] >= n_words or f["ext_addr"] + (f["count"] > 0) > n_words:
                 bad(s, f"memory word {f['ext_addr']:#x} outside the {n_words:,}-word image")
+            if f["wbits"] and f["wbits"] not in unpacks.get(f["buf"], ()):
+                bad(s, f"weights packed at {f['wbits']} bits into buffer {f['buf']}, which unpacks "
+                       f"{', '.join(map(str, unpacks.get(f['buf'], ()))) or 'no packed width'}")
         elif s.op == "STAMP":
             if f["ext_addr"] >= n_words:
                 bad(s, f"memory word {f['ext_addr']:#x} outside the {n_words:,}-word image")

@@ -11,7 +11,9 @@ least significant word first.
 Weights pack at their own width: a load into a fixed-point lane group with
 ``DmaDesc.wbits = b`` reads entries of ``fields · b`` bits (``ceil(fields·b / bus)`` words,
 code ``j`` at bits ``[j·b, (j+1)·b)``) and sign-extends every code to the lane's width, so a
-fix4 row on a fix8 lane moves 4 bits per weight, not 8.
+fix4 row on a fix8 lane moves 4 bits per weight, not 8.  ``b`` is a power of two below the
+lane's width (:func:`packed_widths`; a fix3 row packs at 4 bits): each further width is one
+more leg of a multiplexer on every bit of the entry.
 
 A lane group's weight entries of at most half a bus word share words (:func:`weight_slot`):
 each takes a slot of the next power of two bits above the lane group's full entry width —
@@ -33,14 +35,18 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .arith import small_mul, stage
+from .arith import one_hot_select, small_mul, stage
 from .isa import ADDR_BITS, DIM_BITS, Buffer, DmaDesc
+from .mac import REPLICA
 
-__all__ = ["mem_port_signature", "mux_mem_ports", "MEM_CHANNELS", "Dma", "words_per_entry", "weight_slot"]
+__all__ = ["mem_port_signature", "mux_mem_ports", "MEM_CHANNELS", "Dma", "words_per_entry", "weight_slot",
+           "packed_widths"]
 
 LEN_BITS = 24
 #: registers between a pipelined DMA's buffer-port logic and the engine's buffers
 OUT_STAGES = 2
+#: entry bits a copy of the weight unpacking's width select steers (pipelined)
+UNPACK_COPY_BITS = 64
 
 
 def mem_port_signature(bus_width: int) -> wiring.Signature:
@@ -72,6 +78,13 @@ def mux_mem_ports(m, sel, a, b, out, channels=MEM_CHANNELS) -> None:
 
 def words_per_entry(width: int, bus_width: int) -> int:
     return -(-width // bus_width)
+
+
+def packed_widths(lane_bits: int) -> tuple:
+    """The packed code widths (``DmaDesc.wbits``) the DMA unpacks into a fix lane group of
+    ``lane_bits``-bit lanes: the powers of two from 2 below the lane's width (a code of
+    another width packs at the next of them, or at the lane's width)."""
+    return tuple(1 << e for e in range(1, max(1, lane_bits - 1).bit_length()) if 1 << e < lane_bits)
 
 
 def weight_slot(width: int, bus_width: int) -> int:
@@ -146,7 +159,7 @@ class Dma(wiring.Component):
         narrow = {}
         for n, lane in self._unpack.items():
             fields = len(writers[n][1].data) // lane
-            narrow[n] = {b: (words_per_entry(fields * b, bus), fields) for b in range(2, lane)}
+            narrow[n] = {b: (words_per_entry(fields * b, bus), fields) for b in packed_widths(lane)}
         # lane groups whose weight entries share words: port -> log2(slots per word)
         shares = {n: (bus // weight_slot(len(port.data), bus)).bit_length() - 1
                   for n, (code, port) in writers.items()
@@ -305,13 +318,29 @@ class Dma(wiring.Component):
                     m.d.comb += port.data.eq(Cat(Cat(src[4 * j:4 * j + 4], (src[4 * j + 3] & d.nib_signed).replicate(4))
                                                  for j in range(self._act_width // 8)))
             if n in narrow:
+                # the entry at the lane's width or sign-extended from a packed width, selected
+                # by one-hot registers that follow ``wbits`` (steady from the cycle after
+                # ``start``, before the first word arrives), a copy per ``UNPACK_COPY_BITS``
+                # of the entry: the unpacking of a wide lane group (576 bits for 9 fix8 rows of
+                # 8 columns) had the ``wbits`` decode fanning out to every bit, and congested
+                # the routing around it
                 lane = self._unpack[n]
-                with m.Switch(d.wbits):
-                    for b, (w, fields) in narrow[n].items():
-                        src = nxt[(max_wpe - w) * bus:]
-                        codes = [src[j * b:(j + 1) * b] for j in range(fields)]
-                        with m.Case(b):
-                            m.d.comb += port.data.eq(Cat(Cat(c, c[-1].replicate(lane - b)) for c in codes))
+                full = nxt[(max_wpe - wpe[n]) * bus:]
+                cands = [[full[j * lane:(j + 1) * lane] for j in range(len(port.data) // lane)]]
+                for b, (w, fields) in narrow[n].items():
+                    src = nxt[(max_wpe - w) * bus:]
+                    cands.append([Cat(src[j * b:(j + 1) * b], src[(j + 1) * b - 1].replicate(lane - b))
+                                  for j in range(fields)])
+                per = max(1, UNPACK_COPY_BITS // lane)          # fields a select copy steers
+                parts = []
+                for c0 in range(0, len(cands[0]), per):
+                    packed = Cat(d.wbits == b for b in narrow[n])
+                    sel = Cat(~packed.any(), packed)              # another ``wbits``: the lane's width
+                    if self._pipelined:
+                        sel = stage(m, sel, True, f"{n}_wsel{c0 // per}_{REPLICA}")
+                    parts += [one_hot_select(sel, [c[j] for c in cands])
+                              for j in range(c0, min(c0 + per, len(cands[0])))]
+                m.d.comb += port.data.eq(Cat(parts))
 
         storing = Signal()                               # (pipelined) the op is a store
         with m.FSM():

@@ -113,6 +113,10 @@ def test_the_instruction_check_names_what_the_core_cannot_run(prog):
     bits = Instruction.const({"op": Opcode.LOAD, "arg": {"dma": {**load.fields, "buf": 2 + len(CFG.lane_groups)}}})
     with pytest.raises(ProgramError, match=f"instruction {load.index} \\(LOAD\\).*buffer code"):
         check_program(_resealed(prog, _set_instr(prog, load.index, bits.as_bits())), CFG)
+    fix = 2 + next(k for k, g in enumerate(CFG.lane_groups) if g.format.kind == "fix" and g.format.bits == 8)
+    bits = Instruction.const({"op": Opcode.LOAD, "arg": {"dma": {**load.fields, "buf": fix, "wbits": 3}}})
+    with pytest.raises(ProgramError, match=f"instruction {load.index} \\(LOAD\\).*packed at 3 bits.*unpacks 2, 4"):
+        check_program(_resealed(prog, _set_instr(prog, load.index, bits.as_bits())), CFG)
     conv = next(s for s in steps if s.op == "CONV")
     bits = Instruction.const({"op": Opcode.CONV, "arg": {"conv": {**conv.fields, "in_base": CFG.act_depth}}})
     with pytest.raises(ProgramError, match=f"instruction {conv.index} \\(CONV\\).*in_base"):

@@ -102,7 +102,7 @@ PACK_CFG = AcceleratorConfig(lane_groups=(("pot4", 2), ("fix8", 2)), columns=4,
                              act_depth=2048, weight_depth=512, acc_depth=64)
 
 
-@pytest.mark.parametrize("ratio,wbits", [({"pot4": 0.5, "fix4": 0.5}, 4), ({"pot4": 0.5, "fix3": 0.5}, 3),
+@pytest.mark.parametrize("ratio,wbits", [({"pot4": 0.5, "fix4": 0.5}, 4), ({"pot4": 0.5, "fix3": 0.5}, 4),
                                          ({"fix2": 1}, 2), ({"pot4": 0.75, "fix4": 0.25}, 0)],
                          ids=["fix4-on-fix8", "fix3-on-fix8", "fix2-on-fix8", "pot4-spills-to-fix8"])
 def test_weights_pack_at_their_own_width(ratio, wbits):
