@@ -17,7 +17,7 @@ from rmsmp.rtl.dma import words_per_entry
 
 from .lower import CompileError
 
-__all__ = ["Allocator", "TensorPlan", "plan_tensors"]
+__all__ = ["Allocator", "TensorPlan", "plan_tensors", "fusable_adds"]
 
 
 class Allocator:
@@ -80,6 +80,26 @@ class TensorPlan:
         return "work", (img % self.images) * self.work_words + self.offset[name]
 
 
+def fusable_adds(qm) -> dict:
+    """conv layer -> the residual ``add`` that follows it and alone reads its output: the
+    schedule may run the add band by band on the conv's output while it is on chip
+    (:meth:`~.schedule._LayerScheduler.windowed`), so the add's output must not share memory
+    with the conv's inputs, nor the conv's output with the add's other operand."""
+    readers: dict[str, list] = {}
+    alias: dict[str, str] = {}
+    for l in qm.layers:
+        if l.op == "flatten":
+            alias[l.name] = alias.get(l.inputs[0], l.inputs[0])
+        for x in l.inputs:
+            readers.setdefault(alias.get(x, x), []).append(l)
+    out = {}
+    for a, b in zip(qm.layers, qm.layers[1:]):
+        if (a.op == "conv" and b.op == "add" and [r.name for r in readers.get(a.name, [])] == [b.name]
+                and a.name != qm.output.name and len({alias.get(x, x) for x in b.inputs}) == 2):
+            out[a.name] = b
+    return out
+
+
 def plan_tensors(qm, cfg, shapes: dict) -> TensorPlan:
     """Sizes of every tensor in ``shapes`` and the work region's first-fit allocation."""
     C = cfg.columns
@@ -103,14 +123,19 @@ def plan_tensors(qm, cfg, shapes: dict) -> TensorPlan:
 
     work = Allocator(None, "workspace")
     offset: dict[str, int] = {}
+    held: list[str] = []            # inputs of a layer whose add may be fused into it, released after the add
+    adds = fusable_adds(qm)
     for i, l in enumerate(qm.layers):
         if l.name in alias or l.name in (inp, out):
             continue
         offset[l.name] = work.alloc(size(l.name), f"tensor {l.name!r}")
-        for x in set(l.inputs):
-            src = alias.get(x, x)
-            if last_use.get(src) == i and src in offset:
-                work.release(offset[src], size(src))
+        ends = [src for src in {alias.get(x, x) for x in l.inputs} if last_use.get(src) == i and src in offset]
+        if l.name in adds:
+            held += ends
+            continue
+        for src in [*ends, *held]:
+            work.release(offset[src], size(src))
+        held = []
         if last_use.get(l.name, -1) < i:          # never read (cannot happen in a checked graph)
             work.release(offset[l.name], size(l.name))
     return TensorPlan(inp, out, wpe, blocks, entries, alias, offset, max(work.top, 1), packed, nib_wpe)

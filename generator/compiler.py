@@ -286,6 +286,8 @@ def _tensor_map(qm, cfg, prog: Program, pb: ProgramBuilder, tensors: TensorPlan,
     """Where each traced layer's output lies for the first image after its STAMP."""
     out = {}
     for name in sch.moved:
+        if name in sch.fused.values():                # its output is only ever on chip
+            continue
         src = tensors.source(name)
         region, off = tensors.locate(name, 0)
         base = prog.outputs[region][0] if region in prog.outputs else pb.blob_addr[region]
@@ -304,4 +306,4 @@ def _network_io(qm, pb: ProgramBuilder, tensors: TensorPlan, shapes: dict, input
         input_q=iq, output_q=oq, batch=batch, im2col=im2col[1:] if im2col else None, resident=weights.resident,
         trace=list(sch.moved), moved_words=list(sch.moved.values()), set_major=sorted(sch.set_major),
         in_parts=sorted(sch.in_parts), layer_major=sch.layer_major, batch_parts=sorted(sch.batch_parts),
-        images_on_chip=sorted(sch.images_on_chip))
+        images_on_chip=sorted(sch.images_on_chip), fused=dict(sch.fused))

@@ -128,6 +128,9 @@ class ProgramIO:
     batch_parts: list = field(default_factory=list)  # layers run a part (one set) at a time over the batch
     images_on_chip: list = field(default_factory=list)  # layers holding the whole batch on chip
     batch_added: dict = field(default_factory=dict)  # batch_parts layer -> memory words its parts add
+    #: residual add -> the conv that runs it on its output bands on chip: the add's cycles are
+    #: in the conv's (its own row ~0), and the conv's output is never in memory (no ``tensors`` entry)
+    fused: dict = field(default_factory=dict)
 
     @property
     def is_network(self) -> bool:
@@ -149,7 +152,8 @@ class ProgramIO:
                 "resident": self.resident, "trace": list(self.trace), "moved_words": list(self.moved_words),
                 "set_major": list(self.set_major), "tensors": self.tensors, "in_parts": list(self.in_parts),
                 "layer_major": self.layer_major, "batch_parts": list(self.batch_parts),
-                "images_on_chip": list(self.images_on_chip), "batch_added": dict(self.batch_added)}
+                "images_on_chip": list(self.images_on_chip), "batch_added": dict(self.batch_added),
+                "fused": dict(self.fused)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProgramIO":
@@ -158,7 +162,8 @@ class ProgramIO:
                    q["input_q"], q["output_q"], d["batch"], tuple(d["im2col"]) if d["im2col"] else None,
                    d["resident"], list(d["trace"]), list(d["moved_words"]), list(d.get("set_major", [])),
                    dict(d.get("tensors", {})), list(d.get("in_parts", [])), bool(d.get("layer_major", False)),
-                   list(d.get("batch_parts", [])), list(d.get("images_on_chip", [])), dict(d.get("batch_added", {})))
+                   list(d.get("batch_parts", [])), list(d.get("images_on_chip", [])), dict(d.get("batch_added", {})),
+                   dict(d.get("fused", {})))
 
 
 #: words at the top of a board's memory that name the program it holds (``Program.resident_record``)

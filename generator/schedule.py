@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 
 from rmsmp.rtl.isa import ACT_BANKS, DmaDesc, VecDesc, field_max
 
-from .allocate import TensorPlan
+from .allocate import TensorPlan, fusable_adds
 from .lower import CompileError, LaneGeometry, LoweredLayer
 from .program import RowMap
 from .weight_sets import WeightPlan, WeightSet
@@ -98,6 +98,8 @@ class Schedule:
     batch_parts: set = field(default_factory=set)    # layers run a part (one set) at a time over the batch
     images_on_chip: set = field(default_factory=set)  # layers holding every image of the batch on chip
     ops_of: dict = field(default_factory=dict)       # batch_parts layer -> its ops (instructions)
+    fused: dict = field(default_factory=dict)        # residual add -> the conv whose bands run it
+    adds: dict = field(default_factory=dict)         # conv -> the add it may run (allocate.fusable_adds)
 
 
 # -- row bands ----------------------------------------------------------------------------
@@ -311,6 +313,8 @@ class _LayerScheduler:
                  img: int):
         self.sch, self.cfg, self.t, self.w, self.low, self.img = sch, cfg, tensors, weights, low, img
         self.counted: set = set()         # images whose MACs and beats an op already carries
+        #: (add layer, its LoweredLayer) that may run on this conv's output bands (fusable_adds)
+        self.then_add = None
 
     # transfers -------------------------------------------------------------------------
     def _dma(self, cls, name, ent_off, n, buf, rows: RowMap | None = None):
@@ -395,6 +399,9 @@ class _LayerScheduler:
             return self.in_parts(x, sets, g, in_map, out_map, (H, W, OH, OW), shape)
         costs = dict(act_depth=self.cfg.act_depth, compute=low.beats, weight_words=self.w.set_words(low.name),
                      n_sets=n_sets, n_dma=icb + ocb)
+        fuse = self.fused_add(n_sets, ocb, costs, shape, OH)
+        if fuse:
+            return self.bands_with_add(x, fuse, (H, W, OH, OW), only=self.use_set(sets[0]) if sets else None)
         bands, pipelined, cost = choose_bands(low.name, OH, shape, **costs)
         if n_sets > 1 and len(bands) > 1 and not low.pool_blocks:
             sm = set_major_bands(OH, shape, **costs)
@@ -420,6 +427,72 @@ class _LayerScheduler:
                                              "out_base": a_out, "out_h": oy1 - oy0, "banks": banks}, only)
             parts.append((loads, compute, stores))
         return pipeline(parts, pipelined)
+
+    def fused_add(self, n_sets: int, ocb: int, costs: dict, shape: BandShape, OH: int):
+        """The bands for running this conv's residual add (:attr:`then_add`) on its output while
+        it is on chip — ``(add layer, add's LoweredLayer, other operand, conv is operand a,
+        bands, pipelined)`` — or ``None``: the conv's weights load at most once (one set or
+        resident), and its bands fit the add's other operand beside the output (each band
+        holds its input, the output and the other operand; the sum overwrites the output)."""
+        if self.then_add is None or self.low.kind != "conv" or self.low.pool_blocks or n_sets > 1:
+            return None
+        l, add_low = self.then_add
+        a, b = (self.t.source(v) for v in l.inputs)
+        conv_a = a == self.low.name
+        other = b if conv_a else a
+        if self.t.blocks[other] != ocb or self.t.entries[other] != self.t.entries[self.low.name]:
+            return None
+        wide = replace(shape, out_blocks=2 * ocb)          # the other operand in, the sum out
+        try:
+            bands, pipelined, _ = choose_bands(self.low.name, OH, wide, **costs)
+        except CompileError:
+            return None
+        return l, add_low, other, conv_a, bands, pipelined
+
+    def bands_with_add(self, x, fuse, dims, only) -> list:
+        """This conv in row bands with its residual add run on each band's output on chip:
+        the band's rows of the add's other operand load beside the output, the vector unit
+        adds them (the sum overwrites the output) and the sum's rows are stored — the conv's
+        output never goes to memory, nor the add's operands back in."""
+        low, d = self.low, self.low.desc
+        l, add_low, other, conv_a, bands, pipelined = fuse
+        H, W, OH, OW = dims
+        k, s, p = d["kernel"], d["stride"], d["pad"]
+        icb, ocb = self.t.blocks[self.t.source(x)], self.t.blocks[low.name]
+        shape, g, in_map, out_map = self.geometry(x, (0, H, W), (0, OH, OW))
+        half_a, max_w = self.cfg.act_depth // ACT_BANKS, field_max(VecDesc, "in_w")
+        self.sch.fused[l.name] = low.name
+        first_add = True
+        parts = []
+        for i, (oy0, oy1) in enumerate(bands):
+            b0, b1, pad_top = band_rows(oy0, oy1, k, s, p, H)
+            base = (i % ACT_BANKS) * half_a if pipelined else 0
+            a_out = base + icb * g.pitch * (b1 - b0)
+            n_lane = ocb * g.out_cols * (oy1 - oy0)               # output entries in each lane
+            at = a_out + n_lane                                   # the other operand's rows
+            banks = 1 << (i % ACT_BANKS) if pipelined else (1 << ACT_BANKS) - 1
+            loads = (self.rows_io(Load, x, b0, b1, base + g.pad, H, W, g.pitch, in_map)
+                     + self.rows_io(Load, other, oy0, oy1, at, OH, OW, g.out_cols, out_map))
+            compute = self.band_compute({**d, "in_base": base + g.pad, "in_h": b1 - b0, "pad_top": pad_top,
+                                         "out_base": a_out, "out_h": oy1 - oy0, "banks": banks}, only)
+            a_at, b_at = (a_out, at) if conv_a else (at, a_out)
+            adds = []
+            for o in range(0, n_lane, max_w):
+                n = min(max_w, n_lane - o)
+                desc = {**add_low.desc, "a_base": a_at + o, "b_base": b_at + o, "out_base": a_out + o,
+                        "in_w": n, "out_w": n, "banks": banks}
+                adds.append(Vec(replace(add_low, desc=desc, macs=0, beats=add_low.beats if first_add else 0)))
+                first_add = False
+            stores = self.rows_io(Store, l.name, oy0, oy1, a_out, OH, OW, g.out_cols, out_map)
+            parts.append((loads, compute, stores, adds))
+        if not pipelined or len(parts) == 1:
+            return [op for ld, cp, st, ad in parts for op in ld + cp + ad + st]
+        # the neighbours' transfers issue before the band's add: the core issues in order and the
+        # add waits for the conv, so transfers behind it would not overlap the conv
+        ops = list(parts[0][0])
+        for i, (_, cp, _, ad) in enumerate(parts):
+            ops += cp + (parts[i - 1][2] if i else []) + (parts[i + 1][0] if i + 1 < len(parts) else []) + ad
+        return ops + parts[-1][2]
 
     def geometry(self, x, in_shape, out_shape) -> tuple:
         """(:class:`BandShape`, :class:`LaneGeometry`, input and output :class:`RowMap` — ``None``
@@ -587,11 +660,12 @@ def schedule(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, weights:
     """Every layer in order — image by image, or (a batch of streamed weights) layer by layer
     for the whole batch — each followed (the first image, or the batch) by a :class:`Stamp`."""
     names = [l.name for l in qm.layers[1:] if l.name in lowered]
-    sch = Schedule(moved={n: 0 for n in names}, layer_major=batch > 1 and not weights.resident)
+    sch = Schedule(moved={n: 0 for n in names}, layer_major=batch > 1 and not weights.resident,
+                   adds=fusable_adds(qm))
     layers = [l for l in qm.layers[1:] if l.name in lowered]
     if sch.layer_major:
         for l in layers:
-            sch.ops += _batch_layer(sch, cfg, shapes, tensors, weights, lowered[l.name], l, batch)
+            sch.ops += _batch_layer(sch, cfg, shapes, tensors, weights, lowered, l, batch)
             sch.ops.append(Stamp(names.index(l.name) + 1))
         for s in sch.sets:                          # a set's words shared by the batch
             sch.moved[s.layer] += s.spec.words / batch
@@ -599,7 +673,7 @@ def schedule(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, weights:
         return sch
     for img in range(batch):
         for l in layers:
-            sch.ops += _image_layer(_LayerScheduler(sch, cfg, tensors, weights, lowered[l.name], img), l, shapes)
+            sch.ops += _image_layer(_scheduler(sch, cfg, tensors, weights, lowered, l, img), l, shapes)
             if img == 0:
                 sch.ops.append(Stamp(names.index(l.name) + 1))
     for s in sch.sets[:len(sch.sets) // batch]:                      # the first image's sets
@@ -608,8 +682,10 @@ def schedule(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, weights:
 
 
 def _image_layer(ls: _LayerScheduler, l, shapes: dict) -> list:
-    """The ops of layer ``l`` for one image."""
+    """The ops of layer ``l`` for one image (none for an add its conv ran)."""
     x, t = l.inputs[0], ls.t
+    if l.op == "add" and l.name in ls.sch.fused:
+        return []
     if l.op in ("conv", "linear", "maxpool") or ls.low.kind == "conv":     # (an avgpool may be a conv)
         return ls.windowed(x, shapes[t.source(x)], shapes[l.name])
     if l.op == "add":
@@ -617,11 +693,23 @@ def _image_layer(ls: _LayerScheduler, l, shapes: dict) -> list:
     return ls.global_pool(x)
 
 
-def _batch_layer(sch: Schedule, cfg, shapes: dict, tensors: TensorPlan, weights: WeightPlan, low: LoweredLayer,
+def _scheduler(sch: Schedule, cfg, tensors: TensorPlan, weights: WeightPlan, lowered: dict, l,
+               img: int) -> _LayerScheduler:
+    """The scheduler of layer ``l`` for image ``img``, told the residual add it may run
+    (:func:`~.allocate.fusable_adds`)."""
+    ls = _LayerScheduler(sch, cfg, tensors, weights, lowered[l.name], img)
+    add = sch.adds.get(l.name)
+    if add is not None and add.name in lowered and "add" in cfg.vector_ops:
+        ls.then_add = (add, lowered[add.name])
+    return ls
+
+
+def _batch_layer(sch: Schedule, cfg, shapes: dict, tensors: TensorPlan, weights: WeightPlan, lowered: dict,
                  l, batch: int) -> list:
     """The ops of layer ``l`` for every image of a batch (weights streamed): a layer in parts
     of one set each part by part, one whose images fit on chip together with each set over
     all of them, else image by image (a single set loads once: :meth:`_LayerScheduler.use_set`)."""
+    low = lowered[l.name]
     sets = weights.sets.get(low.name, [])
     if low.kind == "conv" and len(sets) > 1:
         ls = _LayerScheduler(sch, cfg, tensors, weights, low, 0)
@@ -635,4 +723,4 @@ def _batch_layer(sch: Schedule, cfg, shapes: dict, tensors: TensorPlan, weights:
         if ops is not None:
             return ops
     return [op for img in range(batch)
-            for op in _image_layer(_LayerScheduler(sch, cfg, tensors, weights, low, img), l, shapes)]
+            for op in _image_layer(_scheduler(sch, cfg, tensors, weights, lowered, l, img), l, shapes)]

@@ -41,9 +41,14 @@ class Mismatch:
     differing: int           # values of the layer's output that differ
     total: int
     runs: int                # device runs the search took
+    #: the conv that runs this residual add on its output on chip (``ProgramIO.fused``): its own
+    #: output is never in memory, so the fault lies in either
+    fused_with: str | None = None
 
     def __str__(self) -> str:
-        return (f"layer {self.layer!r} is the first to differ from golden ({self.differing:,} of {self.total:,} "
+        what = f"layer {self.layer!r}" + (f" (run on chip by {self.fused_with!r}, whose output is not traced)"
+                                          if self.fused_with else "")
+        return (f"{what} is the first to differ from golden ({self.differing:,} of {self.total:,} "
                 f"values; its inputs match): first at channel {self.channel}, pixel (y={self.y}, x={self.x}): "
                 f"golden {self.golden}, device {self.device}")
 
@@ -100,14 +105,14 @@ def localize(qm, program, x, *, device=None, image: int = 0) -> Mismatch | None:
     device.load(program)                   # the full program's checks
     ref = {k: v[0] for k, v in golden_trace(qm, x).items()}
     mem_image = device.network_image(quantize_input(x, io.input_q))
-    names = list(io.trace)
+    names = [n for n in io.trace if n in io.tensors]    # (a conv whose add ran on chip has no tensor)
     runs = 0
     cache = {}
 
     def run_to(k):
         nonlocal runs
         if k not in cache:
-            stopped, at = _stopped_after(program, k)
+            stopped, at = _stopped_after(program, io.trace.index(names[k]))
             device.load(stopped)
             image = list(mem_image)            # the inputs in place, and END after layer k
             n = INSTR_BITS // program.bus_width
@@ -139,14 +144,18 @@ def localize(qm, program, x, *, device=None, image: int = 0) -> Mismatch | None:
                 else:
                     lo = mid
             # the inputs of layer hi, read in the same stopped run, must match golden
-            bad_inputs = [names.index(i) for i in _producers(qm, names[hi]) if i in names and differs(hi, i)[2]]
+            ins = _producers(qm, names[hi])
+            if names[hi] in io.fused:                  # the conv's inputs are the pair's
+                ins = [i for i in ins if i != io.fused[names[hi]]] + _producers(qm, io.fused[names[hi]])
+            bad_inputs = [names.index(i) for i in ins if i in names and differs(hi, i)[2]]
             if not bad_inputs:
                 break
             lo, hi = -1, min(bad_inputs)
         got, want, _ = differs(hi)
         diff = (got != want).nonzero()
         c, yy, xx = (int(v) for v in diff[0])
-        return Mismatch(names[hi], c, yy, xx, int(want[c, yy, xx]), int(got[c, yy, xx]), len(diff), got.numel(), runs)
+        return Mismatch(names[hi], c, yy, xx, int(want[c, yy, xx]), int(got[c, yy, xx]), len(diff), got.numel(), runs,
+                        io.fused.get(names[hi]))
     finally:
         device.program = program
 

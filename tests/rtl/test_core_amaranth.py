@@ -351,6 +351,31 @@ def test_pixel_lanes_run_a_network_bit_exact(pixels, columns, act_depth, weight_
 
 
 @SLOW
+@pytest.mark.parametrize("pixels", [1, 2])
+def test_a_residual_add_runs_on_its_convs_output_bands(pixels):
+    """A conv whose output only its residual add reads (a block's conv2, a downsample) runs the
+    add band by band while its output is on chip: the other operand's rows load beside it, the
+    sum is stored, the conv's output never goes to memory nor comes back — bit-exact."""
+    torch.manual_seed(0)
+    model = _MiniResNet().eval()
+    x = torch.randn(4, 3, 9, 9)
+    qm = quantize(model, x, ratio=RATIO, assign="variance")
+    cfg = AcceleratorConfig(lane_groups=CFG.lane_groups, columns=4, act_depth=2048, weight_depth=512,
+                            acc_depth=64, pixels=pixels)
+    prog = compile_model(qm, cfg, (3, 9, 9))
+    assert prog.io.fused == {"add": "layer1.conv2", "add_1": "layer2.downsample.0"}
+    assert not set(prog.io.fused.values()) & set(prog.io.tensors)       # never in memory
+    moved = dict(zip(prog.io.trace, prog.io.moved_words))
+    assert moved["add"] == moved["add_1"] == 0                           # no pass of its own
+    adds = [low for low in prog.layers if low.name.startswith("add")]
+    assert len(adds) >= 2 and all(low.macs == 0 for low in adds)
+    dev = _AmaranthDevice(cfg)
+    dev.load(prog)
+    assert torch.equal(dev.run(x[:2]), golden(qm, x[:2]))
+    rows = {r["layer"]: r for r in dev.stats["layers"]}
+    assert rows["add (run by layer1.conv2)"]["cycles"] < 50 < rows["layer1.conv2"]["cycles"]
+
+
 def test_global_pool_runs_in_channel_blocks_when_the_input_does_not_fit():
     """A global average pool whose input exceeds the activation buffer pools a few whole
     channel blocks at a time (32 channels of 6×6 at C = 4: eight 36-entry blocks, three per

@@ -162,6 +162,30 @@ def test_the_localizer_names_a_planted_faulty_layer(digits_q):
 
 
 @pytest.mark.slow
+def test_the_localizer_names_a_fault_in_a_conv_that_runs_its_add():
+    """A block's conv2 runs its residual add on chip (its own output is never in memory): a
+    fault planted in it is named at the add, with the conv that ran it."""
+    from copy import deepcopy
+
+    from test_core_amaranth import _MiniResNet
+
+    from rmsmp.sim import localize
+    from rmsmp.sim.device import SimDevice
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 9, 9)
+    qm = quantize(_MiniResNet().eval(), x, ratio=CFG.ratio, assign="variance")
+    prog = compile_model(qm, CFG, (3, 9, 9))
+    assert prog.io.fused["add"] == "layer1.conv2"
+    dev = SimDevice(CFG)
+    assert localize(qm, prog, x[:2], device=dev) is None
+    planted = deepcopy(qm)
+    planted["layer1.conv2"].qweight[1] = -planted["layer1.conv2"].qweight[1]
+    m = localize(planted, prog, x[:2], device=dev)
+    assert m is not None and (m.layer, m.fused_with) == ("add", "layer1.conv2"), m
+    assert "run on chip by 'layer1.conv2'" in str(m)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", [CFG, AcceleratorConfig(pixels=2, weight_depth=64, acc_depth=8)],
                          ids=["default", "pixel-lanes-streamed"])
 def test_mobilenet_style_layers_bit_exact(cfg):
