@@ -146,12 +146,20 @@ class Dma(wiring.Component):
             for n, (code, port) in list(writers.items()):
                 fields = {k: mb.shape for k, mb in port.signature.members.items()}
                 shadow = Signal(data.StructLayout(fields), name=f"{n}_next")
-                out = stage(m, shadow, True, f"{n}_mid") if OUT_STAGES > 1 else shadow
-                m.d.sync += [getattr(port, k).eq(getattr(out, k)) for k in fields]
+                # (the entry's data in registers of their own, off the reset: arith.stage)
+                for k in fields:
+                    v = getattr(shadow, k)
+                    for s in range(OUT_STAGES - 1):
+                        v = stage(m, v, True, f"{n}_mid_{k}" if s == 0 else f"{n}_mid{s}_{k}", reset_less=k == "data")
+                    if k == "data":
+                        v = stage(m, v, True, f"{n}_out_data", reset_less=True)
+                        m.d.comb += port.data.eq(v)
+                    else:
+                        m.d.sync += getattr(port, k).eq(v)
                 writers[n] = (code, shadow)
         wpe = {n: words_per_entry(len(p.data), bus) for n, (_, p) in writers.items()}
         max_wpe = max(wpe.values())
-        sr = Signal(max_wpe * bus)
+        sr = Signal(max_wpe * bus, reset_less=True)       # (data: off the reset, arith.stage)
         k = Signal(range(max(max_wpe, words_per_entry(self._act_width, bus)) + 1))
         i = Signal(ADDR_BITS + 1)
         n_wpe = Signal(range(max_wpe + 1))

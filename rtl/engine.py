@@ -166,8 +166,9 @@ class ConvEngine(wiring.Component):
             if not S:
                 host_w[name] = port
                 continue
-            host_w[name] = reg = Signal(data.StructLayout(fields), name=f"{name}_q")
-            m.d.sync += [getattr(reg, k).eq(getattr(port, k)) for k in fields]
+            reg = data.StructLayout(fields)(Cat(stage(m, getattr(port, k), True, f"{name}_q_{k}",
+                                                      reset_less=k == "data") for k in fields))
+            host_w[name] = reg
         wmems = {}
         for f, n in self._groups:
             mem = Memory(shape=unsigned(n * C * f.bits), depth=cfg.weight_depth, init=[])
@@ -300,9 +301,9 @@ class ConvEngine(wiring.Component):
                 byte = act_q[p][8 * c:8 * c + 8]
                 ext = Mux(in_signed, byte.as_signed(), byte.as_unsigned())
                 m.d.comb += a_in[p][c].eq(Mux(in2[p], ext, 0))
-        m.d.comb += pa.a.eq(stage(m, a_in, S, "a_in_q"))
+        m.d.comb += pa.a.eq(stage(m, a_in, S, "a_in_q", reset_less=True))
         for f, _ in self._groups:
-            m.d.comb += pa.w[f.name].eq(stage(m, wmems[f.name].data, S, f"wgt_q_{f.name}"))
+            m.d.comb += pa.w[f.name].eq(stage(m, wmems[f.name].data, S, f"wgt_q_{f.name}", reset_less=True))
         m.d.comb += [array.i.valid.eq(v3), pa.first.eq(f3), pa.last.eq(l3)]
 
         # the queue never overflows: the sequencer stalls with Q dot products in flight

@@ -90,25 +90,26 @@ def _sum_tree(m: Module, lanes, a, w, name: str):
     for k, lane in enumerate(lanes):
         m.submodules[f"{name}_lane{k}"] = lane
         m.d.comb += [lane.a.eq(a[k]), lane.w.eq(w[k])]
-        r = Signal.like(lane.p, name=f"{name}_p{k}")
+        r = Signal.like(lane.p, name=f"{name}_p{k}", reset_less=True)
         m.d.sync += r.eq(lane.p)
         sums.append(r)
         if getattr(lane, "folded", False):
             negs.append(lane.neg)
     carry = Const(0, 1)
     if negs:
-        count = Signal(range(len(negs) + 1), name=f"{name}_negs")
+        count = Signal(range(len(negs) + 1), name=f"{name}_negs", reset_less=True)
         m.d.sync += count.eq(sum(negs))
-        carry = delay(m, count, _tree_levels(len(lanes)), f"{name}_negs")
+        carry = delay(m, count, _tree_levels(len(lanes)), f"{name}_negs", reset_less=True)
     level = 0
     while len(sums) > 1:
         nxt = []
         for k in range(0, len(sums), 2):
             if k + 1 < len(sums):
-                s = Signal(signed(max(len(sums[k]), len(sums[k + 1])) + 1), name=f"{name}_t{level}_{k // 2}")
+                s = Signal(signed(max(len(sums[k]), len(sums[k + 1])) + 1), name=f"{name}_t{level}_{k // 2}",
+                           reset_less=True)
                 m.d.sync += s.eq(sums[k] + sums[k + 1])
             else:
-                s = Signal.like(sums[k], name=f"{name}_t{level}_{k // 2}")
+                s = Signal.like(sums[k], name=f"{name}_t{level}_{k // 2}", reset_less=True)
                 m.d.sync += s.eq(sums[k])
             nxt.append(s)
         sums, level = nxt, level + 1
@@ -207,7 +208,7 @@ class MacArray(wiring.Component):
             key = (p, k // cr)
             if key not in copies:
                 tag = f"p{p}_b{key[1]}"
-                a = Signal.like(self.i.payload.a[p], name=f"{tag}_a_{REPLICA}")
+                a = Signal.like(self.i.payload.a[p], name=f"{tag}_a_{REPLICA}", reset_less=True)
                 f = Signal(3, name=f"{tag}_flags_{REPLICA}")
                 m.d.sync += [a.eq(self.i.payload.a[p]), f.eq(inputs)]
                 copies[key] = (a, delay(m, f, tree + 1, f"{tag}_flags"))
@@ -220,7 +221,7 @@ class MacArray(wiring.Component):
             while the multiplier rows take their own registers (same timing)."""
             key = (p, k // cr)
             if key not in later:
-                later[key] = stage(m, block(p, k)[0], 1, f"p{p}_b{key[1]}_a_later")
+                later[key] = stage(m, block(p, k)[0], 1, f"p{p}_b{key[1]}_a_later", reset_less=True)
             return later[key]
 
         for p in range(self._pixels):
@@ -236,16 +237,18 @@ class MacArray(wiring.Component):
                         # lanes each take the activation from a register of their own — kept
                         # apart in board builds, ``REPLICA`` — next to their DSP block, other
                         # rows from their block's copy a cycle later)
-                        w = stage(m, stage(m, w, 1, f"{px}r{k}_w"), 1, f"{px}r{k}_w2")
+                        w = stage(m, stage(m, w, 1, f"{px}r{k}_w", reset_less=True), 1, f"{px}r{k}_w2",
+                                  reset_less=True)
                         if fmt.kind == "fix" and fmt.name not in self._lut:
-                            acts = [stage(m, acts[c], 1, f"{px}r{k}_a{c}_{REPLICA}") for c in range(self._columns)]
+                            acts = [stage(m, acts[c], 1, f"{px}r{k}_a{c}_{REPLICA}", reset_less=True)
+                                    for c in range(self._columns)]
                         else:
                             acts = block_later(p, k)
                     if aw < self._act_width:
                         acts = [Value.cast(acts[c])[:aw].as_signed() for c in range(self._columns)]
                     lanes = self.lanes[p][k]
                     total, carry = _sum_tree(m, lanes, acts, w, f"{px}r{k}_{fmt.name}")
-                    acc = Signal(signed(self._acc_bits), name=f"{px}r{k}_acc")
+                    acc = Signal(signed(self._acc_bits), name=f"{px}r{k}_acc", reset_less=True)
                     _accumulate(m, acc, total, flags[0], flags[1], carry)
                     m.d.comb += self.o.payload[p][k].eq(acc)
                     k += 1
