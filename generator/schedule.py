@@ -9,8 +9,10 @@ Each layer moves its operands through the on-chip activation buffer:
   banks and are software-pipelined: band i+1 loads and band i−1 stores while band i
   computes.  A layer whose weights stream in several sets may instead take the whole
   buffer for fewer bands (each band reloads the sets); :func:`band_cost` picks.
-* A residual add streams in pipelined chunks; a global average pool on the vector unit
-  needs its input on chip.
+* A residual add streams in pipelined chunks — or, when its conv's output feeds it alone
+  and the conv's weights load once, runs on each of the conv's output bands while they are
+  on chip (:meth:`_LayerScheduler.bands_with_add`); a global average pool on the vector
+  unit needs its input on chip.
 * With several bands and several weight sets, bands are outer: every set is applied to
   the band on chip, so no partial output is ever stored.
 * **A batch** of streamed weights runs *layer-major*: every image passes a layer before the
