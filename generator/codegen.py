@@ -44,9 +44,11 @@ def emit_program(pb: ProgramBuilder, cfg, weights: WeightPlan, sch: Schedule, n_
     loaded, first_conv_done = set(), set()
     for op in sch.ops:
         if isinstance(op, Load):
-            pb.load(Buffer.ACT, op.ref, op.buf_addr, offset=op.offset, count=op.count, rows=op.rows, nib=op.nib)
+            pb.load(Buffer.ACT, op.ref, op.buf_addr, offset=op.offset, count=op.count, rows=op.rows, nib=op.nib,
+                    blocks=op.blocks)
         elif isinstance(op, Store):
-            pb.store_to(op.ref, op.buf_addr, op.count, offset=op.offset, rows=op.rows, nib=op.nib)
+            pb.store_to(op.ref, op.buf_addr, op.count, offset=op.offset, rows=op.rows, nib=op.nib,
+                        blocks=op.blocks)
         elif isinstance(op, Stamp):
             pb.stamp("trace", op.index)
         elif isinstance(op, Vec):

@@ -359,10 +359,12 @@ class ProgramBuilder:
         return self._blob_words[name]
 
     def load(self, buf, ref: str, buf_addr: int = 0, *, offset: int = 0, count: int | None = None,
-             wbits: int = 0, rows: RowMap | None = None, nib: tuple | None = None):
+             wbits: int = 0, rows: RowMap | None = None, nib: tuple | None = None, blocks: tuple = (1, 0, 0)):
         """DMA ``count`` entries (default: all of blob ``ref``) from blob or region ``ref``,
         starting ``offset`` bus words in, to entry ``buf_addr`` of buffer ``buf``; ``wbits``:
-        the packed code width of a weight blob (0: the lane's width).  The parameter buffer
+        the packed code width of a weight blob (0: the lane's width); ``blocks`` ``(n,
+        ext_step, buf_step)``: n such transfers, each that many bus words and entries further
+        (``DmaDesc.reps``).  The parameter buffer
         (``Buffer.PARAM``) takes only :meth:`param_blob` blobs, and ``buf_addr`` counts its
         output groups there."""
         if (buf == Buffer.PARAM) != (ref in self._param_blobs):
@@ -376,7 +378,7 @@ class ProgramBuilder:
             made = "no weight buffer" if k is None else f"the weight buffer of lane group {k}"
             raise ValueError(f"blob {ref!r} loads buffer {buf} but was made for {made}: make a weight "
                              "blob with blob(..., weights=k), its entries may share words")
-        self._instrs.append(("LOAD", buf, ref, buf_addr, offset, count, wbits, rows, nib))
+        self._instrs.append(("LOAD", buf, ref, buf_addr, offset, count, wbits, rows, nib, blocks))
 
     def _banks(self, buf, buf_addr: int, count: int, rows: RowMap | None = None, store: bool = False) -> int:
         """Mask of the activation-buffer banks a transfer of ``count`` entries from
@@ -399,10 +401,10 @@ class ProgramBuilder:
         self.store_to(out_name, buf_addr, entries)
 
     def store_to(self, ref: str, buf_addr: int, count: int, *, offset: int = 0, rows: RowMap | None = None,
-                 nib: tuple | None = None):
+                 nib: tuple | None = None, blocks: tuple = (1, 0, 0)):
         """DMA ``count`` activation entries from ``buf_addr`` into region ``ref`` at ``offset``
-        bus words (``nib=(signed,)``: as nibbles)."""
-        self._instrs.append(("STORE", Buffer.ACT, ref, buf_addr, offset, count, 0, rows, nib))
+        bus words (``nib=(signed,)``: as nibbles; ``blocks``: as :meth:`load`)."""
+        self._instrs.append(("STORE", Buffer.ACT, ref, buf_addr, offset, count, 0, rows, nib, blocks))
 
     def sync(self):
         """Wait until the DMA and the engine are idle (before reusing a buffer region)."""
@@ -455,12 +457,17 @@ class ProgramBuilder:
                 c = encode(Instruction, {"op": Opcode.STAMP, "arg": {"dma": {
                     "buf": 0, "ext_addr": outputs[ins[1]][0] + ins[2], "buf_addr": 0, "count": 1}}})
             elif ins[0] in ("LOAD", "STORE"):
-                _, buf, ref, buf_addr, offset, count, wbits, rows, nib = ins
+                _, buf, ref, buf_addr, offset, count, wbits, rows, nib, (reps, ext_step, buf_step) = ins
                 ext, n, _ = where[ref] if ref in where else outputs[ref]
                 n = n if count is None else count
+                st = ins[0] == "STORE"
+                banks = 0
+                for r in range(reps):
+                    banks |= self._banks(buf, buf_addr + r * buf_step, n, rows, st)
                 c = encode(Instruction, {"op": Opcode[ins[0]], "arg": {"dma": {
                     "buf": buf, "ext_addr": ext + offset, "buf_addr": buf_addr, "count": n,
-                    "banks": self._banks(buf, buf_addr, n, rows, ins[0] == "STORE"), "wbits": wbits,
+                    "reps": reps - 1, "ext_step": ext_step, "buf_step": buf_step,
+                    "banks": banks, "wbits": wbits,
                     **(rows.fields() if rows else {}),
                     **({"nib": 1, "nib_signed": int(nib[0])} if nib else {})}}})
             elif ins[0] == "SYNC":

@@ -52,6 +52,7 @@ class Load:
     buf_addr: int
     rows: RowMap | None = None
     nib: tuple | None = None       # (signed,): a 4-bit tensor stored as nibbles
+    blocks: tuple = (1, 0, 0)      # (n, ext_step, buf_step): n such transfers (DmaDesc.reps)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Store:
     buf_addr: int
     rows: RowMap | None = None
     nib: tuple | None = None
+    blocks: tuple = (1, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,9 @@ class Schedule:
     fused: dict = field(default_factory=dict)        # residual add -> the conv whose bands run it
     adds: dict = field(default_factory=dict)         # conv -> the add it may run (allocate.fusable_adds)
 
+
+#: transfers one LOAD/STORE makes at most (``DmaDesc.reps`` + 1)
+MAX_REPS = field_max(DmaDesc, "reps") + 1
 
 # -- row bands ----------------------------------------------------------------------------
 
@@ -319,12 +324,16 @@ class _LayerScheduler:
         self.then_add = None
 
     # transfers -------------------------------------------------------------------------
-    def _dma(self, cls, name, ent_off, n, buf, rows: RowMap | None = None):
+    def _dma(self, cls, name, ent_off, n, buf, rows: RowMap | None = None, blocks: tuple = (1, 0, 0)):
+        """A transfer of ``n`` entries of tensor ``name`` from entry ``ent_off`` (``blocks``:
+        ``(k, entry step, buffer step)``, k such transfers)."""
         ref, off = self.t.locate(name, self.img)
+        wpe = self.t.words_per_entry(name)
         if self.img == 0:
-            self.sch.moved[self.low.name] += n * self.t.words_per_entry(name)
+            self.sch.moved[self.low.name] += n * wpe * blocks[0]
         nib = self.t.packed.get(self.t.source(name))
-        return cls(ref, off + ent_off * self.t.words_per_entry(name), n, buf, rows, nib)
+        k, e_step, b_step = blocks
+        return cls(ref, off + ent_off * wpe, n, buf, rows, nib, (k, e_step * wpe, b_step))
 
     def rows_io(self, cls, name, b0, b1, buf, H, W, pitch=None, rows: RowMap | None = None,
                 blocks: tuple | None = None) -> list:
@@ -335,7 +344,12 @@ class _LayerScheduler:
         n, nbuf = (b1 - b0) * W, (b1 - b0) * (pitch or W)
         if b0 == 0 and b1 == H:
             return [self._dma(cls, name, cb0 * H * W, (cb1 - cb0) * n, buf, rows)]
-        return [self._dma(cls, name, (cb * H + b0) * W, n, buf + (cb - cb0) * nbuf, rows) for cb in range(cb0, cb1)]
+        # one instruction repeated over the channel blocks (DmaDesc.reps), in runs the
+        # descriptor's fields can express
+        step = H * W * self.t.words_per_entry(name)
+        per = MAX_REPS if step <= field_max(DmaDesc, "ext_step") else 1
+        return [self._dma(cls, name, (cb * H + b0) * W, n, buf + (cb - cb0) * nbuf, rows,
+                          (min(per, cb1 - cb), H * W, nbuf)) for cb in range(cb0, cb1, per)]
 
     # compute ---------------------------------------------------------------------------
     def op(self, cls, desc, set_=None, p_off=0, w_off=0):

@@ -106,7 +106,7 @@ def decode(program) -> list[Step]:
         arg = bits >> ARG_OFFSET
         if op in (Opcode.LOAD, Opcode.STORE, Opcode.STAMP):
             f = _unpack(arg, DmaDesc, ("buf", "ext_addr", "buf_addr", "count", "banks", "wbits", "row_w", "pitch",
-                                       "step", "lo", "hi", "lanes", "nib"))
+                                       "step", "lo", "hi", "lanes", "nib", "reps", "ext_step", "buf_step"))
         elif op == Opcode.CONV:
             f = _unpack(arg, ConvDesc, ("in_base", "out_base", "w_base", "p_base", "in_h", "in_w", "in_cb", "out_h",
                                         "out_w", "out_groups", "kernel", "stride", "pad", "in_wg"))
@@ -161,10 +161,14 @@ def check_program(program, cfg) -> list[Step]:
             if s.op == "STORE" and f["buf"] != Buffer.ACT:
                 bad(s, f"a store from buffer {f['buf']} (only the activation buffer stores)")
             depth = depths[f["buf"]]
-            if f["buf_addr"] >= depth or (f["row_w"] == 0 and f["buf_addr"] + f["count"] > depth):
-                bad(s, f"entries {f['buf_addr']}..{f['buf_addr'] + f['count'] - 1} of a {depth}-entry buffer")
-            if f["ext_addr"] >= n_words or f["ext_addr"] + (f["count"] > 0) > n_words:
-                bad(s, f"memory word {f['ext_addr']:#x} outside the {n_words:,}-word image")
+            for r in (0, f["reps"]):                     # the first block and the last
+                at, ext = f["buf_addr"] + r * f["buf_step"], f["ext_addr"] + r * f["ext_step"]
+                if at >= depth or (f["row_w"] == 0 and at + f["count"] > depth):
+                    bad(s, f"entries {at}..{at + f['count'] - 1} of a {depth}-entry buffer"
+                           + (f" (block {r + 1} of {r + 1})" if r else ""))
+                if ext >= n_words or ext + (f["count"] > 0) > n_words:
+                    bad(s, f"memory word {ext:#x} outside the {n_words:,}-word image"
+                           + (f" (block {r + 1} of {r + 1})" if r else ""))
             if f["wbits"] and f["wbits"] not in unpacks.get(f["buf"], ()):
                 bad(s, f"weights packed at {f['wbits']} bits into buffer {f['buf']}, which unpacks "
                        f"{', '.join(map(str, unpacks.get(f['buf'], ()))) or 'no packed width'}")
@@ -198,8 +202,9 @@ def _check_io(program, steps, cfg) -> None:
     entry = max(words_per_entry(bits, bus) for bits in _entry_bits(cfg).values())
 
     def touched(op, addr, n):            # some transfer overlaps words addr .. addr + n - 1
-        return any(s.op == op and s.fields["count"] and s.fields["ext_addr"] < addr + n
-                   and addr < s.fields["ext_addr"] + s.fields["count"] * entry for s in steps)
+        return any(s.op == op and s.fields["count"] and s.fields["ext_addr"] + r * s.fields["ext_step"] < addr + n
+                   and addr < s.fields["ext_addr"] + r * s.fields["ext_step"] + s.fields["count"] * entry
+                   for s in steps if s.op == op for r in range(s.fields["reps"] + 1))
 
     for slot in io.inputs:
         if slot.addr is not None and not touched("LOAD", slot.addr, 1):
@@ -223,7 +228,7 @@ def cycle_estimate(program, cfg, memory: str = "ideal") -> int:
         f = s.fields
         total += ISSUE_CYCLES
         if s.op in ("LOAD", "STORE"):
-            total += WORD_CYCLES[memory] * f["count"] * entry_words.get(f["buf"], 1)
+            total += (f["reps"] + 1) * (WORD_CYCLES[memory] * f["count"] * entry_words.get(f["buf"], 1) + ISSUE_CYCLES)
         elif s.op == "CONV":
             total += (f["out_groups"] * f["out_h"] * max(f["out_w"], 1) * f["in_cb"] * f["kernel"] ** 2
                       + f["out_groups"] * f["out_h"] * 64)     # a row's pipeline fill and drain

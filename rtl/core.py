@@ -27,6 +27,10 @@ clear, then the core fetches the next one:
   banks the op does not touch (what the op reads may still be arriving);
 * ``STAMP``, ``SYNC`` and ``END`` wait for both to finish.
 
+A ``LOAD``/``STORE`` with ``reps`` runs again for each further block from the same fetch
+register, its addresses stepped (``ext_step``, ``buf_step``) once the previous block is done:
+a tensor's channel blocks cost one instruction fetch, not one a block.
+
 Instruction fetch shares the read channel with the DMA, so it waits for the DMA too.
 Descriptors are fetched straight into the register the unit runs from — one for the engine
 (``CONV``/``VEC``), one for the rest (the DMA is idle during a fetch) — so there is no
@@ -195,9 +199,12 @@ class Core(wiring.Component):
                     with m.Case(Opcode.LOAD, Opcode.STORE):
                         with m.If(Mux(act_dma, dma_ok, ~dma.busy)):
                             m.d.comb += dma.start.eq(1)
-                            m.d.sync += [pc.eq(pc + words),
-                                         dma_banks.eq(Mux(act_dma, di.arg.dma.banks, 0))]
-                            m.next = "FETCH"
+                            m.d.sync += dma_banks.eq(Mux(act_dma, di.arg.dma.banks, 0))
+                            with m.If(di.arg.dma.reps == 0):
+                                m.d.sync += pc.eq(pc + words)
+                                m.next = "FETCH"
+                            with m.Else():
+                                m.next = "REPEAT"
                     with m.Case(Opcode.CONV):
                         with m.If(op_ok):
                             m.d.comb += engine.start.eq(1)
@@ -221,6 +228,12 @@ class Core(wiring.Component):
                         with m.If(idle):
                             m.d.sync += [pc.eq(pc + words), self.busy.eq(0), self.done.eq(1)]
                             m.next = "IDLE"
+            with m.State("REPEAT"):          # the transfer's next block once this one is done
+                dd = di.arg.dma
+                with m.If(~dma.busy):            # (busy rose the cycle after the start)
+                    m.d.sync += [dd.ext_addr.eq(dd.ext_addr + dd.ext_step), dd.buf_addr.eq(dd.buf_addr + dd.buf_step),
+                                 dd.reps.eq(dd.reps - 1)]
+                    m.next = "DECODE"
             with m.State("STAMP_CMD"):       # the STAMP's address is in the DMA's fetch register
                 m.d.comb += [stamping.eq(1), wc.valid.eq(1), wc.payload.addr.eq(di.arg.dma.ext_addr),
                              wc.payload.len.eq(1)]

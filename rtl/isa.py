@@ -25,8 +25,9 @@ __all__ = ["ACT_BANKS", "ConvDesc", "DmaDesc", "VecDesc", "VecKind", "Instructio
 #: Revision of what a core reads from memory (instructions, weight layout); part of the
 #: config hash (the ID register), so a program for another revision is refused like one for
 #: another config.  2: weight entries of at most half a bus word share words.  3: the
-#: parameter buffer holds a row's parameters an entry (:func:`param_entries`).
-ISA_REVISION = 3
+#: parameter buffer holds a row's parameters an entry (:func:`param_entries`).  4: a DMA
+#: descriptor repeats over blocks (``DmaDesc.reps``).
+ISA_REVISION = 4
 
 ADDR_BITS = 20
 DIM_BITS = 10
@@ -140,6 +141,12 @@ class DmaDesc(data.Struct):
     # a store packs each byte's low nibble, a load widens them (signed: sign-extended)
     nib: unsigned(1)
     nib_signed: unsigned(1)
+    # a LOAD/STORE runs ``reps`` more times, each ``ext_step`` bus words further in memory and
+    # ``buf_step`` entries further in the buffer (a tensor's channel blocks: one instruction
+    # fetched, not one a block); ``banks`` covers every block
+    reps: unsigned(8)
+    ext_step: unsigned(24)
+    buf_step: unsigned(ADDR_BITS)
 
 
 class VecKind(enum.Enum, shape=2):

@@ -117,6 +117,10 @@ def test_the_instruction_check_names_what_the_core_cannot_run(prog):
     bits = Instruction.const({"op": Opcode.LOAD, "arg": {"dma": {**load.fields, "buf": fix, "wbits": 3}}})
     with pytest.raises(ProgramError, match=f"instruction {load.index} \\(LOAD\\).*packed at 3 bits.*unpacks 2, 4"):
         check_program(_resealed(prog, _set_instr(prog, load.index, bits.as_bits())), CFG)
+    rep = next(s for s in steps if s.op in ("LOAD", "STORE") and s.fields["reps"])     # a tensor's blocks
+    bits = Instruction.const({"op": Opcode[rep.op], "arg": {"dma": {**rep.fields, "reps": 255}}})
+    with pytest.raises(ProgramError, match=f"instruction {rep.index} \\({rep.op}\\).*\\(block 256 of 256\\)"):
+        check_program(_resealed(prog, _set_instr(prog, rep.index, bits.as_bits())), CFG)
     conv = next(s for s in steps if s.op == "CONV")
     bits = Instruction.const({"op": Opcode.CONV, "arg": {"conv": {**conv.fields, "in_base": CFG.act_depth}}})
     with pytest.raises(ProgramError, match=f"instruction {conv.index} \\(CONV\\).*in_base"):
