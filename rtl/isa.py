@@ -125,7 +125,7 @@ class DmaDesc(data.Struct):
     count: unsigned(ADDR_BITS)        # entries
     banks: unsigned(ACT_BANKS)        # activation-buffer banks the transfer touches (ACT only)
     wbits: unsigned(4)                # weight loads into a fix lane group: the codes' packed
-                                      # width in memory (2 .. lane bits - 1; 0: the lane's width)
+                                      # width in memory (dma.packed_widths: 2, 4; 0: the lane's width)
     # activation transfers across pixel lanes (row_w = 0: entries consecutive in lane 0).
     # Memory holds rows of row_w entries; a row's entry x lives in lane p at buffer entry
     # buf_addr + r·pitch + (x - p·step).  A load writes it into every lane p of ``lanes``
