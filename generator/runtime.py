@@ -199,8 +199,7 @@ class Device:
             if io.layer_major:
                 cyc = round(cyc / B)
             m = macs.get(name, 0) // B
-            label = f"{name} (run by {io.fused[name]})" if name in io.fused else name
-            rows.append({"layer": label, "cycles": cyc, "macs": m,
+            rows.append({"layer": name, **({"run_by": io.fused[name]} if name in io.fused else {}), "cycles": cyc, "macs": m,
                          "mac_utilization": m / (cyc * self.cfg.peak_macs_per_cycle) if cyc else 0.0,
                          "bytes_moved": io.moved_words[k] * self.program.bus_width // 8})
         return rows
@@ -212,6 +211,7 @@ class Device:
             return "(no per-layer report: run a compiled network first)"
         out = ["| layer | MACs | cycles | MAC utilization | bytes moved |", "|---|---|---|---|---|"]
         for r in rows:
-            out.append(f"| {r['layer']} | {r['macs']:,} | {r['cycles']:,} | {r['mac_utilization']:.1%} | "
+            name = f"{r['layer']} (run by {r['run_by']})" if r.get("run_by") else r["layer"]
+            out.append(f"| {name} | {r['macs']:,} | {r['cycles']:,} | {r['mac_utilization']:.1%} | "
                        f"{r['bytes_moved']:,} |")
         return "\n".join(out)

@@ -160,7 +160,7 @@ class ArrayMiter(wiring.Component):
         for p, rows in enumerate(arr.lanes):
             for k, lanes in enumerate(rows):
                 exact = _exact_accumulator(m, _lane_terms(lanes), flags[0], flags[1], arr.latency, arr._acc_bits,
-                                           f"p{p}_r{k}")
+                                           f"p{p}_r{k}", reset_less=True)      # (the array's data registers)
                 oks.append(arr.o.payload[p][k] == exact[:arr._acc_bits].as_signed())
         m.d.comb += self.ok.eq(Cat(*oks).all())
         return m
@@ -177,15 +177,17 @@ def _lane_terms(lanes) -> list:
     return [lane.p for lane in lanes] + [lane.neg for lane in lanes if getattr(lane, "folded", False)]
 
 
-def _exact_accumulator(m: Module, terms, valid, first, latency: int, acc_bits: int, name: str) -> Signal:
+def _exact_accumulator(m: Module, terms, valid, first, latency: int, acc_bits: int, name: str,
+                       reset_less: bool = False) -> Signal:
     """The reference accumulator: Σ ``terms`` of a beat, delayed to reach it when the unit's
     own sum reaches its accumulator (``valid``/``first`` already delayed ``latency - 1``),
-    added exactly at 8 bits more than the sum or ``acc_bits`` can need."""
+    added exactly at 8 bits more than the sum or ``acc_bits`` can need.  ``reset_less``: as
+    the unit's accumulator (a reset, a free input of the proof, clears neither)."""
     wide = max(acc_bits, max(len(t) for t in terms) + len(terms).bit_length()) + 8
     beat = Signal(signed(wide), name=f"{name}_beat")
     m.d.comb += beat.eq(_exact_sum(m, terms, wide))
-    beat = delay(m, beat, latency - 1, f"{name}_beat").as_signed()
-    exact = Signal(signed(wide), name=f"{name}_exact")
+    beat = delay(m, beat, latency - 1, f"{name}_beat", reset_less=reset_less).as_signed()
+    exact = Signal(signed(wide), name=f"{name}_exact", reset_less=reset_less)
     with m.If(valid):
         m.d.sync += exact.eq(Mux(first, 0, exact) + beat)
     return exact
