@@ -54,9 +54,6 @@ from .vector import VectorUnit
 
 __all__ = ["ConvEngine", "buffer_ports"]
 
-#: bits of a lane group's weight buffer behind one copy of its addresses (pipelined cores)
-WEIGHT_SLICE_BITS = 72
-
 
 def _wr_sig(addr_bits, width, en_bits=1):
     return wiring.Signature({"addr": Out(addr_bits), "data": Out(width), "en": Out(en_bits)})
@@ -166,36 +163,20 @@ class ConvEngine(wiring.Component):
         for name in ("act_w", "par_w", *(f"wgt_w_{g.scheme}" for g in cfg.lane_groups)):
             port = getattr(self, name)
             fields = {k: mb.shape for k, mb in port.signature.members.items()}
-            if not S or name.startswith("wgt_w_"):         # (weights: registered by slice, below)
+            if not S:
                 host_w[name] = port
                 continue
             reg = data.StructLayout(fields)(Cat(stage(m, getattr(port, k), True, f"{name}_q_{k}",
                                                       reset_less=k == "data") for k in fields))
             host_w[name] = reg
-        # a lane group's weights in slices of ``WEIGHT_SLICE_BITS`` (pipelined), each a memory
-        # of its own with its own copy of the read and write addresses (``REPLICA``): one
-        # address register drove every block RAM of a group (86 for 24 pot4 rows of 8 columns
-        # at depth 2048), the 528-MAC ULX3S core's worst path (w_tap → wgt_pot4, 20.6 ns of
-        # routing).  72 bits is a whole number of ECP5 block RAMs at each of their widths (9, 18, 36)
-        wslices = {}                    # group -> its slices' read ports, lowest bits first
-        wreads = []                     # (read port, its address register's name)
+        wmems = {}
         for f, n in self._groups:
+            mem = Memory(shape=unsigned(n * C * f.bits), depth=cfg.weight_depth, init=[])
+            m.submodules[f"wgt_{f.name}"] = mem
+            wr = mem.write_port()
             hw = host_w[f"wgt_w_{f.name}"]
-            width = n * C * f.bits
-            per = WEIGHT_SLICE_BITS if S else width
-            wslices[f.name] = []
-            for lo in range(0, width, per):
-                bits = min(per, width - lo)
-                mem = Memory(shape=unsigned(bits), depth=cfg.weight_depth, init=[])
-                m.submodules[f"wgt_{f.name}" + (f"_{lo}" if per < width else "")] = mem
-                wr = mem.write_port()
-                tag = f"wgt_w_{f.name}_{lo}"
-                m.d.comb += [wr.addr.eq(stage(m, hw.addr, S, f"{tag}_addr_{REPLICA}")),
-                             wr.data.eq(stage(m, hw.data[lo:lo + bits], S, f"{tag}_data", reset_less=True)),
-                             wr.en.eq(stage(m, hw.en, S, f"{tag}_en_{REPLICA}"))]
-                rd = mem.read_port()
-                wslices[f.name].append(rd)
-                wreads.append((rd, f"wgt_r_{f.name}_{lo}"))
+            m.d.comb += [wr.addr.eq(hw.addr), wr.data.eq(hw.data), wr.en.eq(hw.en)]
+            wmems[f.name] = mem.read_port()
         # the parameters, a row an entry (output group g's row r at g·slots + r: the
         # requantizer reads the row it emits, so the buffer is one row wide, not R), and
         # beside them each group's mask of enabled rows (the group's last slot, also written
@@ -303,8 +284,9 @@ class ConvEngine(wiring.Component):
             m.d.sync += w_tap.eq(w_tap + 1)
         # the weights are read a cycle after the activations: both reach the array together,
         # the activations through one more register (below)
-        for rd, tag in wreads:                       # (a copy of the address a slice: above)
-            m.d.comb += rd.addr.eq(stage(m, w_tap, S, f"{tag}_addr_{REPLICA}"))
+        w_tap_d = delay(m, w_tap, S, "w_tap")
+        for rd in wmems.values():
+            m.d.comb += rd.addr.eq(w_tap_d)
 
         # the buffers answer a cycle later into registers (READ_LATENCY); the activations,
         # masked where a tap is padding, go through one more register that drives the whole
@@ -321,8 +303,7 @@ class ConvEngine(wiring.Component):
                 m.d.comb += a_in[p][c].eq(Mux(in2[p], ext, 0))
         m.d.comb += pa.a.eq(stage(m, a_in, S, "a_in_q", reset_less=True))
         for f, _ in self._groups:
-            m.d.comb += pa.w[f.name].eq(stage(m, Cat(rd.data for rd in wslices[f.name]), S, f"wgt_q_{f.name}",
-                                              reset_less=True))
+            m.d.comb += pa.w[f.name].eq(stage(m, wmems[f.name].data, S, f"wgt_q_{f.name}", reset_less=True))
         m.d.comb += [array.i.valid.eq(v3), pa.first.eq(f3), pa.last.eq(l3)]
 
         # the queue never overflows: the sequencer stalls with Q dot products in flight
