@@ -146,16 +146,11 @@ class Dma(wiring.Component):
             for n, (code, port) in list(writers.items()):
                 fields = {k: mb.shape for k, mb in port.signature.members.items()}
                 shadow = Signal(data.StructLayout(fields), name=f"{n}_next")
-                # (the entry's data in registers of their own, off the reset: arith.stage; each
-                # port's address in a first register of its own, ``REPLICA``: every port's is
-                # the same value, and yosys had merged them into one register driving the
-                # address of every buffer across the chip — the 400-MAC build's worst path)
+                # (the entry's data in registers of their own, off the reset: arith.stage)
                 for k in fields:
                     v = getattr(shadow, k)
                     for s in range(OUT_STAGES - 1):
-                        tag = f"{n}_mid_{k}" if s == 0 else f"{n}_mid{s}_{k}"
-                        v = stage(m, v, True, f"{tag}_{REPLICA}" if k == "addr" and s == 0 else tag,
-                                  reset_less=k == "data")
+                        v = stage(m, v, True, f"{n}_mid_{k}" if s == 0 else f"{n}_mid{s}_{k}", reset_less=k == "data")
                     if k == "data":
                         v = stage(m, v, True, f"{n}_out_data", reset_less=True)
                         m.d.comb += port.data.eq(v)
