@@ -17,6 +17,7 @@ import socket
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rmsmp.generator.runtime import Device, ProgramMismatchError, changed_runs
@@ -114,7 +115,8 @@ class SimDevice(Device):
     """``load(program)``, ``run(x)``, ``stats`` on the Verilator model of ``cfg``: the core on
     an ideal burst memory (one word per cycle each way), or with ``board`` naming a board
     with an SDRAM, on that board's SDRAM controller and a model of its chip (the cycles
-    then include the SDRAM's bandwidth, row changes and refreshes at the board clock)."""
+    then include the SDRAM's bandwidth, row changes and refreshes at the config's clock,
+    ``cfg.clock_hz``, as a board build derives them)."""
 
     def __init__(self, cfg, *, build_root=None, board: str | None = None):
         super().__init__(cfg)
@@ -122,8 +124,8 @@ class SimDevice(Device):
         if board is not None:
             from rmsmp.generator.catalog import board as board_spec
             spec = board_spec(board)
-            if spec.memory() == "sdram":
-                sdram = (spec.sdram, spec.sdram_timing())
+            if spec.memory() == "sdram":               # (the timings at the design's clock: boards/design.py)
+                sdram = (spec.sdram, replace(spec, clock_hz=cfg.clock_hz).sdram_timing())
         self.mem_words = sdram[0].words if sdram else MEM_WORDS
         self.memory = "sdram" if sdram else "ideal"
         key = (cfg, board)
