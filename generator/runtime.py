@@ -199,7 +199,8 @@ class Device:
             if io.layer_major:
                 cyc = round(cyc / B)
             m = macs.get(name, 0) // B
-            rows.append({"layer": name, **({"run_by": io.fused[name]} if name in io.fused else {}), "cycles": cyc, "macs": m,
+            fused = {"run_by": io.fused[name]} if name in io.fused else {}
+            rows.append({"layer": name, **fused, "cycles": cyc, "macs": m,
                          "mac_utilization": m / (cyc * self.cfg.peak_macs_per_cycle) if cyc else 0.0,
                          "bytes_moved": io.moved_words[k] * self.program.bus_width // 8})
         return rows

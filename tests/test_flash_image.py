@@ -210,10 +210,11 @@ def test_a_build_with_a_program_writes_the_flash_image_and_names_its_offset(tmp_
         designs.append((d.flash, d.memory))
         (out / "rmsmp_top.bit").write_bytes(b"\x5a" * 5000)
         (out / "rmsmp_top.report.json").write_text(json.dumps({
-            "fmax": {"clocking.pll_clk": {"achieved": 30.0, "constraint": 12.5}}, "critical_paths": []}))
+            "fmax": {"clocking.pll_clk": {"achieved": 1.2 * clock, "constraint": clock}}, "critical_paths": []}))
         return 0, ""
     monkeypatch.setattr(build, "run_build", fake_run)
     spec = board("ulx3s-85f")
+    clock = spec.clock_hz / 1e6                                   # (the fake build meets it)
     p = Program(**{**prog.__dict__})
     p.config = {**prog.config, "clock_hz": spec.clock_hz}
     cfg = AcceleratorConfig.from_dict(p.config)
