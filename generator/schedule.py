@@ -294,20 +294,16 @@ def batch_parts_cost(low: LoweredLayer, shape: BandShape, out_h: int, *, act_dep
 
 
 def pipeline(bands: list, pipelined: bool) -> list:
-    """The ops of bands, each ``(loads, computes, stores)``, in issue order: pipelined bands
-    alternate banks, so band i+1 loads and band i−1 stores while band i computes."""
-    ops = []
+    """The ops of bands, each ``(loads, computes, stores[, after])``, in issue order:
+    pipelined bands alternate banks, so band i+1 loads and band i−1 stores while band i
+    computes; ``after`` (engine ops that wait for the computes) issue behind those
+    transfers, since the core issues in order and they would hold the transfers back."""
+    bands = [(*b, []) if len(b) == 3 else b for b in bands]
     if not pipelined or len(bands) == 1:
-        for ld, cp, st in bands:
-            ops += ld + cp + st
-        return ops
-    ops += bands[0][0]
-    for i, (_, cp, _) in enumerate(bands):
-        ops += cp
-        if i:
-            ops += bands[i - 1][2]
-        if i + 1 < len(bands):
-            ops += bands[i + 1][0]
+        return [op for ld, cp, st, af in bands for op in ld + cp + af + st]
+    ops = list(bands[0][0])
+    for i, (_, cp, _, af) in enumerate(bands):
+        ops += cp + (bands[i - 1][2] if i else []) + (bands[i + 1][0] if i + 1 < len(bands) else []) + af
     return ops + bands[-1][2]
 
 
@@ -500,15 +496,8 @@ class _LayerScheduler:
                 adds.append(Vec(replace(add_low, desc=desc, macs=0, beats=add_low.beats if first_add else 0)))
                 first_add = False
             stores = self.rows_io(Store, l.name, oy0, oy1, a_out, OH, OW, g.out_cols, out_map)
-            parts.append((loads, compute, stores, adds))
-        if not pipelined or len(parts) == 1:
-            return [op for ld, cp, st, ad in parts for op in ld + cp + ad + st]
-        # the neighbours' transfers issue before the band's add: the core issues in order and the
-        # add waits for the conv, so transfers behind it would not overlap the conv
-        ops = list(parts[0][0])
-        for i, (_, cp, _, ad) in enumerate(parts):
-            ops += cp + (parts[i - 1][2] if i else []) + (parts[i + 1][0] if i + 1 < len(parts) else []) + ad
-        return ops + parts[-1][2]
+            parts.append((loads, compute, stores, adds))    # (the add after the neighbours' transfers)
+        return pipeline(parts, pipelined)
 
     def geometry(self, x, in_shape, out_shape) -> tuple:
         """(:class:`BandShape`, :class:`LaneGeometry`, input and output :class:`RowMap` — ``None``

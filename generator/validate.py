@@ -202,9 +202,9 @@ def _check_io(program, steps, cfg) -> None:
     entry = max(words_per_entry(bits, bus) for bits in _entry_bits(cfg).values())
 
     def touched(op, addr, n):            # some transfer overlaps words addr .. addr + n - 1
-        return any(s.op == op and s.fields["count"] and s.fields["ext_addr"] + r * s.fields["ext_step"] < addr + n
-                   and addr < s.fields["ext_addr"] + r * s.fields["ext_step"] + s.fields["count"] * entry
-                   for s in steps if s.op == op for r in range(s.fields["reps"] + 1))
+        return any(f["count"] and f["ext_addr"] + r * f["ext_step"] < addr + n
+                   and addr < f["ext_addr"] + r * f["ext_step"] + f["count"] * entry
+                   for s in steps if s.op == op for f in (s.fields,) for r in range(f["reps"] + 1))
 
     for slot in io.inputs:
         if slot.addr is not None and not touched("LOAD", slot.addr, 1):
