@@ -43,7 +43,8 @@ class BoardDesign(Elaboratable):
         # with the flash boot unit where asked (default: the board's)
         self.flash = flash = spec.flash_boot() if spec.boots_from_flash(flash_boot) else None
         if self.memory == "sdram":
-            self.top = BoardTop(cfg, divisor=spec.divisor(), sdram=(spec.sdram, spec.sdram_timing()), flash=flash)
+            self.top = BoardTop(cfg, divisor=spec.divisor(), sdram=(spec.sdram, spec.sdram_timing()), flash=flash,
+                                sdram_clock=spec.sdram_ratio() > 1)
         else:
             self.top = BoardTop(cfg, mem_words=self.mem_words, divisor=spec.divisor(), init=init,
                                 single_port=self.memory == "spram", flash=flash)
@@ -66,18 +67,23 @@ class BoardDesign(Elaboratable):
         return memory, mem_words
 
     def pll(self):
-        return self.pll_for(self.spec)
+        return self.pll_for(self.spec, self.memory)
 
     @staticmethod
-    def pll_for(spec: BoardSpec):
-        """The PLL from ``spec``'s oscillator to its target clock (:class:`PllError` if none)."""
+    def pll_for(spec: BoardSpec, memory: str | None = None):
+        """The PLL from ``spec``'s oscillator to its target clock (:class:`PllError` if none);
+        with the SDRAM backend (``memory``, default: the board's) on a clock of its own
+        (:meth:`~rmsmp.generator.catalog.BoardSpec.sdram_ratio`), also the controller's clock."""
+        ratio = spec.sdram_ratio() if spec.memory(memory) == "sdram" else 1
+        if ratio > 1:
+            return ecp5_pll(spec.clk_in_hz, spec.clock_hz, ratio)
         return (ecp5_pll if spec.family == "ecp5" else ice40_pll)(spec.clk_in_hz, spec.clock_hz)
 
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = ClockDomain("sync")
         pin = platform.request(platform.default_clk, dir="-")
-        if self.spec.clock_hz == self.spec.clk_in_hz:
+        if self.spec.clock_hz == self.spec.clk_in_hz and not self.top._own_clock:
             # the board's oscillator is the core clock: no PLL; reset for 15 cycles after configuration
             m.submodules.clk_in = buf = io.Buffer("i", pin)
             m.domains.por = ClockDomain("por", reset_less=True)
@@ -94,7 +100,9 @@ class BoardDesign(Elaboratable):
             m.submodules.clk_in = buf = io.Buffer("i", pin)
             clk_in = buf.i
         # nextpnr derives the core clock's constraint from the PLL's dividers
-        m.submodules.clocking = PllDomain(pll, clk_in)
+        m.submodules.clocking = clocking = PllDomain(pll, clk_in)
+        if self.top._own_clock:                      # the SDRAM controller's clock: the PLL's second output
+            m.d.comb += [self.top.mem_clk.eq(clocking.clk2), self.top.mem_rst.eq(clocking.rst2)]
         return self._board_io(m, platform)
 
     def _board_io(self, m, platform):
@@ -106,7 +114,8 @@ class BoardDesign(Elaboratable):
         m.submodules.led1 = led1 = io.Buffer("o", platform.request("led", 1, dir="-"))
         m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx), led0.o.eq(top.led_busy), led1.o.eq(top.led_done)]
         if self.memory == "sdram":
-            self._sdram_pins(m, platform.request("sdram", 0, dir="-"), top.sdram)
+            self._sdram_pins(m, platform.request("sdram", 0, dir="-"), top.sdram,
+                             "mem" if top._own_clock else "sync")
         if self.flash:
             self._flash_pins(m, platform, top.flash)
         return m
@@ -130,12 +139,13 @@ class BoardDesign(Elaboratable):
         m.d.comb += pins.cipo.eq(cipo.i)
 
     @staticmethod
-    def _sdram_pins(m, res, pins):
+    def _sdram_pins(m, res, pins, domain="sync"):
         """The SDRAM chip on the board top's ``sdram`` pins.  Its clock is the design clock
         inverted (a DDR output: low in the first half of a cycle, high in the second), so
         commands and write data registered at a rising edge are taken by the chip half a cycle
-        later; read data goes through the board top's input register."""
-        m.submodules.sdram_clk = clk = io.DDRBuffer("o", res.clk)
+        later; read data goes through the board top's input register.  ``domain``: the
+        controller's clock domain (``mem`` when it has its own clock)."""
+        m.submodules.sdram_clk = clk = io.DDRBuffer("o", res.clk, o_domain=domain)
         m.d.comb += [clk.o[0].eq(0), clk.o[1].eq(1)]
         # the platform's cs/we/ras/cas are active-low pins (PinsN): the buffers invert
         outs = {"clk_en": pins.cke, "cs": ~pins.cs_n, "we": ~pins.we_n, "ras": ~pins.ras_n, "cas": ~pins.cas_n,

@@ -4,7 +4,8 @@
 Trellis' ``ecppll`` and IceStorm's ``icepll`` do (smallest frequency error within the
 device's PFD/VCO limits; tests compare both against the YoWASP tools).  ``PllDomain`` puts
 the instance in a design and drives the ``sync`` domain from it, held in reset until the
-PLL reports lock.
+PLL reports lock.  An ECP5 PLL may also make a whole multiple of that clock on its secondary
+output (``ratio``): the SDRAM controller's ``mem`` domain.
 """
 from __future__ import annotations
 
@@ -21,11 +22,17 @@ class PllError(ValueError):
 
 @dataclass(frozen=True)
 class Ecp5Pll:
-    """EHXPLLL dividers: fout = fin / clki_div * clkfb_div, VCO = fout * clkop_div."""
+    """EHXPLLL dividers: fout = fin / clki_div * clkfb_div, VCO = fout * clkop_div; with
+    ``clkos_div`` the secondary output CLKOS at VCO / clkos_div (0: unused)."""
     fin_hz: float
     clki_div: int
     clkfb_div: int
     clkop_div: int
+    clkos_div: int = 0
+
+    @property
+    def fout2_hz(self) -> float:
+        return self.fvco_hz / self.clkos_div if self.clkos_div else 0.0
 
     @property
     def fout_hz(self) -> float:
@@ -40,8 +47,9 @@ class Ecp5Pll:
         return self.clkop_div // 2 - 1
 
 
-def ecp5_pll(fin_hz: float, fout_hz: float) -> Ecp5Pll:
-    """ECP5 PLL for ``fout_hz`` from ``fin_hz`` (PFD 3.125–400 MHz, VCO 400–800 MHz)."""
+def ecp5_pll(fin_hz: float, fout_hz: float, ratio: int = 1) -> Ecp5Pll:
+    """ECP5 PLL for ``fout_hz`` from ``fin_hz`` (PFD 3.125–400 MHz, VCO 400–800 MHz); with
+    ``ratio`` > 1 also ``ratio`` × its output on CLKOS (the VCO a multiple of both)."""
     if not 8e6 <= fin_hz <= 400e6 or not 10e6 <= fout_hz <= 400e6:
         raise PllError(f"ECP5 PLL: input {fin_hz / 1e6:g} MHz must be in 8..400, output "
                        f"{fout_hz / 1e6:g} MHz in 10..400")
@@ -52,15 +60,16 @@ def ecp5_pll(fin_hz: float, fout_hz: float) -> Ecp5Pll:
             continue
         for fb in range(1, 81):
             fout = fpfd * fb
-            for op in range(1, 129):
+            for op in range(ratio, 129, ratio):
                 fvco = fout * op
                 if not 400e6 <= fvco <= 800e6:
                     continue
                 key = (abs(fout - fout_hz), abs(fvco - 600e6))
                 if best_key is None or key < best_key:
-                    best, best_key = Ecp5Pll(fin_hz, ci, fb, op), key
+                    best, best_key = Ecp5Pll(fin_hz, ci, fb, op, op // ratio if ratio > 1 else 0), key
     if best is None:
-        raise PllError(f"ECP5 PLL: no divider setting gives {fout_hz / 1e6:g} MHz from {fin_hz / 1e6:g} MHz")
+        raise PllError(f"ECP5 PLL: no divider setting gives {fout_hz / 1e6:g} MHz"
+                       + (f" and {ratio}× it" if ratio > 1 else "") + f" from {fin_hz / 1e6:g} MHz")
     return best
 
 
@@ -119,13 +128,17 @@ def ice40_pll(fin_hz: float, fout_hz: float) -> Ice40Pll:
 class PllDomain(Elaboratable):
     """Drives the ``sync`` domain (defined by the design's top) at ``pll.fout_hz`` from the
     board clock ``clk_in`` (a signal on ECP5; the clock pin's I/O port on iCE40, whose PLL
-    takes the pad directly); reset is held until the PLL locks (and while ``rst_in`` is high)."""
+    takes the pad directly); reset is held until the PLL locks (and while ``rst_in`` is high).
+    An ECP5 PLL with a secondary output also gives that clock, ``clk2`` at ``pll.fout2_hz``,
+    and a reset for it, ``rst2``, released likewise in its own clock."""
 
     def __init__(self, pll, clk_in, rst_in=None):
         self.pll = pll
         self.clk_in = clk_in
         self.rst_in = rst_in
         self.clk = Signal()          # the PLL output (for the clock constraint)
+        self.clk2 = Signal()         # the secondary output (ECP5, ``clkos_div``)
+        self.rst2 = Signal(init=1)   # its reset
         self.locked = Signal()
 
     def elaborate(self, platform):
@@ -142,6 +155,9 @@ class PllDomain(Elaboratable):
                 p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
                 p_CLKI_DIV=p.clki_div, p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p.clkop_div,
                 p_CLKOP_CPHASE=p.cphase, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=p.clkfb_div,
+                **({"a_FREQUENCY_PIN_CLKOS": f"{p.fout2_hz / 1e6:g}", "p_CLKOS_ENABLE": "ENABLED",
+                    "p_CLKOS_DIV": p.clkos_div, "p_CLKOS_CPHASE": p.cphase, "p_CLKOS_FPHASE": 0,
+                    "o_CLKOS": self.clk2, "i_ENCLKOS": 0} if p.clkos_div else {}),
                 i_RST=0, i_STDBY=0, i_CLKI=self.clk_in, o_CLKOP=clk, i_CLKFB=clk,
                 i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
                 i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
@@ -164,4 +180,13 @@ class PllDomain(Elaboratable):
         with m.Else():
             m.d.pll_raw += hold.eq(hold >> 1)
         m.d.comb += [ClockSignal("sync").eq(clk), ResetSignal("sync").eq(hold[0])]
+        if isinstance(p, Ecp5Pll) and p.clkos_div:
+            hold2 = Signal(2, init=0b11)
+            m.domains.pll_raw2 = raw2 = ClockDomain("pll_raw2", reset_less=True)
+            m.d.comb += raw2.clk.eq(self.clk2)
+            with m.If(busy):
+                m.d.pll_raw2 += hold2.eq(0b11)
+            with m.Else():
+                m.d.pll_raw2 += hold2.eq(hold2 >> 1)
+            m.d.comb += self.rst2.eq(hold2[0])
         return m

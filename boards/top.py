@@ -12,7 +12,10 @@ or an SDR SDRAM (:class:`rmsmp.rtl.sdram.SdramController`).  The SDRAM's clock i
 inverse of the design clock (the board drives its pin from a DDR output), so the chip
 takes commands and write data in the middle of the cycle they are on the pins, and its
 read data is captured by an input register here: the controller's read latency is then
-the CAS latency.
+the CAS latency.  With ``sdram_clock`` the controller, its pins and that input register run
+on a clock of their own, the ``mem`` domain (its clock and reset are the ports ``mem_clk``
+and ``mem_rst``: the board design drives them from its PLL, a testbench from its own
+clock), and the memory port crosses to it through :class:`~rmsmp.rtl.sdram.MemPortCrossing`.
 
 Boot from flash (``flash``: the program's offset and the SPI reader's timing): after reset
 :class:`~rmsmp.rtl.flash_boot.FlashBoot` feeds the program stored in the board's SPI flash
@@ -25,7 +28,7 @@ answers ``BUSY`` otherwise), so the port is switched by the core's ``busy`` flag
 """
 from __future__ import annotations
 
-from amaranth import Const, Module, Signal
+from amaranth import ClockDomain, ClockSignal, Const, DomainRenamer, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -36,7 +39,14 @@ from rmsmp.rtl.core import Core
 from rmsmp.rtl.csr import CsrBank
 from rmsmp.rtl.dma import mem_port_signature, mux_mem_ports
 from rmsmp.rtl.flash_boot import FlashBoot, spi_signature
-from rmsmp.rtl.sdram import PIN_NAMES, SdramController, SdramGeometry, SdramTiming, sdram_pins_signature
+from rmsmp.rtl.sdram import (
+    PIN_NAMES,
+    MemPortCrossing,
+    SdramController,
+    SdramGeometry,
+    SdramTiming,
+    sdram_pins_signature,
+)
 from rmsmp.rtl.uart import UartRx, UartTx
 
 __all__ = ["BoardTop"]
@@ -50,12 +60,13 @@ WRITE_FIFO_DEPTH = 3
 class BoardTop(wiring.Component):
     """``cfg``'s core and a UART host link at ``clk / divisor`` baud, with ``mem_words`` of
     on-chip memory (``init``: a baked-in image) or, given ``sdram=(geometry, timing)``, an
-    SDR SDRAM (``mem_words`` is then the chip's size); ``flash`` ({"offset", "half",
+    SDR SDRAM (``mem_words`` is then the chip's size; ``sdram_clock``: its controller on the
+    ``mem`` clock domain, ``sdram``'s timings in its cycles); ``flash`` ({"offset", "half",
     "wake_cycles"} of :class:`~rmsmp.rtl.flash_boot.FlashBoot`): boot from the SPI flash."""
 
     def __init__(self, cfg, *, mem_words: int | None = None, divisor: int, init=(), max_burst: int = MAX_BURST,
                  link_timeout: int = 1 << 20, sdram: tuple[SdramGeometry, SdramTiming] | None = None,
-                 single_port: bool = False, flash: dict | None = None):
+                 single_port: bool = False, flash: dict | None = None, sdram_clock: bool = False):
         if cfg.bus_width != 32:
             raise ValueError("the board memory backends are 32 bits wide")
         if sdram is not None and init:
@@ -63,7 +74,10 @@ class BoardTop(wiring.Component):
         if sdram is None and not mem_words:
             raise ValueError("give the on-chip memory size (mem_words) or an SDRAM")
         self._cfg = cfg
+        if sdram_clock and sdram is None:
+            raise ValueError("sdram_clock: the SDRAM controller's own clock needs an SDRAM")
         self._sdram = sdram
+        self._own_clock = sdram_clock
         self.mem_words = sdram[0].words if sdram else mem_words
         self._div = divisor
         self._init = list(init)
@@ -76,6 +90,8 @@ class BoardTop(wiring.Component):
             members["sdram"] = Out(sdram_pins_signature(sdram[0]))
         if flash:
             members["flash"] = Out(spi_signature())
+        if sdram_clock:
+            members |= {"mem_clk": In(1), "mem_rst": In(1)}
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -86,11 +102,16 @@ class BoardTop(wiring.Component):
         m.submodules.bridge = br = HostBridge(max_burst=self._burst, timeout=self._timeout)
         m.submodules.urx = urx = UartRx(self._div)
         m.submodules.utx = utx = UartTx(self._div)
+        mem_dom = "mem" if self._own_clock else "sync"
+        if self._own_clock:
+            m.domains.mem = ClockDomain("mem")
+            m.d.comb += [ClockSignal("mem").eq(self.mem_clk), ResetSignal("mem").eq(self.mem_rst)]
         if self._sdram:
-            m.submodules.mem = mem = SdramController(*self._sdram)
+            ctl = SdramController(*self._sdram)
+            m.submodules.mem = mem = DomainRenamer({"sync": "mem"})(ctl) if self._own_clock else ctl
             for name in PIN_NAMES:
                 if name == "dq_i":          # read data through an input register
-                    m.d.sync += mem.dq_i.eq(self.sdram.dq_i)
+                    m.d[mem_dom] += mem.dq_i.eq(self.sdram.dq_i)
                 else:
                     m.d.comb += getattr(self.sdram, name).eq(getattr(mem, name))
         else:
@@ -130,7 +151,12 @@ class BoardTop(wiring.Component):
         # and writes at once, so its write data goes straight: a load right after a store
         # could read a word still in the FIFO.)
         port = mem.port
-        if self._cfg.pipelined:
+        if self._own_clock:
+            # (the crossing's FIFOs register both sides, as the FIFOs below do on one clock)
+            m.submodules.crossing = cross = MemPortCrossing(32, mem_domain="mem")
+            wiring.connect(m, cross.down, mem.port)
+            port = cross.up
+        elif self._cfg.pipelined:
             port = mem_port_signature(32).create(path=("mem_port",))
             m.submodules.read_ahead = rq = SyncFIFOBuffered(width=32, depth=READ_FIFO_DEPTH)
             straight = ("rd_cmd", "wr_cmd") if self._sdram else ("rd_cmd", "wr_cmd", "wr_data")

@@ -59,6 +59,10 @@ class BoardSpec:
     top_luts: int = 4_000
     #: the board's SDR SDRAM (x16), if any: then the default memory backend
     sdram: SdramGeometry | None = None
+    #: the SDRAM controller's own clock, at most this (0: the core's clock): the whole multiple
+    #: of the core clock at or under it (:meth:`sdram_ratio`).  A 16-bit SDR bus moves a 32-bit
+    #: word in two of its cycles; at two core cycles or more a word it keeps up with the DMA
+    sdram_max_hz: int = 0
     #: 32-bit words of the device's single-port RAM (iCE40 UltraPlus SPRAM), if any: then
     #: the default backend where there is no SDRAM (no block RAM, no baked-in image)
     spram_words: int = 0
@@ -104,9 +108,21 @@ class BoardSpec:
         return {"sdram": lambda: self.sdram.words, "spram": lambda: self.spram_words,
                 "bram": lambda: self.mem_words}[self.memory(memory)]()
 
+    def sdram_ratio(self, clock_hz: float | None = None) -> int:
+        """SDRAM controller cycles per core cycle at core clock ``clock_hz`` (default: the
+        target): 1 (one clock) without ``sdram_max_hz``, else the largest whole number that
+        keeps the controller at or under it."""
+        clock = clock_hz or self.clock_hz
+        return max(1, int(self.sdram_max_hz // clock)) if self.sdram_max_hz else 1
+
+    def sdram_clock_hz(self, clock_hz: float | None = None) -> float:
+        """The SDRAM controller's clock for a core at ``clock_hz`` (default: the target)."""
+        clock = clock_hz or self.clock_hz
+        return clock * self.sdram_ratio(clock)
+
     def sdram_timing(self) -> SdramTiming:
-        """The SDRAM's timings in cycles of the target clock (datasheet nanoseconds)."""
-        return SdramTiming.at(self.clock_hz)
+        """The SDRAM's timings in cycles of its controller's clock (datasheet nanoseconds)."""
+        return SdramTiming.at(self.sdram_clock_hz())
 
     def core_budget(self, memory: str | None = None, flash_boot: bool | None = None) -> dict:
         """{"LUT", "DSP", "BRAM"} left for the core beside the board top: the bridge's burst
@@ -161,6 +177,9 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
               platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
               programmer="openFPGALoader", programmer_env="OPENFPGALOADER",
               sdram=SdramGeometry(row_bits=13, col_bits=9, bank_bits=2),      # AS4C16M16SA, 32 MB
+              # its controller on a clock of its own up to 100 MHz (the chip's CAS latency 2 limit):
+              # 80 MHz beside a 40 MHz core
+              sdram_max_hz=100_000_000,
               # 16 MB SPI flash (IS25LP128); the 85F's bitstream is under 3 MiB.  The board top's
               # 4,000-LUT allowance (an estimate with margin) is split: 160 for the flash boot
               # unit (as measured on the iCE40), the rest for the link and SDRAM control

@@ -19,14 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil
 
-from amaranth import Cat, Const, Module, Signal
+from amaranth import Cat, Const, Module, Signal, Value
 from amaranth.lib import wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import AsyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .dma import LEN_BITS, mem_port_signature
 
-__all__ = ["SdramGeometry", "SdramTiming", "SdramController", "Cmd", "PIN_NAMES", "sdram_pins_signature"]
+__all__ = ["SdramGeometry", "SdramTiming", "SdramController", "MemPortCrossing", "Cmd", "PIN_NAMES",
+           "sdram_pins_signature"]
 
 
 class Cmd:
@@ -271,4 +272,41 @@ class SdramController(wiring.Component):
                         m.next = "REFRESH"
                     with m.Else():
                         m.next = "OPEN"
+        return m
+
+
+class MemPortCrossing(wiring.Component):
+    """A memory port carried from the core's clock domain (``core_domain``) to a memory
+    controller on a clock of its own (``mem_domain``): an SDR SDRAM's 16-bit bus moves a
+    32-bit word in two of its cycles, so at twice the core's clock it keeps up with a DMA
+    that moves a word a core cycle.  ``up`` is the port the core side masters, ``down`` the
+    one the controller serves; each of the four streams passes through an
+    :class:`~amaranth.lib.fifo.AsyncFIFO` (Gray-coded pointers, two-register synchronizers).
+
+    Order: the controller serves one burst at a time and a write burst before a read that
+    waits beside it; a write command enters its FIFO before any command the core issues
+    after it, and both command FIFOs take the same number of ``mem_domain`` cycles to show
+    an entry, so a read issued after a write is served after it, as on one clock."""
+
+    #: entries of the command FIFOs and of the data FIFOs (powers of two: AsyncFIFO)
+    CMD_DEPTH = 4
+    DATA_DEPTH = 16
+
+    def __init__(self, bus_width: int = 32, *, core_domain: str = "sync", mem_domain: str = "mem"):
+        self._bus, self._cd, self._md = bus_width, core_domain, mem_domain
+        sig = mem_port_signature(bus_width)
+        super().__init__({"up": Out(sig.flip()), "down": Out(sig)})
+
+    def elaborate(self, platform):
+        m = Module()
+        up, down = self.up, self.down
+        for name in ("rd_cmd", "wr_cmd", "wr_data", "rd_data"):
+            src, dst = (getattr(down, name), getattr(up, name)) if name == "rd_data" else \
+                (getattr(up, name), getattr(down, name))
+            wd, rd = (self._md, self._cd) if name == "rd_data" else (self._cd, self._md)
+            depth = self.DATA_DEPTH if name.endswith("data") else self.CMD_DEPTH
+            m.submodules[name] = fifo = AsyncFIFO(width=len(Value.cast(src.payload)), depth=depth,
+                                                  w_domain=wd, r_domain=rd)
+            m.d.comb += [fifo.w_en.eq(src.valid), fifo.w_data.eq(src.payload), src.ready.eq(fifo.w_rdy),
+                         dst.valid.eq(fifo.r_rdy), dst.payload.eq(fifo.r_data), fifo.r_en.eq(dst.ready)]
         return m

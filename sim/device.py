@@ -37,7 +37,7 @@ _VERILOG_LOCK = threading.Lock()
 class _Server:
     """One running simulation of the model and the connection to its bench."""
 
-    def __init__(self, model: VerilatorBuild, config_hash: int):
+    def __init__(self, model: VerilatorBuild, config_hash: int, mem_ratio: int = 1):
         self.dir = Path(tempfile.mkdtemp(prefix="rmsmp-sim-"))
         self.load_file, self.dump_file, self.log = self.dir / "load.hex", self.dir / "dump.hex", self.dir / "sim.log"
         self.error: BaseException | None = None
@@ -49,7 +49,8 @@ class _Server:
 
         def simulate():
             try:
-                model.run("rmsmp.sim.benches.server", {"port": port, "dump_file": str(self.dump_file)},
+                model.run("rmsmp.sim.benches.server", {"port": port, "dump_file": str(self.dump_file),
+                                                       "mem_ratio": mem_ratio},
                           plusargs=[f"+LOADFILE={self.load_file}", f"+DUMPFILE={self.dump_file}"],
                           test_dir=self.dir, log_file=self.log)
             except BaseException as e:             # reported by the next request
@@ -120,18 +121,21 @@ class SimDevice(Device):
 
     def __init__(self, cfg, *, build_root=None, board: str | None = None):
         super().__init__(cfg)
-        sdram = None
+        sdram, self.mem_ratio = None, 1
         if board is not None:
             from rmsmp.generator.catalog import board as board_spec
             spec = board_spec(board)
-            if spec.memory() == "sdram":               # (the timings at the design's clock: boards/design.py)
-                sdram = (spec.sdram, replace(spec, clock_hz=cfg.clock_hz).sdram_timing())
+            if spec.memory() == "sdram":
+                # the timings at the design's clock, or at the SDRAM controller's own (a whole
+                # multiple of it), as a build derives them (boards/design.py)
+                spec = replace(spec, clock_hz=cfg.clock_hz)
+                sdram, self.mem_ratio = (spec.sdram, spec.sdram_timing()), spec.sdram_ratio()
         self.mem_words = sdram[0].words if sdram else MEM_WORDS
         self.memory = "sdram" if sdram else "ideal"
         key = (cfg, board)
         with _VERILOG_LOCK:                   # several devices of one config elaborate it once
             if key not in _VERILOG:
-                _VERILOG[key] = emit_verilog(SimTop(cfg, sdram=sdram), "rmsmp_sim")
+                _VERILOG[key] = emit_verilog(SimTop(cfg, sdram=sdram, sdram_clock=self.mem_ratio > 1), "rmsmp_sim")
         self._model = VerilatorBuild(None, "rmsmp_sim", build_root=build_root,
                                      extra_sources=[SDRAM_MODEL if sdram else MEM_MODEL], verilog=_VERILOG[key])
         self._server: _Server | None = None
@@ -180,7 +184,7 @@ class SimDevice(Device):
         if self._server is None:
             if self._model._runner is None:
                 self.build()
-            self._server, self._held = _Server(self._model, self.cfg.config_hash), None
+            self._server, self._held = _Server(self._model, self.cfg.config_hash, self.mem_ratio), None
         held, self._held = self._held, None    # unknown until the run has answered
         runs = changed_runs(held, image) if held is not None else [(0, len(image))]
         if runs:

@@ -2,19 +2,22 @@
 (``sim/hdl/rmsmp_burst_mem.v``: one word per cycle each way) or, with ``sdram``, the SDRAM
 controller of the board top and a Verilog SDRAM chip (``sim/hdl/rmsmp_sdram_chip.v``),
 wired as on the ULX3S (chip clocked on the falling edge, read data through an input
-register).  Ports: the CSR bus, ``done`` (an interrupt line), ``load`` (read words into
-the memory from its load file) and ``dump`` (write words ``dump_lo..dump_hi`` out)."""
+register); with ``sdram_clock`` the controller and the chip on their own clock, the ``mem``
+domain (ports ``mem_clk``/``mem_rst``: the bench clocks it at a whole multiple of ``clk``),
+behind :class:`~rmsmp.rtl.sdram.MemPortCrossing` as on the ULX3S board.  Ports: the CSR
+bus, ``done`` (an interrupt line), ``load`` (read words into the memory from its load file)
+and ``dump`` (write words ``dump_lo..dump_hi`` out)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth import ClockSignal, Instance, Module, ResetSignal, Signal
+from amaranth import Cat, ClockDomain, ClockSignal, DomainRenamer, Instance, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from rmsmp.rtl.core import Core
 from rmsmp.rtl.csr import CsrBank, csr_signature
-from rmsmp.rtl.sdram import SdramController
+from rmsmp.rtl.sdram import MemPortCrossing, SdramController
 
 __all__ = ["SimTop", "FlashBoardTop", "MEM_MODEL", "SDRAM_MODEL", "FLASH_MODEL", "MEM_WORDS"]
 
@@ -25,29 +28,45 @@ MEM_WORDS = 1 << 23          # 32 MiB at 32 bits, the ULX3S SDRAM's size: ResNet
 
 
 class SimTop(wiring.Component):
-    """``cfg``'s core on the burst memory, or on ``sdram=(geometry, timing)``."""
+    """``cfg``'s core on the burst memory, or on ``sdram=(geometry, timing)`` (``sdram_clock``:
+    on the ``mem`` clock, the timings in its cycles)."""
 
-    def __init__(self, cfg, *, sdram=None):
+    def __init__(self, cfg, *, sdram=None, sdram_clock: bool = False):
         if cfg.bus_width != 32:
             raise ValueError("the simulation memory model is 32 bits wide")
         self._cfg = cfg
         self._sdram = sdram
+        self._own_clock = bool(sdram) and sdram_clock
         self.mem_words = sdram[0].words if sdram else MEM_WORDS
         self.mem_model = SDRAM_MODEL if sdram else MEM_MODEL
         super().__init__({"csr": In(csr_signature()), "load": In(1), "dump": In(1), "dump_lo": In(32),
-                          "dump_hi": In(32), "done": Out(1)})
+                          "dump_hi": In(32), "done": Out(1),
+                          **({"mem_clk": In(1), "mem_rst": In(1)} if self._own_clock else {})})
 
     def _sdram_chip(self, m, port):
         g, t = self._sdram
-        m.submodules.ctl = ctl = SdramController(g, t)
+        dom = "mem" if self._own_clock else "sync"
+        load, dump = self.load, self.dump
+        if self._own_clock:
+            m.domains.mem = ClockDomain("mem")
+            m.d.comb += [ClockSignal("mem").eq(self.mem_clk), ResetSignal("mem").eq(self.mem_rst)]
+            m.submodules.crossing = cross = MemPortCrossing(32, mem_domain="mem")
+            wiring.connect(m, port, cross.up)
+            port = cross.down
+            # the bench's load/dump pulses last a core cycle: the chip sees each for one of its own
+            seen = Signal(2)
+            m.d.mem += seen.eq(Cat(self.load, self.dump))
+            load, dump = self.load & ~seen[0], self.dump & ~seen[1]
+        ctl = SdramController(g, t)
+        m.submodules.ctl = ctl = DomainRenamer({"sync": "mem"})(ctl) if self._own_clock else ctl
         wiring.connect(m, port, ctl.port)
         dq_i = Signal(16)
-        m.d.sync += ctl.dq_i.eq(dq_i)            # the board top's input register
+        m.d[dom] += ctl.dq_i.eq(dq_i)            # the board top's input register
         m.submodules.chip = Instance(
             "rmsmp_sdram_chip", p_ROW_BITS=g.row_bits, p_COL_BITS=g.col_bits, p_BANK_BITS=g.bank_bits,
-            p_ABITS=len(ctl.a), p_CL=t.cl, i_clk=ClockSignal(), i_cs_n=ctl.cs_n, i_ras_n=ctl.ras_n,
+            p_ABITS=len(ctl.a), p_CL=t.cl, i_clk=ClockSignal(dom), i_cs_n=ctl.cs_n, i_ras_n=ctl.ras_n,
             i_cas_n=ctl.cas_n, i_we_n=ctl.we_n, i_ba=ctl.ba, i_a=ctl.a, i_dq_o=ctl.dq_o, i_dq_oe=ctl.dq_oe,
-            o_dq_i=dq_i, i_load=self.load, i_dump=self.dump, i_dump_lo=self.dump_lo, i_dump_hi=self.dump_hi)
+            o_dq_i=dq_i, i_load=load, i_dump=dump, i_dump_lo=self.dump_lo, i_dump_hi=self.dump_hi)
 
     def _burst_mem(self, m, p):
         m.submodules.mem = Instance(

@@ -86,12 +86,19 @@ async def run_once(dut, csr: CsrDriver, req: dict, dump_file: Path) -> dict:
 async def serve(dut):
     p = bench_params()
     Clock(dut.clk, 10, unit="ns").start()
+    ratio = p.get("mem_ratio", 1)            # the SDRAM on a clock of its own: that many cycles a core cycle
+    if ratio > 1:
+        Clock(dut.mem_clk, 10_000 // ratio, unit="ps").start()
     csr = CsrDriver(dut)
     dut.rst.value = 1
+    if ratio > 1:
+        dut.mem_rst.value = 1
     dut.csr__we.value = 0
     dut.load.value = dut.dump.value = 0
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
+    if ratio > 1:
+        dut.mem_rst.value = 0
     hw_id = await csr.read(CsrAddr.ID)
     with socket.create_connection(("127.0.0.1", p["port"])) as sock, sock.makefile("rw") as link:
         link.write(json.dumps({"ready": True, "id": hw_id}) + "\n")

@@ -1,25 +1,29 @@
 """The SDR SDRAM controller against a behavioural SDRAM model that checks every command:
 init sequence, mode register, open/closed banks, tRCD/tRP/tRC/tRAS/tWR, read-burst
 truncation, refresh interval; data read back equals what was written (random bursts
-across row and bank boundaries, with back-pressure on the read stream)."""
+across row and bank boundaries, with back-pressure on the read stream) — also with the
+controller on a clock of its own behind :class:`MemPortCrossing` (clocks of no common
+period, so every phase of the crossing occurs)."""
 import random
 from dataclasses import replace
 
 import pytest
+from amaranth import ClockDomain, DomainRenamer, Module
+from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from rmsmp.rtl.sdram import SdramController, SdramGeometry, SdramTiming
+from rmsmp.rtl.sdram import MemPortCrossing, SdramController, SdramGeometry, SdramTiming
 from rmsmp.sim.sdram_model import SdramModel, split
 
 GEOM = SdramGeometry(row_bits=4, col_bits=4, bank_bits=2)     # 8 words per row: many crossings
 TIMING = SdramTiming(rp=2, rcd=2, rc=5, ras=4, wr=2, cl=2, refresh_cycles=80, init_cycles=30)
 
 
-def chip_process(model, ctl):
-    """Amaranth simulator process: the chip ``model`` on ``ctl``'s pins."""
+def chip_process(model, ctl, domain="sync"):
+    """Amaranth simulator process: the chip ``model`` on ``ctl``'s pins (clocked by ``domain``)."""
     async def chip(ctx):
         cyc = 0
-        async for _, _, cs_n, ras_n, cas_n, we_n, a, ba, dq, oe, dqm in ctx.tick().sample(
+        async for _, _, cs_n, ras_n, cas_n, we_n, a, ba, dq, oe, dqm in ctx.tick(domain).sample(
                 ctl.cs_n, ctl.ras_n, ctl.cas_n, ctl.we_n, ctl.a, ctl.ba, ctl.dq_o, ctl.dq_oe, ctl.dqm):
             if not cs_n:
                 model.edge(cyc, (ras_n, cas_n, we_n), a, ba, dq, oe, dqm)
@@ -28,21 +32,35 @@ def chip_process(model, ctl):
     return chip
 
 
-def simulate(top, model, ctl, bench, seconds):
-    """Run ``bench`` on ``top`` with the chip model on ``ctl``; fails on any timing error."""
+def simulate(top, model, ctl, bench, seconds, mem_period=None):
+    """Run ``bench`` on ``top`` with the chip model on ``ctl``; fails on any timing error.
+    ``mem_period``: the controller and the chip on the ``mem`` clock, of that period."""
     sim = Simulator(top)
     sim.add_clock(1e-8)
-    sim.add_process(chip_process(model, ctl))
+    if mem_period:
+        sim.add_clock(mem_period, domain="mem")
+    sim.add_process(chip_process(model, ctl, "mem" if mem_period else "sync"))
     sim.add_testbench(bench)
     sim.run_until(seconds)
     assert not model.errors, "\n".join(model.errors[:10])
 
 
 @pytest.mark.parametrize("seed,cl", [(0, 2), (1, 2), (2, 3)])
-def test_sdram_controller_against_the_chip_model(seed, cl):
-    """(CL 3: the chip above 100 MHz.)"""
+@pytest.mark.parametrize("mem_period", [None, 4.3e-9, 13.1e-9])
+def test_sdram_controller_against_the_chip_model(seed, cl, mem_period):
+    """(CL 3: the chip above 100 MHz.)  ``mem_period``: the controller on its own clock, the
+    host's port crossing to it (the controller at 2.3× and at 0.76× the host's clock)."""
     timing = replace(TIMING, cl=cl)
-    dut = SdramController(GEOM, timing)
+    ctl = SdramController(GEOM, timing)
+    dut = ctl
+    if mem_period:
+        top = Module()
+        top.domains.mem = ClockDomain("mem")
+        top.submodules.ctl = ctl = DomainRenamer({"sync": "mem"})(ctl)
+        top.submodules.cross = dut = MemPortCrossing(32)
+        wiring.connect(top, dut.down, ctl.port)
+    else:
+        top = dut
     model = SdramModel(GEOM, timing)
     rng = random.Random(seed)
     words = GEOM.words
@@ -59,7 +77,7 @@ def test_sdram_controller_against_the_chip_model(seed, cl):
     done = {"reads": []}
 
     async def host(ctx):
-        p = dut.port
+        p = dut.up if mem_period else dut.port
         for op in ops:
             if op[0] == "w":
                 _, a, data = op
@@ -97,7 +115,7 @@ def test_sdram_controller_against_the_chip_model(seed, cl):
                         assert w == ref[a + i], f"word {a + i:#x}: read {w:#010x}, wrote {ref[a + i]:#010x}"
         done["cycles"] = None
 
-    simulate(dut, model, dut, host, 2e-3)
+    simulate(top, model, ctl, host, 2e-3 if not mem_period else 2e-3 * max(1, mem_period / 1e-8), mem_period)
     assert "cycles" in done, "the host did not finish"
     assert len(done["reads"]) == sum(op[0] == "r" for op in ops)
     # every refresh interval within the period (plus the longest wait to close a row)
