@@ -103,6 +103,9 @@ class BoardDesign(Elaboratable):
         m.submodules.clocking = clocking = PllDomain(pll, clk_in)
         if self.top._own_clock:                      # the SDRAM controller's clock: the PLL's second output
             m.d.comb += [self.top.mem_clk.eq(clocking.clk2), self.top.mem_rst.eq(clocking.rst2)]
+            # (the same clock for the SDRAM's clock pin here: the top's ``mem`` domain is its own)
+            m.domains.sdram_io = ClockDomain("sdram_io", reset_less=True)
+            m.d.comb += ClockSignal("sdram_io").eq(clocking.clk2)
         return self._board_io(m, platform)
 
     def _board_io(self, m, platform):
@@ -115,7 +118,7 @@ class BoardDesign(Elaboratable):
         m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx), led0.o.eq(top.led_busy), led1.o.eq(top.led_done)]
         if self.memory == "sdram":
             self._sdram_pins(m, platform.request("sdram", 0, dir="-"), top.sdram,
-                             "mem" if top._own_clock else "sync")
+                             "sdram_io" if top._own_clock else "sync")
         if self.flash:
             self._flash_pins(m, platform, top.flash)
         return m
@@ -143,8 +146,8 @@ class BoardDesign(Elaboratable):
         """The SDRAM chip on the board top's ``sdram`` pins.  Its clock is the design clock
         inverted (a DDR output: low in the first half of a cycle, high in the second), so
         commands and write data registered at a rising edge are taken by the chip half a cycle
-        later; read data goes through the board top's input register.  ``domain``: the
-        controller's clock domain (``mem`` when it has its own clock)."""
+        later; read data goes through the board top's input register.  ``domain``: one on the
+        controller's clock (``sdram_io`` when it has its own clock)."""
         m.submodules.sdram_clk = clk = io.DDRBuffer("o", res.clk, o_domain=domain)
         m.d.comb += [clk.o[0].eq(0), clk.o[1].eq(1)]
         # the platform's cs/we/ras/cas are active-low pins (PinsN): the buffers invert

@@ -100,11 +100,28 @@ def test_board_design_has_pins_pll_and_clock_constraint(tmp_path):
     assert 'FREQUENCY PORT "clk25_0__io" 25000000' in lpf
     assert "EHXPLLL" in il and "FREQUENCY_PIN_CLKOP" in il and "CLKFB_DIV" in il
     assert "cell \\ODDRX1F" in il and il.count("cell \\BB ") == 16    # DDR SDRAM clock, 16 dq pins
+    # the SDRAM controller on the PLL's second output, twice the 40 MHz core clock
+    assert design.top._own_clock and "FREQUENCY_PIN_CLKOS" in il and '"80"' in il
     with pytest.raises(BoardError, match="holds 512"):
         BoardDesign(spec, cfg, init=[0] * 600, mem_words=512)
     with pytest.raises(BoardError, match="SDRAM cannot hold a baked-in image.*MEMORY=bram"):
         BoardDesign(spec, cfg, init=[0] * 6, memory="sdram")
     assert BoardDesign.check(spec, init=[0] * 6, mem_words=512) == ("bram", 512)
+
+
+def test_the_ulx3s_sdram_runs_on_a_whole_multiple_of_the_core_clock():
+    """The controller's clock: the largest whole multiple of the core's at or under the
+    board's SDRAM limit (100 MHz), its timings in its cycles, made by the PLL's CLKOS."""
+    from rmsmp.rtl.sdram import SdramTiming
+    spec = board("ulx3s-85f")
+    assert [spec.sdram_ratio(f * 1e6) for f in (12.5, 40, 50, 60, 100, 120)] == [8, 2, 2, 1, 1, 1]
+    assert spec.sdram_clock_hz(40e6) == 80e6
+    assert replace(spec, clock_hz=40_000_000).sdram_timing() == SdramTiming.at(80e6)
+    assert board("icebreaker").sdram_ratio() == 1                    # no SDRAM: one clock
+    p = ecp5_pll(25e6, 40e6, 2)
+    assert (p.fout_hz, p.fout2_hz) == (40e6, 80e6) and p.clkop_div == 2 * p.clkos_div
+    assert 400e6 <= p.fvco_hz <= 800e6 and ecp5_pll(25e6, 40e6).clkos_div == 0
+    assert ecp5_pll(25e6, 12.5e6, 8).fout2_hz == 100e6
 
 
 def test_memory_backends_of_the_boards():
