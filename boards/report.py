@@ -33,6 +33,12 @@ class BuildReport(dict):
                   f"({'met' if r['timing_met'] else 'NOT met'}); peak {r['peak_macs_per_cycle']} MACs/cycle = "
                   f"{r['peak_gmacs_at_target']:.2f} GMAC/s at the target clock.",
                   f"Build {r['build_s']:.0f} s; bitstream {r['bitstream']}."]
+        others = [(k, v) for k, v in r.get("clocks", {}).items()
+                  if "constraint" in v and abs(v["achieved"] - f) > 1e-9]
+        if others:                      # e.g. the SDRAM controller's own clock
+            lines.append("Other clocks: " + "; ".join(
+                f"{k} {v['achieved']:.1f} MHz against {v['constraint']:g} MHz"
+                f" ({'met' if v['achieved'] >= v['constraint'] else 'NOT met'})" for k, v in others) + ".")
         if r.get("flash"):
             fl = r["flash"]
             lines.append(f"Flash image {fl['image']}: the bitstream ({fl['bitstream_bytes']:,} bytes) at 0, the "

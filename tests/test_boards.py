@@ -425,6 +425,21 @@ def test_build_report_names_the_bitstream_it_finds(tmp_path):
     assert make_report(spec, cfg, rep, 1.0, tmp_path, "other")["bitstream"] is None
 
 
+def test_build_report_checks_the_sdram_clock_against_its_own_constraint(tmp_path):
+    """Two PLL outputs (the core's and the SDRAM controller's): Fmax is the core clock's, the
+    one constrained at the target; met only when every clock meets its own constraint."""
+    from rmsmp.boards.report import make_report
+    spec, cfg = board("ulx3s-85f"), AcceleratorConfig.for_board("ulx3s-85f")
+    fmax = {"$glbnet$clocking.clk": {"achieved": 43.0, "constraint": 40.0},
+            "$glbnet$clocking.clk2": {"achieved": 95.0, "constraint": 80.0}}
+    r = make_report(spec, cfg, {"fmax": fmax}, 1.0, tmp_path, "t")
+    assert r["fmax_mhz"] == 43.0 and r["timing_met"]
+    assert "Other clocks: $glbnet$clocking.clk2 95.0 MHz against 80 MHz (met)" in r.markdown()
+    fmax["$glbnet$clocking.clk2"]["achieved"] = 70.0
+    r = make_report(spec, cfg, {"fmax": fmax}, 1.0, tmp_path, "t")
+    assert r["fmax_mhz"] == 43.0 and not r["timing_met"] and "(NOT met)" in r.markdown()
+
+
 def test_build_report_names_the_units_of_the_critical_path():
     """nextpnr's worst path per clock pair, by unit: where it starts and ends, the units
     it crosses, logic and routing delay; worst first."""

@@ -64,7 +64,7 @@ async def sdram_chip(dut, model: SdramModel):
     them (a command, the second half of a write, a cycle it drives dq in)."""
     cmd = [dut.sdram__ras_n, dut.sdram__cas_n, dut.sdram__we_n]
     dq_i = dut.sdram__dq_i
-    edge = FallingEdge(dut.clk)
+    edge = FallingEdge(dut.mem_clk if hasattr(dut, "mem_clk") else dut.clk)
     driving, k = False, 0
     while True:
         await edge
@@ -84,17 +84,25 @@ async def sdram_chip(dut, model: SdramModel):
 
 async def start_board(dut, baud: int, sdram: dict | None = None) -> CocotbUart:
     """Clock (10 ns) and reset the board top; the link transport on its UART pins.  With
-    ``sdram`` ({"geometry": …, "timing": …} as dicts) the chip model runs on the SDRAM pins
-    (the transport's ``sdram``)."""
+    ``sdram`` ({"geometry": …, "timing": …} as dicts, and "ratio": the controller's own clock
+    that many times faster, the top's ``mem_clk``) the chip model runs on the SDRAM pins (the
+    transport's ``sdram``)."""
     Clock(dut.clk, 10, unit="ns").start()
+    ratio = sdram.get("ratio", 1) if sdram else 1
+    if ratio > 1:
+        Clock(dut.mem_clk, 10_000 // ratio, unit="ps").start()
     chip = None
     if sdram:
         chip = SdramModel(SdramGeometry(**sdram["geometry"]), SdramTiming(**sdram["timing"]))
         cocotb.start_soon(sdram_chip(dut, chip))
     dut.rx.value = 1
     dut.rst.value = 1
+    if ratio > 1:
+        dut.mem_rst.value = 1
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
+    if ratio > 1:
+        dut.mem_rst.value = 0
     await ClockCycles(dut.clk, 4)
     uart = CocotbUart(UartSource(dut.rx, baud=baud, bits=8), UartSink(dut.tx, baud=baud, bits=8))
     uart.sdram = chip

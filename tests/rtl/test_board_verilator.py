@@ -59,7 +59,7 @@ def test_board_top_runs_a_layer_over_the_uart_link(tmp_path):
     print(f"\nboard top over UART: {len(prog.image)} words uploaded, layer ran in {r['cycles']} cycles")
 
 
-def _serial_device_on_board_top(tmp_path, sdram=None):
+def _serial_device_on_board_top(tmp_path, sdram=None, ratio=1):
     """open_device's serial backend over the UART pins: a tiny network (conv, max-pool,
     residual block, average pool, fc) in the board memory, two images uploaded, run and read
     back through SerialDevice; also a board of another config and memory access during a
@@ -71,7 +71,7 @@ def _serial_device_on_board_top(tmp_path, sdram=None):
     images = torch.randn(2, 3, 5, 5)
     torch.save(images, tmp_path / "images.pt")
     if sdram:
-        top = BoardTop(CFG, divisor=DIV, link_timeout=4096, sdram=sdram)
+        top = BoardTop(CFG, divisor=DIV, link_timeout=4096, sdram=sdram, sdram_clock=ratio > 1)
     else:                                 # the program baked into the on-chip memory
         top = BoardTop(CFG, mem_words=len(prog.image) + 64, divisor=DIV, init=prog.image, link_timeout=4096)
     model = VerilatorBuild(top, "rmsmp_board")
@@ -80,7 +80,7 @@ def _serial_device_on_board_top(tmp_path, sdram=None):
     params = {"program": str(tmp_path / "prog.npz"), "config": CFG.to_dict(), "images": str(tmp_path / "images.pt"),
               "baud": 100_000_000 // DIV, "mem_words": top.mem_words, "result": str(result)}
     if sdram:
-        params["sdram"] = {"geometry": asdict(sdram[0]), "timing": asdict(sdram[1])}
+        params["sdram"] = {"geometry": asdict(sdram[0]), "timing": asdict(sdram[1]), "ratio": ratio}
     model.run("rmsmp.sim.benches.board_device", params, test_dir=tmp_path, log_file=tmp_path / "sim.log")
     r = json.loads(result.read_text())
     assert "runs accelerator" in r["mismatch"] and f"{CFG.config_hash:08x}" in r["mismatch"]
@@ -99,14 +99,16 @@ def test_serial_device_runs_a_network_on_the_board_top(tmp_path):
     _serial_device_on_board_top(tmp_path)
 
 
-def test_serial_device_runs_a_network_from_sdram(tmp_path):
+@pytest.mark.parametrize("ratio", [1, 2])
+def test_serial_device_runs_a_network_from_sdram(tmp_path, ratio):
     """The ULX3S's memory backend: the SDRAM controller on the board top's pins, the chip
     modelled at the falling edge of the clock as on the board (inverted SDRAM clock) and
     every command checked (timings, refresh, bus turnaround); the program is uploaded
-    through the link into the SDRAM, the network runs from it == golden."""
+    through the link into the SDRAM, the network runs from it == golden.  ``ratio`` 2: the
+    controller on its own clock at twice the core's, as the ULX3S builds it."""
     spec = board("ulx3s-85f")
     sim_clock = 100e6                     # the bench's 10 ns clock
-    r = _serial_device_on_board_top(tmp_path, sdram=(spec.sdram, SdramTiming.at(sim_clock)))
+    r = _serial_device_on_board_top(tmp_path, sdram=(spec.sdram, SdramTiming.at(sim_clock * ratio)), ratio=ratio)
     assert r["sdram_errors"] == []
     assert r["sdram_refreshes"] > 10      # the refresh timer ran through the whole session
 
