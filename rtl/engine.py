@@ -54,10 +54,6 @@ from .vector import VectorUnit
 
 __all__ = ["ConvEngine", "buffer_ports"]
 
-#: bits of a lane group's weight buffer behind one copy of its read address (pipelined
-#: cores): 8 block RAMs wide at 36 bits, 32 at 9 (a whole number of ECP5 block RAMs at each width)
-WEIGHT_SLICE_BITS = 288
-
 
 def _wr_sig(addr_bits, width, en_bits=1):
     return wiring.Signature({"addr": Out(addr_bits), "data": Out(width), "en": Out(en_bits)})
@@ -173,25 +169,14 @@ class ConvEngine(wiring.Component):
             reg = data.StructLayout(fields)(Cat(stage(m, getattr(port, k), True, f"{name}_q_{k}",
                                                       reset_less=k == "data") for k in fields))
             host_w[name] = reg
-        # a lane group's weights in slices of ``WEIGHT_SLICE_BITS`` (pipelined), each a memory
-        # with its own copy of the read address (``REPLICA``, below): one address register
-        # drove every block RAM of a group (86 for 24 pot4 rows of 8 columns at depth 2048),
-        # the 528-MAC ULX3S core's worst path at 50 MHz (w_tap → wgt_pot4, 20.6 ns of routing).
-        # A copy per 72 bits (8 block RAMs) with the write side copied too did not route; a
-        # copy per 288 bits reads 32 block RAMs, and the writes keep their one register
-        wslices = {}                    # group -> its slices' read ports, lowest bits first
+        wmems = {}
         for f, n in self._groups:
+            mem = Memory(shape=unsigned(n * C * f.bits), depth=cfg.weight_depth, init=[])
+            m.submodules[f"wgt_{f.name}"] = mem
+            wr = mem.write_port()
             hw = host_w[f"wgt_w_{f.name}"]
-            width = n * C * f.bits
-            per = WEIGHT_SLICE_BITS if S else width
-            wslices[f.name] = []
-            for lo in range(0, width, per):
-                bits = min(per, width - lo)
-                mem = Memory(shape=unsigned(bits), depth=cfg.weight_depth, init=[])
-                m.submodules[f"wgt_{f.name}" + (f"_{lo}" if per < width else "")] = mem
-                wr = mem.write_port()
-                m.d.comb += [wr.addr.eq(hw.addr), wr.data.eq(hw.data[lo:lo + bits]), wr.en.eq(hw.en)]
-                wslices[f.name].append(mem.read_port())
+            m.d.comb += [wr.addr.eq(hw.addr), wr.data.eq(hw.data), wr.en.eq(hw.en)]
+            wmems[f.name] = mem.read_port()
         # the parameters, a row an entry (output group g's row r at g·slots + r: the
         # requantizer reads the row it emits, so the buffer is one row wide, not R), and
         # beside them each group's mask of enabled rows (the group's last slot, also written
@@ -299,9 +284,9 @@ class ConvEngine(wiring.Component):
             m.d.sync += w_tap.eq(w_tap + 1)
         # the weights are read a cycle after the activations: both reach the array together,
         # the activations through one more register (below)
-        for g, rds in wslices.items():              # (a copy of the address a slice: above)
-            for s_, rd in enumerate(rds):
-                m.d.comb += rd.addr.eq(stage(m, w_tap, S, f"w_tap_{g}{s_}_{REPLICA}", reset_less=True))
+        w_tap_d = delay(m, w_tap, S, "w_tap")
+        for rd in wmems.values():
+            m.d.comb += rd.addr.eq(w_tap_d)
 
         # the buffers answer a cycle later into registers (READ_LATENCY); the activations,
         # masked where a tap is padding, go through one more register that drives the whole
@@ -318,8 +303,7 @@ class ConvEngine(wiring.Component):
                 m.d.comb += a_in[p][c].eq(Mux(in2[p], ext, 0))
         m.d.comb += pa.a.eq(stage(m, a_in, S, "a_in_q", reset_less=True))
         for f, _ in self._groups:
-            m.d.comb += pa.w[f.name].eq(stage(m, Cat(rd.data for rd in wslices[f.name]), S, f"wgt_q_{f.name}",
-                                              reset_less=True))
+            m.d.comb += pa.w[f.name].eq(stage(m, wmems[f.name].data, S, f"wgt_q_{f.name}", reset_less=True))
         m.d.comb += [array.i.valid.eq(v3), pa.first.eq(f3), pa.last.eq(l3)]
 
         # the queue never overflows: the sequencer stalls with Q dot products in flight
