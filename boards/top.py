@@ -49,7 +49,11 @@ from rmsmp.rtl.sdram import (
 )
 from rmsmp.rtl.uart import UartRx, UartTx
 
-__all__ = ["BoardTop"]
+__all__ = ["BoardTop", "CROSSING"]
+
+#: the submodule that carries the memory port to the SDRAM controller's own clock (yosys
+#: scripts name its FIFOs: ``boards.toolchain.NO_COLLISION_BYPASS``)
+CROSSING = "crossing"
 
 #: words of memory read data in flight between the memory controller and the units
 READ_FIFO_DEPTH = 3
@@ -153,7 +157,7 @@ class BoardTop(wiring.Component):
         port = mem.port
         if self._own_clock:
             # (the crossing's FIFOs register both sides, as the FIFOs below do on one clock)
-            m.submodules.crossing = cross = MemPortCrossing(32, mem_domain="mem")
+            m.submodules[CROSSING] = cross = MemPortCrossing(32, mem_domain="mem")
             wiring.connect(m, cross.down, mem.port)
             port = cross.up
         elif self._cfg.pipelined:

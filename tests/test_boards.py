@@ -345,6 +345,20 @@ def test_a_design_that_does_not_fit_reports_its_utilization(tmp_path):
     assert "does not fit icebreaker" in msg and re.search(r"ICESTORM_LC [\d,]+/5,280", msg), msg
 
 
+@pytest.mark.slow      # runs yosys and nextpnr
+def test_a_ulx3s_build_times_the_sdram_clock_of_its_own(tmp_path):
+    """A real ULX3S build of a small core with its SDRAM (yosys, nextpnr-ecp5, ecppack): the
+    crossing's FIFOs, written and read on two clocks, synthesize (yosys asserted on their
+    collision mask), and nextpnr times both PLL outputs — the core's 50 MHz and the SDRAM
+    controller's 100 MHz — each against its own constraint."""
+    cfg = AcceleratorConfig(**SMALL, clock_hz=50_000_000)
+    r = build_bitstream("ulx3s-85f", cfg, out_dir=tmp_path, quiet=True, allow_timing_fail=True)
+    assert r["bitstream"] and Path(r["bitstream"]).stat().st_size > 0
+    constraints = sorted(round(v["constraint"]) for v in r["clocks"].values() if "constraint" in v)
+    assert constraints[-2:] == [50, 100], r["clocks"]        # (and the 25 MHz oscillator's, if listed)
+    print(f"\nsmall ULX3S core: {r['fmax_mhz']:.1f} MHz; clocks {r['clocks']}")
+
+
 def test_changed_runs_cover_exactly_the_differences():
     import random
 
