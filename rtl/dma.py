@@ -160,13 +160,6 @@ class Dma(wiring.Component):
         wpe = {n: words_per_entry(len(p.data), bus) for n, (_, p) in writers.items()}
         max_wpe = max(wpe.values())
         sr = Signal(max_wpe * bus, reset_less=True)       # (data: off the reset, arith.stage)
-        # (pipelined) a store's entry is split into bus words in a register of its own, ``st``:
-        # the load's assembly register (768 bits for 24 pot4 rows of 8 columns) is then written
-        # in one state only, with an enable that is a register copy per ``UNPACK_COPY_BITS``
-        # (``recv``, below) and the FIFO's valid — it was the state decode fanning out to every
-        # bit, the 528-MAC ULX3S core's worst path at 40 MHz (21.5 ns of routing)
-        act_wpe = words_per_entry(self._act_width, bus)
-        st = Signal(act_wpe * bus, name="st_words", reset_less=True) if self._pipelined else sr
         k = Signal(range(max(max_wpe, words_per_entry(self._act_width, bus)) + 1))
         i = Signal(ADDR_BITS + 1)
         n_wpe = Signal(range(max_wpe + 1))
@@ -191,6 +184,7 @@ class Dma(wiring.Component):
                             for b, (w, _) in narrow[n].items():
                                 with m.Case(b):
                                     m.d.comb += n_wpe.eq(w)
+        act_wpe = words_per_entry(self._act_width, bus)
         # 4-bit activations move as nibbles when an entry's nibbles fill whole bus words
         nib_ok = self._act_width // 2 >= bus and (self._act_width // 2) % bus == 0
         nib_wpe = words_per_entry(self._act_width // 2, bus)
@@ -357,18 +351,6 @@ class Dma(wiring.Component):
                 m.d.comb += port.data.eq(Cat(parts))
 
         storing = Signal()                               # (pipelined) the op is a store
-        # (pipelined) "the FSM is in RECV", in copies: each steers one part of ``sr``; set and
-        # cleared with the FSM's moves into and out of RECV (``recv_next``)
-        recv_next = Signal()
-        recv = []
-        if self._pipelined:
-            for c in range(0, len(sr), UNPACK_COPY_BITS):
-                r = Signal(name=f"recv{c // UNPACK_COPY_BITS}_{REPLICA}")
-                m.d.sync += r.eq(recv_next)
-                with m.If(word_valid & r):
-                    m.d.sync += sr[c:c + UNPACK_COPY_BITS].eq(Cat(sr[bus:], word)[c:c + UNPACK_COPY_BITS])
-                recv.append(r)
-            m.d.comb += recv_next.eq(recv[0])
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -396,14 +378,12 @@ class Dma(wiring.Component):
                     m.d.sync += busy.eq(0)
                     m.next = "IDLE"
                 with m.Elif(rd.ready):
-                    m.d.comb += recv_next.eq(1)
                     m.next = "RECV"
             with m.State("RECV"):
                 # an entry is written the cycle its last bus word arrives: one word per cycle
                 m.d.comb += take_word.eq(1)
                 with m.If(word_valid):
-                    if not self._pipelined:
-                        m.d.sync += sr.eq(nxt)
+                    m.d.sync += sr.eq(nxt)
                     with m.If(k == last_nk):
                         m.d.comb += entry_done.eq(1)
                         for n, (code, port) in writers.items():
@@ -411,12 +391,10 @@ class Dma(wiring.Component):
                                 m.d.comb += port.en.eq(((d.buf == code).replicate(len(port.en))))
                         m.d.sync += [k.eq(0), i.eq(i + 1)]
                         with m.If(i == last_i):
-                            m.d.comb += recv_next.eq(0)
                             m.d.sync += busy.eq(0)
                             m.next = "IDLE"
                         if shares:
                             with m.Elif(lg != 0):
-                                m.d.comb += recv_next.eq(0)
                                 m.d.sync += [hold.eq(after), j.eq(1)]
                                 m.next = "SPILL"
                     with m.Else():
@@ -433,7 +411,6 @@ class Dma(wiring.Component):
                         m.d.sync += busy.eq(0)
                         m.next = "IDLE"
                     with m.Elif(j == last_j):
-                        m.d.comb += recv_next.eq(1)
                         m.next = "RECV"
             # -- store: activation entries split into bus words ----------------------------
             streams = act_wpe == 1 or (nib_ok and nib_wpe == 1)     # some stores move a word an entry
@@ -477,7 +454,7 @@ class Dma(wiring.Component):
                         m.d.sync += present(na, nl)     # (pipelined) the next entry's, from LATCH on
                         m.next = "LATCH"
             with m.State("LATCH"):
-                m.d.sync += [st.eq(entry), k.eq(0)]
+                m.d.sync += [sr.eq(entry), k.eq(0)]
                 m.next = "SEND"
             # one bus word an entry: entries are read ahead into a small FIFO while it has
             # room, and the memory's write channel takes them from it — the memory's ready
@@ -513,14 +490,14 @@ class Dma(wiring.Component):
                 # the next entry's address is presented while this one is sent, so with two
                 # or more bus words per entry the store streams one word per cycle
                 if self._pipelined:
-                    m.d.comb += [sfifo.w_en.eq(1), sfifo.w_data.eq(st[:bus])]
+                    m.d.comb += [sfifo.w_en.eq(1), sfifo.w_data.eq(sr[:bus])]
                     take = sfifo.w_rdy
                 else:
                     m.d.comb += [self.act_r.addr.eq(na), self.act_r.lane.eq(nl),
                                  self.mem.wr_data.valid.eq(1), self.mem.wr_data.payload.eq(sr[:bus])]
                     take = self.mem.wr_data.ready
                 with m.If(take):
-                    m.d.sync += [st.eq(st >> bus), k.eq(k + 1)]
+                    m.d.sync += [sr.eq(sr >> bus), k.eq(k + 1)]
                     with m.If(k == last_sk):
                         m.d.sync += [i.eq(i + 1), k.eq(0)] + store_advance(then_next=True)
                         with m.If(i == last_i):
