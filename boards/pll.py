@@ -125,6 +125,19 @@ def ice40_pll(fin_hz: float, fout_hz: float) -> Ice40Pll:
     return best
 
 
+def _released(m: Module, domain: str, clk, busy):
+    """A reset in ``clk`` (a reset-less domain of that name) released two cycles after
+    ``busy`` (the PLL not locked) falls, synchronously."""
+    hold = Signal(2, init=0b11, name=f"{domain}_hold")
+    m.domains += (raw := ClockDomain(domain, reset_less=True))
+    m.d.comb += raw.clk.eq(clk)
+    with m.If(busy):
+        m.d[domain] += hold.eq(0b11)
+    with m.Else():
+        m.d[domain] += hold.eq(hold >> 1)
+    return hold[0]
+
+
 class PllDomain(Elaboratable):
     """Drives the ``sync`` domain (defined by the design's top) at ``pll.fout_hz`` from the
     board clock ``clk_in`` (a signal on ECP5; the clock pin's I/O port on iCE40, whose PLL
@@ -170,23 +183,8 @@ class PllDomain(Elaboratable):
                 i_PACKAGEPIN=self.clk_in, o_PLLOUTGLOBAL=clk, i_RESETB=1, i_BYPASS=0, o_LOCK=locked)
         else:
             raise TypeError(f"not a PLL setting: {p!r}")
-        # reset released two cycles after lock, synchronously
-        hold = Signal(2, init=0b11)
-        m.domains.pll_raw = raw = ClockDomain("pll_raw", reset_less=True)
-        m.d.comb += raw.clk.eq(clk)
         busy = ~locked if self.rst_in is None else (~locked | self.rst_in)
-        with m.If(busy):
-            m.d.pll_raw += hold.eq(0b11)
-        with m.Else():
-            m.d.pll_raw += hold.eq(hold >> 1)
-        m.d.comb += [ClockSignal("sync").eq(clk), ResetSignal("sync").eq(hold[0])]
+        m.d.comb += [ClockSignal("sync").eq(clk), ResetSignal("sync").eq(_released(m, "pll_raw", clk, busy))]
         if isinstance(p, Ecp5Pll) and p.clkos_div:
-            hold2 = Signal(2, init=0b11)
-            m.domains.pll_raw2 = raw2 = ClockDomain("pll_raw2", reset_less=True)
-            m.d.comb += raw2.clk.eq(self.clk2)
-            with m.If(busy):
-                m.d.pll_raw2 += hold2.eq(0b11)
-            with m.Else():
-                m.d.pll_raw2 += hold2.eq(hold2 >> 1)
-            m.d.comb += self.rst2.eq(hold2[0])
+            m.d.comb += self.rst2.eq(_released(m, "pll_raw2", self.clk2, busy))
         return m
