@@ -54,8 +54,7 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     # the host link's divisor and the SDRAM's timings follow it
     spec = replace(spec, clock_hz=cfg.clock_hz)
     try:
-        own = memory == "sdram" and spec.sdram_ratio() > 1     # (the SDRAM's own clock: a PLL output)
-        if spec.clock_hz != spec.clk_in_hz or own:             # (else the oscillator clocks the core)
+        if spec.clock_hz != spec.clk_in_hz or spec.sdram_own_clock(memory):   # (else: the oscillator)
             BoardDesign.pll_for(spec, memory)
         spec.link_baud()
     except (PllError, BoardError) as e:

@@ -44,7 +44,7 @@ class BoardDesign(Elaboratable):
         self.flash = flash = spec.flash_boot() if spec.boots_from_flash(flash_boot) else None
         if self.memory == "sdram":
             self.top = BoardTop(cfg, divisor=spec.divisor(), sdram=(spec.sdram, spec.sdram_timing()), flash=flash,
-                                sdram_clock=spec.sdram_ratio() > 1)
+                                sdram_clock=spec.sdram_own_clock("sdram"))
         else:
             self.top = BoardTop(cfg, mem_words=self.mem_words, divisor=spec.divisor(), init=init,
                                 single_port=self.memory == "spram", flash=flash)
@@ -74,9 +74,8 @@ class BoardDesign(Elaboratable):
         """The PLL from ``spec``'s oscillator to its target clock (:class:`PllError` if none);
         with the SDRAM backend (``memory``, default: the board's) on a clock of its own
         (:meth:`~rmsmp.generator.catalog.BoardSpec.sdram_ratio`), also the controller's clock."""
-        ratio = spec.sdram_ratio() if spec.memory(memory) == "sdram" else 1
-        if ratio > 1:
-            return ecp5_pll(spec.clk_in_hz, spec.clock_hz, ratio)
+        if spec.sdram_own_clock(memory):
+            return ecp5_pll(spec.clk_in_hz, spec.clock_hz, spec.sdram_ratio())
         return (ecp5_pll if spec.family == "ecp5" else ice40_pll)(spec.clk_in_hz, spec.clock_hz)
 
     def elaborate(self, platform):

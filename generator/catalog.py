@@ -120,6 +120,11 @@ class BoardSpec:
         clock = clock_hz or self.clock_hz
         return clock * self.sdram_ratio(clock)
 
+    def sdram_own_clock(self, memory: str | None = None) -> bool:
+        """Whether a design on ``memory`` (default: the board's) runs its SDRAM controller on a
+        clock of its own (then the PLL makes it, even where the core runs on the oscillator)."""
+        return self.memory(memory) == "sdram" and self.sdram_ratio() > 1
+
     def sdram_timing(self) -> SdramTiming:
         """The SDRAM's timings in cycles of its controller's clock (datasheet nanoseconds)."""
         return SdramTiming.at(self.sdram_clock_hz())
