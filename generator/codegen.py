@@ -2,7 +2,8 @@
 
 Resident weights load first.  A streamed weight set is loaded right after the first conv
 of the set before it when both fit half the buffers (opposite halves: the core overlaps
-the load with that conv), else behind a SYNC just before its first use.  Each conv's
+the load with that conv), else behind a SYNC just before its first use; a use the
+schedule found still on chip (``WeightSet.loaded`` false) loads nothing.  Each conv's
 descriptor gets its set's buffer bases.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from rmsmp.rtl.isa import Buffer
 
 from .program import ProgramBuilder
 from .schedule import Conv, Load, Schedule, Stamp, Store, Vec
-from .weight_sets import BlobLoad, WeightPlan, WeightSet, assign_halves
+from .weight_sets import BlobLoad, WeightPlan, WeightSet
 
 __all__ = ["emit_program"]
 
@@ -38,7 +39,6 @@ def emit_program(pb: ProgramBuilder, cfg, weights: WeightPlan, sch: Schedule, n_
     words receives the cycle counter before the first layer and after each)."""
     for b in weights.preload:
         _load_blob(pb, b)
-    assign_halves(sch.sets)
     pb.trace("trace", n_stamps + 1)
     pb.stamp("trace", 0)
     loaded, first_conv_done = set(), set()
@@ -64,8 +64,9 @@ def _emit_conv(pb, cfg, sets: list, op: Conv, loaded: set, first_conv_done: set)
     if j is not None:
         s = sets[j]
         if j not in loaded:
-            pb.sync()
-            _load_set(pb, cfg, s)
+            if s.loaded:
+                pb.sync()
+                _load_set(pb, cfg, s)
             loaded.add(j)
         low = replace(low, desc={**low.desc, "w_base": _half_base(cfg, Buffer.WEIGHT0, s.half) + op.w_off,
                                  "p_base": _half_base(cfg, Buffer.PARAM, s.half) + op.p_off})
@@ -74,5 +75,6 @@ def _emit_conv(pb, cfg, sets: list, op: Conv, loaded: set, first_conv_done: set)
         first_conv_done.add(j)
         nxt = j + 1
         if nxt < len(sets) and sets[j].half is not None and sets[nxt].half is not None:
-            _load_set(pb, cfg, sets[nxt])
+            if sets[nxt].loaded:          # (else it is still in its half)
+                _load_set(pb, cfg, sets[nxt])
             loaded.add(nxt)

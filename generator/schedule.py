@@ -95,6 +95,7 @@ class Stamp:
 class Schedule:
     ops: list = field(default_factory=list)
     sets: list = field(default_factory=list)         # WeightSet, in order of use
+    halves: list = field(default_factory=lambda: [None, None])   # the SetSpec each buffer half holds
     moved: dict = field(default_factory=dict)        # layer -> bus words moved (first image)
     set_major: set = field(default_factory=set)      # layers run set by set over on-chip bands
     in_parts: set = field(default_factory=set)       # layers run over their whole input, the output in parts
@@ -155,8 +156,9 @@ def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, com
               weight_words: int, n_sets: int, n_dma: int) -> float:
     """Cycles of a layer run in ``bands`` (a pure estimate).  Pipelined bands pay the first
     load and last store, then per band the longer of its compute and the other bank's
-    transfers (plus the weight sets it reloads); whole-buffer bands pay every transfer;
-    each band costs its DMA instructions (``n_dma`` a band)."""
+    transfers (plus the weight sets it reloads: all of them for the first band, then all but
+    the two the band before ended with, :meth:`_LayerScheduler.use_set`); whole-buffer bands
+    pay every transfer; each band costs its DMA instructions (``n_dma`` a band)."""
     rows = [b1 - b0 for b0, b1 in bands]
     ld = [shape.in_wpe * shape.in_moved(n) for n in rows]
     st = [shape.out_wpe * shape.out_moved(n) for n in rows]
@@ -164,9 +166,11 @@ def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, com
     w = weight_words / n_sets if n_sets > 1 else 0          # per set; each band reloads them
 
     def band(i, extra):
-        # the next set loads while this one computes; the band's transfers go with the last
+        # a set loads while the one before computes; the band's transfers go with the last
         c = cp[i] / n_sets
-        return (n_sets - 1) * max(c, w) + max(c, w + extra)
+        k = n_sets if i == 0 else max(0, n_sets - 2)         # the sets this band loads: its last k
+        before = max(0, k - 1)                               # of them before the last set
+        return (n_sets - 1 - before) * c + before * max(c, w) + max(c, (w if k else 0) + extra)
 
     if pipelined and len(bands) > 1:
         cost = ld[0] + st[-1] + sum(band(i, (st[i - 1] if i else 0) + (ld[i + 1] if i + 1 < len(bands) else 0))
@@ -356,12 +360,27 @@ class _LayerScheduler:
         return cls(v) if cls is Vec else Conv(v, set_, p_off, w_off)
 
     def use_set(self, spec) -> int:
-        """The index of a load of ``spec``: the last one when the previous op's set is this
-        one (an image of a batch after another: still on chip), else a new load."""
-        if self.sch.sets and self.sch.sets[-1].spec is spec:
-            return len(self.sch.sets) - 1
-        self.sch.sets.append(WeightSet(self.low.name, spec))
-        return len(self.sch.sets) - 1
+        """The index of a use of ``spec`` in :attr:`Schedule.sets`: the last one when the
+        previous op's set is this one (an image of a batch after another, or the next band
+        starting with the set the last one ended with: still on chip); a use without a load
+        when the other half of the buffers still holds it (the set before the last, both
+        fitting half); else a new load — into the half the last set does not use, or the
+        whole buffers."""
+        sch = self.sch
+        last = sch.sets[-1] if sch.sets else None
+        if last is not None and last.spec is spec:
+            return len(sch.sets) - 1
+        prev = last.half if last is not None else None
+        if spec.fits_half and prev is not None and sch.halves[1 - prev] is spec:
+            sch.sets.append(WeightSet(self.low.name, spec, 1 - prev, loaded=False))
+        else:
+            half = (1 - prev if prev is not None else 0) if spec.fits_half else None
+            sch.sets.append(WeightSet(self.low.name, spec, half))
+            if half is None:
+                sch.halves = [None, None]
+            else:
+                sch.halves[half] = spec
+        return len(sch.sets) - 1
 
     def pool_ops(self, band, b_lo, b_hi, set_=None) -> list:
         """The op for each channel block b in [b_lo, b_hi) of a layer run block by block (a
@@ -387,7 +406,10 @@ class _LayerScheduler:
                 return self.pool_ops(band, 0, low.pool_blocks, only)
             return [self.op(Conv, band, only)]
         ops = []
-        for spec in self.w.sets[low.name]:
+        specs = self.w.sets[low.name]
+        if self.sch.sets and self.sch.sets[-1].spec is specs[-1]:
+            specs = specs[::-1]          # serpentine: the last band's last sets are still on chip
+        for spec in specs:
             j = self.use_set(spec)
             if low.pool_blocks:                          # sets of channel blocks
                 ops += self.pool_ops(band, spec.lo, spec.hi, j)
@@ -673,7 +695,7 @@ def schedule(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, weights:
             sch.ops += _batch_layer(sch, cfg, shapes, tensors, weights, lowered, l, batch)
             sch.ops.append(Stamp(names.index(l.name) + 1))
         for s in sch.sets:                          # a set's words shared by the batch
-            sch.moved[s.layer] += s.spec.words / batch
+            sch.moved[s.layer] += s.spec.words / batch if s.loaded else 0
         sch.moved = {n: round(w) for n, w in sch.moved.items()}
         return sch
     for img in range(batch):
@@ -682,7 +704,7 @@ def schedule(qm, cfg, shapes: dict, tensors: TensorPlan, lowered: dict, weights:
             if img == 0:
                 sch.ops.append(Stamp(names.index(l.name) + 1))
     for s in sch.sets[:len(sch.sets) // batch]:                      # the first image's sets
-        sch.moved[s.layer] += s.spec.words
+        sch.moved[s.layer] += s.spec.words if s.loaded else 0
     return sch
 
 

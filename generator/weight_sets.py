@@ -24,7 +24,7 @@ from rmsmp.rtl.isa import Buffer, param_entry_bits, param_slots
 from .lower import CompileError, LoweredLayer, group_rows
 from .program import ProgramBuilder, blob_words
 
-__all__ = ["BlobLoad", "SetSpec", "WeightSet", "WeightPlan", "plan_weights", "assign_halves", "stream_estimate",
+__all__ = ["BlobLoad", "SetSpec", "WeightSet", "WeightPlan", "plan_weights", "stream_estimate",
            "weights_resident", "set_groups"]
 
 
@@ -51,12 +51,14 @@ class SetSpec:
 
 @dataclass
 class WeightSet:
-    """One load of a :class:`SetSpec`, in the order the schedule uses them; ``half`` (0/1,
-    or ``None`` for the whole buffers) is assigned by :func:`assign_halves`."""
+    """One use of a :class:`SetSpec`, in the order the schedule makes them: in ``half`` (0/1,
+    or ``None`` for the whole buffers), loaded for this use or (``loaded`` false) still in
+    that half from an earlier one (:meth:`~.schedule._LayerScheduler.use_set`)."""
 
     layer: str
     spec: SetSpec
     half: int | None = None
+    loaded: bool = True
 
 
 @dataclass
@@ -210,12 +212,3 @@ def weights_resident(cfg, lowered: dict) -> bool:
 def _equal_step(n: int, step: int) -> int:
     """The step that splits ``n`` into as few sets as ``step`` does, of equal size."""
     return math.ceil(n / math.ceil(n / step))
-
-
-def assign_halves(sets: list[WeightSet]) -> None:
-    """Sets that fit half the buffers alternate halves (0, 1, 0, …, restarting at 0 after
-    one that takes the whole buffers); the others take all of them (``None``)."""
-    prev = None
-    for s in sets:
-        s.half = ((1 - prev if prev is not None else 0) if s.spec.fits_half else None)
-        prev = s.half

@@ -11,7 +11,7 @@ from rmsmp.generator.layout import im2col_input, pack_activation_words, pack_act
 from rmsmp.generator.lower import CompileError
 from rmsmp.generator.program import split_words
 from rmsmp.generator.schedule import band_rows
-from rmsmp.rtl.isa import ACT_BANKS, Instruction, Opcode
+from rmsmp.rtl.isa import ACT_BANKS, Buffer, Instruction, Opcode
 
 
 def test_im2col_input_is_the_convolution():
@@ -128,6 +128,36 @@ def test_a_resnet18_batch_loads_its_sets_once_within_the_memory_given(resnet18_2
     assert len(small.image) <= limit and set(small.io.batch_parts) < set(io.batch_parts)
     with pytest.raises(CompileError, match=r"the program takes [\d,]+ memory words \(batch 4.*the memory holds 1,000"):
         compile_model(qm, cfg, (3, 224, 224), batch=4, memory_words=1000)
+
+
+@pytest.mark.slow      # quantizes ResNet-18 at 224×224 (shared)
+@pytest.mark.filterwarnings("ignore::rmsmp.generator.compiler.RatioMismatchWarning")   # a 10:5:1 model
+def test_bands_take_the_weight_sets_in_serpentine_order_and_reload_none_on_chip(resnet18_224):
+    """On the ULX3S core layer3.1.conv1 (of a 10:5:1 model) runs in three row bands over four
+    weight sets.  Each band starts with the two sets the band before ended with, so only the
+    first band loads all four and the next ones two each (8 loads for 12 band-set runs, not
+    12); and no set is ever
+    loaded while the buffers still hold it (its parameter blob — every set has one — is never
+    loaded into a half that holds it, nor while the other half does)."""
+    _, _, qm = resnet18_224
+    cfg = AcceleratorConfig.for_board("ulx3s-85f")
+    prog = compile_model(qm, cfg, (3, 224, 224))
+    held = {}                                    # half of the parameter buffer -> ext_addr of its blob
+    layers, cur = [], {"convs": 0, "loads": 0}
+    for ins in _decode(prog):
+        d = ins.arg.dma
+        if ins.op == Opcode.STAMP:
+            layers.append(cur)
+            cur = {"convs": 0, "loads": 0}
+        elif ins.op == Opcode.CONV:
+            cur["convs"] += 1
+        elif ins.op == Opcode.LOAD and d.buf == Buffer.PARAM:
+            assert d.ext_addr not in held.values()
+            held[bool(d.buf_addr)] = d.ext_addr
+            cur["loads"] += 1
+    trace = prog.io.trace
+    l31 = layers[1 + trace.index("layer3.1.conv1")]          # (layers[0]: before the first layer)
+    assert (l31["convs"], l31["loads"]) == (12, 8)
 
 
 def _check_buffers(prog, cfg) -> dict:
