@@ -36,7 +36,7 @@ def _load_blob(pb: ProgramBuilder, b: BlobLoad) -> None:
 
 def emit_program(pb: ProgramBuilder, cfg, weights: WeightPlan, sch: Schedule, n_stamps: int) -> None:
     """Append the whole program's instructions to ``pb`` (a trace region of ``n_stamps + 1``
-    words receives the cycle counter before the first layer and after each)."""
+    stamps receives the core's counters before the first layer and after each)."""
     for b in weights.preload:
         _load_blob(pb, b)
     pb.trace("trace", n_stamps + 1)

@@ -22,6 +22,7 @@ from rmsmp.rtl.isa import (
     param_entries,
     param_entry_bits,
     param_slots,
+    stamp_words,
 )
 
 from .layout import pack_activations
@@ -419,12 +420,14 @@ class ProgramBuilder:
         self._instrs.append(("VEC", low.desc))
 
     def stamp(self, trace: str, index: int):
-        """Write the cycle counter into word ``index`` of output region ``trace``."""
+        """Write the counters (:data:`~rmsmp.rtl.isa.STAMP_COUNTERS`) into stamp ``index`` of
+        output region ``trace``."""
         self._instrs.append(("STAMP", trace, index))
 
-    def trace(self, name: str, words: int):
-        """Reserve an output region of ``words`` bus words for stamps."""
-        self._outputs.append((name, words, self.bus))
+    def trace(self, name: str, stamps: int):
+        """Reserve an output region for ``stamps`` stamps (:func:`~rmsmp.rtl.isa.stamp_words`
+        bus words each)."""
+        self._outputs.append((name, stamps * stamp_words(self.cfg.pipelined), self.bus))
 
     def build(self) -> Program:
         n_instr = len(self._instrs) + 1
@@ -455,7 +458,8 @@ class ProgramBuilder:
                 c = encode(Instruction, {"op": Opcode[ins[0]], "arg": {ins[0].lower(): ins[1]}})
             elif ins[0] == "STAMP":
                 c = encode(Instruction, {"op": Opcode.STAMP, "arg": {"dma": {
-                    "buf": 0, "ext_addr": outputs[ins[1]][0] + ins[2], "buf_addr": 0, "count": 1}}})
+                    "buf": 0, "ext_addr": outputs[ins[1]][0] + ins[2] * stamp_words(self.cfg.pipelined),
+                    "buf_addr": 0, "count": stamp_words(self.cfg.pipelined)}}})
             elif ins[0] in ("LOAD", "STORE"):
                 _, buf, ref, buf_addr, offset, count, wbits, rows, nib, (reps, ext_step, buf_step) = ins
                 ext, n, _ = where[ref] if ref in where else outputs[ref]

@@ -19,7 +19,7 @@ import torch
 
 from rmsmp.host.errors import RmsmpError
 from rmsmp.host.quant.layer import as_images, quantize_input
-from rmsmp.rtl.isa import INSTR_BITS
+from rmsmp.rtl.isa import INSTR_BITS, STAMP_COUNTERS, stamp_words
 
 from .layout import network_input, pack_activation_words, unpack_activations
 from .program import Program
@@ -187,22 +187,29 @@ class Device:
 
     def _layer_report(self, mem, io) -> list[dict]:
         """Per-layer cycles from the first image's STAMPs (a batch run layer by layer: the
-        batch's, per image), with MACs, utilization, bytes moved."""
-        stamps = self.program.read_entries(mem, "trace")
+        batch's, per image), with MACs, utilization, bytes moved, and on a pipelined core the
+        cycles the DMA, the engine and both were busy (``dma_busy``, ``engine_busy``,
+        ``both_busy``: where the cycles went)."""
+        words = self.program.read_entries(mem, "trace")
+        n = stamp_words(self.cfg.pipelined)
+        stamps = [words[i:i + n] for i in range(0, len(words), n)]
         macs = {}
         for l in self.program.layers:
             macs[l.name] = macs.get(l.name, 0) + l.macs
         B = io.batch
         rows = []
         for k, name in enumerate(io.trace):
-            cyc = stamps[k + 1] - stamps[k]
-            if io.layer_major:
-                cyc = round(cyc / B)
+            # each counter's difference over the layer (32-bit counters), per image of a
+            # batch run layer by layer
+            diff = {c: ((b - a) & 0xFFFF_FFFF) / (B if io.layer_major else 1)
+                    for c, a, b in zip(STAMP_COUNTERS, stamps[k], stamps[k + 1])}
+            cyc = round(diff.pop("cycles"))
             m = macs.get(name, 0) // B
             fused = {"run_by": io.fused[name]} if name in io.fused else {}
             rows.append({"layer": name, **fused, "cycles": cyc, "macs": m,
                          "mac_utilization": m / (cyc * self.cfg.peak_macs_per_cycle) if cyc else 0.0,
-                         "bytes_moved": io.moved_words[k] * self.program.bus_width // 8})
+                         "bytes_moved": io.moved_words[k] * self.program.bus_width // 8,
+                         **{c: round(v) for c, v in diff.items()}})
         return rows
 
     def layer_table(self) -> str:
@@ -210,9 +217,24 @@ class Device:
         rows = self.stats.get("layers")
         if not rows:
             return "(no per-layer report: run a compiled network first)"
-        out = ["| layer | MACs | cycles | MAC utilization | bytes moved |", "|---|---|---|---|---|"]
+        busy = "engine_busy" in rows[0]
+        out = ["| layer | MACs | cycles | MAC utilization | bytes moved |"
+               + (" engine busy | DMA busy | both idle |" if busy else ""),
+               "|---|---|---|---|---|" + ("---|---|---|" if busy else "")]
         for r in rows:
             name = f"{r['layer']} (run by {r['run_by']})" if r.get("run_by") else r["layer"]
-            out.append(f"| {name} | {r['macs']:,} | {r['cycles']:,} | {r['mac_utilization']:.1%} | "
-                       f"{r['bytes_moved']:,} |")
+            line = (f"| {name} | {r['macs']:,} | {r['cycles']:,} | {r['mac_utilization']:.1%} | "
+                    f"{r['bytes_moved']:,} |")
+            if busy:
+                line += " " + " | ".join(f"{v:.0%}" for v in busy_shares(r)) + " |"
+            out.append(line)
         return "\n".join(out)
+
+
+def busy_shares(row: dict) -> tuple[float, float, float]:
+    """A per-layer report row's (engine busy, DMA busy, both idle) as shares of its cycles
+    (a pipelined core's STAMP counters): a layer near 100 % engine is compute-bound, near
+    100 % DMA bound by its transfers, and with neither, by how they take turns."""
+    c = row["cycles"] or 1
+    idle = row["cycles"] - row["engine_busy"] - row["dma_busy"] + row["both_busy"]
+    return row["engine_busy"] / c, row["dma_busy"] / c, idle / c

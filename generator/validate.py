@@ -18,7 +18,19 @@ from amaranth import Shape
 from rmsmp.host.errors import RmsmpError
 from rmsmp.rtl.dma import packed_widths, words_per_entry
 from rmsmp.rtl.engine import buffer_ports
-from rmsmp.rtl.isa import INSTR_BITS, Buffer, ConvDesc, DmaDesc, Instruction, Opcode, VecDesc, VecKind, param_slots
+from rmsmp.rtl.isa import (
+    INSTR_BITS,
+    STAMP_COUNTERS,
+    Buffer,
+    ConvDesc,
+    DmaDesc,
+    Instruction,
+    Opcode,
+    VecDesc,
+    VecKind,
+    param_slots,
+    stamp_words,
+)
 
 __all__ = ["ProgramError", "Step", "decode", "check_program", "cycle_estimate", "cycle_budget",
            "describe_instruction"]
@@ -173,8 +185,12 @@ def check_program(program, cfg) -> list[Step]:
                 bad(s, f"weights packed at {f['wbits']} bits into buffer {f['buf']}, which unpacks "
                        f"{', '.join(map(str, unpacks.get(f['buf'], ()))) or 'no packed width'}")
         elif s.op == "STAMP":
-            if f["ext_addr"] >= n_words:
-                bad(s, f"memory word {f['ext_addr']:#x} outside the {n_words:,}-word image")
+            n = stamp_words(cfg.pipelined)
+            if f["count"] != n:
+                bad(s, f"a stamp of {f['count']} words; this core writes {n} ({', '.join(STAMP_COUNTERS[:n])})")
+            if f["ext_addr"] + n > n_words:
+                bad(s, f"memory words {f['ext_addr']:#x}..{f['ext_addr'] + n - 1:#x} outside the "
+                       f"{n_words:,}-word image")
         elif s.op == "CONV":
             for name, depth in (("in_base", cfg.act_depth), ("out_base", cfg.act_depth),
                                 ("w_base", cfg.weight_depth), ("p_base", cfg.acc_depth)):

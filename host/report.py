@@ -242,9 +242,13 @@ def write_report(path, qm, *, program=None, run=None, build=None, title: str | N
         parts.append(_table(["figure", "value"], [[k, f.format(run[k])] for k, f in keys if k in run]))
         if layers:
             parts.append(plot_run(layers))
-            parts.append(_table(["layer", "MACs", "cycles", "MAC utilization", "bytes moved"],
+            from rmsmp.generator.runtime import busy_shares
+            busy = "engine_busy" in layers[0]          # (a pipelined core's STAMP counters)
+            parts.append(_table(["layer", "MACs", "cycles", "MAC utilization", "bytes moved"]
+                                + (["engine busy", "DMA busy", "both idle"] if busy else []),
                                 [[r["layer"], f"{r['macs']:,}", f"{r['cycles']:,}", f"{r['mac_utilization']:.1%}",
-                                  f"{r['bytes_moved']:,}"] for r in layers]))
+                                  f"{r['bytes_moved']:,}"] + ([f"{v:.0%}" for v in busy_shares(r)] if busy else [])
+                                 for r in layers]))
         else:
             parts.append("<p><small>no per-layer trace in this run (compile with tracing, as "
                          "<code>compile_model</code> does by default for networks)</small></p>")

@@ -4,7 +4,10 @@ The host writes a program and its data into memory, sets ``prog_addr`` and pulse
 ``start``; the core fetches :class:`~rmsmp.rtl.isa.Instruction` words (``INSTR_BITS``
 each, least significant bus word first), runs them one after another, and raises
 ``done`` at ``END``.  ``id`` is the configuration hash, so a host can refuse a program
-built for another config; ``cycles`` and ``mac_beats`` count the whole program.
+built for another config; ``cycles`` and ``mac_beats`` count the whole program.  A ``STAMP``
+writes the cycle counter to memory and, on a pipelined core, after it the cycles the DMA,
+the engine, and both were busy (:data:`~rmsmp.rtl.isa.STAMP_COUNTERS`): the program's
+per-layer profile.
 
 Each fetched instruction is checked before it issues: an opcode the core does not have, a
 transfer naming a buffer the config lacks (or a store from one other than the activation
@@ -39,14 +42,14 @@ read data until the engine has finished the op its register still describes.
 """
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Array, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import stage
 from .dma import Dma, mem_port_signature, mux_mem_ports
 from .engine import ConvEngine, buffer_ports
-from .isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode, VecKind, param_slots
+from .isa import ACT_BANKS, INSTR_BITS, Buffer, Instruction, Opcode, VecKind, param_slots, stamp_words
 
 __all__ = ["Core"]
 
@@ -108,6 +111,18 @@ class Core(wiring.Component):
 
         with m.If(engine.beat):
             m.d.sync += self.mac_beats.eq(self.mac_beats + 1)
+        # what a STAMP writes (isa.STAMP_COUNTERS): the cycle counter, and on a pipelined core
+        # the cycles the DMA, the engine and both were busy (their flags through a register,
+        # off the units' paths: each count is a cycle late, which a layer's difference cancels)
+        counters = [self.cycles]
+        if cfg.pipelined:
+            d_busy, e_busy = stage(m, dma.busy, True, "dma_busy_q"), stage(m, engine.busy, True, "eng_busy_q")
+            counters += [Signal(32, name=n) for n in ("dma_busy_cycles", "eng_busy_cycles", "both_busy_cycles")]
+            with m.If(self.busy):
+                m.d.sync += [c.eq(c + f) for c, f in zip(counters[1:], (d_busy, e_busy, d_busy & e_busy))]
+        assert len(counters) == stamp_words(cfg.pipelined)
+        n_stamp = len(counters)
+        s_word = Signal(range(max(n_stamp, 2)))        # the STAMP's word being written
 
         # what makes an instruction one the core cannot run (registered in CHECK).  Compact
         # cores (iCE40: every cell counts) have no CHECK and take an unknown opcode for END;
@@ -161,7 +176,7 @@ class Core(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [pc.eq(self.prog_addr), self.busy.eq(1), self.done.eq(0),
-                                 self.cycles.eq(0), self.mac_beats.eq(0)]
+                                 self.mac_beats.eq(0)] + [c.eq(0) for c in counters]
                     if cfg.pipelined:                 # compact cores never set it: a constant 0
                         m.d.sync += self.error.eq(0)
                     m.next = "FETCH"
@@ -236,11 +251,15 @@ class Core(wiring.Component):
                     m.next = "DECODE"
             with m.State("STAMP_CMD"):       # the STAMP's address is in the DMA's fetch register
                 m.d.comb += [stamping.eq(1), wc.valid.eq(1), wc.payload.addr.eq(di.arg.dma.ext_addr),
-                             wc.payload.len.eq(1)]
+                             wc.payload.len.eq(n_stamp)]
                 with m.If(wc.ready):
+                    m.d.sync += s_word.eq(0)
                     m.next = "STAMP_DATA"
             with m.State("STAMP_DATA"):
-                m.d.comb += [stamping.eq(1), wd.valid.eq(1), wd.payload.eq(self.cycles)]
+                m.d.comb += [stamping.eq(1), wd.valid.eq(1),
+                             wd.payload.eq(Array(counters)[s_word] if n_stamp > 1 else self.cycles)]
                 with m.If(wd.ready):
-                    m.next = "FETCH"
+                    m.d.sync += s_word.eq(s_word + 1)
+                    with m.If(s_word == n_stamp - 1):
+                        m.next = "FETCH"
         return m

@@ -20,14 +20,26 @@ from amaranth.lib import data, enum
 __all__ = ["ACT_BANKS", "ConvDesc", "DmaDesc", "VecDesc", "VecKind", "Instruction", "Opcode", "Buffer", "param_layout",
            "param_slots", "param_entry_bits", "param_entries", "ADDR_BITS", "DIM_BITS",
            "INSTR_BITS", "CH_BITS", "ISA_REVISION", "VECTOR_OPS", "AVGPOOL_SUM_BITS",
-           "field_width", "field_max", "encode"]
+           "STAMP_COUNTERS", "stamp_words", "field_width", "field_max", "encode"]
 
 #: Revision of what a core reads from memory (instructions, weight layout); part of the
 #: config hash (the ID register), so a program for another revision is refused like one for
 #: another config.  2: weight entries of at most half a bus word share words.  3: the
 #: parameter buffer holds a row's parameters an entry (:func:`param_entries`).  4: a DMA
-#: descriptor repeats over blocks (``DmaDesc.reps``).
-ISA_REVISION = 4
+#: descriptor repeats over blocks (``DmaDesc.reps``).  5: a pipelined core's STAMP writes its
+#: busy counters after the cycle counter (:data:`STAMP_COUNTERS`).
+ISA_REVISION = 5
+
+#: what a STAMP writes, a word each from its ``ext_addr`` on: the cycle counter, then on a
+#: pipelined core the cycles the DMA was busy, the engine was busy, and both were (since the
+#: program started) — where a layer's cycles go (:func:`stamp_words`)
+STAMP_COUNTERS = ("cycles", "dma_busy", "engine_busy", "both_busy")
+
+
+def stamp_words(pipelined: bool) -> int:
+    """Memory words one STAMP writes: every :data:`STAMP_COUNTERS` on a pipelined core, the
+    cycle counter alone on a compact one (its cells are counted)."""
+    return len(STAMP_COUNTERS) if pipelined else 1
 
 ADDR_BITS = 20
 DIM_BITS = 10
@@ -106,7 +118,7 @@ class Opcode(enum.Enum, shape=4):
     STORE = 2        # DMA activation buffer -> external memory
     CONV = 3         # run one ConvDesc on the engine
     VEC = 4          # run one VecDesc (residual add, max-pool, global average pool)
-    STAMP = 5        # write the cycle counter to memory word dma.ext_addr (per-layer timing)
+    STAMP = 5        # write the cycle (and busy) counters from memory word dma.ext_addr (per-layer timing)
     SYNC = 6         # wait until the DMA and the engine are idle
 
 

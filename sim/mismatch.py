@@ -78,7 +78,7 @@ def _stopped_after(program, layer_index: int):
     trace_addr = program.outputs["trace"][0]
     steps = decode(program)
     at = next(i for i, s in enumerate(steps)
-              if s.op == "STAMP" and s.fields["ext_addr"] == trace_addr + layer_index + 1)
+              if s.op == "STAMP" and s.fields["ext_addr"] == trace_addr + (layer_index + 1) * s.fields["count"])
     nxt = steps[at + 1]
     p = deepcopy(program)
     end = Instruction.const({"op": Opcode.END}).as_bits()

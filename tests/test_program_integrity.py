@@ -129,6 +129,11 @@ def test_the_instruction_check_names_what_the_core_cannot_run(prog):
     bits = Instruction.const({"op": Opcode.STORE, "arg": {"dma": {**store.fields, "ext_addr": len(prog.image)}}})
     with pytest.raises(ProgramError, match="outside the"):
         check_program(_resealed(prog, _set_instr(prog, store.index, bits.as_bits())), CFG)
+    stamp = next(s for s in steps if s.op == "STAMP")                  # a stamp this core does not write
+    bits = Instruction.const({"op": Opcode.STAMP, "arg": {"dma": {**stamp.fields, "count": 1}}})
+    with pytest.raises(ProgramError, match=f"instruction {stamp.index} \\(STAMP\\).*a stamp of 1 words; this "
+                                           f"core writes 4 \\(cycles, dma_busy, engine_busy, both_busy\\)"):
+        check_program(_resealed(prog, _set_instr(prog, stamp.index, bits.as_bits())), CFG)
     end = steps[-1]
     with pytest.raises(ProgramError, match="no END"):
         check_program(_resealed(prog, prog.image[:end.addr]), CFG)

@@ -17,6 +17,7 @@ from rmsmp.generator.validate import check_program
 from rmsmp.host import compile_model, quantize
 from rmsmp.rtl.burst_ram import BurstRam
 from rmsmp.rtl.core import Core
+from rmsmp.rtl.dma import words_per_entry
 from rmsmp.rtl.isa import INSTR_BITS, Buffer, Instruction, Opcode
 from rmsmp.sim import golden
 from rmsmp.sim.collisions import PoisonCollisions
@@ -179,6 +180,50 @@ def test_engine_op_fetched_while_the_engine_runs():
         assert got == y.reshape(layer.rows, OH, OW).tolist(), name
     assert res["beats"] == 2 * first.beats
     print(f"\ncollided reads (garbled, unused): {res['collisions']}")
+
+
+@pytest.mark.parametrize("cfg", [CFG, COMPACT], ids=["pipelined", "compact"])
+def test_stamps_write_where_the_cycles_went(cfg):
+    """A STAMP writes the cycle counter and (pipelined cores) the cycles the DMA, the engine
+    and both were busy: over a span with only an activation load the engine and the overlap
+    count nothing and the DMA at least a cycle a word; over a span with only a conv the DMA
+    and the overlap count nothing and the engine at least its beats; neither beyond the
+    span's cycles.  A compact core writes the cycle counter alone."""
+    from rmsmp.generator.layout import pack_activations
+    from rmsmp.generator.lower import lower_conv
+    from rmsmp.generator.program import ProgramBuilder
+    from rmsmp.rtl.isa import STAMP_COUNTERS, stamp_words
+    qm, layer, x, y = one_layer_model("conv", cin=6, cout=8, k=3, s=2, p=1, hw=7, ratio=RATIO)
+    C = cfg.columns
+    xw = pack_activations(x, C)
+    low = lower_conv(qm, layer, cfg, in_hw=(7, 7), in_base=0, out_base=len(xw))
+    pb = ProgramBuilder(cfg)
+    x_ref = pb.blob("x", xw, 8 * C)
+    for k, g in enumerate(cfg.lane_groups):
+        wbits, width, words = low.packed[g.scheme]
+        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", words, width, weights=k), wbits=wbits)
+    pb.load(Buffer.PARAM, pb.param_blob("p", low.params))
+    pb.trace("trace", 3)
+    pb.stamp("trace", 0)
+    pb.load(Buffer.ACT, x_ref)
+    pb.stamp("trace", 1)
+    pb.conv(low)
+    pb.stamp("trace", 2)
+    prog = pb.build()
+    res = run_core(cfg, prog)
+    n = stamp_words(cfg.pipelined)
+    assert n == (4 if cfg.pipelined else 1)
+    words = prog.read_entries(res["image"], "trace")
+    assert len(words) == 3 * n
+    st = [dict(zip(STAMP_COUNTERS, words[i * n:(i + 1) * n])) for i in range(3)]
+    load, conv = ({c: b[c] - a[c] for c in a} for a, b in zip(st, st[1:]))
+    assert 0 < st[0]["cycles"] < st[1]["cycles"] < st[2]["cycles"] <= res["cycles"]
+    if not cfg.pipelined:
+        return
+    assert load["engine_busy"] == load["both_busy"] == 0
+    assert len(xw) * words_per_entry(8 * C, cfg.bus_width) <= load["dma_busy"] <= load["cycles"]
+    assert conv["dma_busy"] == conv["both_busy"] == 0
+    assert low.beats <= conv["engine_busy"] <= conv["cycles"]
 
 
 def test_poisoned_memory_garbles_a_collided_read_and_counts_it():
