@@ -188,8 +188,8 @@ class Device:
     def _layer_report(self, mem, io) -> list[dict]:
         """Per-layer cycles from the first image's STAMPs (a batch run layer by layer: the
         batch's, per image), with MACs, utilization, bytes moved, and on a pipelined core the
-        cycles the DMA, the engine and both were busy (``dma_busy``, ``engine_busy``,
-        ``both_busy``: where the cycles went)."""
+        cycles the DMA, the engine and both were busy and the array's beats (``dma_busy``,
+        ``engine_busy``, ``both_busy``, ``mac_beats``: where the cycles went)."""
         words = self.program.read_entries(mem, "trace")
         n = stamp_words(self.cfg.pipelined)
         stamps = [words[i:i + n] for i in range(0, len(words), n)]
@@ -219,8 +219,8 @@ class Device:
             return "(no per-layer report: run a compiled network first)"
         busy = "engine_busy" in rows[0]
         out = ["| layer | MACs | cycles | MAC utilization | bytes moved |"
-               + (" engine busy | DMA busy | both idle |" if busy else ""),
-               "|---|---|---|---|---|" + ("---|---|---|" if busy else "")]
+               + (" engine busy | array beats | DMA busy | both idle |" if busy else ""),
+               "|---|---|---|---|---|" + ("---|---|---|---|" if busy else "")]
         for r in rows:
             name = f"{r['layer']} (run by {r['run_by']})" if r.get("run_by") else r["layer"]
             line = (f"| {name} | {r['macs']:,} | {r['cycles']:,} | {r['mac_utilization']:.1%} | "
@@ -231,10 +231,13 @@ class Device:
         return "\n".join(out)
 
 
-def busy_shares(row: dict) -> tuple[float, float, float]:
-    """A per-layer report row's (engine busy, DMA busy, both idle) as shares of its cycles
-    (a pipelined core's STAMP counters): a layer near 100 % engine is compute-bound, near
-    100 % DMA bound by its transfers, and with neither, by how they take turns."""
+def busy_shares(row: dict) -> tuple[float, float, float, float]:
+    """A per-layer report row's (engine busy, array beats, DMA busy, both idle) from a
+    pipelined core's STAMP counters: the engine's, the DMA's and neither's busy cycles as
+    shares of the layer's, and the array's beats as a share of the engine's busy cycles.  A
+    layer near 100 % engine is compute-bound (at its beats' share of the engine's time: the
+    rest is the ops' setup and drain, the requantizer, the vector unit), near 100 % DMA bound
+    by its transfers, and with neither, by how they take turns."""
     c = row["cycles"] or 1
     idle = row["cycles"] - row["engine_busy"] - row["dma_busy"] + row["both_busy"]
-    return row["engine_busy"] / c, row["dma_busy"] / c, idle / c
+    return row["engine_busy"] / c, row["mac_beats"] / (row["engine_busy"] or 1), row["dma_busy"] / c, idle / c

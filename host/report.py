@@ -245,7 +245,7 @@ def write_report(path, qm, *, program=None, run=None, build=None, title: str | N
             from rmsmp.generator.runtime import busy_shares
             busy = "engine_busy" in layers[0]          # (a pipelined core's STAMP counters)
             parts.append(_table(["layer", "MACs", "cycles", "MAC utilization", "bytes moved"]
-                                + (["engine busy", "DMA busy", "both idle"] if busy else []),
+                                + (["engine busy", "array beats", "DMA busy", "both idle"] if busy else []),
                                 [[r["layer"], f"{r['macs']:,}", f"{r['cycles']:,}", f"{r['mac_utilization']:.1%}",
                                   f"{r['bytes_moved']:,}"] + ([f"{v:.0%}" for v in busy_shares(r)] if busy else [])
                                  for r in layers]))

@@ -6,8 +6,8 @@ each, least significant bus word first), runs them one after another, and raises
 ``done`` at ``END``.  ``id`` is the configuration hash, so a host can refuse a program
 built for another config; ``cycles`` and ``mac_beats`` count the whole program.  A ``STAMP``
 writes the cycle counter to memory and, on a pipelined core, after it the cycles the DMA,
-the engine, and both were busy (:data:`~rmsmp.rtl.isa.STAMP_COUNTERS`): the program's
-per-layer profile.
+the engine, and both were busy and the MAC beats (:data:`~rmsmp.rtl.isa.STAMP_COUNTERS`):
+the program's per-layer profile.
 
 Each fetched instruction is checked before it issues: an opcode the core does not have, a
 transfer naming a buffer the config lacks (or a store from one other than the activation
@@ -114,12 +114,14 @@ class Core(wiring.Component):
         # what a STAMP writes (isa.STAMP_COUNTERS): the cycle counter, and on a pipelined core
         # the cycles the DMA, the engine and both were busy (their flags through a register,
         # off the units' paths: each count is a cycle late, which a layer's difference cancels)
+        # and the MAC beats
         counters = [self.cycles]
         if cfg.pipelined:
             d_busy, e_busy = stage(m, dma.busy, True, "dma_busy_q"), stage(m, engine.busy, True, "eng_busy_q")
             counters += [Signal(32, name=n) for n in ("dma_busy_cycles", "eng_busy_cycles", "both_busy_cycles")]
             with m.If(self.busy):
                 m.d.sync += [c.eq(c + f) for c, f in zip(counters[1:], (d_busy, e_busy, d_busy & e_busy))]
+            counters.append(self.mac_beats)
         assert len(counters) == stamp_words(cfg.pipelined)
         n_stamp = len(counters)
         s_word = Signal(range(max(n_stamp, 2)))        # the STAMP's word being written
@@ -176,7 +178,7 @@ class Core(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [pc.eq(self.prog_addr), self.busy.eq(1), self.done.eq(0),
-                                 self.mac_beats.eq(0)] + [c.eq(0) for c in counters]
+                                 self.cycles.eq(0), self.mac_beats.eq(0)] + [c.eq(0) for c in counters[1:-1]]
                     if cfg.pipelined:                 # compact cores never set it: a constant 0
                         m.d.sync += self.error.eq(0)
                     m.next = "FETCH"

@@ -31,9 +31,9 @@ __all__ = ["ACT_BANKS", "ConvDesc", "DmaDesc", "VecDesc", "VecKind", "Instructio
 ISA_REVISION = 5
 
 #: what a STAMP writes, a word each from its ``ext_addr`` on: the cycle counter, then on a
-#: pipelined core the cycles the DMA was busy, the engine was busy, and both were (since the
-#: program started) — where a layer's cycles go (:func:`stamp_words`)
-STAMP_COUNTERS = ("cycles", "dma_busy", "engine_busy", "both_busy")
+#: pipelined core the cycles the DMA was busy, the engine was busy, both were, and the array's
+#: MAC beats (since the program started) — where a layer's cycles go (:func:`stamp_words`)
+STAMP_COUNTERS = ("cycles", "dma_busy", "engine_busy", "both_busy", "mac_beats")
 
 
 def stamp_words(pipelined: bool) -> int:

@@ -132,7 +132,7 @@ def test_the_instruction_check_names_what_the_core_cannot_run(prog):
     stamp = next(s for s in steps if s.op == "STAMP")                  # a stamp this core does not write
     bits = Instruction.const({"op": Opcode.STAMP, "arg": {"dma": {**stamp.fields, "count": 1}}})
     with pytest.raises(ProgramError, match=f"instruction {stamp.index} \\(STAMP\\).*a stamp of 1 words; this "
-                                           f"core writes 4 \\(cycles, dma_busy, engine_busy, both_busy\\)"):
+                                           f"core writes 5 \\(cycles, dma_busy, engine_busy, both_busy, mac_beats\\)"):
         check_program(_resealed(prog, _set_instr(prog, stamp.index, bits.as_bits())), CFG)
     end = steps[-1]
     with pytest.raises(ProgramError, match="no END"):

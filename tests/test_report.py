@@ -15,9 +15,9 @@ from rmsmp.host.report import layer_rows, weight_sqnr_db, write_report
 RUN = {"images": 1, "cycles": 5000, "cycles_per_image": 5000.0, "mac_utilization": 0.4321,
        "time_per_image_at_clock_s": 1.25e-4,
        "layers": [{"layer": "conv1", "macs": 9216, "cycles": 1234, "mac_utilization": 0.0467, "bytes_moved": 4096,
-                   "engine_busy": 987, "dma_busy": 617, "both_busy": 494},
+                   "engine_busy": 987, "dma_busy": 617, "both_busy": 494, "mac_beats": 691},
                   {"layer": "fc", "macs": 640, "cycles": 321, "mac_utilization": 0.0125, "bytes_moved": 128,
-                   "engine_busy": 32, "dma_busy": 289, "both_busy": 0}]}
+                   "engine_busy": 32, "dma_busy": 289, "both_busy": 0, "mac_beats": 20}]}
 BUILD = {"board": "ulx3s-85f", "device": "LFE5U-85F", "config": "10×pot4 + 6×fix8 × 8",
          "resources": {"LUT": {"cell": "TRELLIS_COMB", "used": 50165, "available": 83640},
                        "DSP": {"cell": "MULT18X18D", "used": 69, "available": 156}},
@@ -52,7 +52,8 @@ def test_the_page_shows_the_model_program_run_and_build(tmp_path, digits_q, prog
     assert f"{prog.config_hash:#010x}" in page
     for r in RUN["layers"]:
         assert f"<td>{r['cycles']:,}</td>" in page and f"<td>{r['mac_utilization']:.1%}</td>" in page
-    assert "<td>80%</td><td>50%</td><td>10%</td>" in page          # conv1: engine, DMA busy; both idle
+    # conv1: engine busy, its beats' share, DMA busy, both idle
+    assert "<td>80%</td><td>70%</td><td>50%</td><td>10%</td>" in page
     assert "43.2%" in page and "5,000" in page
     assert "50,165" in page and "83,640" in page and "34.4" in page and "engine" in page
     assert not (tmp_path / "sub" / "r.html.tmp").exists()

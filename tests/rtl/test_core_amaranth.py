@@ -185,10 +185,11 @@ def test_engine_op_fetched_while_the_engine_runs():
 @pytest.mark.parametrize("cfg", [CFG, COMPACT], ids=["pipelined", "compact"])
 def test_stamps_write_where_the_cycles_went(cfg):
     """A STAMP writes the cycle counter and (pipelined cores) the cycles the DMA, the engine
-    and both were busy: over a span with only an activation load the engine and the overlap
-    count nothing and the DMA at least a cycle a word; over a span with only a conv the DMA
-    and the overlap count nothing and the engine at least its beats; neither beyond the
-    span's cycles.  A compact core writes the cycle counter alone."""
+    and both were busy and the MAC beats: over a span with only an activation load the engine,
+    the overlap and the beats count nothing and the DMA at least a cycle a word; over a span
+    with only a conv the DMA and the overlap count nothing, the beats are the conv's and the
+    engine busy at least as long; neither beyond the span's cycles.  A compact core writes the
+    cycle counter alone."""
     from rmsmp.generator.layout import pack_activations
     from rmsmp.generator.lower import lower_conv
     from rmsmp.generator.program import ProgramBuilder
@@ -212,7 +213,7 @@ def test_stamps_write_where_the_cycles_went(cfg):
     prog = pb.build()
     res = run_core(cfg, prog)
     n = stamp_words(cfg.pipelined)
-    assert n == (4 if cfg.pipelined else 1)
+    assert n == (5 if cfg.pipelined else 1)
     words = prog.read_entries(res["image"], "trace")
     assert len(words) == 3 * n
     st = [dict(zip(STAMP_COUNTERS, words[i * n:(i + 1) * n])) for i in range(3)]
@@ -220,10 +221,10 @@ def test_stamps_write_where_the_cycles_went(cfg):
     assert 0 < st[0]["cycles"] < st[1]["cycles"] < st[2]["cycles"] <= res["cycles"]
     if not cfg.pipelined:
         return
-    assert load["engine_busy"] == load["both_busy"] == 0
+    assert load["engine_busy"] == load["both_busy"] == load["mac_beats"] == 0
     assert len(xw) * words_per_entry(8 * C, cfg.bus_width) <= load["dma_busy"] <= load["cycles"]
     assert conv["dma_busy"] == conv["both_busy"] == 0
-    assert low.beats <= conv["engine_busy"] <= conv["cycles"]
+    assert conv["mac_beats"] == low.beats <= conv["engine_busy"] <= conv["cycles"]
 
 
 def test_poisoned_memory_garbles_a_collided_read_and_counts_it():
