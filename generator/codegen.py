@@ -1,13 +1,17 @@
 """Compiler pass: a :class:`~rmsmp.generator.schedule.Schedule` → instructions.
 
-Resident weights load first.  A streamed weight set is loaded right after the first conv
-of the set before it when both fit half the buffers (opposite halves: the core overlaps
-the load with that conv), else behind a SYNC just before its first use; a use the
-schedule found still on chip (``WeightSet.loaded`` false) loads nothing.  Each conv's
-descriptor gets its set's buffer bases.
+Resident weights load first.  A streamed weight set loads while the set before it computes
+when both fit half the buffers (opposite halves), else behind a SYNC just before its first
+use; a use the schedule found still on chip (``WeightSet.loaded`` false) loads nothing.
+The load is spread over the convs of the set before — a piece after each (its parameters
+with the first) — so the activation transfers those convs' bands need, which the core
+issues in order behind it, never wait for a whole set: a batch's part runs a set over
+every image's bands, and its next set's 22 k words (layer4 on the ULX3S) held each part's
+second band back until they were in.  Each conv's descriptor gets its set's buffer bases.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 from rmsmp.rtl.isa import Buffer
@@ -30,6 +34,20 @@ def _load_set(pb: ProgramBuilder, cfg, s: WeightSet) -> None:
         pb.load(b.buf, b.blob, _half_base(cfg, b.buf, s.half), wbits=b.wbits)
 
 
+def _set_pieces(pb: ProgramBuilder, cfg, s: WeightSet, n: int) -> list[list]:
+    """Set ``s``'s load in ``n`` pieces (lists of LOAD arguments): its parameters in the
+    first, each weight blob cut into ``n`` (:meth:`ProgramBuilder.blob_chunks`)."""
+    pieces = [[] for _ in range(n)]
+    for b in s.spec.blobs:
+        base = _half_base(cfg, b.buf, s.half)
+        if b.buf == Buffer.PARAM or n == 1:
+            pieces[0].append(((b.buf, b.blob, base), {"wbits": b.wbits}))
+            continue
+        for k, (e0, off, count) in enumerate(pb.blob_chunks(b.blob, n)):
+            pieces[k].append(((b.buf, b.blob, base + e0), {"offset": off, "count": count, "wbits": b.wbits}))
+    return pieces
+
+
 def _load_blob(pb: ProgramBuilder, b: BlobLoad) -> None:
     pb.load(b.buf, b.blob, b.base, wbits=b.wbits)
 
@@ -42,6 +60,8 @@ def emit_program(pb: ProgramBuilder, cfg, weights: WeightPlan, sch: Schedule, n_
     pb.trace("trace", n_stamps + 1)
     pb.stamp("trace", 0)
     loaded, first_conv_done = set(), set()
+    convs = Counter(op.set for op in sch.ops if isinstance(op, Conv) and op.set is not None)
+    pending: dict = {}                   # set index -> pieces of its load still to emit
     for op in sch.ops:
         if isinstance(op, Load):
             pb.load(Buffer.ACT, op.ref, op.buf_addr, offset=op.offset, count=op.count, rows=op.rows, nib=op.nib,
@@ -54,15 +74,23 @@ def emit_program(pb: ProgramBuilder, cfg, weights: WeightPlan, sch: Schedule, n_
         elif isinstance(op, Vec):
             pb.vec(op.layer)
         elif isinstance(op, Conv):
-            _emit_conv(pb, cfg, sch.sets, op, loaded, first_conv_done)
+            _emit_conv(pb, cfg, sch.sets, op, loaded, first_conv_done, convs, pending)
         else:                                          # pragma: no cover - a new op kind
             raise TypeError(f"unknown op {op!r}")
 
 
-def _emit_conv(pb, cfg, sets: list, op: Conv, loaded: set, first_conv_done: set) -> None:
+def _emit_pieces(pb: ProgramBuilder, pieces: list, n: int) -> None:
+    for _ in range(min(n, len(pieces))):
+        for args, kw in pieces.pop(0):
+            pb.load(*args, **kw)
+
+
+def _emit_conv(pb, cfg, sets: list, op: Conv, loaded: set, first_conv_done: set, convs: Counter,
+               pending: dict) -> None:
     j, low = op.set, op.layer
     if j is not None:
         s = sets[j]
+        _emit_pieces(pb, pending.pop(j, []), len(sets))     # what of its load is not out yet
         if j not in loaded:
             if s.loaded:
                 pb.sync()
@@ -71,10 +99,14 @@ def _emit_conv(pb, cfg, sets: list, op: Conv, loaded: set, first_conv_done: set)
         low = replace(low, desc={**low.desc, "w_base": _half_base(cfg, Buffer.WEIGHT0, s.half) + op.w_off,
                                  "p_base": _half_base(cfg, Buffer.PARAM, s.half) + op.p_off})
     pb.conv(low)
-    if j is not None and j not in first_conv_done:
+    if j is None:
+        return
+    if j not in first_conv_done:
         first_conv_done.add(j)
         nxt = j + 1
         if nxt < len(sets) and sets[j].half is not None and sets[nxt].half is not None:
             if sets[nxt].loaded:          # (else it is still in its half)
-                _load_set(pb, cfg, sets[nxt])
+                pending[nxt] = _set_pieces(pb, cfg, sets[nxt], convs[j])
             loaded.add(nxt)
+    if j + 1 in pending:                  # the next piece of the next set, after each conv
+        _emit_pieces(pb, pending[j + 1], 1)

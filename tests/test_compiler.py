@@ -130,6 +130,38 @@ def test_a_resnet18_batch_loads_its_sets_once_within_the_memory_given(resnet18_2
         compile_model(qm, cfg, (3, 224, 224), batch=4, memory_words=1000)
 
 
+@pytest.mark.slow      # a ResNet-18 batch program, ~10⁴ instructions decoded
+@pytest.mark.filterwarnings("ignore::rmsmp.generator.compiler.RatioMismatchWarning")   # a 10:5:1 model
+def test_a_sets_load_is_spread_over_the_convs_of_the_set_before(resnet18_224):
+    """A batch part runs one set over every image's bands; the next set loads in pieces, one
+    after each of those convs, so no band's activation transfers (issued in order behind it)
+    wait for a whole set: in layer4.1.conv1 on the ULX3S at batch 4 no stretch between two
+    convs loads more than twice the weight entries of an even share (a whole set after a
+    part's first conv, as before, is 12× that; the runs' bit-exactness says the pieces add
+    up to the sets)."""
+    _, _, qm = resnet18_224
+    cfg = AcceleratorConfig.for_board("ulx3s-85f")
+    prog = compile_model(qm, cfg, (3, 224, 224), batch=4)
+    k = prog.io.trace.index("layer4.1.conv1")
+    assert "layer4.1.conv1" in prog.io.batch_parts
+    stamps, span = 0, []
+    for ins in _decode(prog):
+        if ins.op == Opcode.STAMP:
+            stamps += 1
+        elif stamps == k + 1:                       # (stamp 0 comes before the first layer)
+            span.append(ins)
+    between, runs, n_conv = 0, [], 0
+    for ins in span:
+        if ins.op == Opcode.CONV:
+            runs.append(between)
+            between, n_conv = 0, n_conv + 1
+        elif ins.op == Opcode.LOAD and ins.arg.dma.buf >= Buffer.WEIGHT0:
+            between += ins.arg.dma.count * (ins.arg.dma.reps + 1)
+    total = sum(runs) + between
+    assert n_conv > 100 and total > 0
+    assert max(runs[1:] + [between]) <= 2 * total / n_conv
+
+
 @pytest.mark.slow      # quantizes ResNet-18 at 224×224 (shared)
 @pytest.mark.filterwarnings("ignore::rmsmp.generator.compiler.RatioMismatchWarning")   # a 10:5:1 model
 def test_bands_take_the_weight_sets_in_serpentine_order_and_reload_none_on_chip(resnet18_224):
