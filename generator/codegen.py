@@ -29,11 +29,6 @@ def _half_base(cfg, buf: int, half: int | None) -> int:
     return (cfg.acc_depth if buf == Buffer.PARAM else cfg.weight_depth) // 2 * half
 
 
-def _load_set(pb: ProgramBuilder, cfg, s: WeightSet) -> None:
-    for b in s.spec.blobs:
-        pb.load(b.buf, b.blob, _half_base(cfg, b.buf, s.half), wbits=b.wbits)
-
-
 def _set_pieces(pb: ProgramBuilder, cfg, s: WeightSet, n: int) -> list[list]:
     """Set ``s``'s load in ``n`` pieces (lists of LOAD arguments): its parameters in the
     first, each weight blob cut into ``n`` (:meth:`ProgramBuilder.blob_chunks`)."""
@@ -79,8 +74,9 @@ def emit_program(pb: ProgramBuilder, cfg, weights: WeightPlan, sch: Schedule, n_
             raise TypeError(f"unknown op {op!r}")
 
 
-def _emit_pieces(pb: ProgramBuilder, pieces: list, n: int) -> None:
-    for _ in range(min(n, len(pieces))):
+def _emit_pieces(pb: ProgramBuilder, pieces: list, n: int | None = None) -> None:
+    """Emit the first ``n`` of ``pieces`` (default: all), taking them off the list."""
+    for _ in range(len(pieces) if n is None else min(n, len(pieces))):
         for args, kw in pieces.pop(0):
             pb.load(*args, **kw)
 
@@ -90,11 +86,11 @@ def _emit_conv(pb, cfg, sets: list, op: Conv, loaded: set, first_conv_done: set,
     j, low = op.set, op.layer
     if j is not None:
         s = sets[j]
-        _emit_pieces(pb, pending.pop(j, []), len(sets))     # what of its load is not out yet
+        _emit_pieces(pb, pending.pop(j, []))                 # what of its load is not out yet
         if j not in loaded:
             if s.loaded:
                 pb.sync()
-                _load_set(pb, cfg, s)
+                _emit_pieces(pb, _set_pieces(pb, cfg, s, 1))
             loaded.add(j)
         low = replace(low, desc={**low.desc, "w_base": _half_base(cfg, Buffer.WEIGHT0, s.half) + op.w_off,
                                  "p_base": _half_base(cfg, Buffer.PARAM, s.half) + op.p_off})
