@@ -281,6 +281,17 @@ class AcceleratorConfig:
         activation input."""
         return (self.pot_act_bits or self.act_bits) + 1
 
+    @property
+    def row_chains(self) -> bool:
+        """Whether the requantizer sums chains of rows (a row's ``chain`` parameter: its sum
+        goes into the next enabled row's instead of out) — built on a pipelined core with
+        power-of-two lanes for full-width activations.  A fixed-point layer the pot lanes
+        cannot run (an all-fix8 edge layer) then spreads some output channels over several
+        pot rows, a power-of-two term of every weight a row (:func:`~rmsmp.generator.lower.
+        pot_terms`), beside the fixed-point rows that run it whole."""
+        return self.pipelined and any(g.format.kind == "pot" and not self.narrow_lanes(g.scheme)
+                                      for g in self.lane_groups)
+
     def narrow_lanes(self, scheme: str) -> bool:
         """Whether the lanes of group ``scheme`` take ``pot_act_width``-bit activations
         (power-of-two lanes and LUT-built fixed-point lanes) rather than ``act_width``."""

@@ -9,6 +9,12 @@ word names its output channel, so results land in natural channel order and tens
 always stored unpermuted (a residual add needs both operands in one order; folding a
 per-layer permutation into the next layer could not give that).
 
+Row chains (a core with ``row_chains``): a fixed-point layer the power-of-two lanes cannot
+run whole — an all-fix8 edge layer — may also put output channels on pot rows, each weight
+split into power-of-two terms (:func:`pot_terms`), term ``j`` of every weight on the ``j``-th
+row of a chain of consecutive rows (:class:`Term`); the requantizer sums the chain's rows
+and writes the channel once, from the chain's last row.  Exact: the terms sum to the weight.
+
 The ``QuantizedModel`` is read by attribute (``layer.qweight``, ``layer.schemes``,
 ``qm.requant``, …): ``rmsmp.generator`` does not import ``rmsmp.host``.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,7 +46,7 @@ from rmsmp.rtl.isa import (
 
 __all__ = ["MAX_KERNEL", "out_bounds", "LoweredLayer", "lower_conv", "lower_depthwise", "lower_vec",
            "lower_avgpool_conv", "CompileError", "can_run", "lanes_for", "fix_bits_for", "pack_words", "group_rows",
-           "part_cuts"]
+           "part_cuts", "Term", "pot_terms"]
 
 
 class CompileError(RmsmpError):
@@ -123,18 +130,24 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
             raise ValueError(f"layer {layer.name!r}: {n_parts} output parts need a narrow output of at least "
                              f"{n_parts} channel blocks and the layer's own placement")
         placement, bounds = _place_parts(layer, cfg, qm.in_q(layer), parts)
+    geo = lane_geometry(cfg, W, OW, k, s, p)
+    qw = layer.qweight.reshape(O, Cin, k, k)
+    planes = None if placement is not None or n_parts > 1 else _chain_planes(layer, cfg, qw, OH * geo.out_cols)
+    if placement is None and planes is not None:
+        placement = place_rows(layer, cfg, qm.in_q(layer), terms=_term_counts(planes), beats=cb * k * k)
     og_n, row_of = placement or place_rows(layer, cfg, qm.in_q(layer))
     perm = [0] * O
     for (og, row), ch in row_of.items():
-        perm[ch] = og * cfg.rows + row
-    qw = layer.qweight.reshape(O, Cin, k, k)
-    weights, packed = _lane_weights(layer, cfg, qw, og_n, row_of)
+        if not isinstance(ch, Term):
+            perm[ch] = og * cfg.rows + row
+        elif ch.j == ch.of - 1:                  # a chain's channel is written by its last row
+            perm[ch.ch] = og * cfg.rows + row
+    weights, packed = _lane_weights(layer, cfg, qw, og_n, row_of, planes)
     rq = qm.requant[layer.name] if requant is None else requant
     inq, out = qm.in_q(layer), layer.out
-    _check_accumulator(layer.name, cfg, qw, inq, rq["bias"])
+    _check_accumulator(layer.name, cfg, qw, inq, rq["bias"], planes)
     params = _param_words(layer.name, cfg, rq, og_n, row_of, bounds)
     lo, hi = out_bounds(layer)
-    geo = lane_geometry(cfg, W, OW, k, s, p)
     desc = {"in_base": in_base, "out_base": out_base, "w_base": w_base, "p_base": p_base,
             "in_h": H, "in_w": geo.pitch, "in_cb": cb, "out_h": OH, "out_w": geo.out_cols, "out_groups": og_n,
             "kernel": k, "stride": s, "pad": p, "pad_top": p, "in_signed": int(inq.signed), "wide": int(out.bits > 8),
@@ -170,7 +183,7 @@ def _place_parts(layer, cfg, inq, parts) -> tuple:
     row_of, bounds, og_n = {}, [], 0
     for b0, b1 in zip(cuts, cuts[1:]):
         chans, n, rows = _place_block_run(layer, cfg, inq, b0, b1)
-        row_of.update({(og_n + og, row): chans[c] for (og, row), c in rows.items()})
+        row_of.update({(og_n + og, row): chans[c] for (og, row), c in rows.items()})   # (no chains in parts)
         bounds.append((og_n, og_n + n, b0, b1))
         og_n += n
     return (og_n, row_of), tuple(bounds)
@@ -236,10 +249,73 @@ def group_rows(cfg) -> dict:
     return offsets
 
 
-def place_rows(layer, cfg, inq=None) -> tuple[int, dict]:
+class Term(NamedTuple):
+    """An array row of a chain (``AcceleratorConfig.row_chains``): power-of-two term ``j``
+    (of ``of``) of every weight of output channel ``ch`` (:func:`pot_terms`).  A chain's rows
+    are consecutive rows of one lane group and one output group; its last (``j = of - 1``)
+    carries the channel's parameters and writes it."""
+    ch: int
+    j: int
+    of: int
+
+
+def pot_terms(q: torch.Tensor, qmax: int) -> torch.Tensor:
+    """Integer weights ``q`` as sums of power-of-two weights ``0, ±1, ±2, …, ±qmax`` (a pot
+    scheme's values; ``qmax`` a power of two): ``[D, *q.shape]``, ``sum(dim=0) == q``, each
+    weight in the fewest terms, largest first (zeros after), ``D`` the most any weight takes
+    (e.g. with ±64: 127 = 64 + 64 − 1, 85 = 64 + 16 + 4 + 1)."""
+    vmax = int(q.abs().max()) if q.numel() else 0
+    pows = [1 << e for e in range(qmax.bit_length())]
+    steps = sorted((sg * p for p in pows for sg in (1, -1)), key=abs, reverse=True)
+    best = {0: ()}                      # value -> its fewest terms, breadth first
+    frontier, lim = [0], vmax + qmax
+    while frontier and any(v not in best for v in range(-vmax, vmax + 1)):
+        nxt = []
+        for v in frontier:
+            for t in steps:
+                w = v + t
+                if abs(w) <= lim and w not in best:
+                    best[w] = tuple(sorted(best[v] + (t,), key=abs, reverse=True))
+                    nxt.append(w)
+        frontier = nxt
+    D = max(1, max(len(best[v]) for v in range(-vmax, vmax + 1)))
+    table = torch.tensor([list(best[v]) + [0] * (D - len(best[v])) for v in range(-vmax, vmax + 1)],
+                         dtype=torch.int64)
+    return table[q.to(torch.int64) + vmax].movedim(-1, 0)
+
+
+def _term_counts(planes: torch.Tensor) -> list[int]:
+    """Rows a chain of each output channel takes: its weights' most terms (at least one)."""
+    nz = planes.reshape(planes.shape[0], planes.shape[1], -1).ne(0).any(dim=2)      # [D, O]
+    return [max(1, int(nz[:, o].nonzero().max()) + 1 if nz[:, o].any() else 1) for o in range(planes.shape[1])]
+
+
+def _chain_planes(layer, cfg, qw: torch.Tensor, pixels: int):
+    """The power-of-two terms of ``layer``'s weights (``[D, O, Cin, k, k]``) if its rows may
+    chain on the pot lanes: a core with ``row_chains``, a layer of one fixed-point scheme
+    (which pot lanes cannot run whole), and weights reused over enough output pixels that a
+    chain's wider weight entries do not make the layer wait for them (a lane's weight entry
+    of every output group in at most one bus word per output pixel: not a classifier on one
+    pixel).  Else None."""
+    if not cfg.row_chains:
+        return None
+    names = {parse_weight_format(sn) for sn in layer.schemes}
+    pots = [g.format for g in cfg.lane_groups if g.format.kind == "pot" and not cfg.narrow_lanes(g.scheme)]
+    if len(names) != 1 or next(iter(names)).kind != "fix" or not pots:
+        return None
+    if pixels * cfg.bus_width < cfg.rows * cfg.columns * max(f.bits for f in cfg.row_formats()):
+        return None
+    return pot_terms(qw, min(f.qmax for f in pots))
+
+
+def place_rows(layer, cfg, inq=None, *, terms=None, beats: int = 0) -> tuple[int, dict]:
     """The output-channel permutation: (output groups, {(og, array row): channel}).  With
     ``inq`` (the layer's input format) wider than the LUT lanes (power-of-two, LUT-built
-    fixed-point) take, no row goes on them."""
+    fixed-point) take, no row goes on them.  ``terms`` (a one-scheme fixed-point layer on a
+    core with ``row_chains``: each channel's power-of-two terms, :func:`pot_terms`): channels
+    may also take chains of pot rows (:class:`Term` values), where that runs the layer in
+    fewer cycles — ``beats`` (per output pixel and group) against the requantizer's one row
+    a cycle."""
     by_scheme: dict[str, list[int]] = {}
     for ch, sname in enumerate(layer.schemes):
         by_scheme.setdefault(parse_weight_format(sname).name, []).append(ch)
@@ -254,30 +330,81 @@ def place_rows(layer, cfg, inq=None) -> tuple[int, dict]:
             raise CompileError(f"layer {layer.name!r}: scheme {sname} has no lane group that can run it in this "
                                f"accelerator ({', '.join(g.scheme for g in cfg.lane_groups)}){why}")
     og_n, slots = _deal_rows(by_scheme, places, group_rows(cfg))
-    return og_n, {slot: ch for ch, slot in slots.items()}
+    plain = og_n, {slot: ch for ch, slot in slots.items()}
+    chained = _chain_rows(by_scheme, places, cfg, terms, og_n) if terms is not None and len(by_scheme) == 1 else None
+    if chained is None:
+        return plain
+
+    def cycles(placement):              # a group's pixel: its beats, or the requantizer's rows + 2
+        n, rows = placement
+        return n * max(beats, max(sum(1 for og_, _ in rows if og_ == og) for og in range(n)) + 2)
+    return chained if cycles(chained) < cycles(plain) else plain
 
 
-def _lane_weights(layer, cfg, qw: torch.Tensor, og_n: int, row_of: dict) -> tuple[dict, dict]:
+def _chain_rows(by_scheme: dict, places: dict, cfg, terms: list, og_plain: int):
+    """The fewest output groups (fewer than ``og_plain``) that hold the one scheme's channels
+    on its own lane groups and as chains on the pot lanes (the channels of fewest terms
+    first, first fit); None if no fewer."""
+    (sn, chs), = by_scheme.items()
+    offsets = group_rows(cfg)
+    fix = places[sn]
+    pots = [g.scheme for g in cfg.lane_groups
+            if g.format.kind == "pot" and not cfg.narrow_lanes(g.scheme) and g.scheme not in fix]
+    order = sorted(chs, key=lambda c: (terms[c], c))
+    for og_n in range(1, og_plain):
+        bins = [(og, *offsets[g]) for og in range(og_n) for g in pots]
+        fill = [0] * len(bins)
+        row_of, rest = {}, []
+        for c in order:
+            b = next((i for i, (_, _, n) in enumerate(bins) if fill[i] + terms[c] <= n), None)
+            if b is None:
+                rest.append(c)
+                continue
+            og, off, _ = bins[b]
+            row_of.update({(og, off + fill[b] + j): Term(c, j, terms[c]) for j in range(terms[c])})
+            fill[b] += terms[c]
+        if len(rest) > og_n * sum(offsets[g][1] for g in fix):
+            continue
+        used = dict.fromkeys(fix, 0)
+        for c in sorted(rest):
+            g = next(g for g in fix if used[g] < og_n * offsets[g][1])
+            og, row = divmod(used[g], offsets[g][1])
+            row_of[(og, offsets[g][0] + row)] = c
+            used[g] += 1
+        return og_n, row_of
+    return None
+
+
+def _lane_weights(layer, cfg, qw: torch.Tensor, og_n: int, row_of: dict, planes=None) -> tuple[dict, dict]:
     """Per lane group, its weight words — word ``((og·cb + b)·k + ky)·k + kx`` holds the
     codes of the group's rows × ``C`` columns — and how they are stored in memory (a fix
-    lane group's codes at the width its widest placed row needs)."""
+    lane group's codes at the width its widest placed row needs).  ``planes``: the
+    power-of-two terms the chains' rows (:class:`Term`) take."""
     C = cfg.columns
     O, Cin, k, _ = qw.shape
     cb = math.ceil(Cin / C)
-    # zero-padded [O + 1, cb·C, k, k]: row O is the all-zero row of an unused array row
-    qpad = torch.zeros(O + 1, cb * C, k, k, dtype=torch.int64)
+    D = 0 if planes is None else planes.shape[0]
+    # zero-padded [O + 1 + D·O, cb·C, k, k]: row O is the all-zero row of an unused array row,
+    # then term j of channel ch at O + 1 + j·O + ch
+    qpad = torch.zeros(O + 1 + D * O, cb * C, k, k, dtype=torch.int64)
     qpad[:O, :Cin] = qw
+    if D:
+        qpad[O + 1:, :Cin] = planes.reshape(D * O, Cin, k, k)
+
+    def index(v):
+        return O if v is None else v if not isinstance(v, Term) else O + 1 + v.j * O + v.ch
     weights, packed = {}, {}
     for g in cfg.lane_groups:
         f = g.format
         off, n = group_rows(cfg)[g.scheme]
-        rows = torch.tensor([[row_of.get((og, off + i), O) for i in range(n)] for og in range(og_n)])
+        rows = torch.tensor([[index(row_of.get((og, off + i))) for i in range(n)] for og in range(og_n)])
         block = qpad[rows].reshape(og_n, n, cb, C, k, k).permute(0, 2, 4, 5, 1, 3)   # og cb ky kx row col
         flat = block.reshape(-1, n * C)
         weights[g.scheme] = pack_words(_encode(layer.name, f, flat), f.bits)
         pw = f.bits
         if cfg.packed_weights and f.kind == "fix":
-            placed = {layer.schemes[ch] for (_, row), ch in row_of.items() if off <= row < off + n}
+            placed = {layer.schemes[ch] for (_, row), ch in row_of.items()
+                      if off <= row < off + n and not isinstance(ch, Term)}
             need = max([2] + [fix_bits_for(sn) for sn in placed])
             pw = next((b for b in packed_widths(f.bits) if b >= need), f.bits)   # the widths the DMA unpacks
         if pw < f.bits:
@@ -295,11 +422,14 @@ def _encode(name: str, fmt, q: torch.Tensor) -> torch.Tensor:
         raise CompileError(f"layer {name!r}: weights placed on {fmt.name} lanes: {e}") from None
 
 
-def _check_accumulator(name: str, cfg, qw: torch.Tensor, inq, bias) -> None:
+def _check_accumulator(name: str, cfg, qw: torch.Tensor, inq, bias, planes=None) -> None:
     """docs/arithmetic.md §3: the array wraps silently, so every row's worst sum
-    Σ|q|·max|x| and its bias must fit the config's signed accumulator."""
+    Σ|q|·max|x| and its bias must fit the config's signed accumulator (with row chains:
+    every partial sum of a chain, Σ over its terms of Σ|term|·max|x|)."""
     xmax = max(abs(inq.value_lo), abs(inq.value_hi))
     worst = int(qw.abs().sum(dim=(1, 2, 3)).max()) * xmax if qw.shape[0] else 0
+    if planes is not None and qw.shape[0]:
+        worst = max(worst, int(planes.abs().sum(dim=(0, 2, 3, 4)).max()) * xmax)
     bmax = max((abs(int(b)) for b in bias), default=0)
     lim = 1 << (cfg.acc_bits - 1)
     if worst >= lim or bmax >= lim:
@@ -319,14 +449,19 @@ def _param_words(name: str, cfg, rq: dict, og_n: int, row_of: dict, parts=()) ->
         for row in range(cfg.rows):
             ch = row_of.get((og, row))
             if ch is None:
-                rows.append({"bias": 0, "mult": 0, "shift": 0, "ch": 0, "en": 0})
+                rows.append({"bias": 0, "mult": 0, "shift": 0, "ch": 0, "en": 0, "chain": 0})
                 continue
+            if isinstance(ch, Term):
+                if ch.j < ch.of - 1:        # a chain's row before its last: its sum goes on
+                    rows.append({"bias": 0, "mult": 0, "shift": 0, "ch": 0, "en": 1, "chain": 1})
+                    continue
+                ch = ch.ch
             m, n = int(rq["mult"][ch]), int(rq["shift"][ch])
             if m >= 1 << cfg.mult_bits or n >= 1 << cfg.shift_bits:
                 raise CompileError(f"layer {name!r}: requantizer M={m}, n={n} exceeds "
                                    f"{cfg.mult_bits}/{cfg.shift_bits} bits")
             rows.append({"bias": int(rq["bias"][ch]), "mult": m, "shift": n,
-                         "ch": ch - ch_base.get(og, 0), "en": 1})
+                         "ch": ch - ch_base.get(og, 0), "en": 1, "chain": 0})
         params.append(arr.const(rows).as_bits())
     return params
 

@@ -417,14 +417,31 @@ class ConvEngine(wiring.Component):
         else:
             m.d.comb += [row_acc[p].eq(acc[p][r]) for p in range(P)]
             m.d.comb += par_rd.addr.eq(Cat(r, Const(0, sb - len(r)), cgrp))
-        lat = 3 if S else 1
+        chains = cfg.row_chains
+        lat = (3 + int(chains)) if S else 1
         rp = Signal(self._plo, name="rp")
         m.d.comb += rp.eq(stage(m, par_rd.data[:self._plo.size], S, "rp_q"))
         racc = Signal.like(row_acc, name="racc")
-        m.d.comb += racc.eq(delay(m, row_acc.as_value(), lat, "racc"))
         emit_line = Signal(lat, name="emit_line")      # emitted rows on their way to the requantizers
         m.d.sync += emit_line.eq(Cat(emit, emit_line[:-1]))
-        emit_q = emit_line[-1]
+        if chains:
+            # (row chains: one more stage sums a chain's rows — a row whose ``chain`` is set
+            # adds into the next emitted row's sum instead of going to the requantizers, so
+            # the chain's last row, which holds the channel's parameters, carries the whole
+            # sum; rows are emitted in row order, a chain's rows one after another)
+            early = delay(m, row_acc.as_value(), lat - 1, "racc")
+            early_acc = data.ArrayLayout(signed(cfg.acc_bits), P)(early)
+            rp_early, rp = rp, Signal(self._plo, name="rp_c")
+            carry = Signal(name="chain_carry")      # the row emitted before this one chained into it
+            with m.If(emit_line[lat - 2]):
+                m.d.sync += carry.eq(rp_early.chain)
+                for p in range(P):
+                    m.d.sync += racc[p].eq(early_acc[p] + Mux(carry, racc[p], 0))
+            m.d.sync += rp.eq(rp_early)
+            emit_q = emit_line[-1] & ~rp.chain
+        else:
+            m.d.comb += racc.eq(delay(m, row_acc.as_value(), lat, "racc"))
+            emit_q = emit_line[-1]
         cpix_q = delay(m, cpix, lat, "cpix")            # the emitted row's pixel
         # the requantizers: the conv rows, or (lane 0's) the vector unit's average pool while it runs
         m.d.comb += [vec.rq.o.valid.eq(rq.o.valid & vec.busy), vec.rq.o.payload.eq(rq.o.payload)]

@@ -27,8 +27,9 @@ __all__ = ["ACT_BANKS", "ConvDesc", "DmaDesc", "VecDesc", "VecKind", "Instructio
 #: another config.  2: weight entries of at most half a bus word share words.  3: the
 #: parameter buffer holds a row's parameters an entry (:func:`param_entries`).  4: a DMA
 #: descriptor repeats over blocks (``DmaDesc.reps``).  5: a pipelined core's STAMP writes its
-#: busy counters after the cycle counter (:data:`STAMP_COUNTERS`).
-ISA_REVISION = 5
+#: busy counters after the cycle counter (:data:`STAMP_COUNTERS`).  6: a row's parameters
+#: carry ``chain`` (its sum goes into the next enabled row's: :func:`param_layout`).
+ISA_REVISION = 6
 
 #: what a STAMP writes, a word each from its ``ext_addr`` on: the cycle counter, then on a
 #: pipelined core the cycles the DMA was busy, the engine was busy, both were, and the array's
@@ -82,9 +83,12 @@ CH_BITS = 12
 def param_layout(acc_bits: int, mult_bits: int, shift_bits: int) -> data.StructLayout:
     """Parameters of one array row for one output group: requantization, the output
     channel the row computes (results are written in natural channel order, so the
-    scheme permutation never reaches memory), and ``en`` (0: an unused row)."""
+    scheme permutation never reaches memory), ``en`` (0: an unused row) and ``chain`` (1: the
+    row's sum is not written but added into the next enabled row's — one output channel's
+    weights spread over several rows, a power-of-two term of each weight a row; the chain's
+    last row has the channel's parameters.  Only a core with ``row_chains`` reads it)."""
     return data.StructLayout({"bias": signed(acc_bits), "mult": unsigned(mult_bits),
-                              "shift": unsigned(shift_bits), "ch": unsigned(CH_BITS), "en": 1})
+                              "shift": unsigned(shift_bits), "ch": unsigned(CH_BITS), "en": 1, "chain": 1})
 
 
 def param_slots(rows: int) -> int:
