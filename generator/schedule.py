@@ -435,7 +435,8 @@ class _LayerScheduler:
                      n_sets=n_sets, n_dma=icb + ocb)
         fuse = self.fused_add(n_sets, ocb, costs, shape, OH)
         if fuse:
-            return self.bands_with_add(x, fuse, (H, W, OH, OW), only=self.use_set(sets[0]) if sets else None)
+            return self.bands_with_add(x, fuse, (H, W, OH, OW),
+                                       only=self.use_set(sets[0]) if len(sets) == 1 else None)
         bands, pipelined, cost = choose_bands(low.name, OH, shape, **costs)
         if n_sets > 1 and len(bands) > 1 and not low.pool_blocks:
             sm = set_major_bands(OH, shape, **costs)
@@ -465,10 +466,11 @@ class _LayerScheduler:
     def fused_add(self, n_sets: int, ocb: int, costs: dict, shape: BandShape, OH: int):
         """The bands for running this conv's residual add (:attr:`then_add`) on its output while
         it is on chip — ``(add layer, add's LoweredLayer, other operand, conv is operand a,
-        bands, pipelined)`` — or ``None``: the conv's weights load at most once (one set or
-        resident), and its bands fit the add's other operand beside the output (each band
-        holds its input, the output and the other operand; the sum overwrites the output)."""
-        if self.then_add is None or self.low.kind != "conv" or self.low.pool_blocks or n_sets > 1:
+        bands, pipelined)`` — or ``None``: its bands must fit the add's other operand beside
+        the output (each band holds its input, the output and the other operand; the sum
+        overwrites the output), and a conv streamed in several weight sets is fused only where
+        the estimate says it pays (below)."""
+        if self.then_add is None or self.low.kind != "conv" or self.low.pool_blocks:
             return None
         l, add_low = self.then_add
         a, b = (self.t.source(v) for v in l.inputs)
@@ -478,9 +480,19 @@ class _LayerScheduler:
             return None
         wide = replace(shape, out_blocks=2 * ocb)          # the other operand in, the sum out
         try:
-            bands, pipelined, _ = choose_bands(self.low.name, OH, wide, **costs)
+            bands, pipelined, cost = choose_bands(self.low.name, OH, wide, **costs)
         except CompileError:
             return None
+        if n_sets > 1:
+            # streamed weights: the fused bands are shorter (the other operand beside the
+            # output), so the sets go by more often; fused when that costs less than the add
+            # on its own (moving its operand and sum: two tensors) and the conv's own bands
+            # (or set-major run); the vector unit's two cycles an entry count either way
+            own, _, plain = choose_bands(self.low.name, OH, shape, **costs)
+            sm = set_major_bands(OH, shape, **costs) if len(own) > 1 else None
+            plain = min(plain, sm[1]) if sm else plain
+            if cost >= plain + 2 * shape.out_wpe * shape.out_moved(OH):
+                return None
         return l, add_low, other, conv_a, bands, pipelined
 
     def bands_with_add(self, x, fuse, dims, only) -> list:
