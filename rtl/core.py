@@ -93,7 +93,11 @@ class Core(wiring.Component):
         op_bits = Opcode.as_shape().width
         op = Signal(op_bits)              # the fetched instruction's opcode
         ereg, dreg = Signal(INSTR_BITS), Signal(INSTR_BITS)   # yosys keeps the bits a unit reads
-        ei, di = Instruction(ereg), Instruction(dreg)
+        # (pipelined: a vector op runs beside a conv in other banks, so it has a register of its
+        # own; a compact core runs one op at a time from ``ereg``)
+        concurrent = cfg.pipelined
+        vreg = Signal(INSTR_BITS, name="vreg") if concurrent else ereg
+        ei, di, vi = Instruction(ereg), Instruction(dreg), Instruction(vreg)
         k = Signal(range(words + 1))
         # the core's own memory master: the fetcher reads, a STAMP writes.  The read channel
         # belongs to the fetcher while it fetches, the write channel to a STAMP while it
@@ -107,7 +111,9 @@ class Core(wiring.Component):
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         dma_banks = Signal(ACT_BANKS)     # activation banks of the running transfer (0: weights)
-        eng_banks = Signal(ACT_BANKS)     # activation banks of the running op
+        eng_banks = Signal(ACT_BANKS)     # activation banks of the running op (concurrent: the conv's)
+        vec_banks = Signal(ACT_BANKS)     # (concurrent) activation banks of the running vector op
+        vec_avg = Signal()                # (concurrent) the running vector op is an average pool
 
         with m.If(engine.beat):
             m.d.sync += self.mac_beats.eq(self.mac_beats + 1)
@@ -132,7 +138,7 @@ class Core(wiring.Component):
         fault = Signal()
         if cfg.pipelined:
             n_bufs = Buffer.WEIGHT0 + len(cfg.lane_groups)
-            dd, cd, vd = di.arg.dma, ei.arg.conv, ei.arg.vec
+            dd, cd, vd = di.arg.dma, ei.arg.conv, vi.arg.vec
             par_depth = cfg.acc_depth * param_slots(cfg.rows)      # parameter entries: a row each
             depth = Signal(range(max(cfg.act_depth, par_depth, cfg.weight_depth) + 1))
             m.d.comb += depth.eq(Mux(dd.buf == Buffer.ACT, cfg.act_depth,
@@ -155,17 +161,29 @@ class Core(wiring.Component):
 
         # the units run from the fetch registers, which hold while they are busy
         m.d.comb += [dma.desc.eq(di.arg.dma), dma.store.eq(op == Opcode.STORE),
-                     engine.desc.eq(ei.arg.conv), engine.vec_desc.eq(ei.arg.vec)]
+                     engine.desc.eq(ei.arg.conv), engine.vec_desc.eq(vi.arg.vec)]
         # whether the decoded instruction may start: the units are idle, or (activation
         # transfers and ops) their banks are apart
         idle = ~dma.busy & ~engine.busy      # both raise busy the cycle after start
         act_dma = (op == Opcode.STORE) | (di.arg.dma.buf == Buffer.ACT)
         # an activation transfer may run beside an op that owns other banks ...
-        dma_ok = ~dma.busy & (~engine.busy | ((eng_banks & di.arg.dma.banks) == 0))
+        op_banks = Mux(op == Opcode.CONV, ei.arg.conv.banks, vi.arg.vec.banks)
         # ... and an op may start beside an activation transfer in other banks (the DMA
         # runs in order, so every weight load before that transfer has finished)
-        op_banks = Mux(op == Opcode.CONV, ei.arg.conv.banks, ei.arg.vec.banks)
-        op_ok = ~engine.busy & (~dma.busy | ((dma_banks != 0) & ((dma_banks & op_banks) == 0)))
+        dma_apart = ~dma.busy | ((dma_banks != 0) & ((dma_banks & op_banks) == 0))
+        if concurrent:
+            # ... and (pipelined) a conv and a vector op beside each other in other banks (the
+            # band after a band's residual add, or a max-pool's), but an average pool alone: it
+            # borrows the conv's requantizer
+            busy_banks = Mux(engine.conv_busy, eng_banks, 0) | Mux(engine.vec_busy, vec_banks, 0)
+            dma_ok = ~dma.busy & ((busy_banks & di.arg.dma.banks) == 0)
+            is_avg = vi.arg.vec.kind == VecKind.AVGPOOL
+            conv_ok = ~engine.conv_busy & (~engine.vec_busy | (((vec_banks & op_banks) == 0) & ~vec_avg))
+            vec_ok = ~engine.vec_busy & (~engine.conv_busy | (((eng_banks & op_banks) == 0) & ~is_avg))
+            op_ok = Mux(op == Opcode.CONV, conv_ok, vec_ok) & dma_apart
+        else:
+            dma_ok = ~dma.busy & (~engine.busy | ((eng_banks & di.arg.dma.banks) == 0))
+            op_ok = ~engine.busy & dma_apart
         if cfg.pipelined:
             # (pipelined: the three decisions into registers, a cycle late: the units' busy
             # flags and the bank checks sat before the DMA's and engine's start logic across
@@ -192,11 +210,17 @@ class Core(wiring.Component):
             with m.State("RECV"):
                 # word 0 carries the opcode, which names the register the words go to
                 w_op = Mux(k == 0, rdd.payload[:op_bits], op)
-                to_engine = (w_op == Opcode.CONV) | (w_op == Opcode.VEC)
-                m.d.comb += [fetching.eq(1), rdd.ready.eq(~(to_engine & engine.busy))]
+                to_conv, to_vec = w_op == Opcode.CONV, w_op == Opcode.VEC
+                to_engine = to_conv | to_vec
+                # (a unit's register holds while its op runs)
+                held = ((to_conv & engine.conv_busy) | (to_vec & engine.vec_busy)) if concurrent \
+                    else to_engine & engine.busy
+                m.d.comb += [fetching.eq(1), rdd.ready.eq(~held)]
                 with m.If(rdd.valid & rdd.ready):
                     m.d.sync += [op.eq(w_op), k.eq(k + 1)]
-                    with m.If(to_engine):
+                    with m.If(to_vec):
+                        m.d.sync += vreg.word_select(k, bus).eq(rdd.payload)
+                    with m.Elif(to_conv):
                         m.d.sync += ereg.word_select(k, bus).eq(rdd.payload)
                     with m.Else():
                         m.d.sync += dreg.word_select(k, bus).eq(rdd.payload)
@@ -229,7 +253,10 @@ class Core(wiring.Component):
                             m.next = "FETCH"
                     with m.Case(Opcode.VEC):
                         with m.If(op_ok):
-                            m.d.sync += eng_banks.eq(op_banks)
+                            if concurrent:
+                                m.d.sync += [vec_banks.eq(op_banks), vec_avg.eq(is_avg)]
+                            else:
+                                m.d.sync += eng_banks.eq(op_banks)
                             m.d.comb += engine.vec_start.eq(1)
                             m.d.sync += pc.eq(pc + words)
                             m.next = "FETCH"

@@ -44,6 +44,7 @@ from .isa import (
     Buffer,
     ConvDesc,
     VecDesc,
+    VecKind,
     param_entry_bits,
     param_layout,
     param_slots,
@@ -113,7 +114,8 @@ class ConvEngine(wiring.Component):
         self._groups = [(g.format, g.rows) for g in cfg.lane_groups]
         self._plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
         members = {"start": In(1), "desc": In(ConvDesc), "vec_start": In(1), "vec_desc": In(VecDesc),
-                   "busy": Out(1), "done": Out(1), "cycles": Out(32), "mac_beats": Out(32), "beat": Out(1)}
+                   "busy": Out(1), "done": Out(1), "cycles": Out(32), "mac_beats": Out(32), "beat": Out(1),
+                   "conv_busy": Out(1), "vec_busy": Out(1)}
         for name, (_, sig) in buffer_ports(cfg).items():
             members[name] = In(sig)
         super().__init__(members)
@@ -145,17 +147,34 @@ class ConvEngine(wiring.Component):
         # (pipelined: the vector unit's read address through a register on its way to the banks
         # — its walk's counters, muxes and adders were the critical path — so it reads a cycle later)
         vec_rd_addr = stage(m, vec.rd_addr, S, "vec_rd_addr")
-        m.d.comb += [vec.start.eq(self.vec_start & ~self.busy), vec.desc.eq(self.vec_desc),
-                     self.busy.eq(cbusy | vec.busy), self.done.eq(cdone | vec.done)]
+        # a pipelined core runs a vector op beside a conv in other banks (``concurrent``: the
+        # core starts each unit when it is idle and their banks are apart; a compact core, one
+        # op at a time).  The average pool borrows lane 0's requantizer, so the core runs it
+        # alone (``vec_avg``: the running vector op is one)
+        concurrent = bool(S)
+        c_go = self.start & ~(cbusy if concurrent else self.busy)
+        v_go = self.vec_start & ~(vec.busy if concurrent else self.busy)
+        vec_avg_r = Signal()
+        with m.If(v_go):
+            m.d.sync += vec_avg_r.eq(self.vec_desc.kind == VecKind.AVGPOOL)
+        vec_avg = vec.busy & vec_avg_r
+        m.d.comb += [vec.start.eq(v_go), vec.desc.eq(self.vec_desc),
+                     self.busy.eq(cbusy | vec.busy), self.done.eq(cdone | vec.done),
+                     self.conv_busy.eq(cbusy), self.vec_busy.eq(vec.busy)]
 
         # -- buffers ------------------------------------------------------------------------
         # the engine's side of the activation buffer (every pixel lane at one address); the
         # banks are wired at the end
-        act_rd = Signal(data.StructLayout({"addr": ADDR_BITS, "data": data.ArrayLayout(8 * C, P)}))
-        act_wr = Signal(data.StructLayout({"addr": ADDR_BITS, "data": data.ArrayLayout(8 * C, P),
-                                           "en": data.ArrayLayout(C, P)}))
+        rd_layout = data.StructLayout({"addr": ADDR_BITS, "data": data.ArrayLayout(8 * C, P)})
+        wr_layout = data.StructLayout({"addr": ADDR_BITS, "data": data.ArrayLayout(8 * C, P),
+                                       "en": data.ArrayLayout(C, P)})
+        act_rd, act_wr = Signal(rd_layout), Signal(wr_layout)
+        # (concurrent: the vector unit's side of its own, to the banks its op owns)
+        vact_rd, vact_wr = (Signal(rd_layout, name="vact_rd"), Signal(wr_layout, name="vact_wr")) if concurrent \
+            else (act_rd, act_wr)
         # the read data, registered: a block RAM's output goes straight into flip-flops
         act_q = stage(m, act_rd.data, S, "act_q")
+        vact_q = stage(m, vact_rd.data, S, "vact_q") if concurrent else act_q
         # the host ports' writes (the DMA's, from the memory far across the chip) through a
         # register: they land a cycle later, long before an op can read them (an op starts
         # with two or more cycles of setup after the transfer has finished)
@@ -224,12 +243,12 @@ class ConvEngine(wiring.Component):
         m.d.comb += [in_plane.a.eq(self.desc.in_w), in_plane.b.eq(self.desc.in_h),
                      out_plane.a.eq(self.desc.out_w), out_plane.b.eq(self.desc.out_h)]
         # pixel lane p's first input column in the global row: p·out_w·stride
-        in_off = lane_offsets(m, load=self.start & ~self.busy, out_w=self.desc.out_w, stride=self.desc.stride,
+        in_off = lane_offsets(m, load=c_go, out_w=self.desc.out_w, stride=self.desc.stride,
                               pixels=P, width=DIM_BITS + 4, name="in_off")
 
-        with m.If((self.start | self.vec_start) & ~self.busy):
+        with m.If(c_go | v_go):
             m.d.sync += [self.cycles.eq(0), self.mac_beats.eq(0)]
-        with m.If(self.start & ~self.busy):
+        with m.If(c_go):
             m.d.comb += [in_plane.start.eq(1), out_plane.start.eq(1)]
             if not self._held:
                 m.d.sync += d.eq(self.desc)
@@ -322,7 +341,7 @@ class ConvEngine(wiring.Component):
         # -- requantize and write, one row per cycle (all pixel lanes at once) ------------------
         # (output group, pixel) of the next dot product to pop, and the pixel of the popped one
         nog, npix, cpix = Signal(DIM_BITS), Signal(AB), Signal(AB)
-        with m.If(self.start & ~self.busy):
+        with m.If(c_go):
             m.d.sync += [nog.eq(0), npix.eq(0)]
         with m.Elif(pop):
             m.d.sync += cpix.eq(npix)
@@ -444,14 +463,14 @@ class ConvEngine(wiring.Component):
             emit_q = emit_line[-1]
         cpix_q = delay(m, cpix, lat, "cpix")            # the emitted row's pixel
         # the requantizers: the conv rows, or (lane 0's) the vector unit's average pool while it runs
-        m.d.comb += [vec.rq.o.valid.eq(rq.o.valid & vec.busy), vec.rq.o.payload.eq(rq.o.payload)]
+        m.d.comb += [vec.rq.o.valid.eq(rq.o.valid & vec_avg), vec.rq.o.payload.eq(rq.o.payload)]
         out_lo, out_hi = stage(m, d.out_lo, S, "out_lo"), stage(m, d.out_hi, S, "out_hi")
         for p, rqp in enumerate(rqs):
             conv_in = [rqp.i.valid.eq(emit_q), rqp.i.payload.acc.eq(racc[p]), rqp.i.payload.bias.eq(rp.bias),
                        rqp.i.payload.mult.eq(rp.mult), rqp.i.payload.shift.eq(rp.shift),
                        rqp.i.payload.lo.eq(out_lo), rqp.i.payload.hi.eq(out_hi)]
             if p == 0:
-                with m.If(vec.busy):
+                with m.If(vec_avg):
                     m.d.comb += [rq.i.valid.eq(vec.rq.i.valid), rq.i.payload.eq(vec.rq.i.payload)]
                 with m.Else():
                     m.d.comb += conv_in
@@ -482,35 +501,50 @@ class ConvEngine(wiring.Component):
         # op owns, the host port (the DMA) every other bank, so tensors stream in and out of one
         # bank while the engine works in the other ------------------------------------------
         wen = Mux(o_wide, Const(3, C + 1), Const(1, C)) << o_lane
-        m.d.comb += vec.rd_data.eq(act_q)
-        with m.If(vec.busy):
-            m.d.comb += [act_rd.addr.eq(vec_rd_addr), act_wr.addr.eq(vec.wr_addr), act_wr.data.eq(vec.wr_data)]
-            m.d.comb += [act_wr.en[p].eq(vec.wr_en.replicate(C)) for p in range(P)]
-        with m.Else():
-            m.d.comb += [act_rd.addr.eq(act_addr[:ADDR_BITS]), act_wr.addr.eq(o_addr)]
-            for p, rqp in enumerate(rqs):
-                half = rqp.o.payload[:16]
-                m.d.comb += [act_wr.data[p].eq(Mux(o_wide, half.replicate(C // 2 if C > 1 else 1),
-                                                   half[:8].replicate(C))),
-                             act_wr.en[p].eq(Mux(rqp.o.valid & o_en, wen, 0))]
+        m.d.comb += vec.rd_data.eq(vact_q)
+        vec_side = [vact_rd.addr.eq(vec_rd_addr), vact_wr.addr.eq(vec.wr_addr), vact_wr.data.eq(vec.wr_data),
+                    *(vact_wr.en[p].eq(vec.wr_en.replicate(C)) for p in range(P))]
+        conv_side = [act_rd.addr.eq(act_addr[:ADDR_BITS]), act_wr.addr.eq(o_addr)]
+        for p, rqp in enumerate(rqs):
+            half = rqp.o.payload[:16]
+            conv_side += [act_wr.data[p].eq(Mux(o_wide, half.replicate(C // 2 if C > 1 else 1), half[:8].replicate(C))),
+                          act_wr.en[p].eq(Mux(rqp.o.valid & o_en, wen, 0))]
+        if concurrent:
+            m.d.comb += vec_side + conv_side
+        else:
+            with m.If(vec.busy):
+                m.d.comb += vec_side
+            with m.Else():
+                m.d.comb += conv_side
         # the conv op's last busy cycle: nothing issuing, queued, in the requantizers or writing
         c_ending = cbusy & ~setup & ~running & (inflight == 0) & (queued == 0) & ser.ongoing("IDLE") \
             & (emit_line == 0) & (pending == 0) & ~rq.o.valid
         own = Signal(ACT_BANKS)
-        start_c, start_v = self.start & ~self.busy, self.vec_start & ~self.busy
+        start_c, start_v = c_go, v_go
         # (pipelined: whether the running op owns bank b is a register per bank, set from the
         # next cycle's busy and owner — the same value as busy & own[b] every cycle — so no
         # single busy flag fans out to the address, data and enable multiplexers of every bank
         # across the chip; the copies are kept apart in board builds: ``REPLICA``)
-        busy_next = start_c | start_v | (self.busy & ~(c_ending | vec.ending))
-        own_next = Mux(start_c, self.desc.banks, Mux(start_v, self.vec_desc.banks, own))
+        if concurrent:
+            # (the conv and the vector unit each own their op's banks: ``own`` the conv's,
+            # ``vown`` the vector op's; the core keeps them apart)
+            vown = Signal(ACT_BANKS)
+            busy_next = start_c | (cbusy & ~c_ending)
+            vbusy_next = start_v | (vec.busy & ~vec.ending)
+            own_next = Mux(start_c, self.desc.banks, own)
+            vown_next = Mux(start_v, self.vec_desc.banks, vown)
+            m.d.sync += vown.eq(vown_next)
+        else:
+            busy_next = start_c | start_v | (self.busy & ~(c_ending | vec.ending))
+            own_next = Mux(start_c, self.desc.banks, Mux(start_v, self.vec_desc.banks, own))
         m.d.sync += own.eq(own_next)
         lb = (cfg.act_depth // ACT_BANKS - 1).bit_length()
-        e_rbank, h_rbank = Signal(range(ACT_BANKS)), Signal(range(ACT_BANKS))
+        e_rbank, v_rbank, h_rbank = Signal(range(ACT_BANKS)), Signal(range(ACT_BANKS)), Signal(range(ACT_BANKS))
         h_lane = Signal(range(max(P, 2)))
         act_r_data = Signal.like(self.act_r.data)
         picks, banks_q = [], []
-        m.d.sync += [e_rbank.eq(act_rd.addr[lb:]), h_rbank.eq(self.act_r.addr[lb:]), h_lane.eq(self.act_r.lane)]
+        m.d.sync += [e_rbank.eq(act_rd.addr[lb:]), v_rbank.eq(vact_rd.addr[lb:]),
+                     h_rbank.eq(self.act_r.addr[lb:]), h_lane.eq(self.act_r.lane)]
         for p in range(P):
             for b in range(ACT_BANKS):
                 mem = Memory(shape=unsigned(8 * C), depth=cfg.act_depth // ACT_BANKS, init=[])
@@ -522,16 +556,27 @@ class ConvEngine(wiring.Component):
                 else:
                     mine = self.busy & own[b]
                 hw_addr = host_w["act_w"].addr[p]
+
+                def engine_port(rd, wr, rdp=rdp, wp=wp, p=p, b=b):
+                    return [rdp.addr.eq(rd.addr[:lb]), wp.addr.eq(wr.addr[:lb]), wp.data.eq(wr.data[p]),
+                            wp.en.eq(Mux(wr.addr[lb:] == b, wr.en[p], 0))]
+                if concurrent:
+                    vmine = Signal(name=f"vmine{p}_{b}_{REPLICA}")
+                    m.d.sync += vmine.eq(vbusy_next & vown_next[b])
                 with m.If(mine):
-                    m.d.comb += [rdp.addr.eq(act_rd.addr[:lb]), wp.addr.eq(act_wr.addr[:lb]),
-                                 wp.data.eq(act_wr.data[p]),
-                                 wp.en.eq(Mux(act_wr.addr[lb:] == b, act_wr.en[p], 0))]
+                    m.d.comb += engine_port(act_rd, act_wr)
+                if concurrent:
+                    with m.Elif(vmine):
+                        m.d.comb += engine_port(vact_rd, vact_wr)
                 with m.Else():
                     m.d.comb += [rdp.addr.eq(self.act_r.addr[:lb]), wp.addr.eq(hw_addr[:lb]),
                                  wp.data.eq(host_w["act_w"].data),
                                  wp.en.eq(Mux(hw_addr[lb:] == b, host_w["act_w"].en[p], 0))]
                 with m.If(e_rbank == b):
                     m.d.comb += act_rd.data[p].eq(rdp.data)
+                if concurrent:
+                    with m.If(v_rbank == b):
+                        m.d.comb += vact_rd.data[p].eq(rdp.data)
                 if S:
                     # (pipelined: the DMA's read data through a register beside each bank — a
                     # block RAM's output is slow (5.8 ns) — then selected by a one-hot register

@@ -105,6 +105,11 @@ def test_resnet18_end_to_end_bit_exact_at_224x224(resnet18_224):
     _, x, qm = resnet18_224
     prog = compile_model(qm, CFG)
     assert not prog.io.resident and prog.io.im2col == (7, 2, 3, 3)
+    # the all-fix8 conv1 also on the pot rows, in row chains (docs/hardware.md), and a conv
+    # streamed in several weight sets runs its residual add on its output bands
+    conv1 = next(low for low in prog.layers if low.name == "conv1")
+    assert any(conv1.perm[ch] % CFG.rows < CFG.group_of("pot4").rows for ch in range(64))
+    assert prog.io.fused["add_3"] == "layer2.1.conv2"
     dev = open_device("sim", CFG)
     dev.load(prog)
     y = dev.run(x[:1])
