@@ -409,9 +409,16 @@ class ConvEngine(wiring.Component):
             with m.State("EMIT"):               # only enabled rows: all-fix8 layers use one row
                 m.d.comb += emit.eq(1)
                 if S:
+                    # (pipelined: the last row's cycle pops the next dot product, if one is
+                    # queued — the row's accumulators, parameter address and pixel are taken
+                    # at this edge, before the pop's read data and counters move)
                     m.d.comb += sel_from.eq(rest)
                     with m.If(rest == 0):
-                        m.next = "IDLE"
+                        with m.If(queued != 0):
+                            m.d.comb += pop.eq(1)
+                            m.next = "PARAM"
+                        with m.Else():
+                            m.next = "IDLE"
                 else:
                     m.d.sync += r.eq(next_en)
                     with m.If(~more):
