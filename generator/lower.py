@@ -661,7 +661,10 @@ def lower_vec(qm, layer, cfg, *, channels: int, in_hw, a_base: int, out_base: in
                 "in_h": H, "in_w": geo.pitch, "out_h": oh, "out_w": geo.out_cols, "lo": iq.lo, "hi": iq.hi}
         if cfg.pixels > 1:
             desc["in_wg"] = W
-        taps = cb * oh * geo.out_cols * k * k
+        # (a pipelined unit walks a 3×3/2-like pool, kernel = stride + 1, column by column:
+        # ``kernel`` taps a column, ``(out_w - 1)·stride + kernel`` columns a row — rtl/vector.py)
+        by_cols = cfg.pipelined and k == s + 1
+        taps = cb * oh * ((geo.out_cols - 1) * s + k) * k if by_cols else cb * oh * geo.out_cols * k * k
     elif layer.op == "avgpool":
         M, n = _avgpool_requant(layer, iq, H, W, cfg)     # on the engine's requantizer (rtl/vector.py)
         sum_bits = min(AVGPOOL_SUM_BITS, cfg.acc_bits)

@@ -91,6 +91,17 @@ class VectorUnit(wiring.Component):
         first = (ty == 0) & (tx == 0)
         last = (ty == th - 1) & (tx == tw - 1)
         issue = running & ~hold
+        # a max-pool whose windows overlap by one column (kernel = stride + 1: ResNet's 3×3/2)
+        # walks the row column by column (pipelined units): the inner counter (``tx``) runs
+        # down a column, the next (``ty``) across the row's ``(out_w - 1)·stride + kernel``
+        # columns, and each column's maximum is folded once into the window(s) it belongs to —
+        # the column a window ends on starts the next — so a row reads ``kernel`` taps a column
+        # instead of ``kernel²`` a window: 2/3 of the taps at 3×3/2
+        cols = has_max and self._pipe
+        cw = (is_max & (d.kernel == d.stride + 1)) if cols else Const(0, 1)
+        if cols:
+            n_cols = stage(m, (small_mul(d.out_w, d.stride, DIM_BITS + 3) + 1)[:DIM_BITS + 3], S, "n_cols")
+            ph = Signal.like(d.stride, name="col_phase")   # the column's place in its stride
 
         # the input plane in_h·in_w, bit-serially before the first tap
         if window:
@@ -105,8 +116,15 @@ class VectorUnit(wiring.Component):
                          cb.eq(0), oy.eq(0), ox.eq(0), ty.eq(0), tx.eq(0)]
         loaded = setup & ~plane.busy if window else setup
         # (pipelined: each level's "at its last value" in a register, arith.nested_carries)
-        steps = nested_carries(m, issue, [(tx, tw), (ty, th), (ox, d.out_w), (oy, d.out_h), (cb, d.cb)],
+        lims = ([Mux(cw, d.kernel, tw), Mux(cw, n_cols, th), Mux(cw, 1, d.out_w)] if cols
+                else [tw, th, d.out_w])
+        steps = nested_carries(m, issue, [(tx, lims[0]), (ty, lims[1]), (ox, lims[2]), (oy, d.out_h), (cb, d.cb)],
                                load=loaded if self._pipe else None)
+        if cols:                                     # the column's phase: column index mod stride
+            with m.If(loaded | steps[2]):
+                m.d.sync += ph.eq(0)
+            with m.Elif(steps[1]):
+                m.d.sync += ph.eq(Mux(ph == d.stride - 1, 0, ph + 1))
         with m.If(steps[-1]):
             m.d.sync += running.eq(0)
 
@@ -124,14 +142,18 @@ class VectorUnit(wiring.Component):
             # descriptor is steady from ``start``; the walk loads them at ``loaded``, 2+ cycles on))
             row_step = stage(m, small_mul(d.in_w, d.stride, AB), S, "row_step")
             a_start = stage(m, (d.a_base - small_mul(d.in_w, pad_top, AB) - pad)[:AB], S, "a_start")
-            a_tap = nested_address(m, steps, [1, d.in_w, d.stride, row_step, plane.p], start=a_start,
+            incs = [Mux(cw, d.in_w, 1), Mux(cw, 1, d.in_w)] if cols else [1, d.in_w]
+            a_tap = nested_address(m, steps, [*incs, d.stride, row_step, plane.p], start=a_start,
                                    load=loaded, width=AB, name="a")
             # the window's tap (0, 0): per channel block, output row and pixel (arith.window_origin)
             iy0, ix0 = window_origin(m, restart=loaded | steps[4], next_row=steps[3], next_pixel=steps[2],
                                      pad_top=pad_top, pad=pad, stride=d.stride, width=DIM_BITS + 3)
             if has_max:
                 iy, ix = Signal(signed(DIM_BITS + 4)), Signal(signed(DIM_BITS + 4))
-                m.d.comb += [iy.eq(iy0 + ty), ix.eq(ix0 + tx)]
+                if cols:                             # (by columns: tx down, ty across)
+                    m.d.comb += [iy.eq(iy0 + Mux(cw, tx, ty)), ix.eq(ix0 + Mux(cw, ty, tx))]
+                else:
+                    m.d.comb += [iy.eq(iy0 + ty), ix.eq(ix0 + tx)]
                 # pixel lane p's columns start p·out_w·stride into the row
                 off = lane_offsets(m, load=self.start & ~self.busy, out_w=self.desc.out_w, stride=self.desc.stride,
                                    pixels=P, width=DIM_BITS + 4)
@@ -147,9 +169,22 @@ class VectorUnit(wiring.Component):
         # taps read but not yet folded (the unit is busy until they are)
         in_flight = Cat(delay(m, issue, k, f"v{k}") for k in range(1, L)).any() if L > 1 else Const(0, 1)
         have = Signal(P)                             # max-pool: an inside tap was seen
-        with m.If(v1 & f1):
+        if cols:
+            # by columns: a column's first and last taps, and whether its last one ends a
+            # window (phase 0 past the first column) or only starts one (phase 0)
+            c_first, c_last, c_start, c_ends = (delay(m, sg, L, n) for sg, n in (
+                (tx == 0, "c_first"), (tx == d.kernel - 1, "c_last"), (ph == 0, "c_start"),
+                ((ph == 0) & (ty >= d.stride), "c_ends")))
+            col_have = Signal(P)                     # an inside tap in the column so far
+            col_have_now = Mux(c_first, in1, col_have | in1)
+            win_have_now = have | col_have_now
+            with m.If(v1 & cw):
+                m.d.sync += col_have.eq(col_have_now)
+                with m.If(c_last):
+                    m.d.sync += have.eq(Mux(c_start, col_have_now, win_have_now))
+        with m.If(v1 & f1 & ~cw):
             m.d.sync += have.eq(in1)
-        with m.Elif(v1):
+        with m.Elif(v1 & ~cw):
             m.d.sync += have.eq(have | in1)
         # the per-op operands of the lanes, held beside them
         a_sgn, lo, hi = stage(m, d.a_signed, S, "a_signed"), stage(m, d.lo, S, "lo"), stage(m, d.hi, S, "hi")
@@ -175,12 +210,34 @@ class VectorUnit(wiring.Component):
                 if avg_lane:
                     with m.If(is_avg):
                         m.d.comb += cur.eq(Mux(f1, v, acc + v))
-                with m.If(v1):
-                    m.d.sync += acc.eq(cur)
+                y = acc if S else cur
+                if cols:
+                    # by columns: ``col`` the column's maximum so far; at its last tap the
+                    # column goes into the window's maximum (``acc``), and where it ends a
+                    # window that maximum goes out (``out``) and the column starts the next
+                    col = Signal(signed(10), name=f"col{lane}{sfx}")
+                    out = Signal(signed(10), name=f"out{lane}{sfx}")
+                    col_now = Signal(signed(10), name=f"col_now{lane}{sfx}")
+                    m.d.comb += col_now.eq(Mux(~in1[p], col, Mux(~col_have[p] | c_first, v, Mux(v > col, v, col))))
+                    win_now = Mux(~col_have_now[p], acc, Mux(~have[p], col_now, Mux(col_now > acc, col_now, acc)))
+                    with m.If(v1 & cw):
+                        m.d.sync += col.eq(col_now)
+                        with m.If(c_last):
+                            m.d.sync += acc.eq(Mux(c_start, col_now, win_now))
+                            with m.If(c_ends):
+                                m.d.sync += out.eq(win_now)
+                    with m.If(v1 & ~cw):
+                        m.d.sync += acc.eq(cur)
+                    y = Mux(cw, out, y)
+                else:
+                    with m.If(v1):
+                        m.d.sync += acc.eq(cur)
                 # (pipelined: from the register, the cycle after the last tap)
-                ys.append(clamp((acc if S else cur)[:10].as_signed(), lo, hi)[:8])
+                ys.append(clamp(y[:10].as_signed(), lo, hi)[:8])
             words.append(Cat(*ys))
         write = delay(m, v1 & l1, S, "wmax")         # max-pool: the window's last tap (+ S)
+        if cols:                                     # by columns: a column that ends a window
+            write = Mux(cw, delay(m, v1 & c_last & c_ends, S, "wcol"), write)
 
         # the add reads two words (a, then b) per output word, so ceil(C/2) adders serve the
         # C lanes: lanes [0, H) when b arrives, lanes [H, C) the cycle after (from the held
