@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from rmsmp.rtl.isa import ACT_BANKS, DmaDesc, VecDesc, field_max
+from rmsmp.rtl.isa import ACT_BANKS, DmaDesc, VecDesc, VecKind, field_max
 
 from .allocate import TensorPlan, fusable_adds
 from .lower import CompileError, LaneGeometry, LoweredLayer
@@ -438,6 +438,10 @@ class _LayerScheduler:
             return self.bands_with_add(x, fuse, (H, W, OH, OW),
                                        only=self.use_set(sets[0]) if len(sets) == 1 else None)
         bands, pipelined, cost = choose_bands(low.name, OH, shape, **costs)
+        if low.kind == "vec" and d["kind"] == VecKind.MAXPOOL and icb > 1:
+            split = self.block_groups(icb, OH, shape, costs, cost)
+            if split:
+                return self.pool_in_block_groups(x, split, (H, W, OH, OW), g, in_map, out_map)
         if n_sets > 1 and len(bands) > 1 and not low.pool_blocks:
             sm = set_major_bands(OH, shape, **costs)
             if sm and sm[1] < cost:
@@ -461,6 +465,52 @@ class _LayerScheduler:
                 compute = self.band_compute({**d, "in_base": base + g.pad, "in_h": b1 - b0, "pad_top": pad_top,
                                              "out_base": a_out, "out_h": oy1 - oy0, "banks": banks}, only)
             parts.append((loads, compute, stores))
+        return pipeline(parts, pipelined)
+
+    def block_groups(self, icb: int, OH: int, shape: BandShape, costs: dict, whole: float):
+        """A max-pool's bands over groups of its channel blocks — ``(blocks a group, row bands,
+        pipelined)`` — where they cost less than bands of every block (``whole``): a band of
+        fewer blocks holds more rows in a bank, so fewer of the rows its windows share with the
+        next band are loaded twice (ResNet-18's 112×112×64 input: one output row a band over
+        all 8 blocks, its 3 input rows loaded for 2 rows' worth; 3 output rows over 4 blocks,
+        7 rows for 6).  ``None`` if no grouping is cheaper."""
+        best = None
+        for bg in sorted({-(-icb // n) for n in range(2, icb + 1)}):
+            groups = -(-icb // bg)
+            sub = replace(shape, in_blocks=bg, out_blocks=bg)
+            try:
+                bands, pipelined, cost = choose_bands(self.low.name, OH, sub, **{
+                    **costs, "compute": self.low.beats * bg / icb}, repeat=groups)
+            except CompileError:
+                continue
+            if cost < whole and (best is None or cost < best[0]):
+                best = (cost, bg, bands, pipelined)
+        return best[1:] if best else None
+
+    def pool_in_block_groups(self, x, split, dims, g, in_map, out_map) -> list:
+        """The max-pool in row bands of each group of ``split[0]`` channel blocks in turn (one
+        pipeline over them all, :meth:`block_groups`)."""
+        low, d = self.low, self.low.desc
+        bg, bands, pipelined = split
+        H, W, OH, OW = dims
+        k, s, p = d["kernel"], d["stride"], d["pad"]
+        icb = self.t.blocks[self.t.source(x)]
+        half_a = self.cfg.act_depth // ACT_BANKS
+        parts = []
+        for cb0 in range(0, icb, bg):
+            cb1 = min(icb, cb0 + bg)
+            for oy0, oy1 in bands:
+                i = len(parts)
+                b0, b1, pad_top = band_rows(oy0, oy1, k, s, p, H)
+                base = (i % ACT_BANKS) * half_a if pipelined else 0
+                a_out = base + (cb1 - cb0) * g.pitch * (b1 - b0)
+                banks = 1 << (i % ACT_BANKS) if pipelined else (1 << ACT_BANKS) - 1
+                loads = self.rows_io(Load, x, b0, b1, base + g.pad, H, W, g.pitch, in_map, blocks=(cb0, cb1))
+                stores = self.rows_io(Store, low.name, oy0, oy1, a_out, OH, OW, g.out_cols, out_map,
+                                      blocks=(cb0, cb1))
+                compute = [self.op(Vec, {**d, "cb": cb1 - cb0, "a_base": base + g.pad, "out_base": a_out,
+                                         "in_h": b1 - b0, "pad_top": pad_top, "out_h": oy1 - oy0, "banks": banks})]
+                parts.append((loads, compute, stores))
         return pipeline(parts, pipelined)
 
     def fused_add(self, n_sets: int, ocb: int, costs: dict, shape: BandShape, OH: int):

@@ -106,6 +106,12 @@ def test_resnet18_program_respects_the_buffers(resnet18_224):
     kinds = _check_buffers(prog, cfg)
     assert kinds[Opcode.CONV] > 21 and kinds[Opcode.VEC] > 9 and kinds[Opcode.STAMP] == 32
     assert prog.io.im2col == (7, 2, 3, 3)
+    # the max-pool runs over groups of channel blocks, in bands tall enough that the rows two
+    # bands' windows share are few: it moves at most 10 % more than its input and output once
+    # (over all 8 blocks a band held one output row, and loaded each input row 1.5 times)
+    moved = dict(zip(prog.io.trace, prog.io.moved_words))["maxpool"]
+    once = (112 * 112 + 56 * 56) * 64 // 2 // 4                # nibbles, in 32-bit words
+    assert once <= moved <= 1.1 * once
 
 
 @pytest.mark.slow      # three ResNet-18 batch programs, ~10⁵ instructions decoded
