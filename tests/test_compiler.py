@@ -9,7 +9,7 @@ from rmsmp.generator.compiler import compile_model
 from rmsmp.generator.config import AcceleratorConfig
 from rmsmp.generator.layout import im2col_input, pack_activation_words, pack_activations, unpack_activations
 from rmsmp.generator.lower import CompileError
-from rmsmp.generator.program import split_words
+from rmsmp.generator.program import RowMap, split_words
 from rmsmp.generator.schedule import band_rows
 from rmsmp.rtl.isa import ACT_BANKS, Buffer, Instruction, Opcode
 
@@ -209,9 +209,15 @@ def _check_buffers(prog, cfg) -> dict:
         if op in (Opcode.LOAD, Opcode.STORE):
             d = ins.arg.dma
             if op == Opcode.STORE or d.buf == 0:
-                lo, hi = d.buf_addr, d.buf_addr + d.count - 1
-                assert hi < cfg.act_depth
-                assert d.banks == sum(1 << b for b in range(lo // half, hi // half + 1))
+                # (every repeat's entries; spread over pixel lanes: the rows' span in a lane)
+                rows = RowMap(d.row_w, d.pitch, d.step, d.lo, d.hi, d.lanes) if d.row_w else None
+                mask = 0
+                for r in range(d.reps + 1):
+                    at = d.buf_addr + r * d.buf_step
+                    lo, hi = rows.span(at, d.count, op == Opcode.STORE) if rows else (at, at + d.count - 1)
+                    assert 0 <= lo and hi < cfg.act_depth
+                    mask |= sum(1 << b for b in range(lo // half, hi // half + 1))
+                assert d.banks == mask
             else:
                 assert d.banks == 0
         elif op == Opcode.CONV:
