@@ -133,9 +133,8 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
     geo = lane_geometry(cfg, W, OW, k, s, p)
     qw = layer.qweight.reshape(O, Cin, k, k)
     planes = None if placement is not None or n_parts > 1 else _chain_planes(layer, cfg, qw, OH * geo.out_cols)
-    if placement is None and planes is not None:
-        placement = place_rows(layer, cfg, qm.in_q(layer), terms=_term_counts(planes), beats=cb * k * k)
-    og_n, row_of = placement or place_rows(layer, cfg, qm.in_q(layer))
+    chains = {} if planes is None else {"terms": _term_counts(planes), "beats": cb * k * k}
+    og_n, row_of = placement or place_rows(layer, cfg, qm.in_q(layer), **chains)
     perm = [0] * O
     for (og, row), ch in row_of.items():
         if not isinstance(ch, Term):
@@ -285,9 +284,10 @@ def pot_terms(q: torch.Tensor, qmax: int) -> torch.Tensor:
 
 
 def _term_counts(planes: torch.Tensor) -> list[int]:
-    """Rows a chain of each output channel takes: its weights' most terms (at least one)."""
-    nz = planes.reshape(planes.shape[0], planes.shape[1], -1).ne(0).any(dim=2)      # [D, O]
-    return [max(1, int(nz[:, o].nonzero().max()) + 1 if nz[:, o].any() else 1) for o in range(planes.shape[1])]
+    """Rows a chain of each output channel takes: its weights' most terms (at least one) —
+    the planes with a nonzero term, since each weight's terms come first (:func:`pot_terms`)."""
+    D, O = planes.shape[:2]
+    return planes.reshape(D, O, -1).ne(0).any(dim=2).sum(dim=0).clamp(min=1).tolist()
 
 
 def _chain_planes(layer, cfg, qw: torch.Tensor, pixels: int):

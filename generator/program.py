@@ -343,6 +343,15 @@ class ProgramBuilder:
         self._blob_words[name] = blob_words(self.cfg, len(entries), width, weights)
         return name
 
+    def load_layer(self, low) -> None:
+        """Load lowered conv ``low``'s weights (each lane group's, at its packed width) and
+        parameters whole, from blobs of their own (``w_<scheme>``, ``p``): a one-layer
+        program's."""
+        for k, g in enumerate(self.cfg.lane_groups):
+            wbits, width, words = low.packed[g.scheme]
+            self.load(Buffer.WEIGHT0 + k, self.blob(f"w_{g.scheme}", words, width, weights=k), wbits=wbits)
+        self.load(Buffer.PARAM, self.param_blob("p", low.params))
+
     def param_blob(self, name, words):
         """Place the requantization parameters of output groups (``words``: one
         ``ArrayLayout(param_layout(...), R)`` value each, as the compiler lowers them) as the
@@ -514,13 +523,11 @@ def layer_program(qm, layer, cfg, x_int, *, in_hw=(1, 1)) -> Program:
                          "activation buffer (compile_model bands a layer through it)")
     pb = ProgramBuilder(cfg)
     pb.load(Buffer.ACT, pb.blob("x", xw, 8 * C))
-    for k, g in enumerate(cfg.lane_groups):
+    for g in cfg.lane_groups:
         if len(low.weights[g.scheme]) > cfg.weight_depth:
             raise ValueError(f"layer {layer.name!r}: {len(low.weights[g.scheme])} weight words exceed the "
                              f"{cfg.weight_depth}-entry {g.scheme} buffer")
-        wbits, width, words = low.packed[g.scheme]
-        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", words, width, weights=k), wbits=wbits)
-    pb.load(Buffer.PARAM, pb.param_blob("p", low.params))
+    pb.load_layer(low)
     pb.conv(low)
     pb.store("y", out_base, low.out_channels_padded // C * low.desc["out_h"] * low.desc["out_w"])
     prog = pb.build()

@@ -438,10 +438,12 @@ class _LayerScheduler:
             return self.bands_with_add(x, fuse, (H, W, OH, OW),
                                        only=self.use_set(sets[0]) if len(sets) == 1 else None)
         bands, pipelined, cost = choose_bands(low.name, OH, shape, **costs)
-        if low.kind == "vec" and d["kind"] == VecKind.MAXPOOL and icb > 1:
+        groups = [(0, icb)]                  # channel blocks a band holds: all of them, or
+        if low.kind == "vec" and d["kind"] == VecKind.MAXPOOL and icb > 1:   # a max-pool's groups
             split = self.block_groups(icb, OH, shape, costs, cost)
             if split:
-                return self.pool_in_block_groups(x, split, (H, W, OH, OW), g, in_map, out_map)
+                bg, bands, pipelined = split
+                groups = [(cb0, min(icb, cb0 + bg)) for cb0 in range(0, icb, bg)]
         if n_sets > 1 and len(bands) > 1 and not low.pool_blocks:
             sm = set_major_bands(OH, shape, **costs)
             if sm and sm[1] < cost:
@@ -450,21 +452,25 @@ class _LayerScheduler:
         only = self.use_set(sets[0]) if len(sets) == 1 else None     # one set: loaded once for all bands
         half_a = self.cfg.act_depth // ACT_BANKS
         parts = []
-        for i, (oy0, oy1) in enumerate(bands):
-            b0, b1, pad_top = band_rows(oy0, oy1, k, s, p, H)
-            base = (i % ACT_BANKS) * half_a if pipelined else 0
-            a_out = base + icb * g.pitch * (b1 - b0)
-            banks = 1 << (i % ACT_BANKS) if pipelined else (1 << ACT_BANKS) - 1
-            # a lane's rows start at its column -pad: column 0 is pad entries in
-            loads = self.rows_io(Load, x, b0, b1, base + g.pad, H, W, g.pitch, in_map)
-            stores = self.rows_io(Store, low.name, oy0, oy1, a_out, OH, OW, g.out_cols, out_map)
-            if low.kind == "vec":
-                compute = [self.op(Vec, {**d, "a_base": base + g.pad, "out_base": a_out, "in_h": b1 - b0,
-                                         "pad_top": pad_top, "out_h": oy1 - oy0, "banks": banks})]
-            else:
-                compute = self.band_compute({**d, "in_base": base + g.pad, "in_h": b1 - b0, "pad_top": pad_top,
-                                             "out_base": a_out, "out_h": oy1 - oy0, "banks": banks}, only)
-            parts.append((loads, compute, stores))
+        for cb0, cb1 in groups:              # (one pipeline over every group's bands)
+            blocks = (cb0, cb1) if len(groups) > 1 else None
+            for oy0, oy1 in bands:
+                i = len(parts)
+                b0, b1, pad_top = band_rows(oy0, oy1, k, s, p, H)
+                base = (i % ACT_BANKS) * half_a if pipelined else 0
+                a_out = base + (cb1 - cb0) * g.pitch * (b1 - b0)
+                banks = 1 << (i % ACT_BANKS) if pipelined else (1 << ACT_BANKS) - 1
+                # a lane's rows start at its column -pad: column 0 is pad entries in
+                loads = self.rows_io(Load, x, b0, b1, base + g.pad, H, W, g.pitch, in_map, blocks=blocks)
+                stores = self.rows_io(Store, low.name, oy0, oy1, a_out, OH, OW, g.out_cols, out_map, blocks=blocks)
+                if low.kind == "vec":
+                    compute = [self.op(Vec, {**d, "cb": cb1 - cb0 if blocks else d["cb"], "a_base": base + g.pad,
+                                             "out_base": a_out, "in_h": b1 - b0, "pad_top": pad_top,
+                                             "out_h": oy1 - oy0, "banks": banks})]
+                else:
+                    compute = self.band_compute({**d, "in_base": base + g.pad, "in_h": b1 - b0, "pad_top": pad_top,
+                                                 "out_base": a_out, "out_h": oy1 - oy0, "banks": banks}, only)
+                parts.append((loads, compute, stores))
         return pipeline(parts, pipelined)
 
     def block_groups(self, icb: int, OH: int, shape: BandShape, costs: dict, whole: float):
@@ -486,32 +492,6 @@ class _LayerScheduler:
             if cost < whole and (best is None or cost < best[0]):
                 best = (cost, bg, bands, pipelined)
         return best[1:] if best else None
-
-    def pool_in_block_groups(self, x, split, dims, g, in_map, out_map) -> list:
-        """The max-pool in row bands of each group of ``split[0]`` channel blocks in turn (one
-        pipeline over them all, :meth:`block_groups`)."""
-        low, d = self.low, self.low.desc
-        bg, bands, pipelined = split
-        H, W, OH, OW = dims
-        k, s, p = d["kernel"], d["stride"], d["pad"]
-        icb = self.t.blocks[self.t.source(x)]
-        half_a = self.cfg.act_depth // ACT_BANKS
-        parts = []
-        for cb0 in range(0, icb, bg):
-            cb1 = min(icb, cb0 + bg)
-            for oy0, oy1 in bands:
-                i = len(parts)
-                b0, b1, pad_top = band_rows(oy0, oy1, k, s, p, H)
-                base = (i % ACT_BANKS) * half_a if pipelined else 0
-                a_out = base + (cb1 - cb0) * g.pitch * (b1 - b0)
-                banks = 1 << (i % ACT_BANKS) if pipelined else (1 << ACT_BANKS) - 1
-                loads = self.rows_io(Load, x, b0, b1, base + g.pad, H, W, g.pitch, in_map, blocks=(cb0, cb1))
-                stores = self.rows_io(Store, low.name, oy0, oy1, a_out, OH, OW, g.out_cols, out_map,
-                                      blocks=(cb0, cb1))
-                compute = [self.op(Vec, {**d, "cb": cb1 - cb0, "a_base": base + g.pad, "out_base": a_out,
-                                         "in_h": b1 - b0, "pad_top": pad_top, "out_h": oy1 - oy0, "banks": banks})]
-                parts.append((loads, compute, stores))
-        return pipeline(parts, pipelined)
 
     def fused_add(self, n_sets: int, ocb: int, costs: dict, shape: BandShape, OH: int):
         """The bands for running this conv's residual add (:attr:`then_add`) on its output while

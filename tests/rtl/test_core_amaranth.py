@@ -164,10 +164,7 @@ def test_engine_op_fetched_while_the_engine_runs():
     second = lower_conv(qm, layer, CFG, in_hw=(7, 7), in_base=0, out_base=len(xw) + n)
     pb = ProgramBuilder(CFG)
     pb.load(Buffer.ACT, pb.blob("x", xw, 8 * C))
-    for k, g in enumerate(CFG.lane_groups):
-        wbits, width, words = first.packed[g.scheme]
-        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", words, width, weights=k), wbits=wbits)
-    pb.load(Buffer.PARAM, pb.param_blob("p", first.params))
+    pb.load_layer(first)
     pb.conv(first)
     pb.conv(second)
     pb.store("y1", len(xw), n)
@@ -200,10 +197,7 @@ def test_stamps_write_where_the_cycles_went(cfg):
     low = lower_conv(qm, layer, cfg, in_hw=(7, 7), in_base=0, out_base=len(xw))
     pb = ProgramBuilder(cfg)
     x_ref = pb.blob("x", xw, 8 * C)
-    for k, g in enumerate(cfg.lane_groups):
-        wbits, width, words = low.packed[g.scheme]
-        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", words, width, weights=k), wbits=wbits)
-    pb.load(Buffer.PARAM, pb.param_blob("p", low.params))
+    pb.load_layer(low)
     pb.trace("trace", 3)
     pb.stamp("trace", 0)
     pb.load(Buffer.ACT, x_ref)
@@ -254,10 +248,7 @@ def test_a_vector_op_runs_beside_a_conv_in_other_banks(cfg):
     pb = ProgramBuilder(cfg)
     pb.load(Buffer.ACT, pb.blob("x", xw, 8 * C))
     pb.load(Buffer.ACT, pb.blob("px", pw, 8 * C), half)
-    for k, g in enumerate(cfg.lane_groups):
-        wbits, width, words = conv.packed[g.scheme]
-        pb.load(Buffer.WEIGHT0 + k, pb.blob(f"w_{g.scheme}", words, width, weights=k), wbits=wbits)
-    pb.load(Buffer.PARAM, pb.param_blob("p", conv.params))
+    pb.load_layer(conv)
     pb.trace("trace", 4)
     pb.stamp("trace", 0)
     pb.conv(conv)
