@@ -95,7 +95,7 @@ class Core(wiring.Component):
         ereg, dreg = Signal(INSTR_BITS), Signal(INSTR_BITS)   # yosys keeps the bits a unit reads
         # (pipelined: a vector op runs beside a conv in other banks, so it has a register of its
         # own; a compact core runs one op at a time from ``ereg``)
-        concurrent = cfg.pipelined
+        concurrent = engine.concurrent
         vreg = Signal(INSTR_BITS, name="vreg") if concurrent else ereg
         ei, di, vi = Instruction(ereg), Instruction(dreg), Instruction(vreg)
         k = Signal(range(words + 1))
@@ -113,7 +113,6 @@ class Core(wiring.Component):
         dma_banks = Signal(ACT_BANKS)     # activation banks of the running transfer (0: weights)
         eng_banks = Signal(ACT_BANKS)     # activation banks of the running op (concurrent: the conv's)
         vec_banks = Signal(ACT_BANKS)     # (concurrent) activation banks of the running vector op
-        vec_avg = Signal()                # (concurrent) the running vector op is an average pool
 
         with m.If(engine.beat):
             m.d.sync += self.mac_beats.eq(self.mac_beats + 1)
@@ -178,7 +177,7 @@ class Core(wiring.Component):
             busy_banks = Mux(engine.conv_busy, eng_banks, 0) | Mux(engine.vec_busy, vec_banks, 0)
             dma_ok = ~dma.busy & ((busy_banks & di.arg.dma.banks) == 0)
             is_avg = vi.arg.vec.kind == VecKind.AVGPOOL
-            conv_ok = ~engine.conv_busy & (~engine.vec_busy | (((vec_banks & op_banks) == 0) & ~vec_avg))
+            conv_ok = ~engine.conv_busy & (~engine.vec_busy | (((vec_banks & op_banks) == 0) & ~engine.vec_avg))
             vec_ok = ~engine.vec_busy & (~engine.conv_busy | (((eng_banks & op_banks) == 0) & ~is_avg))
             op_ok = Mux(op == Opcode.CONV, conv_ok, vec_ok) & dma_apart
         else:
@@ -254,7 +253,7 @@ class Core(wiring.Component):
                     with m.Case(Opcode.VEC):
                         with m.If(op_ok):
                             if concurrent:
-                                m.d.sync += [vec_banks.eq(op_banks), vec_avg.eq(is_avg)]
+                                m.d.sync += vec_banks.eq(op_banks)
                             else:
                                 m.d.sync += eng_banks.eq(op_banks)
                             m.d.comb += engine.vec_start.eq(1)

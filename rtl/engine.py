@@ -111,11 +111,13 @@ class ConvEngine(wiring.Component):
         if cfg.act_depth & (cfg.act_depth - 1) or cfg.act_depth < 2 * ACT_BANKS:
             raise ValueError(f"ConvEngine needs a power-of-two activation depth, got {cfg.act_depth}")
         self._cfg = cfg
+        #: a vector op runs beside a conv in other banks (pipelined cores; the core issues them so)
+        self.concurrent = cfg.pipelined
         self._groups = [(g.format, g.rows) for g in cfg.lane_groups]
         self._plo = param_layout(cfg.acc_bits, cfg.mult_bits, cfg.shift_bits)
         members = {"start": In(1), "desc": In(ConvDesc), "vec_start": In(1), "vec_desc": In(VecDesc),
                    "busy": Out(1), "done": Out(1), "cycles": Out(32), "mac_beats": Out(32), "beat": Out(1),
-                   "conv_busy": Out(1), "vec_busy": Out(1)}
+                   "conv_busy": Out(1), "vec_busy": Out(1), "vec_avg": Out(1)}
         for name, (_, sig) in buffer_ports(cfg).items():
             members[name] = In(sig)
         super().__init__(members)
@@ -151,7 +153,7 @@ class ConvEngine(wiring.Component):
         # core starts each unit when it is idle and their banks are apart; a compact core, one
         # op at a time).  The average pool borrows lane 0's requantizer, so the core runs it
         # alone (``vec_avg``: the running vector op is one)
-        concurrent = bool(S)
+        concurrent = self.concurrent
         c_go = self.start & ~(cbusy if concurrent else self.busy)
         v_go = self.vec_start & ~(vec.busy if concurrent else self.busy)
         vec_avg_r = Signal()
@@ -160,7 +162,7 @@ class ConvEngine(wiring.Component):
         vec_avg = vec.busy & vec_avg_r
         m.d.comb += [vec.start.eq(v_go), vec.desc.eq(self.vec_desc),
                      self.busy.eq(cbusy | vec.busy), self.done.eq(cdone | vec.done),
-                     self.conv_busy.eq(cbusy), self.vec_busy.eq(vec.busy)]
+                     self.conv_busy.eq(cbusy), self.vec_busy.eq(vec.busy), self.vec_avg.eq(vec_avg)]
 
         # -- buffers ------------------------------------------------------------------------
         # the engine's side of the activation buffer (every pixel lane at one address); the

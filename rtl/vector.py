@@ -211,6 +211,8 @@ class VectorUnit(wiring.Component):
                     with m.If(is_avg):
                         m.d.comb += cur.eq(Mux(f1, v, acc + v))
                 y = acc if S else cur
+                with m.If(v1 & ~cw):                 # (by columns: below)
+                    m.d.sync += acc.eq(cur)
                 if cols:
                     # by columns: ``col`` the column's maximum so far; at its last tap the
                     # column goes into the window's maximum (``acc``), and where it ends a
@@ -226,12 +228,7 @@ class VectorUnit(wiring.Component):
                             m.d.sync += acc.eq(Mux(c_start, col_now, win_now))
                             with m.If(c_ends):
                                 m.d.sync += out.eq(win_now)
-                    with m.If(v1 & ~cw):
-                        m.d.sync += acc.eq(cur)
                     y = Mux(cw, out, y)
-                else:
-                    with m.If(v1):
-                        m.d.sync += acc.eq(cur)
                 # (pipelined: from the register, the cycle after the last tap)
                 ys.append(clamp(y[:10].as_signed(), lo, hi)[:8])
             words.append(Cat(*ys))
