@@ -188,7 +188,14 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
               # 16 MB SPI flash (IS25LP128); the 85F's bitstream is under 3 MiB.  The board top's
               # 4,000-LUT allowance (an estimate with margin) is split: 160 for the flash boot
               # unit (as measured on the iCE40), the rest for the link and SDRAM control
-              flash_bytes=16 << 20, flash_offset=0x300000, top_luts=3_840),
+              flash_bytes=16 << 20, flash_offset=0x300000, top_luts=3_840,
+              # LUTs by what has routed (2026-12-06, RTL of b1d9600, cost data refitted on it):
+              # for_board's 24×pot4 + 9×fix8 × 8 × 2 (est. 44,421 + the top; placed 52,185
+              # TRELLIS_COMB, 62 %, and 200 of 208 block RAMs) routed and met 40 MHz; the next
+              # pot row (est. 45,424: 53,125 placed, 203 block RAMs), which a 0.6 share admits,
+              # did not (router2 overuse 12,718 at iteration 10, 13,146 at 11, rising). 0.58
+              # is the largest share that keeps the first and leaves the second out
+              lut_share=0.58),
     BoardSpec("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K)", "ice40", "iCE40UP5K-SG48",
               Budget(luts=5_280, ffs=5_280, dsps=8, brams=30, cells=ICE40_CELLS),
               # the core at 20 MHz from the 12 MHz oscillator through the PLL (the default core's
