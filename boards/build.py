@@ -25,14 +25,15 @@ from .design import BoardDesign
 from .flash import boot_image, boot_seconds, flash_image
 from .pll import PllError
 from .report import BuildReport, make_report, overuse_error, parse_utilization
-from .toolchain import NAME, abc9_crashed, plain_abc_after_luts, pnr_defaults, run_build, toolchain_env
+from .toolchain import NAME, ROUTE_PATIENCE, abc9_crashed, plain_abc_after_luts, pnr_defaults, run_build, toolchain_env
 
 __all__ = ["build_bitstream"]
 
 
 def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, out_dir=None, program=None,
                     quiet: bool = False, synth_opts=(), pnr_opts=(), memory: str | None = None,
-                    allow_timing_fail: bool = False, flash_boot: bool | None = None) -> BuildReport:
+                    allow_timing_fail: bool = False, flash_boot: bool | None = None,
+                    route_patience: int = ROUTE_PATIENCE) -> BuildReport:
     """Build the bitstream of ``cfg`` (default: ``AcceleratorConfig.for_board``) for
     ``board_name`` in ``out_dir``; ``program`` (a :class:`Program`) is baked into the
     on-chip memory; ``memory`` is the backend ("sdram", "spram" or "bram"; default: "bram" with a
@@ -40,7 +41,9 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     ``synth_<family>``, ``pnr_opts`` of nextpnr (ECP5 default: ``--placer static --router router2``).
     Returns the report (also written as report.json/report.md).  A design that routes but
     misses its clock gets its report written, then :class:`BoardError` naming the Fmax and
-    the worst path (``allow_timing_fail``: the report is returned, ``timing_met`` false)."""
+    the worst path (``allow_timing_fail``: the report is returned, ``timing_met`` false).  A
+    design whose routing stalls is stopped with a :class:`BoardError` saying so
+    (``route_patience``: router2 iterations without progress; 0: never stopped)."""
     spec = board(board_name)
     if program is not None and memory is None and not spec.flash_offset:
         memory = "bram"                               # no flash to boot from: baked in
@@ -86,7 +89,7 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     if "--timing-allow-fail" not in pnr_opts:        # routed but slow: a report, then our error
         pnr_opts = [*pnr_opts, "--timing-allow-fail"]
     design = lambda: BoardDesign(spec, cfg, init=init, memory=memory, flash_boot=flash_boot)  # noqa: E731
-    rc, text = run_build(spec, design, out, env, synth_opts, pnr_opts)
+    rc, text = run_build(spec, design, out, env, synth_opts, pnr_opts, route_patience=route_patience)
     if rc and abc9_crashed(out) and spec.family == "ecp5":
         # yosys 0.70's ABC9 reintegration trips an internal assertion on some designs (the
         # for_board ULX3S core); map the LUTs with plain ABC instead: synth_ecp5 up to its
@@ -95,7 +98,7 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
             print("yosys ABC9 mapping failed with an internal error; retrying with plain ABC", flush=True)
         synth_opts += ["-run", ":map_luts"]
         rc, text = run_build(spec, design, out, env, synth_opts, pnr_opts,
-                             script_after_synth=plain_abc_after_luts(NAME))
+                             script_after_synth=plain_abc_after_luts(NAME), route_patience=route_patience)
     tim = (out / f"{NAME}.tim").read_text(errors="replace") if (out / f"{NAME}.tim").exists() else ""
     if rc:
         util = parse_utilization(tim)

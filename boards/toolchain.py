@@ -3,9 +3,12 @@ build script Amaranth's platform writes (``NAME`` is the top's name)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from rmsmp.boards.top import CROSSING
@@ -15,7 +18,7 @@ from rmsmp.rtl.mac import REPLICA
 from .design import platform
 
 __all__ = ["NAME", "NO_COLLISION_BYPASS", "KEEP_REPLICAS", "toolchain_env", "run_build", "abc9_crashed", "pnr_defaults",
-           "plain_abc_after_luts"]
+           "plain_abc_after_luts", "ROUTE_PATIENCE", "RouteWatch", "run_watched"]
 
 NAME = "rmsmp_top"
 
@@ -82,9 +85,82 @@ def pnr_defaults(spec: BoardSpec, pnr_opts) -> list:
     return pnr_opts
 
 
-def run_build(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None):
+#: nextpnr's router2 has no iteration limit: on a design it cannot route it loops for hours
+#: (the ULX3S builds that failed rose from an overuse minimum of 534–12,718 wires and never
+#: came back). A build is stopped when the overused wires have not reached a new minimum for
+#: this many iterations while that minimum is above ``ROUTE_ENDGAME``; the last few wires
+#: may take long (the routed 528-MAC ULX3S core sat at 1 from iteration 42 to 56, then 0)
+ROUTE_PATIENCE = 20
+ROUTE_ENDGAME = 100
+_ROUTER_ITER = re.compile(r"iter=(\d+) wires=\d+ overused=(\d+)")
+
+
+@dataclass
+class RouteWatch:
+    """Follows router2's iterations in nextpnr's log (:meth:`feed` each new piece of text);
+    :attr:`stalled` once the overuse has stopped falling (``patience`` iterations without a
+    new minimum above ``endgame`` overused wires; 0: never)."""
+    patience: int = ROUTE_PATIENCE
+    endgame: int = ROUTE_ENDGAME
+    best: int | None = None
+    best_iter: int = 0
+    last: int | None = None
+    last_iter: int = 0
+    _partial: str = ""
+
+    def feed(self, text: str) -> bool:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()                 # (an unfinished line: kept for the next piece)
+        for line in lines:
+            m = _ROUTER_ITER.search(line)
+            if m:
+                self.last_iter, self.last = int(m[1]), int(m[2])
+                if self.best is None or self.last < self.best:
+                    self.best, self.best_iter = self.last, self.last_iter
+        return self.stalled
+
+    @property
+    def stalled(self) -> bool:
+        return bool(self.patience and self.best is not None and self.best > self.endgame
+                    and self.last_iter - self.best_iter >= self.patience)
+
+    def describe(self) -> str:
+        return (f"router2's overused wires have not fallen below {self.best:,} (iteration {self.best_iter}) in "
+                f"{self.last_iter - self.best_iter} iterations ({self.last:,} at iteration {self.last_iter})")
+
+
+def run_watched(cmd, cwd, env, log, tim, watch: RouteWatch, poll_s: float = 5.0) -> int:
+    """Run ``cmd`` (its output into the open file ``log``) while ``watch`` follows the
+    router's log ``tim``; stop the whole process group once the router has stalled.
+    Returns the exit code, or ``None`` when stopped."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    pos = 0
+    while True:
+        try:
+            return proc.wait(timeout=poll_s)
+        except subprocess.TimeoutExpired:
+            pass
+        if tim.exists():
+            with open(tim, errors="replace") as f:
+                f.seek(pos)
+                text = f.read()
+                pos = f.tell()
+            if watch.feed(text):
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                return None
+
+
+def run_build(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None,
+              route_patience: int = ROUTE_PATIENCE):
     """Extract Amaranth's build plan for the board design into ``out`` and run it; returns
-    (exit code, the tool output and yosys log tail)."""
+    (exit code, the tool output and yosys log tail).  A design whose routing stalls
+    (:class:`RouteWatch`, ``route_patience`` iterations; 0: wait however long it takes) is
+    stopped with a :class:`BoardError` saying so."""
     opts = {"nextpnr_opts": " ".join([f"--report {NAME}.report.json", *pnr_opts]),
             "script_after_read": "\n".join([NO_COLLISION_BYPASS, KEEP_REPLICAS])}
     if script_after_synth:
@@ -96,8 +172,14 @@ def run_build(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synt
     for stale in (f"{NAME}.tim", f"{NAME}.report.json"):
         (out / stale).unlink(missing_ok=True)
     log = out / "build.log"
+    watch = RouteWatch(route_patience)
     with open(log, "w") as f:
-        rc = subprocess.run(["sh", f"build_{NAME}.sh"], cwd=out, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        rc = run_watched(["sh", f"build_{NAME}.sh"], out, env, f, out / f"{NAME}.tim", watch)
+    if rc is None:
+        raise BoardError(f"the {spec.name} design does not route: {watch.describe()}, so the build was stopped "
+                         f"(log: {out / f'{NAME}.tim'}). The placement is too congested: try another placement "
+                         f"(--pnr-opts '--seed N' / PNR_OPTS=), a lower clock, or a smaller config; "
+                         f"--route-patience 0 waits however long the router takes")
     rpt = out / f"{NAME}.rpt"
     tail = "\n".join(rpt.read_text(errors="replace").splitlines()[-15:]) if rpt.exists() else ""
     return rc, log.read_text(errors="replace") + tail

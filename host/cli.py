@@ -305,7 +305,8 @@ def cmd_build(a) -> int:
         cfg = cfg or AcceleratorConfig.for_board(spec.name, memory=a.memory, clock_hz=clock, flash_boot=a.flash_boot)
     program = Program.load(a.program) if a.program else None
     r = build_bitstream(spec.name, cfg, out_dir=a.output, program=program, synth_opts=a.synth_opts.split(),
-                        pnr_opts=a.pnr_opts.split(), memory=a.memory, flash_boot=a.flash_boot)
+                        pnr_opts=a.pnr_opts.split(), memory=a.memory, flash_boot=a.flash_boot,
+                        **({} if a.route_patience is None else {"route_patience": a.route_patience}))
     print(r.markdown())
     return 0
 
@@ -403,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--pnr-opts", default="",
                    help="extra nextpnr options, e.g. '--router router1' "
                         "(ECP5 default: --placer static --router router2)")
+    b.add_argument("--route-patience", type=int, metavar="N",
+                   help="stop a build whose router has not reduced its overused wires for N iterations "
+                        "(default 20, rmsmp.boards.toolchain.ROUTE_PATIENCE; 0: wait however long it takes)")
     b.set_defaults(func=cmd_build)
     k = sub.add_parser("config", help="size an accelerator for a board (AcceleratorConfig.for_board)")
     k.add_argument("--board", required=True)

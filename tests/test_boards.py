@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from rmsmp.boards.build import build_bitstream
 from rmsmp.boards.design import BoardDesign, platform
 from rmsmp.boards.pll import PllError, ecp5_pll, ice40_pll
 from rmsmp.boards.report import make_report, parse_utilization
-from rmsmp.boards.toolchain import toolchain_env
+from rmsmp.boards.toolchain import RouteWatch, run_watched, toolchain_env
 from rmsmp.generator.catalog import BOARDS, BoardError, board
 from rmsmp.generator.config import AcceleratorConfig, ConfigError
 from rmsmp.generator.cost import bram_blocks, estimate, fit, lut_equivalent
@@ -483,7 +484,7 @@ def test_a_build_that_misses_its_clock_reports_then_refuses(tmp_path, monkeypatc
     ``allow_timing_fail`` the report comes back with ``timing_met`` false."""
     import rmsmp.boards.build as build
 
-    def fake_run(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None):
+    def fake_run(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None, route_patience=20):
         assert "--timing-allow-fail" in pnr_opts
         step = {"type": "clk-to-q", "delay": 20.0, "from": {"cell": "top.core.a_FF"}, "to": {"cell": "top.core.b_FF"}}
         (out / "rmsmp_top.report.json").write_text(json.dumps({
@@ -497,3 +498,53 @@ def test_a_build_that_misses_its_clock_reports_then_refuses(tmp_path, monkeypatc
     assert json.loads((tmp_path / "report.json").read_text())["timing_met"] is False
     r = build_bitstream("ulx3s-85f", cfg, out_dir=tmp_path, quiet=True, allow_timing_fail=True)
     assert r["fmax_mhz"] == 41.5 and not r["timing_met"]
+
+
+def _router_lines(overuse, start=1):
+    return "".join(f"Info:     iter={i} wires={1_000_000 + i} overused={o} overuse={o} archfail=NA\n"
+                   for i, o in enumerate(overuse, start))
+
+
+#: router2's overused wires by iteration in the ULX3S 528-MAC build that routed (2026-12-06):
+#: a plateau at 1 wire for 15 iterations before the last one went
+ROUTED = [71203, 41674, 24947, 15487, 10062, 7200, 5358, 4010, 3181, 2372, 1908, 1410, 1045, 752, 537, 406,
+          325, 308, 263, 259, 178, 141, 95, 74, 61, 46, 35, 26, 18, 12, 12, 8, 6, 6, 2, 3, 3, 3, 4, 3, 3,
+          *[1] * 15, 0]
+
+
+def test_route_watch_stops_a_router_that_stalls_but_not_one_that_converges():
+    """A build that routed is never stopped (its last wires took 15 iterations); one whose
+    overuse stopped falling at 4,724 (the 45 MHz build's) is, 20 iterations after its minimum,
+    and a long text fed in pieces (lines split across them) reads the same."""
+    w = RouteWatch()
+    text = _router_lines(ROUTED)
+    for k in range(0, len(text), 37):
+        assert not w.feed(text[k:k + 37])
+    assert (w.best, w.last_iter) == (0, len(ROUTED))
+    stalls = [74314, 46007, 30646, 21820, 17922, 15829, 11001, 9000, 7003, 6500, 6000, 5334, 5100, 4900, 4724]
+    w = RouteWatch()
+    assert not w.feed(_router_lines(stalls + [5279] * 19))
+    assert w.feed(_router_lines([5596], start=len(stalls) + 20))
+    assert (w.best, w.best_iter, w.last_iter) == (4724, 15, 35)
+    assert "not fallen below 4,724 (iteration 15) in 20 iterations" in w.describe()
+    assert not RouteWatch(patience=0).feed(_router_lines(stalls + [5279] * 40))
+
+
+def test_run_watched_stops_a_stalled_router_and_its_children(tmp_path):
+    """The build's process group is stopped once its router log stalls: a script that writes
+    a stuck router log from a child shell and would run a minute is gone in seconds."""
+    tim = tmp_path / "top.tim"
+    script = tmp_path / "build.sh"
+    script.write_text("(i=1; while [ $i -le 40 ]; do echo \"Info:     iter=$i wires=9 overused=5000 overuse=5000\" "
+                      f">> {tim}; i=$((i+1)); done; sleep 60) &\nwait\n")
+    t0 = time.perf_counter()
+    with open(tmp_path / "log", "w") as log:
+        rc = run_watched(["sh", str(script)], tmp_path, os.environ, log, tim, RouteWatch(patience=5), poll_s=0.2)
+    assert rc is None and time.perf_counter() - t0 < 20
+    out = subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True, text=True).stdout.split()
+    live = [p for p in out if Path(f"/proc/{p}/cwd").exists() and os.readlink(f"/proc/{p}/cwd") == str(tmp_path)]
+    assert not live
+    done = tmp_path / "ok.sh"
+    done.write_text(f"echo 'Info:     iter=1 wires=9 overused=0 overuse=0' >> {tim}; exit 3\n")
+    with open(tmp_path / "log", "w") as log:
+        assert run_watched(["sh", str(done)], tmp_path, os.environ, log, tim, RouteWatch(), poll_s=0.2) == 3
