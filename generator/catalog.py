@@ -177,7 +177,8 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
     BoardSpec("ulx3s-85f", "Radiona ULX3S (LFE5U-85F, 32 MB SDRAM, FTDI USB-UART)", "ecp5", "LFE5U-85F-6BG381C",
               Budget(luts=83_640, ffs=83_640, dsps=156, brams=208, cells=ECP5_CELLS),
               # 40 MHz: the 528-MAC for_board core's build met it (Fmax 43.6 MHz, 2026-12-06; at a
-              # 50 MHz target it routed at 46.9); 12.5 MHz until its reset and weight unpacking routed
+              # 50 MHz target it routed at 46.9); 12.5 MHz until its reset and weight unpacking routed.
+              # The whole design with the SDRAM crossing (b1d9600): Fmax 42.9 at 40; at 45 it did not route
               clk_in_hz=25e6, clock_hz=40_000_000, max_baud=3_000_000, mem_words=16_384,   # FT231X
               platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
               programmer="openFPGALoader", programmer_env="OPENFPGALOADER",
