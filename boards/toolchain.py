@@ -129,7 +129,7 @@ class RouteWatch:
                 f"{self.last_iter - self.best_iter} iterations ({self.last:,} at iteration {self.last_iter})")
 
 
-def run_watched(cmd, cwd, env, log, tim, watch: RouteWatch, poll_s: float = 5.0) -> int:
+def run_watched(cmd, cwd, env, log, tim, watch: RouteWatch, poll_s: float = 5.0) -> int | None:
     """Run ``cmd`` (its output into the open file ``log``) while ``watch`` follows the
     router's log ``tim``; stop the whole process group once the router has stalled.
     Returns the exit code, or ``None`` when stopped."""

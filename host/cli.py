@@ -284,6 +284,7 @@ def cmd_sim(a) -> int:
 
 def cmd_build(a) -> int:
     from rmsmp.boards.build import build_bitstream
+    from rmsmp.boards.toolchain import ROUTE_PATIENCE
     from rmsmp.generator.catalog import BOARDS, BoardError, board
     from rmsmp.generator.config import AcceleratorConfig
     from rmsmp.generator.program import Program
@@ -306,7 +307,7 @@ def cmd_build(a) -> int:
     program = Program.load(a.program) if a.program else None
     r = build_bitstream(spec.name, cfg, out_dir=a.output, program=program, synth_opts=a.synth_opts.split(),
                         pnr_opts=a.pnr_opts.split(), memory=a.memory, flash_boot=a.flash_boot,
-                        **({} if a.route_patience is None else {"route_patience": a.route_patience}))
+                        route_patience=ROUTE_PATIENCE if a.route_patience is None else a.route_patience)
     print(r.markdown())
     return 0
 

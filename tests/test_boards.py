@@ -484,7 +484,7 @@ def test_a_build_that_misses_its_clock_reports_then_refuses(tmp_path, monkeypatc
     ``allow_timing_fail`` the report comes back with ``timing_met`` false."""
     import rmsmp.boards.build as build
 
-    def fake_run(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None, route_patience=20):
+    def fake_run(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None, **_):
         assert "--timing-allow-fail" in pnr_opts
         step = {"type": "clk-to-q", "delay": 20.0, "from": {"cell": "top.core.a_FF"}, "to": {"cell": "top.core.b_FF"}}
         (out / "rmsmp_top.report.json").write_text(json.dumps({

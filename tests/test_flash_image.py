@@ -204,7 +204,7 @@ def test_a_build_with_a_program_writes_the_flash_image_and_names_its_offset(tmp_
     import rmsmp.boards.build as build
     designs = []
 
-    def fake_run(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None, route_patience=20):
+    def fake_run(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None, **_):
         d = design()
         d._MustUse__silence = d.top._MustUse__silence = True       # (not elaborated: the tools are faked)
         designs.append((d.flash, d.memory))
