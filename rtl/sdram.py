@@ -179,7 +179,25 @@ class SdramController(wiring.Component):
         room = Signal()
         m.d.comb += room.eq(rfifo.level + pending + 1 < rfifo.depth)
 
-        m.d.comb += [p.rd_cmd.ready.eq(0), p.wr_cmd.ready.eq(0), p.wr_data.ready.eq(0)]
+        # -- commands: each taken into a register of its own whenever that register is free,
+        # so the port's ``ready`` is a flip-flop: the FSM's decision (its wait counter, the
+        # refresh, the other command) no longer drives the read enable of the FIFO across the
+        # clock crossing — that was the controller's path at 100 MHz (12.7 ns: ``wait`` →
+        # ``rd_cmd.ready`` → the crossing's read data register).  Both commands take the same
+        # extra cycle, so their order is as before
+        cmds = {}
+        for name in ("wr_cmd", "rd_cmd"):
+            src = getattr(p, name)
+            held = Signal(name=f"{name}_held")
+            q = Signal.like(src.payload, name=f"{name}_q")
+            take = Signal(name=f"{name}_take")
+            m.d.comb += src.ready.eq(~held)
+            with m.If(src.valid & ~held):
+                m.d.sync += [held.eq(1), q.eq(src.payload)]
+            with m.If(take):
+                m.d.sync += held.eq(0)
+            cmds[name] = (held, q, take)
+        m.d.comb += p.wr_data.ready.eq(0)
         dqm = Signal(2, init=0b11)
         m.d.comb += self.dqm.eq(dqm)
         m.d.comb += self.cke.eq(1)
@@ -210,16 +228,13 @@ class SdramController(wiring.Component):
                         issue(Cmd.PRECHARGE, a=1 << 10)       # all banks are closed here anyway
                         m.d.sync += wait.eq(t.rp)
                         m.next = "REFRESH"
-                    with m.Elif(p.wr_cmd.valid):
-                        m.d.comb += p.wr_cmd.ready.eq(1)
-                        m.d.sync += [addr.eq(p.wr_cmd.payload.addr), left.eq(p.wr_cmd.payload.len), writing.eq(1),
-                                     none_left.eq(p.wr_cmd.payload.len == 0)]
-                        m.next = "OPEN"
-                    with m.Elif(p.rd_cmd.valid):
-                        m.d.comb += p.rd_cmd.ready.eq(1)
-                        m.d.sync += [addr.eq(p.rd_cmd.payload.addr), left.eq(p.rd_cmd.payload.len), writing.eq(0),
-                                     none_left.eq(p.rd_cmd.payload.len == 0)]
-                        m.next = "OPEN"
+                    for name, wr in (("wr_cmd", 1), ("rd_cmd", 0)):
+                        held, q, take = cmds[name]
+                        with m.Elif(held):
+                            m.d.comb += take.eq(1)
+                            m.d.sync += [addr.eq(q.addr), left.eq(q.len), writing.eq(wr),
+                                         none_left.eq(q.len == 0)]
+                            m.next = "OPEN"
             with m.State("REFRESH"):
                 with m.If(wait == 0):
                     issue(Cmd.REFRESH)
