@@ -197,7 +197,15 @@ class SdramController(wiring.Component):
             with m.If(take):
                 m.d.sync += held.eq(0)
             cmds[name] = (held, q, take)
-        m.d.comb += p.wr_data.ready.eq(0)
+        # the write data likewise (the next path at 100 MHz: ``wait`` → ``wr_data.ready`` → the
+        # crossing's read data register, 12.8 ns): one word ahead in a register; a word is
+        # written every two cycles, and the one after is taken in the cycle between
+        wd_held, wd_q, wd_take = Signal(), Signal.like(p.wr_data.payload), Signal()
+        m.d.comb += p.wr_data.ready.eq(~wd_held)
+        with m.If(p.wr_data.valid & ~wd_held):
+            m.d.sync += [wd_held.eq(1), wd_q.eq(p.wr_data.payload)]
+        with m.If(wd_take):
+            m.d.sync += wd_held.eq(0)
         dqm = Signal(2, init=0b11)
         m.d.comb += self.dqm.eq(dqm)
         m.d.comb += self.cke.eq(1)
@@ -259,11 +267,11 @@ class SdramController(wiring.Component):
                     with m.If(none_left | ref_due):
                         m.next = "CLOSE"
                     with m.Elif(writing):
-                        m.d.comb += p.wr_data.ready.eq(1)
-                        with m.If(p.wr_data.valid):
+                        with m.If(wd_held):
+                            m.d.comb += wd_take.eq(1)
                             issue(Cmd.WRITE, a=Cat(Const(0, 1), col), ba=bank)
-                            m.d.sync += [self.dq_o.eq(p.wr_data.payload[:16]), self.dq_oe.eq(1),
-                                         wr_high.eq(p.wr_data.payload[16:]),
+                            m.d.sync += [self.dq_o.eq(wd_q[:16]), self.dq_oe.eq(1),
+                                         wr_high.eq(wd_q[16:]),
                                          addr.eq(addr + 1), left.eq(left - 1), none_left.eq(left == 1)]
                             m.next = "WHIGH"
                     with m.Elif(room):
