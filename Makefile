@@ -38,10 +38,10 @@ sim: $(STAMP)
 formal: $(STAMP)
 	$(PY) -m rmsmp.sim.formal -j $(JOBS)
 
-# make bitstream BOARD=ulx3s-85f [CONFIG=cfg.json] [PROGRAM=net.prog (→ flash.bin)] [FLASH_BOOT=1] [MEMORY=sdram|spram|bram] [CLOCK_MHZ=50] [SYNTH_OPTS=-nowidelut] [PNR_OPTS="--router router1"] [ROUTE_PATIENCE=0]  (writes build/<board>/; = rmsmp build)
+# make bitstream BOARD=ulx3s-85f [CONFIG=cfg.json] [PROGRAM=net.prog (→ flash.bin)] [FLASH_BOOT=1] [MEMORY=sdram|spram|bram] [CLOCK_MHZ=50] [SYNTH_OPTS=-nowidelut] [PNR_OPTS="--router router1"] [ROUTE_PATIENCE=0] [SEEDS=1,2,3]  (writes build/<board>/; = rmsmp build)
 bitstream: $(STAMP)
 	$(if $(MODEL),$(error MODEL= names a QuantizedModel everywhere else: give the compiled program to bake in as PROGRAM=))
-	$(VENV)/bin/rmsmp build $(if $(BOARD),--board $(BOARD)) $(if $(CONFIG),--config $(CONFIG)) $(if $(PROGRAM),--program $(PROGRAM)) $(if $(MEMORY),--memory $(MEMORY)) $(if $(FLASH_BOOT),--flash-boot) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) $(if $(SYNTH_OPTS),--synth-opts="$(SYNTH_OPTS)") $(if $(PNR_OPTS),--pnr-opts="$(PNR_OPTS)") $(if $(ROUTE_PATIENCE),--route-patience $(ROUTE_PATIENCE))
+	$(VENV)/bin/rmsmp build $(if $(BOARD),--board $(BOARD)) $(if $(CONFIG),--config $(CONFIG)) $(if $(PROGRAM),--program $(PROGRAM)) $(if $(MEMORY),--memory $(MEMORY)) $(if $(FLASH_BOOT),--flash-boot) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) $(if $(SYNTH_OPTS),--synth-opts="$(SYNTH_OPTS)") $(if $(PNR_OPTS),--pnr-opts="$(PNR_OPTS)") $(if $(ROUTE_PATIENCE),--route-patience $(ROUTE_PATIENCE)) $(if $(SEEDS),--seeds $(SEEDS))
 
 bench: $(STAMP)
 	$(PY) bench/quantize_resnet18.py

@@ -24,8 +24,17 @@ from rmsmp.generator.lower import CompileError
 from .design import BoardDesign
 from .flash import boot_image, boot_seconds, flash_image
 from .pll import PllError
-from .report import BuildReport, make_report, overuse_error, parse_utilization
-from .toolchain import NAME, ROUTE_PATIENCE, abc9_crashed, plain_abc_after_luts, pnr_defaults, run_build, toolchain_env
+from .report import BuildReport, attempts_text, make_report, overuse_error, parse_utilization
+from .toolchain import (
+    NAME,
+    ROUTE_PATIENCE,
+    RouteStalled,
+    abc9_crashed,
+    plain_abc_after_luts,
+    pnr_defaults,
+    run_build,
+    toolchain_env,
+)
 
 __all__ = ["build_bitstream"]
 
@@ -33,7 +42,7 @@ __all__ = ["build_bitstream"]
 def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, out_dir=None, program=None,
                     quiet: bool = False, synth_opts=(), pnr_opts=(), memory: str | None = None,
                     allow_timing_fail: bool = False, flash_boot: bool | None = None,
-                    route_patience: int = ROUTE_PATIENCE) -> BuildReport:
+                    route_patience: int = ROUTE_PATIENCE, seeds=None) -> BuildReport:
     """Build the bitstream of ``cfg`` (default: ``AcceleratorConfig.for_board``) for
     ``board_name`` in ``out_dir``; ``program`` (a :class:`Program`) is baked into the
     on-chip memory; ``memory`` is the backend ("sdram", "spram" or "bram"; default: "bram" with a
@@ -43,7 +52,10 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     misses its clock gets its report written, then :class:`BoardError` naming the Fmax and
     the worst path (``allow_timing_fail``: the report is returned, ``timing_met`` false).  A
     design whose routing stalls is stopped with a :class:`BoardError` saying so
-    (``route_patience``: router2 iterations without progress; 0: never stopped)."""
+    (``route_patience``: router2 iterations without progress; 0: never stopped).  ``seeds``:
+    nextpnr placement seeds to try in turn on the one synthesized netlist until a placement
+    routes and meets the clock (the ULX3S's large cores route on some placements and not on
+    others); the report's ``attempts`` says what came of each."""
     spec = board(board_name)
     if program is not None and memory is None and not spec.flash_offset:
         memory = "bram"                               # no flash to boot from: baked in
@@ -88,9 +100,74 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     pnr_opts = pnr_defaults(spec, pnr_opts)
     if "--timing-allow-fail" not in pnr_opts:        # routed but slow: a report, then our error
         pnr_opts = [*pnr_opts, "--timing-allow-fail"]
+    seeds = list(seeds or ())
+    if seeds and any(o == "--seed" or o.startswith("--seed=") for o in pnr_opts):
+        raise BoardError("give the placement seed either in the nextpnr options (--seed N) or as seeds, not both")
     design = lambda: BoardDesign(spec, cfg, init=init, memory=memory, flash_boot=flash_boot)  # noqa: E731
-    rc, text = run_build(spec, design, out, env, synth_opts, pnr_opts, route_patience=route_patience)
-    if rc and abc9_crashed(out) and spec.family == "ecp5":
+    attempts = []                                     # (seed, what came of it) of each placement tried
+    for k, seed in enumerate(seeds or [None]):
+        last = k + 1 == max(1, len(seeds))
+        opts = [*pnr_opts, "--seed", str(seed)] if seed is not None else pnr_opts
+        if seed is not None and not quiet:
+            print(f"placement seed {seed} ({k + 1} of {len(seeds)})" + (": the netlist synthesized above" if k else ""),
+                  flush=True)
+        t_try = time.perf_counter()
+        try:
+            report = _place_and_report(spec, cfg, design, out, env, synth_opts, opts, route_patience,
+                                       reuse_netlist=k > 0, quiet=quiet, t0=t0, flash_boot=flash_boot, memory=memory)
+        except RouteStalled as e:
+            w = e.watch
+            attempts.append({"seed": seed, "routed": False, "overuse_min": w.best, "overuse_min_iter": w.best_iter,
+                             "stopped_iter": w.last_iter, "s": round(time.perf_counter() - t_try)})
+            if last:
+                if len(attempts) > 1:
+                    raise RouteStalled(f"the {spec.name} design did not route with any of the placement seeds "
+                                       f"{', '.join(map(str, seeds))}: {attempts_text(attempts)}. Try other seeds, a "
+                                       f"lower clock, or a smaller config (log of the last: {out / f'{NAME}.tim'})",
+                                       w) from None
+                raise
+            if not quiet:
+                print(f"seed {seed} did not route ({w.describe()}); next seed", flush=True)
+            continue
+        attempts.append({"seed": seed, "routed": True, "fmax_mhz": round(report["fmax_mhz"], 2),
+                         "timing_met": report["timing_met"], "s": round(time.perf_counter() - t_try)})
+        if report["timing_met"] or allow_timing_fail or last:
+            break
+        if not quiet:
+            print(f"seed {seed} routed at {report['fmax_mhz']:.1f} MHz, short of {report['target_mhz']:g}; next seed",
+                  flush=True)
+    if seeds:
+        report.update(attempts=attempts, seed=attempts[-1]["seed"])
+    if boot is not None:
+        bitstream = Path(report["bitstream"]).read_bytes()
+        (out / "program.bin").write_bytes(boot)
+        (out / "flash.bin").write_bytes(flash_image(spec, bitstream, boot))
+        report.update(flash={"image": str(out / "flash.bin"), "program_image": str(out / "program.bin"),
+                             "bitstream_bytes": len(bitstream), "program_offset": spec.flash_offset,
+                             "program_bytes": len(boot), "program_fingerprint": f"{program.fingerprint():016x}",
+                             "boot_s": round(boot_seconds(program, spec, boot), 3)})
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.md").write_text(report.markdown())
+    if not report["timing_met"] and not allow_timing_fail:
+        worst = report["critical_paths"][0] if report["critical_paths"] else None
+        where = (f"; worst path {worst['delay_ns']:.1f} ns from {worst['from_cell']} to {worst['to_cell']}"
+                 if worst else "")
+        tried = f"; seeds tried: {attempts_text(attempts)}" if len(attempts) > 1 else ""
+        raise BoardError(f"the {spec.name} design routed but misses its clock: Fmax {report['fmax_mhz']:.1f} MHz "
+                         f"< {report['target_mhz']:g} MHz target{where}{tried} (report: {out / 'report.md'}); build "
+                         f"at a lower clock (--clock-mhz / CLOCK_MHZ=) or with a smaller config")
+    return report
+
+
+def _place_and_report(spec, cfg, design, out, env, synth_opts, pnr_opts, route_patience, *, reuse_netlist,
+                      quiet, t0, flash_boot, memory) -> BuildReport:
+    """One run of the tools (``reuse_netlist``: placement and routing only) and its report;
+    :class:`BoardError` when the design does not fit or a tool fails, :class:`RouteStalled`
+    when the router stalls.  ``synth_opts`` may grow (the plain-ABC fallback): the list is
+    updated in place, so a later seed's report names what made its netlist."""
+    rc, text = run_build(spec, design, out, env, synth_opts, pnr_opts, route_patience=route_patience,
+                         reuse_netlist=reuse_netlist)
+    if rc and not reuse_netlist and abc9_crashed(out) and spec.family == "ecp5":
         # yosys 0.70's ABC9 reintegration trips an internal assertion on some designs (the
         # for_board ULX3S core); map the LUTs with plain ABC instead: synth_ecp5 up to its
         # LUT mapping, ``abc -lut 4:7``, then synth_ecp5 from cell mapping on
@@ -115,21 +192,4 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     report = make_report(spec, cfg, rep, time.perf_counter() - t0, out, NAME)
     report.update(synth_opts=" ".join(synth_opts), pnr_opts=" ".join(pnr_opts), memory=memory,
                   memory_words=spec.memory_words(memory), flash_boot=spec.boots_from_flash(flash_boot))
-    if boot is not None:
-        bitstream = Path(report["bitstream"]).read_bytes()
-        (out / "program.bin").write_bytes(boot)
-        (out / "flash.bin").write_bytes(flash_image(spec, bitstream, boot))
-        report.update(flash={"image": str(out / "flash.bin"), "program_image": str(out / "program.bin"),
-                             "bitstream_bytes": len(bitstream), "program_offset": spec.flash_offset,
-                             "program_bytes": len(boot), "program_fingerprint": f"{program.fingerprint():016x}",
-                             "boot_s": round(boot_seconds(program, spec, boot), 3)})
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(report.markdown())
-    if not report["timing_met"] and not allow_timing_fail:
-        worst = report["critical_paths"][0] if report["critical_paths"] else None
-        where = (f"; worst path {worst['delay_ns']:.1f} ns from {worst['from_cell']} to {worst['to_cell']}"
-                 if worst else "")
-        raise BoardError(f"the {spec.name} design routed but misses its clock: Fmax {report['fmax_mhz']:.1f} MHz "
-                         f"< {report['target_mhz']:g} MHz target{where} (report: {out / 'report.md'}); build at "
-                         f"a lower clock (--clock-mhz / CLOCK_MHZ=) or with a smaller config")
     return report

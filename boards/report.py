@@ -6,7 +6,7 @@ import re
 
 from rmsmp.generator.catalog import BoardError
 
-__all__ = ["parse_utilization", "BuildReport", "overuse_error", "critical_paths", "make_report"]
+__all__ = ["parse_utilization", "BuildReport", "overuse_error", "critical_paths", "make_report", "attempts_text"]
 
 
 def parse_utilization(log: str) -> dict:
@@ -44,11 +44,21 @@ class BuildReport(dict):
             lines.append(f"Flash image {fl['image']}: the bitstream ({fl['bitstream_bytes']:,} bytes) at 0, the "
                          f"program {fl['program_fingerprint']} ({fl['program_bytes']:,} bytes, {fl['program_image']}) "
                          f"at {fl['program_offset']:#x}; the board boots it in ~{fl['boot_s']:.2f} s.")
+        if r.get("attempts"):
+            lines.append(f"Placement seed {r['seed']}; seeds tried: {attempts_text(r['attempts'])}.")
         for c in r.get("critical_paths", [])[:3]:
             lines.append(f"Critical path ({c['clocks']}): {c['delay_ns']:.2f} ns ({c['logic_ns']:.2f} logic, "
                          f"{c['routing_ns']:.2f} routing) from {c['from_cell']} to {c['to_cell']}, "
                          f"through {' → '.join(c['units'])}.")
         return "\n".join(lines) + "\n"
+
+
+def attempts_text(attempts) -> str:
+    """What came of each placement seed a build tried (``BuildReport["attempts"]``)."""
+    return "; ".join(f"seed {a['seed']}: " + (f"routed, Fmax {a['fmax_mhz']:.1f} MHz" if a["routed"] else
+                                              f"did not route (overuse {a['overuse_min']:,} at iteration "
+                                              f"{a['overuse_min_iter']}, stopped at {a['stopped_iter']})")
+                     for a in attempts)
 
 
 def overuse_error(spec, cfg, log: str) -> BoardError:

@@ -18,7 +18,7 @@ from rmsmp.rtl.mac import REPLICA
 from .design import platform
 
 __all__ = ["NAME", "NO_COLLISION_BYPASS", "KEEP_REPLICAS", "toolchain_env", "run_build", "abc9_crashed", "pnr_defaults",
-           "plain_abc_after_luts", "ROUTE_PATIENCE", "RouteWatch", "run_watched"]
+           "plain_abc_after_luts", "ROUTE_PATIENCE", "RouteWatch", "RouteStalled", "run_watched"]
 
 NAME = "rmsmp_top"
 
@@ -155,12 +155,22 @@ def run_watched(cmd, cwd, env, log, tim, watch: RouteWatch, poll_s: float = 5.0)
                 return None
 
 
+class RouteStalled(BoardError):
+    """A build stopped because its router stalled; ``watch`` is the :class:`RouteWatch`."""
+
+    def __init__(self, message: str, watch: RouteWatch):
+        super().__init__(message)
+        self.watch = watch
+
+
 def run_build(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None,
-              route_patience: int = ROUTE_PATIENCE):
+              route_patience: int = ROUTE_PATIENCE, reuse_netlist: bool = False):
     """Extract Amaranth's build plan for the board design into ``out`` and run it; returns
     (exit code, the tool output and yosys log tail).  A design whose routing stalls
     (:class:`RouteWatch`, ``route_patience`` iterations; 0: wait however long it takes) is
-    stopped with a :class:`BoardError` saying so."""
+    stopped with :class:`RouteStalled`.  ``reuse_netlist``: the synthesized netlist already
+    in ``out`` (the same design's, from an earlier placement seed) is placed and routed
+    again without running yosys."""
     opts = {"nextpnr_opts": " ".join([f"--report {NAME}.report.json", *pnr_opts]),
             "script_after_read": "\n".join([NO_COLLISION_BYPASS, KEEP_REPLICAS])}
     if script_after_synth:
@@ -172,14 +182,18 @@ def run_build(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synt
     for stale in (f"{NAME}.tim", f"{NAME}.report.json"):
         (out / stale).unlink(missing_ok=True)
     log = out / "build.log"
+    if reuse_netlist:
+        if not (out / f"{NAME}.json").exists():
+            raise BoardError(f"no synthesized netlist to place again in {out}")
+        env = {**env, "YOSYS": shutil.which("true") or "true"}       # (the script's yosys step: a no-op)
     watch = RouteWatch(route_patience)
     with open(log, "w") as f:
         rc = run_watched(["sh", f"build_{NAME}.sh"], out, env, f, out / f"{NAME}.tim", watch)
     if rc is None:
-        raise BoardError(f"the {spec.name} design does not route: {watch.describe()}, so the build was stopped "
+        raise RouteStalled(f"the {spec.name} design does not route: {watch.describe()}, so the build was stopped "
                          f"(log: {out / f'{NAME}.tim'}). The placement is too congested: try another placement "
                          f"(--pnr-opts '--seed N' / PNR_OPTS=), a lower clock, or a smaller config; "
-                         f"--route-patience 0 waits however long the router takes")
+                         f"--route-patience 0 waits however long the router takes", watch)
     rpt = out / f"{NAME}.rpt"
     tail = "\n".join(rpt.read_text(errors="replace").splitlines()[-15:]) if rpt.exists() else ""
     return rc, log.read_text(errors="replace") + tail

@@ -307,9 +307,20 @@ def cmd_build(a) -> int:
     program = Program.load(a.program) if a.program else None
     r = build_bitstream(spec.name, cfg, out_dir=a.output, program=program, synth_opts=a.synth_opts.split(),
                         pnr_opts=a.pnr_opts.split(), memory=a.memory, flash_boot=a.flash_boot,
-                        route_patience=ROUTE_PATIENCE if a.route_patience is None else a.route_patience)
+                        route_patience=ROUTE_PATIENCE if a.route_patience is None else a.route_patience,
+                        seeds=a.seeds)
     print(r.markdown())
     return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds are integers separated by commas, e.g. 1,2,3; got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed, e.g. 1,2,3")
+    return seeds
 
 
 def cmd_config(a) -> int:
@@ -408,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--route-patience", type=int, metavar="N",
                    help="stop a build whose router has not reduced its overused wires for N iterations "
                         "(default 20, rmsmp.boards.toolchain.ROUTE_PATIENCE; 0: wait however long it takes)")
+    b.add_argument("--seeds", type=_seed_list, metavar="N,N,...",
+                   help="nextpnr placement seeds to try in turn until one routes and meets the clock (the netlist "
+                        "is synthesized once); e.g. 1,2,3")
     b.set_defaults(func=cmd_build)
     k = sub.add_parser("config", help="size an accelerator for a board (AcceleratorConfig.for_board)")
     k.add_argument("--board", required=True)

@@ -500,6 +500,50 @@ def test_a_build_that_misses_its_clock_reports_then_refuses(tmp_path, monkeypatc
     assert r["fmax_mhz"] == 41.5 and not r["timing_met"]
 
 
+def test_a_build_tries_placement_seeds_until_one_routes_and_meets(tmp_path, monkeypatch):
+    """``seeds``: each seed's placement in turn on the one netlist (yosys only before the
+    first); a seed whose router stalls or whose Fmax misses the clock is followed by the next,
+    and the report says what came of each.  When none meets, the error lists them all."""
+    import rmsmp.boards.build as build
+    from rmsmp.boards.toolchain import RouteStalled, RouteWatch
+
+    # seed -> None (the router stalls) or the Fmax its placement reaches
+    outcome = {1: None, 2: 48.0, 3: 51.2, 4: None}                # (SMALL's clock: 50 MHz)
+    calls = []
+
+    def fake_run(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synth=None, route_patience=20,
+                 reuse_netlist=False):
+        seed = int(pnr_opts[pnr_opts.index("--seed") + 1])
+        calls.append((seed, reuse_netlist))
+        if outcome[seed] is None:
+            w = RouteWatch()
+            w.feed(_router_lines([900, 127] + [300] * 20))
+            raise RouteStalled(f"stalled: {w.describe()}", w)
+        (out / "rmsmp_top.report.json").write_text(json.dumps({
+            "fmax": {"clocking.pll_clk": {"achieved": outcome[seed], "constraint": 50.0}}, "critical_paths": []}))
+        return 0, ""
+    monkeypatch.setattr(build, "run_build", fake_run)
+    cfg = AcceleratorConfig(**SMALL)
+    r = build_bitstream("ulx3s-85f", cfg, out_dir=tmp_path, quiet=True, seeds=[1, 2, 3, 4])
+    assert calls == [(1, False), (2, True), (3, True)]            # seed 3 met: seed 4 never ran
+    assert r["timing_met"] and r["seed"] == 3 and r["fmax_mhz"] == 51.2
+    assert [(a["seed"], a["routed"]) for a in r["attempts"]] == [(1, False), (2, True), (3, True)]
+    assert r["attempts"][0]["overuse_min"] == 127 and r["attempts"][1]["fmax_mhz"] == 48.0
+    md = (tmp_path / "report.md").read_text()
+    assert "Placement seed 3; seeds tried: seed 1: did not route (overuse 127 at iteration 2" in md
+    calls.clear()
+    with pytest.raises(BoardError, match=r"misses its clock: Fmax 48.0 MHz < 50 MHz.*seeds tried: seed 1: did not "
+                                         r"route.*seed 2: routed, Fmax 48.0 MHz"):
+        build_bitstream("ulx3s-85f", cfg, out_dir=tmp_path, quiet=True, seeds=[1, 2])
+    with pytest.raises(RouteStalled, match=r"did not route with any of the placement seeds 4, 1: seed 4: did not "
+                                           r"route \(overuse 127 at iteration 2, stopped at 22\); seed 1"):
+        build_bitstream("ulx3s-85f", cfg, out_dir=tmp_path, quiet=True, seeds=[4, 1])
+    with pytest.raises(RouteStalled, match="^stalled"):           # one seed: the router's own error
+        build_bitstream("ulx3s-85f", cfg, out_dir=tmp_path, quiet=True, seeds=[1])
+    with pytest.raises(BoardError, match="either in the nextpnr options"):
+        build_bitstream("ulx3s-85f", cfg, out_dir=tmp_path, quiet=True, seeds=[1], pnr_opts=["--seed", "5"])
+
+
 def _router_lines(overuse, start=1):
     return "".join(f"Info:     iter={i} wires={1_000_000 + i} overused={o} overuse={o} archfail=NA\n"
                    for i, o in enumerate(overuse, start))
