@@ -56,12 +56,6 @@ from .vector import VectorUnit
 __all__ = ["ConvEngine", "buffer_ports"]
 
 
-#: bits of a lane group's weight buffer behind one copy of its read and write addresses
-#: (pipelined cores): 16 ECP5 block RAMs at 9 bits wide (the depth-2048 shape), a whole
-#: number of them at every block RAM width, so slicing adds none
-WEIGHT_SLICE_BITS = 144
-
-
 def _wr_sig(addr_bits, width, en_bits=1):
     return wiring.Signature({"addr": Out(addr_bits), "data": Out(width), "en": Out(en_bits)})
 
@@ -187,7 +181,7 @@ class ConvEngine(wiring.Component):
         # register: they land a cycle later, long before an op can read them (an op starts
         # with two or more cycles of setup after the transfer has finished)
         host_w = {}
-        for name in ("act_w", "par_w"):
+        for name in ("act_w", "par_w", *(f"wgt_w_{g.scheme}" for g in cfg.lane_groups)):
             port = getattr(self, name)
             fields = {k: mb.shape for k, mb in port.signature.members.items()}
             if not S:
@@ -196,28 +190,14 @@ class ConvEngine(wiring.Component):
             reg = data.StructLayout(fields)(Cat(stage(m, getattr(port, k), True, f"{name}_q_{k}",
                                                       reset_less=k == "data") for k in fields))
             host_w[name] = reg
-        # a lane group's weights in slices of WEIGHT_SLICE_BITS (pipelined), each a memory with
-        # its own copies of the write port's address and enable and of the read address
-        # (``REPLICA``, kept apart in board builds): one address register drove every block
-        # RAM of both groups, 150 of them across the die in the 528-MAC ULX3S core — its worst
-        # path at 40 MHz (``w_tap`` → the fix8 buffer, 0.7 ns logic, 22.6 ns routing).  The
-        # copies are the registers that were shared, so the latencies are unchanged
-        wslices = {}                    # group -> [(read port, its address copy)], lowest bits first
+        wmems = {}
         for f, n in self._groups:
-            port = getattr(self, f"wgt_w_{f.name}")
-            width = n * C * f.bits
-            per = WEIGHT_SLICE_BITS if S else width
-            wslices[f.name] = []
-            for lo in range(0, width, per):
-                bits = min(per, width - lo)
-                tag = f"wgt_{f.name}" + (f"_{lo}" if per < width else "")
-                mem = Memory(shape=unsigned(bits), depth=cfg.weight_depth, init=[])
-                m.submodules[tag] = mem
-                wr = mem.write_port()
-                m.d.comb += [wr.addr.eq(stage(m, port.addr, S, f"{tag}_wa_{REPLICA}")),
-                             wr.data.eq(stage(m, port.data[lo:lo + bits], S, f"{tag}_wd", reset_less=True)),
-                             wr.en.eq(stage(m, port.en, S, f"{tag}_we_{REPLICA}"))]
-                wslices[f.name].append((mem.read_port(), tag))
+            mem = Memory(shape=unsigned(n * C * f.bits), depth=cfg.weight_depth, init=[])
+            m.submodules[f"wgt_{f.name}"] = mem
+            wr = mem.write_port()
+            hw = host_w[f"wgt_w_{f.name}"]
+            m.d.comb += [wr.addr.eq(hw.addr), wr.data.eq(hw.data), wr.en.eq(hw.en)]
+            wmems[f.name] = mem.read_port()
         # the parameters, a row an entry (output group g's row r at g·slots + r: the
         # requantizer reads the row it emits, so the buffer is one row wide, not R), and
         # beside them each group's mask of enabled rows (the group's last slot, also written
@@ -325,9 +305,9 @@ class ConvEngine(wiring.Component):
             m.d.sync += w_tap.eq(w_tap + 1)
         # the weights are read a cycle after the activations: both reach the array together,
         # the activations through one more register (below)
-        for rds in wslices.values():                # (a copy of the address a slice: above)
-            for rd, tag in rds:
-                m.d.comb += rd.addr.eq(stage(m, w_tap, S, f"{tag}_ra_{REPLICA}"))
+        w_tap_d = delay(m, w_tap, S, "w_tap")
+        for rd in wmems.values():
+            m.d.comb += rd.addr.eq(w_tap_d)
 
         # the buffers answer a cycle later into registers (READ_LATENCY); the activations,
         # masked where a tap is padding, go through one more register that drives the whole
@@ -344,8 +324,7 @@ class ConvEngine(wiring.Component):
                 m.d.comb += a_in[p][c].eq(Mux(in2[p], ext, 0))
         m.d.comb += pa.a.eq(stage(m, a_in, S, "a_in_q", reset_less=True))
         for f, _ in self._groups:
-            m.d.comb += pa.w[f.name].eq(stage(m, Cat(rd.data for rd, _ in wslices[f.name]), S, f"wgt_q_{f.name}",
-                                              reset_less=True))
+            m.d.comb += pa.w[f.name].eq(stage(m, wmems[f.name].data, S, f"wgt_q_{f.name}", reset_less=True))
         m.d.comb += [array.i.valid.eq(v3), pa.first.eq(f3), pa.last.eq(l3)]
 
         # the queue never overflows: the sequencer stalls with Q dot products in flight
