@@ -45,7 +45,8 @@ def main(argv=None):
                     help="scheme of every row of the first and last layers (default fix8); 'ratio': those "
                          "layers' rows follow the ratio like the others (then they run on every lane group)")
     ap.add_argument("--ratio", help="quantize for this ratio (e.g. pot4=10/16,fix4=5/16,fix8=1/16; with --board the "
-                                    "array is sized for it); default: 10:5:1; with --board the board's chosen ratio, with --config the config's")
+                                    "array is sized for it); default: 10:5:1; with --board the board's chosen ratio, "
+                                    "with --config the config's")
     ap.add_argument("--memory", choices=("sdram", "ideal"), default="sdram",
                     help="with --board: the board's SDRAM (default) or the ideal burst memory")
     a = ap.parse_args(argv)
