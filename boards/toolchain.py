@@ -192,7 +192,7 @@ def run_build(spec, design, out, env, synth_opts, pnr_opts=(), script_after_synt
     if rc is None:
         raise RouteStalled(f"the {spec.name} design does not route: {watch.describe()}, so the build was stopped "
                          f"(log: {out / f'{NAME}.tim'}). The placement is too congested: try another placement "
-                         f"(--pnr-opts '--seed N' / PNR_OPTS=), a lower clock, or a smaller config; "
+                         f"(--seeds 1,2,3 / SEEDS=, or --pnr-opts '--seed N'), a lower clock, or a smaller config; "
                          f"--route-patience 0 waits however long the router takes", watch)
     rpt = out / f"{NAME}.rpt"
     tail = "\n".join(rpt.read_text(errors="replace").splitlines()[-15:]) if rpt.exists() else ""

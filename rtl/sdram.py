@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil
 
-from amaranth import Cat, Const, Module, Signal, Value
+from amaranth import Cat, Const, Module, ShapeCastable, Signal, Value
 from amaranth.lib import wiring
-from amaranth.lib.fifo import AsyncFIFOBuffered, SyncFIFOBuffered
+from amaranth.lib.fifo import AsyncFIFOBuffered, SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .dma import LEN_BITS, mem_port_signature
@@ -93,6 +93,16 @@ def sdram_pins_signature(g: SdramGeometry = SdramGeometry()) -> wiring.Signature
         "cke": Out(1), "cs_n": Out(1, init=1), "ras_n": Out(1, init=1), "cas_n": Out(1, init=1),
         "we_n": Out(1, init=1), "ba": Out(g.bank_bits), "a": Out(_addr_bits(g)), "dqm": Out(2, init=0b11),
         "dq_o": Out(16), "dq_oe": Out(1), "dq_i": In(16)})
+
+
+def _one_ahead(m: Module, src, name: str):
+    """``src`` (a stream the controller takes) through a one-entry :class:`SyncFIFO`: its
+    ``ready`` then comes from the FIFO's level register.  Returns (an entry is held, its
+    payload, the signal that takes it)."""
+    m.submodules[f"{name}_ahead"] = fifo = SyncFIFO(width=len(Value.cast(src.payload)), depth=1)
+    m.d.comb += [fifo.w_en.eq(src.valid), fifo.w_data.eq(src.payload), src.ready.eq(fifo.w_rdy)]
+    shape = src.payload.shape()                         # (a command's layout: a view of the entry)
+    return fifo.r_rdy, shape(fifo.r_data) if isinstance(shape, ShapeCastable) else fifo.r_data, fifo.r_en
 
 
 class SdramController(wiring.Component):
@@ -179,33 +189,15 @@ class SdramController(wiring.Component):
         room = Signal()
         m.d.comb += room.eq(rfifo.level + pending + 1 < rfifo.depth)
 
-        # -- commands: each taken into a register of its own whenever that register is free,
-        # so the port's ``ready`` is a flip-flop: the FSM's decision (its wait counter, the
-        # refresh, the other command) no longer drives the read enable of the FIFO across the
-        # clock crossing — that was the controller's path at 100 MHz (12.7 ns: ``wait`` →
-        # ``rd_cmd.ready`` → the crossing's read data register).  Both commands take the same
-        # extra cycle, so their order is as before
-        cmds = {}
-        for name in ("wr_cmd", "rd_cmd"):
-            src = getattr(p, name)
-            held = Signal(name=f"{name}_held")
-            q = Signal.like(src.payload, name=f"{name}_q")
-            take = Signal(name=f"{name}_take")
-            m.d.comb += src.ready.eq(~held)
-            with m.If(src.valid & ~held):
-                m.d.sync += [held.eq(1), q.eq(src.payload)]
-            with m.If(take):
-                m.d.sync += held.eq(0)
-            cmds[name] = (held, q, take)
-        # the write data likewise (the next path at 100 MHz: ``wait`` → ``wr_data.ready`` → the
-        # crossing's read data register, 12.8 ns): one word ahead in a register; a word is
-        # written every two cycles, and the one after is taken in the cycle between
-        wd_held, wd_q, wd_take = Signal(), Signal.like(p.wr_data.payload), Signal()
-        m.d.comb += p.wr_data.ready.eq(~wd_held)
-        with m.If(p.wr_data.valid & ~wd_held):
-            m.d.sync += [wd_held.eq(1), wd_q.eq(p.wr_data.payload)]
-        with m.If(wd_take):
-            m.d.sync += wd_held.eq(0)
+        # -- commands, and the write data one word ahead, each through a one-entry FIFO of
+        # its own, so the port's ``ready`` is a flip-flop: the FSM's decision (its wait
+        # counter, the refresh, the other command) no longer drives the read enable of the
+        # FIFO across the clock crossing — the controller's paths at 100 MHz (12.7 ns: ``wait``
+        # → ``rd_cmd.ready`` → the crossing's read data register; then 12.8 ns through
+        # ``wr_data``).  Both commands take the same extra cycle, so their order is as before;
+        # a word is written every two cycles, and the one after enters in the cycle between
+        ahead = {name: _one_ahead(m, getattr(p, name), name) for name in ("wr_cmd", "rd_cmd", "wr_data")}
+        wd_held, wd_q, wd_take = ahead["wr_data"]
         dqm = Signal(2, init=0b11)
         m.d.comb += self.dqm.eq(dqm)
         m.d.comb += self.cke.eq(1)
@@ -237,7 +229,7 @@ class SdramController(wiring.Component):
                         m.d.sync += wait.eq(t.rp)
                         m.next = "REFRESH"
                     for name, wr in (("wr_cmd", 1), ("rd_cmd", 0)):
-                        held, q, take = cmds[name]
+                        held, q, take = ahead[name]
                         with m.Elif(held):
                             m.d.comb += take.eq(1)
                             m.d.sync += [addr.eq(q.addr), left.eq(q.len), writing.eq(wr),
