@@ -21,7 +21,7 @@ from math import ceil
 
 from amaranth import Cat, Const, Module, ShapeCastable, Signal, Value
 from amaranth.lib import wiring
-from amaranth.lib.fifo import AsyncFIFOBuffered, SyncFIFO, SyncFIFOBuffered
+from amaranth.lib.fifo import AsyncFIFOBuffered, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .dma import LEN_BITS, mem_port_signature
@@ -96,10 +96,11 @@ def sdram_pins_signature(g: SdramGeometry = SdramGeometry()) -> wiring.Signature
 
 
 def _one_ahead(m: Module, src, name: str):
-    """``src`` (a stream the controller takes) through a one-entry :class:`SyncFIFO`: its
-    ``ready`` then comes from the FIFO's level register.  Returns (an entry is held, its
+    """``src`` (a stream the controller takes) through a one-entry :class:`SyncFIFOBuffered` (a
+    register, not a memory: yosys's opt_mem asserts on SyncFIFO's depth-1 memory): its ``ready``
+    then comes from the FIFO's level register.  Returns (an entry is held, its
     payload, the signal that takes it)."""
-    m.submodules[f"{name}_ahead"] = fifo = SyncFIFO(width=len(Value.cast(src.payload)), depth=1)
+    m.submodules[f"{name}_ahead"] = fifo = SyncFIFOBuffered(width=len(Value.cast(src.payload)), depth=1)
     m.d.comb += [fifo.w_en.eq(src.valid), fifo.w_data.eq(src.payload), src.ready.eq(fifo.w_rdy)]
     shape = src.payload.shape()                         # (a command's layout: a view of the entry)
     return fifo.r_rdy, shape(fifo.r_data) if isinstance(shape, ShapeCastable) else fifo.r_data, fifo.r_en
