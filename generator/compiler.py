@@ -7,6 +7,8 @@ The passes, each a module of its own:
    ``C_in`` of ``C`` columns, so the host lays its input out as im2col columns instead
    (:func:`~rmsmp.generator.layout.im2col_input`) and the layer runs as a 1×1 conv over
    ``C_in·k²`` channels.  The program records the transform.
+   :mod:`~rmsmp.generator.channel_order`: the schemes of a conv's output channels that
+   only the next conv reads, interleaved (so output parts of channel blocks fill their groups).
 2. :mod:`~rmsmp.generator.lower`: each layer to descriptors and buffer images.
 3. :mod:`~rmsmp.generator.allocate`: every tensor's place in external memory.
 4. :mod:`~rmsmp.generator.weight_sets`: resident weights, or each layer's streamed sets.
@@ -26,6 +28,7 @@ from rmsmp.host.quant.qmodel import QuantizedModel
 from rmsmp.rtl.isa import INSTR_BITS
 
 from .allocate import TensorPlan, plan_tensors
+from .channel_order import balance_channels
 from .codegen import emit_program
 from .config import AcceleratorConfig
 from .lower import MAX_KERNEL, CompileError, lower_avgpool_conv, lower_conv, lower_depthwise, lower_vec, part_cuts
@@ -144,8 +147,10 @@ def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, ba
     weight words, their bands over every image instructions), those adding the most first,
     until it fits; a program that cannot fit is refused naming its size."""
     whole: set = set()
+    _check_fixed_point(qm)
+    qm, orders = balance_channels(qm)            # (the network computes the same integers)
     while True:
-        prog = _compile(qm, cfg, input_shape, batch, frozenset(whole))
+        prog = _compile(qm, cfg, input_shape, batch, frozenset(whole), orders)
         over = len(prog.image) - (memory_words if memory_words is not None else len(prog.image))
         added = prog.io.batch_added
         if over <= 0:
@@ -160,11 +165,12 @@ def compile_model(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, *, ba
                 break
 
 
-def _compile(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, batch: int, whole: frozenset) -> Program:
-    """:func:`compile_model`, the layers in ``whole`` kept out of :func:`batch_outputs`."""
+def _compile(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, batch: int, whole: frozenset,
+             orders: dict) -> Program:
+    """:func:`compile_model`, the layers in ``whole`` kept out of :func:`batch_outputs`;
+    ``orders``: the channel orders :func:`~.channel_order.balance_channels` gave ``qm``."""
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise CompileError(f"batch {batch!r}: a program runs at least one image (batch >= 1)")
-    _check_fixed_point(qm)
     shapes = infer_shapes(qm, input_shape)
     im2col = plan_im2col(qm, cfg, shapes)
     if im2col:
@@ -194,7 +200,7 @@ def _compile(qm: QuantizedModel, cfg: AcceleratorConfig, input_shape, batch: int
     prog.io = _network_io(qm, pb, tensors, shapes, tuple(input_shape), batch, im2col, weights, sch)
     words_per_op = INSTR_BITS // cfg.bus_width
     prog.io.batch_added = {n: w + words_per_op * sch.ops_of.get(n, 0) for n, w in added.items()}
-    prog.io.tensors = _tensor_map(qm, cfg, prog, pb, tensors, shapes, sch)
+    prog.io.tensors = _tensor_map(qm, cfg, prog, pb, tensors, shapes, sch, orders)
     return prog.seal()
 
 
@@ -282,8 +288,11 @@ def _check_row_fit(qm, cfg: AcceleratorConfig, lowered, *, lost: float = 0.15) -
                       f"(AcceleratorConfig.for_board(board, ratio=...))", RatioMismatchWarning, stacklevel=3)
 
 
-def _tensor_map(qm, cfg, prog: Program, pb: ProgramBuilder, tensors: TensorPlan, shapes: dict, sch: Schedule) -> dict:
-    """Where each traced layer's output lies for the first image after its STAMP."""
+def _tensor_map(qm, cfg, prog: Program, pb: ProgramBuilder, tensors: TensorPlan, shapes: dict, sch: Schedule,
+                orders: dict) -> dict:
+    """Where each traced layer's output lies for the first image after its STAMP (and, for a
+    layer whose channels the compiler reordered, ``channels``: the model's channel stored at
+    each place)."""
     out = {}
     for name in sch.moved:
         if name in sch.fused.values():                # its output is only ever on chip
@@ -294,6 +303,8 @@ def _tensor_map(qm, cfg, prog: Program, pb: ProgramBuilder, tensors: TensorPlan,
         q = qm[name].out
         out[name] = {"addr": base + off, "shape": list(shapes[src]), "signed": bool(q.signed), "wide": q.bits > 8,
                      "nib": src in tensors.packed, "wpe": tensors.words_per_entry(name)}
+        if name in orders:
+            out[name]["channels"] = list(orders[name])
     return out
 
 

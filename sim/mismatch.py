@@ -54,8 +54,8 @@ class Mismatch:
 
 
 def read_tensor(program, mem, name: str) -> torch.Tensor:
-    """Layer ``name``'s output [C, H, W] (integers, codes as stored) from memory ``mem`` of a
-    run stopped after its ``STAMP``."""
+    """Layer ``name``'s output [C, H, W] (integers, codes as stored; channels in the model's
+    order) from memory ``mem`` of a run stopped after its ``STAMP``."""
     t = program.io.tensors[name]
     C = program.config["columns"]
     bus, wpe = program.bus_width, t["wpe"]
@@ -70,7 +70,12 @@ def read_tensor(program, mem, name: str) -> torch.Tensor:
             nibs = [(v >> (4 * j)) & 0xF for j in range(C)]
             v = sum(((n - 16 if t["signed"] and n >= 8 else n) & 0xFF) << (8 * j) for j, n in enumerate(nibs))
         entries.append(v)
-    return torch.tensor(unpack_activations(entries, ch, H, W, C, t["signed"], wide=t["wide"]), dtype=torch.int64)
+    got = torch.tensor(unpack_activations(entries, ch, H, W, C, t["signed"], wide=t["wide"]), dtype=torch.int64)
+    if "channels" in t:                # stored in the compiler's order: the model's channels back in theirs
+        out = torch.empty_like(got)
+        out[torch.tensor(t["channels"])] = got
+        return out
+    return got
 
 
 def _stopped_after(program, layer_index: int):

@@ -168,6 +168,57 @@ def test_a_sets_load_is_spread_over_the_convs_of_the_set_before(resnet18_224):
     assert max(runs[1:] + [between]) <= 2 * total / n_conv
 
 
+def test_interleave_spreads_each_scheme_and_keeps_its_channels_in_order():
+    from rmsmp.generator.channel_order import interleave
+    assert interleave(["a"] * 6 + ["b"] * 2) == [0, 1, 6, 2, 3, 4, 7, 5]
+    assert interleave(["a", "b", "a", "b"]) == [0, 1, 2, 3]
+    order = interleave(["pot4"] * 40 + ["fix8"] * 24)
+    assert sorted(order) == list(range(64))
+    assert all(abs(sum(c >= 40 for c in order[i:i + 16]) - 6) <= 1 for i in range(49))
+
+
+@pytest.mark.slow      # quantizes ResNet-18 at 224×224 (shared)
+@pytest.mark.filterwarnings("ignore::rmsmp.generator.compiler.RatioMismatchWarning")   # a 10:5:1 model
+def test_channels_only_the_next_conv_reads_are_interleaved_so_output_parts_fill_their_groups(resnet18_224):
+    """Each block's conv1 (read by its conv2 alone) gets its schemes interleaved and conv2 its
+    input channels to match: the network computes the same integers, and on the ULX3S core
+    the output parts a batch runs those convs in (runs of whole channel blocks, each as long
+    as one weight set's groups place) take no more output groups than the layer whole — in
+    the model's own order layer4.1.conv1's parts take more."""
+    from rmsmp.generator.channel_order import balance_channels, permutable_pairs
+    from rmsmp.generator.compiler import infer_shapes, lower_layers
+    from rmsmp.generator.lower import part_cuts
+    from rmsmp.generator.weight_sets import set_groups
+    from rmsmp.sim import golden
+    _, x, qm = resnet18_224
+    convs1 = [f"layer{i}.{j}.conv1" for i in range(1, 5) for j in range(2)]
+    assert permutable_pairs(qm) == [(a, a[:-1] + "2") for a in convs1]
+    bal, orders = balance_channels(qm)
+    assert sorted(orders) == sorted(convs1)
+    for a in convs1:
+        o = orders[a]
+        assert bal[a].schemes == tuple(qm[a].schemes[c] for c in o)
+        assert torch.equal(bal[a[:-1] + "2"].qweight, qm[a[:-1] + "2"].qweight[:, o])
+        for s in set(qm[a].schemes):                # any 32 channels: the scheme's share, within one
+            share = 32 * qm[a].schemes.count(s) / len(o)
+            assert all(abs(bal[a].schemes[i:i + 32].count(s) - share) < 1 for i in range(len(o) - 31))
+    small = x[:1, :, :64, :64]
+    assert torch.equal(golden(bal, small), golden(qm, small))
+    cfg = AcceleratorConfig.for_board("ulx3s-85f")
+
+    def groups(m, name):                            # (the layer whole, its output parts)
+        shapes = infer_shapes(m, (3, 224, 224))
+        whole = lower_layers(m, cfg, shapes, None, parts={name: 1})[name]
+        cuts = part_cuts(m[name], cfg, m.in_q(m[name]), set_groups(cfg, whole))
+        parts = lower_layers(m, cfg, shapes, None, parts={name: cuts})[name]
+        return whole.desc["out_groups"], sum(hi - lo for lo, hi, _, _ in parts.parts)
+    for name in ("layer3.0.conv1", "layer3.1.conv1", "layer4.0.conv1", "layer4.1.conv1"):
+        whole, parts = groups(bal, name)
+        assert parts == whole, name
+    whole, parts = groups(qm, "layer4.1.conv1")
+    assert parts > whole
+
+
 @pytest.mark.slow      # quantizes ResNet-18 at 224×224 (shared)
 @pytest.mark.filterwarnings("ignore::rmsmp.generator.compiler.RatioMismatchWarning")   # a 10:5:1 model
 def test_bands_take_the_weight_sets_in_serpentine_order_and_reload_none_on_chip(resnet18_224):
