@@ -7,8 +7,9 @@ The passes, each a module of its own:
    ``C_in`` of ``C`` columns, so the host lays its input out as im2col columns instead
    (:func:`~rmsmp.generator.layout.im2col_input`) and the layer runs as a 1×1 conv over
    ``C_in·k²`` channels.  The program records the transform.
-   :mod:`~rmsmp.generator.channel_order`: the schemes of a conv's output channels that
-   only the next conv reads, interleaved (so output parts of channel blocks fill their groups).
+   :mod:`~rmsmp.generator.channel_order`: the channels no one outside sees (a conv's output
+   only the next conv reads, a residual stage) stored with their writers' schemes
+   interleaved, so output parts of channel blocks fill their groups.
 2. :mod:`~rmsmp.generator.lower`: each layer to descriptors and buffer images.
 3. :mod:`~rmsmp.generator.allocate`: every tensor's place in external memory.
 4. :mod:`~rmsmp.generator.weight_sets`: resident weights, or each layer's streamed sets.
