@@ -183,6 +183,26 @@ def test_interleave_spreads_each_scheme_and_keeps_its_channels_in_order():
         assert all(abs([w[c] for c in order[i:i + 16]].count("f") - 4) <= 1.5 for i in range(49))
 
 
+def test_a_linear_over_a_flattened_map_reads_its_channels_whole_maps_at_a_time():
+    """LeNet's conv2 → max-pool → flatten → fc: the channels are one space, and the
+    classifier's columns (c, y, x) move a channel's whole map at a time; same integers."""
+    from rmsmp.generator.channel_order import balance_channels, channel_spaces
+    from rmsmp.host.models import LeNet
+    from rmsmp.host.quant import quantize
+    from rmsmp.sim import golden
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 28, 28)
+    qm = quantize(LeNet().eval(), x, progress=False)
+    (sp,) = [sp for sp in channel_spaces(qm) if "flatten" in sp.tensors]
+    assert (sp.writers, sp.readers) == (("conv2",), ("fc",))
+    bal, orders = balance_channels(qm)
+    o = orders["flatten"]
+    assert o != sorted(o)
+    q = qm["fc"].qweight
+    assert torch.equal(bal["fc"].qweight.reshape(q.shape[0], len(o), -1), q.reshape(q.shape[0], len(o), -1)[:, o])
+    assert torch.equal(golden(bal, x), golden(qm, x))
+
+
 @pytest.mark.slow      # quantizes ResNet-18 at 224×224 (shared)
 @pytest.mark.filterwarnings("ignore::rmsmp.generator.compiler.RatioMismatchWarning")   # a 10:5:1 model
 def test_channels_no_one_outside_sees_are_interleaved_so_output_parts_fill_their_groups(resnet18_224):
