@@ -21,6 +21,7 @@ The order is the compiler's: the program's traced tensors record it
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import torch
@@ -61,12 +62,17 @@ def channel_spaces(qm) -> list[ChannelSpace]:
     members: dict = {}
     for l in qm.layers:
         members.setdefault(root(l.name), []).append(l)
+    read_by: dict = {}                  # space -> the dense layers reading it
+    for u in qm.layers[1:]:
+        if u.op in ("conv", "linear"):
+            for r in dict.fromkeys(root(i) for i in u.inputs):
+                read_by.setdefault(r, []).append(u)
     spaces = []
     for r, ls in members.items():
         writers = [l for l in ls if l.op in ("conv", "linear")]
         if r in fixed or len(writers) + sum(l.op in _PER_CHANNEL for l in ls) != len(ls):
             continue                     # (the input, or an op this pass does not know)
-        readers = [u for u in qm.layers[1:] if u.op in ("conv", "linear") and any(root(i) == r for i in u.inputs)]
+        readers = read_by.get(r, [])
         if any(l.attrs.get("groups", 1) != 1 for l in writers + readers):
             continue                     # a grouped conv ties its channels to its input's
         widths = {l.rows for l in writers}
@@ -88,14 +94,13 @@ def interleave(*schemes) -> list[int]:
     Several: channel by channel, the one whose schemes keep every writer's counts nearest
     their shares (least squares); a scheme's channels keep their order."""
     if len(schemes) == 1:
-        rank: dict = {}
+        n, seen = Counter(schemes[0]), Counter()
+        first = {s: k for k, s in enumerate(n)}       # (a Counter keeps the order met)
         keys = []
         for c, s in enumerate(schemes[0]):
-            keys.append((s, len(rank.setdefault(s, [])), c))
-            rank[s].append(c)
-        first = {s: k for k, s in enumerate(rank)}
-        n = {s: len(v) for s, v in rank.items()}
-        return [c for _, _, c in sorted(((2 * r + 1) / (2 * n[s]), first[s], c) for s, r, c in keys)]
+            keys.append(((2 * seen[s] + 1) / (2 * n[s]), first[s], c))
+            seen[s] += 1
+        return [c for *_, c in sorted(keys)]
     n = len(schemes[0])
     kinds: dict = {}
     for c in range(n):
