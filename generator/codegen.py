@@ -4,14 +4,15 @@ Resident weights load first.  A streamed weight set loads while the set before i
 when both fit half the buffers (opposite halves), else behind a SYNC just before its first
 use; a use the schedule found still on chip (``WeightSet.loaded`` false) loads nothing.
 The load is spread over the convs of the set before — a piece after each (its parameters
-with the first) — so the activation transfers those convs' bands need, which the core
-issues in order behind it, never wait for a whole set: a batch's part runs a set over
-every image's bands, and its next set's 22 k words (layer4 on the ULX3S) held each part's
-second band back until they were in.  Each conv's descriptor gets its set's buffer bases.
+with the first), as large as that conv's share of the set's work (output rows × groups) —
+so the activation transfers those convs' bands need, which the core issues in order behind
+it, never wait for a whole set: a batch's part runs a set over every image's bands, and
+its next set's 22 k words (layer4 on the ULX3S) held each part's second band back until
+they were in; equal pieces still made the short last band of each image (one output row
+of seven) wait for its piece.  Each conv's descriptor gets its set's buffer bases.
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 
 from rmsmp.rtl.isa import Buffer
@@ -29,18 +30,27 @@ def _half_base(cfg, buf: int, half: int | None) -> int:
     return (cfg.acc_depth if buf == Buffer.PARAM else cfg.weight_depth) // 2 * half
 
 
-def _set_pieces(pb: ProgramBuilder, cfg, s: WeightSet, n: int) -> list[list]:
-    """Set ``s``'s load in ``n`` pieces (lists of LOAD arguments): its parameters in the
-    first, each weight blob cut into ``n`` (:meth:`ProgramBuilder.blob_chunks`)."""
-    pieces = [[] for _ in range(n)]
+def _set_pieces(pb: ProgramBuilder, cfg, s: WeightSet, shares: list) -> list[list]:
+    """Set ``s``'s load in ``len(shares)`` pieces (lists of LOAD arguments): its parameters
+    in the first, each weight blob cut in proportion to ``shares``
+    (:meth:`ProgramBuilder.blob_chunks`)."""
+    pieces = [[] for _ in shares]
     for b in s.spec.blobs:
         base = _half_base(cfg, b.buf, s.half)
-        if b.buf == Buffer.PARAM or n == 1:
+        if b.buf == Buffer.PARAM or len(shares) == 1:
             pieces[0].append(((b.buf, b.blob, base), {"wbits": b.wbits}))
             continue
-        for k, (e0, off, count) in enumerate(pb.blob_chunks(b.blob, n)):
-            pieces[k].append(((b.buf, b.blob, base + e0), {"offset": off, "count": count, "wbits": b.wbits}))
+        for k, (e0, off, count) in enumerate(pb.blob_chunks(b.blob, shares)):
+            if count:
+                pieces[k].append(((b.buf, b.blob, base + e0), {"offset": off, "count": count, "wbits": b.wbits}))
     return pieces
+
+
+def _conv_share(op: Conv) -> int:
+    """How much of its set's work a conv op is (its output rows times output groups): the
+    share of the next set's load issued beside it."""
+    d = op.layer.desc
+    return max(1, d.get("out_h", 1) * d.get("out_groups", 1))
 
 
 def _load_blob(pb: ProgramBuilder, b: BlobLoad) -> None:
@@ -55,7 +65,10 @@ def emit_program(pb: ProgramBuilder, cfg, weights: WeightPlan, sch: Schedule, n_
     pb.trace("trace", n_stamps + 1)
     pb.stamp("trace", 0)
     loaded, first_conv_done = set(), set()
-    convs = Counter(op.set for op in sch.ops if isinstance(op, Conv) and op.set is not None)
+    convs: dict = {}                     # set index -> the shares of its convs, in order
+    for op in sch.ops:
+        if isinstance(op, Conv) and op.set is not None:
+            convs.setdefault(op.set, []).append(_conv_share(op))
     pending: dict = {}                   # set index -> pieces of its load still to emit
     for op in sch.ops:
         if isinstance(op, Load):
@@ -81,7 +94,7 @@ def _emit_pieces(pb: ProgramBuilder, pieces: list, n: int | None = None) -> None
             pb.load(*args, **kw)
 
 
-def _emit_conv(pb, cfg, sets: list, op: Conv, loaded: set, first_conv_done: set, convs: Counter,
+def _emit_conv(pb, cfg, sets: list, op: Conv, loaded: set, first_conv_done: set, convs: dict,
                pending: dict) -> None:
     j, low = op.set, op.layer
     if j is not None:
@@ -90,7 +103,7 @@ def _emit_conv(pb, cfg, sets: list, op: Conv, loaded: set, first_conv_done: set,
         if j not in loaded:
             if s.loaded:
                 pb.sync()
-                _emit_pieces(pb, _set_pieces(pb, cfg, s, 1))
+                _emit_pieces(pb, _set_pieces(pb, cfg, s, [1]))
             loaded.add(j)
         low = replace(low, desc={**low.desc, "w_base": _half_base(cfg, Buffer.WEIGHT0, s.half) + op.w_off,
                                  "p_base": _half_base(cfg, Buffer.PARAM, s.half) + op.p_off})
