@@ -38,7 +38,7 @@ from .program import RowMap
 from .weight_sets import WeightPlan, WeightSet
 
 __all__ = ["Load", "Store", "Conv", "Vec", "Stamp", "Schedule", "schedule", "band_rows", "band_cost",
-           "choose_bands", "BandShape", "band_shape", "min_parts", "parts_cost", "run_cost", "part_bands",
+           "choose_bands", "even_bands", "BandShape", "band_shape", "min_parts", "parts_cost", "run_cost", "part_bands",
            "batch_parts_cost"]
 
 
@@ -153,16 +153,19 @@ class BandShape:
 
 
 def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, compute: float,
-              weight_words: int, n_sets: int, n_dma: int) -> float:
+              weight_words: int, n_sets: int, n_dma: int, spread: float = 0) -> float:
     """Cycles of a layer run in ``bands`` (a pure estimate).  Pipelined bands pay the first
     load and last store, then per band the longer of its compute and the other bank's
     transfers (plus the weight sets it reloads: all of them for the first band, then all but
     the two the band before ended with, :meth:`_LayerScheduler.use_set`); whole-buffer bands
-    pay every transfer; each band costs its DMA instructions (``n_dma`` a band)."""
+    pay every transfer; each band costs its DMA instructions (``n_dma`` a band).  ``spread``:
+    words of another load (the next part's set) issued beside the bands in proportion to
+    their compute (:mod:`~.codegen`), which the DMA moves with each band's transfers."""
     rows = [b1 - b0 for b0, b1 in bands]
     ld = [shape.in_wpe * shape.in_moved(n) for n in rows]
     st = [shape.out_wpe * shape.out_moved(n) for n in rows]
     cp = [compute * n / out_h for n in rows]
+    sp = [spread * n / sum(rows) for n in rows]
     w = weight_words / n_sets if n_sets > 1 else 0          # per set; each band reloads them
 
     def band(i, extra):
@@ -173,27 +176,43 @@ def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, com
         return (n_sets - 1 - before) * c + before * max(c, w) + max(c, (w if k else 0) + extra)
 
     if pipelined and len(bands) > 1:
-        cost = ld[0] + st[-1] + sum(band(i, (st[i - 1] if i else 0) + (ld[i + 1] if i + 1 < len(bands) else 0))
+        cost = ld[0] + st[-1] + sum(band(i, sp[i] + (st[i - 1] if i else 0) + (ld[i + 1] if i + 1 < len(bands) else 0))
                                     for i in range(len(bands)))
     else:
-        cost = sum(ld[i] + band(i, 0) + st[i] for i in range(len(bands)))
+        cost = sum(ld[i] + band(i, sp[i]) + st[i] for i in range(len(bands)))
     return cost + (16 * n_dma + 32) * len(bands)
 
 
+def even_bands(out_h: int, n: int) -> list:
+    """``out_h`` output rows in ``n`` bands whose heights differ by at most one, the taller
+    ones in the middle (the end bands load the padding's row fewer)."""
+    base, extra = divmod(out_h, n)
+    first = (n - extra) // 2
+    heights = [base + (first <= i < first + extra) for i in range(n)]
+    tops = [sum(heights[:i]) for i in range(n + 1)]
+    return list(zip(tops, tops[1:]))
+
+
 def choose_bands(name: str, out_h: int, shape: BandShape, *, act_depth: int, compute: float,
-                 weight_words: int, n_sets: int, n_dma: int, repeat: int = 1) -> tuple[list, bool, float]:
+                 weight_words: int, n_sets: int, n_dma: int, repeat: int = 1,
+                 spread: float = 0) -> tuple[list, bool, float]:
     """Row bands for a layer, whether they pipeline (one bank each) or take the whole
     buffer, and their cost: the cheapest by :func:`band_cost` (ties: pipelined, then taller
     bands) — for ``repeat`` images run one after another in one pipeline (a batch's
-    images under one weight set)."""
+    images under one weight set).  Pipelined bands of ``t`` rows are tried as they are and
+    as many bands of even heights (7 rows: 3, 3, 1 or 2, 3, 2 — the short band's compute
+    may not cover the transfers beside it)."""
     options = []
     for pipelined, cap in ((True, act_depth // ACT_BANKS), (False, act_depth)):
         fits = [t for t in range(1, out_h + 1) if shape.in_rows(t) + shape.out_rows(t) <= cap]
         for t in (fits if pipelined else fits[-1:]):
-            bands = [(r, min(out_h, r + t)) for r in range(0, out_h, t)]
-            cost = band_cost(bands * repeat, pipelined, shape=shape, out_h=out_h, compute=compute,
-                             weight_words=weight_words, n_sets=n_sets, n_dma=n_dma)
-            options.append((cost, not pipelined, -t, bands, pipelined))
+            cands = [[(r, min(out_h, r + t)) for r in range(0, out_h, t)]]
+            if pipelined and out_h % t:
+                cands.append(even_bands(out_h, -(-out_h // t)))
+            for bands in cands:
+                cost = band_cost(bands * repeat, pipelined, shape=shape, out_h=out_h, compute=compute,
+                                 weight_words=weight_words, n_sets=n_sets, n_dma=n_dma, spread=spread)
+                options.append((cost, not pipelined, -t, bands, pipelined))
     if not options:
         raise CompileError(f"layer {name!r}: one output row needs {shape.in_rows(1) + shape.out_rows(1)} "
                            f"activation entries, the buffer holds {act_depth} (column tiling is not implemented)")
@@ -279,12 +298,13 @@ def run_cost(low: LoweredLayer, shape: BandShape, out_h: int, *, act_depth: int,
 
 
 def part_bands(low: LoweredLayer, shape: BandShape, out_h: int, groups: int, blocks: int,
-               act_depth: int, batch: int) -> tuple[list, bool, float]:
+               act_depth: int, batch: int, spread: float = 0) -> tuple[list, bool, float]:
     """:func:`choose_bands` for one output part of ``groups`` output groups writing ``blocks``
-    channel blocks, its weights on chip, over ``batch`` images (the cost is the batch's)."""
+    channel blocks, its weights on chip, over ``batch`` images (the cost is the batch's),
+    the next part's set (``spread`` words) loading beside its bands."""
     return choose_bands(low.name, out_h, replace(shape, out_blocks=blocks), act_depth=act_depth,
                         compute=low.beats * groups / low.desc["out_groups"], weight_words=0, n_sets=1,
-                        n_dma=shape.in_blocks + blocks, repeat=batch)
+                        n_dma=shape.in_blocks + blocks, repeat=batch, spread=spread)
 
 
 def batch_parts_cost(low: LoweredLayer, shape: BandShape, out_h: int, *, act_depth: int, weight_words: int,
@@ -293,7 +313,7 @@ def batch_parts_cost(low: LoweredLayer, shape: BandShape, out_h: int, *, act_dep
     an estimate): the first set's load, then per part the longer of the next set's load and
     the part's bands over every image."""
     w = weight_words / len(low.parts)
-    return w + sum(max(w, part_bands(low, shape, out_h, og1 - og0, cb1 - cb0, act_depth, batch)[2])
+    return w + sum(max(w, part_bands(low, shape, out_h, og1 - og0, cb1 - cb0, act_depth, batch, w)[2])
                    for og0, og1, cb0, cb1 in low.parts)
 
 
@@ -578,7 +598,9 @@ class _LayerScheduler:
     def batched_parts(self, x, in_shape, out_shape, batch: int) -> list:
         """A batch through a layer dealt in output parts of one weight set each: part by part,
         the set loaded once and every image's row bands run under it (pipelined across the
-        images when a band fits a bank), each band's output rows of the part's blocks stored."""
+        images when a band fits a bank), each band's output rows of the part's blocks stored.
+        Pipelined parts in a row make one pipeline: the next part's first band loads while the
+        last one's computes (its set is in the other half by then)."""
         low, d, t = self.low, self.low.desc, self.t
         _, H, W = in_shape
         _, OH, OW = out_shape
@@ -587,13 +609,18 @@ class _LayerScheduler:
         shape, g, in_map, out_map = self.geometry(x, in_shape, out_shape)
         half_a, all_banks = self.cfg.act_depth // ACT_BANKS, (1 << ACT_BANKS) - 1
         self.sch.batch_parts.add(low.name)
-        ops = []
-        for og_lo, og_hi, cb_lo, cb_hi in low.parts:
+        fuse, plans = self.part_add(shape, OH, batch)
+        if fuse:
+            add_l, add_low, other, conv_a = fuse
+            self.sch.fused[add_l.name] = low.name
+        max_w, added = field_max(VecDesc, "in_w"), set()
+        runs = []                # (items, pipelined): consecutive pipelined parts share one pipeline
+        for (og_lo, og_hi, cb_lo, cb_hi), (bands, pipelined) in zip(low.parts, plans):
             (spec,) = [sp for sp in self.w.sets[low.name] if og_lo <= sp.lo < og_hi]
             j = self.use_set(spec)
-            bands, pipelined = part_bands(low, shape, OH, og_hi - og_lo, cb_hi - cb_lo, self.cfg.act_depth,
-                                          batch)[:2]
-            items = []
+            if not (pipelined and runs and runs[-1][1]):
+                runs.append(([], pipelined))
+            items = runs[-1][0]
             for img in range(batch):
                 self.img = img
                 for oy0, oy1 in bands:
@@ -601,15 +628,63 @@ class _LayerScheduler:
                     b0, b1, pad_top = band_rows(oy0, oy1, k, s, p, H)
                     base = (i % ACT_BANKS) * half_a if pipelined else 0
                     a_out = base + icb * g.pitch * (b1 - b0)
+                    banks = 1 << (i % ACT_BANKS) if pipelined else all_banks
                     conv = self.op(Conv, {**d, "in_base": base + g.pad, "in_h": b1 - b0, "pad_top": pad_top,
                                           "out_base": a_out, "out_h": oy1 - oy0, "out_groups": spec.hi - spec.lo,
-                                          "banks": 1 << (i % ACT_BANKS) if pipelined else all_banks}, j)
-                    items.append((self.rows_io(Load, x, b0, b1, base + g.pad, H, W, g.pitch, in_map), [conv],
-                                  self.rows_io(Store, low.name, oy0, oy1, a_out, OH, OW, g.out_cols, out_map,
-                                               (cb_lo, cb_hi))))
-            ops += pipeline(items, pipelined)
+                                          "banks": banks}, j)
+                    loads = self.rows_io(Load, x, b0, b1, base + g.pad, H, W, g.pitch, in_map)
+                    if not fuse:
+                        items.append((loads, [conv], self.rows_io(Store, low.name, oy0, oy1, a_out, OH, OW,
+                                                                  g.out_cols, out_map, (cb_lo, cb_hi))))
+                        continue
+                    # the residual add on the part's output rows: its other operand's rows of
+                    # the part's blocks beside them, the sum over the output, the sum stored
+                    n_lane = (cb_hi - cb_lo) * g.out_cols * (oy1 - oy0)
+                    at = a_out + n_lane
+                    loads += self.rows_io(Load, other, oy0, oy1, at, OH, OW, g.out_cols, out_map, (cb_lo, cb_hi))
+                    a_at, b_at = (a_out, at) if conv_a else (at, a_out)
+                    adds = []
+                    for o in range(0, n_lane, max_w):
+                        n = min(max_w, n_lane - o)
+                        desc = {**add_low.desc, "a_base": a_at + o, "b_base": b_at + o, "out_base": a_out + o,
+                                "in_w": n, "out_w": n, "banks": banks}
+                        adds.append(Vec(replace(add_low, desc=desc, macs=0,
+                                                beats=0 if img in added else add_low.beats)))
+                        added.add(img)
+                    items.append((loads, [conv], self.rows_io(Store, add_l.name, oy0, oy1, a_out, OH, OW,
+                                                              g.out_cols, out_map, (cb_lo, cb_hi)), adds))
         self.img = 0
-        return ops
+        return [op for items, pipelined in runs for op in pipeline(items, pipelined)]
+
+    def part_add(self, shape: BandShape, OH: int, batch: int) -> tuple:
+        """Whether a batch run part by part runs this conv's residual add (:attr:`then_add`)
+        on each band's output while it is on chip — ``((add layer, its LoweredLayer, other
+        operand, conv is operand a) or None, [(bands, pipelined)] a part)``: where every
+        part's bands fit the other operand's rows beside the output and cost less than the
+        add on its own (moving the conv's output, its operand and the sum: three tensors)."""
+        low, t, depth = self.low, self.t, self.cfg.act_depth
+        w = self.w.set_words(low.name) / len(low.parts)        # the next set, beside each part
+
+        def plans(extra):
+            return [part_bands(low, replace(shape, out_blocks=extra * (cb1 - cb0)), OH, og1 - og0,
+                               extra * (cb1 - cb0), depth, batch, w) for og0, og1, cb0, cb1 in low.parts]
+
+        plain = plans(1)
+        if self.then_add is None or low.pool_blocks:
+            return None, [b[:2] for b in plain]
+        l, add_low = self.then_add
+        a, b = (t.source(v) for v in l.inputs)
+        other = b if a == low.name else a
+        if t.blocks[other] != t.blocks[low.name] or t.entries[other] != t.entries[low.name]:
+            return None, [b[:2] for b in plain]
+        try:
+            fused = plans(2)
+        except CompileError:
+            return None, [b[:2] for b in plain]
+        alone = 3 * batch * shape.out_wpe * shape.out_moved(OH)
+        if sum(f[2] for f in fused) >= sum(q[2] for q in plain) + alone:
+            return None, [b[:2] for b in plain]
+        return (l, add_low, other, a == low.name), [b[:2] for b in fused]
 
     def images_on_chip(self, x, in_shape, out_shape, batch: int) -> list | None:
         """A batch through a streamed layer whose every image's input and output fit the
@@ -781,7 +856,7 @@ def _batch_layer(sch: Schedule, cfg, shapes: dict, tensors: TensorPlan, weights:
     low = lowered[l.name]
     sets = weights.sets.get(low.name, [])
     if low.kind == "conv" and len(sets) > 1:
-        ls = _LayerScheduler(sch, cfg, tensors, weights, low, 0)
+        ls = _scheduler(sch, cfg, tensors, weights, lowered, l, 0)
         x = l.inputs[0]
         dims = shapes[tensors.source(x)], shapes[l.name]
         if low.parts and len(sets) == len(low.parts):

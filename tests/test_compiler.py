@@ -84,6 +84,30 @@ def test_bands_cover_the_input_rows_each_output_row_reads(k, s, p, H):
                         assert local < 0 or local >= b1 - b0  # a padding tap stays padding
 
 
+def test_bands_of_even_heights_keep_a_short_band_from_waiting():
+    """Seven output rows in bands of at most three (ResNet-18's layer4 parts on the ULX3S at
+    batch 8): as 3, 3, 1 the one-row band computes for 2,304 cycles while the DMA moves the
+    next image's first band and its share of the next part's weights — more than that;
+    as 2, 3, 2 every band's compute covers the transfers beside it, and the end bands load
+    the padding's row fewer.  The cost model sees it and picks the even bands."""
+    from rmsmp.generator.schedule import BandShape, band_cost, choose_bands, even_bands
+    assert even_bands(7, 3) == [(0, 2), (2, 5), (5, 7)]
+    assert even_bands(14, 5) == [(0, 3), (3, 6), (6, 9), (9, 12), (12, 14)]
+    assert even_bands(4, 4) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    for OH, n in [(9, 2), (56, 5), (13, 4)]:
+        bands = even_bands(OH, n)
+        heights = [b1 - b0 for b0, b1 in bands]
+        assert bands[0][0] == 0 and bands[-1][1] == OH and max(heights) - min(heights) <= 1
+        assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
+    shape = BandShape(64, 7, 7, 4, 7, 3, 1, in_pitch=6, out_pitch=4)
+    costs = dict(shape=shape, out_h=7, compute=16128, weight_words=0, n_sets=1, n_dma=68, spread=24384)
+    uniform, even = [(0, 3), (3, 6), (6, 7)], even_bands(7, 3)
+    assert band_cost(even * 8, True, **costs) < band_cost(uniform * 8, True, **costs)
+    bands, pipelined, _ = choose_bands("layer4", 7, shape, act_depth=4096, repeat=8,
+                                       **{k: v for k, v in costs.items() if k not in ("shape", "out_h")})
+    assert pipelined and bands == even
+
+
 def _decode(prog):
     words = 256 // prog.bus_width
     out = []
