@@ -107,6 +107,10 @@ class Schedule:
     adds: dict = field(default_factory=dict)         # conv -> the add it may run (allocate.fusable_adds)
 
 
+#: engine cycles an op costs beyond its beats (its descriptor, the array's pipeline filling
+#: and the last pixels' requantization draining): what makes many short bands dearer
+OP_CYCLES = 80
+
 #: transfers one LOAD/STORE makes at most (``DmaDesc.reps`` + 1)
 MAX_REPS = field_max(DmaDesc, "reps") + 1
 
@@ -135,9 +139,22 @@ class BandShape:
     out_pitch: int = 0
     in_wpe: int = 1            # bus words an entry of the input / output takes in memory
     out_wpe: int = 1
+    pad: int = -1              # the window's padding (-1: not known — a band reads (t-1)·s + k rows)
 
     def _in_h(self, t: int) -> int:
         return min(self.in_h, (t - 1) * self.stride + self.kernel)
+
+    def band_in_h(self, oy0: int, oy1: int) -> int:
+        """Input rows band ``[oy0, oy1)`` reads: a band at the top or bottom reads fewer (its
+        padding rows are not loaded)."""
+        if self.pad < 0:
+            return self._in_h(oy1 - oy0)
+        b0, b1, _ = band_rows(oy0, oy1, self.kernel, self.stride, self.pad, self.in_h)
+        return b1 - b0
+
+    def band_entries(self, oy0: int, oy1: int) -> int:
+        """Buffer entries (each lane) band ``[oy0, oy1)`` holds: its input and output rows."""
+        return self.in_blocks * (self.in_pitch or self.in_w) * self.band_in_h(oy0, oy1) + self.out_rows(oy1 - oy0)
 
     def in_rows(self, t: int) -> int:
         return self.in_blocks * (self.in_pitch or self.in_w) * self._in_h(t)
@@ -153,18 +170,21 @@ class BandShape:
 
 
 def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, compute: float,
-              weight_words: int, n_sets: int, n_dma: int, spread: float = 0) -> float:
+              weight_words: int, n_sets: int, n_dma: int, spread: float = 0, running: bool = False) -> float:
     """Cycles of a layer run in ``bands`` (a pure estimate).  Pipelined bands pay the first
     load and last store, then per band the longer of its compute and the other bank's
     transfers (plus the weight sets it reloads: all of them for the first band, then all but
     the two the band before ended with, :meth:`_LayerScheduler.use_set`); whole-buffer bands
-    pay every transfer; each band costs its DMA instructions (``n_dma`` a band).  ``spread``:
+    pay every transfer; each band's DMA instructions (``n_dma`` a band) cost beside its
+    transfers — behind another band's compute when pipelined, else in series.  ``spread``:
     words of another load (the next part's set) issued beside the bands in proportion to
-    their compute (:mod:`~.codegen`), which the DMA moves with each band's transfers."""
+    their compute (:mod:`~.codegen`), which the DMA moves with each band's transfers.
+    ``running``: the bands join a pipeline already running (a batch's next output part), so
+    their first load and last store go beside the neighbouring parts' bands."""
     rows = [b1 - b0 for b0, b1 in bands]
-    ld = [shape.in_wpe * shape.in_moved(n) for n in rows]
+    ld = [shape.in_wpe * shape.in_blocks * shape.in_w * shape.band_in_h(b0, b1) for b0, b1 in bands]
     st = [shape.out_wpe * shape.out_moved(n) for n in rows]
-    cp = [compute * n / out_h for n in rows]
+    cp = [compute * n / out_h + n_sets * OP_CYCLES for n in rows]
     sp = [spread * n / sum(rows) for n in rows]
     w = weight_words / n_sets if n_sets > 1 else 0          # per set; each band reloads them
 
@@ -175,12 +195,16 @@ def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, com
         before = max(0, k - 1)                               # of them before the last set
         return (n_sets - 1 - before) * c + before * max(c, w) + max(c, (w if k else 0) + extra)
 
-    if pipelined and len(bands) > 1:
-        cost = ld[0] + st[-1] + sum(band(i, sp[i] + (st[i - 1] if i else 0) + (ld[i + 1] if i + 1 < len(bands) else 0))
-                                    for i in range(len(bands)))
-    else:
-        cost = sum(ld[i] + band(i, sp[i]) + st[i] for i in range(len(bands)))
-    return cost + (16 * n_dma + 32) * len(bands)
+    ov = 16 * n_dma + 32                                      # a band's DMA instructions
+    n = len(bands)
+    if pipelined and running:
+        return sum(band(i, ov + sp[i] + st[i - 1] + ld[(i + 1) % n]) for i in range(n))
+    if pipelined and n > 1:
+        # (the instructions of the transfers beside a band run while it computes)
+        return ld[0] + st[-1] + 2 * ov + sum(
+            band(i, ov + sp[i] + (st[i - 1] if i else 0) + (ld[i + 1] if i + 1 < n else 0))
+            for i in range(n))
+    return sum(ld[i] + band(i, sp[i]) + st[i] + ov for i in range(len(bands)))
 
 
 def even_bands(out_h: int, n: int) -> list:
@@ -195,7 +219,7 @@ def even_bands(out_h: int, n: int) -> list:
 
 def choose_bands(name: str, out_h: int, shape: BandShape, *, act_depth: int, compute: float,
                  weight_words: int, n_sets: int, n_dma: int, repeat: int = 1,
-                 spread: float = 0) -> tuple[list, bool, float]:
+                 spread: float = 0, running: bool = False) -> tuple[list, bool, float]:
     """Row bands for a layer, whether they pipeline (one bank each) or take the whole
     buffer, and their cost: the cheapest by :func:`band_cost` (ties: pipelined, then taller
     bands) — for ``repeat`` images run one after another in one pipeline (a batch's
@@ -204,14 +228,19 @@ def choose_bands(name: str, out_h: int, shape: BandShape, *, act_depth: int, com
     may not cover the transfers beside it)."""
     options = []
     for pipelined, cap in ((True, act_depth // ACT_BANKS), (False, act_depth)):
-        fits = [t for t in range(1, out_h + 1) if shape.in_rows(t) + shape.out_rows(t) <= cap]
-        for t in (fits if pipelined else fits[-1:]):
+        fits = []                    # (t, band lists of at most t rows whose every band fits)
+        for t in range(1, out_h + 1):
             cands = [[(r, min(out_h, r + t)) for r in range(0, out_h, t)]]
             if pipelined and out_h % t:
                 cands.append(even_bands(out_h, -(-out_h // t)))
+            cands = [b for b in cands if max(shape.band_entries(*band) for band in b) <= cap]
+            if cands:
+                fits.append((t, cands))
+        for t, cands in (fits if pipelined else fits[-1:]):
             for bands in cands:
                 cost = band_cost(bands * repeat, pipelined, shape=shape, out_h=out_h, compute=compute,
-                                 weight_words=weight_words, n_sets=n_sets, n_dma=n_dma, spread=spread)
+                                 weight_words=weight_words, n_sets=n_sets, n_dma=n_dma, spread=spread,
+                                 running=running and pipelined)
                 options.append((cost, not pipelined, -t, bands, pipelined))
     if not options:
         raise CompileError(f"layer {name!r}: one output row needs {shape.in_rows(1) + shape.out_rows(1)} "
@@ -248,7 +277,7 @@ def band_shape(tensors: TensorPlan, low: LoweredLayer, x: str, in_shape, out_sha
     g = low.lanes or LaneGeometry(W, OW, OW, W, OW * d["stride"], 0, 1)        # the vector unit: lane 0
     shape = BandShape(tensors.blocks[tensors.source(x)], H, W, tensors.blocks[low.name], OW, d["kernel"],
                       d["stride"], g.pitch, g.out_cols, tensors.words_per_entry(x),
-                      tensors.words_per_entry(low.name))
+                      tensors.words_per_entry(low.name), d.get("pad", 0))
     return shape, g
 
 
@@ -301,10 +330,11 @@ def part_bands(low: LoweredLayer, shape: BandShape, out_h: int, groups: int, blo
                act_depth: int, batch: int, spread: float = 0) -> tuple[list, bool, float]:
     """:func:`choose_bands` for one output part of ``groups`` output groups writing ``blocks``
     channel blocks, its weights on chip, over ``batch`` images (the cost is the batch's),
-    the next part's set (``spread`` words) loading beside its bands."""
+    the next part's set (``spread`` words) loading beside its bands, in the pipeline of the
+    layer's parts (:meth:`_LayerScheduler.batched_parts`)."""
     return choose_bands(low.name, out_h, replace(shape, out_blocks=blocks), act_depth=act_depth,
                         compute=low.beats * groups / low.desc["out_groups"], weight_words=0, n_sets=1,
-                        n_dma=shape.in_blocks + blocks, repeat=batch, spread=spread)
+                        n_dma=shape.in_blocks + blocks, repeat=batch, spread=spread, running=True)
 
 
 def batch_parts_cost(low: LoweredLayer, shape: BandShape, out_h: int, *, act_depth: int, weight_words: int,
