@@ -152,6 +152,13 @@ class BandShape:
         b0, b1, _ = band_rows(oy0, oy1, self.kernel, self.stride, self.pad, self.in_h)
         return b1 - b0
 
+    def band_loaded_h(self, oy0: int, oy1: int) -> int:
+        """Input rows band ``[oy0, oy1)`` moves: with a kernel shorter than its stride only
+        those its windows read (:meth:`_LayerScheduler.input_io`)."""
+        if 0 < self.kernel < self.stride:
+            return (oy1 - oy0) * self.kernel
+        return self.band_in_h(oy0, oy1)
+
     def band_entries(self, oy0: int, oy1: int) -> int:
         """Buffer entries (each lane) band ``[oy0, oy1)`` holds: its input and output rows."""
         return self.in_blocks * (self.in_pitch or self.in_w) * self.band_in_h(oy0, oy1) + self.out_rows(oy1 - oy0)
@@ -182,7 +189,7 @@ def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, com
     ``running``: the bands join a pipeline already running (a batch's next output part), so
     their first load and last store go beside the neighbouring parts' bands."""
     rows = [b1 - b0 for b0, b1 in bands]
-    ld = [shape.in_wpe * shape.in_blocks * shape.in_w * shape.band_in_h(b0, b1) for b0, b1 in bands]
+    ld = [shape.in_wpe * shape.in_blocks * shape.in_w * shape.band_loaded_h(b0, b1) for b0, b1 in bands]
     st = [shape.out_wpe * shape.out_moved(n) for n in rows]
     cp = [compute * n / out_h + n_sets * OP_CYCLES for n in rows]
     sp = [spread * n / sum(rows) for n in rows]
@@ -386,20 +393,34 @@ class _LayerScheduler:
         return cls(ref, off + ent_off * wpe, n, buf, rows, nib, (k, e_step * wpe, b_step))
 
     def rows_io(self, cls, name, b0, b1, buf, H, W, pitch=None, rows: RowMap | None = None,
-                blocks: tuple | None = None) -> list:
+                blocks: tuple | None = None, taps: tuple | None = None) -> list:
         """Load (or store) rows [b0, b1) of every channel block of tensor ``name`` — or of
         blocks ``[cb0, cb1)`` — (rows of ``W`` entries in memory, ``pitch`` in the buffer,
-        spread over the lanes by ``rows``)."""
+        spread over the lanes by ``rows``).  ``taps = (stride, kernel)`` with a kernel
+        shorter than its stride (a 1×1 stride-2 downsample): only the rows a window reads
+        are moved, each at its place in the buffer — half the input's words."""
         cb0, cb1 = blocks or (0, self.t.blocks[self.t.source(name)])
         n, nbuf = (b1 - b0) * W, (b1 - b0) * (pitch or W)
+        step = H * W * self.t.words_per_entry(name)
+        per = MAX_REPS if step <= field_max(DmaDesc, "ext_step") else 1
+        if taps is not None and taps[1] < taps[0]:
+            # a row at a time, repeated over the channel blocks
+            used = [r for r in range(b0, b1) if (r - b0) % taps[0] < taps[1]]
+            return [self._dma(cls, name, (cb * H + r) * W, W, buf + (cb - cb0) * nbuf + (r - b0) * (pitch or W), rows,
+                              (min(per, cb1 - cb), H * W, nbuf)) for r in used for cb in range(cb0, cb1, per)]
         if b0 == 0 and b1 == H:
             return [self._dma(cls, name, cb0 * H * W, (cb1 - cb0) * n, buf, rows)]
         # one instruction repeated over the channel blocks (DmaDesc.reps), in runs the
         # descriptor's fields can express
-        step = H * W * self.t.words_per_entry(name)
-        per = MAX_REPS if step <= field_max(DmaDesc, "ext_step") else 1
         return [self._dma(cls, name, (cb * H + b0) * W, n, buf + (cb - cb0) * nbuf, rows,
                           (min(per, cb1 - cb), H * W, nbuf)) for cb in range(cb0, cb1, per)]
+
+    def input_io(self, x, b0, b1, buf, H, W, pitch, rows: RowMap | None, blocks: tuple | None = None) -> list:
+        """The loads of input rows [b0, b1) of this windowed layer (:meth:`rows_io`; only the
+        rows its windows read)."""
+        d = self.low.desc
+        taps = (d["stride"], d["kernel"]) if d.get("kernel", 0) < d.get("stride", 0) else None
+        return self.rows_io(Load, x, b0, b1, buf, H, W, pitch, rows, blocks, taps)
 
     # compute ---------------------------------------------------------------------------
     def op(self, cls, desc, set_=None, p_off=0, w_off=0):
@@ -511,7 +532,7 @@ class _LayerScheduler:
                 a_out = base + (cb1 - cb0) * g.pitch * (b1 - b0)
                 banks = 1 << (i % ACT_BANKS) if pipelined else (1 << ACT_BANKS) - 1
                 # a lane's rows start at its column -pad: column 0 is pad entries in
-                loads = self.rows_io(Load, x, b0, b1, base + g.pad, H, W, g.pitch, in_map, blocks=blocks)
+                loads = self.input_io(x, b0, b1, base + g.pad, H, W, g.pitch, in_map, blocks=blocks)
                 stores = self.rows_io(Store, low.name, oy0, oy1, a_out, OH, OW, g.out_cols, out_map, blocks=blocks)
                 if low.kind == "vec":
                     compute = [self.op(Vec, {**d, "cb": cb1 - cb0 if blocks else d["cb"], "a_base": base + g.pad,
@@ -597,7 +618,7 @@ class _LayerScheduler:
             n_lane = ocb * g.out_cols * (oy1 - oy0)               # output entries in each lane
             at = a_out + n_lane                                   # the other operand's rows
             banks = 1 << (i % ACT_BANKS) if pipelined else (1 << ACT_BANKS) - 1
-            loads = (self.rows_io(Load, x, b0, b1, base + g.pad, H, W, g.pitch, in_map)
+            loads = (self.input_io(x, b0, b1, base + g.pad, H, W, g.pitch, in_map)
                      + self.rows_io(Load, other, oy0, oy1, at, OH, OW, g.out_cols, out_map))
             compute = self.band_compute({**d, "in_base": base + g.pad, "in_h": b1 - b0, "pad_top": pad_top,
                                          "out_base": a_out, "out_h": oy1 - oy0, "banks": banks}, only)
@@ -662,7 +683,7 @@ class _LayerScheduler:
                     conv = self.op(Conv, {**d, "in_base": base + g.pad, "in_h": b1 - b0, "pad_top": pad_top,
                                           "out_base": a_out, "out_h": oy1 - oy0, "out_groups": spec.hi - spec.lo,
                                           "banks": banks}, j)
-                    loads = self.rows_io(Load, x, b0, b1, base + g.pad, H, W, g.pitch, in_map)
+                    loads = self.input_io(x, b0, b1, base + g.pad, H, W, g.pitch, in_map)
                     if not fuse:
                         items.append((loads, [conv], self.rows_io(Store, low.name, oy0, oy1, a_out, OH, OW,
                                                                   g.out_cols, out_map, (cb_lo, cb_hi))))
@@ -733,7 +754,7 @@ class _LayerScheduler:
         ops = []
         for img in range(batch):
             self.img = img
-            ops += self.rows_io(Load, x, b0, b1, img * at + g.pad, H, W, g.pitch, in_map)
+            ops += self.input_io(x, b0, b1, img * at + g.pad, H, W, g.pitch, in_map)
         for spec in self.w.sets[low.name]:
             j = self.use_set(spec)
             for img in range(batch):
@@ -764,7 +785,7 @@ class _LayerScheduler:
             j = self.use_set(spec)
             for i, (oy0, oy1) in enumerate(bands):
                 b0, b1, pad_top = band_rows(oy0, oy1, k, s, p, H)
-                ops += self.rows_io(Load, x, b0, b1, g.pad, H, W, g.pitch, in_map)
+                ops += self.input_io(x, b0, b1, g.pad, H, W, g.pitch, in_map)
                 ops.append(self.op(Conv, {**d, "in_base": g.pad, "in_h": b1 - b0, "pad_top": pad_top,
                                           "out_base": out_at[i], "out_h": oy1 - oy0, "banks": all_banks,
                                           "out_groups": spec.hi - spec.lo}, j))
@@ -781,7 +802,7 @@ class _LayerScheduler:
         H, W, OH, OW = dims
         b0, b1, pad_top = band_rows(0, OH, d["kernel"], d["stride"], d["pad"], H)
         out_at = shape.in_rows(OH)
-        ops = self.rows_io(Load, x, b0, b1, g.pad, H, W, g.pitch, in_map)
+        ops = self.input_io(x, b0, b1, g.pad, H, W, g.pitch, in_map)
         for og_lo, og_hi, cb_lo, cb_hi in low.parts:
             for spec in sets:
                 if og_lo <= spec.lo < og_hi:
