@@ -8,7 +8,9 @@ Each layer moves its operands through the on-chip activation buffer:
   output rows are stored.  Bands that fit one bank of the activation buffer alternate
   banks and are software-pipelined: band i+1 loads and band i−1 stores while band i
   computes.  A layer whose weights stream in several sets may instead take the whole
-  buffer for fewer bands (each band reloads the sets); :func:`band_cost` picks.
+  buffer for fewer bands (each band reloads the sets); :func:`band_cost` picks.  A band
+  fits by the rows it reads (an end band skips its padding row; a 1×1 stride-2 window
+  reads every other row), and bands may take even heights (7 rows: 2, 3, 2).
 * A residual add streams in pipelined chunks — or, when its conv's output feeds it alone
   and the conv's weights load once, runs on each of the conv's output bands while they are
   on chip (:meth:`_LayerScheduler.bands_with_add`); a global average pool on the vector
