@@ -368,16 +368,15 @@ class ProgramBuilder:
         """Bus words that blob ``name`` occupies (what a LOAD of it moves)."""
         return self._blob_words[name]
 
-    def blob_chunks(self, name: str, shares) -> list[tuple[int, int, int]]:
-        """Blob ``name`` in pieces that LOADs can move one by one — ``shares`` of them, nearly
-        equal (an int), or sized in proportion to the numbers in ``shares`` (a list) — as
-        ``(first entry, its bus-word offset, entries)``, cut where an entry starts a word
-        (entries that share words stay together; a piece may be empty)."""
+    def blob_chunks(self, name: str, shares: list) -> list[tuple[int, int, int]]:
+        """Blob ``name`` in pieces that LOADs can move one by one, sized in proportion to the
+        numbers in ``shares`` — ``(first entry, its bus-word offset, entries)`` each, cut
+        where an entry starts a word (entries that share words stay together; a piece may
+        be empty)."""
         _, entries, width = next(b for b in self._blobs if b[0] == name)
         weights, slot = self._blob_meta[name]
         per = self.bus // slot if slot else 1              # entries a cut may not split
         units = -(-len(entries) // per)
-        shares = [1] * shares if isinstance(shares, int) else list(shares)
         total, acc, ends = sum(shares), 0, [0]
         for w in shares:
             acc += w

@@ -213,7 +213,7 @@ def band_cost(bands: list, pipelined: bool, *, shape: BandShape, out_h: int, com
         return ld[0] + st[-1] + 2 * ov + sum(
             band(i, ov + sp[i] + (st[i - 1] if i else 0) + (ld[i + 1] if i + 1 < n else 0))
             for i in range(n))
-    return sum(ld[i] + band(i, sp[i]) + st[i] + ov for i in range(len(bands)))
+    return sum(ld[i] + band(i, sp[i]) + st[i] + ov for i in range(n))
 
 
 def even_bands(out_h: int, n: int) -> list:
@@ -398,14 +398,14 @@ class _LayerScheduler:
                 blocks: tuple | None = None, taps: tuple | None = None) -> list:
         """Load (or store) rows [b0, b1) of every channel block of tensor ``name`` — or of
         blocks ``[cb0, cb1)`` — (rows of ``W`` entries in memory, ``pitch`` in the buffer,
-        spread over the lanes by ``rows``).  ``taps = (stride, kernel)`` with a kernel
-        shorter than its stride (a 1×1 stride-2 downsample): only the rows a window reads
+        spread over the lanes by ``rows``).  ``taps = (stride, kernel)``, a kernel shorter
+        than its stride (a 1×1 stride-2 downsample): only the rows a window reads
         are moved, each at its place in the buffer — half the input's words."""
         cb0, cb1 = blocks or (0, self.t.blocks[self.t.source(name)])
         n, nbuf = (b1 - b0) * W, (b1 - b0) * (pitch or W)
         step = H * W * self.t.words_per_entry(name)
         per = MAX_REPS if step <= field_max(DmaDesc, "ext_step") else 1
-        if taps is not None and taps[1] < taps[0]:
+        if taps is not None:
             # a row at a time, repeated over the channel blocks
             used = [r for r in range(b0, b1) if (r - b0) % taps[0] < taps[1]]
             return [self._dma(cls, name, (cb * H + r) * W, W, buf + (cb - cb0) * nbuf + (r - b0) * (pitch or W), rows,
@@ -566,6 +566,35 @@ class _LayerScheduler:
                 best = (cost, bg, bands, pipelined)
         return best[1:] if best else None
 
+    def add_operands(self):
+        """``(add layer, its LoweredLayer, other operand, conv is operand a)`` of the residual
+        add (:attr:`then_add`) this conv may run on its output on chip, or ``None``: a conv
+        (not a pool) whose other operand is shaped as its output."""
+        if self.then_add is None or self.low.kind != "conv" or self.low.pool_blocks:
+            return None
+        l, add_low = self.then_add
+        t, me = self.t, self.low.name
+        a, b = (t.source(v) for v in l.inputs)
+        other = b if a == me else a
+        if t.blocks[other] != t.blocks[me] or t.entries[other] != t.entries[me]:
+            return None
+        return l, add_low, other, a == me
+
+    @staticmethod
+    def add_ops(add_low: LoweredLayer, conv_a: bool, a_out: int, at: int, n_lane: int, banks: int,
+                beats: int) -> list:
+        """The vector ops adding the other operand's ``n_lane`` entries (each lane) at ``at`` to
+        the conv's output at ``a_out``, the sum over the output, in ops the descriptor's width
+        allows; ``beats`` on the first."""
+        a_at, b_at = (a_out, at) if conv_a else (at, a_out)
+        max_w, ops = field_max(VecDesc, "in_w"), []
+        for o in range(0, n_lane, max_w):
+            n = min(max_w, n_lane - o)
+            desc = {**add_low.desc, "a_base": a_at + o, "b_base": b_at + o, "out_base": a_out + o,
+                    "in_w": n, "out_w": n, "banks": banks}
+            ops.append(Vec(replace(add_low, desc=desc, macs=0, beats=beats if o == 0 else 0)))
+        return ops
+
     def fused_add(self, n_sets: int, ocb: int, costs: dict, shape: BandShape, OH: int):
         """The bands for running this conv's residual add (:attr:`then_add`) on its output while
         it is on chip — ``(add layer, add's LoweredLayer, other operand, conv is operand a,
@@ -573,14 +602,10 @@ class _LayerScheduler:
         the output (each band holds its input, the output and the other operand; the sum
         overwrites the output), and a conv streamed in several weight sets is fused only where
         the estimate says it pays (below)."""
-        if self.then_add is None or self.low.kind != "conv" or self.low.pool_blocks:
+        operands = self.add_operands()
+        if operands is None:
             return None
-        l, add_low = self.then_add
-        a, b = (self.t.source(v) for v in l.inputs)
-        conv_a = a == self.low.name
-        other = b if conv_a else a
-        if self.t.blocks[other] != ocb or self.t.entries[other] != self.t.entries[self.low.name]:
-            return None
+        l, add_low, other, conv_a = operands
         wide = replace(shape, out_blocks=2 * ocb)          # the other operand in, the sum out
         try:
             bands, pipelined, cost = choose_bands(self.low.name, OH, wide, **costs)
@@ -609,7 +634,7 @@ class _LayerScheduler:
         k, s, p = d["kernel"], d["stride"], d["pad"]
         icb, ocb = self.t.blocks[self.t.source(x)], self.t.blocks[low.name]
         shape, g, in_map, out_map = self.geometry(x, (0, H, W), (0, OH, OW))
-        half_a, max_w = self.cfg.act_depth // ACT_BANKS, field_max(VecDesc, "in_w")
+        half_a = self.cfg.act_depth // ACT_BANKS
         self.sch.fused[l.name] = low.name
         first_add = True
         parts = []
@@ -624,14 +649,8 @@ class _LayerScheduler:
                      + self.rows_io(Load, other, oy0, oy1, at, OH, OW, g.out_cols, out_map))
             compute = self.band_compute({**d, "in_base": base + g.pad, "in_h": b1 - b0, "pad_top": pad_top,
                                          "out_base": a_out, "out_h": oy1 - oy0, "banks": banks}, only)
-            a_at, b_at = (a_out, at) if conv_a else (at, a_out)
-            adds = []
-            for o in range(0, n_lane, max_w):
-                n = min(max_w, n_lane - o)
-                desc = {**add_low.desc, "a_base": a_at + o, "b_base": b_at + o, "out_base": a_out + o,
-                        "in_w": n, "out_w": n, "banks": banks}
-                adds.append(Vec(replace(add_low, desc=desc, macs=0, beats=add_low.beats if first_add else 0)))
-                first_add = False
+            adds = self.add_ops(add_low, conv_a, a_out, at, n_lane, banks, add_low.beats if first_add else 0)
+            first_add = False
             stores = self.rows_io(Store, l.name, oy0, oy1, a_out, OH, OW, g.out_cols, out_map)
             parts.append((loads, compute, stores, adds))    # (the add after the neighbours' transfers)
         return pipeline(parts, pipelined)
@@ -666,7 +685,7 @@ class _LayerScheduler:
         if fuse:
             add_l, add_low, other, conv_a = fuse
             self.sch.fused[add_l.name] = low.name
-        max_w, added = field_max(VecDesc, "in_w"), set()
+        added = set()
         runs = []                # (items, pipelined): consecutive pipelined parts share one pipeline
         for (og_lo, og_hi, cb_lo, cb_hi), (bands, pipelined) in zip(low.parts, plans):
             (spec,) = [sp for sp in self.w.sets[low.name] if og_lo <= sp.lo < og_hi]
@@ -695,15 +714,9 @@ class _LayerScheduler:
                     n_lane = (cb_hi - cb_lo) * g.out_cols * (oy1 - oy0)
                     at = a_out + n_lane
                     loads += self.rows_io(Load, other, oy0, oy1, at, OH, OW, g.out_cols, out_map, (cb_lo, cb_hi))
-                    a_at, b_at = (a_out, at) if conv_a else (at, a_out)
-                    adds = []
-                    for o in range(0, n_lane, max_w):
-                        n = min(max_w, n_lane - o)
-                        desc = {**add_low.desc, "a_base": a_at + o, "b_base": b_at + o, "out_base": a_out + o,
-                                "in_w": n, "out_w": n, "banks": banks}
-                        adds.append(Vec(replace(add_low, desc=desc, macs=0,
-                                                beats=0 if img in added else add_low.beats)))
-                        added.add(img)
+                    adds = self.add_ops(add_low, conv_a, a_out, at, n_lane, banks,
+                                        0 if img in added else add_low.beats)
+                    added.add(img)
                     items.append((loads, [conv], self.rows_io(Store, add_l.name, oy0, oy1, a_out, OH, OW,
                                                               g.out_cols, out_map, (cb_lo, cb_hi)), adds))
         self.img = 0
@@ -715,7 +728,7 @@ class _LayerScheduler:
         operand, conv is operand a) or None, [(bands, pipelined)] a part)``: where every
         part's bands fit the other operand's rows beside the output and cost less than the
         add on its own (moving the conv's output, its operand and the sum: three tensors)."""
-        low, t, depth = self.low, self.t, self.cfg.act_depth
+        low, depth = self.low, self.cfg.act_depth
         w = self.w.set_words(low.name) / len(low.parts)        # the next set, beside each part
 
         def plans(extra):
@@ -723,12 +736,8 @@ class _LayerScheduler:
                                extra * (cb1 - cb0), depth, batch, w) for og0, og1, cb0, cb1 in low.parts]
 
         plain = plans(1)
-        if self.then_add is None or low.pool_blocks:
-            return None, [b[:2] for b in plain]
-        l, add_low = self.then_add
-        a, b = (t.source(v) for v in l.inputs)
-        other = b if a == low.name else a
-        if t.blocks[other] != t.blocks[low.name] or t.entries[other] != t.entries[low.name]:
+        operands = self.add_operands()
+        if operands is None:
             return None, [b[:2] for b in plain]
         try:
             fused = plans(2)
@@ -737,7 +746,7 @@ class _LayerScheduler:
         alone = 3 * batch * shape.out_wpe * shape.out_moved(OH)
         if sum(f[2] for f in fused) >= sum(q[2] for q in plain) + alone:
             return None, [b[:2] for b in plain]
-        return (l, add_low, other, a == low.name), [b[:2] for b in fused]
+        return operands, [b[:2] for b in fused]
 
     def images_on_chip(self, x, in_shape, out_shape, batch: int) -> list | None:
         """A batch through a streamed layer whose every image's input and output fit the
