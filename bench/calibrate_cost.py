@@ -51,8 +51,10 @@ SHAPES = {"ecp5": [
     ((("pot4", 10), ("fix8", 6)), 8, 2, 4),
     ((("pot4", 12), ("fix8", 4)), 8, 4, 4),
     ((("pot4", 20), ("fix8", 4)), 4, 4, 4),
-    # the ULX3S for_board core itself (528 MACs/cycle), so the fit holds where the part fills
+    # the ULX3S for_board cores themselves (528 MACs/cycle with a 32-bit accumulator, 560 with
+    # the 25-bit one), so the fit holds where the part fills
     ((("pot4", 24), ("fix8", 9)), 8, 2, 4),
+    ((("pot4", 26), ("fix8", 9)), 8, 2, 4),
     # fixed-point lanes built from LUTs (lut_schemes), for 4-bit activations: the DSP + LUT
     # fixed-point cores the mixed-scheme array is compared with
     ((("fix8", 4), ("fix4", 12)), 8, 1, 4, ("fix4",)),

@@ -190,13 +190,17 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
               # 4,000-LUT allowance (an estimate with margin) is split: 160 for the flash boot
               # unit (as measured on the iCE40), the rest for the link and SDRAM control
               flash_bytes=16 << 20, flash_offset=0x300000, top_luts=3_840,
-              # LUTs by what has routed (2026-12-06, RTL of b1d9600, cost data refitted on it):
-              # for_board's 24×pot4 + 9×fix8 × 8 × 2 (est. 44,421 + the top; placed 52,185
-              # TRELLIS_COMB, 62 %, and 200 of 208 block RAMs) routed and met 40 MHz; the next
-              # pot row (est. 45,424: 53,125 placed, 203 block RAMs), which a 0.6 share admits,
-              # did not (router2 overuse 12,718 at iteration 10, 13,146 at 11, rising). 0.58
-              # is the largest share that keeps the first and leaves the second out
-              lut_share=0.58),
+              # LUTs by what has routed.  2026-12-06 (RTL of b1d9600, 32-bit accumulators):
+              # 24×pot4 + 9×fix8 × 8 × 2 (placed 52,185 TRELLIS_COMB, 62 %, 200 of 208 block
+              # RAMs) routed and met 40 MHz; a 25th pot row (53,125 placed, 203 block RAMs) did
+              # not.  2026-12-07, with the 25-bit accumulators (cost data of that day): the same
+              # 528-MAC array (est. 42,442 + the top) routed on the first placement and met 40 MHz
+              # at 44.8 (49,292 placed, 59 %; 190 block RAMs); 25×pot4 (est. 43,383; 50,373
+              # placed) did not route (router2 overuse 151 at iteration 41, then rising), nor
+              # did 26×pot4 (est. 44,325; 51,383 placed, 61 %) on three placements (lowest
+              # overuse 217, 1,763, 4,078).  0.56 (a core budget of 42,998) keeps the first and
+              # leaves out the others, with room either side for the fit's drift
+              lut_share=0.56),
     BoardSpec("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K)", "ice40", "iCE40UP5K-SG48",
               Budget(luts=5_280, ffs=5_280, dsps=8, brams=30, cells=ICE40_CELLS),
               # the core at 20 MHz from the 12 MHz oscillator through the PLL (the default core's

@@ -171,7 +171,7 @@ class AcceleratorConfig:
     def for_board(cls, board: str, ratio: dict | None = None, *, memory: str | None = None,
                   split_fix: bool = False, act_bits: int = 4, lut_fix: bool = False,
                   edge_fraction: float = 0.0, clock_hz: int | None = None,
-                  flash_boot: bool | None = None) -> "AcceleratorConfig":
+                  flash_boot: bool | None = None, acc_bits: int | None = None) -> "AcceleratorConfig":
         """The accelerator with the most MACs/cycle that fits ``board``'s LUT/DSP/block-RAM
         budget beside the board top (host link, and with ``memory="bram"`` the on-chip
         memory; default: the board's SDRAM if it has one), by the synthesis-calibrated cost
@@ -208,7 +208,13 @@ class AcceleratorConfig:
 
         ``flash_boot``: leave room for the board top's flash boot unit (a board that copies a
         program from its flash at power-up: ``make bitstream PROGRAM=…``); default: the
-        board's (the ULX3S has it, the iCEBreaker only when asked — it halves its core)."""
+        board's (the ULX3S has it, the iCEBreaker only when asked — it halves its core).
+
+        ``acc_bits``: the accumulator width (default: the family's, :data:`~rmsmp.generator.cost.
+        FAMILY_PARAMS` — 25 bits on ECP5, ResNet-18's widest sum, 24 on iCE40).  The compiler
+        refuses a layer whose worst-case sum needs more and names the width it needs; a wider
+        accumulator costs LUTs a row (32 bits instead of 25: 2,033 LUT-equivalents more on the
+        ULX3S's 24×pot4 + 9×fix8 × 8 × 2 core, two of its pot rows)."""
         from .catalog import BoardError
         from .catalog import board as board_spec
         from .cost import COLUMNS, PIXELS, calibrated_lut_fix, calibrated_narrow_pot, family_params
@@ -226,6 +232,11 @@ class AcceleratorConfig:
             raise ConfigError(f"for_board: edge_fraction must be a number in [0, 1), got {edge_fraction!r}")
         avail = spec.core_budget(memory, flash_boot)
         _check_int("act_bits", act_bits, 2, 8)
+        params = {P: family_params(spec.family, P) for P in PIXELS[spec.family]}
+        if acc_bits is not None:
+            _check_int("acc_bits", acc_bits, 8, 48)
+            for p in params.values():
+                p["acc_bits"] = acc_bits
         lut = ()
         if lut_fix:
             fmts = [parse_weight_format(k) for k, v in (ratio or {}).items() if v > 0]
@@ -247,7 +258,7 @@ class AcceleratorConfig:
             return any(parse_weight_format(s).kind == "pot" or s in lut for s, _ in groups)
 
         clock = int(clock_hz or spec.clock_hz)
-        candidates = (cls(lane_groups=groups, columns=C, clock_hz=clock, **family_params(spec.family, P),
+        candidates = (cls(lane_groups=groups, columns=C, clock_hz=clock, **params[P],
                           pot_act_bits=pab if narrow(groups) else 0,
                           lut_schemes=tuple(s for s, _ in groups if s in lut))
                       for P in PIXELS[spec.family] for C in COLUMNS[spec.family] for groups in layouts)

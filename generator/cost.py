@@ -30,9 +30,17 @@ __all__ = ["estimate", "bram_blocks", "memory_blocks", "fit", "DATA", "lut_equiv
            "PIXELS", "family_params", "calibrated_narrow_pot", "calibrated_lut_fix"]
 
 #: buffer depths and accumulator width the calibration uses per family (and ``for_board``
-#: keeps).  iCE40 parts hold small networks: a 24-bit accumulator (the compiler refuses a
-#: layer whose worst-case sum needs more) saves ~200 LUTs and ~200 flip-flops there.
-FAMILY_PARAMS = {"ecp5": {"weight_depth": 2048, "act_depth": 8192, "acc_depth": 64},
+#: keeps).  The compiler refuses a layer whose worst-case sum needs a wider accumulator
+#: (docs/arithmetic.md §3), so the width is what the networks need: on ECP5 25 bits, the
+#: worst case of ResNet-18's ``fc`` (512 8-bit weights × 8-bit inputs) and of any 8 × 8-bit
+#: dot product of 512 terms — 2,033 LUT-equivalents fewer than 32 bits on the ULX3S core
+#: (24×pot4 + 9×fix8 × 8 × 2), as much as two of its pot rows; iCE40 parts hold small
+#: networks: 24 bits saves ~200 LUTs and ~200 flip-flops there.  ``acc_depth`` 32 groups on
+#: ECP5: a set holds at most 16 output groups a half, which no ResNet-18 layer fills (its
+#: weights bind first), and the parameter buffer (a row an entry, ``acc_depth`` × the power of
+#: two above the rows) stays 2,048 deep up to 64 rows: 8 block RAMs where 64 groups of 33–64
+#: rows took 16.
+FAMILY_PARAMS = {"ecp5": {"weight_depth": 2048, "act_depth": 8192, "acc_depth": 32, "acc_bits": 25},
                  "ice40": {"weight_depth": 512, "act_depth": 1024, "acc_depth": 64, "acc_bits": 24,
                            "vector_ops": ("add",), "pipelined": False}}
 #: column counts and pixel-lane counts ``for_board`` tries per family (the calibration spans
@@ -93,12 +101,15 @@ def bram_blocks(cfg, family: str) -> int:
     return n
 
 
-def _features(columns: int, groups, pixels: int = 1, narrow_pot: bool = False, lut=()) -> list[float]:
+def _features(columns: int, groups, pixels: int = 1, narrow_pot: bool = False, lut=(),
+              acc_bits: int = 32) -> list[float]:
     """fixed, per column, per row, per pixel lane, per column of a pixel lane (its
-    activation path), per row of a pixel lane (tree root, accumulator, queue), and per
-    lane of pot rows (for full-width / narrow activations) / narrow fix (≤ 4 b) / wide
-    fix rows / fix rows built from LUTs (``lut``: their schemes; calibrated for narrow
-    activations); ``groups``: (weight format, rows) of each lane group."""
+    activation path), per row of a pixel lane (tree root, accumulator, queue), per lane of
+    pot rows (for full-width / narrow activations) / narrow fix (≤ 4 b) / wide fix rows /
+    fix rows built from LUTs (``lut``: their schemes; calibrated for narrow activations),
+    and per accumulator bit of a pixel lane (its requantizer) and of a row of a pixel lane
+    (accumulator, queue entry, the requantizer's row select); ``groups``: (weight format,
+    rows) of each lane group."""
     pot = pot_n = fix_n = fix_w = fix_l = 0
     for f, rows in groups:
         lanes = rows * columns * pixels
@@ -113,7 +124,8 @@ def _features(columns: int, groups, pixels: int = 1, narrow_pot: bool = False, l
         else:
             fix_w += lanes
     R = sum(r for _, r in groups)
-    return [1.0, columns, R, pixels, columns * pixels, R * pixels, pot, pot_n, fix_n, fix_w, fix_l]
+    return [1.0, columns, R, pixels, columns * pixels, R * pixels, pot, pot_n, fix_n, fix_w, fix_l,
+            acc_bits * pixels, acc_bits * R * pixels]
 
 
 def _narrow(pot_act_bits: int, act_bits: int) -> bool:
@@ -122,7 +134,7 @@ def _narrow(pot_act_bits: int, act_bits: int) -> bool:
 
 def _config_features(cfg) -> list[float]:
     return _features(cfg.columns, [(g.format, g.rows) for g in cfg.lane_groups], cfg.pixels,
-                     _narrow(cfg.pot_act_bits, cfg.act_bits), cfg.lut_schemes)
+                     _narrow(cfg.pot_act_bits, cfg.act_bits), cfg.lut_schemes, cfg.acc_bits)
 
 
 @lru_cache(maxsize=None)
@@ -136,7 +148,7 @@ def fit(family: str):
                             [(parse_weight_format(s), r) for s, r in p["config"]["lane_groups"]],
                             p["config"].get("pixels", 1),
                             _narrow(p["config"].get("pot_act_bits", 0), p["config"]["act_bits"]),
-                            tuple(p["config"].get("lut_schemes", ()))) for p in pts])
+                            tuple(p["config"].get("lut_schemes", ())), p["config"]["acc_bits"]) for p in pts])
     lut = np.array([lut_equivalent(p["cells"], family) for p in pts], dtype=float)
     dsp = np.array([p["cells"].get(DSP_CELL[family], 0) for p in pts], dtype=float)
     kl, *_ = np.linalg.lstsq(X, lut, rcond=None)

@@ -333,7 +333,7 @@ def cmd_config(a) -> int:
     cfg = AcceleratorConfig.for_board(a.board, ratio, memory=a.memory, split_fix=a.split_fix, act_bits=a.act_bits,
                                       lut_fix=a.lut_fix, edge_fraction=a.edge_fraction,
                                       clock_hz=None if a.clock_mhz is None else round(a.clock_mhz * 1e6),
-                                      flash_boot=a.flash_boot)
+                                      flash_boot=a.flash_boot, acc_bits=a.acc_bits)
     spec = board(a.board)
     est, avail = estimate(cfg, spec.family), spec.core_budget(a.memory, a.flash_boot)
     print(cfg.describe())
@@ -440,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the network's MACs in all-fix8 edge layers (ResNet-18: 0.065): maximize "
                         "MACs/cycle on that mix instead of the peak")
     k.add_argument("--clock-mhz", type=float, help="the design's clock (default: the board's target clock)")
+    k.add_argument("--acc-bits", type=int, help="accumulator width (default: the family's, 25 on ECP5 and 24 on "
+                                                "iCE40; the compiler refuses a layer whose sums need more)")
     k.add_argument("--flash-boot", action="store_true", default=None,
                    help="leave room for the unit that boots a program from the board's flash (make bitstream "
                         "PROGRAM=…; default: the board's — the ULX3S has it, the iCEBreaker only when asked)")

@@ -287,6 +287,21 @@ def test_for_board_for_a_networks_edge_layers():
             AcceleratorConfig.for_board("ulx3s-85f", edge_fraction=bad)
 
 
+def test_for_board_accumulator_width():
+    """ECP5 cores get the family's 25-bit accumulator (ResNet-18's widest sum) unless asked
+    for another width; a wider one costs LUTs a row in the cost model, so it fits no more
+    MACs; a width the core cannot build is refused."""
+    avail = board("ulx3s-85f").core_budget()
+    cfg = AcceleratorConfig.for_board("ulx3s-85f")
+    wide = AcceleratorConfig.for_board("ulx3s-85f", acc_bits=32)
+    assert cfg.acc_bits == 25 and wide.acc_bits == 32
+    assert all(estimate(wide, "ecp5")[k] <= avail[k] for k in avail)
+    assert wide.peak_macs_per_cycle <= cfg.peak_macs_per_cycle
+    assert estimate(replace(cfg, acc_bits=32), "ecp5")["LUT"] > estimate(cfg, "ecp5")["LUT"]
+    with pytest.raises(ConfigError, match="acc_bits"):
+        AcceleratorConfig.for_board("ulx3s-85f", acc_bits=4)
+
+
 def test_split_fix_needs_a_ratio():
     with pytest.raises(ConfigError, match="split_fix"):
         AcceleratorConfig.for_board("ulx3s-85f", split_fix=True)
