@@ -144,9 +144,10 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
     weights, packed = _lane_weights(layer, cfg, qw, og_n, row_of, planes)
     rq = qm.requant[layer.name] if requant is None else requant
     inq, out = qm.in_q(layer), layer.out
+    lo, hi = out_bounds(layer)
+    rq = saturating_biases(cfg, rq, _channel_sums(qw, inq, planes), lo, hi)
     _check_accumulator(layer.name, cfg, qw, inq, rq["bias"], planes)
     params = _param_words(layer.name, cfg, rq, og_n, row_of, bounds)
-    lo, hi = out_bounds(layer)
     desc = {"in_base": in_base, "out_base": out_base, "w_base": w_base, "p_base": p_base,
             "in_h": H, "in_w": geo.pitch, "in_cb": cb, "out_h": OH, "out_w": geo.out_cols, "out_groups": og_n,
             "kernel": k, "stride": s, "pad": p, "pad_top": p, "in_signed": int(inq.signed), "wide": int(out.bits > 8),
@@ -420,6 +421,64 @@ def _encode(name: str, fmt, q: torch.Tensor) -> torch.Tensor:
         return fmt.encode(q)
     except FormatError as e:
         raise CompileError(f"layer {name!r}: weights placed on {fmt.name} lanes: {e}") from None
+
+
+def _channel_sums(qw: torch.Tensor, inq, planes=None) -> list[int]:
+    """Each output channel's worst |sum| Σ|q|·max|x| (with row chains: also over its terms)."""
+    xmax = max(abs(inq.value_lo), abs(inq.value_hi))
+    worst = qw.abs().sum(dim=(1, 2, 3)) * xmax
+    if planes is not None and qw.shape[0]:
+        worst = torch.maximum(worst, planes.abs().sum(dim=(0, 2, 3, 4)) * xmax)
+    return [int(w) for w in worst]
+
+
+def saturating_biases(cfg, rq: dict, worst: list, lo: int, hi: int) -> dict:
+    """``rq`` with every bias too wide for the accumulator whose channel's output is one
+    value ``y0`` for every sum the channel can reach (``|acc| ≤ worst``: the clamped
+    requantization of ``acc + B`` is the same at both ends, so everywhere between) replaced,
+    where it fits, by the bias nearest zero that gives ``y0`` over the same span of sums with
+    the channel's multiplier and shift, or else with ``M = 1`` and the least shift whose
+    rounding step spans the sums: the same output for every input, so the program stays
+    bit-exact against the golden model's requantization with the original parameters
+    (docs/arithmetic.md §4).  Such biases come from channels whose weights vanish (a tiny
+    scale makes ``B`` huge: MobileNetV1-VWW has hundreds at the 2^30 clamp, with every
+    weight 0).  Other biases are kept, for the accumulator check to refuse."""
+    lim = 1 << (cfg.acc_bits - 1)
+    bias = [int(b) for b in rq["bias"]]
+    if all(abs(b) < lim for b in bias):
+        return rq
+    mult, shift = [int(v) for v in rq["mult"]], [int(v) for v in rq["shift"]]
+    for c, b in enumerate(bias):
+        if abs(b) < lim:
+            continue
+        m, n, w = mult[c], shift[c], worst[c]
+        half = 1 << (n - 1) if n else 0
+        y0 = min(hi, max(lo, ((b - w) * m + half) >> n))          # the requantizer at both ends
+        if m == 0:
+            new = 0                     # the output is clamp(half >> n) whatever the sum
+        elif y0 != min(hi, max(lo, ((b + w) * m + half) >> n)):
+            continue                    # the sum matters
+        elif y0 == hi:
+            # sums from k up: the least k ≥ 0 with out(k) ≥ hi, k·M ≥ hi·2^n − half
+            new = w + max(0, -(-((hi << n) - half) // m))
+        elif y0 == lo:
+            # sums down from −k: the least k ≥ 0 with out(−k) ≤ lo, half − k·M < (lo + 1)·2^n
+            new = -w - max(0, (half - ((lo + 1) << n)) // m + 1)
+        else:
+            # sums from the least v with out(v) = y0: the original's window of 2·w + 1 sums
+            # fits in y0's, so this one does
+            new = w - ((half - (y0 << n)) // m)
+        if abs(new) < lim:
+            bias[c] = new
+            continue
+        # M = 1 and a shift n' with 2^n' > 2·w: (v + half') >> n' = y0 for the 2·w + 1 sums
+        # from y0·2^n' − half'
+        n1 = (2 * w).bit_length()
+        new = (y0 << n1) - ((1 << (n1 - 1)) if n1 else 0) + w
+        if abs(new) < lim and n1 < 1 << cfg.shift_bits:
+            bias[c], mult[c], shift[c] = new, 1, n1
+    return {**rq, "bias": torch.tensor(bias, dtype=torch.int64), "mult": torch.tensor(mult, dtype=torch.int64),
+            "shift": torch.tensor(shift, dtype=torch.int64)}
 
 
 def _check_accumulator(name: str, cfg, qw: torch.Tensor, inq, bias, planes=None) -> None:

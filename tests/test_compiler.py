@@ -373,6 +373,43 @@ def test_programs_for_too_small_buffers_are_refused(resnet18_224):
         compile_model(qm, AcceleratorConfig(weight_depth=512), (3, 32, 32))
 
 
+def test_saturating_biases_keep_every_output():
+    """Against the requantizer itself over every sum a channel can reach: a bias too wide for
+    the accumulator whose channel outputs one value whatever its sum (at a bound, or inside
+    the range, as a dead channel's does) is replaced by one that fits (with the channel's
+    multiplier and shift, or M = 1 and a shift of its own) and gives the same output for
+    every sum; other biases (and every narrow one) are left alone."""
+    import random
+
+    from rmsmp.generator.lower import saturating_biases
+    rnd = random.Random(0)
+    cfg = AcceleratorConfig(acc_bits=16)
+    lim = 1 << 15
+
+    def y(v, m, n, lo, hi):
+        return min(hi, max(lo, (v * m + ((1 << n - 1) if n else 0)) >> n))
+    fitted = kept = inside = 0
+    for _ in range(600):
+        lo, hi = rnd.choice([(0, 15), (-8, 7), (0, 255), (-128, 127), (0, 6)])
+        m, n, w = rnd.choice([0, 1, 3, 255, 40_000]), rnd.randrange(0, 48), rnd.choice([0, 1, rnd.randrange(3000)])
+        b = rnd.choice([1, -1]) * rnd.randrange(lim, 1 << 30)
+        rq = {"bias": torch.tensor([b, 5]), "mult": torch.tensor([m, m]), "shift": torch.tensor([n, n])}
+        out = saturating_biases(cfg, rq, [w, w], lo, hi)
+        b2, m2, n2 = (int(out[k][0]) for k in ("bias", "mult", "shift"))
+        assert [int(out[k][1]) for k in ("bias", "mult", "shift")] == [5, m, n]
+        assert all(y(a + b, m, n, lo, hi) == y(a + b2, m2, n2, lo, hi) for a in range(-w, w + 1, max(1, w // 50)))
+        assert all(y(a + b, m, n, lo, hi) == y(a + b2, m2, n2, lo, hi) for a in (-w, w))
+        if abs(b2) < lim:
+            fitted += 1
+            inside += lo < y(b, m, n, lo, hi) < hi
+        else:
+            kept += 1
+            assert (b2, m2, n2) == (b, m, n)    # the sum matters: left for the accumulator check to refuse
+    assert fitted > 100 and kept > 10 and inside > 10
+    narrow = {"bias": torch.tensor([3, -4]), "mult": torch.tensor([1, 1]), "shift": torch.tensor([0, 0])}
+    assert saturating_biases(cfg, narrow, [10, 10], 0, 15) is narrow
+
+
 def test_programs_whose_sums_overflow_the_accumulator_are_refused():
     """The array's accumulators wrap silently: a layer whose worst-case sum (Σ|q|·max|x| of
     its widest row) or bias does not fit ``acc_bits`` is refused, naming the width it needs."""

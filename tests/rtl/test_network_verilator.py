@@ -92,6 +92,32 @@ def test_digits_on_an_add_only_vector_unit_pools_on_the_conv_engine(digits_q, re
         compile_model(rq, cfg, (3, 32, 32))
 
 
+def test_dead_channels_with_huge_biases_run_on_a_narrow_accumulator(digits_q):
+    """A channel whose weights are all 0 and whose integer bias is near the 2^30 limit (as
+    MobileNetV1-VWW has hundreds) has the same output for every input; the compiler gives it
+    a bias that fits a 24-bit accumulator and gives that output too, and the network runs
+    bit-exact against golden, which keeps the original integers."""
+    import copy
+
+    from rmsmp.host.quant.layer import BIAS_LIMIT
+    from rmsmp.host.quant.qmodel import QuantizedModel
+    qm, xte, _ = digits_q
+    layers = copy.deepcopy(qm.layers)
+    layer = [l for l in layers if l.op == "conv"][1]
+    unit = 2.0 ** -qm.in_q(qm[layer.name]).value_frac         # B = bias / (scale · unit)
+    for c, sign in ((0, 1), (1, -1)):
+        layer.qweight[c] = 0
+        layer.bias[c] = sign * 0.999 * BIAS_LIMIT * float(layer.scale[c]) * unit
+    qm = QuantizedModel(layers, ratio=qm.ratio, meta=qm.meta)
+    cfg = AcceleratorConfig(acc_bits=24)
+    assert all(abs(int(b)) > 0.99 * BIAS_LIMIT for b in qm.requant[layer.name]["bias"][:2])
+    prog = compile_model(qm, cfg, batch=8)
+    dev = open_device("sim", cfg)
+    dev.load(prog)
+    g = golden(qm, xte[:8])
+    assert torch.equal(dev.run(xte[:8]), g)
+
+
 def test_networks_that_do_not_fit_are_refused_with_the_reason(digits_q):
     qm, _, _ = digits_q
     with pytest.raises(CompileError, match=r"layer 'layer1.conv1': one output row needs \d+ activation entries"):
