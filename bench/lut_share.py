@@ -1,5 +1,5 @@
 """What the ULX3S's LUT share buys: ``for_board`` designs as the share of the part's LUTs the
-core may use (``BoardSpec.lut_share``: 0.6 by default, 0.58 on the ULX3S by what has routed) varies.
+core may use (``BoardSpec.lut_share``: 0.6 by default, 0.56 on the ULX3S by what has routed) varies.
 
     python bench/lut_share.py [--board ulx3s-85f] [--shares 0.5,0.6,0.7,0.75,0.8]
 
