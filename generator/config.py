@@ -232,11 +232,7 @@ class AcceleratorConfig:
             raise ConfigError(f"for_board: edge_fraction must be a number in [0, 1), got {edge_fraction!r}")
         avail = spec.core_budget(memory, flash_boot)
         _check_int("act_bits", act_bits, 2, 8)
-        params = {P: family_params(spec.family, P) for P in PIXELS[spec.family]}
-        if acc_bits is not None:
-            _check_int("acc_bits", acc_bits, 8, 48)
-            for p in params.values():
-                p["acc_bits"] = acc_bits
+        width = {} if acc_bits is None else {"acc_bits": acc_bits}      # (checked by the constructor)
         lut = ()
         if lut_fix:
             fmts = [parse_weight_format(k) for k, v in (ratio or {}).items() if v > 0]
@@ -258,7 +254,7 @@ class AcceleratorConfig:
             return any(parse_weight_format(s).kind == "pot" or s in lut for s, _ in groups)
 
         clock = int(clock_hz or spec.clock_hz)
-        candidates = (cls(lane_groups=groups, columns=C, clock_hz=clock, **params[P],
+        candidates = (cls(lane_groups=groups, columns=C, clock_hz=clock, **{**family_params(spec.family, P), **width},
                           pot_act_bits=pab if narrow(groups) else 0,
                           lut_schemes=tuple(s for s, _ in groups if s in lut))
                       for P in PIXELS[spec.family] for C in COLUMNS[spec.family] for groups in layouts)

@@ -145,8 +145,9 @@ def lower_conv(qm, layer, cfg, *, in_hw, in_base, out_base, w_base=0, p_base=0, 
     rq = qm.requant[layer.name] if requant is None else requant
     inq, out = qm.in_q(layer), layer.out
     lo, hi = out_bounds(layer)
-    rq = saturating_biases(cfg, rq, _channel_sums(qw, inq, planes), lo, hi)
-    _check_accumulator(layer.name, cfg, qw, inq, rq["bias"], planes)
+    worst = _channel_sums(qw, inq, planes)
+    rq = saturating_biases(cfg, rq, worst, lo, hi)
+    _check_accumulator(layer.name, cfg, worst, rq["bias"])
     params = _param_words(layer.name, cfg, rq, og_n, row_of, bounds)
     desc = {"in_base": in_base, "out_base": out_base, "w_base": w_base, "p_base": p_base,
             "in_h": H, "in_w": geo.pitch, "in_cb": cb, "out_h": OH, "out_w": geo.out_cols, "out_groups": og_n,
@@ -481,14 +482,11 @@ def saturating_biases(cfg, rq: dict, worst: list, lo: int, hi: int) -> dict:
             "shift": torch.tensor(shift, dtype=torch.int64)}
 
 
-def _check_accumulator(name: str, cfg, qw: torch.Tensor, inq, bias, planes=None) -> None:
-    """docs/arithmetic.md §3: the array wraps silently, so every row's worst sum
-    Σ|q|·max|x| and its bias must fit the config's signed accumulator (with row chains:
-    every partial sum of a chain, Σ over its terms of Σ|term|·max|x|)."""
-    xmax = max(abs(inq.value_lo), abs(inq.value_hi))
-    worst = int(qw.abs().sum(dim=(1, 2, 3)).max()) * xmax if qw.shape[0] else 0
-    if planes is not None and qw.shape[0]:
-        worst = max(worst, int(planes.abs().sum(dim=(0, 2, 3, 4)).max()) * xmax)
+def _check_accumulator(name: str, cfg, worst: list, bias) -> None:
+    """docs/arithmetic.md §3: the array wraps silently, so every row's worst sum (``worst``,
+    :func:`_channel_sums`: Σ|q|·max|x|, with row chains every partial sum of a chain) and its
+    bias must fit the config's signed accumulator."""
+    worst = max(worst, default=0)
     bmax = max((abs(int(b)) for b in bias), default=0)
     lim = 1 << (cfg.acc_bits - 1)
     if worst >= lim or bmax >= lim:
