@@ -38,9 +38,11 @@ NAME = "rmsmp_top"
 #: garbled and stay bit-exact.  Not the FIFOs of the board top's clock-domain crossing
 #: (``CROSSING``: the SDRAM controller on its own clock), written and read on two clocks:
 #: a collision means nothing there, and yosys's opt_mem asserts on the mask
-#: ("port.clk == wport.clk").
+#: ("port.clk == wport.clk").  Nor read ports without a clock (a pipelined core's queue
+#: blocks, read into registers of their own): there is no cycle to collide in, and yosys
+#: asserts on the mask ("port.clk_enable").
 NO_COLLISION_BYPASS = (f"setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:TRANSPARENCY_MASK=1'0 %i "
-                       f"*.{CROSSING}.*/t:$memrd_v2 %d")
+                       f"r:CLK_ENABLE=1 %i *.{CROSSING}.*/t:$memrd_v2 %d")
 
 #: yosys step run after reading the design: the registers that copy a broadcast value (the
 #: MAC array's activations and flags, one copy per few rows: ``rtl.mac.REPLICA`` in their

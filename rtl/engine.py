@@ -94,6 +94,9 @@ class ConvEngine(wiring.Component):
     #: with several pixel lanes an entry is ``pixels`` times wider and the lanes' requantizers
     #: drain it together; two entries let the array run one dot product ahead
     WIDE_QUEUE_DEPTH = 2
+    #: rows of a pixel lane per block of a pipelined core's queue (a read address and a load
+    #: enable each)
+    QUEUE_BLOCK_ROWS = 8
     #: cycles from a buffer read's address to its data in the registers the array and the
     #: vector unit take it from, in a pipelined core (the block RAM's cycle, then flip-flops
     #: beside it, so no logic follows a block RAM output in the cycle it appears: ECP5's is
@@ -218,13 +221,14 @@ class ConvEngine(wiring.Component):
         m.submodules.array = array = MacArray.for_config(cfg)
         # the queue of finished dot products (R accumulators of every pixel lane), in issue
         # order: the k-th one is output group k // (out_h·out_w), pixel k % (out_h·out_w), so no
-        # indices travel with it.  Its read port holds the popped entry while its rows are
-        # requantized
+        # indices travel with it.  The popped entry is held while its rows are requantized (by
+        # the read port, or pipelined by registers beside the queue's blocks, below)
         Q = self.QUEUE_DEPTH if P == 1 else self.WIDE_QUEUE_DEPTH
-        m.submodules.queue = queue = Memory(shape=data.ArrayLayout(data.ArrayLayout(signed(cfg.acc_bits), R), P),
-                                            depth=Q, init=[])
-        q_wr, q_rd = queue.write_port(), queue.read_port()
         wptr, rptr, queued = Signal(range(Q)), Signal(range(Q)), Signal(range(Q + 1))
+        if not S:
+            m.submodules.queue = queue = Memory(shape=data.ArrayLayout(data.ArrayLayout(signed(cfg.acc_bits), R),
+                                                                       P), depth=Q, init=[])
+            q_wr, q_rd = queue.write_port(), queue.read_port()
 
         # -- control ------------------------------------------------------------------------
         running = Signal()          # sequencer issuing beats
@@ -329,8 +333,41 @@ class ConvEngine(wiring.Component):
 
         # the queue never overflows: the sequencer stalls with Q dot products in flight
         pop = Signal()
-        m.d.comb += [q_wr.addr.eq(wptr), q_wr.data.eq(array.o.payload), q_wr.en.eq(array.o.valid),
-                     q_rd.addr.eq(rptr), q_rd.en.eq(pop)]
+        if S:
+            # (pipelined: the queue in blocks of ``QUEUE_BLOCK_ROWS`` rows of a pixel lane, each
+            # a memory read without a register, into a register of its own that takes the
+            # popped entry the cycle after the pop — ``acc`` is first read in the cycle after
+            # that, the first EMIT.  Each block's read address and load are a copy of their
+            # own (``REPLICA``): the pop is decided by the requantizer's state machine, and as
+            # the enable of one read register it fanned out to every accumulator of the array
+            # (33 rows × 2 lanes × 25 bits), the 528-MAC ULX3S core's worst path at 45 MHz.
+            # The popped slot is not written again before the load: the pop frees it, and the
+            # next dot product into it issues afterwards, the array's pipeline behind it)
+            acc = [[None] * R for _ in range(P)]
+            BR = self.QUEUE_BLOCK_ROWS
+            for p in range(P):
+                for b0 in range(0, R, BR):
+                    rows = range(b0, min(R, b0 + BR))
+                    blk = Memory(shape=unsigned(len(rows) * cfg.acc_bits), depth=Q, init=[])
+                    m.submodules[f"queue{p}_{b0 // BR}"] = blk
+                    wr, rd = blk.write_port(), blk.read_port(domain="comb")
+                    m.d.comb += [wr.addr.eq(wptr), wr.en.eq(array.o.valid),
+                                 wr.data.eq(Cat(array.o.payload[p][i] for i in rows))]
+                    slot = Signal(range(Q), name=f"q_slot{p}_{b0 // BR}_{REPLICA}")
+                    load = Signal(name=f"q_load{p}_{b0 // BR}_{REPLICA}")
+                    held = Signal(len(rows) * cfg.acc_bits, name=f"q_held{p}_{b0 // BR}", reset_less=True)
+                    m.d.sync += load.eq(pop)
+                    with m.If(pop):
+                        m.d.sync += slot.eq(rptr)
+                    with m.If(load):
+                        m.d.sync += held.eq(rd.data)
+                    m.d.comb += rd.addr.eq(slot)
+                    for k, i in enumerate(rows):
+                        acc[p][i] = held[k * cfg.acc_bits:(k + 1) * cfg.acc_bits].as_signed()
+        else:
+            m.d.comb += [q_wr.addr.eq(wptr), q_wr.data.eq(array.o.payload), q_wr.en.eq(array.o.valid),
+                         q_rd.addr.eq(rptr), q_rd.en.eq(pop)]
+            acc = q_rd.data             # the popped dot product (held by the read port)
         with m.If(array.o.valid):
             m.d.sync += wptr.eq(Mux(wptr == Q - 1, 0, wptr + 1))
         with m.If(pop):
@@ -351,7 +388,6 @@ class ConvEngine(wiring.Component):
                 m.d.sync += [npix.eq(0), nog.eq(nog + 1)]
             with m.Else():
                 m.d.sync += npix.eq(npix + 1)
-        acc = q_rd.data                 # the popped dot product (held)
         # the popped dot product's output group (its parameters' entries start at cgrp·slots)
         cgrp = Signal(ADDR_BITS - sb)
         with m.If(pop):

