@@ -177,11 +177,16 @@ class VectorUnit(wiring.Component):
                 ((ph == 0) & (ty >= d.stride), "c_ends")))
             col_have = Signal(P)                     # an inside tap in the column so far
             col_have_now = Mux(c_first, in1, col_have | in1)
-            win_have_now = have | col_have_now
             with m.If(v1 & cw):
                 m.d.sync += col_have.eq(col_have_now)
-                with m.If(c_last):
-                    m.d.sync += have.eq(Mux(c_start, col_have_now, win_have_now))
+            # a column's maximum is folded into the window's the cycle after its last tap, from
+            # the registers (``col``, ``col_have``; the next column's first tap replaces them at
+            # the end of that cycle): the column's compare and the window's, in one cycle, were
+            # the small ULX3S design's worst path at 50 MHz (16.8 ns)
+            fold, fold_start, fold_ends = Signal(name="fold"), Signal(name="fold_start"), Signal(name="fold_ends")
+            m.d.sync += [fold.eq(v1 & cw & c_last), fold_start.eq(c_start), fold_ends.eq(c_ends)]
+            with m.If(fold):
+                m.d.sync += have.eq(Mux(fold_start, col_have, have | col_have))
         with m.If(v1 & f1 & ~cw):
             m.d.sync += have.eq(in1)
         with m.Elif(v1 & ~cw):
@@ -221,20 +226,20 @@ class VectorUnit(wiring.Component):
                     out = Signal(signed(10), name=f"out{lane}{sfx}")
                     col_now = Signal(signed(10), name=f"col_now{lane}{sfx}")
                     m.d.comb += col_now.eq(Mux(~in1[p], col, Mux(~col_have[p] | c_first, v, Mux(v > col, v, col))))
-                    win_now = Mux(~col_have_now[p], acc, Mux(~have[p], col_now, Mux(col_now > acc, col_now, acc)))
+                    win = Mux(~col_have[p], acc, Mux(~have[p], col, Mux(col > acc, col, acc)))
                     with m.If(v1 & cw):
                         m.d.sync += col.eq(col_now)
-                        with m.If(c_last):
-                            m.d.sync += acc.eq(Mux(c_start, col_now, win_now))
-                            with m.If(c_ends):
-                                m.d.sync += out.eq(win_now)
+                    with m.If(fold):
+                        m.d.sync += acc.eq(Mux(fold_start, col, win))
+                        with m.If(fold_ends):
+                            m.d.sync += out.eq(win)
                     y = Mux(cw, out, y)
                 # (pipelined: from the register, the cycle after the last tap)
                 ys.append(clamp(y[:10].as_signed(), lo, hi)[:8])
             words.append(Cat(*ys))
         write = delay(m, v1 & l1, S, "wmax")         # max-pool: the window's last tap (+ S)
         if cols:                                     # by columns: a column that ends a window
-            write = Mux(cw, delay(m, v1 & c_last & c_ends, S, "wcol"), write)
+            write = Mux(cw, delay(m, fold & fold_ends, S, "wcol"), write)
 
         # the add reads two words (a, then b) per output word, so ceil(C/2) adders serve the
         # C lanes: lanes [0, H) when b arrives, lanes [H, C) the cycle after (from the held
@@ -338,6 +343,8 @@ class VectorUnit(wiring.Component):
             m.d.sync += oa.eq(oa + 1)
         m.d.sync += [self.wr_addr.eq(oa), self.wr_en.eq(write)] + [self.wr_data[p].eq(words[p]) for p in range(P)]
 
+        if cols:                                     # (a column's fold, the cycle after its last tap)
+            settling = settling | fold
         m.d.comb += self.ending.eq(self.busy & ~setup & ~running & ~in_flight & ~v1 & ~settling & ~draining
                                    & ~write & ~self.wr_en)
         with m.If(self.ending):
