@@ -178,7 +178,9 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
               Budget(luts=83_640, ffs=83_640, dsps=156, brams=208, cells=ECP5_CELLS),
               # 40 MHz: the 528-MAC for_board core's build met it (Fmax 43.6 MHz, 2026-12-06; at a
               # 50 MHz target it routed at 46.9); 12.5 MHz until its reset and weight unpacking routed.
-              # The whole design with the SDRAM crossing (b1d9600): Fmax 42.9 at 40; at 45 it did not route
+              # The whole design with the SDRAM crossing (b1d9600): Fmax 42.9 at 40; at 45 it did not route.
+              # 2026-12-07 (the queue's load copies, the SDRAM's registered room, the max-pool fold): at
+              # 50 MHz the placer estimated 48.8 (SDRAM clock 111.2 against 100); not routed (stopped)
               clk_in_hz=25e6, clock_hz=40_000_000, max_baud=3_000_000, mem_words=16_384,   # FT231X
               platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
               programmer="openFPGALoader", programmer_env="OPENFPGALOADER",
