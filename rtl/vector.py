@@ -183,8 +183,8 @@ class VectorUnit(wiring.Component):
             # the registers (``col``, ``col_have``; the next column's first tap replaces them at
             # the end of that cycle): the column's compare and the window's, in one cycle, were
             # the small ULX3S design's worst path at 50 MHz (16.8 ns)
-            fold, fold_start, fold_ends = Signal(name="fold"), Signal(name="fold_start"), Signal(name="fold_ends")
-            m.d.sync += [fold.eq(v1 & cw & c_last), fold_start.eq(c_start), fold_ends.eq(c_ends)]
+            fold, fold_start, fold_ends = (delay(m, sg, 1, n) for sg, n in (
+                (v1 & cw & c_last, "fold"), (c_start, "fold_start"), (c_ends, "fold_ends")))
             with m.If(fold):
                 m.d.sync += have.eq(Mux(fold_start, col_have, have | col_have))
         with m.If(v1 & f1 & ~cw):
