@@ -89,8 +89,11 @@ def units(cfg, family: str):
         "core": lambda: Core(cfg), "engine": lambda: ConvEngine(cfg),
         "dma": lambda: Dma(bus_width=cfg.bus_width, buffer_ports=buffer_ports(cfg), act_width=8 * cfg.columns,
                            unpack=unpack),
+        # (as the engine builds it: its pixel lanes, pipeline and read latency)
         "vec": lambda: VectorUnit(columns=cfg.columns, requantizer=_silenced(rq()).signature,
-                                  addr_bits=(cfg.act_depth - 1).bit_length(), ops=cfg.vector_ops),
+                                  addr_bits=(cfg.act_depth - 1).bit_length(), ops=cfg.vector_ops,
+                                  held_desc=True, pixels=cfg.pixels, pipelined=cfg.pipelined,
+                                  read_latency=ConvEngine.READ_LATENCY + 1 if cfg.pipelined else 1),
         "rq": rq, "array": lambda: MacArray.for_config(cfg),
         "bridge": lambda: HostBridge(max_burst=256), "csr": lambda: CsrBank(),
         "uart": lambda: UartRx(24), "uart_tx": lambda: UartTx(24),

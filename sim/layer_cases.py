@@ -32,10 +32,12 @@ def one_layer_model(op, cin, cout, k=3, s=1, p=1, hw=6, relu=True, seed=0, ratio
 
 
 class MiniBlock(nn.Module):
-    """conv-bn-relu, max-pool 3x3/2, a residual basic-block half, global average pool, fc."""
+    """conv-bn-relu, max-pool 3x3/2, a residual basic-block half, global average pool, fc
+    (``signed_pool``: the ReLU after the max-pool, so the pool's input is signed)."""
 
-    def __init__(self, cin=3, width=20):
+    def __init__(self, cin=3, width=20, signed_pool=False):
         super().__init__()
+        self.signed_pool = signed_pool
         self.conv1 = nn.Conv2d(cin, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU()
@@ -46,15 +48,18 @@ class MiniBlock(nn.Module):
         self.fc = nn.Linear(width, 10)
 
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        if self.signed_pool:
+            x = self.relu(self.maxpool(self.bn1(self.conv1(x))))
+        else:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         y = self.relu(self.bn2(self.conv2(x)) + x)
         return self.fc(torch.flatten(self.avgpool(y), 1))
 
 
-def mini_block(hw=9, seed=0):
+def mini_block(hw=9, seed=0, signed_pool=False):
     """(qm, golden trace of one image) of a quantized MiniBlock."""
     torch.manual_seed(seed)
-    model = MiniBlock().eval()
+    model = MiniBlock(signed_pool=signed_pool).eval()
     for mm in model.modules():
         if isinstance(mm, nn.BatchNorm2d):
             mm.running_mean.uniform_(-0.3, 0.3)

@@ -86,12 +86,16 @@ def test_core_runs_a_layer_program_bit_exact(case, cfg):
     print(f"\n{case}: {res['cycles']} cycles for the program ({low.beats} MAC beats)")
 
 
-@pytest.mark.parametrize("name", ["maxpool", "add", "avgpool"])
+@pytest.mark.parametrize("name", ["maxpool", "signed maxpool", "add", "avgpool"])
 @pytest.mark.parametrize("cfg", [CFG, COMPACT], ids=["pipelined", "compact"])
 def test_core_runs_vector_ops_bit_exact(name, cfg):
-    """max-pool 3x3/2 p1, residual add + ReLU, global average pool, vs golden."""
-    qm, tr = mini_block()
-    layer, inputs, y = vec_case(qm, tr, name)
+    """max-pool 3x3/2 p1 (of a ReLU's output, and of signed values: the unit compares order
+    keys), residual add + ReLU, global average pool, vs golden."""
+    signed_pool = name == "signed maxpool"
+    qm, tr = mini_block(signed_pool=signed_pool)
+    layer, inputs, y = vec_case(qm, tr, name.split()[-1])
+    if "maxpool" in name:
+        assert qm[layer.inputs[0]].out.signed == signed_pool
     prog = vec_program(qm, layer, cfg, inputs)
     res = run_core(cfg, prog)
     o = prog.io.outputs[0]
