@@ -117,6 +117,7 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
                                        reuse_netlist=k > 0, quiet=quiet, t0=t0, flash_boot=flash_boot, memory=memory)
         except RouteStalled as e:
             w = e.watch
+            _keep_log(out, seed, last)
             attempts.append({"seed": seed, "routed": False, "overuse_min": w.best, "overuse_min_iter": w.best_iter,
                              "stopped_iter": w.last_iter, "s": round(time.perf_counter() - t_try)})
             if last:
@@ -129,10 +130,14 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
             if not quiet:
                 print(f"seed {seed} did not route ({w.describe()}); next seed", flush=True)
             continue
+        worst = report["critical_paths"][0] if report["critical_paths"] else None
         attempts.append({"seed": seed, "routed": True, "fmax_mhz": round(report["fmax_mhz"], 2),
                          "timing_met": report["timing_met"], "s": round(time.perf_counter() - t_try)})
+        if worst:                                     # (the next seed's log replaces this one's)
+            attempts[-1]["worst_path"] = {k: worst[k] for k in ("from_cell", "to_cell", "delay_ns")}
         if report["timing_met"] or allow_timing_fail or last:
             break
+        _keep_log(out, seed, last=False)
         if not quiet:
             print(f"seed {seed} routed at {report['fmax_mhz']:.1f} MHz, short of {report['target_mhz']:g}; next seed",
                   flush=True)
@@ -157,6 +162,14 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
                          f"< {report['target_mhz']:g} MHz target{where}{tried} (report: {out / 'report.md'}); build "
                          f"at a lower clock (--clock-mhz / CLOCK_MHZ=) or with a smaller config")
     return report
+
+
+def _keep_log(out: Path, seed, last: bool) -> None:
+    """Copy a placement seed's nextpnr log to ``<name>.seed<N>.tim`` before the next seed's run
+    writes over it (the last seed's stays where the report reads it)."""
+    tim = out / f"{NAME}.tim"
+    if seed is not None and not last and tim.exists():
+        (out / f"{NAME}.seed{seed}.tim").write_bytes(tim.read_bytes())
 
 
 def _place_and_report(spec, cfg, design, out, env, synth_opts, pnr_opts, route_patience, *, reuse_netlist,

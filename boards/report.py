@@ -53,9 +53,15 @@ class BuildReport(dict):
         return "\n".join(lines) + "\n"
 
 
+def _worst_text(attempt) -> str:
+    w = attempt.get("worst_path")
+    return f" (worst path {w['delay_ns']:.1f} ns, {w['from_cell']} -> {w['to_cell']})" if w else ""
+
+
 def attempts_text(attempts) -> str:
     """What came of each placement seed a build tried (``BuildReport["attempts"]``)."""
-    return "; ".join(f"seed {a['seed']}: " + (f"routed, Fmax {a['fmax_mhz']:.1f} MHz" if a["routed"] else
+    return "; ".join(f"seed {a['seed']}: " + (f"routed, Fmax {a['fmax_mhz']:.1f} MHz{_worst_text(a)}"
+                                              if a["routed"] else
                                               f"did not route (overuse {a['overuse_min']:,} at iteration "
                                               f"{a['overuse_min_iter']}, stopped at {a['stopped_iter']})")
                      for a in attempts)

@@ -557,6 +557,7 @@ def test_a_build_tries_placement_seeds_until_one_routes_and_meets(tmp_path, monk
                  reuse_netlist=False):
         seed = int(pnr_opts[pnr_opts.index("--seed") + 1])
         calls.append((seed, reuse_netlist))
+        (out / "rmsmp_top.tim").write_text(f"log of seed {seed}")
         if outcome[seed] is None:
             w = RouteWatch()
             w.feed(_router_lines([900, 127] + [300] * 20))
@@ -571,6 +572,10 @@ def test_a_build_tries_placement_seeds_until_one_routes_and_meets(tmp_path, monk
     assert r["timing_met"] and r["seed"] == 3 and r["fmax_mhz"] == 51.2
     assert [(a["seed"], a["routed"]) for a in r["attempts"]] == [(1, False), (2, True), (3, True)]
     assert r["attempts"][0]["overuse_min"] == 127 and r["attempts"][1]["fmax_mhz"] == 48.0
+    # each seed's log is kept before the next run writes over it; the last stays in place
+    assert [(tmp_path / f"rmsmp_top.seed{k}.tim").read_text() for k in (1, 2)] == ["log of seed 1", "log of seed 2"]
+    assert (tmp_path / "rmsmp_top.tim").read_text() == "log of seed 3"
+    assert not (tmp_path / "rmsmp_top.seed3.tim").exists()
     md = (tmp_path / "report.md").read_text()
     assert "Placement seed 3; seeds tried: seed 1: did not route (overuse 127 at iteration 2" in md
     calls.clear()
