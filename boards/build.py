@@ -55,7 +55,7 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     (``route_patience``: router2 iterations without progress; 0: never stopped).  ``seeds``:
     nextpnr placement seeds to try in turn on the one synthesized netlist until a placement
     routes and meets the clock (the ULX3S's large cores route on some placements and not on
-    others); the report's ``attempts`` says what came of each."""
+    others; default: the board's ``seeds``); the report's ``attempts`` says what came of each."""
     spec = board(board_name)
     if program is not None and memory is None and not spec.flash_offset:
         memory = "bram"                               # no flash to boot from: baked in
@@ -100,7 +100,8 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     pnr_opts = pnr_defaults(spec, pnr_opts)
     if "--timing-allow-fail" not in pnr_opts:        # routed but slow: a report, then our error
         pnr_opts = [*pnr_opts, "--timing-allow-fail"]
-    seeds = list(seeds or ())
+    seed_given = any(o == "--seed" or o.startswith("--seed=") for o in pnr_opts)
+    seeds = list(seeds if seeds is not None else () if seed_given else spec.seeds)
     if seeds and any(o == "--seed" or o.startswith("--seed=") for o in pnr_opts):
         raise BoardError("give the placement seed either in the nextpnr options (--seed N) or as seeds, not both")
     design = lambda: BoardDesign(spec, cfg, init=init, memory=memory, flash_boot=flash_boot)  # noqa: E731

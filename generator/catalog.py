@@ -75,6 +75,9 @@ class BoardSpec:
     #: 4,287 and 4,133 SB_LUT4, 5,071 and 4,900 cells)
     flash_boot_default: bool = True
     flash_boot_luts: int = 160
+    #: nextpnr placement seeds a build tries in turn when none is given (``--seeds`` /
+    #: ``SEEDS=``), until one routes and meets the clock; empty: nextpnr's own default, once
+    seeds: tuple = ()
 
     def boots_from_flash(self, flash_boot: bool | None = None) -> bool:
         """``flash_boot`` checked against the board (None: its default)."""

@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 20, rmsmp.boards.toolchain.ROUTE_PATIENCE; 0: wait however long it takes)")
     b.add_argument("--seeds", type=_seed_list, metavar="N,N,...",
                    help="nextpnr placement seeds to try in turn until one routes and meets the clock (the netlist "
-                        "is synthesized once); e.g. 1,2,3")
+                        "is synthesized once); e.g. 1,2,3 (default: the board's, rmsmp.generator.catalog)")
     b.set_defaults(func=cmd_build)
     k = sub.add_parser("config", help="size an accelerator for a board (AcceleratorConfig.for_board)")
     k.add_argument("--board", required=True)

@@ -589,6 +589,17 @@ def test_a_build_tries_placement_seeds_until_one_routes_and_meets(tmp_path, monk
         build_bitstream("ulx3s-85f", cfg, out_dir=tmp_path, quiet=True, seeds=[1])
     with pytest.raises(BoardError, match="either in the nextpnr options"):
         build_bitstream("ulx3s-85f", cfg, out_dir=tmp_path, quiet=True, seeds=[1], pnr_opts=["--seed", "5"])
+    # none given: the board's seeds, in turn; a seed in the nextpnr options: that one alone
+    from dataclasses import replace
+
+    from rmsmp.generator import catalog
+    monkeypatch.setitem(catalog.BOARDS, "ulx3s-85f", replace(catalog.BOARDS["ulx3s-85f"], seeds=(4, 3)))
+    calls.clear()
+    r = build_bitstream("ulx3s-85f", cfg, out_dir=tmp_path, quiet=True)
+    assert calls == [(4, False), (3, True)] and r["seed"] == 3
+    calls.clear()
+    build_bitstream("ulx3s-85f", cfg, out_dir=tmp_path, quiet=True, pnr_opts=["--seed", "3"], allow_timing_fail=True)
+    assert calls == [(3, False)]
 
 
 def _router_lines(overuse, start=1):
