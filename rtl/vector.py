@@ -200,40 +200,33 @@ class VectorUnit(wiring.Component):
             ys = []
             for lane in range(C if window else 0):
                 byte = rd[8 * lane:8 * lane + 8]
-                # max-pool compares order keys: the byte with its sign bit flipped when the
-                # input is signed (two's complement to offset binary), so an 8-bit unsigned
-                # compare orders either format, and the key flipped back is the byte
-                key = Signal(8, name=f"key{lane}{sfx}")
-                m.d.comb += key.eq(byte ^ (a_sgn << 7))
+                v = Signal(signed(10), name=f"v{lane}{sfx}")
+                m.d.comb += v.eq(Mux(a_sgn, byte.as_signed(), byte.as_unsigned()))
                 avg_lane = has_avg and p == 0
-                acc = Signal(signed(sum_bits) if avg_lane else 8, name=f"acc{lane}{sfx}")
+                acc = Signal(signed(sum_bits if avg_lane else 10), name=f"acc{lane}{sfx}")
                 if p == 0:
                     accs.append(acc)
-                # the reduction including this tap (the maximum's key in the low byte)
-                cur = Signal(signed(sum_bits + 1) if avg_lane else 8, name=f"cur{lane}{sfx}")
-                m.d.comb += cur.eq(key)
-                mx = acc[:8]
+                # the reduction including this tap
+                cur = Signal(signed((sum_bits if avg_lane else 10) + 1), name=f"cur{lane}{sfx}")
+                m.d.comb += cur.eq(v)
                 if has_max:
                     with m.If(is_max):
-                        m.d.comb += cur.eq(Mux(~in1[p], mx, Mux(~have[p] | f1, key, Mux(key > mx, key, mx))))
+                        m.d.comb += cur.eq(Mux(~in1[p], acc, Mux(~have[p] | f1, v, Mux(v > acc, v, acc))))
                 if avg_lane:
-                    v = Signal(signed(10), name=f"v{lane}{sfx}")
-                    m.d.comb += v.eq(Mux(a_sgn, byte.as_signed(), byte.as_unsigned()))
                     with m.If(is_avg):
                         m.d.comb += cur.eq(Mux(f1, v, acc + v))
-                y = mx if S else cur[:8]
+                y = acc if S else cur
                 with m.If(v1 & ~cw):                 # (by columns: below)
                     m.d.sync += acc.eq(cur)
                 if cols:
                     # by columns: ``col`` the column's maximum so far; at its last tap the
                     # column goes into the window's maximum (``acc``), and where it ends a
                     # window that maximum goes out (``out``) and the column starts the next
-                    col = Signal(8, name=f"col{lane}{sfx}")
-                    out = Signal(8, name=f"out{lane}{sfx}")
-                    col_now = Signal(8, name=f"col_now{lane}{sfx}")
-                    m.d.comb += col_now.eq(Mux(~in1[p], col,
-                                               Mux(~col_have[p] | c_first, key, Mux(key > col, key, col))))
-                    win = Mux(~col_have[p], mx, Mux(~have[p], col, Mux(col > mx, col, mx)))
+                    col = Signal(signed(10), name=f"col{lane}{sfx}")
+                    out = Signal(signed(10), name=f"out{lane}{sfx}")
+                    col_now = Signal(signed(10), name=f"col_now{lane}{sfx}")
+                    m.d.comb += col_now.eq(Mux(~in1[p], col, Mux(~col_have[p] | c_first, v, Mux(v > col, v, col))))
+                    win = Mux(~col_have[p], acc, Mux(~have[p], col, Mux(col > acc, col, acc)))
                     with m.If(v1 & cw):
                         m.d.sync += col.eq(col_now)
                     with m.If(fold):
@@ -241,11 +234,8 @@ class VectorUnit(wiring.Component):
                         with m.If(fold_ends):
                             m.d.sync += out.eq(win)
                     y = Mux(cw, out, y)
-                # (pipelined: from the register, the cycle after the last tap).  A maximum of
-                # the input's integers is in the input's format, which is the output's
-                # (docs/arithmetic.md §5): no clamp (the average pool's bytes come from the
-                # requantizer, the add's from its own lanes)
-                ys.append(y ^ (a_sgn << 7))
+                # (pipelined: from the register, the cycle after the last tap)
+                ys.append(clamp(y[:10].as_signed(), lo, hi)[:8])
             words.append(Cat(*ys))
         write = delay(m, v1 & l1, S, "wmax")         # max-pool: the window's last tap (+ S)
         if cols:                                     # by columns: a column that ends a window
