@@ -204,7 +204,11 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
               # placed) did not route (router2 overuse 151 at iteration 41, then rising), nor
               # did 26×pot4 (est. 44,325; 51,383 placed, 61 %) on three placements (lowest
               # overuse 217, 1,763, 4,078).  0.56 (a core budget of 42,998) keeps the first and
-              # leaves out the others, with room either side for the fit's drift
+              # leaves out the others, with room either side for the fit's drift.  2026-12-07,
+              # RTL of e741749 (the queue held beside its blocks, 1,400 fewer cells): 26×pot4
+              # (49,916 placed, 59.7 %, 197 block RAMs) routed on seed 1 but at 37.2 MHz, and
+              # diverged on seed 2 (overuse 3,103 at iteration 19, 3,790 at 22); 0.58 would
+              # admit it (3.68× the fix4 core), so 0.56 stays until a placement of it meets
               lut_share=0.56),
     BoardSpec("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K)", "ice40", "iCE40UP5K-SG48",
               Budget(luts=5_280, ffs=5_280, dsps=8, brams=30, cells=ICE40_CELLS),
