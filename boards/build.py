@@ -102,7 +102,7 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
         pnr_opts = [*pnr_opts, "--timing-allow-fail"]
     seed_given = any(o == "--seed" or o.startswith("--seed=") for o in pnr_opts)
     seeds = list(seeds if seeds is not None else () if seed_given else spec.seeds)
-    if seeds and any(o == "--seed" or o.startswith("--seed=") for o in pnr_opts):
+    if seeds and seed_given:
         raise BoardError("give the placement seed either in the nextpnr options (--seed N) or as seeds, not both")
     design = lambda: BoardDesign(spec, cfg, init=init, memory=memory, flash_boot=flash_boot)  # noqa: E731
     attempts = []                                     # (seed, what came of it) of each placement tried
