@@ -112,13 +112,14 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
         if seed is not None and not quiet:
             print(f"placement seed {seed} ({k + 1} of {len(seeds)})" + (": the netlist synthesized above" if k else ""),
                   flush=True)
+        if k:                                         # the previous seed's log, before this run writes over it
+            _keep_log(out, seeds[k - 1])
         t_try = time.perf_counter()
         try:
             report = _place_and_report(spec, cfg, design, out, env, synth_opts, opts, route_patience,
                                        reuse_netlist=k > 0, quiet=quiet, t0=t0, flash_boot=flash_boot, memory=memory)
         except RouteStalled as e:
             w = e.watch
-            _keep_log(out, seed, last)
             attempts.append({"seed": seed, "routed": False, "overuse_min": w.best, "overuse_min_iter": w.best_iter,
                              "stopped_iter": w.last_iter, "s": round(time.perf_counter() - t_try)})
             if last:
@@ -138,7 +139,6 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
             attempts[-1]["worst_path"] = {k: worst[k] for k in ("from_cell", "to_cell", "delay_ns")}
         if report["timing_met"] or allow_timing_fail or last:
             break
-        _keep_log(out, seed, last=False)
         if not quiet:
             print(f"seed {seed} routed at {report['fmax_mhz']:.1f} MHz, short of {report['target_mhz']:g}; next seed",
                   flush=True)
@@ -165,11 +165,11 @@ def build_bitstream(board_name: str, cfg: AcceleratorConfig | None = None, *, ou
     return report
 
 
-def _keep_log(out: Path, seed, last: bool) -> None:
-    """Copy a placement seed's nextpnr log to ``<name>.seed<N>.tim`` before the next seed's run
-    writes over it (the last seed's stays where the report reads it)."""
+def _keep_log(out: Path, seed) -> None:
+    """Copy a placement seed's nextpnr log to ``<name>.seed<N>.tim`` (the last seed's stays
+    where the report reads it)."""
     tim = out / f"{NAME}.tim"
-    if seed is not None and not last and tim.exists():
+    if tim.exists():
         (out / f"{NAME}.seed{seed}.tim").write_bytes(tim.read_bytes())
 
 
