@@ -191,8 +191,13 @@ class VectorUnit(wiring.Component):
             m.d.sync += have.eq(in1)
         with m.Elif(v1 & ~cw):
             m.d.sync += have.eq(have | in1)
-        # the per-op operands of the lanes, held beside them
+        # the per-op operands of the lanes, held beside them; and (pipelined) the op's selects of
+        # the output word and its write, decoded from the descriptor into registers (steady a
+        # cycle after it, long before an op's first write): the descriptor's decode into the
+        # write data was the 528-MAC ULX3S core's worst path at 40 MHz (21.0 ns, 16.6 of it routing)
         a_sgn, lo, hi = stage(m, d.a_signed, S, "a_signed"), stage(m, d.lo, S, "lo"), stage(m, d.hi, S, "hi")
+        o_cw, o_add, o_avg = (stage(m, sel, S, name) for sel, name in
+                              ((cw, "out_cw"), (is_add, "out_add"), (is_avg, "out_avg")))
         words, accs = [], []
         for p in range(P):
             rd = self.rd_data[p]
@@ -200,46 +205,56 @@ class VectorUnit(wiring.Component):
             ys = []
             for lane in range(C if window else 0):
                 byte = rd[8 * lane:8 * lane + 8]
-                v = Signal(signed(10), name=f"v{lane}{sfx}")
-                m.d.comb += v.eq(Mux(a_sgn, byte.as_signed(), byte.as_unsigned()))
+                # max-pool compares order keys: the byte with its sign bit flipped when the
+                # input is signed (two's complement to offset binary), so an 8-bit unsigned
+                # compare orders either format, and the key flipped back is the byte
+                key = Signal(8, name=f"key{lane}{sfx}")
+                m.d.comb += key.eq(byte ^ (a_sgn << 7))
                 avg_lane = has_avg and p == 0
-                acc = Signal(signed(sum_bits if avg_lane else 10), name=f"acc{lane}{sfx}")
+                acc = Signal(signed(sum_bits) if avg_lane else 8, name=f"acc{lane}{sfx}")
                 if p == 0:
                     accs.append(acc)
-                # the reduction including this tap
-                cur = Signal(signed((sum_bits if avg_lane else 10) + 1), name=f"cur{lane}{sfx}")
-                m.d.comb += cur.eq(v)
+                # the reduction including this tap (the maximum's key in the low byte)
+                cur = Signal(signed(sum_bits + 1) if avg_lane else 8, name=f"cur{lane}{sfx}")
+                m.d.comb += cur.eq(key)
+                mx = acc[:8]
                 if has_max:
                     with m.If(is_max):
-                        m.d.comb += cur.eq(Mux(~in1[p], acc, Mux(~have[p] | f1, v, Mux(v > acc, v, acc))))
+                        m.d.comb += cur.eq(Mux(~in1[p], mx, Mux(~have[p] | f1, key, Mux(key > mx, key, mx))))
                 if avg_lane:
+                    v = Signal(signed(10), name=f"v{lane}{sfx}")
+                    m.d.comb += v.eq(Mux(a_sgn, byte.as_signed(), byte.as_unsigned()))
                     with m.If(is_avg):
                         m.d.comb += cur.eq(Mux(f1, v, acc + v))
-                y = acc if S else cur
+                y = mx if S else cur[:8]
                 with m.If(v1 & ~cw):                 # (by columns: below)
                     m.d.sync += acc.eq(cur)
                 if cols:
                     # by columns: ``col`` the column's maximum so far; at its last tap the
                     # column goes into the window's maximum (``acc``), and where it ends a
                     # window that maximum goes out (``out``) and the column starts the next
-                    col = Signal(signed(10), name=f"col{lane}{sfx}")
-                    out = Signal(signed(10), name=f"out{lane}{sfx}")
-                    col_now = Signal(signed(10), name=f"col_now{lane}{sfx}")
-                    m.d.comb += col_now.eq(Mux(~in1[p], col, Mux(~col_have[p] | c_first, v, Mux(v > col, v, col))))
-                    win = Mux(~col_have[p], acc, Mux(~have[p], col, Mux(col > acc, col, acc)))
+                    col = Signal(8, name=f"col{lane}{sfx}")
+                    out = Signal(8, name=f"out{lane}{sfx}")
+                    col_now = Signal(8, name=f"col_now{lane}{sfx}")
+                    m.d.comb += col_now.eq(Mux(~in1[p], col,
+                                               Mux(~col_have[p] | c_first, key, Mux(key > col, key, col))))
+                    win = Mux(~col_have[p], mx, Mux(~have[p], col, Mux(col > mx, col, mx)))
                     with m.If(v1 & cw):
                         m.d.sync += col.eq(col_now)
                     with m.If(fold):
                         m.d.sync += acc.eq(Mux(fold_start, col, win))
                         with m.If(fold_ends):
                             m.d.sync += out.eq(win)
-                    y = Mux(cw, out, y)
-                # (pipelined: from the register, the cycle after the last tap)
-                ys.append(clamp(y[:10].as_signed(), lo, hi)[:8])
+                    y = Mux(o_cw, out, y)
+                # (pipelined: from the register, the cycle after the last tap).  A maximum of
+                # the input's integers is in the input's format, which is the output's
+                # (docs/arithmetic.md §5): no clamp (the average pool's bytes come from the
+                # requantizer, the add's from its own lanes)
+                ys.append(y ^ (a_sgn << 7))
             words.append(Cat(*ys))
         write = delay(m, v1 & l1, S, "wmax")         # max-pool: the window's last tap (+ S)
         if cols:                                     # by columns: a column that ends a window
-            write = Mux(cw, delay(m, fold & fold_ends, S, "wcol"), write)
+            write = Mux(o_cw, delay(m, fold & fold_ends, S, "wcol"), write)
 
         # the add reads two words (a, then b) per output word, so ceil(C/2) adders serve the
         # C lanes: lanes [0, H) when b arrives, lanes [H, C) the cycle after (from the held
@@ -292,8 +307,8 @@ class VectorUnit(wiring.Component):
                 add_words.append(Cat(ylo, Cat(*ys)[:8 * (C - H)]) if C > 1 else Cat(*ys))
             add_write = p2 if C > 1 else q1
             if window:
-                words = [Mux(is_add, aw, w) for aw, w in zip(add_words, words)]
-                write = Mux(is_add, add_write, write)
+                words = [Mux(o_add, aw, w) for aw, w in zip(add_words, words)]
+                write = Mux(o_add, add_write, write)
             else:
                 words, write = add_words, add_write
             settling = q_s | q1 | p1 | p_s | p2
@@ -336,7 +351,7 @@ class VectorUnit(wiring.Component):
         # word goes through a register to the buffer (the reduction is a cycle's work already)
         oa = Signal(AB)
         if has_avg:
-            words[0], write = Mux(is_avg, ybuf, words[0]), Mux(is_avg, avg_done, write)
+            words[0], write = Mux(o_avg, ybuf, words[0]), Mux(o_avg, avg_done, write)
         with m.If(self.start & ~self.busy):
             m.d.sync += oa.eq(self.desc.out_base)
         with m.Elif(write):
