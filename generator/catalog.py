@@ -208,12 +208,16 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
               # RTL of e741749 (the queue held beside its blocks, 1,400 fewer cells): 26×pot4
               # (49,916 placed, 59.7 %, 197 block RAMs) routed on seed 1 but at 37.2 MHz, and
               # diverged on seed 2 (overuse 3,103 at iteration 19, 3,790 at 22); 0.58 would
-              # admit it (3.68× the fix4 core), so 0.56 stays until a placement of it meets
-              lut_share=0.56,
-              # placements of that RTL's 528-MAC core at 40 MHz: seed 1 (nextpnr's default)
-              # diverged (overuse 1,005 at iteration 25, then rising); seed 2 routed and met,
-              # Fmax 47.6 MHz, SDRAM clock 101.6 against 80 (47,916 TRELLIS_COMB, 1,821 s)
-              seeds=(2, 3)),
+              # admit it (3.68× the fix4 core).  RTL of 3021545 (max-pool order keys, the vector
+              # unit's output selects in registers; 1,392 fewer cells): 26×pot4 (48,524 placed,
+              # 58.0 %, 197 block RAMs) routed and met 40 MHz on seed 3, Fmax 50.1 MHz (SDRAM clock
+              # 104.8 against 80, 2,161 s), so 0.58: for_board's core is 560 MACs
+              lut_share=0.58,
+              # placements at 40 MHz.  e741749's 528-MAC core: seed 1 (nextpnr's default) diverged
+              # (overuse 1,005 at iteration 25, then rising); seed 2 routed and met, Fmax 47.6 MHz,
+              # SDRAM clock 101.6 against 80 (47,916 TRELLIS_COMB, 1,821 s).  3021545's 560-MAC
+              # core: seed 3 above; seed 2 was at overuse 3,962 at iteration 13 when stopped
+              seeds=(3, 2)),
     BoardSpec("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K)", "ice40", "iCE40UP5K-SG48",
               Budget(luts=5_280, ffs=5_280, dsps=8, brams=30, cells=ICE40_CELLS),
               # the core at 20 MHz from the 12 MHz oscillator through the PLL (the default core's
