@@ -183,13 +183,15 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
               # 50 MHz target it routed at 46.9); 12.5 MHz until its reset and weight unpacking routed.
               # The whole design with the SDRAM crossing (b1d9600): Fmax 42.9 at 40; at 45 it did not route.
               # 2026-12-07 (the queue's load copies, the SDRAM's registered room, the max-pool fold): at
-              # 50 MHz the placer estimated 48.8 (SDRAM clock 111.2 against 100); not routed (stopped)
-              clk_in_hz=25e6, clock_hz=40_000_000, max_baud=3_000_000, mem_words=16_384,   # FT231X
+              # 50 MHz the placer estimated 48.8 (SDRAM clock 111.2 against 100); not routed (stopped).
+              # 50 MHz since 2026-12-08: the 560-MAC core of 3021545's RTL met it on seed 3, Fmax
+              # 56.3 MHz, SDRAM clock 110.7 against 100 (48,524 TRELLIS_COMB, 2,373 s)
+              clk_in_hz=25e6, clock_hz=50_000_000, max_baud=3_000_000, mem_words=16_384,   # FT231X
               platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
               programmer="openFPGALoader", programmer_env="OPENFPGALOADER",
               sdram=SdramGeometry(row_bits=13, col_bits=9, bank_bits=2),      # AS4C16M16SA, 32 MB
               # its controller on a clock of its own up to 100 MHz (the chip's CAS latency 2 limit):
-              # 80 MHz beside a 40 MHz core
+              # 100 MHz beside a 50 MHz core
               sdram_max_hz=100_000_000,
               # 16 MB SPI flash (IS25LP128); the 85F's bitstream is under 3 MiB.  The board top's
               # 4,000-LUT allowance (an estimate with margin) is split: 160 for the flash boot

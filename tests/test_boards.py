@@ -128,8 +128,9 @@ def test_board_design_has_pins_pll_and_clock_constraint(tmp_path):
     assert 'FREQUENCY PORT "clk25_0__io" 25000000' in lpf
     assert "EHXPLLL" in il and "FREQUENCY_PIN_CLKOP" in il and "CLKFB_DIV" in il
     assert "cell \\ODDRX1F" in il and il.count("cell \\BB ") == 16    # DDR SDRAM clock, 16 dq pins
-    # the SDRAM controller on the PLL's second output, twice the 40 MHz core clock
-    assert design.top._own_clock and "FREQUENCY_PIN_CLKOS" in il and '"80"' in il
+    # the SDRAM controller on the PLL's second output, a whole multiple of the core clock
+    assert spec.sdram_ratio() > 1 and spec.sdram_clock_hz() == spec.sdram_ratio() * spec.clock_hz
+    assert design.top._own_clock and "FREQUENCY_PIN_CLKOS" in il and f'"{spec.sdram_clock_hz() / 1e6:g}"' in il
     with pytest.raises(BoardError, match="holds 512"):
         BoardDesign(spec, cfg, init=[0] * 600, mem_words=512)
     with pytest.raises(BoardError, match="SDRAM cannot hold a baked-in image.*MEMORY=bram"):
