@@ -185,7 +185,7 @@ BOARDS: dict[str, BoardSpec] = {b.name: b for b in (
               # 2026-12-07 (the queue's load copies, the SDRAM's registered room, the max-pool fold): at
               # 50 MHz the placer estimated 48.8 (SDRAM clock 111.2 against 100); not routed (stopped).
               # 50 MHz since 2026-12-08: the 560-MAC core of 3021545's RTL met it on seed 3, Fmax
-              # 56.3 MHz, SDRAM clock 110.7 against 100 (48,524 TRELLIS_COMB, 2,373 s)
+              # 56.3 MHz, SDRAM clock 110.7 against 100 (48,475 TRELLIS_COMB, 2,373 s)
               clk_in_hz=25e6, clock_hz=50_000_000, max_baud=3_000_000, mem_words=16_384,   # FT231X
               platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
               programmer="openFPGALoader", programmer_env="OPENFPGALOADER",
