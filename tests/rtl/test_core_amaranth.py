@@ -89,8 +89,8 @@ def test_core_runs_a_layer_program_bit_exact(case, cfg):
 @pytest.mark.parametrize("name", ["maxpool", "signed maxpool", "add", "avgpool"])
 @pytest.mark.parametrize("cfg", [CFG, COMPACT], ids=["pipelined", "compact"])
 def test_core_runs_vector_ops_bit_exact(name, cfg):
-    """max-pool 3x3/2 p1 (of a ReLU's output, and of signed values), residual add + ReLU,
-    global average pool, vs golden."""
+    """max-pool 3x3/2 p1 (of a ReLU's output, and of signed values: the unit compares order
+    keys), residual add + ReLU, global average pool, vs golden."""
     signed_pool = name == "signed maxpool"
     qm, tr = mini_block(signed_pool=signed_pool)
     layer, inputs, y = vec_case(qm, tr, name.split()[-1])
